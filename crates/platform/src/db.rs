@@ -1,0 +1,100 @@
+//! Database connections (SQLite or PostgreSQL, chosen by URL) and migrations.
+//!
+//! Each stateful role owns its database and its migrations; no role reads
+//! another's tables. SQLite (the embedded default) runs in WAL mode with a
+//! single writer connection, so concurrent requests queue in the pool rather
+//! than failing with `SQLITE_BUSY`; PostgreSQL gets a real pool.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr};
+use sea_orm_migration::MigratorTrait;
+
+use crate::config::DatabaseConfig;
+
+/// Connect to `url`, creating the SQLite file's directory when needed.
+pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let sqlite = url.starts_with("sqlite:");
+    if sqlite {
+        if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf())) {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| DbErr::Custom(format!("cannot create database directory {}: {e}", dir.display())))?;
+            }
+        }
+    }
+    let mut opts = ConnectOptions::new(url.to_owned());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if sqlite {
+        opts.max_connections(1).min_connections(1);
+    } else {
+        opts.max_connections(cfg.max_connections.max(1));
+    }
+    let db = Database::connect(opts).await?;
+    if db.get_database_backend() == DatabaseBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+/// Connect and, when configured, bring the schema up to date.
+pub async fn connect_and_migrate<M: MigratorTrait>(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+    let db = connect(url, cfg).await?;
+    if cfg.migrate_on_start {
+        M::up(&db, None).await?;
+    }
+    Ok(db)
+}
+
+/// The file path of a `sqlite:` URL (`sqlite://./data/x.db?mode=rwc`).
+fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next()?;
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    Some(std::path::PathBuf::from(path))
+}
+
+/// Whether an error is a unique-constraint violation (a concurrent or
+/// repeated insert of the same key), on either backend.
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(
+        err.sql_err(),
+        Some(sea_orm::SqlErr::UniqueConstraintViolation(_))
+    )
+}
+
+/// Atomically increment and return a named counter, in one statement on
+/// both backends. `table` must have columns `key` (text, primary key) and
+/// `last_value` (bigint); the first value is 1. Used for human numbering
+/// (dossier references, ticket numbers) where gaps are acceptable but
+/// duplicates are not.
+pub async fn next_counter_value(conn: &impl ConnectionTrait, table: &'static str, key: &str) -> Result<i64, DbErr> {
+    let backend = conn.get_database_backend();
+    let placeholder = if backend == DatabaseBackend::Postgres { "$1" } else { "?" };
+    let sql = format!(
+        "INSERT INTO {table} (key, last_value) VALUES ({placeholder}, 1) \
+         ON CONFLICT (key) DO UPDATE SET last_value = {table}.last_value + 1 RETURNING last_value"
+    );
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(backend, sql, [key.into()]))
+        .await?
+        .ok_or_else(|| DbErr::Custom(format!("{table}: counter returned no row")))?;
+    row.try_get::<i64>("", "last_value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_give_their_file_path() {
+        assert_eq!(sqlite_path("sqlite://./data/x.db?mode=rwc").unwrap(), std::path::PathBuf::from("./data/x.db"));
+        assert_eq!(sqlite_path("sqlite:/tmp/y.db").unwrap(), std::path::PathBuf::from("/tmp/y.db"));
+        assert!(sqlite_path("sqlite::memory:").is_none());
+    }
+}

@@ -1,0 +1,30 @@
+//! The shared mechanics of every guichet role.
+//!
+//! A role crate (dossier, routing, ingress-counter…) holds only its domain;
+//! everything that is the same in every role lives here, once: layered
+//! configuration, telemetry and trace propagation, the NATS/JetStream bus
+//! with its CloudEvents envelope, database connections and migrations, JWT
+//! authentication, graceful shutdown, the admin HTTP server and gRPC serving.
+
+pub mod admin;
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod contact;
+pub mod db;
+pub mod grpc;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
+
+/// What every role gets from the process that runs it: one NATS connection,
+/// one authenticator, the shared database settings and the readiness probe
+/// its checks join.
+#[derive(Clone)]
+pub struct Deps {
+    pub bus: bus::Bus,
+    pub auth: std::sync::Arc<auth::Authenticator>,
+    pub database: config::DatabaseConfig,
+    pub readiness: admin::Readiness,
+}

@@ -1,0 +1,6 @@
+-- Run once by the postgres image on an empty data directory
+-- (/docker-entrypoint-initdb.d). One database per stateful guichet role:
+-- no role reads another's tables. Owned by the POSTGRES_USER (guichet).
+CREATE DATABASE guichet_dossier;
+CREATE DATABASE guichet_routing;
+CREATE DATABASE guichet_counter;

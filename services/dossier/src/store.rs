@@ -1,0 +1,417 @@
+//! Dossier's persistence: every write idempotent on a caller's key, so a
+//! redelivered intake event finds what its first delivery created.
+
+use chrono::{DateTime, Datelike, Utc};
+use guichet_platform::db::{is_unique_violation, next_counter_value};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
+
+use crate::db::entities::{citizen, contact, dossier, timeline};
+pub use guichet_platform::contact::CitizenInput;
+use guichet_platform::contact::name_key;
+
+use crate::domain::Reference;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    Known,
+    Created,
+}
+
+#[derive(Debug, Clone)]
+pub struct CitizenView {
+    pub citizen: citizen::Model,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEntry {
+    pub citizen_id: String,
+    pub dossier_id: Option<String>,
+    pub kind: String,
+    pub channel: String,
+    pub occurred_at: DateTime<Utc>,
+    pub summary: String,
+    pub actor: String,
+    pub source_event_id: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    reference_prefix: String,
+}
+
+/// Keyset position in a newest-first timeline: (occurred_at, id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineCursor {
+    pub occurred_at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl TimelineCursor {
+    pub fn encode(&self) -> String {
+        format!("{}|{}", self.occurred_at.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(token: &str) -> Option<TimelineCursor> {
+        let (micros, id) = token.split_once('|')?;
+        let occurred_at = DateTime::from_timestamp_micros(micros.parse().ok()?)?;
+        if id.is_empty() {
+            return None;
+        }
+        Some(TimelineCursor {
+            occurred_at,
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Store {
+    pub fn new(db: DatabaseConnection, reference_prefix: String) -> Store {
+        Store { db, reference_prefix }
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Find the citizen a channel's hint designates, or create one.
+    /// Idempotent on `request_id`.
+    pub async fn resolve_citizen(&self, input: &CitizenInput, request_id: Option<&str>) -> Result<(CitizenView, Match), DbErr> {
+        if let Some(rid) = request_id {
+            if let Some(c) = citizen::Entity::find()
+                .filter(citizen::Column::SourceRequestId.eq(rid))
+                .one(&self.db)
+                .await?
+            {
+                return Ok((self.view(c).await?, Match::Created));
+            }
+        }
+        let key = name_key(&input.given_name, &input.family_name);
+        // Exact contact matches: phone numbers, then email addresses.
+        let mut candidates: Vec<String> = Vec::new();
+        for (kind, value) in contact_points(input) {
+            let ids: Vec<String> = contact::Entity::find()
+                .filter(contact::Column::Kind.eq(kind))
+                .filter(contact::Column::Value.eq(value.clone()))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|c| c.citizen_id)
+                .collect();
+            for id in ids {
+                if !candidates.contains(&id) {
+                    candidates.push(id);
+                }
+            }
+        }
+        if !candidates.is_empty() {
+            let found = citizen::Entity::find()
+                .filter(citizen::Column::Id.is_in(candidates.clone()))
+                .order_by_asc(citizen::Column::CreatedAt)
+                .all(&self.db)
+                .await?;
+            // A shared landline: several citizens share a number. The name
+            // tells them apart; without a name, the earliest record wins.
+            let chosen = if key.is_empty() {
+                found.first().cloned()
+            } else {
+                found
+                    .iter()
+                    .find(|c| c.name_key == key || c.name_key.is_empty())
+                    .cloned()
+            };
+            if let Some(c) = chosen {
+                self.add_contacts(&c.id, input).await?;
+                return Ok((self.view(c).await?, Match::Known));
+            }
+        }
+        // Nobody matches: create.
+        let now = Utc::now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let txn = self.db.begin().await?;
+        let model = citizen::ActiveModel {
+            id: Set(id.clone()),
+            given_name: Set(input.given_name.clone()),
+            family_name: Set(input.family_name.clone()),
+            name_key: Set(key),
+            source_request_id: Set(request_id.map(str::to_owned)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        };
+        match model.insert(&txn).await {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                // The same request resolved concurrently: return its result.
+                drop(txn);
+                let c = citizen::Entity::find()
+                    .filter(citizen::Column::SourceRequestId.eq(request_id.unwrap_or_default()))
+                    .one(&self.db)
+                    .await?
+                    .ok_or(e)?;
+                return Ok((self.view(c).await?, Match::Created));
+            }
+            Err(e) => return Err(e),
+        }
+        for (kind, value) in contact_points(input) {
+            contact::ActiveModel {
+                citizen_id: Set(id.clone()),
+                kind: Set(kind.to_owned()),
+                value: Set(value),
+                created_at: Set(now),
+                ..Default::default()
+            }
+            .insert(&txn)
+            .await?;
+        }
+        txn.commit().await?;
+        let c = citizen::Entity::find_by_id(id).one(&self.db).await?.ok_or(DbErr::RecordNotFound("citizen".into()))?;
+        Ok((self.view(c).await?, Match::Created))
+    }
+
+    async fn add_contacts(&self, citizen_id: &str, input: &CitizenInput) -> Result<(), DbErr> {
+        let known: Vec<(String, String)> = contact::Entity::find()
+            .filter(contact::Column::CitizenId.eq(citizen_id))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|c| (c.kind, c.value))
+            .collect();
+        for (kind, value) in contact_points(input) {
+            if known.iter().any(|(k, v)| k == kind && *v == value) {
+                continue;
+            }
+            let res = contact::ActiveModel {
+                citizen_id: Set(citizen_id.to_owned()),
+                kind: Set(kind.to_owned()),
+                value: Set(value),
+                created_at: Set(Utc::now()),
+                ..Default::default()
+            }
+            .insert(&self.db)
+            .await;
+            match res {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn get_citizen(&self, id: &str) -> Result<Option<CitizenView>, DbErr> {
+        match citizen::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
+            Some(c) => Ok(Some(self.view(c).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn view(&self, c: citizen::Model) -> Result<CitizenView, DbErr> {
+        let contacts = contact::Entity::find()
+            .filter(contact::Column::CitizenId.eq(c.id.clone()))
+            .order_by_asc(contact::Column::Id)
+            .all(&self.db)
+            .await?;
+        let pick = |kind: &str| contacts.iter().filter(|x| x.kind == kind).map(|x| x.value.clone()).collect();
+        Ok(CitizenView {
+            phones: pick("phone"),
+            emails: pick("email"),
+            citizen: c,
+        })
+    }
+
+    /// Open a dossier (idempotent on `request_id`) with its "opened" entry.
+    pub async fn open_dossier(
+        &self,
+        citizen_id: &str,
+        process_id: &str,
+        process_version: u32,
+        initial_state: &str,
+        opened_summary: &str,
+        request_id: Option<&str>,
+    ) -> Result<(dossier::Model, bool), DbErr> {
+        if let Some(rid) = request_id {
+            if let Some(d) = self.dossier_by_request(rid).await? {
+                return Ok((d, false));
+            }
+        }
+        let now = Utc::now();
+        let txn = self.db.begin().await?;
+        let seq = next_counter_value(&txn, "reference_counters", &format!("{}-{}", self.reference_prefix, now.year())).await?;
+        let reference = Reference::new(&self.reference_prefix, now.year(), seq);
+        let id = uuid::Uuid::now_v7().to_string();
+        let res = dossier::ActiveModel {
+            id: Set(id.clone()),
+            reference: Set(reference.as_str().to_owned()),
+            citizen_id: Set(citizen_id.to_owned()),
+            process_id: Set(process_id.to_owned()),
+            process_version: Set(process_version as i32),
+            state: Set(initial_state.to_owned()),
+            opened_request_id: Set(request_id.map(str::to_owned)),
+            created_at: Set(now),
+            updated_at: Set(now),
+        }
+        .insert(&txn)
+        .await;
+        let model = match res {
+            Ok(m) => m,
+            Err(e) if is_unique_violation(&e) && request_id.is_some() => {
+                drop(txn);
+                let d = self.dossier_by_request(request_id.unwrap_or_default()).await?.ok_or(e)?;
+                return Ok((d, false));
+            }
+            Err(e) => return Err(e),
+        };
+        insert_entry(
+            &txn,
+            NewEntry {
+                citizen_id: citizen_id.to_owned(),
+                dossier_id: Some(id),
+                kind: "dossier_opened".into(),
+                channel: "unspecified".into(),
+                occurred_at: now,
+                summary: opened_summary.to_owned(),
+                actor: "system".into(),
+                source_event_id: None,
+            },
+        )
+        .await?;
+        txn.commit().await?;
+        Ok((model, true))
+    }
+
+    async fn dossier_by_request(&self, rid: &str) -> Result<Option<dossier::Model>, DbErr> {
+        dossier::Entity::find()
+            .filter(dossier::Column::OpenedRequestId.eq(rid))
+            .one(&self.db)
+            .await
+    }
+
+    /// A dossier by id or by reference.
+    pub async fn get_dossier(&self, id_or_reference: &str) -> Result<Option<dossier::Model>, DbErr> {
+        if let Some(r) = Reference::parse(id_or_reference) {
+            return dossier::Entity::find()
+                .filter(dossier::Column::Reference.eq(r.as_str()))
+                .one(&self.db)
+                .await;
+        }
+        dossier::Entity::find_by_id(id_or_reference.to_owned()).one(&self.db).await
+    }
+
+    /// Dossiers newest first; the cursor is the last id seen (UUID v7 ids
+    /// sort by creation time).
+    pub async fn list_dossiers(&self, citizen_id: Option<&str>, after: Option<&str>, limit: u64) -> Result<Vec<dossier::Model>, DbErr> {
+        let mut q = dossier::Entity::find().order_by_desc(dossier::Column::Id).limit(limit);
+        if let Some(c) = citizen_id {
+            q = q.filter(dossier::Column::CitizenId.eq(c));
+        }
+        if let Some(a) = after {
+            q = q.filter(dossier::Column::Id.lt(a));
+        }
+        q.all(&self.db).await
+    }
+
+    /// Record an entry; idempotent on `source_event_id`. Returns the entry
+    /// and whether it is new.
+    pub async fn record(&self, entry: NewEntry) -> Result<(timeline::Model, bool), DbErr> {
+        if let Some(src) = &entry.source_event_id {
+            if let Some(e) = self.entry_by_source(src).await? {
+                return Ok((e, false));
+            }
+        }
+        let source = entry.source_event_id.clone();
+        match insert_entry(&self.db, entry).await {
+            Ok(m) => Ok((m, true)),
+            Err(e) if is_unique_violation(&e) && source.is_some() => {
+                let m = self.entry_by_source(source.as_deref().unwrap_or_default()).await?.ok_or(e)?;
+                Ok((m, false))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn entry_by_source(&self, src: &str) -> Result<Option<timeline::Model>, DbErr> {
+        timeline::Entity::find()
+            .filter(timeline::Column::SourceEventId.eq(src))
+            .one(&self.db)
+            .await
+    }
+
+    /// Timeline newest first, for a dossier or a citizen, after a cursor.
+    pub async fn timeline(
+        &self,
+        dossier_id: Option<&str>,
+        citizen_id: Option<&str>,
+        after: Option<&TimelineCursor>,
+        limit: u64,
+    ) -> Result<Vec<timeline::Model>, DbErr> {
+        use sea_orm::Condition;
+        let mut q = timeline::Entity::find()
+            .order_by_desc(timeline::Column::OccurredAt)
+            .order_by_desc(timeline::Column::Id)
+            .limit(limit);
+        if let Some(d) = dossier_id {
+            q = q.filter(timeline::Column::DossierId.eq(d));
+        }
+        if let Some(c) = citizen_id {
+            q = q.filter(timeline::Column::CitizenId.eq(c));
+        }
+        if let Some(cur) = after {
+            q = q.filter(
+                Condition::any()
+                    .add(timeline::Column::OccurredAt.lt(cur.occurred_at))
+                    .add(
+                        Condition::all()
+                            .add(timeline::Column::OccurredAt.eq(cur.occurred_at))
+                            .add(timeline::Column::Id.lt(cur.id.clone())),
+                    ),
+            );
+        }
+        q.all(&self.db).await
+    }
+}
+
+fn contact_points(input: &CitizenInput) -> Vec<(&'static str, String)> {
+    input
+        .phones
+        .iter()
+        .map(|p| ("phone", p.as_str().to_owned()))
+        .chain(input.emails.iter().map(|e| ("email", e.as_str().to_owned())))
+        .collect()
+}
+
+async fn insert_entry(conn: &impl ConnectionTrait, e: NewEntry) -> Result<timeline::Model, DbErr> {
+    timeline::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        citizen_id: Set(e.citizen_id),
+        dossier_id: Set(e.dossier_id),
+        kind: Set(e.kind),
+        channel: Set(e.channel),
+        occurred_at: Set(e.occurred_at),
+        summary: Set(e.summary),
+        actor: Set(e.actor),
+        source_event_id: Set(e.source_event_id),
+        created_at: Set(Utc::now()),
+    }
+    .insert(conn)
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_cursors_round_trip() {
+        let c = TimelineCursor {
+            occurred_at: DateTime::from_timestamp_micros(1_790_000_000_123_456).unwrap(),
+            id: "0190-abc".into(),
+        };
+        assert_eq!(TimelineCursor::decode(&c.encode()), Some(c));
+        assert!(TimelineCursor::decode("garbage").is_none());
+    }
+}

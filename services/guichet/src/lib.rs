@@ -1,0 +1,272 @@
+//! The `guichet` binary's library: roles, configuration and process assembly.
+//!
+//! A role is a variant of [`Role`]. `guichet up` runs every served role in
+//! one process; `guichet serve <role>…` runs chosen ones (one Kubernetes
+//! Deployment per role); the end-to-end tests start processes with
+//! [`start`] from the same enum. All roles of a process share one gRPC port,
+//! one admin port, one NATS connection and one shutdown token.
+
+pub mod nats;
+pub mod roles;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use guichet_platform::admin::Readiness;
+use guichet_platform::auth::{AuthConfig, Authenticator};
+use guichet_platform::bus::{Bus, BusConfig};
+use guichet_platform::config::{ConfigError, DatabaseConfig, ServerConfig};
+use guichet_platform::grpc::GrpcServer;
+use guichet_platform::telemetry::TelemetryConfig;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use roles::Role;
+
+/// Embedded defaults: the first configuration layer.
+pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct GuichetConfig {
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub bus: BusConfig,
+    pub auth: AuthConfig,
+    pub telemetry: TelemetryConfig,
+    pub database: DatabaseConfig,
+    pub dossier: guichet_dossier::Config,
+    pub routing: guichet_routing::Config,
+    pub counter: guichet_ingress_counter::Config,
+}
+
+impl GuichetConfig {
+    /// Defaults, then `file`, then `env` (`GUICHET__SECTION__KEY`).
+    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        guichet_platform::config::load(DEFAULTS, file, env)
+    }
+
+    /// Validate what the given roles use; errors name the key.
+    pub fn validate(&self, roles: &[Role]) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.bus.validate()?;
+        self.auth.validate()?;
+        self.telemetry.validate()?;
+        for role in roles {
+            match role {
+                Role::Dossier => self.dossier.validate()?,
+                Role::Routing => self.routing.validate()?,
+                Role::IngressCounter => self.counter.validate()?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Use (or create) the development signing key under `data_dir` when
+    /// none is configured. Only `guichet up` and `guichet token` do this.
+    pub fn ensure_dev_signing_key(&mut self, create: bool) -> anyhow::Result<()> {
+        if !self.auth.signing_key.expose_secret().is_empty() {
+            return Ok(());
+        }
+        let path = self.data_dir.join("dev-signing-key");
+        let key = match std::fs::read_to_string(&path) {
+            Ok(k) if k.trim().len() >= 32 => k.trim().to_owned(),
+            _ if create => {
+                use rand::Rng;
+                let bytes: [u8; 32] = rand::rng().random();
+                let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+                std::fs::create_dir_all(&self.data_dir)
+                    .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+                std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+                tracing::warn!(path = %path.display(), "no auth.signing_key configured: created a development key");
+                key
+            }
+            _ => anyhow::bail!(
+                "configuration error: invalid value for key `auth.signing_key`: not set, and no development key at {} (run `guichet up` once, or set GUICHET__AUTH__SIGNING_KEY)",
+                path.display()
+            ),
+        };
+        self.auth.signing_key = SecretString::from(key);
+        Ok(())
+    }
+}
+
+/// A process running some roles.
+pub struct RunningApp {
+    pub grpc_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub roles: Vec<Role>,
+    shutdown: CancellationToken,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningApp {
+    /// Ask the process to stop (like SIGTERM) and wait for it.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.handle.await?
+    }
+
+    /// Wait until the process stops on its own (its shutdown token).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.handle.await?
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Start `roles` in this process. Returns once every role is built and
+/// serving; the process runs until `shutdown` is cancelled.
+pub async fn start(mut config: GuichetConfig, roles: &[Role], shutdown: CancellationToken) -> anyhow::Result<RunningApp> {
+    let mut roles: Vec<Role> = roles.to_vec();
+    roles.sort();
+    roles.dedup();
+    if let Some(r) = roles.iter().find(|r| !r.is_served()) {
+        anyhow::bail!("role `{}` is not served yet in this version of guichet", r.name());
+    }
+    if roles.is_empty() {
+        anyhow::bail!("no role to run");
+    }
+    config.validate(&roles)?;
+
+    let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on server.grpc_addr {}", config.server.grpc_addr))?;
+    let admin_listener = TcpListener::bind(&config.server.admin_addr)
+        .await
+        .with_context(|| format!("cannot listen on server.admin_addr {}", config.server.admin_addr))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    // Admin first: liveness answers while the roles start.
+    let readiness = Readiness::new();
+    let admin_stop = CancellationToken::new();
+    let admin = tokio::spawn(guichet_platform::admin::serve(admin_listener, readiness.clone(), admin_stop.clone()));
+
+    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
+    let bus = Bus::connect(&config.bus, &format!("guichet/{}", names.join("+"))).await?;
+    let ready_bus = bus.clone();
+    readiness.add_check("nats", move || {
+        let connected = ready_bus.is_connected();
+        async move { if connected { Ok(()) } else { Err("not connected".to_owned()) } }
+    });
+    let auth = Arc::new(Authenticator::new(&config.auth)?);
+
+    // In one process, routing calls dossier on the local port.
+    if roles.contains(&Role::Dossier) {
+        let host = if grpc_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { grpc_addr.ip().to_string() };
+        config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
+    }
+
+    let deps = guichet_platform::Deps {
+        bus: bus.clone(),
+        auth,
+        database: config.database.clone(),
+        readiness: readiness.clone(),
+    };
+    let mut server = GrpcServer::new();
+    let mut built = Vec::new();
+    for role in &roles {
+        let service = roles::build(*role, &config, &deps)
+            .await
+            .with_context(|| format!("cannot start role {}", role.name()))?;
+        service.register(&mut server);
+        built.push(service);
+    }
+
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let grpc_stop = CancellationToken::new();
+    let grpc = tokio::spawn(server.serve(grpc_listener, grpc_stop.clone()));
+    let work_stop = shutdown.child_token();
+    let mut work = tokio::task::JoinSet::new();
+    for service in built {
+        work.spawn(service.run(work_stop.clone()));
+    }
+    readiness.set_started(true);
+    tracing::info!(roles = ?names, %grpc_addr, %admin_addr, "guichet started");
+
+    let run_shutdown = shutdown.clone();
+    let handle = tokio::spawn(async move {
+        // Runs until asked to stop, or until a role fails on its own.
+        let mut failure = None;
+        tokio::select! {
+            _ = run_shutdown.cancelled() => {}
+            Some(res) = work.join_next() => {
+                failure = Some(match res {
+                    Ok(Ok(())) => anyhow::anyhow!("a role stopped unexpectedly"),
+                    Ok(Err(e)) => e,
+                    Err(e) => e.into(),
+                });
+            }
+        }
+        readiness.set_started(false);
+        work_stop.cancel();
+        // Intake stops first; in-flight work finishes within the grace period.
+        let drained = tokio::time::timeout(grace, async {
+            while let Some(res) = work.join_next().await {
+                match res {
+                    Ok(Err(e)) => tracing::error!(error = %e, "role stopped with an error"),
+                    Err(e) => tracing::error!(error = %e, "role task failed"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("grace period over, abandoning in-flight work (unacked messages will be redelivered)");
+            work.abort_all();
+        }
+        grpc_stop.cancel();
+        let _ = tokio::time::timeout(grace, grpc).await;
+        admin_stop.cancel();
+        let _ = admin.await;
+        let _ = bus.client().flush().await;
+        tracing::info!("guichet stopped");
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    });
+    Ok(RunningApp {
+        grpc_addr,
+        admin_addr,
+        roles,
+        shutdown,
+        handle,
+    })
+}
+
+/// Run every stateful role's migrations (ignores `database.migrate_on_start`).
+pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<()> {
+    use sea_orm_migration::MigratorTrait;
+    let db_cfg = DatabaseConfig {
+        migrate_on_start: false,
+        ..config.database.clone()
+    };
+    for role in roles {
+        let url = match role {
+            Role::Dossier => &config.dossier.database_url,
+            Role::Routing => &config.routing.database_url,
+            Role::IngressCounter => &config.counter.database_url,
+            _ => continue,
+        };
+        let db = guichet_platform::db::connect(url, &db_cfg)
+            .await
+            .with_context(|| format!("cannot connect the {} database", role.name()))?;
+        match role {
+            Role::Dossier => guichet_dossier::db::Migrator::up(&db, None).await?,
+            Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
+            Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
+            _ => {}
+        }
+        tracing::info!(role = role.name(), "migrated");
+    }
+    Ok(())
+}

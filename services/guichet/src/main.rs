@@ -1,0 +1,134 @@
+//! `guichet`: one front desk for every citizen request.
+//!
+//! Thin: parse arguments, load configuration, start telemetry, call the
+//! library.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use guichet::{GuichetConfig, Role};
+use guichet_platform::auth::{Authenticator, Role as AuthRole};
+
+#[derive(Parser)]
+#[command(name = "guichet", version, about = "One front desk for every citizen request")]
+struct Cli {
+    /// Configuration file (TOML), layered over the embedded defaults and
+    /// under GUICHET__SECTION__KEY environment variables.
+    #[arg(long, global = true, env = "GUICHET_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every served role in one process (laptop, small town). Starts a
+    /// local nats-server when none answers and one is installed.
+    Up,
+    /// Run the chosen roles (one Kubernetes Deployment per role).
+    Serve {
+        #[arg(required = true, value_enum)]
+        roles: Vec<Role>,
+    },
+    /// Run database migrations of the stateful roles, then exit.
+    Migrate {
+        /// Roles to migrate; all served stateful roles when omitted.
+        #[arg(value_enum)]
+        roles: Vec<Role>,
+    },
+    /// Issue a development token signed with the configured key.
+    Token {
+        /// agent, supervisor, admin or service (repeatable).
+        #[arg(long = "role", default_value = "agent")]
+        roles: Vec<String>,
+        /// Token subject: the agent or system id.
+        #[arg(long, default_value = "agent-dev")]
+        subject: String,
+        /// Groups opening restricted processes (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long, default_value_t = 12)]
+        ttl_hours: u64,
+    },
+    /// List the roles this version serves, one per line.
+    Roles,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = GuichetConfig::load(cli.config.as_deref(), guichet_platform::config::process_env())?;
+    match cli.command {
+        Command::Roles => {
+            for r in Role::served() {
+                println!("{}", r.name());
+            }
+            Ok(())
+        }
+        Command::Token {
+            roles,
+            subject,
+            groups,
+            ttl_hours,
+        } => {
+            config.ensure_dev_signing_key(false)?;
+            let roles = roles
+                .iter()
+                .map(|r| r.parse::<AuthRole>().map_err(anyhow::Error::msg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let auth = Authenticator::new(&config.auth)?;
+            println!("{}", auth.issue(&subject, &roles, &groups, Duration::from_secs(ttl_hours * 3600)));
+            Ok(())
+        }
+        Command::Migrate { roles } => {
+            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            let roles = if roles.is_empty() { Role::served() } else { roles };
+            guichet::migrate(&config, &roles).await
+        }
+        Command::Up => {
+            config.ensure_dev_signing_key(true)?;
+            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
+            let shutdown = guichet_platform::shutdown::on_signal();
+            let app = guichet::start(config.clone(), &Role::served(), shutdown).await?;
+            let auth = Authenticator::new(&config.auth)?;
+            let token = auth.issue("agent-dev", &[AuthRole::Agent], &[], Duration::from_secs(12 * 3600));
+            println!(
+                "guichet is up: roles {}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n\nDevelopment token (agent `agent-dev`, 12 h; more with `guichet token --role supervisor --subject NAME`):\n{}\n",
+                app.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "),
+                app.grpc_addr,
+                app.grpc_addr,
+                app.admin_addr,
+                token
+            );
+            let res = app.wait().await;
+            if let Some(n) = nats {
+                n.stop().await;
+            }
+            res
+        }
+        Command::Serve { roles } => {
+            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            let shutdown = guichet_platform::shutdown::on_signal();
+            let app = guichet::start(config, &roles, shutdown).await?;
+            app.wait().await
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The roles guichet knows, and how each is built into a process.
+
+use guichet_platform::grpc::GrpcServer;
+use tokio_util::sync::CancellationToken;
+
+use crate::GuichetConfig;
+
+/// Every role of the architecture. The all-in-one command, the deployment
+/// manifests (checked by a test) and the test sandbox all come from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum Role {
+    IngressTelephony,
+    IngressEmail,
+    IngressScan,
+    IngressCounter,
+    Routing,
+    Dossier,
+    Appointment,
+    Signature,
+    Notification,
+}
+
+impl Role {
+    pub const ALL: [Role; 9] = [
+        Role::IngressTelephony,
+        Role::IngressEmail,
+        Role::IngressScan,
+        Role::IngressCounter,
+        Role::Routing,
+        Role::Dossier,
+        Role::Appointment,
+        Role::Signature,
+        Role::Notification,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::IngressTelephony => "ingress-telephony",
+            Role::IngressEmail => "ingress-email",
+            Role::IngressScan => "ingress-scan",
+            Role::IngressCounter => "ingress-counter",
+            Role::Routing => "routing",
+            Role::Dossier => "dossier",
+            Role::Appointment => "appointment",
+            Role::Signature => "signature",
+            Role::Notification => "notification",
+        }
+    }
+
+    /// Whether this version implements the role.
+    pub fn is_served(self) -> bool {
+        matches!(self, Role::IngressCounter | Role::Routing | Role::Dossier)
+    }
+
+    /// The roles `guichet up` runs.
+    pub fn served() -> Vec<Role> {
+        Role::ALL.into_iter().filter(|r| r.is_served()).collect()
+    }
+}
+
+
+/// A built role: mounts its gRPC API, then runs its background work.
+pub enum Built {
+    Dossier(guichet_dossier::Service),
+    Routing(guichet_routing::Service),
+    Counter(guichet_ingress_counter::Service),
+}
+
+impl Built {
+    pub fn register(&self, server: &mut GrpcServer) {
+        match self {
+            Built::Dossier(s) => s.register(server),
+            Built::Routing(s) => s.register(server),
+            Built::Counter(s) => s.register(server),
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        match self {
+            Built::Dossier(s) => s.run(shutdown).await,
+            Built::Routing(s) => s.run(shutdown).await,
+            Built::Counter(s) => s.run(shutdown).await,
+        }
+    }
+}
+
+pub async fn build(role: Role, config: &GuichetConfig, shared: &guichet_platform::Deps) -> anyhow::Result<Built> {
+    Ok(match role {
+        Role::Dossier => Built::Dossier(
+            guichet_dossier::build(
+                config.dossier.clone(),
+                shared.clone(),
+            )
+            .await?,
+        ),
+        Role::Routing => Built::Routing(
+            guichet_routing::build(
+                config.routing.clone(),
+                shared.clone(),
+            )
+            .await?,
+        ),
+        Role::IngressCounter => Built::Counter(
+            guichet_ingress_counter::build(
+                config.counter.clone(),
+                shared.clone(),
+            )
+            .await?,
+        ),
+        other => anyhow::bail!("role `{}` is not served yet", other.name()),
+    })
+}

@@ -1,0 +1,53 @@
+//! Tickets (with the intake event they carry) and their daily counters.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m0001_init"
+    }
+}
+
+fn a(s: &str) -> Alias {
+    Alias::new(s)
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(a("tickets"))
+                .col(ColumnDef::new(a("id")).string().not_null().primary_key())
+                .col(ColumnDef::new(a("request_id")).string().null().unique_key())
+                .col(ColumnDef::new(a("number")).string().not_null())
+                .col(ColumnDef::new(a("service")).string().not_null())
+                .col(ColumnDef::new(a("site")).string().not_null())
+                .col(ColumnDef::new(a("day")).string().not_null())
+                .col(ColumnDef::new(a("intake_event_id")).string().not_null().unique_key())
+                .col(ColumnDef::new(a("intake_event")).binary().not_null())
+                .col(ColumnDef::new(a("published")).boolean().not_null())
+                .col(ColumnDef::new(a("issued_at")).timestamp_with_time_zone().not_null())
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(a("ticket_counters"))
+                .col(ColumnDef::new(a("key")).string().not_null().primary_key())
+                .col(ColumnDef::new(a("last_value")).big_integer().not_null())
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["ticket_counters", "tickets"] {
+            m.drop_table(Table::drop().table(a(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

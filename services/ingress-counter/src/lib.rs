@@ -1,0 +1,259 @@
+//! The counter ingress: walk-in citizens at the front desk.
+//!
+//! Issuing a ticket records it (with its numbered place in the day's queue
+//! of its service) and publishes the visit as an IntakeEvent on
+//! `guichet.intake.counter`. The call answers only once JetStream has stored
+//! the event; a ticket whose publish failed is re-published by a relay (and
+//! by a retry with the same `request_id`), so a visit the desk accepted is
+//! never lost. Routing is idempotent on the event id, so a second publish
+//! never creates a second work item.
+
+pub mod config;
+pub mod db;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
+use guichet_platform::bus::{Bus, OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::contact::parse_hint;
+use guichet_platform::db::{is_unique_violation, next_counter_value};
+use guichet_platform::grpc::{GrpcServer, internal, invalid_argument, unavailable};
+use guichet_proto::convert::timestamp;
+use guichet_proto::counter::v1 as pb;
+use guichet_proto::counter::v1::counter_service_server::CounterServiceServer;
+use guichet_proto::intake::v1::{Channel, CounterDetails, IntakeEvent, intake_event};
+use prost::Message;
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::db::entities::ticket;
+
+pub use config::Config;
+
+/// Callers allowed to issue tickets: agents at the desk and kiosks (service).
+const ISSUERS: &[Role] = &[Role::Agent, Role::Service];
+
+pub use guichet_platform::Deps;
+
+pub struct Service {
+    api: CounterApi,
+    auth: Arc<Authenticator>,
+}
+
+#[derive(Clone)]
+pub struct CounterApi {
+    db: DatabaseConnection,
+    bus: Bus,
+    config: Arc<Config>,
+}
+
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(&config.database_url, &deps.database).await?;
+    let check_db = db.clone();
+    deps.readiness.add_check("counter database", move || {
+        let db = check_db.clone();
+        async move { db.ping().await.map_err(|e| e.to_string()) }
+    });
+    deps.bus.ensure_stream(StreamKind::Intake).await?;
+    Ok(Service {
+        api: CounterApi {
+            db,
+            bus: deps.bus,
+            config: Arc::new(config),
+        },
+        auth: deps.auth,
+    })
+}
+
+impl Service {
+    pub fn register(&self, server: &mut GrpcServer) {
+        server.add(CounterServiceServer::with_interceptor(
+            self.api.clone(),
+            AuthInterceptor::new(self.auth.clone()),
+        ));
+    }
+
+    /// Re-publish tickets whose intake event JetStream has not acknowledged
+    /// (the outbox relay), until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {
+                    if let Err(error) = self.api.relay_unpublished().await {
+                        tracing::warn!(%error, "ticket relay pass failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl CounterApi {
+    async fn publish(&self, t: &ticket::Model) -> Result<(), Status> {
+        let event = OutgoingEvent {
+            id: t.intake_event_id.clone(),
+            ty: "guichet.intake.v1.intake_event".into(),
+            subject: format!("tickets/{}", t.id),
+            time: t.issued_at,
+            body: Bytes::from(t.intake_event.clone()),
+        };
+        self.bus
+            .publish(self.bus.subject("intake.counter"), &event)
+            .await
+            .map_err(|e| unavailable("publish intake event", e))?;
+        ticket::Entity::update_many()
+            .col_expr(ticket::Column::Published, true.into())
+            .filter(ticket::Column::Id.eq(t.id.clone()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| internal("mark ticket published", e))?;
+        Ok(())
+    }
+
+    async fn relay_unpublished(&self) -> anyhow::Result<()> {
+        let older_than = Utc::now() - chrono::Duration::seconds(5);
+        let pending = ticket::Entity::find()
+            .filter(ticket::Column::Published.eq(false))
+            .filter(ticket::Column::IssuedAt.lt(older_than))
+            .order_by_asc(ticket::Column::IssuedAt)
+            .limit(100)
+            .all(&self.db)
+            .await?;
+        for t in pending {
+            self.publish(&t).await.map_err(|s| anyhow::anyhow!(s.message().to_owned()))?;
+            tracing::info!(ticket_id = %t.id, "relayed unpublished ticket");
+        }
+        Ok(())
+    }
+}
+
+fn ticket_pb(t: ticket::Model) -> pb::Ticket {
+    pb::Ticket {
+        issued_at: Some(timestamp(t.issued_at)),
+        id: t.id,
+        number: t.number,
+        service: t.service,
+        site: t.site,
+        intake_event_id: t.intake_event_id,
+    }
+}
+
+#[tonic::async_trait]
+impl pb::counter_service_server::CounterService for CounterApi {
+    #[tracing::instrument(skip_all, fields(ticket_id = tracing::field::Empty))]
+    async fn issue_ticket(&self, request: Request<pb::IssueTicketRequest>) -> Result<Response<pb::Ticket>, Status> {
+        let caller = require(&request, ISSUERS)?;
+        let req = request.into_inner();
+        let citizen = parse_hint(req.citizen.as_ref(), "citizen")?;
+        if citizen.given_name.is_empty() && citizen.family_name.is_empty() {
+            return Err(invalid_argument("citizen.family_name", "a walk-in citizen gives at least a name"));
+        }
+        let reason = req.reason.trim();
+        if reason.chars().count() > 2000 {
+            return Err(invalid_argument("reason", "must be at most 2000 characters"));
+        }
+        let service = if req.service.trim().is_empty() { self.config.default_service.as_str() } else { req.service.trim() };
+        let letter = self.config.services.get(service).ok_or_else(|| {
+            invalid_argument(
+                "service",
+                format!("`{service}` is not a counter service ({})", self.config.services.keys().cloned().collect::<Vec<_>>().join(", ")),
+            )
+        })?;
+        let site = if req.site.trim().is_empty() { self.config.default_site.as_str() } else { req.site.trim() };
+        if site.len() > 64 || !site.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(invalid_argument("site", "must be 1 to 64 ASCII letters, digits, '-' or '_'"));
+        }
+        let request_id = req.request_id.trim();
+        if request_id.len() > 128 {
+            return Err(invalid_argument("request_id", "must be at most 128 characters"));
+        }
+        let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
+
+        // A retry of an accepted request: make sure it is published, return it.
+        if let Some(rid) = &request_id {
+            if let Some(t) = self.ticket_by_request(rid).await? {
+                if !t.published {
+                    self.publish(&t).await?;
+                }
+                return Ok(Response::new(ticket_pb(t)));
+            }
+        }
+
+        let now = Utc::now();
+        let day = now.format("%Y-%m-%d").to_string();
+        let id = uuid::Uuid::now_v7().to_string();
+        tracing::Span::current().record("ticket_id", id.as_str());
+        let event_id = new_event_id();
+        let txn = self.db.begin().await.map_err(|e| internal("issue ticket", e))?;
+        let seq = next_counter_value(&txn, "ticket_counters", &format!("{site}|{service}|{day}"))
+            .await
+            .map_err(|e| internal("issue ticket", e))?;
+        let number = format!("{letter}{seq:03}");
+        let event = IntakeEvent {
+            id: event_id.clone(),
+            channel: Channel::Counter as i32,
+            received_at: Some(timestamp(now)),
+            citizen: req.citizen.clone(),
+            subject: String::new(),
+            body: reason.to_owned(),
+            attachments: vec![],
+            quoted_reference: String::new(),
+            details: Some(intake_event::Details::Counter(CounterDetails {
+                ticket_id: id.clone(),
+                ticket_number: number.clone(),
+                service: service.to_owned(),
+                issued_by: caller.subject.clone(),
+                site: site.to_owned(),
+            })),
+        };
+        let res = ticket::ActiveModel {
+            id: Set(id.clone()),
+            request_id: Set(request_id.clone()),
+            number: Set(number),
+            service: Set(service.to_owned()),
+            site: Set(site.to_owned()),
+            day: Set(day),
+            intake_event_id: Set(event_id),
+            intake_event: Set(event.encode_to_vec()),
+            published: Set(false),
+            issued_at: Set(now),
+        }
+        .insert(&txn)
+        .await;
+        let t = match res {
+            Ok(t) => t,
+            Err(e) if is_unique_violation(&e) && request_id.is_some() => {
+                // The same request raced us: answer with its ticket.
+                drop(txn);
+                let t = self
+                    .ticket_by_request(request_id.as_deref().unwrap_or_default())
+                    .await?
+                    .ok_or_else(|| internal("issue ticket", e))?;
+                return Ok(Response::new(ticket_pb(t)));
+            }
+            Err(e) => return Err(internal("issue ticket", e)),
+        };
+        txn.commit().await.map_err(|e| internal("issue ticket", e))?;
+        // Answer only after JetStream has the event: the visit is accepted.
+        self.publish(&t).await?;
+        metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned()).increment(1);
+        tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
+        Ok(Response::new(ticket_pb(ticket::Model { published: true, ..t })))
+    }
+}
+
+impl CounterApi {
+    async fn ticket_by_request(&self, rid: &str) -> Result<Option<ticket::Model>, Status> {
+        ticket::Entity::find()
+            .filter(ticket::Column::RequestId.eq(rid))
+            .one(&self.db)
+            .await
+            .map_err(|e| internal("find ticket", e))
+    }
+}
