@@ -52,13 +52,18 @@ impl Readiness {
         if !self.started.load(Ordering::SeqCst) {
             failures.push("not started or draining".to_owned());
         }
-        let checks: Vec<(String, CheckFn)> = self.checks.lock().map(|c| c.clone()).unwrap_or_default();
+        let checks: Vec<(String, CheckFn)> =
+            self.checks.lock().map(|c| c.clone()).unwrap_or_default();
         for (name, check) in checks {
             if let Err(reason) = check().await {
                 failures.push(format!("{name}: {reason}"));
             }
         }
-        if failures.is_empty() { Ok(()) } else { Err(failures) }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
     }
 }
 
@@ -78,7 +83,11 @@ pub fn prometheus() -> Option<PrometheusHandle> {
 }
 
 /// Serve the admin endpoints on `listener` until `shutdown`.
-pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let handle = prometheus();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -95,7 +104,11 @@ pub async fn serve(listener: TcpListener, readiness: Readiness, shutdown: Cancel
                             h.render(),
                         )
                             .into_response(),
-                        None => (StatusCode::SERVICE_UNAVAILABLE, "metrics recorder unavailable\n").into_response(),
+                        None => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "metrics recorder unavailable\n",
+                        )
+                            .into_response(),
                     }
                 }
             }),

@@ -34,7 +34,9 @@ impl std::str::FromStr for Role {
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             "service" => Ok(Role::Service),
-            other => Err(format!("unknown role `{other}` (agent, supervisor, admin, service)")),
+            other => Err(format!(
+                "unknown role `{other}` (agent, supervisor, admin, service)"
+            )),
         }
     }
 }
@@ -58,10 +60,16 @@ impl AuthConfig {
             ));
         }
         if self.issuer.is_empty() {
-            return Err(crate::config::ConfigError::invalid("auth.issuer", "must not be empty"));
+            return Err(crate::config::ConfigError::invalid(
+                "auth.issuer",
+                "must not be empty",
+            ));
         }
         if self.audience.is_empty() {
-            return Err(crate::config::ConfigError::invalid("auth.audience", "must not be empty"));
+            return Err(crate::config::ConfigError::invalid(
+                "auth.audience",
+                "must not be empty",
+            ));
         }
         Ok(())
     }
@@ -110,13 +118,17 @@ pub struct Authenticator {
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator").field("issuer", &self.issuer).finish_non_exhaustive()
+        f.debug_struct("Authenticator")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
     }
 }
 
 impl Authenticator {
     pub fn new(cfg: &AuthConfig) -> Result<Self, crate::config::ConfigError> {
-        let bad_key = |e: jsonwebtoken::errors::Error| crate::config::ConfigError::invalid("auth.signing_key", e.to_string());
+        let bad_key = |e: jsonwebtoken::errors::Error| {
+            crate::config::ConfigError::invalid("auth.signing_key", e.to_string())
+        };
         let key = cfg.signing_key.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[cfg.issuer.as_str()]);
@@ -146,7 +158,8 @@ impl Authenticator {
             groups: groups.to_vec(),
         };
         // HS256 encoding of a plain struct cannot fail.
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).unwrap_or_default()
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .unwrap_or_default()
     }
 
     /// A `service` token for one of guichet's own roles calling another.
@@ -155,10 +168,11 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, Status> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            tracing::debug!(error = %e, "rejected bearer token");
-            Status::unauthenticated(format!("invalid bearer token: {e}"))
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                tracing::debug!(error = %e, "rejected bearer token");
+                Status::unauthenticated(format!("invalid bearer token: {e}"))
+            })?;
         Ok(Principal {
             subject: data.claims.sub,
             roles: data.claims.roles,
@@ -188,17 +202,18 @@ impl AuthInterceptor {
 
 impl tonic::service::Interceptor for AuthInterceptor {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let header = req
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("missing authorization metadata (expected `Bearer <token>`)"))?;
+        let header = req.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("missing authorization metadata (expected `Bearer <token>`)")
+        })?;
         let value = header
             .to_str()
             .map_err(|_| Status::unauthenticated("authorization metadata is not ASCII"))?;
         let token = value
             .strip_prefix("Bearer ")
             .or_else(|| value.strip_prefix("bearer "))
-            .ok_or_else(|| Status::unauthenticated("authorization metadata must be `Bearer <token>`"))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("authorization metadata must be `Bearer <token>`")
+            })?;
         let principal = self.auth.verify(token.trim())?;
         req.extensions_mut().insert(principal);
         Ok(req)
@@ -271,7 +286,12 @@ mod tests {
     #[test]
     fn an_issued_token_verifies_with_its_roles() {
         let a = auth();
-        let t = a.issue("agent-7", &[Role::Agent], &["social".into()], Duration::from_secs(60));
+        let t = a.issue(
+            "agent-7",
+            &[Role::Agent],
+            &["social".into()],
+            Duration::from_secs(60),
+        );
         let p = a.verify(&t).unwrap();
         assert_eq!(p.subject, "agent-7");
         assert!(p.has(Role::Agent));
@@ -289,14 +309,30 @@ mod tests {
         })
         .unwrap();
         let t = other.issue("x", &[Role::Admin], &[], Duration::from_secs(60));
-        assert_eq!(auth().verify(&t).unwrap_err().code(), tonic::Code::Unauthenticated);
+        assert_eq!(
+            auth().verify(&t).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]
     fn role_hierarchy_admin_and_supervisor() {
-        let p = Principal { subject: "s".into(), roles: vec![Role::Supervisor], groups: vec![] };
-        assert!(p.has(Role::Agent) && p.has(Role::Supervisor) && !p.has(Role::Admin) && !p.has(Role::Service));
-        let a = Principal { subject: "a".into(), roles: vec![Role::Admin], groups: vec![] };
+        let p = Principal {
+            subject: "s".into(),
+            roles: vec![Role::Supervisor],
+            groups: vec![],
+        };
+        assert!(
+            p.has(Role::Agent)
+                && p.has(Role::Supervisor)
+                && !p.has(Role::Admin)
+                && !p.has(Role::Service)
+        );
+        let a = Principal {
+            subject: "a".into(),
+            roles: vec![Role::Admin],
+            groups: vec![],
+        };
         assert!(a.has(Role::Service) && a.has(Role::Agent));
     }
 
@@ -306,8 +342,12 @@ mod tests {
         let err = i.call(Request::new(())).unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unauthenticated);
         let mut req = Request::new(());
-        req.metadata_mut().insert("authorization", "Basic abc".parse().unwrap());
-        assert_eq!(i.call(req).unwrap_err().code(), tonic::Code::Unauthenticated);
+        req.metadata_mut()
+            .insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(
+            i.call(req).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     #[test]
@@ -318,6 +358,11 @@ mod tests {
             audience: "guichet".into(),
             service_token_ttl_secs: 300,
         };
-        assert!(cfg.validate().unwrap_err().to_string().contains("auth.signing_key"));
+        assert!(
+            cfg.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("auth.signing_key")
+        );
     }
 }

@@ -54,7 +54,10 @@ impl BusConfig {
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
         use crate::config::ConfigError;
         if !self.url.starts_with("nats://") && !self.url.starts_with("tls://") {
-            return Err(ConfigError::invalid("bus.url", "expected a nats:// or tls:// URL"));
+            return Err(ConfigError::invalid(
+                "bus.url",
+                "expected a nats:// or tls:// URL",
+            ));
         }
         if self.subject_prefix.is_empty() || self.subject_prefix.contains(['.', '*', '>', ' ']) {
             return Err(ConfigError::invalid(
@@ -63,10 +66,16 @@ impl BusConfig {
             ));
         }
         if !(1..=5).contains(&self.replicas) {
-            return Err(ConfigError::invalid("bus.replicas", "must be between 1 and 5"));
+            return Err(ConfigError::invalid(
+                "bus.replicas",
+                "must be between 1 and 5",
+            ));
         }
         if self.max_deliver < 1 {
-            return Err(ConfigError::invalid("bus.max_deliver", "must be at least 1"));
+            return Err(ConfigError::invalid(
+                "bus.max_deliver",
+                "must be at least 1",
+            ));
         }
         Ok(())
     }
@@ -253,7 +262,10 @@ impl Bus {
                 Duration::from_secs(self.cfg.events_max_age_days * 86_400),
             ),
             StreamKind::Notify => (stream::RetentionPolicy::WorkQueue, Duration::ZERO),
-            StreamKind::DeadLetter => (stream::RetentionPolicy::Limits, Duration::from_secs(90 * 86_400)),
+            StreamKind::DeadLetter => (
+                stream::RetentionPolicy::Limits,
+                Duration::from_secs(90 * 86_400),
+            ),
         };
         let config = stream::Config {
             name: name.clone(),
@@ -283,7 +295,11 @@ impl Bus {
     }
 
     /// Publish and wait for JetStream's acknowledgement.
-    pub async fn publish(&self, nats_subject: String, event: &OutgoingEvent) -> Result<(), BusError> {
+    pub async fn publish(
+        &self,
+        nats_subject: String,
+        event: &OutgoingEvent,
+    ) -> Result<(), BusError> {
         let span = tracing::info_span!(
             "publish",
             otel.kind = "producer",
@@ -310,7 +326,8 @@ impl Bus {
                 .await
                 .map_err(|e| BusError::Publish(e.to_string()))?;
             let ack = ack.await.map_err(|e| BusError::Publish(e.to_string()))?;
-            metrics::counter!("guichet_bus_published_total", "stream" => ack.stream.clone()).increment(1);
+            metrics::counter!("guichet_bus_published_total", "stream" => ack.stream.clone())
+                .increment(1);
             if ack.duplicate {
                 tracing::debug!(event_id = %event.id, "duplicate publish dropped by jetstream");
             }
@@ -400,8 +417,13 @@ impl Bus {
         Ok(())
     }
 
-    async fn handle<H, Fut>(&self, msg: jetstream::Message, stream_name: &str, durable: &str, handler: H)
-    where
+    async fn handle<H, Fut>(
+        &self,
+        msg: jetstream::Message,
+        stream_name: &str,
+        durable: &str,
+        handler: H,
+    ) where
         H: Fn(IncomingEvent) -> Fut,
         Fut: Future<Output = Result<(), HandlerError>>,
     {
@@ -432,7 +454,10 @@ impl Bus {
         .instrument(span.clone())
         .await;
         let _enter = span.enter();
-        let labels = [("stream", stream_name.to_owned()), ("consumer", durable.to_owned())];
+        let labels = [
+            ("stream", stream_name.to_owned()),
+            ("consumer", durable.to_owned()),
+        ];
         match outcome {
             Ok(()) => {
                 metrics::counter!("guichet_bus_consumed_total", &labels).increment(1);
@@ -453,10 +478,15 @@ impl Bus {
                 let reason = error.to_string();
                 tracing::error!(%reason, delivered, "message dead-lettered");
                 metrics::counter!("guichet_bus_dead_lettered_total", &labels).increment(1);
-                if let Err(e) = self.dead_letter(&msg, headers, durable, &reason, stream_sequence).await {
+                if let Err(e) = self
+                    .dead_letter(&msg, headers, durable, &reason, stream_sequence)
+                    .await
+                {
                     // Keep it: better redelivered than lost.
                     tracing::error!(error = %e, "cannot dead-letter, leaving message for redelivery");
-                    let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                    let _ = msg
+                        .ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                        .await;
                     return;
                 }
                 let _ = msg.double_ack().await;
@@ -473,11 +503,20 @@ impl Bus {
         stream_sequence: u64,
     ) -> Result<(), BusError> {
         let subject = self.subject(&format!("deadletter.{durable}"));
-        headers.insert("guichet-dlq-reason", reason.replace(['\r', '\n'], " ").as_str());
+        headers.insert(
+            "guichet-dlq-reason",
+            reason.replace(['\r', '\n'], " ").as_str(),
+        );
         headers.insert("guichet-dlq-subject", msg.subject.as_str());
-        headers.insert("guichet-dlq-stream-sequence", stream_sequence.to_string().as_str());
+        headers.insert(
+            "guichet-dlq-stream-sequence",
+            stream_sequence.to_string().as_str(),
+        );
         // A dead-lettered copy is unique per original message.
-        let id = format!("dlq-{durable}-{stream_sequence}-{}", headers.get("ce-id").map(|v| v.as_str()).unwrap_or(""));
+        let id = format!(
+            "dlq-{durable}-{stream_sequence}-{}",
+            headers.get("ce-id").map(|v| v.as_str()).unwrap_or("")
+        );
         headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
         let ack = self
             .js
@@ -508,8 +547,12 @@ fn decode_envelope(
     stream_sequence: u64,
 ) -> Result<IncomingEvent, String> {
     let get = |k: &str| headers.get(k).map(|v| v.as_str().to_owned());
-    let id = get("ce-id").filter(|s| !s.is_empty()).ok_or("missing ce-id header")?;
-    let ty = get("ce-type").filter(|s| !s.is_empty()).ok_or("missing ce-type header")?;
+    let id = get("ce-id")
+        .filter(|s| !s.is_empty())
+        .ok_or("missing ce-id header")?;
+    let ty = get("ce-type")
+        .filter(|s| !s.is_empty())
+        .ok_or("missing ce-type header")?;
     let time = match get("ce-time") {
         Some(t) => Some(
             DateTime::parse_from_rfc3339(&t)

@@ -49,7 +49,11 @@ pub fn load<T: DeserializeOwned>(
         config::FileFormat::Toml,
     ));
     if let Some(path) = file {
-        builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml).required(true));
+        builder = builder.add_source(
+            config::File::from(path)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
     }
     let env: config::Map<String, String> = env
         .into_iter()
@@ -107,7 +111,10 @@ pub struct DatabaseConfig {
 
 /// Check that a database URL names a backend guichet supports.
 pub fn validate_database_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://") {
+    if url.starts_with("sqlite:")
+        || url.starts_with("postgres://")
+        || url.starts_with("postgresql://")
+    {
         Ok(())
     } else {
         Err(ConfigError::invalid(
@@ -134,21 +141,33 @@ shutdown_grace_secs = 20
 "#;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn environment_overrides_defaults() {
-        let s: Sample = load(DEFAULTS, None, env(&[("GUICHET__SERVER__GRPC_ADDR", "0.0.0.0:1")])).unwrap();
+        let s: Sample = load(
+            DEFAULTS,
+            None,
+            env(&[("GUICHET__SERVER__GRPC_ADDR", "0.0.0.0:1")]),
+        )
+        .unwrap();
         assert_eq!(s.server.grpc_addr, "0.0.0.0:1");
         assert_eq!(s.server.shutdown_grace_secs, 20);
     }
 
     #[test]
     fn a_badly_typed_env_value_names_its_key() {
-        let err = load::<Sample>(DEFAULTS, None, env(&[("GUICHET__SERVER__SHUTDOWN_GRACE_SECS", "soon")]))
-            .unwrap_err()
-            .to_string();
+        let err = load::<Sample>(
+            DEFAULTS,
+            None,
+            env(&[("GUICHET__SERVER__SHUTDOWN_GRACE_SECS", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("server.shutdown_grace_secs"), "{err}");
     }
 
@@ -156,15 +175,29 @@ shutdown_grace_secs = 20
     fn a_file_overrides_defaults_and_env_overrides_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("guichet.toml");
-        std::fs::write(&path, "[server]\ngrpc_addr = \"10.0.0.1:5\"\nadmin_addr = \"10.0.0.1:6\"\n").unwrap();
-        let s: Sample = load(DEFAULTS, Some(&path), env(&[("GUICHET__SERVER__ADMIN_ADDR", "1.2.3.4:7")])).unwrap();
+        std::fs::write(
+            &path,
+            "[server]\ngrpc_addr = \"10.0.0.1:5\"\nadmin_addr = \"10.0.0.1:6\"\n",
+        )
+        .unwrap();
+        let s: Sample = load(
+            DEFAULTS,
+            Some(&path),
+            env(&[("GUICHET__SERVER__ADMIN_ADDR", "1.2.3.4:7")]),
+        )
+        .unwrap();
         assert_eq!(s.server.grpc_addr, "10.0.0.1:5");
         assert_eq!(s.server.admin_addr, "1.2.3.4:7");
     }
 
     #[test]
     fn an_invalid_address_names_its_key() {
-        let s: Sample = load(DEFAULTS, None, env(&[("GUICHET__SERVER__ADMIN_ADDR", "localhost")])).unwrap();
+        let s: Sample = load(
+            DEFAULTS,
+            None,
+            env(&[("GUICHET__SERVER__ADMIN_ADDR", "localhost")]),
+        )
+        .unwrap();
         let err = s.server.validate().unwrap_err().to_string();
         assert!(err.contains("server.admin_addr"), "{err}");
     }

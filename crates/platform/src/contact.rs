@@ -22,7 +22,9 @@ impl Phone {
         if !phonenumber::is_valid(&number) {
             return Err("is not a valid phone number".into());
         }
-        Ok(Phone(number.format().mode(phonenumber::Mode::E164).to_string()))
+        Ok(Phone(
+            number.format().mode(phonenumber::Mode::E164).to_string(),
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -45,7 +47,12 @@ impl Email {
     pub fn parse(raw: &str) -> Result<Email, String> {
         let s = raw.trim().to_lowercase();
         let (local, domain) = s.split_once('@').ok_or("has no @")?;
-        if local.is_empty() || domain.is_empty() || !domain.contains('.') || domain.starts_with('.') || domain.ends_with('.') {
+        if local.is_empty()
+            || domain.is_empty()
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+        {
             return Err("is not an email address".into());
         }
         if s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c == '<' || c == '>') {
@@ -78,7 +85,13 @@ pub fn name_key(given: &str, family: &str) -> String {
     joined
         .nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .map(|c| if c.is_alphanumeric() { c.to_ascii_lowercase() } else { ' ' })
+        .map(|c| {
+            if c.is_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                ' '
+            }
+        })
         .collect::<String>()
         .split_whitespace()
         .collect::<Vec<_>>()
@@ -102,25 +115,38 @@ pub fn parse_hint(
 ) -> Result<CitizenInput, tonic::Status> {
     use crate::grpc::invalid_argument;
     let hint = hint.ok_or_else(|| invalid_argument(prefix, "is required"))?;
-    let given_name = clean_name(&hint.given_name).map_err(|e| invalid_argument(&format!("{prefix}.given_name"), e))?;
-    let family_name =
-        clean_name(&hint.family_name).map_err(|e| invalid_argument(&format!("{prefix}.family_name"), e))?;
+    let given_name = clean_name(&hint.given_name)
+        .map_err(|e| invalid_argument(&format!("{prefix}.given_name"), e))?;
+    let family_name = clean_name(&hint.family_name)
+        .map_err(|e| invalid_argument(&format!("{prefix}.family_name"), e))?;
     let phones = hint
         .phones
         .iter()
         .enumerate()
-        .map(|(i, p)| Phone::parse(p).map_err(|e| invalid_argument(&format!("{prefix}.phones[{i}]"), e)))
+        .map(|(i, p)| {
+            Phone::parse(p).map_err(|e| invalid_argument(&format!("{prefix}.phones[{i}]"), e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let emails = hint
         .emails
         .iter()
         .enumerate()
-        .map(|(i, p)| Email::parse(p).map_err(|e| invalid_argument(&format!("{prefix}.emails[{i}]"), e)))
+        .map(|(i, p)| {
+            Email::parse(p).map_err(|e| invalid_argument(&format!("{prefix}.emails[{i}]"), e))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if given_name.is_empty() && family_name.is_empty() && phones.is_empty() && emails.is_empty() {
-        return Err(invalid_argument(prefix, "needs at least a name, a phone number or an email address"));
+        return Err(invalid_argument(
+            prefix,
+            "needs at least a name, a phone number or an email address",
+        ));
     }
-    Ok(CitizenInput { given_name, family_name, phones, emails })
+    Ok(CitizenInput {
+        given_name,
+        family_name,
+        phones,
+        emails,
+    })
 }
 
 #[cfg(test)]
@@ -148,14 +174,23 @@ mod tests {
 
     #[test]
     fn emails_are_lower_cased_and_checked() {
-        assert_eq!(Email::parse(" Marie.Curie@Example.FR ").unwrap().as_str(), "marie.curie@example.fr");
+        assert_eq!(
+            Email::parse(" Marie.Curie@Example.FR ").unwrap().as_str(),
+            "marie.curie@example.fr"
+        );
         assert!(Email::parse("marie").is_err());
         assert!(Email::parse("marie@localhost").is_err());
     }
 
     #[test]
     fn name_keys_ignore_accents_case_and_punctuation() {
-        assert_eq!(name_key("Hélène", "DUPONT-Lefèvre"), "dupont lefevre helene");
-        assert_eq!(name_key("helene", "Dupont Lefevre"), name_key("Hélène", "DUPONT-LEFÈVRE"));
+        assert_eq!(
+            name_key("Hélène", "DUPONT-Lefèvre"),
+            "dupont lefevre helene"
+        );
+        assert_eq!(
+            name_key("helene", "Dupont Lefevre"),
+            name_key("Hélène", "DUPONT-LEFÈVRE")
+        );
     }
 }

@@ -7,7 +7,9 @@
 
 use std::time::Duration;
 
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseBackend, DatabaseConnection, DbErr,
+};
 use sea_orm_migration::MigratorTrait;
 
 use crate::config::DatabaseConfig;
@@ -18,8 +20,12 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
     if sqlite {
         if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf())) {
             if !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| DbErr::Custom(format!("cannot create database directory {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    DbErr::Custom(format!(
+                        "cannot create database directory {}: {e}",
+                        dir.display()
+                    ))
+                })?;
             }
         }
     }
@@ -34,14 +40,19 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
     }
     let db = Database::connect(opts).await?;
     if db.get_database_backend() == DatabaseBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;")
-            .await?;
+        db.execute_unprepared(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .await?;
     }
     Ok(db)
 }
 
 /// Connect and, when configured, bring the schema up to date.
-pub async fn connect_and_migrate<M: MigratorTrait>(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
+pub async fn connect_and_migrate<M: MigratorTrait>(
+    url: &str,
+    cfg: &DatabaseConfig,
+) -> Result<DatabaseConnection, DbErr> {
     let db = connect(url, cfg).await?;
     if cfg.migrate_on_start {
         M::up(&db, None).await?;
@@ -51,7 +62,9 @@ pub async fn connect_and_migrate<M: MigratorTrait>(url: &str, cfg: &DatabaseConf
 
 /// The file path of a `sqlite:` URL (`sqlite://./data/x.db?mode=rwc`).
 fn sqlite_path(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next()?;
     if path.is_empty() || path == ":memory:" {
         return None;
@@ -73,15 +86,27 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
 /// `last_value` (bigint); the first value is 1. Used for human numbering
 /// (dossier references, ticket numbers) where gaps are acceptable but
 /// duplicates are not.
-pub async fn next_counter_value(conn: &impl ConnectionTrait, table: &'static str, key: &str) -> Result<i64, DbErr> {
+pub async fn next_counter_value(
+    conn: &impl ConnectionTrait,
+    table: &'static str,
+    key: &str,
+) -> Result<i64, DbErr> {
     let backend = conn.get_database_backend();
-    let placeholder = if backend == DatabaseBackend::Postgres { "$1" } else { "?" };
+    let placeholder = if backend == DatabaseBackend::Postgres {
+        "$1"
+    } else {
+        "?"
+    };
     let sql = format!(
         "INSERT INTO {table} (key, last_value) VALUES ({placeholder}, 1) \
          ON CONFLICT (key) DO UPDATE SET last_value = {table}.last_value + 1 RETURNING last_value"
     );
     let row = conn
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(backend, sql, [key.into()]))
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [key.into()],
+        ))
         .await?
         .ok_or_else(|| DbErr::Custom(format!("{table}: counter returned no row")))?;
     row.try_get::<i64>("", "last_value")
@@ -93,8 +118,14 @@ mod tests {
 
     #[test]
     fn sqlite_urls_give_their_file_path() {
-        assert_eq!(sqlite_path("sqlite://./data/x.db?mode=rwc").unwrap(), std::path::PathBuf::from("./data/x.db"));
-        assert_eq!(sqlite_path("sqlite:/tmp/y.db").unwrap(), std::path::PathBuf::from("/tmp/y.db"));
+        assert_eq!(
+            sqlite_path("sqlite://./data/x.db?mode=rwc").unwrap(),
+            std::path::PathBuf::from("./data/x.db")
+        );
+        assert_eq!(
+            sqlite_path("sqlite:/tmp/y.db").unwrap(),
+            std::path::PathBuf::from("/tmp/y.db")
+        );
         assert!(sqlite_path("sqlite::memory:").is_none());
     }
 }

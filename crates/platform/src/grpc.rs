@@ -63,12 +63,20 @@ impl GrpcServer {
     }
 
     /// Serve until `shutdown`, then let in-flight calls finish.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let (reporter, health) = tonic_health::server::health_reporter();
         for name in &self.names {
-            reporter.set_service_status(*name, ServingStatus::Serving).await;
+            reporter
+                .set_service_status(*name, ServingStatus::Serving)
+                .await;
         }
-        reporter.set_service_status("", ServingStatus::Serving).await;
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(guichet_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -78,7 +86,10 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let mut routes = self.routes;
-        routes.add_service(health).add_service(reflection_v1).add_service(reflection_v1alpha);
+        routes
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha);
 
         let names = self.names.clone();
         let drain = shutdown.clone();
@@ -86,9 +97,13 @@ impl GrpcServer {
             drain.cancelled().await;
             // Tell load balancers first, then stop accepting.
             for name in &names {
-                reporter.set_service_status(*name, ServingStatus::NotServing).await;
+                reporter
+                    .set_service_status(*name, ServingStatus::NotServing)
+                    .await;
             }
-            reporter.set_service_status("", ServingStatus::NotServing).await;
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
@@ -168,14 +183,22 @@ pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
     let description = description.into();
     let mut details = ErrorDetails::new();
     details.add_bad_request_violation(field, description.clone());
-    Status::with_error_details(Code::InvalidArgument, format!("invalid {field}: {description}"), details)
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("invalid {field}: {description}"),
+        details,
+    )
 }
 
 /// `NotFound` with a `google.rpc.ResourceInfo` detail.
 pub fn not_found(resource_type: &str, name: &str) -> Status {
     let mut details = ErrorDetails::new();
     details.set_resource_info(resource_type, name, "", "not found");
-    Status::with_error_details(Code::NotFound, format!("{resource_type} `{name}` not found"), details)
+    Status::with_error_details(
+        Code::NotFound,
+        format!("{resource_type} `{name}` not found"),
+        details,
+    )
 }
 
 /// `FailedPrecondition` with a `google.rpc.PreconditionFailure` detail.
@@ -225,6 +248,9 @@ mod tests {
     fn page_size_defaults_caps_and_refuses_negatives() {
         assert_eq!(page_size(0, 50, 500).unwrap(), 50);
         assert_eq!(page_size(10_000, 50, 500).unwrap(), 500);
-        assert_eq!(page_size(-1, 50, 500).unwrap_err().code(), Code::InvalidArgument);
+        assert_eq!(
+            page_size(-1, 50, 500).unwrap_err().code(),
+            Code::InvalidArgument
+        );
     }
 }

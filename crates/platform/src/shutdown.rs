@@ -45,7 +45,11 @@ async fn wait_for_signal() {
 
 /// Wait for `fut` to finish, at most `grace` after `token` is cancelled.
 /// Returns `None` when the grace period ran out first.
-pub async fn drain<F: std::future::Future>(token: &CancellationToken, grace: Duration, fut: F) -> Option<F::Output> {
+pub async fn drain<F: std::future::Future>(
+    token: &CancellationToken,
+    grace: Duration,
+    fut: F,
+) -> Option<F::Output> {
     tokio::pin!(fut);
     tokio::select! {
         out = &mut fut => return Some(out),
@@ -54,7 +58,10 @@ pub async fn drain<F: std::future::Future>(token: &CancellationToken, grace: Dur
     match tokio::time::timeout(grace, fut).await {
         Ok(out) => Some(out),
         Err(_) => {
-            tracing::warn!(grace_secs = grace.as_secs(), "grace period over, stopping with work in flight");
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "grace period over, stopping with work in flight"
+            );
             None
         }
     }

@@ -43,8 +43,9 @@ pub struct TelemetryConfig {
 
 impl TelemetryConfig {
     pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
-        EnvFilter::try_new(&self.log_filter)
-            .map_err(|e| crate::config::ConfigError::invalid("telemetry.log_filter", e.to_string()))?;
+        EnvFilter::try_new(&self.log_filter).map_err(|e| {
+            crate::config::ConfigError::invalid("telemetry.log_filter", e.to_string())
+        })?;
         if !self.otlp_endpoint.is_empty() && !self.otlp_endpoint.starts_with("http") {
             return Err(crate::config::ConfigError::invalid(
                 "telemetry.otlp_endpoint",
@@ -95,7 +96,10 @@ pub fn init(cfg: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
 
 /// Install the global subscriber with a given tracer provider (tests pass one
 /// backed by an in-memory exporter).
-pub fn init_with_provider(cfg: &TelemetryConfig, provider: SdkTracerProvider) -> anyhow::Result<TelemetryGuard> {
+pub fn init_with_provider(
+    cfg: &TelemetryConfig,
+    provider: SdkTracerProvider,
+) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("guichet");
     let otel = tracing_opentelemetry::layer()
@@ -115,7 +119,10 @@ pub fn init_with_provider(cfg: &TelemetryConfig, provider: SdkTracerProvider) ->
             .with_filter(filter)
             .boxed(),
     };
-    tracing_subscriber::registry().with(fmt).with(otel).try_init()?;
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init()?;
     Ok(TelemetryGuard { provider })
 }
 
@@ -154,12 +161,15 @@ impl Extractor for NatsHeadersRef<'_> {
 /// Write the current span's context into NATS headers (`traceparent`).
 pub fn inject_nats(headers: &mut async_nats::HeaderMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut NatsHeaders(headers)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut NatsHeaders(headers))
+    });
 }
 
 /// Make `span` a child of the context carried in NATS headers, if any.
 pub fn extract_nats(headers: &async_nats::HeaderMap, span: &tracing::Span) {
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsHeadersRef(headers)));
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&NatsHeadersRef(headers)));
     let _ = span.set_parent(cx);
 }
 
@@ -176,7 +186,8 @@ impl Extractor for HttpHeadersRef<'_> {
 
 /// Make `span` a child of the context carried in HTTP/gRPC headers, if any.
 pub fn extract_http(headers: &http::HeaderMap, span: &tracing::Span) {
-    let cx = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeadersRef(headers)));
+    let cx =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HttpHeadersRef(headers)));
     let _ = span.set_parent(cx);
 }
 
@@ -196,5 +207,7 @@ impl Injector for GrpcMetadata<'_> {
 /// Write the current span's context into outgoing gRPC metadata.
 pub fn inject_grpc(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut GrpcMetadata(metadata)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut GrpcMetadata(metadata))
+    });
 }

@@ -12,7 +12,8 @@ pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
 
 /// A protobuf `Timestamp` as a UTC time; `None` when out of range.
 pub fn datetime(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    Utc.timestamp_opt(ts.seconds, ts.nanos.max(0) as u32).single()
+    Utc.timestamp_opt(ts.seconds, ts.nanos.max(0) as u32)
+        .single()
 }
 
 impl crate::intake::v1::Channel {
@@ -47,14 +48,22 @@ mod tests {
 
     #[test]
     fn timestamp_round_trips_to_the_nanosecond() {
-        let t = Utc.timestamp_opt(1_790_000_000, 123_456_789).single().unwrap();
+        let t = Utc
+            .timestamp_opt(1_790_000_000, 123_456_789)
+            .single()
+            .unwrap();
         assert_eq!(datetime(&timestamp(t)), Some(t));
     }
 
     #[test]
     fn channel_slugs_round_trip() {
         use crate::intake::v1::Channel;
-        for c in [Channel::Telephony, Channel::Email, Channel::Scan, Channel::Counter] {
+        for c in [
+            Channel::Telephony,
+            Channel::Email,
+            Channel::Scan,
+            Channel::Counter,
+        ] {
             assert_eq!(Channel::from_slug(c.slug()), Some(c));
         }
     }

@@ -5,7 +5,8 @@
 #![allow(clippy::all, missing_docs)]
 
 /// Encoded `FileDescriptorSet` of every guichet proto, for gRPC reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/guichet_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/guichet_descriptor.bin"));
 
 pub mod intake {
     pub mod v1 {

@@ -1,1 +1,446 @@
-//! placeholder
+//! Test harness for guichet: every test gets its own NATS subject and stream
+//! prefix, its own databases (SQLite files in a temporary directory, or
+//! fresh PostgreSQL databases), random ports, and tokens.
+//!
+//! Real components only: NATS with JetStream at `GUICHET_TEST_NATS_URL`
+//! (default `nats://127.0.0.1:4222`) and PostgreSQL at `GUICHET_TEST_PG_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/postgres`). A test needing
+//! PostgreSQL where none answers prints a notice and returns, unless
+//! `GUICHET_TEST_REQUIRE_PG=1` (CI sets it) makes that a failure. Logs print
+//! only when `TEST_LOG` is set.
+
+use std::future::Future;
+use std::time::Duration;
+
+use guichet::{GuichetConfig, Role, RunningApp};
+use guichet_platform::auth::{Authenticator, Role as AuthRole};
+use sea_orm::{ConnectionTrait, Database};
+use tokio_util::sync::CancellationToken;
+use tonic::service::Interceptor;
+use tonic::transport::Channel;
+
+pub use guichet_proto as proto;
+
+pub const SIGNING_KEY: &str = "test-signing-key-0123456789abcdef0123456789";
+
+/// Which database backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One isolated environment: prefixes, databases, temporary directory.
+pub struct TestEnv {
+    pub id: String,
+    pub backend: Backend,
+    pub nats_url: String,
+    pub dir: tempfile::TempDir,
+    pg_databases: Vec<String>,
+    /// Environment-style overrides (GUICHET__…) every process of this test gets.
+    pub overrides: Vec<(String, String)>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("GUICHET_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn pg_url_for(db: &str) -> String {
+    let admin = pg_admin_url();
+    match admin.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{db}"),
+        None => format!("{admin}/{db}"),
+    }
+}
+
+/// Install a test log subscriber when `TEST_LOG` is set.
+pub fn init_logs() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "info".into()))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+impl TestEnv {
+    /// A new environment, or `None` (with a printed notice) when the backend
+    /// is PostgreSQL and none answers and it is not required.
+    pub async fn new(backend: Backend) -> Option<TestEnv> {
+        init_logs();
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let nats_url = std::env::var("GUICHET_TEST_NATS_URL")
+            .unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut env = TestEnv {
+            id: id.clone(),
+            backend,
+            nats_url: nats_url.clone(),
+            dir,
+            pg_databases: Vec::new(),
+            overrides: Vec::new(),
+        };
+        let dbs = match backend {
+            Backend::Sqlite => {
+                let p = |name: &str| {
+                    format!("sqlite://{}/{name}.db?mode=rwc", env.dir.path().display())
+                };
+                [p("dossier"), p("routing"), p("counter")]
+            }
+            Backend::Postgres => {
+                let admin = match Database::connect(pg_admin_url()).await {
+                    Ok(a) => a,
+                    Err(e) => {
+                        if std::env::var("GUICHET_TEST_REQUIRE_PG").is_ok_and(|v| v == "1") {
+                            panic!(
+                                "PostgreSQL is required (GUICHET_TEST_REQUIRE_PG=1) but not reachable: {e}"
+                            );
+                        }
+                        eprintln!(
+                            "NOTICE: PostgreSQL not reachable at {} ({e}): skipping this PostgreSQL variant",
+                            pg_admin_url()
+                        );
+                        return None;
+                    }
+                };
+                let mut urls = Vec::new();
+                for role in ["dossier", "routing", "counter"] {
+                    let name = format!("guichet_t_{id}_{role}");
+                    admin
+                        .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                        .await
+                        .expect("create test database");
+                    env.pg_databases.push(name.clone());
+                    urls.push(pg_url_for(&name));
+                }
+                let _ = admin.close().await;
+                [urls[0].clone(), urls[1].clone(), urls[2].clone()]
+            }
+        };
+        let [dossier, routing, counter] = dbs;
+        env.overrides = vec![
+            (
+                "GUICHET__DATA_DIR".into(),
+                env.dir.path().display().to_string(),
+            ),
+            ("GUICHET__SERVER__GRPC_ADDR".into(), "127.0.0.1:0".into()),
+            ("GUICHET__SERVER__ADMIN_ADDR".into(), "127.0.0.1:0".into()),
+            ("GUICHET__SERVER__SHUTDOWN_GRACE_SECS".into(), "5".into()),
+            ("GUICHET__BUS__URL".into(), nats_url),
+            ("GUICHET__BUS__SUBJECT_PREFIX".into(), format!("t{id}")),
+            (
+                "GUICHET__BUS__STREAM_PREFIX".into(),
+                format!("T{}_", id.to_uppercase()),
+            ),
+            ("GUICHET__BUS__MAX_DELIVER".into(), "3".into()),
+            ("GUICHET__BUS__RETRY_BASE_MS".into(), "50".into()),
+            ("GUICHET__BUS__ACK_WAIT_SECS".into(), "5".into()),
+            ("GUICHET__AUTH__SIGNING_KEY".into(), SIGNING_KEY.into()),
+            (
+                "GUICHET__TELEMETRY__LOG_FILTER".into(),
+                std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()),
+            ),
+            ("GUICHET__DOSSIER__DATABASE_URL".into(), dossier),
+            ("GUICHET__DOSSIER__PROCESSES_DIR".into(), processes_dir()),
+            ("GUICHET__ROUTING__DATABASE_URL".into(), routing),
+            ("GUICHET__COUNTER__DATABASE_URL".into(), counter),
+        ];
+        Some(env)
+    }
+
+    /// The configuration every process of this test starts from.
+    pub fn config(&self) -> GuichetConfig {
+        self.config_with(&[])
+    }
+
+    /// The configuration with extra `GUICHET__…` overrides.
+    pub fn config_with(&self, extra: &[(&str, &str)]) -> GuichetConfig {
+        let mut env = self.overrides.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        GuichetConfig::load(None, env).expect("test configuration")
+    }
+
+    /// Start `roles` in this test process.
+    pub async fn spawn(&self, roles: &[Role]) -> RunningApp {
+        self.spawn_with(roles, self.config()).await
+    }
+
+    pub async fn spawn_with(&self, roles: &[Role], config: GuichetConfig) -> RunningApp {
+        guichet::start(config, roles, CancellationToken::new())
+            .await
+            .expect("start guichet roles")
+    }
+
+    /// A token for `subject` with `roles`.
+    pub fn token(&self, subject: &str, roles: &[AuthRole]) -> String {
+        Authenticator::new(&self.config().auth)
+            .expect("authenticator")
+            .issue(subject, roles, &[], Duration::from_secs(3600))
+    }
+
+    /// A raw NATS connection (for publishing test messages).
+    pub async fn nats(&self) -> async_nats::Client {
+        async_nats::connect(&self.nats_url)
+            .await
+            .expect("connect to NATS")
+    }
+
+    /// A subject under this test's prefix.
+    pub fn subject(&self, rest: &str) -> String {
+        format!("t{}.{rest}", self.id)
+    }
+
+    pub fn stream(&self, base: &str) -> String {
+        format!("T{}_{base}", self.id.to_uppercase())
+    }
+
+    /// Delete this test's streams and PostgreSQL databases (best effort).
+    pub async fn cleanup(self) {
+        if let Ok(client) = async_nats::connect(&self.nats_url).await {
+            let js = async_nats::jetstream::new(client);
+            for base in ["INTAKE", "EVENTS", "NOTIFY", "DEADLETTER"] {
+                let _ = js.delete_stream(self.stream(base)).await;
+            }
+        }
+        if !self.pg_databases.is_empty() {
+            if let Ok(admin) = Database::connect(pg_admin_url()).await {
+                for db in &self.pg_databases {
+                    let _ = admin
+                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .await;
+                }
+            }
+        }
+    }
+}
+
+/// The repository's `processes/` directory.
+pub fn processes_dir() -> String {
+    format!("{}/../../processes", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Adds a bearer token to every request.
+#[derive(Clone)]
+pub struct Bearer(pub String);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !self.0.is_empty() {
+            let v = format!("Bearer {}", self.0)
+                .parse()
+                .map_err(|_| tonic::Status::internal("bad token"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+pub type Authed = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// A channel to a running process's gRPC port.
+pub async fn channel(app_grpc: std::net::SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{app_grpc}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connect gRPC")
+}
+
+pub async fn counter_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::counter::v1::counter_service_client::CounterServiceClient<Authed> {
+    proto::counter::v1::counter_service_client::CounterServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}
+
+pub async fn dossier_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::dossier::v1::dossier_service_client::DossierServiceClient<Authed> {
+    proto::dossier::v1::dossier_service_client::DossierServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}
+
+pub async fn queue_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::routing::v1::queue_service_client::QueueServiceClient<Authed> {
+    proto::routing::v1::queue_service_client::QueueServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}
+
+/// Poll `check` until it returns `Some`, or panic after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A walk-in ticket request for a citizen.
+pub fn ticket_request(
+    given: &str,
+    family: &str,
+    phone: &str,
+    reason: &str,
+) -> proto::counter::v1::IssueTicketRequest {
+    proto::counter::v1::IssueTicketRequest {
+        citizen: Some(proto::intake::v1::CitizenHint {
+            given_name: given.into(),
+            family_name: family.into(),
+            phones: if phone.is_empty() {
+                vec![]
+            } else {
+                vec![phone.into()]
+            },
+            ..Default::default()
+        }),
+        reason: reason.into(),
+        ..Default::default()
+    }
+}
+
+/// The roles of a full installation.
+pub fn all_roles() -> Vec<Role> {
+    Role::served()
+}
+
+pub use guichet_platform::auth::Role as TokenRole;
+
+/// A minimal HTTP/1.1 GET (admin endpoints); returns status and body.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// The `guichet` binary built next to the test executable.
+pub fn guichet_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/guichet
+    let bin = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .map(|p| p.join("guichet"))
+        .expect("target directory");
+    assert!(
+        bin.exists(),
+        "{} not built: run the tests with `cargo nextest run --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// A free TCP port on loopback.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `guichet serve …` child process.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub grpc_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+}
+
+impl Process {
+    /// SIGKILL: a crash, nothing drained.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("process stops within 30 s")
+            .expect("wait for process")
+    }
+}
+
+impl TestEnv {
+    /// Start `guichet serve <roles>` as a separate process and wait until
+    /// it is ready.
+    pub async fn spawn_process(&self, roles: &[&str], extra: &[(&str, &str)]) -> Process {
+        let grpc_addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let admin_addr: std::net::SocketAddr =
+            format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let mut cmd = tokio::process::Command::new(guichet_bin());
+        cmd.arg("serve").args(roles).kill_on_drop(true);
+        for (k, v) in &self.overrides {
+            cmd.env(k, v);
+        }
+        cmd.env("GUICHET__SERVER__GRPC_ADDR", grpc_addr.to_string())
+            .env("GUICHET__SERVER__ADMIN_ADDR", admin_addr.to_string());
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        if std::env::var_os("TEST_LOG").is_none() {
+            cmd.stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null());
+        }
+        let child = cmd.spawn().expect("spawn guichet");
+        let p = Process {
+            child,
+            grpc_addr,
+            admin_addr,
+        };
+        eventually(
+            &format!("`guichet serve {}` ready", roles.join(" ")),
+            Duration::from_secs(60),
+            || async {
+                match http_get(admin_addr, "/readyz").await {
+                    Ok((200, _)) => Some(()),
+                    _ => None,
+                }
+            },
+        )
+        .await;
+        p
+    }
+}

@@ -56,8 +56,16 @@ impl ProcessDefinition {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.id.is_empty() || !self.id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-            return Err(format!("id `{}` must be lower-case ASCII letters, digits and '-'", self.id));
+        if self.id.is_empty()
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(format!(
+                "id `{}` must be lower-case ASCII letters, digits and '-'",
+                self.id
+            ));
         }
         if self.version == 0 {
             return Err("version must be at least 1".into());
@@ -69,17 +77,26 @@ impl ProcessDefinition {
             }
         }
         if !seen.contains(self.initial_state.as_str()) {
-            return Err(format!("initial_state `{}` is not a declared state", self.initial_state));
+            return Err(format!(
+                "initial_state `{}` is not a declared state",
+                self.initial_state
+            ));
         }
         for t in &self.transitions {
             for end in [&t.from, &t.to] {
                 if !seen.contains(end.as_str()) {
-                    return Err(format!("transition {} → {} names unknown state `{end}`", t.from, t.to));
+                    return Err(format!(
+                        "transition {} → {} names unknown state `{end}`",
+                        t.from, t.to
+                    ));
                 }
             }
             for r in &t.roles {
                 if r.parse::<guichet_platform::auth::Role>().is_err() {
-                    return Err(format!("transition {} → {} names unknown role `{r}`", t.from, t.to));
+                    return Err(format!(
+                        "transition {} → {} names unknown role `{r}`",
+                        t.from, t.to
+                    ));
                 }
             }
         }
@@ -107,7 +124,8 @@ impl Catalog {
             file: file.display().to_string(),
             reason,
         };
-        let entries = std::fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read directory: {e}")))?;
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read directory: {e}")))?;
         let mut files: Vec<_> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
@@ -116,12 +134,20 @@ impl Catalog {
         let mut catalog = Catalog::default();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| err(&file, e.to_string()))?;
-            let def: ProcessDefinition = toml::from_str(&text).map_err(|e| err(&file, e.to_string()))?;
-            def.validate()
-                .map_err(|reason| err(&file, format!("process `{}` v{}: {reason}", def.id, def.version)))?;
+            let def: ProcessDefinition =
+                toml::from_str(&text).map_err(|e| err(&file, e.to_string()))?;
+            def.validate().map_err(|reason| {
+                err(
+                    &file,
+                    format!("process `{}` v{}: {reason}", def.id, def.version),
+                )
+            })?;
             let versions = catalog.processes.entry(def.id.clone()).or_default();
             if versions.contains_key(&def.version) {
-                return Err(err(&file, format!("process `{}` v{} is defined twice", def.id, def.version)));
+                return Err(err(
+                    &file,
+                    format!("process `{}` v{} is defined twice", def.id, def.version),
+                ));
             }
             versions.insert(def.version, def);
         }
@@ -154,7 +180,9 @@ mod tests {
     fn the_shipped_catalog_loads() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../processes");
         let catalog = Catalog::load_dir(&dir).unwrap();
-        let p = catalog.get_latest("a-qualifier").expect("default triage process");
+        let p = catalog
+            .get_latest("a-qualifier")
+            .expect("default triage process");
         assert!(p.state(&p.initial_state).is_some());
     }
 
@@ -173,7 +201,11 @@ mod tests {
     #[test]
     fn a_misspelt_key_is_reported_with_its_line() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("typo.toml"), "id = \"x\"\nversion = 1\ntitel = \"X\"\n").unwrap();
+        std::fs::write(
+            dir.path().join("typo.toml"),
+            "id = \"x\"\nversion = 1\ntitel = \"X\"\n",
+        )
+        .unwrap();
         let e = Catalog::load_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("typo.toml") && e.contains("line 3"), "{e}");
     }

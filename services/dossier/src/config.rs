@@ -20,14 +20,22 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_database_url("dossier.database_url", &self.database_url)?;
         let p = &self.reference_prefix;
-        if p.is_empty() || p.len() > 8 || !p.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+        if p.is_empty()
+            || p.len() > 8
+            || !p
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
             return Err(ConfigError::invalid(
                 "dossier.reference_prefix",
                 "must be 1 to 8 upper-case ASCII letters or digits",
             ));
         }
         if self.default_process.is_empty() {
-            return Err(ConfigError::invalid("dossier.default_process", "must not be empty"));
+            return Err(ConfigError::invalid(
+                "dossier.default_process",
+                "must not be empty",
+            ));
         }
         Ok(())
     }

@@ -16,8 +16,8 @@ use tonic::{Request, Response, Status};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::db::entities::{dossier, timeline};
-use guichet_platform::contact::parse_hint;
 use crate::store::{CitizenView, Match, NewEntry, Store, TimelineCursor};
+use guichet_platform::contact::parse_hint;
 
 const READERS: &[Role] = &[Role::Agent, Role::Service];
 const WRITERS: &[Role] = &[Role::Service];
@@ -46,7 +46,9 @@ impl DossierApi {
         pb::Dossier {
             process_title: def.map(|p| p.title.clone()).unwrap_or_default(),
             state_title: state.map(|s| s.title.clone()).unwrap_or_default(),
-            guidance: state.map(|s| s.guidance.trim().to_owned()).unwrap_or_default(),
+            guidance: state
+                .map(|s| s.guidance.trim().to_owned())
+                .unwrap_or_default(),
             id: d.id,
             reference: d.reference,
             citizen_id: d.citizen_id,
@@ -184,7 +186,10 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_citizen(&self, request: Request<pb::GetCitizenRequest>) -> Result<Response<pb::Citizen>, Status> {
+    async fn get_citizen(
+        &self,
+        request: Request<pb::GetCitizenRequest>,
+    ) -> Result<Response<pb::Citizen>, Status> {
         require(&request, READERS)?;
         let id = request.into_inner().id;
         let id = non_empty(&id).ok_or_else(|| invalid_argument("id", "is required"))?;
@@ -198,15 +203,21 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn open_dossier(&self, request: Request<pb::OpenDossierRequest>) -> Result<Response<pb::Dossier>, Status> {
+    async fn open_dossier(
+        &self,
+        request: Request<pb::OpenDossierRequest>,
+    ) -> Result<Response<pb::Dossier>, Status> {
         require(&request, WRITERS)?;
         let req = request.into_inner();
-        let citizen_id = non_empty(&req.citizen_id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
+        let citizen_id = non_empty(&req.citizen_id)
+            .ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
         let process_id = non_empty(&req.process_id).unwrap_or(&self.config.default_process);
-        let def = self
-            .catalog
-            .get_latest(process_id)
-            .ok_or_else(|| invalid_argument("process_id", format!("`{process_id}` is not in the process catalog")))?;
+        let def = self.catalog.get_latest(process_id).ok_or_else(|| {
+            invalid_argument(
+                "process_id",
+                format!("`{process_id}` is not in the process catalog"),
+            )
+        })?;
         self.store
             .get_citizen(citizen_id)
             .await
@@ -215,7 +226,14 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         let summary = format!("Dossier ouvert : {}", def.title);
         let (d, created) = self
             .store
-            .open_dossier(citizen_id, &def.id, def.version, &def.initial_state, &summary, non_empty(&req.request_id))
+            .open_dossier(
+                citizen_id,
+                &def.id,
+                def.version,
+                &def.initial_state,
+                &summary,
+                non_empty(&req.request_id),
+            )
             .await
             .map_err(db_err("open dossier"))?;
         if created {
@@ -240,7 +258,10 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_dossier(&self, request: Request<pb::GetDossierRequest>) -> Result<Response<pb::Dossier>, Status> {
+    async fn get_dossier(
+        &self,
+        request: Request<pb::GetDossierRequest>,
+    ) -> Result<Response<pb::Dossier>, Status> {
         require(&request, READERS)?;
         let id = request.into_inner().id;
         let id = non_empty(&id).ok_or_else(|| invalid_argument("id", "is required"))?;
@@ -263,7 +284,11 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         let limit = page_size(req.page_size, 50, 500)?;
         let list = self
             .store
-            .list_dossiers(non_empty(&req.citizen_id), non_empty(&req.page_token), limit)
+            .list_dossiers(
+                non_empty(&req.citizen_id),
+                non_empty(&req.page_token),
+                limit,
+            )
             .await
             .map_err(db_err("list dossiers"))?;
         let next_page_token = if list.len() as u64 == limit {
@@ -284,7 +309,8 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     ) -> Result<Response<pb::TimelineEntry>, Status> {
         require(&request, WRITERS)?;
         let req = request.into_inner();
-        let dossier_id = non_empty(&req.dossier_id).ok_or_else(|| invalid_argument("dossier_id", "is required"))?;
+        let dossier_id = non_empty(&req.dossier_id)
+            .ok_or_else(|| invalid_argument("dossier_id", "is required"))?;
         let kind = pb::EntryKind::try_from(req.kind)
             .ok()
             .and_then(entry_kind_slug)
@@ -296,7 +322,9 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             return Err(invalid_argument("summary", "must be 1 to 4000 characters"));
         }
         let occurred_at = match &req.occur_time {
-            Some(ts) => datetime(ts).ok_or_else(|| invalid_argument("occur_time", "is out of range"))?,
+            Some(ts) => {
+                datetime(ts).ok_or_else(|| invalid_argument("occur_time", "is out of range"))?
+            }
             None => Utc::now(),
         };
         let d = self
@@ -346,7 +374,8 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     ) -> Result<Response<pb::ListTimelineResponse>, Status> {
         require(&request, READERS)?;
         let req = request.into_inner();
-        let id = non_empty(&req.dossier_id).ok_or_else(|| invalid_argument("dossier_id", "is required"))?;
+        let id = non_empty(&req.dossier_id)
+            .ok_or_else(|| invalid_argument("dossier_id", "is required"))?;
         let limit = page_size(req.page_size, 50, 500)?;
         let after = cursor(&req.page_token)?;
         let d = self
@@ -370,7 +399,8 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     ) -> Result<Response<pb::ListTimelineResponse>, Status> {
         require(&request, READERS)?;
         let req = request.into_inner();
-        let id = non_empty(&req.citizen_id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
+        let id = non_empty(&req.citizen_id)
+            .ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
         let limit = page_size(req.page_size, 50, 500)?;
         let after = cursor(&req.page_token)?;
         let entries = self

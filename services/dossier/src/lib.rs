@@ -15,10 +15,10 @@ pub mod store;
 
 use std::sync::Arc;
 
+use guichet_platform::admin::Readiness;
 use guichet_platform::auth::{AuthInterceptor, Authenticator};
 use guichet_platform::grpc::GrpcServer;
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
-use guichet_platform::admin::Readiness;
 use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
@@ -35,7 +35,11 @@ pub struct Service {
 /// Connect the database (migrating it), load the process catalog and declare
 /// the EVENTS stream.
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(&config.database_url, &deps.database).await?;
+    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
+        &config.database_url,
+        &deps.database,
+    )
+    .await?;
     let catalog = catalog::Catalog::load_dir(&config.processes_dir)?;
     if catalog.get_latest(&config.default_process).is_none() {
         anyhow::bail!(
@@ -44,11 +48,16 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             config.processes_dir.display()
         );
     }
-    deps.bus.ensure_stream(guichet_platform::bus::StreamKind::Events).await?;
+    deps.bus
+        .ensure_stream(guichet_platform::bus::StreamKind::Events)
+        .await?;
     add_db_check(&deps.readiness, "dossier database", db.clone());
     let store = store::Store::new(db, config.reference_prefix.clone());
     let api = grpc::DossierApi::new(store, Arc::new(catalog), deps.bus, config);
-    Ok(Service { api, auth: deps.auth })
+    Ok(Service {
+        api,
+        auth: deps.auth,
+    })
 }
 
 fn add_db_check(readiness: &Readiness, name: &str, db: DatabaseConnection) {

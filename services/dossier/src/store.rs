@@ -4,8 +4,8 @@
 use chrono::{DateTime, Datelike, Utc};
 use guichet_platform::db::{is_unique_violation, next_counter_value};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::db::entities::{citizen, contact, dossier, timeline};
@@ -72,7 +72,10 @@ impl TimelineCursor {
 
 impl Store {
     pub fn new(db: DatabaseConnection, reference_prefix: String) -> Store {
-        Store { db, reference_prefix }
+        Store {
+            db,
+            reference_prefix,
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -81,7 +84,11 @@ impl Store {
 
     /// Find the citizen a channel's hint designates, or create one.
     /// Idempotent on `request_id`.
-    pub async fn resolve_citizen(&self, input: &CitizenInput, request_id: Option<&str>) -> Result<(CitizenView, Match), DbErr> {
+    pub async fn resolve_citizen(
+        &self,
+        input: &CitizenInput,
+        request_id: Option<&str>,
+    ) -> Result<(CitizenView, Match), DbErr> {
         if let Some(rid) = request_id {
             if let Some(c) = citizen::Entity::find()
                 .filter(citizen::Column::SourceRequestId.eq(rid))
@@ -169,7 +176,10 @@ impl Store {
             .await?;
         }
         txn.commit().await?;
-        let c = citizen::Entity::find_by_id(id).one(&self.db).await?.ok_or(DbErr::RecordNotFound("citizen".into()))?;
+        let c = citizen::Entity::find_by_id(id)
+            .one(&self.db)
+            .await?
+            .ok_or(DbErr::RecordNotFound("citizen".into()))?;
         Ok((self.view(c).await?, Match::Created))
     }
 
@@ -204,7 +214,10 @@ impl Store {
     }
 
     pub async fn get_citizen(&self, id: &str) -> Result<Option<CitizenView>, DbErr> {
-        match citizen::Entity::find_by_id(id.to_owned()).one(&self.db).await? {
+        match citizen::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+        {
             Some(c) => Ok(Some(self.view(c).await?)),
             None => Ok(None),
         }
@@ -216,7 +229,13 @@ impl Store {
             .order_by_asc(contact::Column::Id)
             .all(&self.db)
             .await?;
-        let pick = |kind: &str| contacts.iter().filter(|x| x.kind == kind).map(|x| x.value.clone()).collect();
+        let pick = |kind: &str| {
+            contacts
+                .iter()
+                .filter(|x| x.kind == kind)
+                .map(|x| x.value.clone())
+                .collect()
+        };
         Ok(CitizenView {
             phones: pick("phone"),
             emails: pick("email"),
@@ -241,7 +260,12 @@ impl Store {
         }
         let now = Utc::now();
         let txn = self.db.begin().await?;
-        let seq = next_counter_value(&txn, "reference_counters", &format!("{}-{}", self.reference_prefix, now.year())).await?;
+        let seq = next_counter_value(
+            &txn,
+            "reference_counters",
+            &format!("{}-{}", self.reference_prefix, now.year()),
+        )
+        .await?;
         let reference = Reference::new(&self.reference_prefix, now.year(), seq);
         let id = uuid::Uuid::now_v7().to_string();
         let res = dossier::ActiveModel {
@@ -261,7 +285,10 @@ impl Store {
             Ok(m) => m,
             Err(e) if is_unique_violation(&e) && request_id.is_some() => {
                 drop(txn);
-                let d = self.dossier_by_request(request_id.unwrap_or_default()).await?.ok_or(e)?;
+                let d = self
+                    .dossier_by_request(request_id.unwrap_or_default())
+                    .await?
+                    .ok_or(e)?;
                 return Ok((d, false));
             }
             Err(e) => return Err(e),
@@ -292,20 +319,32 @@ impl Store {
     }
 
     /// A dossier by id or by reference.
-    pub async fn get_dossier(&self, id_or_reference: &str) -> Result<Option<dossier::Model>, DbErr> {
+    pub async fn get_dossier(
+        &self,
+        id_or_reference: &str,
+    ) -> Result<Option<dossier::Model>, DbErr> {
         if let Some(r) = Reference::parse(id_or_reference) {
             return dossier::Entity::find()
                 .filter(dossier::Column::Reference.eq(r.as_str()))
                 .one(&self.db)
                 .await;
         }
-        dossier::Entity::find_by_id(id_or_reference.to_owned()).one(&self.db).await
+        dossier::Entity::find_by_id(id_or_reference.to_owned())
+            .one(&self.db)
+            .await
     }
 
     /// Dossiers newest first; the cursor is the last id seen (UUID v7 ids
     /// sort by creation time).
-    pub async fn list_dossiers(&self, citizen_id: Option<&str>, after: Option<&str>, limit: u64) -> Result<Vec<dossier::Model>, DbErr> {
-        let mut q = dossier::Entity::find().order_by_desc(dossier::Column::Id).limit(limit);
+    pub async fn list_dossiers(
+        &self,
+        citizen_id: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<dossier::Model>, DbErr> {
+        let mut q = dossier::Entity::find()
+            .order_by_desc(dossier::Column::Id)
+            .limit(limit);
         if let Some(c) = citizen_id {
             q = q.filter(dossier::Column::CitizenId.eq(c));
         }
@@ -327,7 +366,10 @@ impl Store {
         match insert_entry(&self.db, entry).await {
             Ok(m) => Ok((m, true)),
             Err(e) if is_unique_violation(&e) && source.is_some() => {
-                let m = self.entry_by_source(source.as_deref().unwrap_or_default()).await?.ok_or(e)?;
+                let m = self
+                    .entry_by_source(source.as_deref().unwrap_or_default())
+                    .await?
+                    .ok_or(e)?;
                 Ok((m, false))
             }
             Err(e) => Err(e),
@@ -380,7 +422,12 @@ fn contact_points(input: &CitizenInput) -> Vec<(&'static str, String)> {
         .phones
         .iter()
         .map(|p| ("phone", p.as_str().to_owned()))
-        .chain(input.emails.iter().map(|e| ("email", e.as_str().to_owned())))
+        .chain(
+            input
+                .emails
+                .iter()
+                .map(|e| ("email", e.as_str().to_owned())),
+        )
         .collect()
 }
 

@@ -46,7 +46,10 @@ pub struct GuichetConfig {
 
 impl GuichetConfig {
     /// Defaults, then `file`, then `env` (`GUICHET__SECTION__KEY`).
-    pub fn load(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         guichet_platform::config::load(DEFAULTS, file, env)
     }
 
@@ -82,7 +85,8 @@ impl GuichetConfig {
                 let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 std::fs::create_dir_all(&self.data_dir)
                     .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-                std::fs::write(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+                std::fs::write(&path, &key)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
                 tracing::warn!(path = %path.display(), "no auth.signing_key configured: created a development key");
                 key
             }
@@ -124,12 +128,19 @@ impl RunningApp {
 
 /// Start `roles` in this process. Returns once every role is built and
 /// serving; the process runs until `shutdown` is cancelled.
-pub async fn start(mut config: GuichetConfig, roles: &[Role], shutdown: CancellationToken) -> anyhow::Result<RunningApp> {
+pub async fn start(
+    mut config: GuichetConfig,
+    roles: &[Role],
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningApp> {
     let mut roles: Vec<Role> = roles.to_vec();
     roles.sort();
     roles.dedup();
     if let Some(r) = roles.iter().find(|r| !r.is_served()) {
-        anyhow::bail!("role `{}` is not served yet in this version of guichet", r.name());
+        anyhow::bail!(
+            "role `{}` is not served yet in this version of guichet",
+            r.name()
+        );
     }
     if roles.is_empty() {
         anyhow::bail!("no role to run");
@@ -138,30 +149,54 @@ pub async fn start(mut config: GuichetConfig, roles: &[Role], shutdown: Cancella
 
     let grpc_listener = TcpListener::bind(&config.server.grpc_addr)
         .await
-        .with_context(|| format!("cannot listen on server.grpc_addr {}", config.server.grpc_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on server.grpc_addr {}",
+                config.server.grpc_addr
+            )
+        })?;
     let admin_listener = TcpListener::bind(&config.server.admin_addr)
         .await
-        .with_context(|| format!("cannot listen on server.admin_addr {}", config.server.admin_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on server.admin_addr {}",
+                config.server.admin_addr
+            )
+        })?;
     let grpc_addr = grpc_listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
     // Admin first: liveness answers while the roles start.
     let readiness = Readiness::new();
     let admin_stop = CancellationToken::new();
-    let admin = tokio::spawn(guichet_platform::admin::serve(admin_listener, readiness.clone(), admin_stop.clone()));
+    let admin = tokio::spawn(guichet_platform::admin::serve(
+        admin_listener,
+        readiness.clone(),
+        admin_stop.clone(),
+    ));
 
     let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
     let bus = Bus::connect(&config.bus, &format!("guichet/{}", names.join("+"))).await?;
     let ready_bus = bus.clone();
     readiness.add_check("nats", move || {
         let connected = ready_bus.is_connected();
-        async move { if connected { Ok(()) } else { Err("not connected".to_owned()) } }
+        async move {
+            if connected {
+                Ok(())
+            } else {
+                Err("not connected".to_owned())
+            }
+        }
     });
     let auth = Arc::new(Authenticator::new(&config.auth)?);
 
     // In one process, routing calls dossier on the local port.
     if roles.contains(&Role::Dossier) {
-        let host = if grpc_addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { grpc_addr.ip().to_string() };
+        let host = if grpc_addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            grpc_addr.ip().to_string()
+        };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
     }
 
@@ -184,7 +219,9 @@ pub async fn start(mut config: GuichetConfig, roles: &[Role], shutdown: Cancella
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let grpc_stop = CancellationToken::new();
     let grpc = tokio::spawn(server.serve(grpc_listener, grpc_stop.clone()));
-    let work_stop = shutdown.child_token();
+    // Not a child of `shutdown`: the supervisor below stops the roles itself,
+    // in order, after it has seen the shutdown request.
+    let work_stop = CancellationToken::new();
     let mut work = tokio::task::JoinSet::new();
     for service in built {
         work.spawn(service.run(work_stop.clone()));
@@ -220,7 +257,9 @@ pub async fn start(mut config: GuichetConfig, roles: &[Role], shutdown: Cancella
         })
         .await;
         if drained.is_err() {
-            tracing::warn!("grace period over, abandoning in-flight work (unacked messages will be redelivered)");
+            tracing::warn!(
+                "grace period over, abandoning in-flight work (unacked messages will be redelivered)"
+            );
             work.abort_all();
         }
         grpc_stop.cancel();

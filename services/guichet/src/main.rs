@@ -11,7 +11,11 @@ use guichet::{GuichetConfig, Role};
 use guichet_platform::auth::{Authenticator, Role as AuthRole};
 
 #[derive(Parser)]
-#[command(name = "guichet", version, about = "One front desk for every citizen request")]
+#[command(
+    name = "guichet",
+    version,
+    about = "One front desk for every citizen request"
+)]
 struct Cli {
     /// Configuration file (TOML), layered over the embedded defaults and
     /// under GUICHET__SECTION__KEY environment variables.
@@ -57,7 +61,10 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -74,7 +81,10 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = GuichetConfig::load(cli.config.as_deref(), guichet_platform::config::process_env())?;
+    let mut config = GuichetConfig::load(
+        cli.config.as_deref(),
+        guichet_platform::config::process_env(),
+    )?;
     match cli.command {
         Command::Roles => {
             for r in Role::served() {
@@ -94,12 +104,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map(|r| r.parse::<AuthRole>().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let auth = Authenticator::new(&config.auth)?;
-            println!("{}", auth.issue(&subject, &roles, &groups, Duration::from_secs(ttl_hours * 3600)));
+            println!(
+                "{}",
+                auth.issue(
+                    &subject,
+                    &roles,
+                    &groups,
+                    Duration::from_secs(ttl_hours * 3600)
+                )
+            );
             Ok(())
         }
         Command::Migrate { roles } => {
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
-            let roles = if roles.is_empty() { Role::served() } else { roles };
+            let roles = if roles.is_empty() {
+                Role::served()
+            } else {
+                roles
+            };
             guichet::migrate(&config, &roles).await
         }
         Command::Up => {
@@ -109,10 +131,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let shutdown = guichet_platform::shutdown::on_signal();
             let app = guichet::start(config.clone(), &Role::served(), shutdown).await?;
             let auth = Authenticator::new(&config.auth)?;
-            let token = auth.issue("agent-dev", &[AuthRole::Agent], &[], Duration::from_secs(12 * 3600));
+            let token = auth.issue(
+                "agent-dev",
+                &[AuthRole::Agent],
+                &[],
+                Duration::from_secs(12 * 3600),
+            );
             println!(
                 "guichet is up: roles {}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n\nDevelopment token (agent `agent-dev`, 12 h; more with `guichet token --role supervisor --subject NAME`):\n{}\n",
-                app.roles.iter().map(|r| r.name()).collect::<Vec<_>>().join(", "),
+                app.roles
+                    .iter()
+                    .map(|r| r.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 app.grpc_addr,
                 app.grpc_addr,
                 app.admin_addr,

@@ -33,22 +33,34 @@ fn loopback_addr(url: &str) -> Option<SocketAddr> {
 }
 
 async fn answers(addr: SocketAddr) -> bool {
-    tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr))
-        .await
-        .is_ok_and(|r| r.is_ok())
+    tokio::time::timeout(
+        Duration::from_millis(500),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok())
 }
 
 /// Start NATS if needed and possible; `None` when one already answers or
 /// the URL is not local (then connecting reports the real problem).
 pub async fn ensure(url: &str, data_dir: &Path) -> anyhow::Result<Option<EmbeddedNats>> {
-    let Some(addr) = loopback_addr(url) else { return Ok(None) };
+    let Some(addr) = loopback_addr(url) else {
+        return Ok(None);
+    };
     if answers(addr).await {
         return Ok(None);
     }
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store)?;
     let child = Command::new("nats-server")
-        .args(["-js", "-a", "127.0.0.1", "-p", &addr.port().to_string(), "-sd"])
+        .args([
+            "-js",
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &addr.port().to_string(),
+            "-sd",
+        ])
         .arg(&store)
         .kill_on_drop(true)
         .stdout(std::process::Stdio::null())
@@ -78,8 +90,14 @@ mod tests {
 
     #[test]
     fn only_loopback_urls_are_embeddable() {
-        assert_eq!(loopback_addr("nats://127.0.0.1:4222"), Some("127.0.0.1:4222".parse().unwrap()));
-        assert_eq!(loopback_addr("nats://localhost"), Some("127.0.0.1:4222".parse().unwrap()));
+        assert_eq!(
+            loopback_addr("nats://127.0.0.1:4222"),
+            Some("127.0.0.1:4222".parse().unwrap())
+        );
+        assert_eq!(
+            loopback_addr("nats://localhost"),
+            Some("127.0.0.1:4222".parse().unwrap())
+        );
         assert_eq!(loopback_addr("nats://nats.example:4222"), None);
     }
 }

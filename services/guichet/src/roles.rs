@@ -58,7 +58,6 @@ impl Role {
     }
 }
 
-
 /// A built role: mounts its gRPC API, then runs its background work.
 pub enum Built {
     Dossier(guichet_dossier::Service),
@@ -84,28 +83,20 @@ impl Built {
     }
 }
 
-pub async fn build(role: Role, config: &GuichetConfig, shared: &guichet_platform::Deps) -> anyhow::Result<Built> {
+pub async fn build(
+    role: Role,
+    config: &GuichetConfig,
+    shared: &guichet_platform::Deps,
+) -> anyhow::Result<Built> {
     Ok(match role {
-        Role::Dossier => Built::Dossier(
-            guichet_dossier::build(
-                config.dossier.clone(),
-                shared.clone(),
-            )
-            .await?,
-        ),
-        Role::Routing => Built::Routing(
-            guichet_routing::build(
-                config.routing.clone(),
-                shared.clone(),
-            )
-            .await?,
-        ),
+        Role::Dossier => {
+            Built::Dossier(guichet_dossier::build(config.dossier.clone(), shared.clone()).await?)
+        }
+        Role::Routing => {
+            Built::Routing(guichet_routing::build(config.routing.clone(), shared.clone()).await?)
+        }
         Role::IngressCounter => Built::Counter(
-            guichet_ingress_counter::build(
-                config.counter.clone(),
-                shared.clone(),
-            )
-            .await?,
+            guichet_ingress_counter::build(config.counter.clone(), shared.clone()).await?,
         ),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })

@@ -26,7 +26,10 @@ use guichet_proto::counter::v1 as pb;
 use guichet_proto::counter::v1::counter_service_server::CounterServiceServer;
 use guichet_proto::intake::v1::{Channel, CounterDetails, IntakeEvent, intake_event};
 use prost::Message;
-use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
+};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
@@ -52,7 +55,11 @@ pub struct CounterApi {
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(&config.database_url, &deps.database).await?;
+    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
+        &config.database_url,
+        &deps.database,
+    )
+    .await?;
     let check_db = db.clone();
     deps.readiness.add_check("counter database", move || {
         let db = check_db.clone();
@@ -126,7 +133,9 @@ impl CounterApi {
             .all(&self.db)
             .await?;
         for t in pending {
-            self.publish(&t).await.map_err(|s| anyhow::anyhow!(s.message().to_owned()))?;
+            self.publish(&t)
+                .await
+                .map_err(|s| anyhow::anyhow!(s.message().to_owned()))?;
             tracing::info!(ticket_id = %t.id, "relayed unpublished ticket");
         }
         Ok(())
@@ -147,31 +156,66 @@ fn ticket_pb(t: ticket::Model) -> pb::Ticket {
 #[tonic::async_trait]
 impl pb::counter_service_server::CounterService for CounterApi {
     #[tracing::instrument(skip_all, fields(ticket_id = tracing::field::Empty))]
-    async fn issue_ticket(&self, request: Request<pb::IssueTicketRequest>) -> Result<Response<pb::Ticket>, Status> {
+    async fn issue_ticket(
+        &self,
+        request: Request<pb::IssueTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
         let caller = require(&request, ISSUERS)?;
         let req = request.into_inner();
         let citizen = parse_hint(req.citizen.as_ref(), "citizen")?;
         if citizen.given_name.is_empty() && citizen.family_name.is_empty() {
-            return Err(invalid_argument("citizen.family_name", "a walk-in citizen gives at least a name"));
+            return Err(invalid_argument(
+                "citizen.family_name",
+                "a walk-in citizen gives at least a name",
+            ));
         }
         let reason = req.reason.trim();
         if reason.chars().count() > 2000 {
-            return Err(invalid_argument("reason", "must be at most 2000 characters"));
+            return Err(invalid_argument(
+                "reason",
+                "must be at most 2000 characters",
+            ));
         }
-        let service = if req.service.trim().is_empty() { self.config.default_service.as_str() } else { req.service.trim() };
+        let service = if req.service.trim().is_empty() {
+            self.config.default_service.as_str()
+        } else {
+            req.service.trim()
+        };
         let letter = self.config.services.get(service).ok_or_else(|| {
             invalid_argument(
                 "service",
-                format!("`{service}` is not a counter service ({})", self.config.services.keys().cloned().collect::<Vec<_>>().join(", ")),
+                format!(
+                    "`{service}` is not a counter service ({})",
+                    self.config
+                        .services
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             )
         })?;
-        let site = if req.site.trim().is_empty() { self.config.default_site.as_str() } else { req.site.trim() };
-        if site.len() > 64 || !site.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-            return Err(invalid_argument("site", "must be 1 to 64 ASCII letters, digits, '-' or '_'"));
+        let site = if req.site.trim().is_empty() {
+            self.config.default_site.as_str()
+        } else {
+            req.site.trim()
+        };
+        if site.len() > 64
+            || !site
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(invalid_argument(
+                "site",
+                "must be 1 to 64 ASCII letters, digits, '-' or '_'",
+            ));
         }
         let request_id = req.request_id.trim();
         if request_id.len() > 128 {
-            return Err(invalid_argument("request_id", "must be at most 128 characters"));
+            return Err(invalid_argument(
+                "request_id",
+                "must be at most 128 characters",
+            ));
         }
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
 
@@ -190,7 +234,11 @@ impl pb::counter_service_server::CounterService for CounterApi {
         let id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("ticket_id", id.as_str());
         let event_id = new_event_id();
-        let txn = self.db.begin().await.map_err(|e| internal("issue ticket", e))?;
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(|e| internal("issue ticket", e))?;
         let seq = next_counter_value(&txn, "ticket_counters", &format!("{site}|{service}|{day}"))
             .await
             .map_err(|e| internal("issue ticket", e))?;
@@ -239,12 +287,18 @@ impl pb::counter_service_server::CounterService for CounterApi {
             }
             Err(e) => return Err(internal("issue ticket", e)),
         };
-        txn.commit().await.map_err(|e| internal("issue ticket", e))?;
+        txn.commit()
+            .await
+            .map_err(|e| internal("issue ticket", e))?;
         // Answer only after JetStream has the event: the visit is accepted.
         self.publish(&t).await?;
-        metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned()).increment(1);
+        metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned())
+            .increment(1);
         tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
-        Ok(Response::new(ticket_pb(ticket::Model { published: true, ..t })))
+        Ok(Response::new(ticket_pb(ticket::Model {
+            published: true,
+            ..t
+        })))
     }
 }
 

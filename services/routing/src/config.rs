@@ -20,16 +20,27 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_database_url("routing.database_url", &self.database_url)?;
         if !self.dossier_url.starts_with("http://") && !self.dossier_url.starts_with("https://") {
-            return Err(ConfigError::invalid("routing.dossier_url", "expected an http:// or https:// URL"));
+            return Err(ConfigError::invalid(
+                "routing.dossier_url",
+                "expected an http:// or https:// URL",
+            ));
         }
-        if self.consumer.is_empty() || !self.consumer.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+        if self.consumer.is_empty()
+            || !self
+                .consumer
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
             return Err(ConfigError::invalid(
                 "routing.consumer",
                 "must be ASCII letters, digits, '-' or '_'",
             ));
         }
         if !(1..=1024).contains(&self.concurrency) {
-            return Err(ConfigError::invalid("routing.concurrency", "must be between 1 and 1024"));
+            return Err(ConfigError::invalid(
+                "routing.concurrency",
+                "must be between 1 and 1024",
+            ));
         }
         Ok(())
     }

@@ -2,7 +2,9 @@
 
 use guichet_platform::auth::{Role, require};
 use guichet_platform::bus::Bus;
-use guichet_platform::grpc::{failed_precondition, internal, invalid_argument, not_found, page_size, unavailable};
+use guichet_platform::grpc::{
+    failed_precondition, internal, invalid_argument, not_found, page_size, unavailable,
+};
 use guichet_proto::convert::timestamp;
 use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::intake::v1::Channel;
@@ -24,7 +26,13 @@ pub struct QueueApi {
 }
 
 pub(crate) async fn emit_item(bus: &Bus, item: &work_item::Model, ty: &str) {
-    bus.emit("routing", ty, format!("work-items/{}", item.id), &item_event(item)).await;
+    bus.emit(
+        "routing",
+        ty,
+        format!("work-items/{}", item.id),
+        &item_event(item),
+    )
+    .await;
 }
 
 fn status_slug(s: pb::WorkItemStatus) -> Option<&'static str> {
@@ -107,12 +115,17 @@ fn db_err(context: &str) -> impl Fn(sea_orm::DbErr) -> Status + '_ {
 #[tonic::async_trait]
 impl pb::queue_service_server::QueueService for QueueApi {
     #[tracing::instrument(skip_all)]
-    async fn set_presence(&self, request: Request<pb::SetPresenceRequest>) -> Result<Response<pb::Agent>, Status> {
+    async fn set_presence(
+        &self,
+        request: Request<pb::SetPresenceRequest>,
+    ) -> Result<Response<pb::Agent>, Status> {
         let caller = require(&request, AGENTS)?;
         let presence = pb::Presence::try_from(request.into_inner().presence)
             .ok()
             .and_then(presence_slug)
-            .ok_or_else(|| invalid_argument("presence", "must be AVAILABLE, BUSY, AWAY or OFFLINE"))?;
+            .ok_or_else(|| {
+                invalid_argument("presence", "must be AVAILABLE, BUSY, AWAY or OFFLINE")
+            })?;
         let a = self
             .queue
             .set_presence(&caller.subject, presence)
@@ -123,7 +136,10 @@ impl pb::queue_service_server::QueueService for QueueApi {
     }
 
     #[tracing::instrument(skip_all)]
-    async fn take_next(&self, request: Request<pb::TakeNextRequest>) -> Result<Response<pb::WorkItem>, Status> {
+    async fn take_next(
+        &self,
+        request: Request<pb::TakeNextRequest>,
+    ) -> Result<Response<pb::WorkItem>, Status> {
         let caller = require(&request, AGENTS)?;
         let available = self
             .queue
@@ -144,14 +160,18 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .await
             .map_err(db_err("take next"))?
             .ok_or_else(|| Status::not_found("the queue is empty"))?;
-        metrics::counter!("guichet_routing_assigned_total", "channel" => item.channel.clone()).increment(1);
+        metrics::counter!("guichet_routing_assigned_total", "channel" => item.channel.clone())
+            .increment(1);
         tracing::info!(work_item_id = %item.id, agent_id = %caller.subject, "work item assigned");
         emit_item(&self.bus, &item, "work_item_assigned").await;
         Ok(Response::new(item_pb(item)))
     }
 
     #[tracing::instrument(skip_all)]
-    async fn get_work_item(&self, request: Request<pb::GetWorkItemRequest>) -> Result<Response<pb::WorkItem>, Status> {
+    async fn get_work_item(
+        &self,
+        request: Request<pb::GetWorkItemRequest>,
+    ) -> Result<Response<pb::WorkItem>, Status> {
         require(&request, READERS)?;
         let id = request.into_inner().id;
         if id.trim().is_empty() {
@@ -187,7 +207,9 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .await
             .map_err(db_err("complete work item"))?
             .ok_or_else(|| not_found("work item", id))?;
-        if item.status != queue::ASSIGNED || item.agent_id.as_deref() != Some(caller.subject.as_str()) {
+        if item.status != queue::ASSIGNED
+            || item.agent_id.as_deref() != Some(caller.subject.as_str())
+        {
             return Err(failed_precondition(
                 "ASSIGNMENT",
                 &format!("work-items/{id}"),
@@ -216,9 +238,14 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .await
             .map_err(db_err("complete work item"))?
             .ok_or_else(|| {
-                failed_precondition("ASSIGNMENT", &format!("work-items/{id}"), "this work item is not assigned to you")
+                failed_precondition(
+                    "ASSIGNMENT",
+                    &format!("work-items/{id}"),
+                    "this work item is not assigned to you",
+                )
             })?;
-        metrics::counter!("guichet_routing_completed_total", "channel" => done.channel.clone()).increment(1);
+        metrics::counter!("guichet_routing_completed_total", "channel" => done.channel.clone())
+            .increment(1);
         tracing::info!(work_item_id = %done.id, agent_id = %caller.subject, "work item completed");
         emit_item(&self.bus, &done, "work_item_completed").await;
         Ok(Response::new(item_pb(done)))
@@ -249,7 +276,11 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .list(status, offset, limit)
             .await
             .map_err(db_err("list work items"))?;
-        let next_page_token = if items.len() as u64 == limit { format!("o{}", offset + limit) } else { String::new() };
+        let next_page_token = if items.len() as u64 == limit {
+            format!("o{}", offset + limit)
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListWorkItemsResponse {
             items: items.into_iter().map(item_pb).collect(),
             next_page_token,

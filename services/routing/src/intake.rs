@@ -27,16 +27,22 @@ pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, Se
 /// what never will.
 fn classify(step: &str, status: tonic::Status) -> HandlerError {
     match status.code() {
-        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::PermissionDenied | Code::Unauthenticated => {
-            HandlerError::Permanent(format!("{step}: {}", status.message()))
-        }
+        Code::InvalidArgument
+        | Code::NotFound
+        | Code::FailedPrecondition
+        | Code::PermissionDenied
+        | Code::Unauthenticated => HandlerError::Permanent(format!("{step}: {}", status.message())),
         _ => HandlerError::Transient(format!("{step}: {:?} {}", status.code(), status.message())),
     }
 }
 
 /// The French one-line summary an agent sees in the queue.
 pub fn summary(event: &IntakeEvent) -> String {
-    let text = if !event.subject.trim().is_empty() { event.subject.trim() } else { event.body.trim() };
+    let text = if !event.subject.trim().is_empty() {
+        event.subject.trim()
+    } else {
+        event.body.trim()
+    };
     let text: String = text.chars().take(200).collect();
     match &event.details {
         Some(intake_event::Details::Counter(c)) => {
@@ -54,7 +60,11 @@ pub fn summary(event: &IntakeEvent) -> String {
                 Channel::Counter => "Visite",
                 Channel::Unspecified => "Demande",
             };
-            if text.is_empty() { channel.to_owned() } else { format!("{channel} : {text}") }
+            if text.is_empty() {
+                channel.to_owned()
+            } else {
+                format!("{channel} : {text}")
+            }
         }
     }
 }
@@ -93,7 +103,9 @@ impl Router {
             .received_at
             .as_ref()
             .and_then(datetime)
-            .ok_or_else(|| HandlerError::Permanent("received_at is missing or out of range".into()))?;
+            .ok_or_else(|| {
+                HandlerError::Permanent("received_at is missing or out of range".into())
+            })?;
         let summary = summary(&event);
         let mut dossier = self.dossier.clone();
 
@@ -149,7 +161,8 @@ impl Router {
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;
         if created {
-            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug()).increment(1);
+            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug())
+                .increment(1);
             tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %opened.id, "work item enqueued");
             crate::grpc::emit_item(&self.bus, &item, "work_item_enqueued").await;
         }
@@ -197,7 +210,10 @@ mod tests {
             })),
             ..Default::default()
         };
-        assert_eq!(summary(&e), "Visite à l'accueil, ticket G004 : renouveler mon passeport");
+        assert_eq!(
+            summary(&e),
+            "Visite à l'accueil, ticket G004 : renouveler mon passeport"
+        );
     }
 
     #[test]

@@ -30,7 +30,11 @@ pub struct Service {
 
 /// Connect the database (migrating it), the dossier client and the streams.
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(&config.database_url, &deps.database).await?;
+    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
+        &config.database_url,
+        &deps.database,
+    )
+    .await?;
     let check_db = db.clone();
     deps.readiness.add_check("routing database", move || {
         let db = check_db.clone();

@@ -9,8 +9,9 @@
 use chrono::{DateTime, Utc};
 use guichet_platform::db::is_unique_violation;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, FromQueryResult,
-    QueryFilter, QueryOrder, QuerySelect, Set, Statement, sea_query::OnConflict,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
+    sea_query::OnConflict,
 };
 
 use crate::db::entities::{agent, work_item};
@@ -88,11 +89,18 @@ impl Queue {
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<work_item::Model>, DbErr> {
-        work_item::Entity::find_by_id(id.to_owned()).one(&self.db).await
+        work_item::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
     }
 
     /// Items in serving order, optionally of one status.
-    pub async fn list(&self, status: Option<&str>, offset: u64, limit: u64) -> Result<Vec<work_item::Model>, DbErr> {
+    pub async fn list(
+        &self,
+        status: Option<&str>,
+        offset: u64,
+        limit: u64,
+    ) -> Result<Vec<work_item::Model>, DbErr> {
         let mut q = work_item::Entity::find()
             .order_by_desc(work_item::Column::Priority)
             .order_by_asc(work_item::Column::EnterTime)
@@ -129,12 +137,18 @@ impl Queue {
             .db
             .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
-        row.map(|r| work_item::Model::from_query_result(&r, "")).transpose()
+        row.map(|r| work_item::Model::from_query_result(&r, ""))
+            .transpose()
     }
 
     /// Complete an item held by `agent_id`; `None` if it is not (or no
     /// longer) assigned to that agent.
-    pub async fn complete(&self, id: &str, agent_id: &str, outcome: &str) -> Result<Option<work_item::Model>, DbErr> {
+    pub async fn complete(
+        &self,
+        id: &str,
+        agent_id: &str,
+        outcome: &str,
+    ) -> Result<Option<work_item::Model>, DbErr> {
         let now = Utc::now();
         let res = work_item::Entity::update_many()
             .col_expr(work_item::Column::Status, COMPLETED.into())
@@ -152,7 +166,11 @@ impl Queue {
         self.get(id).await
     }
 
-    pub async fn set_presence(&self, agent_id: &str, presence: &str) -> Result<agent::Model, DbErr> {
+    pub async fn set_presence(
+        &self,
+        agent_id: &str,
+        presence: &str,
+    ) -> Result<agent::Model, DbErr> {
         let now = Utc::now();
         agent::Entity::insert(agent::ActiveModel {
             id: Set(agent_id.to_owned()),
@@ -173,7 +191,9 @@ impl Queue {
     }
 
     pub async fn agent(&self, agent_id: &str) -> Result<Option<agent::Model>, DbErr> {
-        agent::Entity::find_by_id(agent_id.to_owned()).one(&self.db).await
+        agent::Entity::find_by_id(agent_id.to_owned())
+            .one(&self.db)
+            .await
     }
 
     /// Pending items, for the queue-depth gauge.

@@ -25,23 +25,56 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(a("given_name")).string().not_null())
                 .col(ColumnDef::new(a("family_name")).string().not_null())
                 .col(ColumnDef::new(a("name_key")).string().not_null())
-                .col(ColumnDef::new(a("source_request_id")).string().null().unique_key())
-                .col(ColumnDef::new(a("created_at")).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(a("updated_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("source_request_id"))
+                        .string()
+                        .null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(a("created_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(a("updated_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
-        m.create_index(Index::create().name("citizens_name_key").table(a("citizens")).col(a("name_key")).to_owned())
-            .await?;
+        m.create_index(
+            Index::create()
+                .name("citizens_name_key")
+                .table(a("citizens"))
+                .col(a("name_key"))
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(a("citizen_contacts"))
-                .col(ColumnDef::new(a("id")).big_integer().not_null().auto_increment().primary_key())
+                .col(
+                    ColumnDef::new(a("id"))
+                        .big_integer()
+                        .not_null()
+                        .auto_increment()
+                        .primary_key(),
+                )
                 .col(ColumnDef::new(a("citizen_id")).string().not_null())
                 .col(ColumnDef::new(a("kind")).string().not_null())
                 .col(ColumnDef::new(a("value")).string().not_null())
-                .col(ColumnDef::new(a("created_at")).timestamp_with_time_zone().not_null())
-                .foreign_key(ForeignKey::create().from(a("citizen_contacts"), a("citizen_id")).to(a("citizens"), a("id")))
+                .col(
+                    ColumnDef::new(a("created_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(a("citizen_contacts"), a("citizen_id"))
+                        .to(a("citizens"), a("id")),
+                )
                 .to_owned(),
         )
         .await?;
@@ -69,15 +102,37 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(a("dossiers"))
                 .col(ColumnDef::new(a("id")).string().not_null().primary_key())
-                .col(ColumnDef::new(a("reference")).string().not_null().unique_key())
+                .col(
+                    ColumnDef::new(a("reference"))
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(a("citizen_id")).string().not_null())
                 .col(ColumnDef::new(a("process_id")).string().not_null())
                 .col(ColumnDef::new(a("process_version")).integer().not_null())
                 .col(ColumnDef::new(a("state")).string().not_null())
-                .col(ColumnDef::new(a("opened_request_id")).string().null().unique_key())
-                .col(ColumnDef::new(a("created_at")).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(a("updated_at")).timestamp_with_time_zone().not_null())
-                .foreign_key(ForeignKey::create().from(a("dossiers"), a("citizen_id")).to(a("citizens"), a("id")))
+                .col(
+                    ColumnDef::new(a("opened_request_id"))
+                        .string()
+                        .null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(a("created_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(a("updated_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .foreign_key(
+                    ForeignKey::create()
+                        .from(a("dossiers"), a("citizen_id"))
+                        .to(a("citizens"), a("id")),
+                )
                 .to_owned(),
         )
         .await?;
@@ -98,15 +153,31 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(a("dossier_id")).string().null())
                 .col(ColumnDef::new(a("kind")).string().not_null())
                 .col(ColumnDef::new(a("channel")).string().not_null())
-                .col(ColumnDef::new(a("occurred_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("occurred_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .col(ColumnDef::new(a("summary")).text().not_null())
                 .col(ColumnDef::new(a("actor")).string().not_null())
-                .col(ColumnDef::new(a("source_event_id")).string().null().unique_key())
-                .col(ColumnDef::new(a("created_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("source_event_id"))
+                        .string()
+                        .null()
+                        .unique_key(),
+                )
+                .col(
+                    ColumnDef::new(a("created_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
-        for (name, col) in [("timeline_by_citizen", "citizen_id"), ("timeline_by_dossier", "dossier_id")] {
+        for (name, col) in [
+            ("timeline_by_citizen", "citizen_id"),
+            ("timeline_by_dossier", "dossier_id"),
+        ] {
             m.create_index(
                 Index::create()
                     .name(name)
@@ -130,7 +201,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in ["reference_counters", "timeline_entries", "dossiers", "citizen_contacts", "citizens"] {
+        for t in [
+            "reference_counters",
+            "timeline_entries",
+            "dossiers",
+            "citizen_contacts",
+            "citizens",
+        ] {
             m.drop_table(Table::drop().table(a(t)).to_owned()).await?;
         }
         Ok(())

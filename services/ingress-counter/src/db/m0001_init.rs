@@ -26,10 +26,19 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(a("service")).string().not_null())
                 .col(ColumnDef::new(a("site")).string().not_null())
                 .col(ColumnDef::new(a("day")).string().not_null())
-                .col(ColumnDef::new(a("intake_event_id")).string().not_null().unique_key())
+                .col(
+                    ColumnDef::new(a("intake_event_id"))
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(a("intake_event")).binary().not_null())
                 .col(ColumnDef::new(a("published")).boolean().not_null())
-                .col(ColumnDef::new(a("issued_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("issued_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;

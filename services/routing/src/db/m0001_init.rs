@@ -21,7 +21,12 @@ impl MigrationTrait for Migration {
             Table::create()
                 .table(a("work_items"))
                 .col(ColumnDef::new(a("id")).string().not_null().primary_key())
-                .col(ColumnDef::new(a("intake_event_id")).string().not_null().unique_key())
+                .col(
+                    ColumnDef::new(a("intake_event_id"))
+                        .string()
+                        .not_null()
+                        .unique_key(),
+                )
                 .col(ColumnDef::new(a("channel")).string().not_null())
                 .col(ColumnDef::new(a("status")).string().not_null())
                 .col(ColumnDef::new(a("priority")).integer().not_null())
@@ -32,10 +37,26 @@ impl MigrationTrait for Migration {
                 .col(ColumnDef::new(a("summary")).text().not_null())
                 .col(ColumnDef::new(a("agent_id")).string().null())
                 .col(ColumnDef::new(a("outcome")).text().null())
-                .col(ColumnDef::new(a("enter_time")).timestamp_with_time_zone().not_null())
-                .col(ColumnDef::new(a("assign_time")).timestamp_with_time_zone().null())
-                .col(ColumnDef::new(a("complete_time")).timestamp_with_time_zone().null())
-                .col(ColumnDef::new(a("updated_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("enter_time"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .col(
+                    ColumnDef::new(a("assign_time"))
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(a("complete_time"))
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
+                .col(
+                    ColumnDef::new(a("updated_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;
@@ -55,7 +76,11 @@ impl MigrationTrait for Migration {
                 .table(a("agents"))
                 .col(ColumnDef::new(a("id")).string().not_null().primary_key())
                 .col(ColumnDef::new(a("presence")).string().not_null())
-                .col(ColumnDef::new(a("updated_at")).timestamp_with_time_zone().not_null())
+                .col(
+                    ColumnDef::new(a("updated_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
                 .to_owned(),
         )
         .await?;

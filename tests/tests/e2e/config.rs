@@ -1,0 +1,79 @@
+//! Invalid configuration stops start-up with the key's name.
+
+use std::process::Stdio;
+
+use guichet::GuichetConfig;
+use guichet_testkit::*;
+
+#[test]
+fn a_badly_typed_env_value_is_reported_with_its_key() {
+    let err = GuichetConfig::load(
+        None,
+        vec![("GUICHET__BUS__MAX_DELIVER".into(), "many".into())],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("bus.max_deliver"), "{err}");
+}
+
+#[test]
+fn an_invalid_value_in_a_file_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("guichet.toml");
+    std::fs::write(&path, "[dossier]\nreference_prefix = \"vin-\"\n").unwrap();
+    let cfg = GuichetConfig::load(Some(&path), Vec::new()).expect("types are right");
+    let err = cfg
+        .validate(&guichet::Role::served())
+        .unwrap_err()
+        .to_string();
+    // The signing key is checked first: give one, then the prefix fails.
+    assert!(err.contains("auth.signing_key"), "{err}");
+    let cfg = GuichetConfig::load(
+        Some(&path),
+        vec![("GUICHET__AUTH__SIGNING_KEY".into(), SIGNING_KEY.into())],
+    )
+    .unwrap();
+    let err = cfg
+        .validate(&guichet::Role::served())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("dossier.reference_prefix"), "{err}");
+}
+
+#[tokio::test]
+async fn the_binary_refuses_to_start_with_an_invalid_value_and_names_the_key() {
+    let out = tokio::process::Command::new(guichet_bin())
+        .args(["serve", "dossier"])
+        .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
+        .env("GUICHET__SERVER__GRPC_ADDR", "not-an-address")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .expect("run guichet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("server.grpc_addr"), "{stderr}");
+
+    let out = tokio::process::Command::new(guichet_bin())
+        .args(["serve", "routing"])
+        .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
+        .env("GUICHET__ROUTING__CONCURRENCY", "lots")
+        .output()
+        .await
+        .expect("run guichet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routing.concurrency"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serving_a_role_not_built_yet_is_refused_clearly() {
+    let out = tokio::process::Command::new(guichet_bin())
+        .args(["serve", "signature"])
+        .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
+        .output()
+        .await
+        .expect("run guichet");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not served yet"));
+}

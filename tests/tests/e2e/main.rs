@@ -1,0 +1,9 @@
+//! End-to-end flows across roles, over real NATS JetStream and real SQLite
+//! and PostgreSQL databases. One test binary; each test isolated by its own
+//! subject/stream prefix, databases and ports (see guichet-testkit).
+
+mod auth;
+mod config;
+mod deploy;
+mod intake;
+mod slice;
