@@ -17,9 +17,9 @@ use crate::config::DatabaseConfig;
 /// Connect to `url`, creating the SQLite file's directory when needed.
 pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnection, DbErr> {
     let sqlite = url.starts_with("sqlite:");
-    if sqlite {
-        if let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf())) {
-            if !dir.as_os_str().is_empty() {
+    if sqlite
+        && let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf()))
+            && !dir.as_os_str().is_empty() {
                 std::fs::create_dir_all(&dir).map_err(|e| {
                     DbErr::Custom(format!(
                         "cannot create database directory {}: {e}",
@@ -27,8 +27,6 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
                     ))
                 })?;
             }
-        }
-    }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))

@@ -43,6 +43,7 @@ impl crate::intake::v1::Channel {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

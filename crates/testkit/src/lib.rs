@@ -203,15 +203,14 @@ impl TestEnv {
                 let _ = js.delete_stream(self.stream(base)).await;
             }
         }
-        if !self.pg_databases.is_empty() {
-            if let Ok(admin) = Database::connect(pg_admin_url()).await {
+        if !self.pg_databases.is_empty()
+            && let Ok(admin) = Database::connect(pg_admin_url()).await {
                 for db in &self.pg_databases {
                     let _ = admin
                         .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
                         .await;
                 }
             }
-        }
     }
 }
 

@@ -89,15 +89,14 @@ impl Store {
         input: &CitizenInput,
         request_id: Option<&str>,
     ) -> Result<(CitizenView, Match), DbErr> {
-        if let Some(rid) = request_id {
-            if let Some(c) = citizen::Entity::find()
+        if let Some(rid) = request_id
+            && let Some(c) = citizen::Entity::find()
                 .filter(citizen::Column::SourceRequestId.eq(rid))
                 .one(&self.db)
                 .await?
             {
                 return Ok((self.view(c).await?, Match::Created));
             }
-        }
         let key = name_key(&input.given_name, &input.family_name);
         // Exact contact matches: phone numbers, then email addresses.
         let mut candidates: Vec<String> = Vec::new();
@@ -253,11 +252,10 @@ impl Store {
         opened_summary: &str,
         request_id: Option<&str>,
     ) -> Result<(dossier::Model, bool), DbErr> {
-        if let Some(rid) = request_id {
-            if let Some(d) = self.dossier_by_request(rid).await? {
+        if let Some(rid) = request_id
+            && let Some(d) = self.dossier_by_request(rid).await? {
                 return Ok((d, false));
             }
-        }
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let seq = next_counter_value(
@@ -357,11 +355,10 @@ impl Store {
     /// Record an entry; idempotent on `source_event_id`. Returns the entry
     /// and whether it is new.
     pub async fn record(&self, entry: NewEntry) -> Result<(timeline::Model, bool), DbErr> {
-        if let Some(src) = &entry.source_event_id {
-            if let Some(e) = self.entry_by_source(src).await? {
+        if let Some(src) = &entry.source_event_id
+            && let Some(e) = self.entry_by_source(src).await? {
                 return Ok((e, false));
             }
-        }
         let source = entry.source_event_id.clone();
         match insert_entry(&self.db, entry).await {
             Ok(m) => Ok((m, true)),

