@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test fmt lint check-deploy bench clean-data
+.PHONY: run test fmt lint check-deploy clean-data
 
 ## Build and run every role in one process (starts a local NATS if needed).
 run:
@@ -12,11 +12,13 @@ run:
 ## Run the whole test suite against real NATS and databases.
 test:
 	@scripts/ensure-services.sh test
+	@# The end-to-end tests also run the `guichet` binary as separate processes.
+	$(CARGO) build --workspace --bins
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
 		echo "guichet: cargo-nextest not installed (cargo install --locked cargo-nextest); using cargo test" >&2; \
-		$(CARGO) build --workspace --bins && $(CARGO) test --workspace --no-fail-fast; \
+		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
 fmt:

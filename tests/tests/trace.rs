@@ -13,7 +13,9 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal_data() {
     let exporter = InMemorySpanExporter::default();
-    let provider = SdkTracerProvider::builder().with_simple_exporter(exporter.clone()).build();
+    let provider = SdkTracerProvider::builder()
+        .with_simple_exporter(exporter.clone())
+        .build();
     let _guard = guichet_platform::telemetry::init_with_provider(
         &TelemetryConfig {
             log_format: LogFormat::Text,
@@ -24,13 +26,20 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
         provider,
     )
     .expect("telemetry");
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else { return };
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
     let app = env.spawn(&all_roles()).await;
     let agent = env.token("agent-7", &[TokenRole::Agent]);
 
     let ticket = counter_client(app.grpc_addr, &agent)
         .await
-        .issue_ticket(ticket_request("Hélène", "Dupont", "06 12 34 56 78", "renouveler mon passeport"))
+        .issue_ticket(ticket_request(
+            "Hélène",
+            "Dupont",
+            "06 12 34 56 78",
+            "renouveler mon passeport",
+        ))
         .await
         .expect("ticket")
         .into_inner();
@@ -38,12 +47,19 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
     eventually("the visit routed", Duration::from_secs(30), || {
         let mut q = queue.clone();
         async move {
-            let items = q.list_work_items(qpb::ListWorkItemsRequest::default()).await.ok()?.into_inner().items;
+            let items = q
+                .list_work_items(qpb::ListWorkItemsRequest::default())
+                .await
+                .ok()?
+                .into_inner()
+                .items;
             (!items.is_empty()).then_some(())
         }
     })
     .await;
-    let _ = queue.list_work_items(qpb::ListWorkItemsRequest::default()).await;
+    let _ = queue
+        .list_work_items(qpb::ListWorkItemsRequest::default())
+        .await;
 
     let attr = |span: &opentelemetry_sdk::trace::SpanData, key: &str| {
         span.attributes
@@ -53,34 +69,61 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
             .unwrap_or_default()
     };
     // The counter's server span starts the trace.
-    let spans = eventually("the dossier spans of the routed visit", Duration::from_secs(10), || {
-        let exporter = exporter.clone();
-        let event_id = ticket.intake_event_id.clone();
-        async move {
-            let spans = exporter.get_finished_spans().ok()?;
-            let trace = spans
-                .iter()
-                .find(|s| attr(s, "rpc.service") == "guichet.counter.v1.CounterService")?
-                .span_context
-                .trace_id();
-            let in_trace: Vec<_> = spans.into_iter().filter(|s| s.span_context.trace_id() == trace).collect();
-            let has = |pred: &dyn Fn(&opentelemetry_sdk::trace::SpanData) -> bool| in_trace.iter().any(pred);
-            (has(&|s| s.name == "publish")
-                && has(&|s| s.name == "process" && attr(s, "messaging.message.id") == event_id)
-                && has(&|s| attr(s, "rpc.service") == "guichet.dossier.v1.DossierService" && attr(s, "rpc.method") == "RecordContact"))
-            .then_some(in_trace)
-        }
-    })
+    let spans = eventually(
+        "the dossier spans of the routed visit",
+        Duration::from_secs(10),
+        || {
+            let exporter = exporter.clone();
+            let event_id = ticket.intake_event_id.clone();
+            async move {
+                let spans = exporter.get_finished_spans().ok()?;
+                let trace = spans
+                    .iter()
+                    .find(|s| attr(s, "rpc.service") == "guichet.counter.v1.CounterService")?
+                    .span_context
+                    .trace_id();
+                let in_trace: Vec<_> = spans
+                    .into_iter()
+                    .filter(|s| s.span_context.trace_id() == trace)
+                    .collect();
+                let has = |pred: &dyn Fn(&opentelemetry_sdk::trace::SpanData) -> bool| {
+                    in_trace.iter().any(pred)
+                };
+                (has(&|s| s.name == "publish")
+                    && has(&|s| s.name == "process" && attr(s, "messaging.message.id") == event_id)
+                    && has(&|s| {
+                        attr(s, "rpc.service") == "guichet.dossier.v1.DossierService"
+                            && attr(s, "rpc.method") == "RecordContact"
+                    }))
+                .then_some(in_trace)
+            }
+        },
+    )
     .await;
-    assert!(spans.len() >= 6, "counter, publish, process, 3 dossier calls: {}", spans.len());
+    assert!(
+        spans.len() >= 6,
+        "counter, publish, process, 3 dossier calls: {}",
+        spans.len()
+    );
 
     // No personal data in any span attribute, anywhere.
     let all = exporter.get_finished_spans().expect("spans");
     for span in &all {
         for kv in &span.attributes {
             let v = kv.value.to_string();
-            for secret in ["612345678", "06 12 34 56 78", "Dupont", "Hélène", "passeport"] {
-                assert!(!v.contains(secret), "span {} attribute {} holds personal data: {v}", span.name, kv.key);
+            for secret in [
+                "612345678",
+                "06 12 34 56 78",
+                "Dupont",
+                "Hélène",
+                "passeport",
+            ] {
+                assert!(
+                    !v.contains(secret),
+                    "span {} attribute {} holds personal data: {v}",
+                    span.name,
+                    kv.key
+                );
             }
         }
     }

@@ -1,8 +1,17 @@
 //! Bearer-JWT authentication and role checks for every gRPC call.
 //!
-//! Tokens are verified with a static HS256 key (development, small towns and
-//! service-to-service calls between guichet's own roles). Claims carry the
-//! subject (an agent or system id, never a name), its roles and groups.
+//! Two kinds of tokens are accepted:
+//! * HS256 tokens signed with the static key (`auth.signing_key`): guichet's
+//!   own role-to-role calls, development tokens from `guichet token`, and
+//!   small installations without an identity provider;
+//! * tokens from the city's OIDC provider, when `auth.jwks_url` is set:
+//!   verified against the provider's JWKS (refreshed in the background,
+//!   and sooner when an unknown key id shows up), with the provider's issuer
+//!   and the configured audience; roles and groups are read from
+//!   configurable claims (e.g. Keycloak's `realm_access.roles`).
+//!
+//! Claims carry the subject (an agent or system id, never a name), its roles
+//! and groups.
 //! Health checking and reflection are mounted without the interceptor, so
 //! probes and `grpcurl list` work without a token.
 
@@ -49,6 +58,33 @@ pub struct AuthConfig {
     pub audience: String,
     /// Lifetime of tokens guichet mints for its own service calls.
     pub service_token_ttl_secs: u64,
+    /// OIDC provider's JWKS URL; empty = static key only.
+    #[serde(default)]
+    pub jwks_url: String,
+    /// `iss` of the provider's tokens (required with `jwks_url`).
+    #[serde(default)]
+    pub oidc_issuer: String,
+    /// Dotted path of the roles claim in provider tokens.
+    #[serde(default = "default_roles_claim")]
+    pub roles_claim: String,
+    /// Dotted path of the groups claim in provider tokens.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// How often the JWKS is fetched again.
+    #[serde(default = "default_jwks_refresh_secs")]
+    pub jwks_refresh_secs: u64,
+}
+
+fn default_roles_claim() -> String {
+    "roles".into()
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
+fn default_jwks_refresh_secs() -> u64 {
+    300
 }
 
 impl AuthConfig {
@@ -114,6 +150,7 @@ pub struct Authenticator {
     issuer: String,
     audience: String,
     service_ttl: Duration,
+    oidc: Option<Arc<Oidc>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -142,7 +179,25 @@ impl Authenticator {
             issuer: cfg.issuer.clone(),
             audience: cfg.audience.clone(),
             service_ttl: Duration::from_secs(cfg.service_token_ttl_secs),
+            oidc: (!cfg.jwks_url.is_empty()).then(|| {
+                Arc::new(Oidc {
+                    jwks_url: cfg.jwks_url.clone(),
+                    issuer: cfg.oidc_issuer.clone(),
+                    audience: cfg.audience.clone(),
+                    roles_claim: cfg.roles_claim.clone(),
+                    groups_claim: cfg.groups_claim.clone(),
+                    refresh: Duration::from_secs(cfg.jwks_refresh_secs),
+                    keys: std::sync::RwLock::new(std::collections::HashMap::new()),
+                    wake: tokio::sync::Notify::new(),
+                })
+            }),
         })
+    }
+
+    /// The OIDC key cache, when an identity provider is configured; the
+    /// process runs [`Oidc::refresh_loop`] for it.
+    pub fn oidc(&self) -> Option<Arc<Oidc>> {
+        self.oidc.clone()
     }
 
     /// Issue a token for `subject` with `roles`, valid for `ttl`.
@@ -168,6 +223,16 @@ impl Authenticator {
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, Status> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")))?;
+        if header.alg != Algorithm::HS256 {
+            return match &self.oidc {
+                Some(oidc) => oidc.verify(token, &header),
+                None => Err(Status::unauthenticated(
+                    "invalid bearer token: only HS256 tokens are accepted (no identity provider configured)",
+                )),
+            };
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| {
                 tracing::debug!(error = %e, "rejected bearer token");
@@ -177,6 +242,155 @@ impl Authenticator {
             subject: data.claims.sub,
             roles: data.claims.roles,
             groups: data.claims.groups,
+        })
+    }
+}
+
+/// Keys of the OIDC provider, by key id, and how to read its tokens.
+pub struct Oidc {
+    jwks_url: String,
+    issuer: String,
+    audience: String,
+    roles_claim: String,
+    groups_claim: String,
+    refresh: Duration,
+    keys: std::sync::RwLock<std::collections::HashMap<String, (DecodingKey, Algorithm)>>,
+    /// Woken when a token names a key id we do not know (key rotation).
+    wake: tokio::sync::Notify,
+}
+
+impl Oidc {
+    /// Fetch the JWKS once; returns how many usable keys it holds.
+    pub async fn fetch(&self, http: &reqwest::Client) -> Result<usize, String> {
+        let set: jsonwebtoken::jwk::JwkSet = http
+            .get(&self.jwks_url)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| format!("cannot fetch {}: {e}", self.jwks_url))?
+            .json()
+            .await
+            .map_err(|e| format!("{} is not a JWKS: {e}", self.jwks_url))?;
+        let mut keys = std::collections::HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+                (Some(a), _) => a.to_string().parse::<Algorithm>().ok(),
+                (None, jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(_)) => {
+                    Some(Algorithm::EdDSA)
+                }
+                (None, jsonwebtoken::jwk::AlgorithmParameters::RSA(_)) => Some(Algorithm::RS256),
+                (None, jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_)) => {
+                    Some(Algorithm::ES256)
+                }
+                _ => None,
+            };
+            match (alg, DecodingKey::from_jwk(jwk)) {
+                (Some(alg), Ok(key)) if alg != Algorithm::HS256 => {
+                    keys.insert(kid, (key, alg));
+                }
+                _ => tracing::warn!(%kid, "skipping a JWKS key guichet cannot use"),
+            }
+        }
+        let n = keys.len();
+        if let Ok(mut k) = self.keys.write() {
+            *k = keys;
+        }
+        Ok(n)
+    }
+
+    /// Whether keys are loaded (for readiness).
+    pub fn has_keys(&self) -> bool {
+        self.keys.read().map(|k| !k.is_empty()).unwrap_or(false)
+    }
+
+    /// Keep the keys fresh until `shutdown`: every `jwks_refresh_secs`, and
+    /// at most every 30 s when an unknown key id was seen.
+    pub async fn refresh_loop(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let http = reqwest::Client::new();
+        loop {
+            match self.fetch(&http).await {
+                Ok(n) => tracing::debug!(keys = n, "jwks refreshed"),
+                Err(error) => {
+                    tracing::warn!(%error, "jwks refresh failed, keeping the previous keys")
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(self.refresh) => {}
+                _ = async {
+                    self.wake.notified().await;
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                } => {}
+            }
+        }
+    }
+
+    fn verify(&self, token: &str, header: &Header) -> Result<Principal, Status> {
+        let kid = header
+            .kid
+            .as_deref()
+            .ok_or_else(|| Status::unauthenticated("invalid bearer token: no key id (kid)"))?;
+        let (key, alg) = {
+            let keys = self
+                .keys
+                .read()
+                .map_err(|_| Status::internal("key cache poisoned"))?;
+            match keys.get(kid) {
+                Some((k, a)) => (k.clone(), *a),
+                None => {
+                    self.wake.notify_one();
+                    return Err(Status::unauthenticated(format!(
+                        "invalid bearer token: unknown key id `{kid}`"
+                    )));
+                }
+            }
+        };
+        if header.alg != alg {
+            return Err(Status::unauthenticated(
+                "invalid bearer token: algorithm does not match its key",
+            ));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[self.issuer.as_str()]);
+        validation.set_audience(&[self.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = 30;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")))?;
+        let claims = data.claims;
+        let strings = |path: &str| -> Vec<String> {
+            let mut v = &claims;
+            for part in path.split('.') {
+                match v.get(part) {
+                    Some(next) => v = next,
+                    None => return Vec::new(),
+                }
+            }
+            match v {
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect(),
+                serde_json::Value::String(s) => s.split_whitespace().map(str::to_owned).collect(),
+                _ => Vec::new(),
+            }
+        };
+        Ok(Principal {
+            subject: claims
+                .get("sub")
+                .and_then(|s| s.as_str())
+                .unwrap_or_default()
+                .to_owned(),
+            // Provider roles guichet does not know are ignored, not fatal.
+            roles: strings(&self.roles_claim)
+                .iter()
+                .filter_map(|r| r.parse().ok())
+                .collect(),
+            groups: strings(&self.groups_claim),
         })
     }
 }
@@ -273,12 +487,27 @@ mod tests {
     use super::*;
     use tonic::service::Interceptor;
 
+    fn base_config() -> AuthConfig {
+        AuthConfig {
+            signing_key: SecretString::from("0123456789abcdef0123456789abcdef"),
+            issuer: "guichet".into(),
+            audience: "guichet".into(),
+            service_token_ttl_secs: 300,
+            jwks_url: String::new(),
+            oidc_issuer: String::new(),
+            roles_claim: default_roles_claim(),
+            groups_claim: default_groups_claim(),
+            jwks_refresh_secs: 300,
+        }
+    }
+
     fn auth() -> Authenticator {
         Authenticator::new(&AuthConfig {
             signing_key: SecretString::from("0123456789abcdef0123456789abcdef"),
             issuer: "guichet".into(),
             audience: "guichet".into(),
             service_token_ttl_secs: 300,
+            ..base_config()
         })
         .unwrap()
     }
@@ -306,6 +535,7 @@ mod tests {
             issuer: "guichet".into(),
             audience: "guichet".into(),
             service_token_ttl_secs: 300,
+            ..base_config()
         })
         .unwrap();
         let t = other.issue("x", &[Role::Admin], &[], Duration::from_secs(60));
@@ -354,9 +584,7 @@ mod tests {
     fn a_short_signing_key_is_a_config_error_naming_the_key() {
         let cfg = AuthConfig {
             signing_key: SecretString::from("short"),
-            issuer: "guichet".into(),
-            audience: "guichet".into(),
-            service_token_ttl_secs: 300,
+            ..base_config()
         };
         assert!(
             cfg.validate()

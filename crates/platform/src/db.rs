@@ -19,14 +19,15 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
     let sqlite = url.starts_with("sqlite:");
     if sqlite
         && let Some(dir) = sqlite_path(url).and_then(|p| p.parent().map(|d| d.to_path_buf()))
-            && !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    DbErr::Custom(format!(
-                        "cannot create database directory {}: {e}",
-                        dir.display()
-                    ))
-                })?;
-            }
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            DbErr::Custom(format!(
+                "cannot create database directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+    }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))

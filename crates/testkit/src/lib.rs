@@ -204,13 +204,14 @@ impl TestEnv {
             }
         }
         if !self.pg_databases.is_empty()
-            && let Ok(admin) = Database::connect(pg_admin_url()).await {
-                for db in &self.pg_databases {
-                    let _ = admin
-                        .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-                        .await;
-                }
+            && let Ok(admin) = Database::connect(pg_admin_url()).await
+        {
+            for db in &self.pg_databases {
+                let _ = admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .await;
             }
+        }
     }
 }
 

@@ -94,9 +94,9 @@ impl Store {
                 .filter(citizen::Column::SourceRequestId.eq(rid))
                 .one(&self.db)
                 .await?
-            {
-                return Ok((self.view(c).await?, Match::Created));
-            }
+        {
+            return Ok((self.view(c).await?, Match::Created));
+        }
         let key = name_key(&input.given_name, &input.family_name);
         // Exact contact matches: phone numbers, then email addresses.
         let mut candidates: Vec<String> = Vec::new();
@@ -253,9 +253,10 @@ impl Store {
         request_id: Option<&str>,
     ) -> Result<(dossier::Model, bool), DbErr> {
         if let Some(rid) = request_id
-            && let Some(d) = self.dossier_by_request(rid).await? {
-                return Ok((d, false));
-            }
+            && let Some(d) = self.dossier_by_request(rid).await?
+        {
+            return Ok((d, false));
+        }
         let now = Utc::now();
         let txn = self.db.begin().await?;
         let seq = next_counter_value(
@@ -356,9 +357,10 @@ impl Store {
     /// and whether it is new.
     pub async fn record(&self, entry: NewEntry) -> Result<(timeline::Model, bool), DbErr> {
         if let Some(src) = &entry.source_event_id
-            && let Some(e) = self.entry_by_source(src).await? {
-                return Ok((e, false));
-            }
+            && let Some(e) = self.entry_by_source(src).await?
+        {
+            return Ok((e, false));
+        }
         let source = entry.source_event_id.clone();
         match insert_entry(&self.db, entry).await {
             Ok(m) => Ok((m, true)),

@@ -189,6 +189,22 @@ pub async fn start(
         }
     });
     let auth = Arc::new(Authenticator::new(&config.auth)?);
+    // With an identity provider: keep its keys fresh; not ready until loaded.
+    let oidc_stop = CancellationToken::new();
+    if let Some(oidc) = auth.oidc() {
+        let ready_oidc = oidc.clone();
+        readiness.add_check("oidc jwks", move || {
+            let loaded = ready_oidc.has_keys();
+            async move {
+                if loaded {
+                    Ok(())
+                } else {
+                    Err("no signing keys loaded yet".to_owned())
+                }
+            }
+        });
+        tokio::spawn(oidc.refresh_loop(oidc_stop.clone()));
+    }
 
     // In one process, routing calls dossier on the local port.
     if roles.contains(&Role::Dossier) {
@@ -265,6 +281,7 @@ pub async fn start(
         grpc_stop.cancel();
         let _ = tokio::time::timeout(grace, grpc).await;
         admin_stop.cancel();
+        oidc_stop.cancel();
         let _ = admin.await;
         let _ = bus.client().flush().await;
         tracing::info!("guichet stopped");

@@ -221,12 +221,13 @@ impl pb::counter_service_server::CounterService for CounterApi {
 
         // A retry of an accepted request: make sure it is published, return it.
         if let Some(rid) = &request_id
-            && let Some(t) = self.ticket_by_request(rid).await? {
-                if !t.published {
-                    self.publish(&t).await?;
-                }
-                return Ok(Response::new(ticket_pb(t)));
+            && let Some(t) = self.ticket_by_request(rid).await?
+        {
+            if !t.published {
+                self.publish(&t).await?;
             }
+            return Ok(Response::new(ticket_pb(t)));
+        }
 
         let now = Utc::now();
         let day = now.format("%Y-%m-%d").to_string();

@@ -2,6 +2,8 @@
 //! and PostgreSQL databases. One test binary; each test isolated by its own
 //! subject/stream prefix, databases and ports (see guichet-testkit).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod auth;
 mod config;
 mod deploy;
