@@ -13,6 +13,7 @@ pub mod config;
 pub mod contact;
 pub mod db;
 pub mod grpc;
+pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
 

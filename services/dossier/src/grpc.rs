@@ -5,11 +5,9 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use guichet_platform::auth::{Role, require};
-use guichet_platform::bus::Bus;
 use guichet_platform::grpc::{internal, invalid_argument, not_found, page_size};
 use guichet_proto::convert::{datetime, timestamp};
 use guichet_proto::dossier::v1 as pb;
-use guichet_proto::events::v1 as ev;
 use guichet_proto::intake::v1::Channel;
 use tonic::{Request, Response, Status};
 
@@ -26,18 +24,20 @@ const WRITERS: &[Role] = &[Role::Service];
 pub struct DossierApi {
     store: Store,
     catalog: Arc<Catalog>,
-    bus: Bus,
     config: Arc<Config>,
 }
 
 impl DossierApi {
-    pub fn new(store: Store, catalog: Arc<Catalog>, bus: Bus, config: Config) -> Self {
+    pub fn new(store: Store, catalog: Arc<Catalog>, config: Config) -> Self {
         DossierApi {
             store,
             catalog,
-            bus,
             config: Arc::new(config),
         }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn dossier_pb(&self, d: dossier::Model) -> pb::Dossier {
@@ -163,19 +163,6 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .await
             .map_err(db_err("resolve citizen"))?;
         tracing::info!(citizen_id = %view.citizen.id, matched = ?matched, "citizen resolved");
-        if matched == Match::Created {
-            self.bus
-                .emit(
-                    "dossier",
-                    "citizen_resolved",
-                    format!("citizens/{}", view.citizen.id),
-                    &ev::CitizenCreated {
-                        citizen_id: view.citizen.id.clone(),
-                        source_event_id: req.request_id.clone(),
-                    },
-                )
-                .await;
-        }
         Ok(Response::new(pb::ResolveCitizenResponse {
             citizen: Some(citizen_pb(view)),
             r#match: match matched {
@@ -238,21 +225,6 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .map_err(db_err("open dossier"))?;
         if created {
             tracing::info!(dossier_id = %d.id, process_id = %d.process_id, "dossier opened");
-            self.bus
-                .emit(
-                    "dossier",
-                    "dossier_opened",
-                    format!("dossiers/{}", d.id),
-                    &ev::DossierOpened {
-                        dossier_id: d.id.clone(),
-                        reference: d.reference.clone(),
-                        citizen_id: d.citizen_id.clone(),
-                        process_id: d.process_id.clone(),
-                        process_version: d.process_version as u32,
-                        state: d.state.clone(),
-                    },
-                )
-                .await;
         }
         Ok(Response::new(self.dossier_pb(d)))
     }
@@ -349,20 +321,6 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .map_err(db_err("record contact"))?;
         if created {
             tracing::info!(entry_id = %entry.id, dossier_id = %d.id, kind, "timeline entry recorded");
-            self.bus
-                .emit(
-                    "dossier",
-                    "contact_recorded",
-                    format!("dossiers/{}", d.id),
-                    &ev::ContactRecorded {
-                        entry_id: entry.id.clone(),
-                        dossier_id: d.id.clone(),
-                        citizen_id: d.citizen_id.clone(),
-                        channel: channel.slug().to_owned(),
-                        source_event_id: req.source_event_id.clone(),
-                    },
-                )
-                .await;
         }
         Ok(Response::new(entry_pb(entry)))
     }

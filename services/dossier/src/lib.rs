@@ -52,8 +52,9 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         .ensure_stream(guichet_platform::bus::StreamKind::Events)
         .await?;
     add_db_check(&deps.readiness, "dossier database", db.clone());
-    let store = store::Store::new(db, config.reference_prefix.clone());
-    let api = grpc::DossierApi::new(store, Arc::new(catalog), deps.bus, config);
+    let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
+    let store = store::Store::new(db, config.reference_prefix.clone(), outbox);
+    let api = grpc::DossierApi::new(store, Arc::new(catalog), config);
     Ok(Service {
         api,
         auth: deps.auth,
@@ -76,10 +77,10 @@ impl Service {
         ));
     }
 
-    /// Dossier has no background work yet (timers come with the process
-    /// engine); it runs until shutdown.
+    /// Relay staged domain events to JetStream until shutdown (timers come
+    /// with the process engine).
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        shutdown.cancelled().await;
+        self.api.store().outbox().clone().run(shutdown).await;
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 
 use chrono::{DateTime, Datelike, Utc};
 use guichet_platform::db::{is_unique_violation, next_counter_value};
+use guichet_platform::outbox::Outbox;
+use guichet_proto::events::v1 as ev;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
@@ -43,6 +45,8 @@ pub struct NewEntry {
 pub struct Store {
     db: DatabaseConnection,
     reference_prefix: String,
+    /// Domain events are staged in the transaction of the change they announce.
+    outbox: Outbox,
 }
 
 /// Keyset position in a newest-first timeline: (occurred_at, id).
@@ -71,11 +75,16 @@ impl TimelineCursor {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, reference_prefix: String) -> Store {
+    pub fn new(db: DatabaseConnection, reference_prefix: String, outbox: Outbox) -> Store {
         Store {
             db,
             reference_prefix,
+            outbox,
         }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -174,7 +183,18 @@ impl Store {
             .insert(&txn)
             .await?;
         }
+        let event = self.outbox.domain_event(
+            "dossier",
+            "citizen_created",
+            format!("citizens/{id}"),
+            &ev::CitizenCreated {
+                citizen_id: id.clone(),
+                source_event_id: request_id.unwrap_or_default().to_owned(),
+            },
+        );
+        self.outbox.stage(&txn, &event).await?;
         txn.commit().await?;
+        self.outbox.notify();
         let c = citizen::Entity::find_by_id(id)
             .one(&self.db)
             .await?
@@ -296,7 +316,7 @@ impl Store {
             &txn,
             NewEntry {
                 citizen_id: citizen_id.to_owned(),
-                dossier_id: Some(id),
+                dossier_id: Some(id.clone()),
                 kind: "dossier_opened".into(),
                 channel: "unspecified".into(),
                 occurred_at: now,
@@ -306,7 +326,22 @@ impl Store {
             },
         )
         .await?;
+        let event = self.outbox.domain_event(
+            "dossier",
+            "dossier_opened",
+            format!("dossiers/{id}"),
+            &ev::DossierOpened {
+                dossier_id: id.clone(),
+                reference: model.reference.clone(),
+                citizen_id: model.citizen_id.clone(),
+                process_id: model.process_id.clone(),
+                process_version: process_version,
+                state: model.state.clone(),
+            },
+        );
+        self.outbox.stage(&txn, &event).await?;
         txn.commit().await?;
+        self.outbox.notify();
         Ok((model, true))
     }
 
@@ -362,17 +397,37 @@ impl Store {
             return Ok((e, false));
         }
         let source = entry.source_event_id.clone();
-        match insert_entry(&self.db, entry).await {
-            Ok(m) => Ok((m, true)),
+        let txn = self.db.begin().await?;
+        let m = match insert_entry(&txn, entry).await {
+            Ok(m) => m,
             Err(e) if is_unique_violation(&e) && source.is_some() => {
+                drop(txn);
                 let m = self
                     .entry_by_source(source.as_deref().unwrap_or_default())
                     .await?
                     .ok_or(e)?;
-                Ok((m, false))
+                return Ok((m, false));
             }
-            Err(e) => Err(e),
-        }
+            Err(e) => return Err(e),
+        };
+        let event = self.outbox.domain_event(
+            "dossier",
+            "timeline_entry_recorded",
+            format!("dossiers/{}", m.dossier_id.clone().unwrap_or_default()),
+            &ev::TimelineEntryRecorded {
+                entry_id: m.id.clone(),
+                dossier_id: m.dossier_id.clone().unwrap_or_default(),
+                citizen_id: m.citizen_id.clone(),
+                kind: m.kind.clone(),
+                channel: m.channel.clone(),
+                source_event_id: m.source_event_id.clone().unwrap_or_default(),
+                occur_time: Some(guichet_proto::convert::timestamp(m.occurred_at)),
+            },
+        );
+        self.outbox.stage(&txn, &event).await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok((m, true))
     }
 
     async fn entry_by_source(&self, src: &str) -> Result<Option<timeline::Model>, DbErr> {

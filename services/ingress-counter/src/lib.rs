@@ -1,34 +1,35 @@
 //! The counter ingress: walk-in citizens at the front desk.
 //!
 //! Issuing a ticket records it (with its numbered place in the day's queue
-//! of its service) and publishes the visit as an IntakeEvent on
-//! `guichet.intake.counter`. The call answers only once JetStream has stored
-//! the event; a ticket whose publish failed is re-published by a relay (and
-//! by a retry with the same `request_id`), so a visit the desk accepted is
-//! never lost. Routing is idempotent on the event id, so a second publish
-//! never creates a second work item.
+//! of its service) and stages the visit as an IntakeEvent in the same
+//! transaction (the outbox), then publishes it on `guichet.intake.counter`.
+//! The call answers only once JetStream has stored the event; an event whose
+//! publish failed is published by the outbox relay (and by a retry with the
+//! same `request_id`), so a visit the desk accepted is never lost. Routing is
+//! idempotent on the event id, so a second publish never creates a second
+//! work item.
 
 pub mod config;
 pub mod db;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::Utc;
 use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
-use guichet_platform::bus::{Bus, OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
 use guichet_platform::contact::parse_hint;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
 use guichet_platform::grpc::{GrpcServer, internal, invalid_argument, unavailable};
+use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
 use guichet_proto::counter::v1 as pb;
 use guichet_proto::counter::v1::counter_service_server::CounterServiceServer;
 use guichet_proto::intake::v1::{Channel, CounterDetails, IntakeEvent, intake_event};
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    TransactionTrait,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -50,7 +51,7 @@ pub struct Service {
 #[derive(Clone)]
 pub struct CounterApi {
     db: DatabaseConnection,
-    bus: Bus,
+    outbox: Outbox,
     config: Arc<Config>,
 }
 
@@ -68,8 +69,8 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     Ok(Service {
         api: CounterApi {
+            outbox: Outbox::new(db.clone(), deps.bus),
             db,
-            bus: deps.bus,
             config: Arc::new(config),
         },
         auth: deps.auth,
@@ -84,60 +85,9 @@ impl Service {
         ));
     }
 
-    /// Re-publish tickets whose intake event JetStream has not acknowledged
-    /// (the outbox relay), until shutdown.
+    /// Relay intake events whose immediate publish failed, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(()),
-                _ = tick.tick() => {
-                    if let Err(error) = self.api.relay_unpublished().await {
-                        tracing::warn!(%error, "ticket relay pass failed");
-                    }
-                }
-            }
-        }
-    }
-}
-
-impl CounterApi {
-    async fn publish(&self, t: &ticket::Model) -> Result<(), Status> {
-        let event = OutgoingEvent {
-            id: t.intake_event_id.clone(),
-            ty: "guichet.intake.v1.intake_event".into(),
-            subject: format!("tickets/{}", t.id),
-            time: t.issued_at,
-            body: Bytes::from(t.intake_event.clone()),
-        };
-        self.bus
-            .publish(self.bus.subject("intake.counter"), &event)
-            .await
-            .map_err(|e| unavailable("publish intake event", e))?;
-        ticket::Entity::update_many()
-            .col_expr(ticket::Column::Published, true.into())
-            .filter(ticket::Column::Id.eq(t.id.clone()))
-            .exec(&self.db)
-            .await
-            .map_err(|e| internal("mark ticket published", e))?;
-        Ok(())
-    }
-
-    async fn relay_unpublished(&self) -> anyhow::Result<()> {
-        let older_than = Utc::now() - chrono::Duration::seconds(5);
-        let pending = ticket::Entity::find()
-            .filter(ticket::Column::Published.eq(false))
-            .filter(ticket::Column::IssuedAt.lt(older_than))
-            .order_by_asc(ticket::Column::IssuedAt)
-            .limit(100)
-            .all(&self.db)
-            .await?;
-        for t in pending {
-            self.publish(&t)
-                .await
-                .map_err(|s| anyhow::anyhow!(s.message().to_owned()))?;
-            tracing::info!(ticket_id = %t.id, "relayed unpublished ticket");
-        }
+        self.api.outbox.run(shutdown).await;
         Ok(())
     }
 }
@@ -219,13 +169,15 @@ impl pb::counter_service_server::CounterService for CounterApi {
         }
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
 
-        // A retry of an accepted request: make sure it is published, return it.
+        // A retry of an accepted request: make sure what is staged is
+        // published, and return the same ticket.
         if let Some(rid) = &request_id
             && let Some(t) = self.ticket_by_request(rid).await?
         {
-            if !t.published {
-                self.publish(&t).await?;
-            }
+            self.outbox
+                .flush()
+                .await
+                .map_err(|e| unavailable("publish intake event", e))?;
             return Ok(Response::new(ticket_pb(t)));
         }
 
@@ -267,9 +219,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
             service: Set(service.to_owned()),
             site: Set(site.to_owned()),
             day: Set(day),
-            intake_event_id: Set(event_id),
-            intake_event: Set(event.encode_to_vec()),
-            published: Set(false),
+            intake_event_id: Set(event_id.clone()),
             issued_at: Set(now),
         }
         .insert(&txn)
@@ -287,18 +237,32 @@ impl pb::counter_service_server::CounterService for CounterApi {
             }
             Err(e) => return Err(internal("issue ticket", e)),
         };
+        let staged = Staged {
+            nats_subject: self.outbox.bus().subject("intake.counter"),
+            event: OutgoingEvent {
+                id: event_id,
+                ty: "guichet.intake.v1.intake_event".into(),
+                subject: format!("tickets/{}", t.id),
+                time: now,
+                body: Bytes::from(event.encode_to_vec()),
+            },
+        };
+        self.outbox
+            .stage(&txn, &staged)
+            .await
+            .map_err(|e| internal("issue ticket", e))?;
         txn.commit()
             .await
             .map_err(|e| internal("issue ticket", e))?;
         // Answer only after JetStream has the event: the visit is accepted.
-        self.publish(&t).await?;
+        self.outbox
+            .publish_now(&staged)
+            .await
+            .map_err(|e| unavailable("publish intake event", e))?;
         metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned())
             .increment(1);
         tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
-        Ok(Response::new(ticket_pb(ticket::Model {
-            published: true,
-            ..t
-        })))
+        Ok(Response::new(ticket_pb(t)))
     }
 }
 

@@ -1,7 +1,6 @@
 //! `guichet.routing.v1.QueueService`: agents work the unified queue.
 
 use guichet_platform::auth::{Role, require};
-use guichet_platform::bus::Bus;
 use guichet_platform::grpc::{
     failed_precondition, internal, invalid_argument, not_found, page_size, unavailable,
 };
@@ -12,7 +11,7 @@ use guichet_proto::routing::v1 as pb;
 use tonic::{Request, Response, Status};
 
 use crate::db::entities::{agent, work_item};
-use crate::intake::{DossierClient, item_event};
+use crate::intake::DossierClient;
 use crate::queue::{self, Queue};
 
 const AGENTS: &[Role] = &[Role::Agent];
@@ -22,17 +21,6 @@ const READERS: &[Role] = &[Role::Agent, Role::Service];
 pub struct QueueApi {
     pub queue: Queue,
     pub dossier: DossierClient,
-    pub bus: Bus,
-}
-
-pub(crate) async fn emit_item(bus: &Bus, item: &work_item::Model, ty: &str) {
-    bus.emit(
-        "routing",
-        ty,
-        format!("work-items/{}", item.id),
-        &item_event(item),
-    )
-    .await;
 }
 
 fn status_slug(s: pb::WorkItemStatus) -> Option<&'static str> {
@@ -163,7 +151,6 @@ impl pb::queue_service_server::QueueService for QueueApi {
         metrics::counter!("guichet_routing_assigned_total", "channel" => item.channel.clone())
             .increment(1);
         tracing::info!(work_item_id = %item.id, agent_id = %caller.subject, "work item assigned");
-        emit_item(&self.bus, &item, "work_item_assigned").await;
         Ok(Response::new(item_pb(item)))
     }
 
@@ -247,7 +234,6 @@ impl pb::queue_service_server::QueueService for QueueApi {
         metrics::counter!("guichet_routing_completed_total", "channel" => done.channel.clone())
             .increment(1);
         tracing::info!(work_item_id = %done.id, agent_id = %caller.subject, "work item completed");
-        emit_item(&self.bus, &done, "work_item_completed").await;
         Ok(Response::new(item_pb(done)))
     }
 

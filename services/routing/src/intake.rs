@@ -8,11 +8,10 @@
 
 use bytes::Bytes;
 use guichet_platform::auth::ServiceCredentials;
-use guichet_platform::bus::{Bus, HandlerError, IncomingEvent};
+use guichet_platform::bus::{HandlerError, IncomingEvent};
 use guichet_proto::convert::{datetime, timestamp};
 use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
-use guichet_proto::events::v1 as ev;
 use guichet_proto::intake::v1::{Channel, IntakeEvent, intake_event};
 use prost::Message;
 use tonic::Code;
@@ -72,7 +71,6 @@ pub fn summary(event: &IntakeEvent) -> String {
 pub struct Router {
     pub queue: Queue,
     pub dossier: DossierClient,
-    pub bus: Bus,
     pub default_priority: i32,
 }
 
@@ -164,7 +162,6 @@ impl Router {
             metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug())
                 .increment(1);
             tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %opened.id, "work item enqueued");
-            crate::grpc::emit_item(&self.bus, &item, "work_item_enqueued").await;
         }
         Ok(())
     }
@@ -177,21 +174,6 @@ fn decode(body: &Bytes) -> Result<IntakeEvent, HandlerError> {
         return Err(HandlerError::Permanent("IntakeEvent.id is empty".into()));
     }
     Ok(event)
-}
-
-/// The event form of a work item, for `guichet.events.routing.*`.
-pub fn item_event(item: &crate::db::entities::work_item::Model) -> ev::WorkItemChanged {
-    ev::WorkItemChanged {
-        work_item_id: item.id.clone(),
-        intake_event_id: item.intake_event_id.clone(),
-        dossier_id: item.dossier_id.clone(),
-        status: item.status.clone(),
-        agent_id: item.agent_id.clone().unwrap_or_default(),
-        channel: item.channel.clone(),
-        entered_at: Some(timestamp(item.enter_time)),
-        changed_at: Some(timestamp(item.updated_at)),
-        outcome: item.outcome.clone().unwrap_or_default(),
-    }
 }
 
 #[cfg(test)]

@@ -51,18 +51,14 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         channel,
         ServiceCredentials::new(deps.auth.clone(), "guichet-routing"),
     );
-    let queue = queue::Queue::new(db);
+    let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
+    let queue = queue::Queue::new(db, outbox);
     let router = Arc::new(intake::Router {
         queue: queue.clone(),
         dossier: dossier.clone(),
-        bus: deps.bus.clone(),
         default_priority: config.default_priority,
     });
-    let api = grpc::QueueApi {
-        queue,
-        dossier,
-        bus: deps.bus,
-    };
+    let api = grpc::QueueApi { queue, dossier };
     Ok(Service {
         config,
         router,
@@ -81,7 +77,8 @@ impl Service {
 
     /// Consume INTAKE until shutdown; in-flight events finish first.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let bus = self.api.bus.clone();
+        let bus = self.api.queue.outbox().bus().clone();
+        tokio::spawn(self.api.queue.outbox().clone().run(shutdown.clone()));
         let filter = bus.subject("intake.>");
         let router = self.router.clone();
         let gauge_queue = self.api.queue.clone();

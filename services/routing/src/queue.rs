@@ -8,10 +8,13 @@
 
 use chrono::{DateTime, Utc};
 use guichet_platform::db::is_unique_violation;
+use guichet_platform::outbox::Outbox;
+use guichet_proto::convert::timestamp;
+use guichet_proto::events::v1 as ev;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
     EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect, Set, Statement,
-    sea_query::OnConflict,
+    TransactionTrait, sea_query::OnConflict,
 };
 
 use crate::db::entities::{agent, work_item};
@@ -36,11 +39,47 @@ pub struct NewItem {
 #[derive(Clone)]
 pub struct Queue {
     db: DatabaseConnection,
+    /// Every lifecycle step is announced by an event staged in its transaction.
+    outbox: Outbox,
+}
+
+/// The event form of a work item, for `guichet.events.routing.work_item_*`.
+pub fn item_event(item: &work_item::Model) -> ev::WorkItemChanged {
+    ev::WorkItemChanged {
+        work_item_id: item.id.clone(),
+        intake_event_id: item.intake_event_id.clone(),
+        dossier_id: item.dossier_id.clone(),
+        status: item.status.clone(),
+        agent_id: item.agent_id.clone().unwrap_or_default(),
+        channel: item.channel.clone(),
+        entered_at: Some(timestamp(item.enter_time)),
+        changed_at: Some(timestamp(item.updated_at)),
+        outcome: item.outcome.clone().unwrap_or_default(),
+    }
 }
 
 impl Queue {
-    pub fn new(db: DatabaseConnection) -> Queue {
-        Queue { db }
+    pub fn new(db: DatabaseConnection, outbox: Outbox) -> Queue {
+        Queue { db, outbox }
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    async fn stage(
+        &self,
+        conn: &impl ConnectionTrait,
+        item: &work_item::Model,
+        ty: &str,
+    ) -> Result<(), DbErr> {
+        let event = self.outbox.domain_event(
+            "routing",
+            ty,
+            format!("work-items/{}", item.id),
+            &item_event(item),
+        );
+        self.outbox.stage(conn, &event).await
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -58,6 +97,7 @@ impl Queue {
     pub async fn enqueue(&self, item: NewItem) -> Result<(work_item::Model, bool), DbErr> {
         let now = Utc::now();
         let event_id = item.intake_event_id.clone();
+        let txn = self.db.begin().await?;
         let res = work_item::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             intake_event_id: Set(item.intake_event_id),
@@ -76,11 +116,17 @@ impl Queue {
             complete_time: Set(None),
             updated_at: Set(now),
         }
-        .insert(&self.db)
+        .insert(&txn)
         .await;
         match res {
-            Ok(m) => Ok((m, true)),
+            Ok(m) => {
+                self.stage(&txn, &m, "work_item_enqueued").await?;
+                txn.commit().await?;
+                self.outbox.notify();
+                Ok((m, true))
+            }
             Err(e) if is_unique_violation(&e) => {
+                drop(txn);
                 let m = self.by_intake_event(&event_id).await?.ok_or(e)?;
                 Ok((m, false))
             }
@@ -133,12 +179,18 @@ impl Queue {
                 vec![agent_id.into(), now.into(), now.into()],
             ),
         };
-        let row = self
-            .db
+        let txn = self.db.begin().await?;
+        let row = txn
             .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;
-        row.map(|r| work_item::Model::from_query_result(&r, ""))
-            .transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let item = work_item::Model::from_query_result(&row, "")?;
+        self.stage(&txn, &item, "work_item_assigned").await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(Some(item))
     }
 
     /// Complete an item held by `agent_id`; `None` if it is not (or no
@@ -150,6 +202,7 @@ impl Queue {
         outcome: &str,
     ) -> Result<Option<work_item::Model>, DbErr> {
         let now = Utc::now();
+        let txn = self.db.begin().await?;
         let res = work_item::Entity::update_many()
             .col_expr(work_item::Column::Status, COMPLETED.into())
             .col_expr(work_item::Column::Outcome, Some(outcome.to_owned()).into())
@@ -158,12 +211,21 @@ impl Queue {
             .filter(work_item::Column::Id.eq(id))
             .filter(work_item::Column::Status.eq(ASSIGNED))
             .filter(work_item::Column::AgentId.eq(agent_id))
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
         if res.rows_affected == 0 {
             return Ok(None);
         }
-        self.get(id).await
+        let Some(item) = work_item::Entity::find_by_id(id.to_owned())
+            .one(&txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.stage(&txn, &item, "work_item_completed").await?;
+        txn.commit().await?;
+        self.outbox.notify();
+        Ok(Some(item))
     }
 
     pub async fn set_presence(

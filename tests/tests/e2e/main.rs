@@ -7,5 +7,6 @@
 mod auth;
 mod config;
 mod deploy;
+mod events;
 mod intake;
 mod slice;

@@ -197,6 +197,10 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.create_table(guichet_platform::outbox::create_table())
+            .await?;
+        m.create_index(guichet_platform::outbox::create_index())
+            .await?;
         Ok(())
     }
 

@@ -16,10 +16,6 @@ pub mod ticket {
         /// Calendar day of the numbering sequence (YYYY-MM-DD).
         pub day: String,
         pub intake_event_id: String,
-        /// The encoded IntakeEvent, kept so a re-publish is byte-identical.
-        pub intake_event: Vec<u8>,
-        /// Whether JetStream acknowledged the intake event.
-        pub published: bool,
         pub issued_at: DateTimeUtc,
     }
 

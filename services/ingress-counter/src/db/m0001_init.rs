@@ -1,4 +1,4 @@
-//! Tickets (with the intake event they carry) and their daily counters.
+//! Tickets, their daily counters, and the outbox of their intake events.
 
 use sea_orm_migration::prelude::*;
 
@@ -32,8 +32,6 @@ impl MigrationTrait for Migration {
                         .not_null()
                         .unique_key(),
                 )
-                .col(ColumnDef::new(a("intake_event")).binary().not_null())
-                .col(ColumnDef::new(a("published")).boolean().not_null())
                 .col(
                     ColumnDef::new(a("issued_at"))
                         .timestamp_with_time_zone()
@@ -50,11 +48,15 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.create_table(guichet_platform::outbox::create_table())
+            .await?;
+        m.create_index(guichet_platform::outbox::create_index())
+            .await?;
         Ok(())
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in ["ticket_counters", "tickets"] {
+        for t in ["outbox", "ticket_counters", "tickets"] {
             m.drop_table(Table::drop().table(a(t)).to_owned()).await?;
         }
         Ok(())

@@ -84,11 +84,15 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.create_table(guichet_platform::outbox::create_table())
+            .await?;
+        m.create_index(guichet_platform::outbox::create_index())
+            .await?;
         Ok(())
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        for t in ["agents", "work_items"] {
+        for t in ["outbox", "agents", "work_items"] {
             m.drop_table(Table::drop().table(a(t)).to_owned()).await?;
         }
         Ok(())
