@@ -337,25 +337,6 @@ impl Bus {
         .await
     }
 
-    /// Publish a domain event on EVENTS (`<prefix>.events.<service>.<ty>`,
-    /// ce-type `guichet.<service>.v1.<ty>`) after a committed change.
-    ///
-    /// The change is already durable, so a failure is logged and counted,
-    /// not returned: the caller's request succeeded.
-    pub async fn emit<M: prost::Message>(&self, service: &str, ty: &str, subject: String, msg: &M) {
-        let event = OutgoingEvent {
-            id: new_event_id(),
-            ty: format!("guichet.{service}.v1.{ty}"),
-            subject,
-            time: Utc::now(),
-            body: Bytes::from(msg.encode_to_vec()),
-        };
-        if let Err(error) = self.publish(self.event_subject(service, ty), &event).await {
-            metrics::counter!("guichet_bus_event_publish_failures_total", "service" => service.to_owned()).increment(1);
-            tracing::warn!(%error, event_type = %event.ty, "domain event not published");
-        }
-    }
-
     /// Run a durable pull consumer until `shutdown`; returns after in-flight
     /// messages are handled (the caller bounds that with a grace period).
     pub async fn consume<H, Fut>(

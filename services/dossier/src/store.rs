@@ -335,7 +335,7 @@ impl Store {
                 reference: model.reference.clone(),
                 citizen_id: model.citizen_id.clone(),
                 process_id: model.process_id.clone(),
-                process_version: process_version,
+                process_version,
                 state: model.state.clone(),
             },
         );
