@@ -77,3 +77,34 @@ async fn serving_a_role_not_built_yet_is_refused_clearly() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not served yet"));
 }
+
+#[tokio::test]
+async fn guichet_migrate_prepares_postgres_for_roles_that_do_not_migrate_themselves() {
+    let Some(env) = TestEnv::new(Backend::Postgres).await else { return };
+    let mut cmd = tokio::process::Command::new(guichet_bin());
+    cmd.arg("migrate").env("GUICHET__DATABASE__MIGRATE_ON_START", "false");
+    for (k, v) in &env.overrides {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("run guichet migrate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Roles started as in Kubernetes (the Job migrated, they do not).
+    let app = env
+        .spawn_with(&all_roles(), env.config_with(&[("GUICHET__DATABASE__MIGRATE_ON_START", "false")]))
+        .await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    counter_client(app.grpc_addr, &agent)
+        .await
+        .issue_ticket(ticket_request("Anne", "Martin", "", "x"))
+        .await
+        .expect("the migrated schema serves requests");
+    // Running it again is harmless.
+    let mut again = tokio::process::Command::new(guichet_bin());
+    again.arg("migrate");
+    for (k, v) in &env.overrides {
+        again.env(k, v);
+    }
+    assert!(again.output().await.expect("rerun").status.success());
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
