@@ -29,3 +29,22 @@ pub struct Deps {
     pub database: config::DatabaseConfig,
     pub readiness: admin::Readiness,
 }
+
+impl Deps {
+    /// Connect a role's own database (migrating it when configured) and add
+    /// it to the readiness checks as `<role> database`.
+    pub async fn database<M: sea_orm_migration::MigratorTrait>(
+        &self,
+        role: &str,
+        url: &str,
+    ) -> Result<sea_orm::DatabaseConnection, sea_orm::DbErr> {
+        let db = db::connect_and_migrate::<M>(url, &self.database).await?;
+        let check = db.clone();
+        self.readiness
+            .add_check(format!("{role} database"), move || {
+                let db = check.clone();
+                async move { db.ping().await.map_err(|e| e.to_string()) }
+            });
+        Ok(db)
+    }
+}

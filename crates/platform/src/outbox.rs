@@ -29,6 +29,17 @@ fn a(s: &str) -> Alias {
     Alias::new(s)
 }
 
+/// The columns a relay reads, in the order `stage` writes them.
+const COLUMNS: [&str; 7] = [
+    "id",
+    "nats_subject",
+    "ce_type",
+    "ce_subject",
+    "ce_time",
+    "body",
+    "traceparent",
+];
+
 /// The `outbox` table, for a role's migration.
 pub fn create_table() -> TableCreateStatement {
     Table::create()
@@ -123,16 +134,7 @@ impl Outbox {
         let e = &staged.event;
         let insert = Query::insert()
             .into_table(a("outbox"))
-            .columns([
-                a("id"),
-                a("nats_subject"),
-                a("ce_type"),
-                a("ce_subject"),
-                a("ce_time"),
-                a("body"),
-                a("traceparent"),
-                a("created_at"),
-            ])
+            .columns(COLUMNS.iter().copied().chain(["created_at"]).map(a))
             .values_panic([
                 e.id.clone().into(),
                 staged.nats_subject.clone().into(),
@@ -180,15 +182,7 @@ impl Outbox {
         let mut published = 0;
         loop {
             let select = Query::select()
-                .columns([
-                    a("id"),
-                    a("nats_subject"),
-                    a("ce_type"),
-                    a("ce_subject"),
-                    a("ce_time"),
-                    a("body"),
-                    a("traceparent"),
-                ])
+                .columns(COLUMNS.map(a))
                 .from(a("outbox"))
                 .order_by(a("created_at"), sea_orm::Order::Asc)
                 .order_by(a("id"), sea_orm::Order::Asc)

@@ -15,11 +15,9 @@ pub mod store;
 
 use std::sync::Arc;
 
-use guichet_platform::admin::Readiness;
 use guichet_platform::auth::{AuthInterceptor, Authenticator};
 use guichet_platform::grpc::GrpcServer;
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
-use sea_orm::DatabaseConnection;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -35,11 +33,9 @@ pub struct Service {
 /// Connect the database (migrating it), load the process catalog and declare
 /// the EVENTS stream.
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
-        &config.database_url,
-        &deps.database,
-    )
-    .await?;
+    let db = deps
+        .database::<db::Migrator>("dossier", &config.database_url)
+        .await?;
     let catalog = catalog::Catalog::load_dir(&config.processes_dir)?;
     if catalog.get_latest(&config.default_process).is_none() {
         anyhow::bail!(
@@ -51,7 +47,6 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     deps.bus
         .ensure_stream(guichet_platform::bus::StreamKind::Events)
         .await?;
-    add_db_check(&deps.readiness, "dossier database", db.clone());
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
     let store = store::Store::new(db, config.reference_prefix.clone(), outbox);
     let api = grpc::DossierApi::new(store, Arc::new(catalog), config);
@@ -59,13 +54,6 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         api,
         auth: deps.auth,
     })
-}
-
-fn add_db_check(readiness: &Readiness, name: &str, db: DatabaseConnection) {
-    readiness.add_check(name, move || {
-        let db = db.clone();
-        async move { db.ping().await.map_err(|e| e.to_string()) }
-    });
 }
 
 impl Service {

@@ -56,16 +56,9 @@ pub struct CounterApi {
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
-        &config.database_url,
-        &deps.database,
-    )
-    .await?;
-    let check_db = db.clone();
-    deps.readiness.add_check("counter database", move || {
-        let db = check_db.clone();
-        async move { db.ping().await.map_err(|e| e.to_string()) }
-    });
+    let db = deps
+        .database::<db::Migrator>("counter", &config.database_url)
+        .await?;
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     Ok(Service {
         api: CounterApi {

@@ -30,16 +30,9 @@ pub struct Service {
 
 /// Connect the database (migrating it), the dossier client and the streams.
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    let db = guichet_platform::db::connect_and_migrate::<db::Migrator>(
-        &config.database_url,
-        &deps.database,
-    )
-    .await?;
-    let check_db = db.clone();
-    deps.readiness.add_check("routing database", move || {
-        let db = check_db.clone();
-        async move { db.ping().await.map_err(|e| e.to_string()) }
-    });
+    let db = deps
+        .database::<db::Migrator>("routing", &config.database_url)
+        .await?;
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::DeadLetter).await?;

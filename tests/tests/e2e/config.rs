@@ -80,17 +80,27 @@ async fn serving_a_role_not_built_yet_is_refused_clearly() {
 
 #[tokio::test]
 async fn guichet_migrate_prepares_postgres_for_roles_that_do_not_migrate_themselves() {
-    let Some(env) = TestEnv::new(Backend::Postgres).await else { return };
+    let Some(env) = TestEnv::new(Backend::Postgres).await else {
+        return;
+    };
     let mut cmd = tokio::process::Command::new(guichet_bin());
-    cmd.arg("migrate").env("GUICHET__DATABASE__MIGRATE_ON_START", "false");
+    cmd.arg("migrate")
+        .env("GUICHET__DATABASE__MIGRATE_ON_START", "false");
     for (k, v) in &env.overrides {
         cmd.env(k, v);
     }
     let out = cmd.output().await.expect("run guichet migrate");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Roles started as in Kubernetes (the Job migrated, they do not).
     let app = env
-        .spawn_with(&all_roles(), env.config_with(&[("GUICHET__DATABASE__MIGRATE_ON_START", "false")]))
+        .spawn_with(
+            &all_roles(),
+            env.config_with(&[("GUICHET__DATABASE__MIGRATE_ON_START", "false")]),
+        )
         .await;
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     counter_client(app.grpc_addr, &agent)
