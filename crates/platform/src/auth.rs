@@ -51,6 +51,7 @@ impl std::str::FromStr for Role {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// HS256 key shared by guichet's roles; at least 32 bytes.
     pub signing_key: SecretString,

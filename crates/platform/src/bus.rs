@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct BusConfig {
     pub url: String,
     /// First token of every subject (`guichet` → `guichet.intake.counter`).

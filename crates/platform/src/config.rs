@@ -76,6 +76,7 @@ pub fn process_env() -> Vec<(String, String)> {
 
 /// Settings of the network listeners every process has.
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// gRPC listen address; every served role's gRPC services share it.
     pub grpc_addr: String,
@@ -102,6 +103,7 @@ pub fn parse_addr(key: &str, value: &str) -> Result<std::net::SocketAddr, Config
 
 /// Database settings shared by every stateful role (each has its own URL).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// Run migrations when a role starts. Turn off where a migration Job runs.
     pub migrate_on_start: bool,

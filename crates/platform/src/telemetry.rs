@@ -30,6 +30,7 @@ pub enum LogFormat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `EnvFilter` directives for logs only, e.g. `info,guichet_routing=debug`.

@@ -6,6 +6,7 @@ use guichet_platform::config::{ConfigError, validate_database_url};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub database_url: String,
     /// Prefix of human dossier references: `VIN` → `VIN-2026-000123`.

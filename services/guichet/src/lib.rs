@@ -32,6 +32,7 @@ pub use roles::Role;
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GuichetConfig {
     pub data_dir: PathBuf,
     pub server: ServerConfig,

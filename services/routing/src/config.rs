@@ -4,6 +4,7 @@ use guichet_platform::config::{ConfigError, validate_database_url};
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     pub database_url: String,
     /// gRPC URL of the dossier role (the process's own port in `guichet up`).
