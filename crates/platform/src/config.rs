@@ -18,11 +18,19 @@ pub const ENV_PREFIX: &str = "GUICHET";
 pub enum ConfigError {
     /// A source could not be read or a value has the wrong type; the message
     /// from the `config` crate names the key.
+    // Not `#[from]`: the message already carries the source's text, which
+    // an error chain would otherwise print twice.
     #[error("configuration error: {0}")]
-    Load(#[from] config::ConfigError),
+    Load(config::ConfigError),
     /// A value has the right type but is not acceptable.
     #[error("configuration error: invalid value for key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+}
+
+impl From<config::ConfigError> for ConfigError {
+    fn from(e: config::ConfigError) -> Self {
+        ConfigError::Load(e)
+    }
 }
 
 impl ConfigError {
