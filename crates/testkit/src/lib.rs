@@ -406,6 +406,26 @@ impl TestEnv {
     /// Start `guichet serve <roles>` as a separate process and wait until
     /// it is ready.
     pub async fn spawn_process(&self, roles: &[&str], extra: &[(&str, &str)]) -> Process {
+        self.spawn_process_inner(roles, extra, None).await
+    }
+
+    /// Like [`TestEnv::spawn_process`], with the process's stderr (its logs)
+    /// written to `log`.
+    pub async fn spawn_process_logging(
+        &self,
+        roles: &[&str],
+        extra: &[(&str, &str)],
+        log: &std::path::Path,
+    ) -> Process {
+        self.spawn_process_inner(roles, extra, Some(log)).await
+    }
+
+    async fn spawn_process_inner(
+        &self,
+        roles: &[&str],
+        extra: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Process {
         let grpc_addr: std::net::SocketAddr =
             format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin_addr: std::net::SocketAddr =
@@ -420,7 +440,10 @@ impl TestEnv {
         for (k, v) in extra {
             cmd.env(k, v);
         }
-        if std::env::var_os("TEST_LOG").is_none() {
+        if let Some(path) = log {
+            let file = std::fs::File::create(path).expect("log file");
+            cmd.stdout(std::process::Stdio::null()).stderr(file);
+        } else if std::env::var_os("TEST_LOG").is_none() {
             cmd.stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null());
         }

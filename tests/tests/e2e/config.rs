@@ -121,13 +121,18 @@ async fn guichet_migrate_prepares_postgres_for_roles_that_do_not_migrate_themsel
 
 #[test]
 fn a_misspelt_key_is_refused_rather_than_silently_ignored() {
-    let err = GuichetConfig::load(None, vec![("GUICHET__BUS__URLL".into(), "nats://x:4222".into())])
-        .unwrap_err()
-        .to_string();
+    let err = GuichetConfig::load(
+        None,
+        vec![("GUICHET__BUS__URLL".into(), "nats://x:4222".into())],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("urll"), "{err}");
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("guichet.toml");
     std::fs::write(&path, "[routing]\nconcurency = 4\n").unwrap();
-    let err = GuichetConfig::load(Some(&path), Vec::new()).unwrap_err().to_string();
+    let err = GuichetConfig::load(Some(&path), Vec::new())
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("concurency"), "{err}");
 }

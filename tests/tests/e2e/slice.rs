@@ -315,3 +315,59 @@ async fn health_and_reflection_answer_without_a_token() {
     app.stop().await.expect("clean stop");
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn logs_are_structured_json_without_personal_data_even_at_debug_level() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let log = env.dir.path().join("guichet.log");
+    let app = env
+        .spawn_process_logging(
+            &["ingress-counter", "routing", "dossier"],
+            &[
+                ("GUICHET__TELEMETRY__LOG_FORMAT", "json"),
+                ("GUICHET__TELEMETRY__LOG_FILTER", "debug"),
+            ],
+            &log,
+        )
+        .await;
+    walk_in_slice(&env, app.grpc_addr, app.grpc_addr, app.grpc_addr).await;
+    assert!(app.terminate().await.success());
+
+    let text = std::fs::read_to_string(&log).expect("log file");
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(
+        lines.len() > 20,
+        "the process logged its work ({} lines)",
+        lines.len()
+    );
+    for line in &lines {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(
+            value.get("level").is_some() && value.get("fields").is_some(),
+            "{line}"
+        );
+        for personal in [
+            "Dupont",
+            "DUPONT",
+            "Hélène",
+            "Helene",
+            "612345678",
+            "06 12 34 56 78",
+            "passeport",
+            "naissance",
+        ] {
+            assert!(
+                !line.contains(personal),
+                "personal data `{personal}` in a log line: {line}"
+            );
+        }
+    }
+    assert!(
+        text.contains("work item enqueued") && text.contains("ticket issued"),
+        "the flow is traced in the logs"
+    );
+    env.cleanup().await;
+}
