@@ -371,3 +371,100 @@ async fn logs_are_structured_json_without_personal_data_even_at_debug_level() {
     );
     env.cleanup().await;
 }
+
+/// An OTLP/gRPC collector that keeps what it receives.
+#[derive(Clone, Default)]
+struct Collector {
+    requests: std::sync::Arc<
+        std::sync::Mutex<
+            Vec<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+        >,
+    >,
+}
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService
+    for Collector
+{
+    async fn export(
+        &self,
+        request: tonic::Request<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+        >,
+    ) -> Result<
+        tonic::Response<
+            opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse,
+        >,
+        tonic::Status,
+    > {
+        self.requests.lock().unwrap().push(request.into_inner());
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+#[tokio::test]
+async fn spans_are_exported_over_otlp_to_the_configured_collector() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = collector.clone();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(server))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+            .await
+    });
+    let app = env
+        .spawn_process(
+            &["ingress-counter", "routing", "dossier"],
+            &[
+                ("GUICHET__TELEMETRY__OTLP_ENDPOINT", &endpoint),
+                ("GUICHET__TELEMETRY__SERVICE_NAME", "guichet-mairie-test"),
+            ],
+        )
+        .await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    set_available(app.grpc_addr, &agent).await;
+    counter_client(app.grpc_addr, &agent)
+        .await
+        .issue_ticket(ticket_request("Anne", "Martin", "", "question"))
+        .await
+        .expect("ticket");
+    take_next(app.grpc_addr, &agent).await;
+    // Shutdown flushes what the batch exporter still holds.
+    assert!(app.terminate().await.success());
+
+    let requests = collector.requests.lock().unwrap().clone();
+    let mut names = Vec::new();
+    for req in &requests {
+        for rs in &req.resource_spans {
+            let service = rs
+                .resource
+                .as_ref()
+                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
+                .and_then(|kv| kv.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            assert!(service.contains("guichet-mairie-test"), "{service}");
+            for ss in &rs.scope_spans {
+                names.extend(ss.spans.iter().map(|s| s.name.clone()));
+            }
+        }
+    }
+    for expected in [
+        "guichet.counter.v1.CounterService/IssueTicket",
+        "publish",
+        "process",
+        "guichet.dossier.v1.DossierService/RecordContact",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} not exported: {names:?}"
+        );
+    }
+    env.cleanup().await;
+}
