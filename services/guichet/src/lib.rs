@@ -51,7 +51,20 @@ impl GuichetConfig {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        guichet_platform::config::load(DEFAULTS, file, env)
+        let mut config: GuichetConfig = guichet_platform::config::load(DEFAULTS, file, env)?;
+        // Databases not configured live as SQLite files under data_dir.
+        let dir = config.data_dir.display().to_string();
+        let dir = dir.trim_end_matches('/');
+        for (url, name) in [
+            (&mut config.dossier.database_url, "dossier"),
+            (&mut config.routing.database_url, "routing"),
+            (&mut config.counter.database_url, "counter"),
+        ] {
+            if url.trim().is_empty() {
+                *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
+            }
+        }
+        Ok(config)
     }
 
     /// Validate what the given roles use; errors name the key.
@@ -86,8 +99,7 @@ impl GuichetConfig {
                 let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
                 std::fs::create_dir_all(&self.data_dir)
                     .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-                std::fs::write(&path, &key)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
+                write_secret(&path, &key)?;
                 tracing::warn!(path = %path.display(), "no auth.signing_key configured: created a development key");
                 key
             }
@@ -325,5 +337,23 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
         }
         tracing::info!(role = role.name(), "migrated");
     }
+    Ok(())
+}
+
+/// Write a secret file readable by its owner only.
+fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(content.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
