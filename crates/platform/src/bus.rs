@@ -225,14 +225,6 @@ impl Bus {
         &self.client
     }
 
-    pub fn jetstream(&self) -> &jetstream::Context {
-        &self.js
-    }
-
-    pub fn config(&self) -> &BusConfig {
-        &self.cfg
-    }
-
     /// Whether the connection is up (for readiness).
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

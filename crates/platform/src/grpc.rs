@@ -57,11 +57,6 @@ impl GrpcServer {
         self
     }
 
-    /// Names of the mounted services (for logs and health).
-    pub fn service_names(&self) -> &[&'static str] {
-        &self.names
-    }
-
     /// Serve until `shutdown`, then let in-flight calls finish.
     pub async fn serve(
         self,

@@ -1,10 +1,9 @@
 //! One cancellation token per process, cancelled by SIGTERM or Ctrl-C.
 //!
-//! Every task takes a child of this token. Intake stops first (listeners and
-//! consumers stop pulling), in-flight work finishes within the grace period,
-//! and nothing is acknowledged that was not committed.
-
-use std::time::Duration;
+//! The process supervisor (`guichet::start`) watches it, then stops intake
+//! first (consumers stop pulling), lets in-flight work finish within the
+//! grace period, and only then closes the gRPC server: nothing is
+//! acknowledged that was not committed.
 
 use tokio_util::sync::CancellationToken;
 
@@ -40,29 +39,5 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-/// Wait for `fut` to finish, at most `grace` after `token` is cancelled.
-/// Returns `None` when the grace period ran out first.
-pub async fn drain<F: std::future::Future>(
-    token: &CancellationToken,
-    grace: Duration,
-    fut: F,
-) -> Option<F::Output> {
-    tokio::pin!(fut);
-    tokio::select! {
-        out = &mut fut => return Some(out),
-        _ = token.cancelled() => {}
-    }
-    match tokio::time::timeout(grace, fut).await {
-        Ok(out) => Some(out),
-        Err(_) => {
-            tracing::warn!(
-                grace_secs = grace.as_secs(),
-                "grace period over, stopping with work in flight"
-            );
-            None
-        }
     }
 }

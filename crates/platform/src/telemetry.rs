@@ -127,19 +127,6 @@ pub fn init_with_provider(
     Ok(TelemetryGuard { provider })
 }
 
-/// The trace id of the current span, as 32 hex digits (empty when none).
-pub fn current_trace_id() -> String {
-    use opentelemetry::trace::TraceContextExt;
-    let cx = tracing::Span::current().context();
-    let span = cx.span();
-    let sc = span.span_context();
-    if sc.is_valid() {
-        sc.trace_id().to_string()
-    } else {
-        String::new()
-    }
-}
-
 struct NatsHeaders<'a>(&'a mut async_nats::HeaderMap);
 
 impl Injector for NatsHeaders<'_> {

@@ -162,14 +162,6 @@ impl Catalog {
     pub fn get(&self, id: &str, version: u32) -> Option<&ProcessDefinition> {
         self.processes.get(id).and_then(|v| v.get(&version))
     }
-
-    pub fn len(&self) -> usize {
-        self.processes.values().map(|v| v.len()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[cfg(test)]

@@ -87,10 +87,6 @@ impl Store {
         &self.outbox
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     /// Find the citizen a channel's hint designates, or create one.
     /// Idempotent on `request_id`.
     pub async fn resolve_citizen(

@@ -133,10 +133,6 @@ impl RunningApp {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.handle.await?
     }
-
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
-    }
 }
 
 /// Start `roles` in this process. Returns once every role is built and

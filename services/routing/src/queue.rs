@@ -82,10 +82,6 @@ impl Queue {
         self.outbox.stage(conn, &event).await
     }
 
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
     pub async fn by_intake_event(&self, event_id: &str) -> Result<Option<work_item::Model>, DbErr> {
         work_item::Entity::find()
             .filter(work_item::Column::IntakeEventId.eq(event_id))
