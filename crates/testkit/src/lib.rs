@@ -195,6 +195,36 @@ impl TestEnv {
         format!("T{}_{base}", self.id.to_uppercase())
     }
 
+    /// The headers of every message on this test's stream `base` (e.g.
+    /// `EVENTS`, `DEADLETTER`), once it holds at least `at_least` messages.
+    pub async fn stream_headers(&self, base: &str, at_least: usize) -> Vec<async_nats::HeaderMap> {
+        let js = async_nats::jetstream::new(self.nats().await);
+        let name = self.stream(base);
+        eventually(
+            &format!("{at_least} messages on {name}"),
+            Duration::from_secs(30),
+            || {
+                let js = js.clone();
+                let name = name.clone();
+                async move {
+                    let mut stream = js.get_stream(name).await.ok()?;
+                    let info = stream.info().await.ok()?;
+                    if (info.state.messages as usize) < at_least {
+                        return None;
+                    }
+                    let mut out = Vec::new();
+                    for seq in info.state.first_sequence..=info.state.last_sequence {
+                        if let Ok(m) = stream.get_raw_message(seq).await {
+                            out.push(m.headers);
+                        }
+                    }
+                    Some(out)
+                }
+            },
+        )
+        .await
+    }
+
     /// Delete this test's streams and PostgreSQL databases (best effort).
     pub async fn cleanup(self) {
         if let Ok(client) = async_nats::connect(&self.nats_url).await {
@@ -316,6 +346,14 @@ pub fn ticket_request(
         reason: reason.into(),
         ..Default::default()
     }
+}
+
+/// A header's value, or empty.
+pub fn header(headers: &async_nats::HeaderMap, key: &str) -> String {
+    headers
+        .get(key)
+        .map(|v| v.as_str().to_owned())
+        .unwrap_or_default()
 }
 
 /// The roles of a full installation.

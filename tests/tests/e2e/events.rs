@@ -2,8 +2,6 @@
 //! transactional outbox, so a crash between commit and publish delays an
 //! event but never loses it.
 
-use std::time::Duration;
-
 use guichet_platform::bus::{Bus, StreamKind};
 use guichet_platform::outbox::{Outbox, create_index, create_table};
 use guichet_testkit::proto::events::v1 as ev;
@@ -13,31 +11,11 @@ use sea_orm::{ConnectionTrait, TransactionTrait};
 
 /// (ce-type, ce-subject) of every event on this test's EVENTS stream.
 async fn events(env: &TestEnv, at_least: usize) -> Vec<(String, String)> {
-    let js = async_nats::jetstream::new(env.nats().await);
-    eventually("domain events", Duration::from_secs(20), || {
-        let js = js.clone();
-        async move {
-            let mut stream = js.get_stream(env.stream("EVENTS")).await.ok()?;
-            let info = stream.info().await.ok()?;
-            if (info.state.messages as usize) < at_least {
-                return None;
-            }
-            let mut out = Vec::new();
-            for seq in info.state.first_sequence..=info.state.last_sequence {
-                if let Ok(m) = stream.get_raw_message(seq).await {
-                    let h = |k: &str| {
-                        m.headers
-                            .get(k)
-                            .map(|v| v.as_str().to_owned())
-                            .unwrap_or_default()
-                    };
-                    out.push((h("ce-type"), h("ce-subject")));
-                }
-            }
-            Some(out)
-        }
-    })
-    .await
+    env.stream_headers("EVENTS", at_least)
+        .await
+        .iter()
+        .map(|h| (header(h, "ce-type"), header(h, "ce-subject")))
+        .collect()
 }
 
 #[tokio::test]

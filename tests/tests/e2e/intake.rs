@@ -74,35 +74,11 @@ async fn all_items(addr: std::net::SocketAddr, token: &str) -> Vec<qpb::WorkItem
 
 /// Dead-lettered messages of this test: (reason, ce-id).
 async fn dead_letters(env: &TestEnv, expected: usize) -> Vec<(String, String)> {
-    let js = async_nats::jetstream::new(env.nats().await);
-    eventually("dead-lettered messages", Duration::from_secs(30), || {
-        let js = js.clone();
-        async move {
-            let mut stream = js.get_stream(env.stream("DEADLETTER")).await.ok()?;
-            let info = stream.info().await.ok()?;
-            if (info.state.messages as usize) < expected {
-                return None;
-            }
-            let mut out = Vec::new();
-            for seq in info.state.first_sequence..=info.state.last_sequence {
-                if let Ok(m) = stream.get_raw_message(seq).await {
-                    let reason = m
-                        .headers
-                        .get("guichet-dlq-reason")
-                        .map(|v| v.as_str().to_owned())
-                        .unwrap_or_default();
-                    let id = m
-                        .headers
-                        .get("ce-id")
-                        .map(|v| v.as_str().to_owned())
-                        .unwrap_or_default();
-                    out.push((reason, id));
-                }
-            }
-            Some(out)
-        }
-    })
-    .await
+    env.stream_headers("DEADLETTER", expected)
+        .await
+        .iter()
+        .map(|h| (header(h, "guichet-dlq-reason"), header(h, "ce-id")))
+        .collect()
 }
 
 #[tokio::test]
