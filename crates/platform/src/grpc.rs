@@ -18,6 +18,9 @@ use tonic::server::NamedService;
 use tonic::service::RoutesBuilder;
 use tonic::{Code, Status};
 use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::admin::Readiness;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// Collects the gRPC services of the roles a process runs.
@@ -62,16 +65,35 @@ impl GrpcServer {
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
+        readiness: Readiness,
     ) -> anyhow::Result<()> {
+        // gRPC health mirrors readiness (started, bus connected, databases
+        // answering), so Kubernetes' native gRPC probes and load balancers
+        // see what `/readyz` sees.
         let (reporter, health) = tonic_health::server::health_reporter();
-        for name in &self.names {
-            reporter
-                .set_service_status(*name, ServingStatus::Serving)
-                .await;
-        }
-        reporter
-            .set_service_status("", ServingStatus::Serving)
-            .await;
+        let initial = health_status(&readiness).await;
+        set_all(&reporter, &self.names, initial).await;
+        let mirror_reporter = reporter.clone();
+        let mirror_names = self.names.clone();
+        let mirror_stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = initial;
+            loop {
+                tokio::select! {
+                    _ = mirror_stop.cancelled() => return,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+                }
+                let now = health_status(&readiness).await;
+                if now != last {
+                    tracing::info!(
+                        serving = now == ServingStatus::Serving,
+                        "grpc health changed"
+                    );
+                    set_all(&mirror_reporter, &mirror_names, now).await;
+                    last = now;
+                }
+            }
+        });
         // Reflection lists only what this process serves (the descriptor set
         // also holds the contracts of roles it does not run).
         let reflection = || {
@@ -97,14 +119,7 @@ impl GrpcServer {
         let signal = async move {
             drain.cancelled().await;
             // Tell load balancers first, then stop accepting.
-            for name in &names {
-                reporter
-                    .set_service_status(*name, ServingStatus::NotServing)
-                    .await;
-            }
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
+            set_all(&reporter, &names, ServingStatus::NotServing).await;
         };
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         tonic::transport::Server::builder()
@@ -115,6 +130,21 @@ impl GrpcServer {
             .await?;
         Ok(())
     }
+}
+
+async fn health_status(readiness: &Readiness) -> ServingStatus {
+    if readiness.check().await.is_ok() {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    }
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+    reporter.set_service_status("", status).await;
 }
 
 fn server_span(req: &http::Request<()>) -> tracing::Span {

@@ -243,7 +243,9 @@ pub async fn start(
 
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let grpc_stop = CancellationToken::new();
-    let grpc = tokio::spawn(server.serve(grpc_listener, grpc_stop.clone()));
+    // Every role is built: ready (unless a dependency check fails).
+    readiness.set_started(true);
+    let grpc = tokio::spawn(server.serve(grpc_listener, grpc_stop.clone(), readiness.clone()));
     // Not a child of `shutdown`: the supervisor below stops the roles itself,
     // in order, after it has seen the shutdown request.
     let work_stop = CancellationToken::new();
@@ -251,7 +253,6 @@ pub async fn start(
     for service in built {
         work.spawn(service.run(work_stop.clone()));
     }
-    readiness.set_started(true);
     tracing::info!(roles = ?names, %grpc_addr, %admin_addr, "guichet started");
 
     let run_shutdown = shutdown.clone();

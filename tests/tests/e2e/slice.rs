@@ -468,3 +468,41 @@ async fn spans_are_exported_over_otlp_to_the_configured_collector() {
     }
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn grpc_health_and_readyz_report_not_serving_while_a_dependency_is_missing() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    // An identity provider that does not answer: no keys, so not ready.
+    let jwks = format!("http://127.0.0.1:{}/certs", free_port());
+    let app = env
+        .spawn_with(
+            &all_roles(),
+            env.config_with(&[
+                ("GUICHET__AUTH__JWKS_URL", &jwks),
+                ("GUICHET__AUTH__OIDC_ISSUER", "https://idp.test"),
+            ]),
+        )
+        .await;
+    let (status, body) = http_get(app.admin_addr, "/readyz").await.expect("readyz");
+    assert_eq!(status, 503);
+    assert!(body.contains("oidc jwks"), "{body}");
+    let (status, _) = http_get(app.admin_addr, "/healthz").await.expect("healthz");
+    assert_eq!(status, 200, "alive, only not ready");
+    let mut health =
+        tonic_health::pb::health_client::HealthClient::new(channel(app.grpc_addr).await);
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health check")
+        .into_inner();
+    assert_eq!(
+        resp.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
