@@ -246,6 +246,11 @@ pub fn internal(context: &str, err: impl std::fmt::Display) -> Status {
     Status::internal(format!("internal error ({context})"))
 }
 
+/// [`internal`] as a `map_err` argument: `.map_err(internal_err("get dossier"))`.
+pub fn internal_err<E: std::fmt::Display>(context: &str) -> impl Fn(E) -> Status + '_ {
+    move |e| internal(context, e)
+}
+
 /// `Unavailable`: a dependency (database, bus, another role) is down; the
 /// caller may retry.
 pub fn unavailable(context: &str, err: impl std::fmt::Display) -> Status {

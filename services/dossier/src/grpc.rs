@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use guichet_platform::auth::{Role, require};
-use guichet_platform::grpc::{internal, invalid_argument, not_found, page_size};
+use guichet_platform::grpc::{internal_err, invalid_argument, not_found, page_size};
 use guichet_proto::convert::{datetime, timestamp};
 use guichet_proto::dossier::v1 as pb;
 use guichet_proto::intake::v1::Channel;
@@ -113,10 +113,6 @@ fn non_empty(s: &str) -> Option<&str> {
     if s.is_empty() { None } else { Some(s) }
 }
 
-fn db_err(context: &str) -> impl Fn(sea_orm::DbErr) -> Status + '_ {
-    move |e| internal(context, e)
-}
-
 fn timeline_page(entries: Vec<timeline::Model>, limit: u64) -> pb::ListTimelineResponse {
     let next_page_token = if entries.len() as u64 == limit {
         entries
@@ -161,7 +157,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .resolve_citizen(&input, non_empty(&req.request_id))
             .await
-            .map_err(db_err("resolve citizen"))?;
+            .map_err(internal_err("resolve citizen"))?;
         tracing::info!(citizen_id = %view.citizen.id, matched = ?matched, "citizen resolved");
         Ok(Response::new(pb::ResolveCitizenResponse {
             citizen: Some(citizen_pb(view)),
@@ -184,7 +180,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .get_citizen(id)
             .await
-            .map_err(db_err("get citizen"))?
+            .map_err(internal_err("get citizen"))?
             .ok_or_else(|| not_found("citizen", id))?;
         Ok(Response::new(citizen_pb(view)))
     }
@@ -208,7 +204,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         self.store
             .get_citizen(citizen_id)
             .await
-            .map_err(db_err("open dossier"))?
+            .map_err(internal_err("open dossier"))?
             .ok_or_else(|| not_found("citizen", citizen_id))?;
         let summary = format!("Dossier ouvert : {}", def.title);
         let (d, created) = self
@@ -222,7 +218,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
                 non_empty(&req.request_id),
             )
             .await
-            .map_err(db_err("open dossier"))?;
+            .map_err(internal_err("open dossier"))?;
         if created {
             tracing::info!(dossier_id = %d.id, process_id = %d.process_id, "dossier opened");
         }
@@ -241,7 +237,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .get_dossier(id)
             .await
-            .map_err(db_err("get dossier"))?
+            .map_err(internal_err("get dossier"))?
             .ok_or_else(|| not_found("dossier", id))?;
         Ok(Response::new(self.dossier_pb(d)))
     }
@@ -262,7 +258,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
                 limit,
             )
             .await
-            .map_err(db_err("list dossiers"))?;
+            .map_err(internal_err("list dossiers"))?;
         let next_page_token = if list.len() as u64 == limit {
             list.last().map(|d| d.id.clone()).unwrap_or_default()
         } else {
@@ -303,7 +299,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .get_dossier(dossier_id)
             .await
-            .map_err(db_err("record contact"))?
+            .map_err(internal_err("record contact"))?
             .ok_or_else(|| not_found("dossier", dossier_id))?;
         let (entry, created) = self
             .store
@@ -318,7 +314,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
                 source_event_id: non_empty(&req.source_event_id).map(str::to_owned),
             })
             .await
-            .map_err(db_err("record contact"))?;
+            .map_err(internal_err("record contact"))?;
         if created {
             tracing::info!(entry_id = %entry.id, dossier_id = %d.id, kind, "timeline entry recorded");
         }
@@ -340,13 +336,13 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .get_dossier(id)
             .await
-            .map_err(db_err("timeline"))?
+            .map_err(internal_err("timeline"))?
             .ok_or_else(|| not_found("dossier", id))?;
         let entries = self
             .store
             .timeline(Some(&d.id), None, after.as_ref(), limit)
             .await
-            .map_err(db_err("timeline"))?;
+            .map_err(internal_err("timeline"))?;
         Ok(Response::new(timeline_page(entries, limit)))
     }
 
@@ -365,7 +361,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .store
             .timeline(None, Some(id), after.as_ref(), limit)
             .await
-            .map_err(db_err("timeline"))?;
+            .map_err(internal_err("timeline"))?;
         Ok(Response::new(timeline_page(entries, limit)))
     }
 }

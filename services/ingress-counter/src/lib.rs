@@ -20,7 +20,7 @@ use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
 use guichet_platform::contact::parse_hint;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
-use guichet_platform::grpc::{GrpcServer, internal, invalid_argument, unavailable};
+use guichet_platform::grpc::{GrpcServer, internal, internal_err, invalid_argument, unavailable};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
 use guichet_proto::counter::v1 as pb;
@@ -183,10 +183,10 @@ impl pb::counter_service_server::CounterService for CounterApi {
             .db
             .begin()
             .await
-            .map_err(|e| internal("issue ticket", e))?;
+            .map_err(internal_err("issue ticket"))?;
         let seq = next_counter_value(&txn, "ticket_counters", &format!("{site}|{service}|{day}"))
             .await
-            .map_err(|e| internal("issue ticket", e))?;
+            .map_err(internal_err("issue ticket"))?;
         let number = format!("{letter}{seq:03}");
         let event = IntakeEvent {
             id: event_id.clone(),
@@ -243,10 +243,8 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.outbox
             .stage(&txn, &staged)
             .await
-            .map_err(|e| internal("issue ticket", e))?;
-        txn.commit()
-            .await
-            .map_err(|e| internal("issue ticket", e))?;
+            .map_err(internal_err("issue ticket"))?;
+        txn.commit().await.map_err(internal_err("issue ticket"))?;
         // Answer only after JetStream has the event: the visit is accepted.
         self.outbox
             .publish_now(&staged)
@@ -265,6 +263,6 @@ impl CounterApi {
             .filter(ticket::Column::RequestId.eq(rid))
             .one(&self.db)
             .await
-            .map_err(|e| internal("find ticket", e))
+            .map_err(internal_err("find ticket"))
     }
 }

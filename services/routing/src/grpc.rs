@@ -2,7 +2,7 @@
 
 use guichet_platform::auth::{Role, require};
 use guichet_platform::grpc::{
-    failed_precondition, internal, invalid_argument, not_found, page_size, unavailable,
+    failed_precondition, internal_err, invalid_argument, not_found, page_size, unavailable,
 };
 use guichet_proto::convert::timestamp;
 use guichet_proto::dossier::v1 as dpb;
@@ -96,10 +96,6 @@ pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
     }
 }
 
-fn db_err(context: &str) -> impl Fn(sea_orm::DbErr) -> Status + '_ {
-    move |e| internal(context, e)
-}
-
 #[tonic::async_trait]
 impl pb::queue_service_server::QueueService for QueueApi {
     #[tracing::instrument(skip_all)]
@@ -118,7 +114,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .set_presence(&caller.subject, presence)
             .await
-            .map_err(db_err("set presence"))?;
+            .map_err(internal_err("set presence"))?;
         tracing::info!(agent_id = %caller.subject, presence, "agent presence");
         Ok(Response::new(agent_pb(a)))
     }
@@ -133,7 +129,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .agent(&caller.subject)
             .await
-            .map_err(db_err("take next"))?
+            .map_err(internal_err("take next"))?
             .is_some_and(|a| a.presence == "available");
         if !available {
             return Err(failed_precondition(
@@ -146,7 +142,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .take_next(&caller.subject)
             .await
-            .map_err(db_err("take next"))?
+            .map_err(internal_err("take next"))?
             .ok_or_else(|| Status::not_found("the queue is empty"))?;
         metrics::counter!("guichet_routing_assigned_total", "channel" => item.channel.clone())
             .increment(1);
@@ -168,7 +164,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .get(id.trim())
             .await
-            .map_err(db_err("get work item"))?
+            .map_err(internal_err("get work item"))?
             .ok_or_else(|| not_found("work item", &id))?;
         Ok(Response::new(item_pb(item)))
     }
@@ -192,7 +188,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .get(id)
             .await
-            .map_err(db_err("complete work item"))?
+            .map_err(internal_err("complete work item"))?
             .ok_or_else(|| not_found("work item", id))?;
         if item.status != queue::ASSIGNED
             || item.agent_id.as_deref() != Some(caller.subject.as_str())
@@ -223,7 +219,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .complete(id, &caller.subject, outcome)
             .await
-            .map_err(db_err("complete work item"))?
+            .map_err(internal_err("complete work item"))?
             .ok_or_else(|| {
                 failed_precondition(
                     "ASSIGNMENT",
@@ -261,7 +257,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .queue
             .list(status, offset, limit)
             .await
-            .map_err(db_err("list work items"))?;
+            .map_err(internal_err("list work items"))?;
         let next_page_token = if items.len() as u64 == limit {
             format!("o{}", offset + limit)
         } else {
