@@ -427,7 +427,33 @@ impl Bus {
         }
         .instrument(span.clone())
         .await;
-        let _enter = span.enter();
+        // Never hold `span.enter()` across an await: a stale entered span
+        // makes tracing-subscriber panic on the next `Span::current()`.
+        self.settle(
+            msg,
+            headers,
+            durable,
+            stream_name,
+            stream_sequence,
+            delivered,
+            outcome,
+        )
+        .instrument(span)
+        .await;
+    }
+
+    /// Acknowledge, retry or dead-letter one processed message.
+    #[allow(clippy::too_many_arguments)]
+    async fn settle(
+        &self,
+        msg: jetstream::Message,
+        headers: HeaderMap,
+        durable: &str,
+        stream_name: &str,
+        stream_sequence: u64,
+        delivered: i64,
+        outcome: Result<(), HandlerError>,
+    ) {
         let labels = [
             ("stream", stream_name.to_owned()),
             ("consumer", durable.to_owned()),
