@@ -633,3 +633,5 @@ pub fn intake_at(
         ..Default::default()
     }
 }
+
+pub use prost_types;

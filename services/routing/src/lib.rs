@@ -143,7 +143,8 @@ impl Service {
         let stop = shutdown.clone();
         let every = Duration::from_millis(self.config.maintenance_interval_ms);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
+            // The first pass after one interval, not at once.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut n: u64 = 0;
             loop {

@@ -9,4 +9,5 @@ mod config;
 mod deploy;
 mod events;
 mod intake;
+mod routing_queue;
 mod slice;
