@@ -9,5 +9,6 @@ mod config;
 mod deploy;
 mod events;
 mod intake;
+mod routing_offers;
 mod routing_queue;
 mod slice;
