@@ -9,6 +9,7 @@ mod config;
 mod deploy;
 mod events;
 mod intake;
+mod routing_intake;
 mod routing_offers;
 mod routing_queue;
 mod slice;
