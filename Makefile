@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test fmt lint check-deploy clean-data
+.PHONY: run test bench fmt lint check-deploy clean-data
 
 ## Build and run every role in one process (starts a local NATS if needed).
 run:
@@ -20,6 +20,12 @@ test:
 		echo "guichet: cargo-nextest not installed (cargo install --locked cargo-nextest); using cargo test" >&2; \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## Benchmark routing end to end on SQLite and PostgreSQL (release build).
+## BENCH_ARGS, e.g. `--events 5000 --backends sqlite`.
+bench:
+	@scripts/ensure-services.sh test
+	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 
 fmt:
 	$(CARGO) fmt --all
