@@ -1119,15 +1119,25 @@ impl Queue {
             if res.rows_affected == 0 {
                 continue;
             }
-            let due_local = item.sla_due.map(|d| d.to_rfc3339()).unwrap_or_default();
+            // No summary here: it may quote the citizen. The id and the
+            // dossier reference are enough to open the item.
+            let what = if item.dossier_reference.is_empty() {
+                format!("l'élément {}", item.id)
+            } else {
+                format!("la demande du dossier {}", item.dossier_reference)
+            };
+            let due = item
+                .sla_due
+                .map(|d| d.format("%d/%m/%Y %H:%M UTC").to_string())
+                .unwrap_or_default();
             let message = match level {
                 "breached" => format!(
-                    "Délai dépassé : la demande « {} » (file {}) devait être prise en charge avant {due_local}.",
-                    item.summary, item.queue_id
+                    "Délai dépassé : {what} (file {}) devait être prise en charge avant le {due}.",
+                    item.queue_id
                 ),
                 _ => format!(
-                    "Délai bientôt atteint : la demande « {} » (file {}) doit être prise en charge avant {due_local}.",
-                    item.summary, item.queue_id
+                    "Délai bientôt atteint : {what} (file {}) doit être prise en charge avant le {due}.",
+                    item.queue_id
                 ),
             };
             let event = self.outbox.domain_event(

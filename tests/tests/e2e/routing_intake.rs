@@ -292,3 +292,54 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
     dossier.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn routing_replicas_share_the_durable_consumer_and_route_each_event_once_on_postgres() {
+    let Some(env) = TestEnv::new(Backend::Postgres).await else {
+        return;
+    };
+    let dossier = env.spawn(&[Role::Dossier]).await;
+    let clock = ManualClock::new(t0());
+    let a = env
+        .spawn_routing_with_clock(clock.clone(), dossier.grpc_addr, &[])
+        .await;
+    let b = env
+        .spawn_routing_with_clock(clock.clone(), dossier.grpc_addr, &[])
+        .await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let mut e = intake_at(ipb::Channel::Counter, t0());
+        e.citizen = Some(ipb::CitizenHint {
+            family_name: format!("Replique{i}"),
+            phones: vec![format!("+336{:08}", 20_000_000 + i)],
+            ..Default::default()
+        });
+        env.publish_intake(&e).await;
+        ids.push(e.id);
+    }
+    let q = queue_client(a.grpc_addr, &agent).await;
+    let items = eventually("30 items routed", Duration::from_secs(60), || {
+        let mut q = q.clone();
+        async move {
+            let page = q
+                .list_work_items(qpb::ListWorkItemsRequest {
+                    page_size: 100,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            Some(page.items).filter(|i| i.len() >= 30)
+        }
+    })
+    .await;
+    let mut routed: Vec<String> = items.into_iter().map(|i| i.intake_event_id).collect();
+    routed.sort();
+    ids.sort();
+    assert_eq!(routed, ids, "each event routed exactly once");
+    a.stop().await;
+    b.stop().await;
+    dossier.stop().await.unwrap();
+    env.cleanup().await;
+}
