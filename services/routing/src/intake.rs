@@ -112,6 +112,7 @@ impl Router {
             .resolve_citizen(dpb::ResolveCitizenRequest {
                 hint: event.citizen.clone(),
                 request_id: event.id.clone(),
+                candidates_only: false,
             })
             .await
             .map_err(|s| classify("resolve citizen", s))?
