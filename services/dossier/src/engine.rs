@@ -445,8 +445,9 @@ impl Store {
             txn.commit().await?;
             return Ok(false);
         };
-        // Stale: the dossier left the state entry the timer was armed for.
-        if d.revision != t.revision || d.state != t.state {
+        // Stale: the dossier left the state the timer was armed for (leaving
+        // cancels timers; this guards against a race with that).
+        if d.state != t.state {
             txn.commit().await?;
             return Ok(false);
         }
