@@ -179,6 +179,14 @@ impl TestEnv {
             .issue(subject, roles, &[], Duration::from_secs(3600))
     }
 
+    /// A token for `subject` with `roles` and membership of `groups`.
+    pub fn token_in_groups(&self, subject: &str, roles: &[AuthRole], groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        Authenticator::new(&self.config().auth)
+            .expect("authenticator")
+            .issue(subject, roles, &groups, Duration::from_secs(3600))
+    }
+
     /// A raw NATS connection (for publishing test messages).
     pub async fn nats(&self) -> async_nats::Client {
         async_nats::connect(&self.nats_url)

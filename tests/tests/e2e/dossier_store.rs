@@ -75,7 +75,11 @@ fn at(street: &str) -> Option<Address> {
     })
 }
 
-async fn open(fx: &Fx, citizen: &str, process: &str) -> guichet_dossier::db::entities::dossier::Model {
+async fn open(
+    fx: &Fx,
+    citizen: &str,
+    process: &str,
+) -> guichet_dossier::db::entities::dossier::Model {
     let catalog = fx.store.catalog();
     let def = catalog.get_latest(process).unwrap();
     fx.store
@@ -85,10 +89,17 @@ async fn open(fx: &Fx, citizen: &str, process: &str) -> guichet_dossier::db::ent
         .0
 }
 
-async fn fire(fx: &Fx, d: &guichet_dossier::db::entities::dossier::Model, to: &str, actor: &str, reason: &str)
-    -> Result<guichet_dossier::db::entities::dossier::Model, TransitionError> {
+async fn fire(
+    fx: &Fx,
+    d: &guichet_dossier::db::entities::dossier::Model,
+    to: &str,
+    actor: &str,
+    reason: &str,
+) -> Result<guichet_dossier::db::entities::dossier::Model, TransitionError> {
     let catalog = fx.store.catalog();
-    let def = catalog.get(&d.process_id, d.process_version as u32).unwrap();
+    let def = catalog
+        .get(&d.process_id, d.process_version as u32)
+        .unwrap();
     fx.store
         .apply_transition(Change {
             dossier: d,
@@ -103,36 +114,63 @@ async fn fire(fx: &Fx, d: &guichet_dossier::db::entities::dossier::Model, to: &s
 }
 
 async fn resolution_cases(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
     // Same phone in two formats: known.
     let a = s
-        .resolve_citizen(&person("Amélie", "Durand", &["06 12 34 56 78"], &[]), Some("r1"), false)
+        .resolve_citizen(
+            &person("Amélie", "Durand", &["06 12 34 56 78"], &[]),
+            Some("r1"),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(a.matched, Match::Created);
     let a_id = a.citizen.unwrap().citizen.id;
     let again = s
-        .resolve_citizen(&person("", "", &["+33 6 12 34 56 78"], &[]), Some("r2"), false)
+        .resolve_citizen(
+            &person("", "", &["+33 6 12 34 56 78"], &[]),
+            Some("r2"),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(again.matched, Match::Known);
     assert_eq!(again.citizen.unwrap().citizen.id, a_id);
     // A retry of the first request returns the same citizen.
     let retry = s
-        .resolve_citizen(&person("Amélie", "Durand", &["06 12 34 56 78"], &[]), Some("r1"), false)
+        .resolve_citizen(
+            &person("Amélie", "Durand", &["06 12 34 56 78"], &[]),
+            Some("r1"),
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(retry.citizen.unwrap().citizen.id, a_id);
 
     // Email case: known, and the new phone is added to the record.
     let b = s
-        .resolve_citizen(&person("Bruno", "Petit", &[], &["Bruno.Petit@Exemple.FR"]), None, false)
+        .resolve_citizen(
+            &person("Bruno", "Petit", &[], &["Bruno.Petit@Exemple.FR"]),
+            None,
+            false,
+        )
         .await
         .unwrap();
     let b_id = b.citizen.unwrap().citizen.id;
     let b2 = s
-        .resolve_citizen(&person("Bruno", "Petit", &["01 43 98 65 00"], &["bruno.petit@exemple.fr"]), None, false)
+        .resolve_citizen(
+            &person(
+                "Bruno",
+                "Petit",
+                &["01 43 98 65 00"],
+                &["bruno.petit@exemple.fr"],
+            ),
+            None,
+            false,
+        )
         .await
         .unwrap();
     assert_eq!(b2.matched, Match::Known);
@@ -154,7 +192,11 @@ async fn resolution_cases(backend: Backend) {
     assert!(only.citizen.is_none(), "candidates only: nothing created");
     assert_eq!(only.candidates.len(), 1);
     assert_eq!(only.candidates[0].citizen.citizen.id, first_id);
-    assert!(only.candidates[0].confidence > 0.9, "{}", only.candidates[0].confidence);
+    assert!(
+        only.candidates[0].confidence > 0.9,
+        "{}",
+        only.candidates[0].confidence
+    );
     assert_eq!(only.candidates[0].why, "même nom et même adresse");
     // Same name elsewhere: weaker.
     let mut elsewhere = person("Hélène", "Lefèvre", &[], &[]);
@@ -164,25 +206,60 @@ async fn resolution_cases(backend: Backend) {
 
     // Two citizens sharing a landline: the name tells them apart; without a
     // name, both are candidates.
-    let p1 = s.resolve_citizen(&person("Jean", "Martin", &["01 48 08 00 01"], &[]), None, false).await.unwrap();
+    let p1 = s
+        .resolve_citizen(
+            &person("Jean", "Martin", &["01 48 08 00 01"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     let p1_id = p1.citizen.unwrap().citizen.id;
-    let p2 = s.resolve_citizen(&person("Claire", "Martin", &["01 48 08 00 01"], &[]), None, false).await.unwrap();
-    assert_eq!(p2.matched, Match::Created, "another name on the same line is another person");
+    let p2 = s
+        .resolve_citizen(
+            &person("Claire", "Martin", &["01 48 08 00 01"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        p2.matched,
+        Match::Created,
+        "another name on the same line is another person"
+    );
     let p2_id = p2.citizen.unwrap().citizen.id;
     assert_ne!(p1_id, p2_id);
-    let claire = s.resolve_citizen(&person("Claire", "Martin", &["0148080001"], &[]), None, false).await.unwrap();
+    let claire = s
+        .resolve_citizen(
+            &person("Claire", "Martin", &["0148080001"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     assert_eq!(claire.matched, Match::Known);
     assert_eq!(claire.citizen.unwrap().citizen.id, p2_id);
-    let anonymous = s.resolve_citizen(&person("", "", &["01 48 08 00 01"], &[]), None, true).await.unwrap();
+    let anonymous = s
+        .resolve_citizen(&person("", "", &["01 48 08 00 01"], &[]), None, true)
+        .await
+        .unwrap();
     assert_eq!(anonymous.matched, Match::Maybe);
-    let ids: Vec<_> = anonymous.candidates.iter().map(|c| c.citizen.citizen.id.clone()).collect();
+    let ids: Vec<_> = anonymous
+        .candidates
+        .iter()
+        .map(|c| c.citizen.citizen.id.clone())
+        .collect();
     assert_eq!(ids.len(), 2);
     assert!(ids.contains(&p1_id) && ids.contains(&p2_id));
 
     // Search by name without accents, and by phone in another format.
     let found = s.search_citizens("lefevre helene", None, 10).await.unwrap();
     assert_eq!(found.len(), 1);
-    let found = s.search_citizens("+33 1 48 08 00 01", None, 10).await.unwrap();
+    let found = s
+        .search_citizens("+33 1 48 08 00 01", None, 10)
+        .await
+        .unwrap();
     assert_eq!(found.len(), 2);
     fx.env.cleanup().await;
 }
@@ -198,48 +275,117 @@ async fn citizens_resolve_on_postgres() {
 }
 
 async fn merge_and_split(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
-    let a = s.resolve_citizen(&person("Léa", "Roux", &["06 11 11 11 11"], &["lea@exemple.fr"]), None, false).await.unwrap().citizen.unwrap();
-    let b = s.resolve_citizen(&person("Lea", "Roux", &["06 22 22 22 22"], &["lea@exemple.fr".to_uppercase().as_str()]), None, false).await.unwrap();
+    let a = s
+        .resolve_citizen(
+            &person("Léa", "Roux", &["06 11 11 11 11"], &["lea@exemple.fr"]),
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
+    let b = s
+        .resolve_citizen(
+            &person(
+                "Lea",
+                "Roux",
+                &["06 22 22 22 22"],
+                &["lea@exemple.fr".to_uppercase().as_str()],
+            ),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
     // Same email: recognised, not duplicated.
     assert_eq!(b.citizen.as_ref().unwrap().citizen.id, a.citizen.id);
     // A duplicate created from a letter without contact points.
     let mut letter = person("Léa", "Roux", &["07 33 33 33 33"], &[]);
     letter.address = at("5 avenue du Château");
     let dup = s.resolve_citizen(&letter, None, false).await.unwrap();
-    assert_eq!(dup.matched, Match::Maybe, "same name: the agent must confirm");
+    assert_eq!(
+        dup.matched,
+        Match::Maybe,
+        "same name: the agent must confirm"
+    );
     let dup = dup.citizen.unwrap();
     let d_dup = open(&fx, &dup.citizen.id, "essai").await;
     let d_a = open(&fx, &a.citizen.id, "essai").await;
 
-    let m = s.merge_citizens(&a.citizen.id, &dup.citizen.id, "agent-1", "même personne, vérifié au guichet").await.unwrap();
-    let merged = s.get_citizen(&a.citizen.id).await.unwrap().unwrap();
-    assert!(merged.phones.contains(&"+33733333333".to_string()));
-    assert_eq!(s.get_dossier(&d_dup.id).await.unwrap().unwrap().citizen_id, a.citizen.id);
-    let source = s.get_citizen(&dup.citizen.id).await.unwrap().unwrap();
-    assert_eq!(source.citizen.merged_into.as_deref(), Some(a.citizen.id.as_str()));
-    let history = s
-        .timeline(None, Some(&a.citizen.id), &TimelineFilter::default(), None, 100)
+    let m = s
+        .merge_citizens(
+            &a.citizen.id,
+            &dup.citizen.id,
+            "agent-1",
+            "même personne, vérifié au guichet",
+        )
         .await
         .unwrap();
-    assert!(history.iter().any(|e| e.dossier_id.as_deref() == Some(d_dup.id.as_str())));
+    let merged = s.get_citizen(&a.citizen.id).await.unwrap().unwrap();
+    assert!(merged.phones.contains(&"+33733333333".to_string()));
+    assert_eq!(
+        s.get_dossier(&d_dup.id).await.unwrap().unwrap().citizen_id,
+        a.citizen.id
+    );
+    let source = s.get_citizen(&dup.citizen.id).await.unwrap().unwrap();
+    assert_eq!(
+        source.citizen.merged_into.as_deref(),
+        Some(a.citizen.id.as_str())
+    );
+    let history = s
+        .timeline(
+            None,
+            Some(&a.citizen.id),
+            &TimelineFilter::default(),
+            None,
+            100,
+        )
+        .await
+        .unwrap();
+    assert!(
+        history
+            .iter()
+            .any(|e| e.dossier_id.as_deref() == Some(d_dup.id.as_str()))
+    );
     assert!(history.iter().any(|e| e.kind == "merge"));
     // Merged records are no longer resolved nor merged again.
-    assert!(s.merge_citizens(&a.citizen.id, &dup.citizen.id, "agent-1", "encore").await.is_err());
-    let by_phone = s.resolve_citizen(&person("", "", &["07 33 33 33 33"], &[]), None, false).await.unwrap();
+    assert!(
+        s.merge_citizens(&a.citizen.id, &dup.citizen.id, "agent-1", "encore")
+            .await
+            .is_err()
+    );
+    let by_phone = s
+        .resolve_citizen(&person("", "", &["07 33 33 33 33"], &[]), None, false)
+        .await
+        .unwrap();
     assert_eq!(by_phone.citizen.unwrap().citizen.id, a.citizen.id);
 
     // A wrong merge is split back: everything that moved goes back.
-    s.split_citizen(&m.id, "superviseur-1", "homonymes, pas la même personne").await.unwrap();
+    s.split_citizen(&m.id, "superviseur-1", "homonymes, pas la même personne")
+        .await
+        .unwrap();
     let back = s.get_citizen(&dup.citizen.id).await.unwrap().unwrap();
     assert!(back.citizen.merged_into.is_none());
     assert_eq!(back.phones, vec!["+33733333333".to_string()]);
-    assert_eq!(s.get_dossier(&d_dup.id).await.unwrap().unwrap().citizen_id, dup.citizen.id);
-    assert_eq!(s.get_dossier(&d_a.id).await.unwrap().unwrap().citizen_id, a.citizen.id);
+    assert_eq!(
+        s.get_dossier(&d_dup.id).await.unwrap().unwrap().citizen_id,
+        dup.citizen.id
+    );
+    assert_eq!(
+        s.get_dossier(&d_a.id).await.unwrap().unwrap().citizen_id,
+        a.citizen.id
+    );
     let a_after = s.get_citizen(&a.citizen.id).await.unwrap().unwrap();
     assert!(!a_after.phones.contains(&"+33733333333".to_string()));
-    assert!(s.split_citizen(&m.id, "x", "deux fois").await.is_err(), "a merge splits once");
+    assert!(
+        s.split_citizen(&m.id, "x", "deux fois").await.is_err(),
+        "a merge splits once"
+    );
     fx.env.cleanup().await;
 }
 
@@ -254,11 +400,26 @@ async fn merge_and_split_on_postgres() {
 }
 
 async fn timers(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
-    let c = s.resolve_citizen(&person("Noé", "Blanc", &["06 44 44 44 44"], &[]), None, false).await.unwrap().citizen.unwrap();
+    let c = s
+        .resolve_citizen(
+            &person("Noé", "Blanc", &["06 44 44 44 44"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
     let d = open(&fx, &c.citizen.id, "essai").await;
-    assert_eq!(s.pending_timers(&d.id).await.unwrap().len(), 2, "reminder and auto-close armed");
+    assert_eq!(
+        s.pending_timers(&d.id).await.unwrap().len(),
+        2,
+        "reminder and auto-close armed"
+    );
 
     // Nothing is due yet.
     fx.clock.advance(Duration::days(2));
@@ -267,18 +428,32 @@ async fn timers(backend: Backend) {
     fx.clock.advance(Duration::days(1) + Duration::minutes(1));
     assert_eq!(s.fire_due_timers(100).await.unwrap(), 1);
     assert_eq!(s.fire_due_timers(100).await.unwrap(), 0, "fired once");
-    let entries = s.timeline(Some(&d.id), None, &TimelineFilter::default(), None, 50).await.unwrap();
-    assert!(entries.iter().any(|e| e.kind == "message_sent" && e.summary.contains("relance-pieces")));
+    let entries = s
+        .timeline(Some(&d.id), None, &TimelineFilter::default(), None, 50)
+        .await
+        .unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e.kind == "message_sent" && e.summary.contains("relance-pieces"))
+    );
     // Day 10: the dossier closes itself, with the reason.
     fx.clock.advance(Duration::days(7));
     assert_eq!(s.fire_due_timers(100).await.unwrap(), 1);
     let closed = s.get_dossier(&d.id).await.unwrap().unwrap();
     assert_eq!(closed.state, "classee");
     assert!(closed.closed_at.is_some());
-    let entries = s.timeline(Some(&d.id), None, &TimelineFilter::default(), None, 50).await.unwrap();
+    let entries = s
+        .timeline(Some(&d.id), None, &TimelineFilter::default(), None, 50)
+        .await
+        .unwrap();
     let change = entries.iter().find(|e| e.kind == "state_change").unwrap();
     assert_eq!(change.actor, "system");
-    assert!(change.summary.contains("Pièces non reçues"), "{}", change.summary);
+    assert!(
+        change.summary.contains("Pièces non reçues"),
+        "{}",
+        change.summary
+    );
 
     // Leaving the state cancels its timers: a dossier completed in time is
     // never closed by the old timer.
@@ -300,7 +475,10 @@ async fn timers(backend: Backend) {
     assert!(s.pending_timers(&d2.id).await.unwrap().is_empty());
     fx.clock.advance(Duration::days(30));
     s.fire_due_timers(100).await.unwrap();
-    assert_eq!(s.get_dossier(&d2.id).await.unwrap().unwrap().state, "instruction");
+    assert_eq!(
+        s.get_dossier(&d2.id).await.unwrap().unwrap().state,
+        "instruction"
+    );
     // SLA: 5 calendar days in instruction, long past.
     let def = s.catalog().get("essai", 1).unwrap().clone();
     assert!(matches!(
@@ -321,12 +499,27 @@ async fn timers_fire_on_a_controlled_clock_on_postgres() {
 }
 
 async fn concurrent_transitions(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
-    let c = s.resolve_citizen(&person("Iris", "Noir", &["06 55 55 55 55"], &[]), None, false).await.unwrap().citizen.unwrap();
+    let c = s
+        .resolve_citizen(
+            &person("Iris", "Noir", &["06 55 55 55 55"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
     for round in 0..5 {
         let d = open(&fx, &c.citizen.id, "essai").await;
-        let sha = s.objects().put(format!("piece {round}").as_bytes()).await.unwrap();
+        let sha = s
+            .objects()
+            .put(format!("piece {round}").as_bytes())
+            .await
+            .unwrap();
         s.add_document(NewDocument {
             dossier: d.clone(),
             sha256: sha,
@@ -341,7 +534,9 @@ async fn concurrent_transitions(backend: Backend) {
         .unwrap();
         let d = s.get_dossier(&d.id).await.unwrap().unwrap();
         let d = fire(&fx, &d, "instruction", "agent-1", "").await.unwrap();
-        s.add_note(&d, "private", "avis favorable", "agent-1", None).await.unwrap();
+        s.add_note(&d, "private", "avis favorable", "agent-1", None)
+            .await
+            .unwrap();
         let d = s.get_dossier(&d.id).await.unwrap().unwrap();
         // Two agents act on the same revision at once: one wins.
         let (a, b) = tokio::join!(
@@ -352,12 +547,22 @@ async fn concurrent_transitions(backend: Backend) {
         assert_eq!(wins, 1, "round {round}: exactly one transition wins");
         let loser = if a.is_ok() { b } else { a };
         assert!(
-            matches!(loser, Err(TransitionError::Conflict)) || matches!(loser, Err(TransitionError::Db(_))),
+            matches!(loser, Err(TransitionError::Conflict))
+                || matches!(loser, Err(TransitionError::Db(_))),
             "the loser is told it lost"
         );
         let final_state = s.get_dossier(&d.id).await.unwrap().unwrap();
         let changes = s
-            .timeline(Some(&d.id), None, &TimelineFilter { kinds: vec!["state_change".into()], ..Default::default() }, None, 50)
+            .timeline(
+                Some(&d.id),
+                None,
+                &TimelineFilter {
+                    kinds: vec!["state_change".into()],
+                    ..Default::default()
+                },
+                None,
+                50,
+            )
             .await
             .unwrap();
         assert_eq!(changes.len(), 2, "one entry per applied transition");
@@ -377,14 +582,27 @@ async fn concurrent_transitions_have_one_winner_on_postgres() {
 }
 
 async fn retention(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
-    let c = s.resolve_citizen(&person("Paul", "Vert", &["06 66 66 66 66"], &[]), None, false).await.unwrap().citizen.unwrap();
+    let c = s
+        .resolve_citizen(
+            &person("Paul", "Vert", &["06 66 66 66 66"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
     let keep = open(&fx, &c.citizen.id, "essai").await;
     let purge = open(&fx, &c.citizen.id, "essai").await;
     let open_one = open(&fx, &c.citizen.id, "essai").await;
     // Under instruction: no auto-close timer, stays open.
-    let open_one = fire(&fx, &open_one, "instruction", "agent-1", "").await.unwrap();
+    let open_one = fire(&fx, &open_one, "instruction", "agent-1", "")
+        .await
+        .unwrap();
     let sha = s.objects().put(b"scan du courrier").await.unwrap();
     for d in [&keep, &purge] {
         s.add_document(NewDocument {
@@ -404,7 +622,9 @@ async fn retention(backend: Backend) {
     fx.clock.advance(Duration::days(11));
     s.fire_due_timers(100).await.unwrap();
     let keep = s.get_dossier(&keep.id).await.unwrap().unwrap();
-    s.set_legal_hold(&keep, true, "contentieux en cours", "superviseur-1").await.unwrap();
+    s.set_legal_hold(&keep, true, "contentieux en cours", "superviseur-1")
+        .await
+        .unwrap();
     // Not yet past the 30-day retention.
     fx.clock.advance(Duration::days(29));
     let r = s.purge_expired(false, "system").await.unwrap();
@@ -414,21 +634,32 @@ async fn retention(backend: Backend) {
     fx.clock.advance(Duration::days(2));
     let dry = s.purge_expired(true, "system").await.unwrap();
     assert_eq!(dry.references, vec![purge.reference.clone()]);
-    assert!(s.get_dossier(&purge.id).await.unwrap().is_some(), "dry run deletes nothing");
+    assert!(
+        s.get_dossier(&purge.id).await.unwrap().is_some(),
+        "dry run deletes nothing"
+    );
     let r = s.purge_expired(false, "system").await.unwrap();
     assert_eq!(r.references, vec![purge.reference.clone()]);
     assert_eq!(r.held, vec![keep.reference.clone()]);
     assert!(s.get_dossier(&purge.id).await.unwrap().is_none());
     assert!(s.get_dossier(&keep.id).await.unwrap().is_some());
     assert!(s.get_dossier(&open_one.id).await.unwrap().is_some());
-    assert!(s.objects().exists(&sha).await.unwrap(), "still referenced by the held dossier");
+    assert!(
+        s.objects().exists(&sha).await.unwrap(),
+        "still referenced by the held dossier"
+    );
     // Lifting the hold: purged with its now unreferenced object.
     let keep = s.get_dossier(&keep.id).await.unwrap().unwrap();
-    s.set_legal_hold(&keep, false, "", "superviseur-1").await.unwrap();
+    s.set_legal_hold(&keep, false, "", "superviseur-1")
+        .await
+        .unwrap();
     let r = s.purge_expired(false, "system").await.unwrap();
     assert_eq!(r.references, vec![keep.reference.clone()]);
     assert!(!s.objects().exists(&sha).await.unwrap());
-    let audit = s.list_audit(Some(&format!("dossiers/{}", purge.id)), None, None, 50).await.unwrap();
+    let audit = s
+        .list_audit(Some(&format!("dossiers/{}", purge.id)), None, None, 50)
+        .await
+        .unwrap();
     assert!(audit.iter().any(|a| a.action == "dossier.purge"));
     fx.env.cleanup().await;
 }
@@ -444,41 +675,100 @@ async fn retention_purge_respects_legal_holds_on_postgres() {
 }
 
 async fn export_and_erasure(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
     let mut input = person("Zoé", "Marchand", &["06 77 77 77 77"], &["zoe@exemple.fr"]);
     input.address = at("8 rue de Montreuil");
-    let c = s.resolve_citizen(&input, None, false).await.unwrap().citizen.unwrap();
+    let c = s
+        .resolve_citizen(&input, None, false)
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
     let d = open(&fx, &c.citizen.id, "essai").await;
-    s.add_note(&d, "private", "appel reçu, pièces demandées", "agent-1", None).await.unwrap();
-    let json = s.export_citizen(&c.citizen.id, "superviseur-1").await.unwrap().unwrap();
+    s.add_note(
+        &d,
+        "private",
+        "appel reçu, pièces demandées",
+        "agent-1",
+        None,
+    )
+    .await
+    .unwrap();
+    let json = s
+        .export_citizen(&c.citizen.id, "superviseur-1")
+        .await
+        .unwrap()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["citizen"]["family_name"], "Marchand");
     assert_eq!(v["phones"][0], "+33677777777");
     assert_eq!(v["dossiers"][0]["reference"], d.reference);
-    assert!(v["timeline"].as_array().unwrap().iter().any(|e| e["summary"] == "appel reçu, pièces demandées"));
+    assert!(
+        v["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["summary"] == "appel reçu, pièces demandées")
+    );
 
     // An open dossier keeps the data.
-    let refused = s.erase_citizen(&c.citizen.id, "admin-1", "demande de l'usager").await;
-    assert!(matches!(refused, Err(guichet_dossier::privacy::EraseError::Retained(ref r)) if r == &vec![d.reference.clone()]));
+    let refused = s
+        .erase_citizen(&c.citizen.id, "admin-1", "demande de l'usager")
+        .await;
+    assert!(
+        matches!(refused, Err(guichet_dossier::privacy::EraseError::Retained(ref r)) if r == &vec![d.reference.clone()])
+    );
     // Closed, but within retention: still kept.
     fx.clock.advance(Duration::days(11));
     s.fire_due_timers(100).await.unwrap();
-    assert!(s.erase_citizen(&c.citizen.id, "admin-1", "demande").await.is_err());
+    assert!(
+        s.erase_citizen(&c.citizen.id, "admin-1", "demande")
+            .await
+            .is_err()
+    );
     // Past retention: erased, and the erasure recorded.
     fx.clock.advance(Duration::days(31));
-    let erased = s.erase_citizen(&c.citizen.id, "admin-1", "demande de l'usager").await.unwrap();
+    let erased = s
+        .erase_citizen(&c.citizen.id, "admin-1", "demande de l'usager")
+        .await
+        .unwrap();
     assert_eq!(erased.dossiers, 1);
     assert!(erased.entries >= 3);
     let tomb = s.get_citizen(&c.citizen.id).await.unwrap().unwrap();
     assert!(tomb.citizen.erased_at.is_some());
-    assert!(tomb.citizen.family_name.is_empty() && tomb.phones.is_empty() && tomb.emails.is_empty());
-    assert!(s.search_citizens("Marchand", None, 10).await.unwrap().is_empty());
-    let again = s.resolve_citizen(&person("", "", &["06 77 77 77 77"], &[]), None, false).await.unwrap();
-    assert_eq!(again.matched, Match::Created, "the number no longer leads to the erased person");
-    let audit = s.list_audit(Some(&format!("citizens/{}", c.citizen.id)), None, None, 50).await.unwrap();
-    let erase = audit.iter().find(|a| a.action == "citizen.erase").expect("erasure audited");
-    assert!(!erase.detail.contains("Marchand"), "no personal data in the audit");
+    assert!(
+        tomb.citizen.family_name.is_empty() && tomb.phones.is_empty() && tomb.emails.is_empty()
+    );
+    assert!(
+        s.search_citizens("Marchand", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let again = s
+        .resolve_citizen(&person("", "", &["06 77 77 77 77"], &[]), None, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        again.matched,
+        Match::Created,
+        "the number no longer leads to the erased person"
+    );
+    let audit = s
+        .list_audit(Some(&format!("citizens/{}", c.citizen.id)), None, None, 50)
+        .await
+        .unwrap();
+    let erase = audit
+        .iter()
+        .find(|a| a.action == "citizen.erase")
+        .expect("erasure audited");
+    assert!(
+        !erase.detail.contains("Marchand"),
+        "no personal data in the audit"
+    );
     assert!(audit.iter().any(|a| a.action == "citizen.export"));
     fx.env.cleanup().await;
 }
@@ -494,9 +784,20 @@ async fn export_and_erasure_on_postgres() {
 }
 
 async fn timeline_across_channels(backend: Backend) {
-    let Some(fx) = fixture(backend).await else { return };
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
     let s = &fx.store;
-    let c = s.resolve_citizen(&person("Ana", "Gris", &["06 88 88 88 88"], &[]), None, false).await.unwrap().citizen.unwrap();
+    let c = s
+        .resolve_citizen(
+            &person("Ana", "Gris", &["06 88 88 88 88"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap()
+        .citizen
+        .unwrap();
     let d = open(&fx, &c.citizen.id, "essai").await;
     let base = fx.clock.now();
     // Monday call, Tuesday email, Wednesday letter, Thursday visit; recorded
@@ -522,12 +823,18 @@ async fn timeline_across_channels(backend: Backend) {
         .await
         .unwrap();
     }
-    let all_contacts = TimelineFilter { kinds: vec!["contact".into()], ..Default::default() };
+    let all_contacts = TimelineFilter {
+        kinds: vec!["contact".into()],
+        ..Default::default()
+    };
     // Newest first, two per page, no entry lost or repeated across pages.
     let mut seen = Vec::new();
     let mut cursor: Option<TimelineCursor> = None;
     loop {
-        let page = s.timeline(None, Some(&c.citizen.id), &all_contacts, cursor.as_ref(), 2).await.unwrap();
+        let page = s
+            .timeline(None, Some(&c.citizen.id), &all_contacts, cursor.as_ref(), 2)
+            .await
+            .unwrap();
         for e in &page {
             seen.push((e.occurred_at, e.summary.clone()));
         }
@@ -535,7 +842,10 @@ async fn timeline_across_channels(backend: Backend) {
             break;
         }
         let last = page.last().unwrap();
-        cursor = Some(TimelineCursor { occurred_at: last.occurred_at, id: last.id.clone() });
+        cursor = Some(TimelineCursor {
+            occurred_at: last.occurred_at,
+            id: last.id.clone(),
+        });
     }
     assert_eq!(seen.len(), 5);
     assert!(seen.windows(2).all(|w| w[0].0 >= w[1].0), "newest first");
@@ -543,7 +853,16 @@ async fn timeline_across_channels(backend: Backend) {
     assert_eq!(seen[4].1, "Appel (attente 2 min, conversation 5 min)");
     // Filters: channel, and period.
     let emails = s
-        .timeline(None, Some(&c.citizen.id), &TimelineFilter { channels: vec!["email".into()], ..Default::default() }, None, 50)
+        .timeline(
+            None,
+            Some(&c.citizen.id),
+            &TimelineFilter {
+                channels: vec!["email".into()],
+                ..Default::default()
+            },
+            None,
+            50,
+        )
         .await
         .unwrap();
     assert_eq!(emails.len(), 2);

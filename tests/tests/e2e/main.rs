@@ -7,6 +7,7 @@
 mod auth;
 mod config;
 mod deploy;
+mod dossier_api;
 mod dossier_store;
 mod events;
 mod intake;
