@@ -57,6 +57,18 @@ enum Command {
     },
     /// List the roles this version serves, one per line.
     Roles,
+    /// Validate process definitions offline (CI, before publishing a version).
+    Processes {
+        #[command(subcommand)]
+        action: ProcessesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProcessesAction {
+    /// Load every `*.toml` of DIR (default: dossier.processes_dir) and report
+    /// the first error with its file, definition and line.
+    Check { dir: Option<PathBuf> },
 }
 
 fn main() -> std::process::ExitCode {
@@ -86,6 +98,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         guichet_platform::config::process_env(),
     )?;
     match cli.command {
+        Command::Processes {
+            action: ProcessesAction::Check { dir },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    GuichetConfig::load(cli.config.as_deref(), std::env::vars())?
+                        .dossier
+                        .processes_dir
+                }
+            };
+            let catalog = guichet_dossier::catalog::Catalog::load_dir(&dir)?;
+            for p in catalog.all() {
+                println!(
+                    "ok  {} v{}  {} states, {} transitions, {} timers  ({})",
+                    p.id,
+                    p.version,
+                    p.states.len(),
+                    p.transitions.len(),
+                    p.timers.len(),
+                    p.title
+                );
+            }
+            println!("{} definitions valid in {}", catalog.len(), dir.display());
+            Ok(())
+        }
         Command::Roles => {
             for r in Role::served() {
                 println!("{}", r.name());

@@ -530,3 +530,49 @@ async fn publishing_a_version_migrates_open_dossiers_only_with_a_full_mapping() 
     app.stop().await.expect("stop");
     env.cleanup().await;
 }
+
+#[test]
+fn processes_check_validates_a_catalog_offline_and_names_the_bad_line() {
+    let ok = std::process::Command::new(guichet_testkit::guichet_bin())
+        .args([
+            "processes",
+            "check",
+            guichet_testkit::processes_dir().as_str(),
+        ])
+        .output()
+        .expect("run guichet processes check");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(out.contains("ok  passeport v1"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let broken = std::fs::read_to_string(fixture_processes().join("essai.toml"))
+        .unwrap()
+        .replace(
+            "guards = [\"note_present\"]",
+            "guards = [\"avis_du_maire\"]",
+        );
+    std::fs::write(dir.path().join("essai.toml"), &broken).unwrap();
+    let bad = std::process::Command::new(guichet_testkit::guichet_bin())
+        .args(["processes", "check"])
+        .arg(dir.path())
+        .output()
+        .expect("run guichet processes check");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("avis_du_maire"))
+        .unwrap()
+        + 1;
+    assert!(
+        err.contains("essai.toml")
+            && err.contains("avis_du_maire")
+            && err.contains(&format!("line {line}")),
+        "{err}"
+    );
+}
