@@ -248,6 +248,28 @@ impl DossierApi {
         Ok(d)
     }
 
+    /// The dossier as a state change with this `request_id` left it, when
+    /// it was already applied (a retried click or a redelivered event).
+    async fn replayed(
+        &self,
+        p: &Principal,
+        request_id: &str,
+    ) -> Result<Option<pb::Dossier>, Status> {
+        let Some(rid) = non_empty(request_id) else {
+            return Ok(None);
+        };
+        let Some(t) = self
+            .store
+            .transition_by_request(rid)
+            .await
+            .map_err(internal_err("transition"))?
+        else {
+            return Ok(None);
+        };
+        let d = self.readable(p, &t.dossier_id, "id").await?;
+        Ok(Some(self.dossier_pb(d).await?))
+    }
+
     fn def_of(&self, d: &dossier::Model) -> Result<ProcessDefinition, Status> {
         self.store
             .catalog()
@@ -883,15 +905,8 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     ) -> Result<Response<pb::Dossier>, Status> {
         let p = require(&request, READERS)?;
         let req = request.into_inner();
-        if let Some(rid) = non_empty(&req.request_id)
-            && let Some(t) = self
-                .store
-                .transition_by_request(rid)
-                .await
-                .map_err(internal_err("transition"))?
-        {
-            let d = self.readable(&p, &t.dossier_id, "id").await?;
-            return Ok(Response::new(self.dossier_pb(d).await?));
+        if let Some(done) = self.replayed(&p, &req.request_id).await? {
+            return Ok(Response::new(done));
         }
         let d = self.readable(&p, &req.id, "id").await?;
         let to =
@@ -980,15 +995,8 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     ) -> Result<Response<pb::Dossier>, Status> {
         let p = require(&request, &[Role::Service, Role::Supervisor])?;
         let req = request.into_inner();
-        if let Some(rid) = non_empty(&req.request_id)
-            && let Some(t) = self
-                .store
-                .transition_by_request(rid)
-                .await
-                .map_err(internal_err("reopen"))?
-        {
-            let d = self.readable(&p, &t.dossier_id, "id").await?;
-            return Ok(Response::new(self.dossier_pb(d).await?));
+        if let Some(done) = self.replayed(&p, &req.request_id).await? {
+            return Ok(Response::new(done));
         }
         let d = self.readable(&p, &req.id, "id").await?;
         let reason = text_field("reason", &req.reason, 2000)?;
