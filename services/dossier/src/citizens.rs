@@ -13,7 +13,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::db::entities::{citizen, contact, dossier, merge, timeline};
+use crate::db::entities::{citizen, contact, dossier, merge, party, timeline};
 use crate::store::{CitizenView, NewEntry, Store, insert_entry};
 
 /// What a merge moved, kept to split it back.
@@ -26,6 +26,12 @@ pub struct Moved {
     pub duplicate_contacts: Vec<(String, String)>,
     pub dossiers: Vec<String>,
     pub entries: Vec<String>,
+    /// "Other citizen concerned" rows re-pointed to the target.
+    #[serde(default)]
+    pub parties: Vec<String>,
+    /// Dossiers where both were concerned: the source's row was dropped.
+    #[serde(default)]
+    pub duplicate_parties: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -241,6 +247,30 @@ impl Store {
             .filter(dossier::Column::CitizenId.eq(source_id))
             .exec(&txn)
             .await?;
+        let target_parties: Vec<String> = party::Entity::find()
+            .filter(party::Column::CitizenId.eq(target_id))
+            .all(&txn)
+            .await?
+            .into_iter()
+            .map(|p| p.dossier_id)
+            .collect();
+        for p in party::Entity::find()
+            .filter(party::Column::CitizenId.eq(source_id))
+            .all(&txn)
+            .await?
+        {
+            if target_parties.contains(&p.dossier_id) {
+                moved.duplicate_parties.push(p.dossier_id.clone());
+                party::Entity::delete_by_id(p.id).exec(&txn).await?;
+            } else {
+                moved.parties.push(p.id);
+            }
+        }
+        party::Entity::update_many()
+            .col_expr(party::Column::CitizenId, Expr::value(target_id))
+            .filter(party::Column::Id.is_in(moved.parties.clone()))
+            .exec(&txn)
+            .await?;
         moved.entries = timeline::Entity::find()
             .filter(timeline::Column::CitizenId.eq(source_id))
             .all(&txn)
@@ -356,6 +386,21 @@ impl Store {
             .filter(timeline::Column::Id.is_in(moved.entries.clone()))
             .exec(&txn)
             .await?;
+        party::Entity::update_many()
+            .col_expr(party::Column::CitizenId, Expr::value(m.source_id.clone()))
+            .filter(party::Column::Id.is_in(moved.parties.clone()))
+            .exec(&txn)
+            .await?;
+        for dossier_id in &moved.duplicate_parties {
+            party::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                dossier_id: Set(dossier_id.clone()),
+                citizen_id: Set(m.source_id.clone()),
+                created_at: Set(now),
+            }
+            .insert(&txn)
+            .await?;
+        }
         citizen::Entity::update_many()
             .col_expr(citizen::Column::MergedInto, Expr::value(None::<String>))
             .col_expr(citizen::Column::UpdatedAt, Expr::value(now))

@@ -175,6 +175,11 @@ impl DossierApi {
             .links(&d.id)
             .await
             .map_err(internal_err("dossier links"))?;
+        let other_citizen_ids = self
+            .store
+            .other_citizens(&d.id)
+            .await
+            .map_err(internal_err("dossier citizens"))?;
         Ok(pb::Dossier {
             process_title: def.map(|p| p.title.clone()).unwrap_or_default(),
             state_title: state.map(|s| s.title.clone()).unwrap_or_default(),
@@ -189,6 +194,7 @@ impl DossierApi {
             revision: d.revision,
             state_enter_time: opt_ts(d.state_entered_at),
             links: links.into_iter().map(link_pb).collect(),
+            other_citizen_ids,
             id: d.id,
             reference: d.reference,
             citizen_id: d.citizen_id,
@@ -867,16 +873,17 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         if paths.is_empty() {
             return Err(invalid_argument("update_mask", "names nothing to update"));
         }
-        let (mut agent, mut department) = (None, None);
+        let (mut agent, mut department, mut others) = (None, None, None);
         for path in &paths {
             match path.as_str() {
                 "holder_agent" => agent = Some(body.holder_agent.trim()),
                 "holder_department" => department = Some(body.holder_department.trim()),
+                "other_citizen_ids" => others = Some(body.other_citizen_ids.clone()),
                 other => {
                     return Err(invalid_argument(
                         "update_mask",
                         format!(
-                            "`{other}` cannot be updated (holder_agent, holder_department); states change with TransitionDossier"
+                            "`{other}` cannot be updated (holder_agent, holder_department, other_citizen_ids); states change with TransitionDossier"
                         ),
                     ));
                 }
@@ -890,10 +897,50 @@ impl pb::dossier_service_server::DossierService for DossierApi {
                 return Err(invalid_argument(field, "is longer than 100 characters"));
             }
         }
-        self.store
-            .set_holder(&d, agent, department, &p.subject)
-            .await
-            .map_err(internal_err("update dossier"))?;
+        if let Some(mut ids) = others {
+            ids.iter_mut().for_each(|i| *i = i.trim().to_owned());
+            ids.sort();
+            ids.dedup();
+            if ids.len() > 10 {
+                return Err(invalid_argument(
+                    "dossier.other_citizen_ids",
+                    "at most 10 other citizens",
+                ));
+            }
+            for (i, id) in ids.iter().enumerate() {
+                let field = format!("dossier.other_citizen_ids[{i}]");
+                if *id == d.citizen_id || id.is_empty() {
+                    return Err(invalid_argument(
+                        &field,
+                        "must be another citizen than the dossier's",
+                    ));
+                }
+                let c = self
+                    .store
+                    .get_citizen(id)
+                    .await
+                    .map_err(internal_err("update dossier"))?
+                    .ok_or_else(|| {
+                        invalid_argument(&field, format!("citizen {id} does not exist"))
+                    })?;
+                if c.citizen.merged_into.is_some() || c.citizen.erased_at.is_some() {
+                    return Err(invalid_argument(
+                        &field,
+                        "this citizen record was merged or erased",
+                    ));
+                }
+            }
+            self.store
+                .set_other_citizens(&d, &ids, &p.subject)
+                .await
+                .map_err(internal_err("update dossier"))?;
+        }
+        if agent.is_some() || department.is_some() {
+            self.store
+                .set_holder(&d, agent, department, &p.subject)
+                .await
+                .map_err(internal_err("update dossier"))?;
+        }
         let d = self.readable(&p, &d.id, "dossier.id").await?;
         Ok(Response::new(self.dossier_pb(d).await?))
     }

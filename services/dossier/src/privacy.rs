@@ -11,7 +11,7 @@ use sea_orm::{
 use serde_json::json;
 
 use crate::db::entities::{
-    audit, citizen, contact, document, dossier, link, merge, timeline, timer, transition,
+    audit, citizen, contact, document, dossier, link, merge, party, timeline, timer, transition,
 };
 use crate::store::Store;
 
@@ -71,6 +71,10 @@ impl Store {
             .await?;
         transition::Entity::delete_many()
             .filter(transition::Column::DossierId.eq(d.id.clone()))
+            .exec(txn)
+            .await?;
+        party::Entity::delete_many()
+            .filter(party::Column::DossierId.eq(d.id.clone()))
             .exec(txn)
             .await?;
         dossier::Entity::delete_by_id(d.id.clone())
@@ -177,8 +181,19 @@ impl Store {
             .order_by_asc(contact::Column::Id)
             .all(self.db())
             .await?;
+        let concerned: Vec<String> = party::Entity::find()
+            .filter(party::Column::CitizenId.eq(id))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|p| p.dossier_id)
+            .collect();
         let dossiers = dossier::Entity::find()
-            .filter(dossier::Column::CitizenId.eq(id))
+            .filter(
+                sea_orm::Condition::any()
+                    .add(dossier::Column::CitizenId.eq(id))
+                    .add(dossier::Column::Id.is_in(concerned)),
+            )
             .order_by_asc(dossier::Column::Id)
             .all(self.db())
             .await?;
@@ -199,6 +214,7 @@ impl Store {
             dossiers_json.push(json!({
                 "id": d.id,
                 "reference": d.reference,
+                "concerned_as": if d.citizen_id == id { "citizen" } else { "other_citizen" },
                 "process": {"id": d.process_id, "version": d.process_version, "title": def.map(|p| p.title.clone())},
                 "state": d.state,
                 "state_title": def.and_then(|p| p.state(&d.state)).map(|s| s.title.clone()),
@@ -288,9 +304,23 @@ impl Store {
             .filter(dossier::Column::CitizenId.eq(id))
             .all(self.db())
             .await?;
+        // Dossiers of others where this citizen is also concerned: their
+        // retention applies too; past it, only the link to the citizen goes.
+        let concerned: Vec<String> = party::Entity::find()
+            .filter(party::Column::CitizenId.eq(id))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|p| p.dossier_id)
+            .collect();
+        let others = dossier::Entity::find()
+            .filter(dossier::Column::Id.is_in(concerned))
+            .all(self.db())
+            .await?;
         let catalog = self.catalog();
         let retained: Vec<String> = dossiers
             .iter()
+            .chain(others.iter())
             .filter(|d| {
                 let retention = catalog
                     .get(&d.process_id, d.process_version as u32)
@@ -326,6 +356,10 @@ impl Store {
             .rows_affected as u32;
         contact::Entity::delete_many()
             .filter(contact::Column::CitizenId.eq(id))
+            .exec(&txn)
+            .await?;
+        party::Entity::delete_many()
+            .filter(party::Column::CitizenId.eq(id))
             .exec(&txn)
             .await?;
         citizen::Entity::update_many()

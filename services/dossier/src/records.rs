@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use crate::catalog::ProcessDefinition;
-use crate::db::entities::{document, dossier, link, timeline};
+use crate::db::entities::{document, dossier, link, party, timeline};
 use crate::engine::{Change, TransitionError};
 use crate::store::{NewEntry, Store, insert_entry};
 
@@ -287,6 +287,47 @@ impl Store {
             .await?;
         self.touch(&txn, &d.id).await?;
         self.stage_update(&txn, &d.id, "holder", actor).await?;
+        txn.commit().await?;
+        self.outbox().notify();
+        Ok(())
+    }
+
+    /// Other citizens concerned by a dossier, oldest first.
+    pub async fn other_citizens(&self, dossier_id: &str) -> Result<Vec<String>, DbErr> {
+        Ok(party::Entity::find()
+            .filter(party::Column::DossierId.eq(dossier_id))
+            .order_by_asc(party::Column::Id)
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|p| p.citizen_id)
+            .collect())
+    }
+
+    /// Replace the other citizens concerned by a dossier.
+    pub async fn set_other_citizens(
+        &self,
+        d: &dossier::Model,
+        citizen_ids: &[String],
+        actor: &str,
+    ) -> Result<(), DbErr> {
+        let txn = self.db().begin().await?;
+        party::Entity::delete_many()
+            .filter(party::Column::DossierId.eq(d.id.clone()))
+            .exec(&txn)
+            .await?;
+        for c in citizen_ids {
+            party::ActiveModel {
+                id: Set(uuid::Uuid::now_v7().to_string()),
+                dossier_id: Set(d.id.clone()),
+                citizen_id: Set(c.clone()),
+                created_at: Set(self.now()),
+            }
+            .insert(&txn)
+            .await?;
+        }
+        self.touch(&txn, &d.id).await?;
+        self.stage_update(&txn, &d.id, "citizens", actor).await?;
         txn.commit().await?;
         self.outbox().notify();
         Ok(())

@@ -630,7 +630,19 @@ impl Store {
             .order_by_desc(dossier::Column::Id)
             .limit(limit);
         if let Some(c) = &f.citizen_id {
-            q = q.filter(dossier::Column::CitizenId.eq(c.as_str()));
+            // As the citizen, or as another citizen concerned.
+            let also: Vec<String> = crate::db::entities::party::Entity::find()
+                .filter(crate::db::entities::party::Column::CitizenId.eq(c.as_str()))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|p| p.dossier_id)
+                .collect();
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(dossier::Column::CitizenId.eq(c.as_str()))
+                    .add(dossier::Column::Id.is_in(also)),
+            );
         }
         if let Some(p) = &f.process_id {
             q = q.filter(dossier::Column::ProcessId.eq(p.as_str()));

@@ -576,3 +576,66 @@ fn processes_check_validates_a_catalog_offline_and_names_the_bad_line() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_dossier_can_concern_several_citizens() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[Role::Dossier]).await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let admin = env.token("admin-1", &[TokenRole::Admin]);
+    let mut a = dossier_client(app.grpc_addr, &agent).await;
+    let first = citizen(&mut a, "Moreau", "06 01 01 01 01").await;
+    let spouse = citizen(&mut a, "Lambert", "06 02 02 02 02").await;
+    let d = open(&mut a, &first, "mariage").await;
+    let update = |ids: Vec<String>| dpb::UpdateDossierRequest {
+        dossier: Some(dpb::Dossier {
+            id: d.id.clone(),
+            other_citizen_ids: ids,
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["other_citizen_ids".into()],
+        }),
+    };
+    let e = a
+        .update_dossier(update(vec!["nobody".into()]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(
+        e.message().contains("other_citizen_ids[0]")
+            || format!("{:?}", e.details()).contains("other_citizen_ids[0]")
+    );
+    let updated = a
+        .update_dossier(update(vec![spouse.clone()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(updated.other_citizen_ids, vec![spouse.clone()]);
+    // The spouse's dossiers include it.
+    let theirs = a
+        .list_dossiers(dpb::ListDossiersRequest {
+            citizen_id: spouse.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(theirs.dossiers.len(), 1);
+    assert_eq!(theirs.dossiers[0].id, d.id);
+    // The open dossier keeps the spouse's data too.
+    let e = dossier_client(app.grpc_addr, &admin)
+        .await
+        .erase_citizen(dpb::EraseCitizenRequest {
+            citizen_id: spouse.clone(),
+            reason: "demande".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains(&d.reference), "{}", e.message());
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}

@@ -262,3 +262,23 @@ pub mod audit {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod party {
+    use sea_orm::entity::prelude::*;
+
+    /// Another citizen concerned by a dossier.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dossier_citizens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub citizen_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -187,6 +187,33 @@ impl MigrationTrait for Migration {
 
         m.create_table(
             Table::create()
+                .table(a("dossier_citizens"))
+                .col(id_pk())
+                .col(ColumnDef::new(a("dossier_id")).string().not_null())
+                .col(ColumnDef::new(a("citizen_id")).string().not_null())
+                .col(ts("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        index(
+            m,
+            "dossier_citizens_unique",
+            "dossier_citizens",
+            &["dossier_id", "citizen_id"],
+            true,
+        )
+        .await?;
+        index(
+            m,
+            "dossier_citizens_by_citizen",
+            "dossier_citizens",
+            &["citizen_id"],
+            false,
+        )
+        .await?;
+
+        m.create_table(
+            Table::create()
                 .table(a("dossier_timers"))
                 .col(id_pk())
                 .col(ColumnDef::new(a("dossier_id")).string().not_null())
