@@ -81,9 +81,80 @@ pub fn clean_name(raw: &str) -> Result<String, String> {
 /// Accent- and case-insensitive key of a name, for matching letters and
 /// walk-ins: `Hélène  DUPONT-Lefèvre` → `helene dupont lefevre`.
 pub fn name_key(given: &str, family: &str) -> String {
-    let joined = format!("{family} {given}");
-    joined
-        .nfd()
+    fold(&format!("{family} {given}"))
+}
+
+/// What a channel knows about a person, parsed: the form every role trusts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CitizenInput {
+    pub given_name: String,
+    pub family_name: String,
+    pub phones: Vec<Phone>,
+    pub emails: Vec<Email>,
+    pub address: Option<Address>,
+}
+
+/// A postal address as written, trimmed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Address {
+    pub lines: Vec<String>,
+    pub postal_code: String,
+    pub city: String,
+    pub country: String,
+}
+
+impl Address {
+    /// Accent-, case- and abbreviation-insensitive key: postal code and
+    /// street lines ("12 bd de la Libération" = "12, Boulevard de la
+    /// Liberation"). Empty when there is no street line.
+    pub fn key(&self) -> String {
+        let street = self
+            .lines
+            .iter()
+            .map(|l| fold(l))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let words: Vec<String> = street
+            .split_whitespace()
+            .map(|w| {
+                match w {
+                    "bd" | "bld" | "boul" | "bvd" => "boulevard",
+                    "av" | "ave" => "avenue",
+                    "pl" => "place",
+                    "che" | "chem" => "chemin",
+                    "imp" => "impasse",
+                    "all" => "allee",
+                    "fg" | "fbg" => "faubourg",
+                    "rte" => "route",
+                    "sq" => "square",
+                    "st" => "saint",
+                    "ste" => "sainte",
+                    "r" => "rue",
+                    "bis" | "b" => "bis",
+                    other => other,
+                }
+                .to_owned()
+            })
+            .collect();
+        if words.is_empty() {
+            return String::new();
+        }
+        let postal: String = self
+            .postal_code
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        format!("{postal} {}", words.join(" "))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty() && self.postal_code.is_empty() && self.city.is_empty()
+    }
+}
+
+/// Lower-case ASCII words without accents or punctuation.
+fn fold(s: &str) -> String {
+    s.nfd()
         .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
         .map(|c| {
             if c.is_alphanumeric() {
@@ -98,13 +169,38 @@ pub fn name_key(given: &str, family: &str) -> String {
         .join(" ")
 }
 
-/// What a channel knows about a person, parsed: the form every role trusts.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CitizenInput {
-    pub given_name: String,
-    pub family_name: String,
-    pub phones: Vec<Phone>,
-    pub emails: Vec<Email>,
+fn parse_address(
+    a: &guichet_proto::intake::v1::PostalAddress,
+    prefix: &str,
+) -> Result<Option<Address>, tonic::Status> {
+    use crate::grpc::invalid_argument;
+    let clean = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let lines: Vec<String> = a
+        .lines
+        .iter()
+        .map(|l| clean(l))
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.len() > 6 || lines.iter().any(|l| l.chars().count() > 200) {
+        return Err(invalid_argument(
+            &format!("{prefix}.lines"),
+            "at most 6 lines of 200 characters",
+        ));
+    }
+    let postal_code = clean(&a.postal_code);
+    if postal_code.chars().count() > 16 {
+        return Err(invalid_argument(
+            &format!("{prefix}.postal_code"),
+            "is too long",
+        ));
+    }
+    let address = Address {
+        lines,
+        postal_code,
+        city: clean(&a.city),
+        country: clean(&a.country),
+    };
+    Ok((!address.is_empty()).then_some(address))
 }
 
 /// Parse a `CitizenHint`; errors are `InvalidArgument` naming the field
@@ -141,11 +237,16 @@ pub fn parse_hint(
             "needs at least a name, a phone number or an email address",
         ));
     }
+    let address = match &hint.address {
+        Some(a) => parse_address(a, &format!("{prefix}.address"))?,
+        None => None,
+    };
     Ok(CitizenInput {
         given_name,
         family_name,
         phones,
         emails,
+        address,
     })
 }
 
@@ -163,6 +264,29 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(a, c);
         assert_eq!(a, d);
+    }
+
+    #[test]
+    fn address_keys_ignore_accents_case_punctuation_and_abbreviations() {
+        let a = Address {
+            lines: vec!["12 bd de la Libération".into()],
+            postal_code: "94300".into(),
+            city: "Vincennes".into(),
+            country: String::new(),
+        };
+        let b = Address {
+            lines: vec!["12, BOULEVARD DE LA LIBERATION".into()],
+            postal_code: "94 300".into(),
+            city: "VINCENNES".into(),
+            country: "France".into(),
+        };
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.key(), "94300 12 boulevard de la liberation");
+        let c = Address {
+            lines: vec!["14 bd de la Libération".into()],
+            ..a.clone()
+        };
+        assert_ne!(a.key(), c.key());
     }
 
     #[test]

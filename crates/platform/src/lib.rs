@@ -9,10 +9,13 @@
 pub mod admin;
 pub mod auth;
 pub mod bus;
+pub mod calendar;
+pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod db;
 pub mod grpc;
+pub mod objects;
 pub mod outbox;
 pub mod shutdown;
 pub mod telemetry;
@@ -28,6 +31,8 @@ pub struct Deps {
     pub auth: std::sync::Arc<auth::Authenticator>,
     pub database: config::DatabaseConfig,
     pub readiness: admin::Readiness,
+    /// Content-addressed document storage shared by every role.
+    pub objects: objects::ObjectStore,
 }
 
 impl Deps {

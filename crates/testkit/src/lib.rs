@@ -179,6 +179,14 @@ impl TestEnv {
             .issue(subject, roles, &[], Duration::from_secs(3600))
     }
 
+    /// A token for `subject` with `roles` and membership of `groups`.
+    pub fn token_in_groups(&self, subject: &str, roles: &[AuthRole], groups: &[&str]) -> String {
+        let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        Authenticator::new(&self.config().auth)
+            .expect("authenticator")
+            .issue(subject, roles, &groups, Duration::from_secs(3600))
+    }
+
     /// A raw NATS connection (for publishing test messages).
     pub async fn nats(&self) -> async_nats::Client {
         async_nats::connect(&self.nats_url)
@@ -565,6 +573,7 @@ impl TestEnv {
             auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
             database: config.database.clone(),
             readiness: readiness.clone(),
+            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
         };
         let service = guichet_routing::build_with_clock(
             config.routing.clone(),

@@ -5,10 +5,30 @@
 //! and an error names the file and the definition; the catalog is immutable
 //! once loaded.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::Path;
 
 use serde::Deserialize;
+
+/// Domains a procedure belongs to.
+pub const DOMAINS: &[&str] = &[
+    "etat-civil",
+    "titres-identite",
+    "petite-enfance",
+    "scolaire",
+    "periscolaire",
+    "urbanisme",
+    "voirie",
+    "elections",
+    "citoyennete",
+    "funeraire",
+    "domaine-public",
+    "social",
+    "affaires-generales",
+];
+
+/// Channels a procedure may start from.
+pub const CHANNELS: &[&str] = &["telephony", "email", "scan", "counter"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,9 +44,38 @@ pub struct ProcessDefinition {
     #[serde(default)]
     pub channels: Vec<String>,
     pub initial_state: String,
+    /// Closed dossiers are purged this many days after closing (0: never).
+    #[serde(default)]
+    pub retention_days: u32,
+    /// Only agents of this group may read dossiers of this process.
+    #[serde(default)]
+    pub restricted_group: Option<String>,
+    /// A closed dossier quoted again is reopened (else a new one is opened).
+    #[serde(default)]
+    pub reopen_on_reference: bool,
+    /// Where a reopened dossier goes.
+    #[serde(default)]
+    pub reopen_state: Option<String>,
+    #[serde(default)]
+    pub documents: Vec<DocumentDefinition>,
     pub states: Vec<StateDefinition>,
     #[serde(default)]
     pub transitions: Vec<TransitionDefinition>,
+    #[serde(default)]
+    pub timers: Vec<TimerDefinition>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DocumentDefinition {
+    pub id: String,
+    pub title: String,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -39,15 +88,92 @@ pub struct StateDefinition {
     pub guidance: String,
     #[serde(default)]
     pub terminal: bool,
+    /// Documents expected by the end of this state.
+    #[serde(default)]
+    pub checklist: Vec<String>,
+    /// Target time in this state, in business hours.
+    #[serde(default)]
+    pub sla_working_hours: Option<u32>,
+    /// Target time in this state, in calendar days.
+    #[serde(default)]
+    pub sla_days: Option<u32>,
+    #[serde(default)]
+    pub actions: Vec<ActionDefinition>,
 }
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ActionDefinition {
+    /// `book_appointment`, `request_signature` or `send_message`.
+    pub kind: String,
+    #[serde(default)]
+    pub appointment_type: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// Conditions a transition may require.
+pub const GUARDS: &[&str] = &[
+    "checklist_complete",
+    "citizen_identified",
+    "appointment_booked",
+    "signature_completed",
+    "note_present",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionDefinition {
     pub from: String,
     pub to: String,
+    /// The button the agent sees (French); the target state's title if empty.
+    #[serde(default)]
+    pub label: String,
     /// Roles allowed to fire it (`agent`, `supervisor`, `admin`, `service`).
     pub roles: Vec<String>,
+    #[serde(default)]
+    pub guards: Vec<String>,
+    #[serde(default)]
+    pub requires_reason: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimerDefinition {
+    /// Armed when a dossier enters this state.
+    pub state: String,
+    #[serde(default)]
+    pub after_days: Option<u32>,
+    #[serde(default)]
+    pub after_working_days: Option<u32>,
+    /// `transition` or `reminder`.
+    pub kind: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// A validation error with the text to locate it in the file.
+struct Invalid {
+    reason: String,
+    /// A snippet of the file (e.g. `"instruction"`) whose first line is reported.
+    near: Option<String>,
+}
+
+fn invalid(reason: impl Into<String>, near: Option<&str>) -> Invalid {
+    Invalid {
+        reason: reason.into(),
+        near: near.map(|n| format!("\"{n}\"")),
+    }
+}
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 impl ProcessDefinition {
@@ -55,59 +181,381 @@ impl ProcessDefinition {
         self.states.iter().find(|s| s.id == id)
     }
 
-    fn validate(&self) -> Result<(), String> {
-        if self.id.is_empty()
-            || !self
-                .id
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-        {
-            return Err(format!(
-                "id `{}` must be lower-case ASCII letters, digits and '-'",
-                self.id
+    pub fn document(&self, id: &str) -> Option<&DocumentDefinition> {
+        self.documents.iter().find(|d| d.id == id)
+    }
+
+    /// Transitions leaving `state`.
+    pub fn transitions_from<'a>(
+        &'a self,
+        state: &'a str,
+    ) -> impl Iterator<Item = &'a TransitionDefinition> + 'a {
+        self.transitions.iter().filter(move |t| t.from == state)
+    }
+
+    /// Timers armed by entering `state`, with their index in `timers`.
+    pub fn timers_for<'a>(
+        &'a self,
+        state: &'a str,
+    ) -> impl Iterator<Item = (usize, &'a TimerDefinition)> + 'a {
+        self.timers
+            .iter()
+            .enumerate()
+            .filter(move |(_, t)| t.state == state)
+    }
+
+    pub fn is_terminal(&self, state: &str) -> bool {
+        self.state(state).is_some_and(|s| s.terminal)
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        if !is_slug(&self.id) {
+            return Err(invalid(
+                format!(
+                    "id `{}` must be lower-case ASCII letters, digits and '-'",
+                    self.id
+                ),
+                Some(&self.id),
             ));
         }
         if self.version == 0 {
-            return Err("version must be at least 1".into());
+            return Err(invalid("version must be at least 1", None));
+        }
+        if self.title.trim().is_empty() {
+            return Err(invalid("title must not be empty", None));
+        }
+        if !DOMAINS.contains(&self.domain.as_str()) {
+            return Err(invalid(
+                format!(
+                    "domain `{}` is not one of {}",
+                    self.domain,
+                    DOMAINS.join(", ")
+                ),
+                Some(&self.domain),
+            ));
+        }
+        for c in &self.channels {
+            if !CHANNELS.contains(&c.as_str()) {
+                return Err(invalid(
+                    format!("channel `{c}` is not one of {}", CHANNELS.join(", ")),
+                    Some(c),
+                ));
+            }
+        }
+        let mut docs = HashSet::new();
+        for d in &self.documents {
+            if !is_slug(&d.id) || !docs.insert(d.id.as_str()) {
+                return Err(invalid(
+                    format!("document `{}` is declared twice or is not a valid id", d.id),
+                    Some(&d.id),
+                ));
+            }
         }
         let mut seen = HashSet::new();
         for s in &self.states {
+            if !is_slug(&s.id) {
+                return Err(invalid(
+                    format!("state id `{}` is not valid", s.id),
+                    Some(&s.id),
+                ));
+            }
             if !seen.insert(s.id.as_str()) {
-                return Err(format!("state `{}` is declared twice", s.id));
+                return Err(invalid(
+                    format!("state `{}` is declared twice", s.id),
+                    Some(&s.id),
+                ));
+            }
+            for c in &s.checklist {
+                if !docs.contains(c.as_str()) {
+                    return Err(invalid(
+                        format!("state `{}` checklist names undeclared document `{c}`", s.id),
+                        Some(c),
+                    ));
+                }
+            }
+            if s.sla_days.is_some() && s.sla_working_hours.is_some() {
+                return Err(invalid(
+                    format!("state `{}` sets both sla_days and sla_working_hours", s.id),
+                    Some(&s.id),
+                ));
+            }
+            for a in &s.actions {
+                let ok = match a.kind.as_str() {
+                    "book_appointment" => a.appointment_type.as_deref().is_some_and(is_slug),
+                    "request_signature" | "send_message" => {
+                        a.template.as_deref().is_some_and(is_slug)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(invalid(
+                        format!(
+                            "state `{}` action `{}` is unknown or lacks its appointment_type/template",
+                            s.id, a.kind
+                        ),
+                        Some(&a.kind),
+                    ));
+                }
             }
         }
         if !seen.contains(self.initial_state.as_str()) {
-            return Err(format!(
-                "initial_state `{}` is not a declared state",
-                self.initial_state
+            return Err(invalid(
+                format!(
+                    "initial_state `{}` is not a declared state",
+                    self.initial_state
+                ),
+                Some(&self.initial_state),
+            ));
+        }
+        if !self.states.iter().any(|s| s.terminal) {
+            return Err(invalid(
+                "no terminal state: dossiers could never close",
+                None,
             ));
         }
         for t in &self.transitions {
             for end in [&t.from, &t.to] {
                 if !seen.contains(end.as_str()) {
-                    return Err(format!(
-                        "transition {} → {} names unknown state `{end}`",
-                        t.from, t.to
+                    return Err(invalid(
+                        format!(
+                            "transition {} → {} names unknown state `{end}`",
+                            t.from, t.to
+                        ),
+                        Some(end),
                     ));
                 }
             }
+            if t.roles.is_empty() {
+                return Err(invalid(
+                    format!("transition {} → {} has no roles", t.from, t.to),
+                    Some(&t.to),
+                ));
+            }
             for r in &t.roles {
                 if r.parse::<guichet_platform::auth::Role>().is_err() {
-                    return Err(format!(
-                        "transition {} → {} names unknown role `{r}`",
-                        t.from, t.to
+                    return Err(invalid(
+                        format!("transition {} → {} names unknown role `{r}`", t.from, t.to),
+                        Some(r),
                     ));
                 }
+            }
+            for g in &t.guards {
+                if !GUARDS.contains(&g.as_str()) {
+                    return Err(invalid(
+                        format!(
+                            "transition {} → {} names unknown guard `{g}` (known: {})",
+                            t.from,
+                            t.to,
+                            GUARDS.join(", ")
+                        ),
+                        Some(g),
+                    ));
+                }
+            }
+        }
+        for t in &self.timers {
+            if !seen.contains(t.state.as_str()) {
+                return Err(invalid(
+                    format!("timer names unknown state `{}`", t.state),
+                    Some(&t.state),
+                ));
+            }
+            match (t.after_days, t.after_working_days) {
+                (Some(d), None) | (None, Some(d)) if d > 0 => {}
+                _ => {
+                    return Err(invalid(
+                        format!(
+                            "timer on `{}` needs exactly one of after_days / after_working_days (> 0)",
+                            t.state
+                        ),
+                        Some(&t.state),
+                    ));
+                }
+            }
+            match t.kind.as_str() {
+                "transition" => {
+                    let to = t.to.as_deref().unwrap_or_default();
+                    if !seen.contains(to) {
+                        return Err(invalid(
+                            format!("timer on `{}` goes to unknown state `{to}`", t.state),
+                            Some(&t.state),
+                        ));
+                    }
+                    if t.reason.as_deref().unwrap_or_default().trim().is_empty() {
+                        return Err(invalid(
+                            format!("timer on `{}` needs a reason (French)", t.state),
+                            Some(&t.state),
+                        ));
+                    }
+                }
+                "reminder" => {
+                    if !t.template.as_deref().is_some_and(is_slug) {
+                        return Err(invalid(
+                            format!("reminder on `{}` needs a template", t.state),
+                            Some(&t.state),
+                        ));
+                    }
+                }
+                other => {
+                    return Err(invalid(
+                        format!("timer kind `{other}` is not transition or reminder"),
+                        Some(other),
+                    ));
+                }
+            }
+        }
+        if self.reopen_on_reference {
+            match self.reopen_state.as_deref() {
+                Some(s) if seen.contains(s) && !self.is_terminal(s) => {}
+                other => {
+                    return Err(invalid(
+                        format!(
+                            "reopen_on_reference needs reopen_state naming a non-terminal state (got {other:?})"
+                        ),
+                        other,
+                    ));
+                }
+            }
+        }
+        if let Some(g) = &self.restricted_group
+            && !is_slug(g)
+        {
+            return Err(invalid(
+                format!("restricted_group `{g}` is not valid"),
+                Some(g),
+            ));
+        }
+        // Every state reachable from the initial state (transitions and timers).
+        let mut reached = HashSet::from([self.initial_state.as_str()]);
+        let mut todo = VecDeque::from([self.initial_state.as_str()]);
+        while let Some(s) = todo.pop_front() {
+            let nexts = self
+                .transitions_from(s)
+                .map(|t| t.to.as_str())
+                .chain(self.timers_for(s).filter_map(|(_, t)| t.to.as_deref()));
+            for n in nexts {
+                if reached.insert(n) {
+                    todo.push_back(n);
+                }
+            }
+        }
+        for s in &self.states {
+            if !reached.contains(s.id.as_str()) {
+                return Err(invalid(
+                    format!(
+                        "state `{}` is unreachable from `{}`",
+                        s.id, self.initial_state
+                    ),
+                    Some(&s.id),
+                ));
+            }
+            let way_out = self.transitions_from(&s.id).next().is_some()
+                || self.timers_for(&s.id).any(|(_, t)| t.kind == "transition");
+            if !s.terminal && !way_out {
+                return Err(invalid(
+                    format!("state `{}` is not terminal and has no way out", s.id),
+                    Some(&s.id),
+                ));
             }
         }
         Ok(())
     }
 }
 
+/// Parse and validate one definition file's text.
+pub fn parse_definition(file: &Path, text: &str) -> Result<ProcessDefinition, CatalogError> {
+    let err = |reason: String| CatalogError {
+        file: file.display().to_string(),
+        reason,
+    };
+    let def: ProcessDefinition = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+    def.validate().map_err(|inv| {
+        let line = inv.near.as_deref().and_then(|n| {
+            text.lines()
+                .position(|l| l.contains(n) && !l.trim_start().starts_with('#'))
+                .map(|i| i + 1)
+        });
+        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
+        err(format!(
+            "process `{}` v{}: {}{at}",
+            def.id, def.version, inv.reason
+        ))
+    })?;
+    Ok(def)
+}
+
 /// Every loaded definition, by id then version.
 #[derive(Debug, Default)]
 pub struct Catalog {
     processes: BTreeMap<String, BTreeMap<u32, ProcessDefinition>>,
+    /// Hash of each version's file text: a published version never changes.
+    fingerprints: BTreeMap<(String, u32), (u64, String)>,
+}
+
+fn fingerprint(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    h.finish()
+}
+
+/// The running catalog, replaced as a whole by a successful reload.
+#[derive(Debug, Clone)]
+pub struct CatalogHandle {
+    dir: std::path::PathBuf,
+    current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
+}
+
+impl CatalogHandle {
+    pub fn load(dir: &Path) -> Result<CatalogHandle, CatalogError> {
+        let catalog = Catalog::load_dir(dir)?;
+        Ok(CatalogHandle {
+            dir: dir.to_owned(),
+            current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))),
+        })
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Re-read the directory. The new catalog replaces the running one only
+    /// if every file is valid and no published version was edited or
+    /// removed (dossiers stay on their version); otherwise the running
+    /// catalog stays and the error says why. Returns whether anything changed.
+    pub fn reload(&self) -> Result<bool, CatalogError> {
+        let next = Catalog::load_dir(&self.dir)?;
+        let current = self.current();
+        for ((id, version), (fp, file)) in &current.fingerprints {
+            match next.fingerprints.get(&(id.clone(), *version)) {
+                Some((nfp, _)) if nfp == fp => {}
+                Some((_, nfile)) => {
+                    return Err(CatalogError {
+                        file: nfile.clone(),
+                        reason: format!(
+                            "process `{id}` v{version} is already published and cannot change: add a new version instead"
+                        ),
+                    });
+                }
+                None => {
+                    return Err(CatalogError {
+                        file: file.clone(),
+                        reason: format!(
+                            "process `{id}` v{version} was removed, but dossiers may use it: keep the file"
+                        ),
+                    });
+                }
+            }
+        }
+        if next.fingerprints.len() == current.fingerprints.len() {
+            return Ok(false);
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+        Ok(true)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,14 +582,11 @@ impl Catalog {
         let mut catalog = Catalog::default();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| err(&file, e.to_string()))?;
-            let def: ProcessDefinition =
-                toml::from_str(&text).map_err(|e| err(&file, e.to_string()))?;
-            def.validate().map_err(|reason| {
-                err(
-                    &file,
-                    format!("process `{}` v{}: {reason}", def.id, def.version),
-                )
-            })?;
+            let def = parse_definition(&file, &text)?;
+            catalog.fingerprints.insert(
+                (def.id.clone(), def.version),
+                (fingerprint(&text), file.display().to_string()),
+            );
             let versions = catalog.processes.entry(def.id.clone()).or_default();
             if versions.contains_key(&def.version) {
                 return Err(err(
@@ -162,6 +607,34 @@ impl Catalog {
     pub fn get(&self, id: &str, version: u32) -> Option<&ProcessDefinition> {
         self.processes.get(id).and_then(|v| v.get(&version))
     }
+
+    /// Every version of a process, oldest first.
+    pub fn versions(&self, id: &str) -> Vec<u32> {
+        self.processes
+            .get(id)
+            .map(|v| v.keys().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The newest version of every process, by id.
+    pub fn latest(&self) -> impl Iterator<Item = &ProcessDefinition> {
+        self.processes
+            .values()
+            .filter_map(|v| v.values().next_back())
+    }
+
+    /// Every definition, every version.
+    pub fn all(&self) -> impl Iterator<Item = &ProcessDefinition> {
+        self.processes.values().flat_map(|v| v.values())
+    }
+
+    pub fn len(&self) -> usize {
+        self.processes.values().map(|v| v.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.processes.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +649,34 @@ mod tests {
             .get_latest("a-qualifier")
             .expect("default triage process");
         assert!(p.state(&p.initial_state).is_some());
+        // At least 15 procedures besides triage, across the town's domains;
+        // validation has checked every state is reachable and has a way out.
+        assert!(
+            catalog.latest().count() >= 16,
+            "{}",
+            catalog.latest().count()
+        );
+        let domains: HashSet<&str> = catalog.latest().map(|p| p.domain.as_str()).collect();
+        assert!(domains.len() >= 10, "{domains:?}");
+        for p in catalog.all() {
+            assert!(
+                !p.description.trim().is_empty(),
+                "{} has no description",
+                p.id
+            );
+            for s in &p.states {
+                assert!(
+                    s.terminal || !s.guidance.trim().is_empty(),
+                    "{}: state {} has no guidance",
+                    p.id,
+                    s.id
+                );
+            }
+        }
+        let restricted = catalog
+            .get_latest("aide-sociale-ccas")
+            .expect("social process");
+        assert_eq!(restricted.restricted_group.as_deref(), Some("social"));
     }
 
     #[test]
@@ -183,11 +684,134 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("broken.toml"),
-            "id = \"x\"\nversion = 1\ntitle = \"X\"\ndomain = \"d\"\ninitial_state = \"nope\"\n[[states]]\nid = \"a\"\ntitle = \"A\"\n",
+            "id = \"x\"\nversion = 1\ntitle = \"X\"\ndomain = \"voirie\"\ninitial_state = \"nope\"\n[[states]]\nid = \"a\"\ntitle = \"A\"\nterminal = true\n",
         )
         .unwrap();
         let e = Catalog::load_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("broken.toml") && e.contains("nope"), "{e}");
+        assert!(e.contains("line 5"), "{e}");
+    }
+
+    const SMALL: &str = r#"
+id = "petit"
+version = 1
+title = "Petite démarche"
+domain = "voirie"
+initial_state = "recue"
+
+[[states]]
+id = "recue"
+title = "Reçue"
+
+[[states]]
+id = "close"
+title = "Close"
+terminal = true
+
+[[transitions]]
+from = "recue"
+to = "close"
+label = "Clore"
+roles = ["agent"]
+"#;
+
+    #[test]
+    fn unreachable_states_and_dead_ends_are_refused_with_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{SMALL}\n[[states]]\nid = \"orpheline\"\ntitle = \"Orpheline\"\nterminal = true\n"
+        );
+        std::fs::write(dir.path().join("p.toml"), &text).unwrap();
+        let e = Catalog::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("`orpheline` is unreachable"), "{e}");
+        let line = text
+            .lines()
+            .position(|l| l.contains("\"orpheline\""))
+            .unwrap()
+            + 1;
+        assert!(e.contains(&format!("line {line}")), "{e}");
+
+        let dead_end = SMALL.replace("to = \"close\"", "to = \"recue\"");
+        std::fs::write(dir.path().join("p.toml"), dead_end).unwrap();
+        let e = Catalog::load_dir(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("unreachable") || e.contains("no way out"), "{e}");
+    }
+
+    #[test]
+    fn unknown_guards_roles_and_action_kinds_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for (bad, expect) in [
+            (
+                SMALL.replace("roles = [\"agent\"]", "roles = [\"maire\"]"),
+                "unknown role `maire`",
+            ),
+            (
+                SMALL.replace(
+                    "roles = [\"agent\"]",
+                    "roles = [\"agent\"]\nguards = [\"lune_pleine\"]",
+                ),
+                "unknown guard `lune_pleine`",
+            ),
+            (
+                SMALL.replace(
+                    "title = \"Reçue\"",
+                    "title = \"Reçue\"\n[[states.actions]]\nkind = \"book_appointment\"",
+                ),
+                "lacks its appointment_type",
+            ),
+        ] {
+            std::fs::write(dir.path().join("p.toml"), bad).unwrap();
+            let e = Catalog::load_dir(dir.path()).unwrap_err().to_string();
+            assert!(e.contains(expect), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_reload_keeps_the_running_catalog_when_a_file_is_invalid_or_a_published_version_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("petit.toml"), SMALL).unwrap();
+        let handle = CatalogHandle::load(dir.path()).unwrap();
+        assert!(!handle.reload().unwrap(), "nothing changed");
+
+        // A broken new file: refused, the running catalog stays.
+        std::fs::write(
+            dir.path().join("autre.toml"),
+            "id = \"autre\"\nversion = 1\n",
+        )
+        .unwrap();
+        assert!(
+            handle
+                .reload()
+                .unwrap_err()
+                .to_string()
+                .contains("autre.toml")
+        );
+        assert!(handle.current().get_latest("petit").is_some());
+        std::fs::remove_file(dir.path().join("autre.toml")).unwrap();
+
+        // Editing a published version: refused.
+        std::fs::write(
+            dir.path().join("petit.toml"),
+            SMALL.replace("Petite", "Grande"),
+        )
+        .unwrap();
+        let e = handle.reload().unwrap_err().to_string();
+        assert!(e.contains("already published"), "{e}");
+        assert_eq!(
+            handle.current().get_latest("petit").unwrap().title,
+            "Petite démarche"
+        );
+
+        // A new version in its own file: published.
+        std::fs::write(dir.path().join("petit.toml"), SMALL).unwrap();
+        std::fs::write(
+            dir.path().join("petit.v2.toml"),
+            SMALL.replace("version = 1", "version = 2"),
+        )
+        .unwrap();
+        assert!(handle.reload().unwrap());
+        assert_eq!(handle.current().get_latest("petit").unwrap().version, 2);
+        assert_eq!(handle.current().versions("petit"), vec![1, 2]);
     }
 
     #[test]

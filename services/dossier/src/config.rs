@@ -15,6 +15,19 @@ pub struct Config {
     pub processes_dir: PathBuf,
     /// Process of dossiers opened before anyone qualified the request.
     pub default_process: String,
+    /// Re-read `processes_dir` this often (0: never).
+    pub catalog_reload_secs: u64,
+    /// How often due process timers fire.
+    pub timer_interval_secs: u64,
+    /// How often the retention purge runs.
+    pub purge_interval_secs: u64,
+    /// Largest document accepted.
+    pub max_document_bytes: u64,
+    /// Media types accepted for documents.
+    pub document_media_types: Vec<String>,
+    /// Opening days and hours for SLA targets in working hours/days.
+    #[serde(default)]
+    pub calendar: guichet_platform::calendar::CalendarConfig,
 }
 
 impl Config {
@@ -32,6 +45,31 @@ impl Config {
                 "must be 1 to 8 upper-case ASCII letters or digits",
             ));
         }
+        if self.timer_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "dossier.timer_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.purge_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "dossier.purge_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if self.max_document_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "dossier.max_document_bytes",
+                "must be at least 1",
+            ));
+        }
+        if self.document_media_types.iter().any(|m| !m.contains('/')) {
+            return Err(ConfigError::invalid(
+                "dossier.document_media_types",
+                "every entry must be a media type such as application/pdf",
+            ));
+        }
+        guichet_platform::calendar::BusinessCalendar::new(&self.calendar, "dossier.calendar")?;
         if self.default_process.is_empty() {
             return Err(ConfigError::invalid(
                 "dossier.default_process",

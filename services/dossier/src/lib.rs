@@ -7,10 +7,14 @@
 //! timeline entry.
 
 pub mod catalog;
+pub mod citizens;
 pub mod config;
 pub mod db;
 pub mod domain;
+pub mod engine;
 pub mod grpc;
+pub mod privacy;
+pub mod records;
 pub mod store;
 
 use std::sync::Arc;
@@ -28,6 +32,7 @@ pub use guichet_platform::Deps;
 pub struct Service {
     api: grpc::DossierApi,
     auth: Arc<Authenticator>,
+    config: Config,
 }
 
 /// Connect the database (migrating it), load the process catalog and declare
@@ -36,8 +41,12 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     let db = deps
         .database::<db::Migrator>("dossier", &config.database_url)
         .await?;
-    let catalog = catalog::Catalog::load_dir(&config.processes_dir)?;
-    if catalog.get_latest(&config.default_process).is_none() {
+    let catalog = catalog::CatalogHandle::load(&config.processes_dir)?;
+    if catalog
+        .current()
+        .get_latest(&config.default_process)
+        .is_none()
+    {
         anyhow::bail!(
             "configuration error: invalid value for key `dossier.default_process`: process `{}` is not in {}",
             config.default_process,
@@ -48,11 +57,24 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         .ensure_stream(guichet_platform::bus::StreamKind::Events)
         .await?;
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
-    let store = store::Store::new(db, config.reference_prefix.clone(), outbox);
-    let api = grpc::DossierApi::new(store, Arc::new(catalog), config);
+    let store = store::Store::new(store::StoreParts {
+        db,
+        reference_prefix: config.reference_prefix.clone(),
+        outbox,
+        clock: guichet_platform::clock::system(),
+        calendar: guichet_platform::calendar::BusinessCalendar::new(
+            &config.calendar,
+            "dossier.calendar",
+        )?,
+        catalog,
+        objects: deps.objects.clone(),
+    });
+    let run_config = config.clone();
+    let api = grpc::DossierApi::new(store, config);
     Ok(Service {
         api,
         auth: deps.auth,
+        config: run_config,
     })
 }
 
@@ -65,10 +87,60 @@ impl Service {
         ));
     }
 
-    /// Relay staged domain events to JetStream until shutdown (timers come
-    /// with the process engine).
+    /// Until shutdown: relay staged domain events to JetStream, fire due
+    /// process timers, purge dossiers past retention, and pick up new
+    /// process definitions.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.api.store().outbox().clone().run(shutdown).await;
+        let store = self.api.store().clone();
+        let cfg = self.config.clone();
+        let outbox = tokio::spawn(store.outbox().clone().run(shutdown.clone()));
+        let mut timers =
+            tokio::time::interval(std::time::Duration::from_secs(cfg.timer_interval_secs));
+        let mut purge =
+            tokio::time::interval(std::time::Duration::from_secs(cfg.purge_interval_secs));
+        let mut reload = tokio::time::interval(std::time::Duration::from_secs(
+            cfg.catalog_reload_secs.max(1),
+        ));
+        for t in [&mut timers, &mut purge, &mut reload] {
+            t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        }
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = timers.tick() => {
+                    // Drain in batches so a backlog does not wait for the next tick.
+                    loop {
+                        match store.fire_due_timers(100).await {
+                            Ok(100) => continue,
+                            Ok(_) => break,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "timer scan failed, will retry");
+                                break;
+                            }
+                        }
+                    }
+                }
+                _ = purge.tick() => {
+                    if let Err(e) = store.purge_expired(false, "system").await {
+                        tracing::warn!(error = %e, "retention purge failed, will retry");
+                    }
+                }
+                _ = reload.tick(), if cfg.catalog_reload_secs > 0 => {
+                    match store.catalog_handle().reload() {
+                        Ok(true) => {
+                            metrics::counter!("guichet_dossier_catalog_reloads_total", "result" => "changed").increment(1);
+                            tracing::info!(definitions = store.catalog().len(), "process catalog reloaded");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            metrics::counter!("guichet_dossier_catalog_reloads_total", "result" => "refused").increment(1);
+                            tracing::error!(error = %e, "process catalog not reloaded; the running catalog stays");
+                        }
+                    }
+                }
+            }
+        }
+        let _ = outbox.await;
         Ok(())
     }
 }

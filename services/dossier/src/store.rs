@@ -14,12 +14,31 @@ use crate::db::entities::{citizen, contact, dossier, timeline};
 pub use guichet_platform::contact::CitizenInput;
 use guichet_platform::contact::name_key;
 
+use crate::catalog::CatalogHandle;
 use crate::domain::Reference;
+use guichet_platform::calendar::BusinessCalendar;
+use guichet_platform::clock::SharedClock;
+use guichet_platform::objects::ObjectStore;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match {
     Known,
     Created,
+    Maybe,
+}
+
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub citizen: CitizenView,
+    pub confidence: f32,
+    pub why: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Resolution {
+    pub citizen: Option<CitizenView>,
+    pub matched: Match,
+    pub candidates: Vec<Candidate>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,12 +60,55 @@ pub struct NewEntry {
     pub source_event_id: Option<String>,
 }
 
+/// Filters of a dossier list (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct DossierFilter {
+    pub citizen_id: Option<String>,
+    pub process_id: Option<String>,
+    pub open_only: bool,
+    pub updated_after: Option<DateTime<Utc>>,
+    pub holder_agent: Option<String>,
+    pub holder_department: Option<String>,
+    /// The caller's groups: restricted dossiers of other groups are hidden.
+    pub groups: Vec<String>,
+    /// Service and admin callers see every dossier.
+    pub visible_groups_all: bool,
+}
+
+/// Filters of a timeline (all optional, combined with AND).
+#[derive(Debug, Clone, Default)]
+pub struct TimelineFilter {
+    /// Channel slugs.
+    pub channels: Vec<String>,
+    /// Entry kind slugs.
+    pub kinds: Vec<String>,
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    /// Dossiers the caller may not read: their entries are left out.
+    pub restricted_dossiers: Vec<String>,
+}
+
 #[derive(Clone)]
 pub struct Store {
     db: DatabaseConnection,
     reference_prefix: String,
     /// Domain events are staged in the transaction of the change they announce.
     outbox: Outbox,
+    clock: SharedClock,
+    calendar: BusinessCalendar,
+    catalog: CatalogHandle,
+    objects: ObjectStore,
+}
+
+/// What a [`Store`] is built from.
+pub struct StoreParts {
+    pub db: DatabaseConnection,
+    pub reference_prefix: String,
+    pub outbox: Outbox,
+    pub clock: SharedClock,
+    pub calendar: BusinessCalendar,
+    pub catalog: CatalogHandle,
+    pub objects: ObjectStore,
 }
 
 /// Keyset position in a newest-first timeline: (occurred_at, id).
@@ -75,11 +137,15 @@ impl TimelineCursor {
 }
 
 impl Store {
-    pub fn new(db: DatabaseConnection, reference_prefix: String, outbox: Outbox) -> Store {
+    pub fn new(p: StoreParts) -> Store {
         Store {
-            db,
-            reference_prefix,
-            outbox,
+            db: p.db,
+            reference_prefix: p.reference_prefix,
+            outbox: p.outbox,
+            clock: p.clock,
+            calendar: p.calendar,
+            catalog: p.catalog,
+            objects: p.objects,
         }
     }
 
@@ -87,26 +153,65 @@ impl Store {
         &self.outbox
     }
 
-    /// Find the citizen a channel's hint designates, or create one.
-    /// Idempotent on `request_id`.
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    pub fn calendar(&self) -> &BusinessCalendar {
+        &self.calendar
+    }
+
+    /// The running catalog (a snapshot: reloads replace it as a whole).
+    pub fn catalog(&self) -> std::sync::Arc<crate::catalog::Catalog> {
+        self.catalog.current()
+    }
+
+    pub fn catalog_handle(&self) -> &CatalogHandle {
+        &self.catalog
+    }
+
+    pub fn objects(&self) -> &ObjectStore {
+        &self.objects
+    }
+
+    /// Find the citizen a channel's hint designates. Exact phone or email
+    /// matches are "known"; otherwise citizens with the same name (accents
+    /// and case ignored), better with the same address, are candidates for
+    /// the agent to confirm ("maybe"); a new citizen is created unless
+    /// `candidates_only`. Idempotent on `request_id`.
     pub async fn resolve_citizen(
         &self,
         input: &CitizenInput,
         request_id: Option<&str>,
-    ) -> Result<(CitizenView, Match), DbErr> {
+        candidates_only: bool,
+    ) -> Result<Resolution, DbErr> {
         if let Some(rid) = request_id
             && let Some(c) = citizen::Entity::find()
                 .filter(citizen::Column::SourceRequestId.eq(rid))
                 .one(&self.db)
                 .await?
         {
-            return Ok((self.view(c).await?, Match::Created));
+            let candidates = self.name_candidates(input, Some(&c.id)).await?;
+            let matched = if candidates.is_empty() {
+                Match::Created
+            } else {
+                Match::Maybe
+            };
+            return Ok(Resolution {
+                citizen: Some(self.view(c).await?),
+                matched,
+                candidates,
+            });
         }
         let key = name_key(&input.given_name, &input.family_name);
         // Exact contact matches: phone numbers, then email addresses.
-        let mut candidates: Vec<String> = Vec::new();
+        let mut ids: Vec<String> = Vec::new();
         for (kind, value) in contact_points(input) {
-            let ids: Vec<String> = contact::Entity::find()
+            let found: Vec<String> = contact::Entity::find()
                 .filter(contact::Column::Kind.eq(kind))
                 .filter(contact::Column::Value.eq(value.clone()))
                 .all(&self.db)
@@ -114,22 +219,25 @@ impl Store {
                 .into_iter()
                 .map(|c| c.citizen_id)
                 .collect();
-            for id in ids {
-                if !candidates.contains(&id) {
-                    candidates.push(id);
+            for id in found {
+                if !ids.contains(&id) {
+                    ids.push(id);
                 }
             }
         }
-        if !candidates.is_empty() {
+        if !ids.is_empty() {
             let found = citizen::Entity::find()
-                .filter(citizen::Column::Id.is_in(candidates.clone()))
+                .filter(citizen::Column::Id.is_in(ids.clone()))
+                .filter(citizen::Column::MergedInto.is_null())
+                .filter(citizen::Column::ErasedAt.is_null())
                 .order_by_asc(citizen::Column::CreatedAt)
                 .all(&self.db)
                 .await?;
             // A shared landline: several citizens share a number. The name
-            // tells them apart; without a name, the earliest record wins.
+            // tells them apart; without a name, only a single holder is
+            // certain — several are candidates for the agent.
             let chosen = if key.is_empty() {
-                found.first().cloned()
+                (found.len() == 1).then(|| found[0].clone())
             } else {
                 found
                     .iter()
@@ -138,21 +246,143 @@ impl Store {
             };
             if let Some(c) = chosen {
                 self.add_contacts(&c.id, input).await?;
-                return Ok((self.view(c).await?, Match::Known));
+                return Ok(Resolution {
+                    citizen: Some(self.view(c).await?),
+                    matched: Match::Known,
+                    candidates: vec![],
+                });
+            }
+            if key.is_empty() && found.len() > 1 {
+                // Attach to the earliest record (a request needs someone),
+                // flagged "maybe" with every holder for the agent to choose;
+                // or nothing when only candidates were asked for.
+                let first = found[0].clone();
+                let mut candidates = Vec::new();
+                for c in found {
+                    candidates.push(Candidate {
+                        citizen: self.view(c).await?,
+                        confidence: 0.5,
+                        why: "même numéro de téléphone ou même adresse électronique, partagé"
+                            .into(),
+                    });
+                }
+                let citizen = if candidates_only {
+                    None
+                } else {
+                    Some(self.view(first).await?)
+                };
+                return Ok(Resolution {
+                    citizen,
+                    matched: Match::Maybe,
+                    candidates,
+                });
             }
         }
-        // Nobody matches: create.
-        let now = Utc::now();
+        let candidates = self.name_candidates(input, None).await?;
+        if candidates_only && !candidates.is_empty() {
+            return Ok(Resolution {
+                citizen: None,
+                matched: Match::Maybe,
+                candidates,
+            });
+        }
+        let view = self.create_citizen(input, &key, request_id).await?;
+        let matched = if candidates.is_empty() {
+            Match::Created
+        } else {
+            Match::Maybe
+        };
+        Ok(Resolution {
+            citizen: Some(view),
+            matched,
+            candidates,
+        })
+    }
+
+    /// Citizens with the same name (and possibly address), best first.
+    async fn name_candidates(
+        &self,
+        input: &CitizenInput,
+        except: Option<&str>,
+    ) -> Result<Vec<Candidate>, DbErr> {
+        let key = name_key(&input.given_name, &input.family_name);
+        let address_key = input.address.as_ref().map(|a| a.key()).unwrap_or_default();
+        let family = name_key("", &input.family_name);
+        let mut found: Vec<(citizen::Model, f32, &str)> = Vec::new();
+        if !input.given_name.is_empty() && !input.family_name.is_empty() {
+            for c in citizen::Entity::find()
+                .filter(citizen::Column::NameKey.eq(key.clone()))
+                .filter(citizen::Column::MergedInto.is_null())
+                .filter(citizen::Column::ErasedAt.is_null())
+                .limit(50)
+                .all(&self.db)
+                .await?
+            {
+                if !address_key.is_empty() && c.address_key == address_key {
+                    found.push((c, 0.95, "même nom et même adresse"));
+                } else {
+                    found.push((c, 0.6, "même nom"));
+                }
+            }
+        }
+        // Same family name at the same address: a relative, or a typo in the
+        // given name.
+        if !address_key.is_empty() && !family.is_empty() {
+            for c in citizen::Entity::find()
+                .filter(citizen::Column::AddressKey.eq(address_key.clone()))
+                .filter(citizen::Column::MergedInto.is_null())
+                .filter(citizen::Column::ErasedAt.is_null())
+                .limit(50)
+                .all(&self.db)
+                .await?
+            {
+                if c.name_key != key && c.name_key.split(' ').next() == family.split(' ').next() {
+                    found.push((c, 0.4, "même nom de famille et même adresse"));
+                }
+            }
+        }
+        found.retain(|(c, _, _)| Some(c.id.as_str()) != except);
+        found.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut out = Vec::new();
+        for (c, confidence, why) in found.into_iter().take(10) {
+            out.push(Candidate {
+                citizen: self.view(c).await?,
+                confidence,
+                why: why.to_owned(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn create_citizen(
+        &self,
+        input: &CitizenInput,
+        key: &str,
+        request_id: Option<&str>,
+    ) -> Result<CitizenView, DbErr> {
+        let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
         let txn = self.db.begin().await?;
+        let address = input.address.clone().unwrap_or_default();
         let model = citizen::ActiveModel {
             id: Set(id.clone()),
             given_name: Set(input.given_name.clone()),
             family_name: Set(input.family_name.clone()),
-            name_key: Set(key),
+            name_key: Set(key.to_owned()),
             source_request_id: Set(request_id.map(str::to_owned)),
             created_at: Set(now),
             updated_at: Set(now),
+            address_key: Set(address.key()),
+            address_lines: Set(
+                serde_json::to_string(&address.lines).unwrap_or_else(|_| "[]".into())
+            ),
+            postal_code: Set(address.postal_code),
+            city: Set(address.city),
+            country: Set(address.country),
+            preferred_channel: Set(String::new()),
+            language: Set("fr".into()),
+            merged_into: Set(None),
+            erased_at: Set(None),
         };
         match model.insert(&txn).await {
             Ok(_) => {}
@@ -164,7 +394,7 @@ impl Store {
                     .one(&self.db)
                     .await?
                     .ok_or(e)?;
-                return Ok((self.view(c).await?, Match::Created));
+                return self.view(c).await;
             }
             Err(e) => return Err(e),
         }
@@ -195,10 +425,14 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(DbErr::RecordNotFound("citizen".into()))?;
-        Ok((self.view(c).await?, Match::Created))
+        self.view(c).await
     }
 
-    async fn add_contacts(&self, citizen_id: &str, input: &CitizenInput) -> Result<(), DbErr> {
+    pub(crate) async fn add_contacts(
+        &self,
+        citizen_id: &str,
+        input: &CitizenInput,
+    ) -> Result<(), DbErr> {
         let known: Vec<(String, String)> = contact::Entity::find()
             .filter(contact::Column::CitizenId.eq(citizen_id))
             .all(&self.db)
@@ -214,7 +448,7 @@ impl Store {
                 citizen_id: Set(citizen_id.to_owned()),
                 kind: Set(kind.to_owned()),
                 value: Set(value),
-                created_at: Set(Utc::now()),
+                created_at: Set(self.now()),
                 ..Default::default()
             }
             .insert(&self.db)
@@ -238,7 +472,7 @@ impl Store {
         }
     }
 
-    async fn view(&self, c: citizen::Model) -> Result<CitizenView, DbErr> {
+    pub(crate) async fn view(&self, c: citizen::Model) -> Result<CitizenView, DbErr> {
         let contacts = contact::Entity::find()
             .filter(contact::Column::CitizenId.eq(c.id.clone()))
             .order_by_asc(contact::Column::Id)
@@ -262,10 +496,9 @@ impl Store {
     pub async fn open_dossier(
         &self,
         citizen_id: &str,
-        process_id: &str,
-        process_version: u32,
-        initial_state: &str,
+        def: &crate::catalog::ProcessDefinition,
         opened_summary: &str,
+        actor: &str,
         request_id: Option<&str>,
     ) -> Result<(dossier::Model, bool), DbErr> {
         if let Some(rid) = request_id
@@ -273,7 +506,9 @@ impl Store {
         {
             return Ok((d, false));
         }
-        let now = Utc::now();
+        let (process_id, process_version, initial_state) =
+            (def.id.as_str(), def.version, def.initial_state.as_str());
+        let now = self.now();
         let txn = self.db.begin().await?;
         let seq = next_counter_value(
             &txn,
@@ -293,6 +528,14 @@ impl Store {
             opened_request_id: Set(request_id.map(str::to_owned)),
             created_at: Set(now),
             updated_at: Set(now),
+            holder_agent: Set(String::new()),
+            holder_department: Set(String::new()),
+            revision: Set(1),
+            state_entered_at: Set(Some(now)),
+            closed_at: Set(None),
+            legal_hold: Set(false),
+            legal_hold_reason: Set(String::new()),
+            restricted_group: Set(def.restricted_group.clone().unwrap_or_default()),
         }
         .insert(&txn)
         .await;
@@ -320,6 +563,7 @@ impl Store {
                 actor: "system".into(),
                 source_event_id: None,
             },
+            "",
         )
         .await?;
         let event = self.outbox.domain_event(
@@ -336,6 +580,16 @@ impl Store {
             },
         );
         self.outbox.stage(&txn, &event).await?;
+        self.arm_timers(&txn, &id, def, initial_state, 1, now)
+            .await?;
+        self.audit_in(
+            &txn,
+            actor,
+            "dossier.open",
+            &format!("dossiers/{id}"),
+            process_id,
+        )
+        .await?;
         txn.commit().await?;
         self.outbox.notify();
         Ok((model, true))
@@ -368,15 +622,48 @@ impl Store {
     /// sort by creation time).
     pub async fn list_dossiers(
         &self,
-        citizen_id: Option<&str>,
+        f: &DossierFilter,
         after: Option<&str>,
         limit: u64,
     ) -> Result<Vec<dossier::Model>, DbErr> {
         let mut q = dossier::Entity::find()
             .order_by_desc(dossier::Column::Id)
             .limit(limit);
-        if let Some(c) = citizen_id {
-            q = q.filter(dossier::Column::CitizenId.eq(c));
+        if let Some(c) = &f.citizen_id {
+            // As the citizen, or as another citizen concerned.
+            let also: Vec<String> = crate::db::entities::party::Entity::find()
+                .filter(crate::db::entities::party::Column::CitizenId.eq(c.as_str()))
+                .all(&self.db)
+                .await?
+                .into_iter()
+                .map(|p| p.dossier_id)
+                .collect();
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(dossier::Column::CitizenId.eq(c.as_str()))
+                    .add(dossier::Column::Id.is_in(also)),
+            );
+        }
+        if let Some(p) = &f.process_id {
+            q = q.filter(dossier::Column::ProcessId.eq(p.as_str()));
+        }
+        if f.open_only {
+            q = q.filter(dossier::Column::ClosedAt.is_null());
+        }
+        if let Some(t) = f.updated_after {
+            q = q.filter(dossier::Column::UpdatedAt.gte(t));
+        }
+        if let Some(a) = &f.holder_agent {
+            q = q.filter(dossier::Column::HolderAgent.eq(a.as_str()));
+        }
+        if let Some(d) = &f.holder_department {
+            q = q.filter(dossier::Column::HolderDepartment.eq(d.as_str()));
+        }
+        if !f.visible_groups_all {
+            // Restricted dossiers only for members of their group.
+            let mut groups = vec![String::new()];
+            groups.extend(f.groups.iter().cloned());
+            q = q.filter(dossier::Column::RestrictedGroup.is_in(groups));
         }
         if let Some(a) = after {
             q = q.filter(dossier::Column::Id.lt(a));
@@ -394,7 +681,7 @@ impl Store {
         }
         let source = entry.source_event_id.clone();
         let txn = self.db.begin().await?;
-        let m = match insert_entry(&txn, entry).await {
+        let m = match insert_entry(&txn, entry, "").await {
             Ok(m) => m,
             Err(e) if is_unique_violation(&e) && source.is_some() => {
                 drop(txn);
@@ -438,6 +725,7 @@ impl Store {
         &self,
         dossier_id: Option<&str>,
         citizen_id: Option<&str>,
+        filter: &TimelineFilter,
         after: Option<&TimelineCursor>,
         limit: u64,
     ) -> Result<Vec<timeline::Model>, DbErr> {
@@ -446,6 +734,25 @@ impl Store {
             .order_by_desc(timeline::Column::OccurredAt)
             .order_by_desc(timeline::Column::Id)
             .limit(limit);
+        if !filter.channels.is_empty() {
+            q = q.filter(timeline::Column::Channel.is_in(filter.channels.clone()));
+        }
+        if !filter.kinds.is_empty() {
+            q = q.filter(timeline::Column::Kind.is_in(filter.kinds.clone()));
+        }
+        if let Some(t) = filter.start {
+            q = q.filter(timeline::Column::OccurredAt.gte(t));
+        }
+        if let Some(t) = filter.end {
+            q = q.filter(timeline::Column::OccurredAt.lt(t));
+        }
+        if !filter.restricted_dossiers.is_empty() {
+            q = q.filter(
+                Condition::any()
+                    .add(timeline::Column::DossierId.is_null())
+                    .add(timeline::Column::DossierId.is_not_in(filter.restricted_dossiers.clone())),
+            );
+        }
         if let Some(d) = dossier_id {
             q = q.filter(timeline::Column::DossierId.eq(d));
         }
@@ -481,8 +788,13 @@ fn contact_points(input: &CitizenInput) -> Vec<(&'static str, String)> {
         .collect()
 }
 
-async fn insert_entry(conn: &impl ConnectionTrait, e: NewEntry) -> Result<timeline::Model, DbErr> {
+pub(crate) async fn insert_entry(
+    conn: &impl ConnectionTrait,
+    e: NewEntry,
+    visibility: &str,
+) -> Result<timeline::Model, DbErr> {
     timeline::ActiveModel {
+        visibility: Set(visibility.to_owned()),
         id: Set(uuid::Uuid::now_v7().to_string()),
         citizen_id: Set(e.citizen_id),
         dossier_id: Set(e.dossier_id),

@@ -41,6 +41,7 @@ pub struct GuichetConfig {
     pub auth: AuthConfig,
     pub telemetry: TelemetryConfig,
     pub database: DatabaseConfig,
+    pub objects: guichet_platform::objects::ObjectsConfig,
     pub dossier: guichet_dossier::Config,
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
@@ -64,6 +65,9 @@ impl GuichetConfig {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
             }
+        }
+        if config.objects.dir.as_os_str().is_empty() {
+            config.objects.dir = config.data_dir.join("objects");
         }
         Ok(config)
     }
@@ -231,6 +235,7 @@ pub async fn start(
         auth,
         database: config.database.clone(),
         readiness: readiness.clone(),
+        objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
     };
     let mut server = GrpcServer::new();
     let mut built = Vec::new();

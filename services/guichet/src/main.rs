@@ -75,6 +75,18 @@ enum Command {
         )]
         pg_url: String,
     },
+    /// Validate process definitions offline (CI, before publishing a version).
+    Processes {
+        #[command(subcommand)]
+        action: ProcessesAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProcessesAction {
+    /// Load every `*.toml` of DIR (default: dossier.processes_dir) and report
+    /// the first error with its file, definition and line.
+    Check { dir: Option<PathBuf> },
 }
 
 fn main() -> std::process::ExitCode {
@@ -118,6 +130,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 nats_url: config.bus.url.clone(),
             })
             .await?;
+            Ok(())
+        }
+        Command::Processes {
+            action: ProcessesAction::Check { dir },
+        } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => {
+                    GuichetConfig::load(cli.config.as_deref(), std::env::vars())?
+                        .dossier
+                        .processes_dir
+                }
+            };
+            let catalog = guichet_dossier::catalog::Catalog::load_dir(&dir)?;
+            for p in catalog.all() {
+                println!(
+                    "ok  {} v{}  {} states, {} transitions, {} timers  ({})",
+                    p.id,
+                    p.version,
+                    p.states.len(),
+                    p.transitions.len(),
+                    p.timers.len(),
+                    p.title
+                );
+            }
+            println!("{} definitions valid in {}", catalog.len(), dir.display());
             Ok(())
         }
         Command::Roles => {

@@ -1,10 +1,15 @@
-//! The city hall's business calendar: opening hours per weekday, French
-//! public holidays (fixed dates and the Easter-based ones, Alsace-Moselle
-//! extras on request), exceptional closures, and local time in metropolitan
-//! France (UTC+1, EU summer time). SLA targets are counted in this calendar:
-//! "2 working hours" skips nights, weekends, holidays and closures.
+//! Routing's business calendar: opening hours *per weekday* (a Saturday
+//! morning), exceptional closures as dates or ranges, French public holidays
+//! (Alsace-Moselle extras on request), and targets in working *minutes*
+//! ("30m" for a walk-in, "2h" for a callback) as well as working days. The
+//! holidays (Easter-based ones computed) and Paris time come from
+//! `guichet_platform::calendar`, whose `BusinessCalendar` has one set of
+//! hours for every open day and whole-hour targets only. SLA targets are
+//! counted here: "2 working hours" skips lunch, nights, weekends, holidays
+//! and closures.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc, Weekday};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use guichet_platform::calendar::{easter, french_holidays, from_paris, to_paris};
 
 /// A service-level target counted in business time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,8 +46,6 @@ pub struct Calendar {
     /// Opening intervals, Monday first.
     hours: [Vec<(NaiveTime, NaiveTime)>; 7],
     closures: Vec<(NaiveDate, NaiveDate)>,
-    standard_offset: Duration,
-    eu_summer_time: bool,
     alsace_moselle: bool,
 }
 
@@ -67,47 +70,11 @@ fn parse_date(s: &str) -> Result<NaiveDate, String> {
         .map_err(|_| format!("`{s}` is not a date YYYY-MM-DD"))
 }
 
-/// Easter Sunday (anonymous Gregorian algorithm).
-pub fn easter(year: i32) -> NaiveDate {
-    let a = year % 19;
-    let b = year / 100;
-    let c = year % 100;
-    let d = b / 4;
-    let e = b % 4;
-    let f = (b + 8) / 25;
-    let g = (b - f + 1) / 3;
-    let h = (19 * a + b - d - g + 15) % 30;
-    let i = c / 4;
-    let k = c % 4;
-    let l = (32 + 2 * e + 2 * i - h - k) % 7;
-    let m = (a + 11 * h + 22 * l) / 451;
-    let month = (h + l - 7 * m + 114) / 31;
-    let day = (h + l - 7 * m + 114) % 31 + 1;
-    NaiveDate::from_ymd_opt(year, month as u32, day as u32).unwrap_or(NaiveDate::MIN)
-}
-
-/// The last Sunday of `month` at 01:00 UTC (EU summer-time switch).
-fn last_sunday_1am_utc(year: i32, month: u32) -> NaiveDateTime {
-    let next = if month == 12 {
-        NaiveDate::from_ymd_opt(year + 1, 1, 1)
-    } else {
-        NaiveDate::from_ymd_opt(year, month + 1, 1)
-    }
-    .unwrap_or(NaiveDate::MIN);
-    let mut d = next - Duration::days(1);
-    while d.weekday() != Weekday::Sun {
-        d -= Duration::days(1);
-    }
-    d.and_hms_opt(1, 0, 0).unwrap_or_default()
-}
-
 impl Calendar {
     /// Build from configuration values; errors name the offending value.
     pub fn new(
         week: [&[String]; 7],
         closures: &[String],
-        standard_offset_minutes: i32,
-        eu_summer_time: bool,
         alsace_moselle: bool,
     ) -> Result<Calendar, String> {
         let mut hours: [Vec<(NaiveTime, NaiveTime)>; 7] = Default::default();
@@ -137,64 +104,26 @@ impl Calendar {
         Ok(Calendar {
             hours,
             closures: cl,
-            standard_offset: Duration::minutes(standard_offset_minutes as i64),
-            eu_summer_time,
             alsace_moselle,
         })
     }
 
-    fn offset_at(&self, utc: NaiveDateTime) -> Duration {
-        if self.eu_summer_time {
-            let y = utc.year();
-            if utc >= last_sunday_1am_utc(y, 3) && utc < last_sunday_1am_utc(y, 10) {
-                return self.standard_offset + Duration::hours(1);
-            }
-        }
-        self.standard_offset
-    }
-
+    /// Paris local time (metropolitan France, EU summer time).
     pub fn to_local(&self, t: DateTime<Utc>) -> NaiveDateTime {
-        let n = t.naive_utc();
-        n + self.offset_at(n)
+        to_paris(t)
     }
 
     pub fn to_utc(&self, local: NaiveDateTime) -> DateTime<Utc> {
-        let summer = local - self.standard_offset - Duration::hours(1);
-        let utc = if self.eu_summer_time && self.offset_at(summer) > self.standard_offset {
-            summer
-        } else {
-            local - self.standard_offset
-        };
-        utc.and_utc()
+        from_paris(local)
     }
 
     pub fn is_public_holiday(&self, d: NaiveDate) -> bool {
-        let fixed = [
-            (1, 1),
-            (5, 1),
-            (5, 8),
-            (7, 14),
-            (8, 15),
-            (11, 1),
-            (11, 11),
-            (12, 25),
-        ];
-        if fixed.contains(&(d.month(), d.day())) {
+        if french_holidays(d.year()).contains(&d) {
             return true;
         }
-        if self.alsace_moselle && d.month() == 12 && d.day() == 26 {
-            return true;
-        }
-        let e = easter(d.year());
-        let mut moving = vec![
-            e + Duration::days(1),  // lundi de Pâques
-            e + Duration::days(39), // Ascension
-            e + Duration::days(50), // lundi de Pentecôte
-        ];
-        if self.alsace_moselle {
-            moving.push(e - Duration::days(2)); // Vendredi saint
-        }
-        moving.contains(&d)
+        // Alsace-Moselle: Good Friday and 26 December too.
+        self.alsace_moselle
+            && ((d.month() == 12 && d.day() == 26) || d == easter(d.year()) - Duration::days(2))
     }
 
     /// Opening intervals of a date (empty on holidays and closures).
@@ -280,8 +209,6 @@ mod tests {
                 &weekday, &weekday, &weekday, &weekday, &weekday, &sat, &none,
             ],
             &["2026-12-24".into(), "2026-08-10..2026-08-14".into()],
-            60,
-            true,
             false,
         )
         .unwrap()
@@ -293,15 +220,6 @@ mod tests {
 
     fn d(y: i32, m: u32, day: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, day).unwrap()
-    }
-
-    #[test]
-    fn easter_is_computed_for_known_years() {
-        assert_eq!(easter(2024), d(2024, 3, 31));
-        assert_eq!(easter(2025), d(2025, 4, 20));
-        assert_eq!(easter(2026), d(2026, 4, 5));
-        assert_eq!(easter(2027), d(2027, 3, 28));
-        assert_eq!(easter(2038), d(2038, 4, 25));
     }
 
     #[test]

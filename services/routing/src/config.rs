@@ -57,16 +57,12 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CalendarConfig {
-    /// UTC offset of standard time, in minutes (60 in metropolitan France).
-    pub utc_offset_minutes: i32,
-    /// EU summer time (last Sunday of March to last Sunday of October).
-    pub eu_summer_time: bool,
     /// Good Friday and 26 December are holidays too.
     pub alsace_moselle: bool,
     /// Exceptional closures: `2026-12-24` or `2026-08-10..2026-08-14`.
     #[serde(default)]
     pub closures: Vec<String>,
-    /// Opening hours per weekday, e.g. `["08:30-12:00", "13:30-17:30"]`.
+    /// Opening hours per weekday in Paris time, e.g. `["08:30-12:00", "13:30-17:30"]`.
     pub hours: BTreeMap<String, Vec<String>>,
 }
 
@@ -239,8 +235,6 @@ impl Config {
                 day("sun"),
             ],
             &c.closures,
-            c.utc_offset_minutes,
-            c.eu_summer_time,
             c.alsace_moselle,
         )
         .map_err(|e| ConfigError::invalid("routing.calendar", e))

@@ -350,11 +350,7 @@ impl Router {
         // A quoted reference.
         for r in quoted_references(event) {
             if let Some(d) = self.find_dossier(&r).await? {
-                return Ok(Target {
-                    citizen_id: d.citizen_id.clone(),
-                    dossier: Some(d),
-                    correlation: "reference",
-                });
+                return self.attach(event, d, "reference").await;
             }
         }
         // A reply to an email routing has seen.
@@ -376,11 +372,7 @@ impl Router {
                 if let Some(m) = known
                     && let Some(d) = self.find_dossier(&m.dossier_id).await?
                 {
-                    return Ok(Target {
-                        citizen_id: d.citizen_id.clone(),
-                        dossier: Some(d),
-                        correlation: "email_thread",
-                    });
+                    return self.attach(event, d, "email_thread").await;
                 }
             }
         }
@@ -394,16 +386,30 @@ impl Router {
             });
         }
         let mut dossier = self.dossier.clone();
-        let citizen = dossier
+        let resolved = dossier
             .resolve_citizen(dpb::ResolveCitizenRequest {
                 hint: event.citizen.clone(),
                 request_id: event.id.clone(),
+                candidates_only: false,
             })
-            .await
-            .map_err(|s| classify("resolve citizen", s))?
-            .into_inner()
-            .citizen
-            .ok_or_else(|| HandlerError::Transient("resolve citizen returned no citizen".into()))?;
+            .await;
+        let citizen = match resolved {
+            Ok(r) => r.into_inner().citizen.ok_or_else(|| {
+                HandlerError::Transient("resolve citizen returned no citizen".into())
+            })?,
+            // What the channel captured does not parse (a mistyped number):
+            // the request still reaches an agent, who identifies the person.
+            // The status names the field only, never its value.
+            Err(s) if s.code() == Code::InvalidArgument => {
+                tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "citizen hint refused, queued without a citizen");
+                return Ok(Target {
+                    dossier: None,
+                    citizen_id: String::new(),
+                    correlation: "unidentified",
+                });
+            }
+            Err(s) => return Err(classify("resolve citizen", s)),
+        };
         // The same citizen's open dossier of the same process, recently
         // active. Not for triage: two unqualified requests are not known to
         // be the same matter.
@@ -463,6 +469,9 @@ impl Router {
             .clone()
             .list_dossiers(dpb::ListDossiersRequest {
                 citizen_id: citizen_id.to_owned(),
+                process_id: process_id.to_owned(),
+                open_only: true,
+                updated_after: Some(timestamp(since)),
                 page_size: 100,
                 ..Default::default()
             })
@@ -484,8 +493,60 @@ impl Router {
 }
 
 /// Whether a dossier still takes new requests.
-fn dossier_open(_d: &dpb::Dossier) -> bool {
-    true
+fn dossier_open(d: &dpb::Dossier) -> bool {
+    !d.closed
+}
+
+impl Router {
+    /// Attach to a dossier the request points at. A closed one is reopened
+    /// when its process says so; otherwise the request opens a new dossier
+    /// of the same process for the same citizen.
+    async fn attach(
+        &self,
+        event: &IntakeEvent,
+        d: dpb::Dossier,
+        how: &'static str,
+    ) -> Result<Target, HandlerError> {
+        if !d.closed {
+            return Ok(Target {
+                citizen_id: d.citizen_id.clone(),
+                dossier: Some(d),
+                correlation: how,
+            });
+        }
+        let mut dossier = self.dossier.clone();
+        match dossier
+            .reopen_dossier(dpb::ReopenDossierRequest {
+                id: d.id.clone(),
+                reason: "Nouvelle demande de l'usager se rapportant à ce dossier".into(),
+                request_id: event.id.clone(),
+            })
+            .await
+        {
+            Ok(r) => Ok(Target {
+                citizen_id: d.citizen_id.clone(),
+                dossier: Some(r.into_inner()),
+                correlation: "reopened",
+            }),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                let opened = dossier
+                    .open_dossier(dpb::OpenDossierRequest {
+                        citizen_id: d.citizen_id.clone(),
+                        process_id: d.process_id.clone(),
+                        request_id: event.id.clone(),
+                    })
+                    .await
+                    .map_err(|s| classify("open dossier", s))?
+                    .into_inner();
+                Ok(Target {
+                    citizen_id: d.citizen_id.clone(),
+                    dossier: Some(opened),
+                    correlation: "new_after_closed",
+                })
+            }
+            Err(s) => Err(classify("reopen dossier", s)),
+        }
+    }
 }
 
 fn decode(body: &Bytes) -> Result<IntakeEvent, HandlerError> {

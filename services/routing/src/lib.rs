@@ -4,7 +4,6 @@
 //! pull and push distribution, lifecycle events and live statistics.
 
 pub mod calendar;
-pub mod clock;
 pub mod config;
 pub mod db;
 pub mod grpc;
@@ -24,8 +23,8 @@ use guichet_proto::events::v1 as ev;
 use guichet_proto::routing::v1::queue_service_server::QueueServiceServer;
 use tokio_util::sync::CancellationToken;
 
-pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use config::Config;
+pub use guichet_platform::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
 pub use guichet_platform::Deps;
 

@@ -34,9 +34,9 @@ use sea_orm::{
 };
 use tokio::sync::watch;
 
-use crate::clock::SharedClock;
 use crate::config::QueueConfig;
 use crate::db::entities::{agent, work_item};
+use guichet_platform::clock::SharedClock;
 
 pub const PENDING: &str = "pending";
 pub const OFFERED: &str = "offered";

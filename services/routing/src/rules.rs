@@ -528,7 +528,7 @@ mod tests {
 
     fn calendar() -> Calendar {
         let wd: Vec<String> = vec!["08:30-17:30".into()];
-        Calendar::new([&wd, &wd, &wd, &wd, &wd, &wd, &wd], &[], 60, true, false).unwrap()
+        Calendar::new([&wd, &wd, &wd, &wd, &wd, &wd, &wd], &[], false).unwrap()
     }
 
     const RULES: &str = r#"

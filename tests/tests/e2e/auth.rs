@@ -35,12 +35,19 @@ async fn calls_without_a_token_are_unauthenticated_and_agents_cannot_make_servic
     assert_eq!(err.code(), Code::Unauthenticated);
 
     let agent = env.token("agent-1", &[TokenRole::Agent]);
-    let err = dossier_client(app.grpc_addr, &agent)
+    // Agents may resolve citizens, not purge dossiers.
+    dossier_client(app.grpc_addr, &agent)
         .await
         .resolve_citizen(dpb::ResolveCitizenRequest {
             hint: ticket_request("A", "B", "", "").citizen,
             request_id: "r1".into(),
+            candidates_only: false,
         })
+        .await
+        .expect("an agent may resolve a citizen");
+    let err = dossier_client(app.grpc_addr, &agent)
+        .await
+        .purge_expired(dpb::PurgeExpiredRequest { dry_run: true })
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);
@@ -49,12 +56,9 @@ async fn calls_without_a_token_are_unauthenticated_and_agents_cannot_make_servic
     let admin = env.token("admin-1", &[TokenRole::Admin]);
     dossier_client(app.grpc_addr, &admin)
         .await
-        .resolve_citizen(dpb::ResolveCitizenRequest {
-            hint: ticket_request("A", "B", "", "").citizen,
-            request_id: "r1".into(),
-        })
+        .purge_expired(dpb::PurgeExpiredRequest { dry_run: true })
         .await
-        .expect("admin may resolve");
+        .expect("admin may purge");
     app.stop().await.expect("stop");
     env.cleanup().await;
 }

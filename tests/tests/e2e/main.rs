@@ -7,8 +7,11 @@
 mod auth;
 mod config;
 mod deploy;
+mod dossier_api;
+mod dossier_store;
 mod events;
 mod intake;
+mod routing_correlation;
 mod routing_intake;
 mod routing_offers;
 mod routing_queue;

@@ -24,7 +24,11 @@ when = { channels = ["email", "scan"], keywords = ["acte de naissance", "état c
 "#;
 
 /// The work item routed from `intake_event_id`, once it exists.
-async fn routed(addr: std::net::SocketAddr, token: &str, intake_event_id: &str) -> qpb::WorkItem {
+pub async fn routed(
+    addr: std::net::SocketAddr,
+    token: &str,
+    intake_event_id: &str,
+) -> qpb::WorkItem {
     let q = queue_client(addr, token).await;
     eventually(
         "the intake event routed to a work item",
@@ -209,6 +213,18 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
     assert_eq!(it.correlation, "none");
     assert_eq!(it.status(), qpb::WorkItemStatus::Pending);
 
+    // A number that does not parse (mistyped at the desk): still queued,
+    // for the agent to identify the person, not dead-lettered.
+    let mut typo = intake_at(ipb::Channel::Counter, t0());
+    typo.citizen = Some(ipb::CitizenHint {
+        phones: vec!["07 11 22 33 44".into()],
+        ..Default::default()
+    });
+    env.publish_intake(&typo).await;
+    let it = routed(r.grpc_addr, &agent, &typo.id).await;
+    assert_eq!(it.correlation, "unidentified");
+    assert!(it.dossier_id.is_empty());
+
     // A first visit opens a dossier.
     let mut visit = intake_at(ipb::Channel::Counter, t0());
     visit.body = "renseignement".into();
@@ -287,7 +303,7 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
         .await
         .unwrap();
     }
-    assert_eq!(taken.len(), 5);
+    assert_eq!(taken.len(), 6);
     r.stop().await;
     dossier.stop().await.unwrap();
     env.cleanup().await;

@@ -172,6 +172,7 @@ pub async fn walk_in_slice(
             citizen_id: item.citizen_id.clone(),
             page_size: 50,
             page_token: history.next_page_token,
+            filter: None,
         })
         .await
         .expect("citizen timeline page 2")

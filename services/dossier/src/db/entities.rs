@@ -16,6 +16,18 @@ pub mod citizen {
         pub source_request_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// JSON array of address lines.
+        pub address_lines: String,
+        pub postal_code: String,
+        pub city: String,
+        pub country: String,
+        /// Accent- and case-insensitive address, for matching letters.
+        pub address_key: String,
+        pub preferred_channel: String,
+        pub language: String,
+        /// Set when merged into another citizen.
+        pub merged_into: Option<String>,
+        pub erased_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -62,6 +74,16 @@ pub mod dossier {
         pub opened_request_id: Option<String>,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        pub holder_agent: String,
+        pub holder_department: String,
+        /// Bumped by every change: optimistic concurrency for transitions.
+        pub revision: i64,
+        pub state_entered_at: Option<DateTimeUtc>,
+        pub closed_at: Option<DateTimeUtc>,
+        pub legal_hold: bool,
+        pub legal_hold_reason: String,
+        /// The process's restricted group at opening ("" when open to all).
+        pub restricted_group: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -88,6 +110,170 @@ pub mod timeline {
         pub actor: String,
         /// Event that produced the entry: makes recording idempotent.
         pub source_event_id: Option<String>,
+        pub created_at: DateTimeUtc,
+        /// Notes: `public` or `private`; empty for other entries.
+        pub visibility: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod document {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "documents")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub citizen_id: String,
+        pub sha256: String,
+        pub media_type: String,
+        pub size_bytes: i64,
+        pub filename: String,
+        pub document_type: String,
+        pub source_channel: String,
+        pub actor: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod link {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dossier_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub kind: String,
+        pub ref_id: String,
+        pub status: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod timer {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dossier_timers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub state: String,
+        pub revision: i64,
+        pub timer_index: i32,
+        pub kind: String,
+        pub due_at: DateTimeUtc,
+        pub fired_at: Option<DateTimeUtc>,
+        pub cancelled_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod transition {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dossier_transitions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub from_state: String,
+        pub to_state: String,
+        pub cause: String,
+        pub actor: String,
+        pub reason: String,
+        pub request_id: Option<String>,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod merge {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "citizen_merges")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub target_id: String,
+        pub source_id: String,
+        pub actor: String,
+        pub reason: String,
+        pub moved: String,
+        pub created_at: DateTimeUtc,
+        pub split_at: Option<DateTimeUtc>,
+        pub split_actor: String,
+        pub split_reason: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod audit {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_log")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub actor: String,
+        pub action: String,
+        pub resource: String,
+        pub detail: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod party {
+    use sea_orm::entity::prelude::*;
+
+    /// Another citizen concerned by a dossier.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dossier_citizens")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub dossier_id: String,
+        pub citizen_id: String,
         pub created_at: DateTimeUtc,
     }
 

@@ -1,17 +1,16 @@
-//! Time as routing sees it. Every time-dependent rule (SLA escalation,
-//! ageing, offer timeouts, statistics windows) reads `Clock::now`, so tests
-//! drive time with a [`ManualClock`] instead of sleeping.
+//! Time as a dependency: roles ask a [`Clock`] for "now", so tests move
+//! time forward instead of sleeping (SLA deadlines, timers, offers).
 
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 
-pub trait Clock: Send + Sync + 'static {
+pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now(&self) -> DateTime<Utc>;
 }
 
 /// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default, Clone, Copy)]
 pub struct SystemClock;
 
 impl Clock for SystemClock {
@@ -20,7 +19,7 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told to (tests, benchmarks, replays).
+/// A clock that only moves when told to (tests, simulations).
 #[derive(Debug, Clone)]
 pub struct ManualClock(Arc<Mutex<DateTime<Utc>>>);
 
@@ -30,19 +29,23 @@ impl ManualClock {
     }
 
     pub fn set(&self, t: DateTime<Utc>) {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = t;
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
-    pub fn advance(&self, by: Duration) {
-        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        *t += by;
+    pub fn advance(&self, d: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += d;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 pub type SharedClock = Arc<dyn Clock>;
+
+pub fn system() -> SharedClock {
+    Arc::new(SystemClock)
+}
