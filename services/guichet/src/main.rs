@@ -67,6 +67,9 @@ enum Command {
         in_flight: usize,
         #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
         backends: Vec<String>,
+        /// Log filter while benchmarking (logs go to stderr).
+        #[arg(long, default_value = "warn")]
+        log_filter: String,
         /// PostgreSQL server where the benchmark creates (and drops) its databases.
         #[arg(
             long,
@@ -120,8 +123,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events,
             in_flight,
             backends,
+            log_filter,
             pg_url,
         } => {
+            config.telemetry.log_filter = log_filter;
+            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             guichet::bench::run(guichet::bench::BenchOptions {
                 events,
                 in_flight,
