@@ -346,9 +346,25 @@ impl pb::queue_service_server::QueueService for QueueApi {
             }
             caps.insert(ch.slug().to_owned(), c.capacity);
         }
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        if let Some(p) = paths
+            .iter()
+            .find(|p| !matches!(p.as_str(), "skills" | "queues" | "capacities"))
+        {
+            return Err(invalid_argument(
+                "update_mask",
+                format!("`{p}` cannot be updated (skills, queues, capacities)"),
+            ));
+        }
+        let wants = |f: &str| paths.is_empty() || paths.iter().any(|p| p == f);
         let a = self
             .queue
-            .update_agent(&id, &req.skills, &req.queues, &caps)
+            .update_agent(
+                &id,
+                wants("skills").then_some(req.skills.as_slice()),
+                wants("queues").then_some(req.queues.as_slice()),
+                wants("capacities").then_some(&caps),
+            )
             .await
             .map_err(internal_err("update agent"))?;
         self.agent_reply(a).await
@@ -410,6 +426,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .map_err(queue_err("accept offer", id))?;
         metrics::counter!("guichet_routing_assigned_total", "channel" => item.channel.clone())
             .increment(1);
+        metrics::counter!("guichet_routing_offers_total", "outcome" => "accepted").increment(1);
         tracing::info!(work_item_id = %item.id, agent_id = %caller.subject, "offer accepted");
         Ok(Response::new(item_pb(item)))
     }
@@ -429,6 +446,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .reject_offer(id, &caller.subject, req.reason.trim())
             .await
             .map_err(queue_err("reject offer", id))?;
+        metrics::counter!("guichet_routing_offers_total", "outcome" => "rejected").increment(1);
         tracing::info!(work_item_id = %item.id, agent_id = %caller.subject, "offer rejected");
         Ok(Response::new(item_pb(item)))
     }

@@ -563,31 +563,37 @@ impl Queue {
         self.outbox.stage(conn, &event).await
     }
 
-    /// Set skills, queues and capacities (creating the agent, offline, if new).
+    /// Set skills, queues and/or capacities (`None` keeps the current
+    /// value), creating the agent, offline, if new.
     pub async fn update_agent(
         &self,
         agent_id: &str,
-        skills: &[String],
-        queues: &[String],
-        capacities: &BTreeMap<String, i32>,
+        skills: Option<&[String]>,
+        queues: Option<&[String]>,
+        capacities: Option<&BTreeMap<String, i32>>,
     ) -> Result<agent::Model, DbErr> {
         let mut a = self.new_agent(agent_id, "offline");
-        a.skills = Set(skills.join(","));
-        a.queues = Set(queues.join(","));
-        a.capacities = Set(capacities
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(","));
+        let mut cols = vec![agent::Column::UpdatedAt];
+        if let Some(s) = skills {
+            a.skills = Set(s.join(","));
+            cols.push(agent::Column::Skills);
+        }
+        if let Some(q) = queues {
+            a.queues = Set(q.join(","));
+            cols.push(agent::Column::Queues);
+        }
+        if let Some(c) = capacities {
+            a.capacities = Set(c
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(","));
+            cols.push(agent::Column::Capacities);
+        }
         agent::Entity::insert(a)
             .on_conflict(
                 OnConflict::column(agent::Column::Id)
-                    .update_columns([
-                        agent::Column::Skills,
-                        agent::Column::Queues,
-                        agent::Column::Capacities,
-                        agent::Column::UpdatedAt,
-                    ])
+                    .update_columns(cols)
                     .to_owned(),
             )
             .exec(&self.db)
@@ -1069,6 +1075,7 @@ impl Queue {
                 tracing::info!(agent_id = %agent_id, "agent set away after repeated offer timeouts");
             }
             txn.commit().await?;
+            metrics::counter!("guichet_routing_offers_total", "outcome" => "expired").increment(1);
             n += 1;
         }
         if n > 0 {
@@ -1284,6 +1291,7 @@ impl Queue {
                 .or_default()
                 .entry(item.channel.clone())
                 .or_insert(0) += 1;
+            metrics::counter!("guichet_routing_offers_total", "outcome" => "offered").increment(1);
             tracing::info!(work_item_id = %item.id, agent_id = %a.id, "work item offered");
             n += 1;
         }

@@ -305,6 +305,34 @@ async fn routing_transfers_an_item_to_a_department_and_back() {
         })
         .await
         .unwrap();
+    // A partial update (field mask) keeps the queues and sets a capacity.
+    let ec = queue_client(r.grpc_addr, &boss)
+        .await
+        .update_agent(qpb::UpdateAgentRequest {
+            id: "agent-ec".into(),
+            skills: vec!["etat-civil".into()],
+            update_mask: Some(guichet_testkit::prost_types::FieldMask {
+                paths: vec!["skills".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ec.queues, vec!["etat-civil".to_string()]);
+    assert_eq!(ec.skills, vec!["etat-civil".to_string()]);
+    let bad_mask = queue_client(r.grpc_addr, &boss)
+        .await
+        .update_agent(qpb::UpdateAgentRequest {
+            id: "agent-ec".into(),
+            update_mask: Some(guichet_testkit::prost_types::FieldMask {
+                paths: vec!["presence".into()],
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_mask.code(), tonic::Code::InvalidArgument);
     available(r.grpc_addr, &front, false).await;
     available(r.grpc_addr, &clerk, false).await;
     let mut fq = queue_client(r.grpc_addr, &front).await;
