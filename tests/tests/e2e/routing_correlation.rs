@@ -2,13 +2,12 @@
 //! citizen's open dossier of the same process within the window, and a
 //! quoted closed dossier reopened or replaced per its process.
 
-use guichet::Role;
 use guichet_testkit::proto::dossier::v1 as dpb;
 use guichet_testkit::proto::intake::v1 as ipb;
 use guichet_testkit::*;
 
 use crate::routing_intake::routed;
-use crate::routing_queue::t0;
+use crate::routing_queue::setup;
 
 const RULES: &str = r#"
 [[rule]]
@@ -32,20 +31,10 @@ fn visit(body: &str, at: chrono::DateTime<chrono::Utc>) -> ipb::IntakeEvent {
 #[tokio::test]
 async fn routing_attaches_to_the_citizens_open_dossier_within_the_window_and_handles_quoted_closed_dossiers()
  {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(Backend::Sqlite, Some(RULES), &[]).await else {
         return;
     };
-    let rules = env.dir.path().join("routing-rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let path = rules.display().to_string();
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(
-            ManualClock::new(t0()),
-            dossier.grpc_addr,
-            &[("GUICHET__ROUTING__RULES_FILE", &path)],
-        )
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let now = chrono::Utc::now();
 
@@ -71,7 +60,7 @@ async fn routing_attaches_to_the_citizens_open_dossier_within_the_window_and_han
 
     // The first dossier is answered (closed); a letter quoting it: this
     // process does not reopen, so a new dossier of the same process.
-    let mut dossiers = dossier_client(dossier.grpc_addr, &agent).await;
+    let mut dossiers = dossier_client(s.dossier.grpc_addr, &agent).await;
     let closed = dossiers
         .transition_dossier(dpb::TransitionDossierRequest {
             id: first.dossier_id.clone(),
@@ -125,7 +114,5 @@ async fn routing_attaches_to_the_citizens_open_dossier_within_the_window_and_han
         .unwrap()
         .into_inner();
     assert!(!d.closed, "reopened");
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }

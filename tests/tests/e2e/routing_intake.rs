@@ -9,7 +9,7 @@ use guichet_testkit::proto::intake::v1 as ipb;
 use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::*;
 
-use crate::routing_queue::t0;
+use crate::routing_queue::{available, rules_path, setup, t0};
 
 const RULES: &str = r#"
 [[rule]]
@@ -72,23 +72,17 @@ fn email(subject: &str, body: &str) -> ipb::IntakeEvent {
 #[tokio::test]
 async fn routing_rules_classify_explain_and_hot_reload_keeping_the_previous_rules_on_a_broken_file()
 {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(
+        Backend::Sqlite,
+        Some(RULES),
+        &[("GUICHET__ROUTING__RULES_RELOAD_MS", "100")],
+    )
+    .await
+    else {
         return;
     };
-    let rules = env.dir.path().join("routing-rules.toml");
-    std::fs::write(&rules, RULES).unwrap();
-    let path = rules.display().to_string();
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(
-            ManualClock::new(t0()),
-            dossier.grpc_addr,
-            &[
-                ("GUICHET__ROUTING__RULES_FILE", &path),
-                ("GUICHET__ROUTING__RULES_RELOAD_MS", "100"),
-            ],
-        )
-        .await;
+    let (env, r) = (&s.env, &s.r);
+    let rules = rules_path(env);
     let boss = env.token("chef", &[TokenRole::Supervisor]);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let sup = queue_client(r.grpc_addr, &boss).await;
@@ -188,21 +182,16 @@ async fn routing_rules_classify_explain_and_hot_reload_keeping_the_previous_rule
     .await;
     assert!(c.last_reload_error.is_empty());
     assert_eq!(explain(email("acte de naissance", "")).await.rule_id, "");
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requests_without_a_citizen()
  {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &[])
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
 
     // A call from a withheld number: no hint, still queued (no dossier).
@@ -283,14 +272,7 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
     assert_eq!(m2.dossier_id, m1.dossier_id);
 
     // Completing the item without a dossier works (nothing to record).
-    queue_client(r.grpc_addr, &agent)
-        .await
-        .set_presence(qpb::SetPresenceRequest {
-            presence: qpb::Presence::Available as i32,
-            accept_offers: false,
-        })
-        .await
-        .unwrap();
+    available(r.grpc_addr, &agent, false).await;
     let mut q = queue_client(r.grpc_addr, &agent).await;
     let mut taken = Vec::new();
     while let Ok(t) = q.take_next(qpb::TakeNextRequest::default()).await {
@@ -304,9 +286,7 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
         .unwrap();
     }
     assert_eq!(taken.len(), 6);
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]

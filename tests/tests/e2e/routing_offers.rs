@@ -9,7 +9,7 @@ use guichet::Role;
 use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::*;
 
-use crate::routing_queue::{available, item, t0};
+use crate::routing_queue::{available, item, setup, t0};
 
 async fn get(addr: std::net::SocketAddr, token: &str, id: &str) -> qpb::WorkItem {
     queue_client(addr, token)
@@ -23,17 +23,16 @@ async fn get(addr: std::net::SocketAddr, token: &str, id: &str) -> qpb::WorkItem
 #[tokio::test]
 async fn routing_offers_move_on_after_reject_and_timeout_and_repeated_timeouts_set_the_agent_away()
 {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(
+        Backend::Sqlite,
+        None,
+        &[("GUICHET__ROUTING__MAX_MISSED_OFFERS", "2")],
+    )
+    .await
+    else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(
-            ManualClock::new(t0()),
-            dossier.grpc_addr,
-            &[("GUICHET__ROUTING__MAX_MISSED_OFFERS", "2")],
-        )
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let [alice, bob, carol] = ["alice", "bob", "carol"].map(|a| env.token(a, &[TokenRole::Agent]));
     let boss = env.token("chef", &[TokenRole::Supervisor]);
     for t in [&alice, &bob, &carol] {
@@ -168,9 +167,7 @@ async fn routing_offers_move_on_after_reject_and_timeout_and_repeated_timeouts_s
             "{t} in {types:?}"
         );
     }
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 async fn restart(backend: Backend) {

@@ -11,6 +11,45 @@ use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::routing::queue::NewItem;
 use guichet_testkit::*;
 
+/// A test's environment, its dossier role, and routing on a manual clock
+/// starting at [`t0`].
+pub struct Setup {
+    pub env: TestEnv,
+    pub dossier: guichet::RunningApp,
+    pub r: RoutingUnderTest,
+}
+
+/// Where [`setup`] writes the rules file.
+pub fn rules_path(env: &TestEnv) -> std::path::PathBuf {
+    env.dir.path().join("routing-rules.toml")
+}
+
+/// Start dossier and routing for a test; `rules` become routing's rules
+/// file; `extra` are `GUICHET__…` overrides. `None` when the backend is
+/// not available (see [`TestEnv::new`]).
+pub async fn setup(backend: Backend, rules: Option<&str>, extra: &[(&str, &str)]) -> Option<Setup> {
+    let env = TestEnv::new(backend).await?;
+    let path = rules_path(&env).display().to_string();
+    let mut overrides = extra.to_vec();
+    if let Some(text) = rules {
+        std::fs::write(&path, text).expect("write rules");
+        overrides.push(("GUICHET__ROUTING__RULES_FILE", &path));
+    }
+    let dossier = env.spawn(&[Role::Dossier]).await;
+    let r = env
+        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &overrides)
+        .await;
+    Some(Setup { env, dossier, r })
+}
+
+impl Setup {
+    pub async fn finish(self) {
+        self.r.stop().await;
+        self.dossier.stop().await.expect("dossier stops");
+        self.env.cleanup().await;
+    }
+}
+
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap()
 }
@@ -77,13 +116,10 @@ async fn pending_ids(addr: std::net::SocketAddr, token: &str, page_size: i32) ->
 }
 
 async fn ordering(backend: Backend) {
-    let Some(env) = TestEnv::new(backend).await else {
+    let Some(s) = setup(backend, None, &[]).await else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &[])
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let m = chrono::Duration::minutes;
     // Arrange: an old low-priority item, and three priority-5 items: one
@@ -184,9 +220,7 @@ async fn ordering(backend: Backend) {
         types.iter().any(|t| t == "guichet.routing.v1.sla_breached"),
         "{types:?}"
     );
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
@@ -200,13 +234,10 @@ async fn routing_serves_by_priority_then_sla_then_age_with_ageing_and_escalation
 }
 
 async fn race(backend: Backend) {
-    let Some(env) = TestEnv::new(backend).await else {
+    let Some(s) = setup(backend, None, &[]).await else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &[])
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let mut ids = HashSet::new();
     for i in 0..120 {
         let (it, _) = r
@@ -264,9 +295,7 @@ async fn race(backend: Backend) {
         per_agent.iter().all(|n| *n <= 5),
         "capacity respected: {per_agent:?}"
     );
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
@@ -281,13 +310,10 @@ async fn routing_50_agents_racing_never_get_the_same_item_on_postgres() {
 
 #[tokio::test]
 async fn routing_transfers_an_item_to_a_department_and_back() {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &[])
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let front = env.token("agent-accueil", &[TokenRole::Agent]);
     let clerk = env.token("agent-ec", &[TokenRole::Agent]);
     let boss = env.token("chef", &[TokenRole::Supervisor]);
@@ -414,23 +440,18 @@ async fn routing_transfers_an_item_to_a_department_and_back() {
         .filter(|h| header(h, "ce-type") == "guichet.routing.v1.work_item_transferred")
         .count();
     assert_eq!(n, 2);
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
 
 #[tokio::test]
 async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes() {
-    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
         return;
     };
-    let dossier = env.spawn(&[Role::Dossier]).await;
-    let r = env
-        .spawn_routing_with_clock(ManualClock::new(t0()), dossier.grpc_addr, &[])
-        .await;
+    let (env, r) = (&s.env, &s.r);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let boss = env.token("chef", &[TokenRole::Supervisor]);
-    let s = chrono::Duration::seconds;
+    let secs = chrono::Duration::seconds;
     // Five emails enter at t0, SLAs due at +100, +100, +200, +400 s and none.
     let mut ids = Vec::new();
     for (p, due) in [
@@ -442,7 +463,7 @@ async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes(
     ] {
         let (it, _) = r
             .queue
-            .enqueue(item("email", p, t0(), due.map(|d| t0() + s(d)), None))
+            .enqueue(item("email", p, t0(), due.map(|d| t0() + secs(d)), None))
             .await
             .unwrap();
         ids.push(it.id);
@@ -462,7 +483,7 @@ async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes(
     assert_eq!(first.entered, 5);
     // Taken after 60, 120 and 300 s (priorities 9, 8, 7 first).
     for at in [60, 120, 300] {
-        r.clock.set(t0() + s(at));
+        r.clock.set(t0() + secs(at));
         q.take_next(qpb::TakeNextRequest::default()).await.unwrap();
     }
     q.complete_work_item(qpb::CompleteWorkItemRequest {
@@ -477,7 +498,7 @@ async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes(
     })
     .await
     .unwrap();
-    r.clock.set(t0() + s(600));
+    r.clock.set(t0() + secs(600));
     let st = sup
         .get_queue_statistics(qpb::GetQueueStatisticsRequest {
             queue_id: "accueil".into(),
@@ -519,7 +540,7 @@ async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes(
 
     // The watcher saw the changes; a new item shows up in the stream.
     r.queue
-        .enqueue(item("email", 0, t0() + s(600), None, None))
+        .enqueue(item("email", 0, t0() + secs(600), None, None))
         .await
         .unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(20), async {
@@ -539,7 +560,5 @@ async fn routing_statistics_match_a_scripted_scenario_and_watch_streams_changes(
         .unwrap_err();
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
     drop(watch);
-    r.stop().await;
-    dossier.stop().await.unwrap();
-    env.cleanup().await;
+    s.finish().await;
 }
