@@ -301,6 +301,65 @@ impl pb::queue_service_server::QueueService for QueueApi {
         self.agent_reply(a).await
     }
 
+    async fn list_agents(
+        &self,
+        request: Request<pb::ListAgentsRequest>,
+    ) -> Result<Response<pb::ListAgentsResponse>, Status> {
+        require(&request, MONITORS)?;
+        let req = request.into_inner();
+        let limit = page_size(req.page_size, 50, 500)?;
+        let presence = match pb::Presence::try_from(req.presence) {
+            Ok(p) => presence_slug(p),
+            Err(_) => return Err(invalid_argument("presence", "is not a known presence")),
+        };
+        let queue_id = if req.queue_id.trim().is_empty() {
+            None
+        } else {
+            Some(self.queue_arg("queue_id", &req.queue_id)?)
+        };
+        let after = if req.page_token.is_empty() {
+            None
+        } else {
+            Some(
+                req.page_token
+                    .strip_prefix("a|")
+                    .ok_or_else(|| {
+                        invalid_argument("page_token", "is not a token this API issued")
+                    })?
+                    .to_owned(),
+            )
+        };
+        // The queue filter applies after the page is read (an agent's queues
+        // default from configuration): pages may come back shorter.
+        let page = self
+            .queue
+            .list_agents(presence, after.as_deref(), limit)
+            .await
+            .map_err(internal_err("list agents"))?;
+        let next_page_token = match page.last() {
+            Some(last) if page.len() as u64 == limit => format!("a|{}", last.id),
+            _ => String::new(),
+        };
+        let loads = self
+            .queue
+            .loads(None)
+            .await
+            .map_err(internal_err("list agents"))?;
+        let agents = page
+            .into_iter()
+            .filter(|a| {
+                queue_id
+                    .as_ref()
+                    .is_none_or(|q| self.queue.agent_queues(a).contains(q))
+            })
+            .map(|a| self.agent_pb(a, &loads))
+            .collect();
+        Ok(Response::new(pb::ListAgentsResponse {
+            agents,
+            next_page_token,
+        }))
+    }
+
     async fn update_agent(
         &self,
         request: Request<pb::UpdateAgentRequest>,

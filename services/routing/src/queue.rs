@@ -496,6 +496,25 @@ impl Queue {
             .await
     }
 
+    /// Agents by id after `after`, optionally of one presence.
+    pub async fn list_agents(
+        &self,
+        presence: Option<&str>,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<agent::Model>, DbErr> {
+        let mut q = agent::Entity::find()
+            .order_by_asc(agent::Column::Id)
+            .limit(limit);
+        if let Some(p) = presence {
+            q = q.filter(agent::Column::Presence.eq(p));
+        }
+        if let Some(a) = after {
+            q = q.filter(agent::Column::Id.gt(a));
+        }
+        q.all(&self.db).await
+    }
+
     fn new_agent(&self, id: &str, presence: &str) -> agent::ActiveModel {
         agent::ActiveModel {
             id: Set(id.to_owned()),

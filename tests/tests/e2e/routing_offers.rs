@@ -148,6 +148,40 @@ async fn routing_offers_move_on_after_reject_and_timeout_and_repeated_timeouts_s
         .into_inner();
     assert_eq!(b.presence(), qpb::Presence::Away);
     assert_eq!(b.missed_offers, 2);
+    let away = queue_client(r.grpc_addr, &boss)
+        .await
+        .list_agents(qpb::ListAgentsRequest {
+            presence: qpb::Presence::Away as i32,
+            queue_id: "accueil".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = away.agents.iter().map(|a| a.id.as_str()).collect();
+    assert_eq!(ids, vec!["bob"]);
+    let all = queue_client(r.grpc_addr, &boss)
+        .await
+        .list_agents(qpb::ListAgentsRequest {
+            page_size: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.agents.len(), 2);
+    let rest = queue_client(r.grpc_addr, &boss)
+        .await
+        .list_agents(qpb::ListAgentsRequest {
+            page_size: 2,
+            page_token: all.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rest.agents.len(), 1, "alice, bob | carol");
+    assert_eq!(rest.agents[0].id, "carol");
 
     // Every step was an event.
     let headers = env.stream_headers("EVENTS", 12).await;
