@@ -34,6 +34,9 @@ pub struct QueueApi {
     pub queue: Queue,
     pub dossier: DossierClient,
     pub classifier: Arc<Classifier>,
+    /// Cancelled when the role stops: ends the server streams, so they do
+    /// not hold up a graceful shutdown.
+    pub streams: tokio_util::sync::CancellationToken,
 }
 
 fn status_slug(s: pb::WorkItemStatus) -> Option<&'static str> {
@@ -251,6 +254,7 @@ pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
 }
 
 type StatsStream = Pin<Box<dyn Stream<Item = Result<pb::QueueStatistics, Status>> + Send>>;
+type OfferStream = Pin<Box<dyn Stream<Item = Result<pb::WorkItem, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl pb::queue_service_server::QueueService for QueueApi {
@@ -469,6 +473,56 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .increment(1);
         tracing::info!(work_item_id = %item.id, agent_id = %caller.subject, "work item assigned");
         Ok(Response::new(item_pb(item)))
+    }
+
+    type WatchOffersStream = OfferStream;
+
+    async fn watch_offers(
+        &self,
+        request: Request<pb::WatchOffersRequest>,
+    ) -> Result<Response<OfferStream>, Status> {
+        let caller = require(&request, AGENTS)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let queue = self.queue.clone();
+        let mut changes = self.queue.subscribe();
+        let stop = self.streams.clone();
+        tokio::spawn(async move {
+            // (item, offer time) already sent: a re-offer after a timeout
+            // elsewhere is a new offer.
+            let mut sent = std::collections::HashSet::new();
+            let filter = ListFilter {
+                status: Some(queue::OFFERED.to_owned()),
+                agent_id: Some(caller.subject.clone()),
+                ..Default::default()
+            };
+            loop {
+                match queue.list(&filter, None, 100).await {
+                    Ok(items) => {
+                        for it in items {
+                            if sent.insert((it.id.clone(), it.offer_time))
+                                && tx.send(Ok(item_pb(it))).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(internal("watch offers", e))).await;
+                        return;
+                    }
+                }
+                // Offers made by this replica wake at once, others' within 1 s.
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = stop.cancelled() => return,
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep(StdDuration::from_secs(1)) => {}
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn accept_offer(
@@ -748,6 +802,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let api = self.clone();
         let mut changes = self.queue.subscribe();
+        let stop = self.streams.clone();
         tokio::spawn(async move {
             let mut last: Option<Stats> = None;
             loop {
@@ -777,6 +832,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
                 // Local changes wake at once; other replicas' show within 2 s.
                 tokio::select! {
                     _ = tx.closed() => return,
+                    _ = stop.cancelled() => return,
                     _ = changes.changed() => {}
                     _ = tokio::time::sleep(StdDuration::from_secs(2)) => {}
                 }

@@ -102,6 +102,7 @@ pub async fn build_with_clock(
         queue,
         dossier,
         classifier,
+        streams: CancellationToken::new(),
     };
     Ok(Service {
         config,
@@ -135,6 +136,12 @@ impl Service {
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let bus = self.api.queue.outbox().bus().clone();
         tokio::spawn(self.api.queue.outbox().clone().run(shutdown.clone()));
+        let streams = self.api.streams.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            streams.cancel();
+        });
         let filter = bus.subject("intake.>");
         let router = self.router.clone();
 

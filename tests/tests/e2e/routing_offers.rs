@@ -38,14 +38,28 @@ async fn routing_offers_move_on_after_reject_and_timeout_and_repeated_timeouts_s
     for t in [&alice, &bob, &carol] {
         available(r.grpc_addr, t, true).await;
     }
+    let mut alice_offers = queue_client(r.grpc_addr, &alice)
+        .await
+        .watch_offers(qpb::WatchOffersRequest {})
+        .await
+        .unwrap()
+        .into_inner();
     let (x, _) = r
         .queue
         .enqueue(item("counter", 0, t0(), None, None))
         .await
         .unwrap();
 
-    // Offered to one agent (ties: alphabetical), reserved for 30 s.
+    // Offered to one agent (ties: alphabetical), reserved for 30 s; pushed
+    // to her stream.
     assert_eq!(r.maintain().await.offered, 1);
+    let pushed = tokio::time::timeout(std::time::Duration::from_secs(10), alice_offers.message())
+        .await
+        .expect("offer pushed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.id, x.id);
+    assert_eq!(pushed.status(), qpb::WorkItemStatus::Offered);
     let o = get(r.grpc_addr, &boss, &x.id).await;
     assert_eq!(o.status(), qpb::WorkItemStatus::Offered);
     assert_eq!(o.agent_id, "alice");
