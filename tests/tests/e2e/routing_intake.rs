@@ -339,3 +339,32 @@ async fn routing_replicas_share_the_durable_consumer_and_route_each_event_once_o
     dossier.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn routing_refuses_to_start_on_a_broken_rules_file_naming_the_key() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let path = rules_path(&env);
+    std::fs::write(
+        &path,
+        "[[rule]]\nid = \"x\"\nprocess = \"a-qualifier\"\nwhen = { channels = [\"fax\"] }\n",
+    )
+    .unwrap();
+    let path = path.display().to_string();
+    let config = env.config_with(&[("GUICHET__ROUTING__RULES_FILE", &path)]);
+    let err = guichet::start(
+        config,
+        &[Role::Dossier, Role::Routing],
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .err()
+    .expect("start refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("routing.rules_file") && msg.contains("fax"),
+        "{msg}"
+    );
+    env.cleanup().await;
+}
