@@ -29,9 +29,12 @@ LABEL org.opencontainers.image.title="guichet" \
       org.opencontainers.image.licenses="AGPL-3.0-or-later"
 
 # ca-certificates: TLS to PostgreSQL, NATS and OTLP endpoints (rustls uses the
-# system roots). Nothing else: the binary is self-contained.
+# system roots). tesseract-ocr (+ its osd data) with tesseract-ocr-fra, and
+# poppler-utils (pdftotext, pdftoppm, pdfinfo): the scanned-mail role's OCR
+# and PDF tools, run as bounded child processes.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
+        tesseract-ocr tesseract-ocr-fra poppler-utils \
  && rm -rf /var/lib/apt/lists/*
 
 # Fixed uid/gid 10001 so Kubernetes can assert runAsUser/runAsNonRoot.

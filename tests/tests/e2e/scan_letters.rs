@@ -216,6 +216,10 @@ fn check_letter(e: &ipb::IntakeEvent, l: &Letter, source: &str, min_accuracy: f6
         e.body
     );
     assert!(d.page_confidences.iter().all(|c| *c > 0.5), "{what}: {d:?}");
+    eprintln!(
+        "{what}: character accuracy {accuracy:.3}, page confidences {:?}",
+        d.page_confidences
+    );
     assert_eq!(e.attachments.len(), 1, "{what}: the original is attached");
 }
 

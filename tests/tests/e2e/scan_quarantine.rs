@@ -30,7 +30,10 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
     let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    let limits = [("GUICHET__SCAN__MAX_PAGES", "2")];
+    let limits = [
+        ("GUICHET__SCAN__MAX_PAGES", "2"),
+        ("GUICHET__SCAN__MAX_FILE_BYTES", "3000000"),
+    ];
     let app = env
         .spawn_with(&[Role::IngressScan], env.config_with(&limits))
         .await;
@@ -47,6 +50,10 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
         p
     };
     w("vide.pdf", b"");
+    let mut huge = b"%PDF-1.4\n".to_vec();
+    huge.resize(3_100_000, b' ');
+    huge.extend(b"\n%%EOF\n");
+    w("enorme.pdf", &huge);
     let whole =
         std::fs::read(r("entier.pdf", "pdf_text", 300, vec![LETTERS[0].page()])).expect("pdf");
     w("tronque.pdf", &whole[..whole.len() / 2]);
@@ -72,6 +79,7 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
 
     let expected = [
         ("vide.pdf", spb::QuarantineReason::EmptyFile),
+        ("enorme.pdf", spb::QuarantineReason::TooLarge),
         ("tronque.pdf", spb::QuarantineReason::Truncated),
         ("notes.docx", spb::QuarantineReason::UnsupportedType),
         ("casse.pdf", spb::QuarantineReason::Unreadable),
