@@ -380,6 +380,65 @@ impl ScanApi {
         }
     }
 
+    /// A folder file above `max_file_bytes`: hashed as a stream (never
+    /// loaded, never copied to the object store) and quarantined as
+    /// `TOO_LARGE`; it cannot be released, only scanned again in parts.
+    pub async fn quarantine_oversized(
+        &self,
+        path: &std::path::Path,
+        filename: &str,
+        len: u64,
+    ) -> Result<scan_file::Model, AcceptError> {
+        use sha2::Digest;
+        use tokio::io::AsyncReadExt;
+        let io = |e: std::io::Error| AcceptError::Unavailable(format!("read scan file: {e}"));
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut hasher = sha2::Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+        }
+        let sha = format!("{:x}", hasher.finalize());
+        if let Some(known) = self.by_sha(&sha).await? {
+            return Ok(known);
+        }
+        let now = Utc::now();
+        let row = scan_file::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            sha256: Set(sha.clone()),
+            filename: Set(clean_filename(filename)),
+            media_type: Set(String::new()),
+            size_bytes: Set(i64::try_from(len).unwrap_or(i64::MAX)),
+            source: Set(Source::Folder.as_str().to_owned()),
+            batch_id: Set(String::new()),
+            state: Set(STATE_QUARANTINED.to_owned()),
+            reason: Set(Some(Reason::TooLarge.as_str().to_owned())),
+            detail: Set(format!(
+                "{len} bytes, more than the limit of {} (not stored: scan it again in parts)",
+                self.config.max_file_bytes
+            )),
+            intake_event_id: Set(None),
+            page_count: Set(0),
+            ocr_confidence: Set(0.0),
+            release_count: Set(0),
+            received_at: Set(now),
+            updated_at: Set(now),
+        };
+        let model = match row.insert(&self.db).await {
+            Ok(m) => m,
+            Err(e) if is_unique_violation(&e) => {
+                return self.by_sha(&sha).await?.ok_or(AcceptError::Db(e));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.finish(&model, None).await?;
+        Ok(model)
+    }
+
     async fn by_sha(&self, sha: &str) -> Result<Option<scan_file::Model>, sea_orm::DbErr> {
         scan_file::Entity::find()
             .filter(scan_file::Column::Sha256.eq(sha))
@@ -403,11 +462,17 @@ impl ScanApi {
                 "only a quarantined file can be released",
             ));
         }
-        let bytes = self
-            .objects
-            .get(&model.sha256)
-            .await
-            .map_err(internal_err("read the stored original"))?;
+        let bytes = match self.objects.get(&model.sha256).await {
+            Ok(b) => b,
+            Err(guichet_platform::objects::ObjectError::NotFound(_)) => {
+                return Err(failed_precondition(
+                    "ORIGINAL",
+                    &format!("scanFiles/{id}"),
+                    "the original was too large to be stored: scan it again in parts",
+                ));
+            }
+            Err(e) => return Err(internal("read the stored original", e)),
+        };
         let reading = if without_text {
             Ok(None)
         } else {

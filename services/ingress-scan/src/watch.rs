@@ -19,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::{Incoming, STATE_PUBLISHED, ScanApi, Source};
 
+/// A file that could not be handled (tools missing, bus down) is tried
+/// again after this pause, not on every listing.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 const IN_PROGRESS_SUFFIXES: &[&str] = &[".part", ".tmp", ".partial", ".crdownload"];
 
 /// Size and modification time, and since when they have not changed.
@@ -54,12 +58,23 @@ pub async fn run(api: ScanApi, dir: PathBuf, shutdown: CancellationToken) -> any
             .map(|path| {
                 let api = api.clone();
                 let dir = dir.clone();
-                tokio::spawn(async move { handle(&api, &dir, &path).await.then_some(path) })
+                tokio::spawn(async move {
+                    let done = handle(&api, &dir, &path).await;
+                    (path, done)
+                })
             })
             .collect();
         for t in tasks {
-            if let Ok(Some(path)) = t.await {
-                seen.remove(&path);
+            match t.await {
+                Ok((path, true)) => {
+                    seen.remove(&path);
+                }
+                Ok((path, false)) => {
+                    if let Some(s) = seen.get_mut(&path) {
+                        s.since = Instant::now() + RETRY_AFTER;
+                    }
+                }
+                Err(error) => tracing::error!(%error, "scan task failed"),
             }
         }
         tokio::select! {
@@ -117,26 +132,37 @@ async fn scan_inbox(
 
 /// Read, record and move one file; false when it must be tried again.
 async fn handle(api: &ScanApi, dir: &Path, path: &Path) -> bool {
-    let bytes = match tokio::fs::read(path).await {
-        Ok(b) => b,
+    let filename = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let len = match tokio::fs::metadata(path).await {
+        Ok(m) => m.len(),
         Err(error) => {
             tracing::warn!(%error, "cannot read a scan file, will retry");
             return false;
         }
     };
-    let filename = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let model = match api
-        .accept(Incoming {
+    let accepted = if len > api.config.max_file_bytes {
+        // Never loaded into memory: hashed as a stream and set aside.
+        api.quarantine_oversized(path, &filename, len).await
+    } else {
+        let bytes = match tokio::fs::read(path).await {
+            Ok(b) => b,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read a scan file, will retry");
+                return false;
+            }
+        };
+        api.accept(Incoming {
             filename: filename.clone(),
             bytes,
             source: Source::Folder,
             batch_id: String::new(),
         })
         .await
-    {
+    };
+    let model = match accepted {
         Ok(m) => m,
         Err(error) => {
             tracing::warn!(%error, "scan not accepted now, will retry");

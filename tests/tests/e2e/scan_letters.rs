@@ -247,8 +247,12 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     // A page put on the glass sideways.
     let mut sideways = LETTERS[2].page();
     sideways.rotate = 90;
+    sideways.noise = 0.002;
     mk("scan-tourne.png", "png", vec![sideways]);
-    mk("scan.jpg", "jpeg", vec![LETTERS[3].page()]);
+    let mut photo = LETTERS[3].page();
+    photo.skew = -0.8;
+    photo.noise = 0.002;
+    mk("scan.jpg", "jpeg", vec![photo]);
     // A two-page fax-style TIFF (bilevel, CCITT G4).
     mk(
         "scan-2-pages.tif",
@@ -399,6 +403,7 @@ async fn an_uploaded_scan_is_read_once_and_lands_in_the_unified_queue_on_postgre
     .await;
     assert_eq!(items.len(), 1);
     assert_eq!(items[0].intake_event_id, first.intake_event_id);
+    assert_eq!(items[0].channel, ipb::Channel::Scan as i32);
 
     // Uploads are refused without the right role or without metadata.
     let err = upload(app.grpc_addr, "", "x.pdf", &bytes)
