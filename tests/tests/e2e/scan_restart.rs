@@ -47,7 +47,16 @@ async fn a_crash_while_letters_are_read_still_makes_each_letter_exactly_one_requ
         "letters still in flight at the crash ({before} done)"
     );
 
-    let process = env.spawn_process(&["ingress-scan"], &one_at_a_time).await;
+    // The restarted process logs at the production level, to a file: no
+    // name, address, phone, email or text of a letter may appear in it.
+    let log = work.path().join("guichet.log");
+    let with_logs = [
+        ("GUICHET__SCAN__CONCURRENCY", "1"),
+        ("GUICHET__TELEMETRY__LOG_FILTER", "info"),
+    ];
+    let process = env
+        .spawn_process_logging(&["ingress-scan"], &with_logs, &log)
+        .await;
     eventually("every letter done", Duration::from_secs(90), || async {
         (count(&done) == 4 && count(&inbox) == 0).then_some(())
     })
@@ -97,6 +106,33 @@ async fn a_crash_while_letters_are_read_still_makes_each_letter_exactly_one_requ
             .iter()
             .all(|f| f.state == spb::ScanState::Published as i32)
     );
+    let (_, metrics) = http_get(process.admin_addr, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("guichet_scan_files_total{outcome=\"duplicate\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("guichet_scan_ocr_duration_seconds"),
+        "{metrics}"
+    );
     process.terminate().await;
+    let logs = std::fs::read_to_string(&log).expect("logs");
+    assert!(logs.contains("scan published"), "{logs}");
+    for l in LETTERS.iter().take(4) {
+        for personal in [
+            l.family, l.given, l.street, l.phone, l.email, l.subject, l.city,
+        ] {
+            assert!(
+                !logs.contains(personal),
+                "`{personal}` in the logs:\n{logs}"
+            );
+        }
+    }
+    assert!(
+        !logs.contains("Madame, Monsieur"),
+        "letter text in the logs"
+    );
     env.cleanup().await;
 }
