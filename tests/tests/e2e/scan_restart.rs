@@ -136,3 +136,95 @@ async fn a_crash_while_letters_are_read_still_makes_each_letter_exactly_one_requ
     );
     env.cleanup().await;
 }
+
+/// The narrowest crash window: the file's record and its intake event were
+/// committed (the outbox) but the process died before publishing and before
+/// moving the file. On restart the file is recognised by its SHA-256, the
+/// staged event is published (once, with its own id) and only then is the
+/// file moved to done/; it is not read again.
+#[tokio::test]
+async fn a_letter_committed_but_not_published_before_a_crash_is_published_once_then_moved() {
+    use guichet_platform::bus::{Bus, OutgoingEvent};
+    use guichet_platform::outbox::{Outbox, Staged};
+    use guichet_testkit::proto::intake::v1 as ipb;
+    use prost::Message;
+    use sea_orm::ConnectionTrait;
+
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let config = env.config();
+    guichet::migrate(&config, &[guichet::Role::IngressScan])
+        .await
+        .expect("migrate");
+    let work = tempfile::tempdir().expect("tempdir");
+    let letter = work.path().join("lettre.png");
+    render(&letter, "png", 300, &[LETTERS[0].page()]);
+    let bytes = std::fs::read(&letter).expect("letter");
+    let sha = guichet_platform::objects::sha256_hex(&bytes);
+
+    // What the crashed process had committed: the record and the staged event.
+    let db = guichet_platform::db::connect(&config.scan.database_url, &config.database)
+        .await
+        .expect("scan database");
+    let (file_id, event_id) = (
+        uuid::Uuid::now_v7().to_string(),
+        uuid::Uuid::now_v7().to_string(),
+    );
+    let now = chrono::Utc::now().to_rfc3339();
+    db.execute_unprepared(&format!(
+        "INSERT INTO scan_files (id, sha256, filename, media_type, size_bytes, source, batch_id, \
+         state, reason, detail, intake_event_id, page_count, ocr_confidence, release_count, \
+         received_at, updated_at) VALUES ('{file_id}', '{sha}', 'lettre.png', 'image/png', {}, \
+         'folder', '', 'published', NULL, '', '{event_id}', 1, 0.9, 0, '{now}', '{now}')",
+        bytes.len()
+    ))
+    .await
+    .expect("insert the record");
+    let bus = Bus::connect(&config.bus, "guichet/test")
+        .await
+        .expect("bus");
+    bus.ensure_stream(guichet_platform::bus::StreamKind::Intake)
+        .await
+        .expect("stream");
+    let outbox = Outbox::new(db.clone(), bus.clone());
+    let event = ipb::IntakeEvent {
+        id: event_id.clone(),
+        channel: ipb::Channel::Scan as i32,
+        subject: "staged before the crash".into(),
+        ..Default::default()
+    };
+    outbox
+        .stage(
+            &db,
+            &Staged {
+                nats_subject: bus.subject("intake.scan"),
+                event: OutgoingEvent {
+                    id: event_id.clone(),
+                    ty: "guichet.intake.v1.intake_event".into(),
+                    subject: format!("scanFiles/{file_id}"),
+                    time: chrono::Utc::now(),
+                    body: event.encode_to_vec().into(),
+                },
+            },
+        )
+        .await
+        .expect("stage");
+    drop(db);
+    drop_into_inbox(&env.scan_dir().join("inbox"), &letter, "lettre.png");
+
+    let app = env.spawn(&[guichet::Role::IngressScan]).await;
+    let done = env.scan_dir().join("done").join("lettre.png");
+    eventually(
+        "the letter moved to done/",
+        Duration::from_secs(30),
+        || async { done.exists().then_some(()) },
+    )
+    .await;
+    let events = intake_events(&env, 1).await;
+    assert_eq!(events.len(), 1, "published once, not read again");
+    assert_eq!(events[0].1.id, event_id);
+    assert_eq!(events[0].1.subject, "staged before the crash");
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
