@@ -370,15 +370,7 @@ pub fn parse_tsv(tsv: &str, source: TextSource) -> BTreeMap<u32, Page> {
                     height: heights[heights.len() / 2],
                 });
             }
-            // Top to bottom; lines sharing a row, left to right.
-            lines.sort_by(|a, b| {
-                let same_row = (a.top - b.top).abs() < a.height.max(b.height) * 0.5;
-                if same_row {
-                    a.indent.total_cmp(&b.indent)
-                } else {
-                    a.top.total_cmp(&b.top)
-                }
-            });
+            let lines = reading_order(lines);
             let confidence = match source {
                 TextSource::TextLayer => 1.0,
                 TextSource::Ocr if conf_weight > 0.0 => {
@@ -396,6 +388,27 @@ pub fn parse_tsv(tsv: &str, source: TextSource) -> BTreeMap<u32, Page> {
             )
         })
         .collect()
+}
+
+/// Top to bottom; lines sharing a row (tops within half a line height of
+/// the row's first line), left to right. Built in two passes so every sort
+/// is a total order.
+fn reading_order(mut lines: Vec<Line>) -> Vec<Line> {
+    lines.sort_by(|a, b| a.top.total_cmp(&b.top));
+    let mut out: Vec<Line> = Vec::with_capacity(lines.len());
+    let mut row: Vec<Line> = Vec::new();
+    for line in lines {
+        if let Some(first) = row.first()
+            && line.top - first.top >= first.height.max(line.height) * 0.5
+        {
+            row.sort_by(|a, b| a.indent.total_cmp(&b.indent));
+            out.append(&mut row);
+        }
+        row.push(line);
+    }
+    row.sort_by(|a, b| a.indent.total_cmp(&b.indent));
+    out.append(&mut row);
+    out
 }
 
 /// Which way the text runs in the image: towards +x (upright), +y (page
@@ -481,5 +494,33 @@ mod tests {
         assert!(page.lines[0].indent < 0.3, "{:?}", page.lines[0]);
         assert!(page.lines[2].indent > 0.4, "{:?}", page.lines[2]);
         assert!(page.confidence > 0.9);
+    }
+
+    #[test]
+    fn scan_lines_sharing_a_row_read_left_to_right_whatever_their_order() {
+        let l = |text: &str, indent: f32, top: f32| Line {
+            text: text.into(),
+            indent,
+            top,
+            height: 40.0,
+        };
+        let lines = vec![
+            l("Lyon, le 3 novembre 2026", 0.55, 305.0),
+            l("Objet : demande", 0.1, 400.0),
+            l("69003 Lyon", 0.1, 300.0),
+            l("Mme Hélène Lefèvre", 0.1, 100.0),
+            l("bruit", f32::NAN, 102.0),
+        ];
+        let texts: Vec<String> = reading_order(lines).into_iter().map(|l| l.text).collect();
+        assert_eq!(
+            texts,
+            [
+                "Mme Hélène Lefèvre",
+                "bruit",
+                "69003 Lyon",
+                "Lyon, le 3 novembre 2026",
+                "Objet : demande"
+            ]
+        );
     }
 }
