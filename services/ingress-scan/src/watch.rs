@@ -1,7 +1,9 @@
 //! The watched folder: what network scanners write to (an SMB/NFS share).
 //!
-//! Layout under `watch_dir`: scanners write into `inbox/`; a file read and
-//! published goes to `done/`, a file set aside to `quarantine/`. A file is
+//! Layout under `watch_dir`: scanners write into `inbox/` (or into a
+//! sub-folder of it per scanning batch, whose name becomes the batch id); a
+//! file read and published goes to `done/`, a file set aside to
+//! `quarantine/` (under the same batch sub-folder). A file is
 //! read only when complete: names starting with `.` or ending in `.part`,
 //! `.tmp` or `.partial` are being written (the rename convention), and any
 //! other file must keep the same size and modification time for
@@ -92,19 +94,32 @@ async fn scan_inbox(
 ) -> std::io::Result<Vec<PathBuf>> {
     let mut ready = Vec::new();
     let mut present = Vec::new();
-    let mut entries = tokio::fs::read_dir(inbox).await?;
-    while let Some(entry) = entries.next_entry().await? {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || IN_PROGRESS_SUFFIXES.iter().any(|s| name.ends_with(s)) {
-            continue;
-        }
-        let Ok(meta) = entry.metadata().await else {
-            continue;
+    // The inbox's files, and those of its sub-folders (one level: a
+    // scanning batch each).
+    let mut files = Vec::new();
+    let mut dirs = vec![(inbox.to_path_buf(), true)];
+    while let Some((dir, top)) = dirs.pop() {
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if top => return Err(e),
+            Err(_) => continue,
         };
-        if !meta.is_file() {
-            continue;
+        while let Some(entry) = entries.next_entry().await? {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || IN_PROGRESS_SUFFIXES.iter().any(|s| name.ends_with(s)) {
+                continue;
+            }
+            let Ok(meta) = entry.metadata().await else {
+                continue;
+            };
+            if meta.is_dir() && top {
+                dirs.push((entry.path(), false));
+            } else if meta.is_file() {
+                files.push((entry.path(), meta));
+            }
         }
-        let path = entry.path();
+    }
+    for (path, meta) in files {
         present.push(path.clone());
         let (len, modified) = (meta.len(), meta.modified().ok());
         match seen.get_mut(&path) {
@@ -136,6 +151,13 @@ async fn handle(api: &ScanApi, dir: &Path, path: &Path) -> bool {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    // A file in a sub-folder of the inbox belongs to that scanning batch.
+    let batch = path
+        .parent()
+        .filter(|p| *p != dir.join("inbox"))
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let len = match tokio::fs::metadata(path).await {
         Ok(m) => m.len(),
         Err(error) => {
@@ -158,7 +180,7 @@ async fn handle(api: &ScanApi, dir: &Path, path: &Path) -> bool {
             filename: filename.clone(),
             bytes,
             source: Source::Folder,
-            batch_id: String::new(),
+            batch_id: batch.clone(),
         })
         .await
     };
@@ -169,11 +191,17 @@ async fn handle(api: &ScanApi, dir: &Path, path: &Path) -> bool {
             return false;
         }
     };
-    let target = dir.join(if model.state == STATE_PUBLISHED {
-        "done"
-    } else {
-        "quarantine"
-    });
+    let target = dir
+        .join(if model.state == STATE_PUBLISHED {
+            "done"
+        } else {
+            "quarantine"
+        })
+        .join(&batch);
+    if let Err(error) = tokio::fs::create_dir_all(&target).await {
+        tracing::warn!(scan_file = %model.id, %error, "cannot create a scan folder, will retry");
+        return false;
+    }
     let mut dest = target.join(&filename);
     if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
         dest = target.join(format!("{}-{filename}", model.id));

@@ -252,7 +252,10 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     let mut photo = LETTERS[3].page();
     photo.skew = -0.8;
     photo.noise = 0.002;
-    mk("scan.jpg", "jpeg", vec![photo]);
+    // In a batch sub-folder: its name is the batch id.
+    let p = work.path().join("scan.jpg");
+    render(&p, "jpeg", 300, &[photo]);
+    drop_into_inbox(&inbox.join("lot-42"), &p, "scan.jpg");
     // A two-page fax-style TIFF (bilevel, CCITT G4).
     mk(
         "scan-2-pages.tif",
@@ -271,6 +274,8 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     check_letter(by_file["scan-tourne.png"], &LETTERS[2], "ocr", 0.95);
     check_letter(by_file["scan.jpg"], &LETTERS[3], "ocr", 0.95);
     check_letter(by_file["scan-2-pages.tif"], &LETTERS[4], "ocr", 0.95);
+    assert_eq!(scan_details(by_file["scan.jpg"]).batch_id, "lot-42");
+    assert_eq!(scan_details(by_file["scan-image.pdf"]).batch_id, "");
     let tiff = by_file["scan-2-pages.tif"];
     assert_eq!(scan_details(tiff).page_count, 2);
     let page2 = tiff.body.split("\n\n").nth(1).unwrap_or("");
@@ -288,13 +293,20 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
         let bytes = objects.get(&a.sha256).await.expect("original stored");
         assert_eq!(bytes.len() as u64, a.size_bytes);
     }
-    let done = eventually("files moved to done/", Duration::from_secs(10), || async {
-        let n = std::fs::read_dir(env.scan_dir().join("done")).ok()?.count();
-        (n == 5).then_some(n)
+    let done = env.scan_dir().join("done");
+    eventually("files moved to done/", Duration::from_secs(10), || async {
+        let top = std::fs::read_dir(&done).ok()?.count();
+        let batch = std::fs::read_dir(done.join("lot-42")).ok()?.count();
+        // 4 files and the batch folder at the top, 1 file in the batch.
+        (top == 5 && batch == 1).then_some(())
     })
     .await;
-    assert_eq!(done, 5);
-    assert_eq!(std::fs::read_dir(&inbox).expect("inbox").count(), 0);
+    assert!(done.join("lot-42").join("scan.jpg").exists());
+    assert_eq!(
+        std::fs::read_dir(&inbox).expect("inbox").count(),
+        1,
+        "only lot-42/ left"
+    );
 
     // The API shows them published, with their event ids.
     let agent = env.token("agent-1", &[TokenRole::Agent]);
