@@ -103,3 +103,51 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Config {
+        Config {
+            database_url: "sqlite::memory:".into(),
+            watch_dir: PathBuf::new(),
+            poll_interval_ms: 1000,
+            stable_ms: 2000,
+            max_file_bytes: 1 << 20,
+            max_pages: 30,
+            min_image_side_px: 600,
+            ocr_timeout_ms: 1000,
+            ocr_language: "fra".into(),
+            render_dpi: 300,
+            concurrency: 2,
+            reference_prefix: "VIN".into(),
+            tesseract_bin: "tesseract".into(),
+            pdftotext_bin: "pdftotext".into(),
+            pdftoppm_bin: "pdftoppm".into(),
+            pdfinfo_bin: "pdfinfo".into(),
+        }
+    }
+
+    #[test]
+    fn scan_config_errors_name_the_key() {
+        assert!(valid().validate().is_ok());
+        let cases: [(&str, fn(&mut Config)); 5] = [
+            ("scan.max_pages", |c| c.max_pages = 0),
+            ("scan.render_dpi", |c| c.render_dpi = 2000),
+            ("scan.ocr_language", |c| {
+                c.ocr_language = "fra; rm -rf /".into()
+            }),
+            ("scan.reference_prefix", |c| {
+                c.reference_prefix = "vin".into()
+            }),
+            ("scan.tesseract_bin", |c| c.tesseract_bin = " ".into()),
+        ];
+        for (key, break_it) in cases {
+            let mut c = valid();
+            break_it(&mut c);
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+        }
+    }
+}
