@@ -71,8 +71,15 @@ static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DATE_NUMBERS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{4})\b").expect("regex"));
+/// "Madame, Monsieur," "Monsieur le Maire,": a salutation ends with a comma
+/// (a sender line "Monsieur Gérard Dubœuf" does not).
 static SALUTATION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(madame|monsieur|mesdames|messieurs|objet|r[ée]f[ée]rence|r[ée]f\b|n/r[ée]f|v/r[ée]f)").expect("regex")
+    Regex::new(r"(?i)^(madame|monsieur|mesdames|messieurs|mademoiselle|cher|ch[èe]re)\b.*,\s*$")
+        .expect("regex")
+});
+/// Lines that open the letter's heading, below the sender block.
+static HEADING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(objet|r[ée]f[ée]rence|r[ée]f\b|n/r[ée]f|v/r[ée]f)").expect("regex")
 });
 static DATE_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)(^|,\s*)le\s+(1er|\d{1,2})\b").expect("regex"));
@@ -142,6 +149,7 @@ pub fn extract(pages: &[Page]) -> Extraction {
     let mut block: Vec<&Line> = Vec::new();
     for line in head.iter().filter(|l| l.indent < LEFT_COLUMN) {
         if SALUTATION.is_match(&line.text)
+            || HEADING.is_match(&line.text)
             || DATE_LINE.is_match(&line.text) && parse_date(&line.text).is_some()
         {
             break;
@@ -321,6 +329,26 @@ mod tests {
         assert_eq!(x.emails, ["helene.lefevre@example.fr"]);
         assert_eq!(x.date, NaiveDate::from_ymd_opt(2026, 11, 3));
         assert_eq!(x.subject, "demande de copie d'acte de naissance");
+    }
+
+    #[test]
+    fn scan_a_sender_titled_monsieur_is_not_a_salutation() {
+        let x = extract(&[page(&[
+            (0.1, "Monsieur Gérard Dubœuf"),
+            (0.1, "27 boulevard de la Libération"),
+            (0.1, "13001 Marseille CEDEX 01"),
+            (0.0, ""),
+            (0.1, "Monsieur le Maire,"),
+        ])]);
+        assert_eq!(
+            (x.given_name.as_str(), x.family_name.as_str()),
+            ("Gérard", "Dubœuf")
+        );
+        assert_eq!(
+            (x.postal_code.as_str(), x.city.as_str()),
+            ("13001", "Marseille")
+        );
+        assert_eq!(x.sender_lines.len(), 3);
     }
 
     #[test]

@@ -16,6 +16,8 @@ use prost::Message;
 
 /// A letter's sender and content, and what extraction must find.
 pub struct Letter {
+    /// How the sender heads the block: "Mme", "M.", "Monsieur"… or nothing.
+    pub title: &'static str,
     pub given: &'static str,
     pub family: &'static str,
     pub street: &'static str,
@@ -31,6 +33,7 @@ pub struct Letter {
 
 pub const LETTERS: [Letter; 5] = [
     Letter {
+        title: "Mme",
         given: "Hélène",
         family: "Lefèvre",
         street: "12 rue des Écoles",
@@ -44,8 +47,9 @@ pub const LETTERS: [Letter; 5] = [
         reference: "VIN-2026-000123",
     },
     Letter {
+        title: "M.",
         given: "François",
-        family: "Garçon",
+        family: "GARÇON",
         street: "4 avenue Jean Jaurès",
         postal_code: "69100",
         city: "Villeurbanne",
@@ -57,6 +61,7 @@ pub const LETTERS: [Letter; 5] = [
         reference: "VIN-2026-000456",
     },
     Letter {
+        title: "",
         given: "Zoé",
         family: "Mercier",
         street: "8 place de l'Église",
@@ -70,6 +75,7 @@ pub const LETTERS: [Letter; 5] = [
         reference: "VIN-2026-000789",
     },
     Letter {
+        title: "Monsieur",
         given: "Gérard",
         family: "Dubœuf",
         street: "27 boulevard de la Libération",
@@ -83,6 +89,7 @@ pub const LETTERS: [Letter; 5] = [
         reference: "VIN-2026-000321",
     },
     Letter {
+        title: "Madame",
         given: "Anaïs",
         family: "Bérénger",
         street: "3 impasse des Tilleuls",
@@ -101,7 +108,10 @@ impl Letter {
     /// The first page: sender top left, the town hall at the right, date,
     /// subject, reference, body.
     pub fn page(&self) -> PageSpec {
-        let name = format!("{} {}", self.given, self.family);
+        let name = format!("{} {} {}", self.title, self.given, self.family)
+            .trim()
+            .to_owned();
+        let signature = format!("{} {}", self.given, self.family);
         let postal = format!("{} {}", self.postal_code, self.city);
         let phone = format!("Tél. : {}", self.phone);
         let subject = format!("Objet : {}", self.subject);
@@ -147,7 +157,7 @@ impl Letter {
                 "Veuillez agréer, Madame, Monsieur, mes salutations distinguées.",
             ),
             (0.0, ""),
-            (115.0, &name),
+            (115.0, &signature),
         ])
     }
 
