@@ -129,10 +129,12 @@ mod tests {
         }
     }
 
+    type Breaker = fn(&mut Config);
+
     #[test]
     fn scan_config_errors_name_the_key() {
         assert!(valid().validate().is_ok());
-        let cases: [(&str, fn(&mut Config)); 5] = [
+        let cases: [(&str, Breaker); 5] = [
             ("scan.max_pages", |c| c.max_pages = 0),
             ("scan.render_dpi", |c| c.render_dpi = 2000),
             ("scan.ocr_language", |c| {
