@@ -111,6 +111,52 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
             "{name} moved to quarantine/"
         );
     }
+    // Paging: newest first, three at a time, every file once.
+    let mut client = scan_client(app.grpc_addr, &supervisor).await;
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_scan_files(spb::ListScanFilesRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                filter: "state = QUARANTINED".into(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.scan_files.len() <= 3);
+        names.extend(page.scan_files.into_iter().map(|f| f.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected_names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(names, expected_names);
+    let one = client
+        .get_scan_file(spb::GetScanFileRequest {
+            name: names[0].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(one.name, names[0]);
+    let missing = client
+        .get_scan_file(spb::GetScanFileRequest {
+            name: "scanFiles/nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let bad = client
+        .list_scan_files(spb::ListScanFilesRequest {
+            filter: "colour = red".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
     let too_many = quarantined(app.grpc_addr, &supervisor, "reason = TOO_MANY_PAGES").await;
     assert_eq!(too_many.len(), 1);
     // Released as is, it is still too long: still quarantined.
