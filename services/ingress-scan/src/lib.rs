@@ -70,6 +70,11 @@ const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Ser
 /// Who may release a quarantined file (after fixing what stopped it).
 const RELEASERS: &[Role] = &[Role::Supervisor, Role::Admin];
 
+/// The recognised text carried in an intake event is cut beyond this, so
+/// that an event always fits a NATS message (1 MiB by default) and can never
+/// block the outbox; the full original stays in the object store.
+const MAX_BODY_BYTES: usize = 256 * 1024;
+
 pub const STATE_PUBLISHED: &str = "published";
 pub const STATE_QUARANTINED: &str = "quarantined";
 
@@ -342,7 +347,9 @@ impl ScanApi {
             } else {
                 x.subject.clone()
             },
-            body: reading.map(Reading::text).unwrap_or_default(),
+            body: reading
+                .map(|r| bounded(r.text(), MAX_BODY_BYTES))
+                .unwrap_or_default(),
             attachments: vec![AttachmentRef {
                 sha256: model.sha256.clone(),
                 media_type: model.media_type.clone(),
@@ -605,6 +612,20 @@ fn citizen_hint(x: &extract::Extraction) -> Option<CitizenHint> {
     })
 }
 
+/// `text` cut to at most `max` bytes on a character boundary, marked when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub(8);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str("\n[…]");
+    text
+}
+
 /// A file name as shown to agents: its last path component, bounded.
 fn clean_filename(raw: &str) -> String {
     let name = raw.rsplit(['/', '\\']).next().unwrap_or_default();
@@ -837,6 +858,10 @@ mod tests {
         );
         assert!(parse_filter("colour = red").is_err());
         assert_eq!(clean_filename("../../etc/passwd"), "passwd");
+        let long = "é".repeat(1000);
+        let cut = bounded(long.clone(), 101);
+        assert!(cut.len() <= 101 && cut.ends_with("[…]"), "{cut}");
+        assert_eq!(bounded("court".into(), 101), "court");
     }
 
     #[test]
