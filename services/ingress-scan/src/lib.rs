@@ -273,9 +273,12 @@ impl ScanApi {
             Ok(m) => m,
             Err(e) if is_unique_violation(&e) => {
                 // The same content raced us (two replicas on one share, or
-                // an upload and the folder): the first record wins.
+                // an upload and the folder): the first record wins, and its
+                // event is published before we answer for it.
                 drop(txn);
-                return self.by_sha(&sha).await?.ok_or(AcceptError::Db(e));
+                let known = self.by_sha(&sha).await?.ok_or(AcceptError::Db(e))?;
+                self.outbox.flush().await.map_err(AcceptError::Publish)?;
+                return Ok(known);
             }
             Err(e) => return Err(e.into()),
         };
