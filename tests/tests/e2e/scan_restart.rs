@@ -228,3 +228,38 @@ async fn a_letter_committed_but_not_published_before_a_crash_is_published_once_t
     app.stop().await.expect("stop");
     env.cleanup().await;
 }
+
+/// Two replicas watching the same share (Kubernetes, PostgreSQL): each
+/// letter is still exactly one request.
+#[tokio::test]
+async fn two_replicas_on_one_share_make_each_letter_one_request_on_postgres() {
+    let Some(env) = TestEnv::new(Backend::Postgres).await else {
+        return;
+    };
+    let a = env.spawn_process(&["ingress-scan"], &[]).await;
+    let b = env.spawn_process(&["ingress-scan"], &[]).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let inbox = env.scan_dir().join("inbox");
+    let done = env.scan_dir().join("done");
+    for (i, l) in LETTERS.iter().enumerate().take(3) {
+        let name = format!("lettre-{i}.pdf");
+        let p = work.path().join(&name);
+        render(&p, "pdf_text", 300, &[l.page()]);
+        drop_into_inbox(&inbox, &p, &name);
+    }
+    eventually("every letter done", Duration::from_secs(60), || async {
+        (count(&done) == 3 && count(&inbox) == 0).then_some(())
+    })
+    .await;
+    let events = intake_events(&env, 3).await;
+    let ids: HashSet<&str> = events.iter().map(|(_, e)| e.id.as_str()).collect();
+    assert_eq!(ids.len(), 3, "one intake event per letter");
+    let shas: HashSet<&str> = events
+        .iter()
+        .map(|(_, e)| e.attachments[0].sha256.as_str())
+        .collect();
+    assert_eq!(shas.len(), 3);
+    a.terminate().await;
+    b.terminate().await;
+    env.cleanup().await;
+}
