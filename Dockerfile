@@ -45,8 +45,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 guichet \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin guichet \
- && mkdir -p /app /var/lib/guichet /var/lib/guichet-objects \
- && chown 10001:10001 /var/lib/guichet /var/lib/guichet-objects \
+ && mkdir -p /app /var/lib/guichet /var/lib/guichet-objects /var/lib/guichet-scan \
+ && chown 10001:10001 /var/lib/guichet /var/lib/guichet-objects /var/lib/guichet-scan \
  && ln -s /var/lib/guichet /app/data
 
 COPY --from=builder /out/guichet /usr/local/bin/guichet
