@@ -249,11 +249,16 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     };
     // A letter typed and saved as PDF (text layer).
     mk("lettre-texte.pdf", "pdf_text", vec![LETTERS[0].page()]);
-    // Scanned: image-only PDF, slightly skewed, with speckle noise.
+    // Scanned: a two-page image-only PDF, the first page slightly skewed,
+    // with speckle noise.
     let mut skewed = LETTERS[1].page();
     skewed.skew = 1.5;
     skewed.noise = 0.003;
-    mk("scan-image.pdf", "pdf_image", vec![skewed]);
+    mk(
+        "scan-image.pdf",
+        "pdf_image",
+        vec![skewed, LETTERS[1].second_page()],
+    );
     // A page put on the glass sideways.
     let mut sideways = LETTERS[2].page();
     sideways.rotate = 90;
@@ -286,6 +291,16 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     check_letter(by_file["scan-2-pages.tif"], &LETTERS[4], "ocr", 0.95);
     assert_eq!(scan_details(by_file["scan.jpg"]).batch_id, "lot-42");
     assert_eq!(scan_details(by_file["scan-image.pdf"]).batch_id, "");
+    // Both pages of the image-only PDF were rendered and read.
+    let pdf = by_file["scan-image.pdf"];
+    assert_eq!(scan_details(pdf).page_count, 2);
+    assert_eq!(scan_details(pdf).page_confidences.len(), 2);
+    let pdf_page2 = pdf.body.split("\n\n").nth(1).unwrap_or("");
+    let accuracy = char_accuracy(&LETTERS[1].second_page().text(), pdf_page2);
+    assert!(
+        accuracy >= 0.95,
+        "PDF page 2 accuracy {accuracy:.3}: {pdf_page2}"
+    );
     let tiff = by_file["scan-2-pages.tif"];
     assert_eq!(scan_details(tiff).page_count, 2);
     let page2 = tiff.body.split("\n\n").nth(1).unwrap_or("");
