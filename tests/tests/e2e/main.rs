@@ -15,4 +15,7 @@ mod routing_correlation;
 mod routing_intake;
 mod routing_offers;
 mod routing_queue;
+mod scan_letters;
+mod scan_quarantine;
+mod scan_restart;
 mod slice;
