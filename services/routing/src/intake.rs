@@ -294,6 +294,11 @@ impl Router {
                 .map_err(|e| HandlerError::Transient(format!("record message id: {e}")))?;
             }
         }
+        // The attachments (email attachments, the scanned letter) join the
+        // dossier's documents, once each.
+        if let Some(d) = &target.dossier {
+            self.attach_documents(&event, d, channel).await?;
+        }
         // 4. One work item in the unified queue.
         let (dossier_id, reference, process_id) = match &target.dossier {
             Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
@@ -324,6 +329,73 @@ impl Router {
             metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug(), "correlation" => target.correlation)
                 .increment(1);
             tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %item.dossier_id, correlation = target.correlation, rule_id = %class.rule_id, "work item enqueued");
+        }
+        Ok(())
+    }
+
+    /// Add the event's stored attachments to the dossier's documents,
+    /// skipping those it already has (a redelivery adds nothing twice). An
+    /// attachment the dossier refuses (e.g. a media type it does not keep)
+    /// is logged and counted; the request still reaches the queue.
+    async fn attach_documents(
+        &self,
+        event: &IntakeEvent,
+        d: &dpb::Dossier,
+        channel: Channel,
+    ) -> Result<(), HandlerError> {
+        let wanted: Vec<_> = event
+            .attachments
+            .iter()
+            .filter(|a| !a.sha256.trim().is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut dossier = self.dossier.clone();
+        let mut have = std::collections::HashSet::new();
+        let mut page_token = String::new();
+        loop {
+            let page = dossier
+                .list_documents(dpb::ListDocumentsRequest {
+                    dossier_id: d.id.clone(),
+                    page_size: 500,
+                    page_token,
+                })
+                .await
+                .map_err(|s| classify("list documents", s))?
+                .into_inner();
+            have.extend(page.documents.into_iter().map(|x| x.sha256));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        for a in wanted {
+            if !have.insert(a.sha256.trim().to_ascii_lowercase()) {
+                continue;
+            }
+            let added = dossier
+                .add_document(dpb::AddDocumentRequest {
+                    dossier_id: d.id.clone(),
+                    filename: a.filename.clone(),
+                    media_type: a.media_type.clone(),
+                    source_channel: channel as i32,
+                    stored: Some(a.clone()),
+                    ..Default::default()
+                })
+                .await;
+            match added {
+                Ok(_) => {
+                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "added")
+                        .increment(1);
+                }
+                Err(s) if s.code() == Code::InvalidArgument => {
+                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "refused")
+                        .increment(1);
+                    tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "attachment not added to the dossier");
+                }
+                Err(s) => return Err(classify("add document", s)),
+            }
         }
         Ok(())
     }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use guichet::Role;
+use guichet_testkit::proto::dossier::v1 as dpb;
 use guichet_testkit::proto::intake::v1 as ipb;
 use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::*;
@@ -255,10 +256,46 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
         message_id: "<m1@example.fr>".into(),
         ..Default::default()
     }));
+    // With an attachment already in the object store, as email ingress
+    // leaves it; and one of a type the dossier does not keep.
+    let pdf = b"%PDF-1.4 justificatif de domicile".to_vec();
+    let sha = guichet_platform::objects::ObjectStore::local(env.dir.path().join("objects"))
+        .put(&pdf)
+        .await
+        .unwrap();
+    mail.attachments = vec![
+        ipb::AttachmentRef {
+            sha256: sha.clone(),
+            media_type: "application/pdf".into(),
+            size_bytes: pdf.len() as u64,
+            filename: "justificatif.pdf".into(),
+        },
+        ipb::AttachmentRef {
+            sha256: sha.clone().replace(&sha[..4], "0000"),
+            media_type: "application/x-msdownload".into(),
+            size_bytes: 10,
+            filename: "virus.exe".into(),
+        },
+    ];
     env.publish_intake(&mail).await;
     let m1 = routed(r.grpc_addr, &agent, &mail.id).await;
     assert_eq!(m1.correlation, "new");
     assert_ne!(m1.dossier_id, first.dossier_id);
+    let docs = dossier_client(s.dossier.grpc_addr, &agent)
+        .await
+        .list_documents(dpb::ListDocumentsRequest {
+            dossier_id: m1.dossier_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let shas: Vec<&str> = docs.documents.iter().map(|d| d.sha256.as_str()).collect();
+    assert_eq!(
+        shas,
+        vec![sha.as_str()],
+        "the PDF on the dossier, the .exe refused"
+    );
     let mut reply = email("Re: Question", "Merci");
     reply.details = Some(ipb::intake_event::Details::Email(ipb::EmailDetails {
         message_id: "<m2@example.fr>".into(),
