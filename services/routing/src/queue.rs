@@ -715,12 +715,17 @@ impl Queue {
         if !skills.is_empty() {
             sql.push(" AND s.skill NOT IN (").list(&skills).push(")");
         }
-        sql.push(") ORDER BY w.priority DESC, w.sla_due ASC, w.enter_time ASC, w.id ASC LIMIT 1");
+        sql.push(")");
+        // Capacity, checked inside the statement: two calls of one agent
+        // at once cannot both take the last free slot.
+        self.spare_capacity_clause(&mut sql, a, "w.channel");
+        sql.push(" ORDER BY w.priority DESC, w.sla_due ASC, w.enter_time ASC, w.id ASC LIMIT 1");
         if backend == DbBackend::Postgres {
             sql.push(" FOR UPDATE SKIP LOCKED");
         }
         sql.push(") AND status = 'pending' RETURNING *");
         let txn = self.db.begin().await?;
+        self.lock_agent(&txn, &a.id).await?;
         let Some(row) = txn.query_one_raw(sql.build()).await? else {
             return Ok(None);
         };
@@ -730,6 +735,31 @@ impl Queue {
         txn.commit().await?;
         self.changed();
         Ok(Some(item))
+    }
+
+    /// ` AND <agent's held items on channel> < <its capacity on channel>`.
+    fn spare_capacity_clause(&self, sql: &mut Sql, a: &agent::Model, channel: &str) {
+        sql.push(" AND (SELECT COUNT(*) FROM work_items h WHERE h.agent_id = ")
+            .bind(a.id.clone())
+            .push(&format!(" AND h.channel = {channel} AND h.status IN ('offered', 'assigned', 'wrapping')) < CASE {channel}"));
+        for (ch, cap) in self.capacities(a) {
+            sql.push(" WHEN ").bind(ch).push(" THEN ").bind(cap);
+        }
+        sql.push(" ELSE 0 END");
+    }
+
+    /// PostgreSQL: serialise one agent's concurrent assignments on its row,
+    /// so each statement counts the other's committed items. (SQLite's
+    /// single writer does that already.)
+    async fn lock_agent(&self, txn: &DatabaseTransaction, agent_id: &str) -> Result<(), DbErr> {
+        if txn.get_database_backend() == DbBackend::Postgres {
+            let mut sql = Sql::new(DbBackend::Postgres);
+            sql.push("SELECT id FROM agents WHERE id = ")
+                .bind(agent_id.to_owned())
+                .push(" FOR UPDATE");
+            txn.query_one_raw(sql.build()).await?;
+        }
+        Ok(())
     }
 
     async fn agent_assigned(
@@ -1286,17 +1316,24 @@ impl Queue {
             }
             let Some((a, _)) = best else { continue };
             let txn = self.db.begin().await?;
-            let res = work_item::Entity::update_many()
-                .col_expr(C::Status, Expr::value(OFFERED))
-                .col_expr(C::AgentId, Expr::value(Some(a.id.clone())))
-                .col_expr(C::OfferTime, Expr::value(Some(now)))
-                .col_expr(C::OfferExpires, Expr::value(Some(expires)))
-                .col_expr(C::UpdatedAt, Expr::value(now))
-                .filter(C::Id.eq(item.id.clone()))
-                .filter(C::Status.eq(PENDING))
-                .exec(&txn)
-                .await?;
-            if res.rows_affected == 0 {
+            self.lock_agent(&txn, &a.id).await?;
+            // Still pending, and the agent still has room: another replica
+            // may have offered it something meanwhile.
+            let mut sql = Sql::new(self.db.get_database_backend());
+            sql.push("UPDATE work_items SET status = 'offered', agent_id = ")
+                .bind(a.id.clone())
+                .push(", offer_time = ")
+                .bind(now)
+                .push(", offer_expires = ")
+                .bind(expires)
+                .push(", updated_at = ")
+                .bind(now)
+                .push(" WHERE id = ")
+                .bind(item.id.clone())
+                .push(" AND status = 'pending'");
+            self.spare_capacity_clause(&mut sql, a, "work_items.channel");
+            let res = txn.execute_raw(sql.build()).await?;
+            if res.rows_affected() == 0 {
                 continue;
             }
             let offered = work_item::Entity::find_by_id(item.id.clone())

@@ -50,6 +50,22 @@ impl Setup {
     }
 }
 
+/// The ce-types on the test's EVENTS stream, once `done` holds for them
+/// (the outbox relays events shortly after each commit).
+pub async fn event_types_until(env: &TestEnv, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let done = &done;
+    eventually(
+        "the expected events on EVENTS",
+        Duration::from_secs(30),
+        || async move {
+            let headers = env.stream_headers("EVENTS", 1).await;
+            let types: Vec<String> = headers.iter().map(|h| header(h, "ce-type")).collect();
+            done(&types).then_some(types)
+        },
+    )
+    .await
+}
+
 pub fn t0() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 11, 26, 9, 0, 0).unwrap()
 }
@@ -214,12 +230,10 @@ async fn ordering(backend: Backend) {
     assert_eq!(empty.code(), tonic::Code::NotFound);
 
     // The escalation was announced for supervisors.
-    let headers = env.stream_headers("EVENTS", 1).await;
-    let types: Vec<String> = headers.iter().map(|h| header(h, "ce-type")).collect();
-    assert!(
-        types.iter().any(|t| t == "guichet.routing.v1.sla_breached"),
-        "{types:?}"
-    );
+    event_types_until(env, |types| {
+        types.iter().any(|t| t == "guichet.routing.v1.sla_breached")
+    })
+    .await;
     s.finish().await;
 }
 
@@ -295,6 +309,37 @@ async fn race(backend: Backend) {
         per_agent.iter().all(|n| *n <= 5),
         "capacity respected: {per_agent:?}"
     );
+
+    // One agent calling 10 times at once: capacity (2 emails) holds.
+    for _ in 0..5 {
+        r.queue
+            .enqueue(item("email", 0, t0(), None, None))
+            .await
+            .unwrap();
+    }
+    let boss = env.token("chef", &[TokenRole::Supervisor]);
+    queue_client(r.grpc_addr, &boss)
+        .await
+        .update_agent(qpb::UpdateAgentRequest {
+            id: "agent-solo".into(),
+            capacities: vec![qpb::ChannelCapacity {
+                channel: guichet_testkit::proto::intake::v1::Channel::Email as i32,
+                capacity: 2,
+                load: 0,
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let solo = env.token("agent-solo", &[TokenRole::Agent]);
+    available(r.grpc_addr, &solo, false).await;
+    let q = queue_client(r.grpc_addr, &solo).await;
+    let calls = (0..10).map(|_| {
+        let mut q = q.clone();
+        async move { q.take_next(qpb::TakeNextRequest::default()).await.is_ok() }
+    });
+    let got = futures::future::join_all(calls).await;
+    assert_eq!(got.iter().filter(|ok| **ok).count(), 2, "{got:?}");
     s.finish().await;
 }
 
@@ -434,12 +479,14 @@ async fn routing_transfers_an_item_to_a_department_and_back() {
         .unwrap()
         .into_inner();
     assert_eq!(again.id, it.id);
-    let headers = env.stream_headers("EVENTS", 6).await;
-    let n = headers
-        .iter()
-        .filter(|h| header(h, "ce-type") == "guichet.routing.v1.work_item_transferred")
-        .count();
-    assert_eq!(n, 2);
+    event_types_until(env, |types| {
+        types
+            .iter()
+            .filter(|t| *t == "guichet.routing.v1.work_item_transferred")
+            .count()
+            == 2
+    })
+    .await;
     s.finish().await;
 }
 
