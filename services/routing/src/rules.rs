@@ -72,6 +72,9 @@ struct Conditions {
     /// Local time-of-day interval `HH:MM-HH:MM` the request arrived in.
     #[serde(default)]
     hours: String,
+    /// A call to return: missed, or the caller asked to be called back.
+    #[serde(default)]
+    callback: Option<bool>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +101,7 @@ pub struct Rule {
     has_attachments: Option<bool>,
     attachment_types: Vec<String>,
     hours: Option<(NaiveTime, NaiveTime)>,
+    callback: Option<bool>,
 }
 
 /// Lower-case, accent-free words of a French text.
@@ -228,6 +232,7 @@ impl RuleSet {
                     .map(|t| t.to_lowercase())
                     .collect(),
                 hours,
+                callback: w.callback,
             });
         }
         Ok(RuleSet {
@@ -277,14 +282,18 @@ struct Facts {
     words: Vec<String>,
     attachment_types: Vec<String>,
     local_time: Option<NaiveTime>,
+    callback: bool,
 }
 
 impl Facts {
     fn of(e: &IntakeEvent, calendar: &Calendar) -> Facts {
         let hint = e.citizen.clone().unwrap_or_default();
-        let ivr_choice = match &e.details {
-            Some(intake_event::Details::Telephony(t)) => t.ivr_choice.trim().to_owned(),
-            _ => String::new(),
+        let (ivr_choice, callback) = match &e.details {
+            Some(intake_event::Details::Telephony(t)) => (
+                t.ivr_choice.trim().to_owned(),
+                t.missed || t.callback_requested,
+            ),
+            _ => (String::new(), false),
         };
         let received: Option<DateTime<Utc>> = e
             .received_at
@@ -311,6 +320,7 @@ impl Facts {
                 .map(|a| a.media_type.to_lowercase())
                 .collect(),
             local_time: received.map(|t| calendar.to_local(t).time()),
+            callback,
         }
     }
 }
@@ -420,6 +430,14 @@ impl Rule {
                     to.format("%H:%M")
                 ),
             );
+        }
+        if let Some(want) = self.callback {
+            let says = if f.callback {
+                "appel à rappeler"
+            } else {
+                "pas d'appel à rappeler"
+            };
+            check(f.callback == want, says.into(), says.into());
         }
         if reasons.is_empty() {
             reasons.push("règle sans condition : s'applique à tout".into());
@@ -551,6 +569,12 @@ when = { channels = ["telephony"], ivr_choices = ["1"] }
 id = "ants"
 process = "passeport"
 when = { senders = ["@ants.gouv.fr"], has_attachments = true }
+
+[[rule]]
+id = "rappel"
+process = "demande-information"
+sla = "2h"
+when = { channels = ["telephony"], callback = true }
 "#;
 
     fn queues() -> HashSet<String> {
@@ -602,6 +626,16 @@ when = { senders = ["@ants.gouv.fr"], has_attachments = true }
         let (rule, evals) = set.classify(&call, &cal);
         assert_eq!(rule.unwrap().id, "passeport-telephone");
         assert!(!evals[0].matched);
+        let missed = IntakeEvent {
+            channel: Channel::Telephony as i32,
+            details: Some(intake_event::Details::Telephony(TelephonyDetails {
+                missed: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let (rule, _) = set.classify(&missed, &cal);
+        assert_eq!(rule.unwrap().sla, Some(SlaTarget::Minutes(120)));
         let mut mail = email("Dossier", "");
         mail.citizen = Some(CitizenHint {
             emails: vec!["Agent@ANTS.gouv.fr".into()],
@@ -611,6 +645,17 @@ when = { senders = ["@ants.gouv.fr"], has_attachments = true }
         mail.attachments.push(Default::default());
         mail.attachments[0].media_type = "application/pdf".into();
         assert_eq!(set.classify(&mail, &cal).0.unwrap().id, "ants");
+    }
+
+    #[test]
+    fn the_example_rules_file_is_valid() {
+        let text = include_str!("../../../config/routing-rules.toml");
+        let queues = ["accueil", "etat-civil", "urbanisme"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let set = RuleSet::parse(text, &queues).unwrap();
+        assert!(set.rules.len() >= 5);
     }
 
     #[test]
