@@ -5,3 +5,4 @@ CREATE DATABASE guichet_dossier;
 CREATE DATABASE guichet_routing;
 CREATE DATABASE guichet_counter;
 CREATE DATABASE guichet_scan;
+CREATE DATABASE guichet_telephony;

@@ -21,6 +21,9 @@ use tonic::transport::Channel;
 
 pub use guichet_proto as proto;
 
+/// The CTI webhook token of every test environment.
+pub const CTI_TOKEN: &str = "test-cti-token-0123456789";
+
 pub const SIGNING_KEY: &str = "test-signing-key-0123456789abcdef0123456789";
 
 /// Which database backend a test runs on.
@@ -86,7 +89,13 @@ impl TestEnv {
                 let p = |name: &str| {
                     format!("sqlite://{}/{name}.db?mode=rwc", env.dir.path().display())
                 };
-                [p("dossier"), p("routing"), p("counter"), p("scan")]
+                [
+                    p("dossier"),
+                    p("routing"),
+                    p("counter"),
+                    p("scan"),
+                    p("telephony"),
+                ]
             }
             Backend::Postgres => {
                 let admin = match Database::connect(pg_admin_url()).await {
@@ -105,7 +114,7 @@ impl TestEnv {
                     }
                 };
                 let mut urls = Vec::new();
-                for role in ["dossier", "routing", "counter", "scan"] {
+                for role in ["dossier", "routing", "counter", "scan", "telephony"] {
                     let name = format!("guichet_t_{id}_{role}");
                     admin
                         .execute_unprepared(&format!("CREATE DATABASE {name}"))
@@ -120,10 +129,11 @@ impl TestEnv {
                     urls[1].clone(),
                     urls[2].clone(),
                     urls[3].clone(),
+                    urls[4].clone(),
                 ]
             }
         };
-        let [dossier, routing, counter, scan] = dbs;
+        let [dossier, routing, counter, scan, telephony] = dbs;
         env.overrides = vec![
             (
                 "GUICHET__DATA_DIR".into(),
@@ -151,6 +161,10 @@ impl TestEnv {
             ("GUICHET__ROUTING__DATABASE_URL".into(), routing),
             ("GUICHET__COUNTER__DATABASE_URL".into(), counter),
             ("GUICHET__SCAN__DATABASE_URL".into(), scan),
+            ("GUICHET__TELEPHONY__DATABASE_URL".into(), telephony),
+            // The CTI webhook on a random port (RunningApp::http_addrs).
+            ("GUICHET__TELEPHONY__HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            ("GUICHET__TELEPHONY__WEBHOOK_TOKEN".into(), CTI_TOKEN.into()),
             // The scan inbox is polled often, and a file is taken once it
             // has been still for a moment (tests write with a rename).
             ("GUICHET__SCAN__POLL_INTERVAL_MS".into(), "100".into()),
@@ -860,5 +874,165 @@ pub mod scan {
             std::mem::swap(&mut prev, &mut cur);
         }
         1.0 - prev[b.len()] as f64 / a.len() as f64
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Telephony
+
+pub async fn telephony_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::telephony::v1::telephony_service_client::TelephonyServiceClient<Authed> {
+    proto::telephony::v1::telephony_service_client::TelephonyServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}
+
+/// The CTI webhook address of a process running ingress-telephony.
+pub fn cti_addr(app: &RunningApp) -> std::net::SocketAddr {
+    app.http_addrs
+        .iter()
+        .find(|(r, _)| *r == Role::IngressTelephony)
+        .map(|(_, a)| *a)
+        .expect("ingress-telephony runs in this process")
+}
+
+/// A minimal HTTP/1.1 POST; returns status and body.
+pub async fn http_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Post a CTI event as JSON to `/api/v1/cti/<token>`; returns status and
+/// the JSON answer (`null` when the body is not JSON).
+pub async fn cti_json(
+    addr: std::net::SocketAddr,
+    token: &str,
+    event: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/v1/cti/{token}"),
+        "application/json",
+        event.to_string().as_bytes(),
+    )
+    .await
+    .expect("post cti event");
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// Post a CTI event as a form (`a=b&c=d`) to `/api/v1/cti/<token>`.
+pub async fn cti_form(
+    addr: std::net::SocketAddr,
+    token: &str,
+    form: &str,
+) -> (u16, serde_json::Value) {
+    let (status, body) = http_post(
+        addr,
+        &format!("/api/v1/cti/{token}"),
+        "application/x-www-form-urlencoded",
+        form.as_bytes(),
+    )
+    .await
+    .expect("post cti event");
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+/// The telephony role running inside the test on a [`ManualClock`]: waiting
+/// and talk times are measured by moving the clock, never by sleeping.
+pub struct TelephonyUnderTest {
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub clock: ManualClock,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl TelephonyUnderTest {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl TestEnv {
+    /// Start ingress-telephony in this process on `clock`; `extra` are
+    /// `GUICHET__…` overrides.
+    pub async fn spawn_telephony_with_clock(
+        &self,
+        clock: ManualClock,
+        extra: &[(&str, &str)],
+    ) -> TelephonyUnderTest {
+        let config = self.config_with(extra);
+        let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/telephony-test")
+            .await
+            .expect("connect bus");
+        let readiness = guichet_platform::admin::Readiness::new();
+        let deps = guichet_platform::Deps {
+            bus,
+            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
+            database: config.database.clone(),
+            readiness: readiness.clone(),
+            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+        };
+        let service = guichet_ingress_telephony::build_with_clock(
+            config.telephony.clone(),
+            deps,
+            std::sync::Arc::new(clock.clone()),
+        )
+        .await
+        .expect("build telephony");
+        let http_addr = service.http_addr();
+        let mut server = guichet_platform::grpc::GrpcServer::new();
+        service.register(&mut server);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let grpc_addr = listener.local_addr().expect("addr");
+        readiness.set_started(true);
+        let stop = CancellationToken::new();
+        let serve_stop = stop.clone();
+        let serve = tokio::spawn(async move {
+            let _ = server.serve(listener, serve_stop, readiness).await;
+        });
+        let run_stop = stop.clone();
+        let run = tokio::spawn(async move {
+            let _ = service.run(run_stop).await;
+        });
+        TelephonyUnderTest {
+            grpc_addr,
+            http_addr,
+            clock,
+            stop,
+            tasks: vec![serve, run],
+        }
     }
 }

@@ -46,6 +46,7 @@ pub struct GuichetConfig {
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
     pub scan: guichet_ingress_scan::Config,
+    pub telephony: guichet_ingress_telephony::Config,
 }
 
 impl GuichetConfig {
@@ -63,6 +64,7 @@ impl GuichetConfig {
             (&mut config.routing.database_url, "routing"),
             (&mut config.counter.database_url, "counter"),
             (&mut config.scan.database_url, "scan"),
+            (&mut config.telephony.database_url, "telephony"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -89,6 +91,7 @@ impl GuichetConfig {
                 Role::Routing => self.routing.validate()?,
                 Role::IngressCounter => self.counter.validate()?,
                 Role::IngressScan => self.scan.validate()?,
+                Role::IngressTelephony => self.telephony.validate()?,
                 _ => {}
             }
         }
@@ -128,6 +131,8 @@ impl GuichetConfig {
 pub struct RunningApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// HTTP listeners of roles that have one (the telephony CTI webhook).
+    pub http_addrs: Vec<(Role, SocketAddr)>,
     pub roles: Vec<Role>,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -245,11 +250,15 @@ pub async fn start(
     };
     let mut server = GrpcServer::new();
     let mut built = Vec::new();
+    let mut http_addrs = Vec::new();
     for role in &roles {
         let service = roles::build(*role, &config, &deps)
             .await
             .with_context(|| format!("cannot start role {}", role.name()))?;
         service.register(&mut server);
+        if let Some(addr) = service.http_addr() {
+            http_addrs.push((*role, addr));
+        }
         built.push(service);
     }
 
@@ -315,6 +324,7 @@ pub async fn start(
     Ok(RunningApp {
         grpc_addr,
         admin_addr,
+        http_addrs,
         roles,
         shutdown,
         handle,
@@ -334,6 +344,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => &config.routing.database_url,
             Role::IngressCounter => &config.counter.database_url,
             Role::IngressScan => &config.scan.database_url,
+            Role::IngressTelephony => &config.telephony.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -344,6 +355,9 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
             Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
             Role::IngressScan => guichet_ingress_scan::db::Migrator::up(&db, None).await?,
+            Role::IngressTelephony => {
+                guichet_ingress_telephony::db::Migrator::up(&db, None).await?
+            }
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

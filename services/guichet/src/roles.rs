@@ -51,7 +51,11 @@ impl Role {
     pub fn is_served(self) -> bool {
         matches!(
             self,
-            Role::IngressCounter | Role::IngressScan | Role::Routing | Role::Dossier
+            Role::IngressTelephony
+                | Role::IngressCounter
+                | Role::IngressScan
+                | Role::Routing
+                | Role::Dossier
         )
     }
 
@@ -67,6 +71,7 @@ pub enum Built {
     Routing(Box<guichet_routing::Service>),
     Counter(Box<guichet_ingress_counter::Service>),
     Scan(Box<guichet_ingress_scan::Service>),
+    Telephony(Box<guichet_ingress_telephony::Service>),
 }
 
 impl Built {
@@ -76,6 +81,15 @@ impl Built {
             Built::Routing(s) => s.register(server),
             Built::Counter(s) => s.register(server),
             Built::Scan(s) => s.register(server),
+            Built::Telephony(s) => s.register(server),
+        }
+    }
+
+    /// The role's own HTTP listener, if it has one.
+    pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Built::Telephony(s) => Some(s.http_addr()),
+            _ => None,
         }
     }
 
@@ -85,6 +99,7 @@ impl Built {
             Built::Routing(s) => (*s).run(shutdown).await,
             Built::Counter(s) => (*s).run(shutdown).await,
             Built::Scan(s) => (*s).run(shutdown).await,
+            Built::Telephony(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -106,6 +121,9 @@ pub async fn build(
         )),
         Role::IngressScan => Built::Scan(Box::new(
             guichet_ingress_scan::build(config.scan.clone(), shared.clone()).await?,
+        )),
+        Role::IngressTelephony => Built::Telephony(Box::new(
+            guichet_ingress_telephony::build(config.telephony.clone(), shared.clone()).await?,
         )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })

@@ -19,3 +19,5 @@ mod scan_letters;
 mod scan_quarantine;
 mod scan_restart;
 mod slice;
+mod telephony_cdr;
+mod telephony_cti;

@@ -1,0 +1,86 @@
+//! The `[telephony]` configuration section.
+
+use guichet_platform::config::{ConfigError, parse_addr, validate_database_url};
+use guichet_platform::contact::Phone;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database_url: String,
+    /// Where the PBX posts CTI events (`POST /api/v1/cti/<token>`).
+    pub http_addr: String,
+    /// The secret path segment of the webhook URL, as in Zammad. Empty:
+    /// every webhook request is refused (401) until one is configured.
+    pub webhook_token: SecretString,
+    /// Caller numbers the PBX is told to reject (`{"action":"reject","reason":"busy"}`).
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub blocked_numbers: Vec<String>,
+    /// PBX queues (IVR branches) that mean "call me back": a call that ends
+    /// in one of them is a callback request.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub callback_queues: Vec<String>,
+    /// How the PBX names its voicemail in `user` / `answeringNumber`: a call
+    /// answered by it is a missed call.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub voicemail_users: Vec<String>,
+    /// Asterisk `dcontext` values of outbound calls in CDR files.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub cdr_outbound_contexts: Vec<String>,
+    /// CDR times are Paris local time (Asterisk's default) unless false (UTC).
+    pub cdr_local_time: bool,
+    /// Largest accepted CDR upload.
+    pub max_cdr_bytes: usize,
+}
+
+/// A list in TOML, or a comma-separated string (from an environment
+/// variable, e.g. `GUICHET__TELEPHONY__BLOCKED_NUMBERS="0699999999,0611111111"`).
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::String(s) => s
+            .split(',')
+            .map(|x| x.trim().to_owned())
+            .filter(|x| !x.is_empty())
+            .collect(),
+    })
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_database_url("telephony.database_url", &self.database_url)?;
+        parse_addr("telephony.http_addr", &self.http_addr)?;
+        let token = self.webhook_token.expose_secret();
+        if !token.is_empty()
+            && (token.len() < 16
+                || !token
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+        {
+            return Err(ConfigError::invalid(
+                "telephony.webhook_token",
+                "must be at least 16 ASCII letters, digits, '-' or '_'",
+            ));
+        }
+        for (i, n) in self.blocked_numbers.iter().enumerate() {
+            Phone::parse(n)
+                .map_err(|e| ConfigError::invalid(format!("telephony.blocked_numbers[{i}]"), e))?;
+        }
+        if self.max_cdr_bytes == 0 {
+            return Err(ConfigError::invalid(
+                "telephony.max_cdr_bytes",
+                "must be positive",
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,15 @@
+//! The telephony tables: calls (CTI or CDR), callback requests, outbox.
+
+pub mod entities;
+mod m0001_init;
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_init::Migration)]
+    }
+}
