@@ -162,7 +162,8 @@ impl TestEnv {
             ("GUICHET__COUNTER__DATABASE_URL".into(), counter),
             ("GUICHET__SCAN__DATABASE_URL".into(), scan),
             ("GUICHET__TELEPHONY__DATABASE_URL".into(), telephony),
-            // The CTI webhook on a random port (RunningApp::http_addrs).
+            // The board feed and the CTI webhook on random ports (RunningApp::http_addrs).
+            ("GUICHET__COUNTER__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("GUICHET__TELEPHONY__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("GUICHET__TELEPHONY__WEBHOOK_TOKEN".into(), CTI_TOKEN.into()),
             // The scan inbox is polled often, and a file is taken once it
@@ -1033,6 +1034,154 @@ impl TestEnv {
             clock,
             stop,
             tasks: vec![serve, run],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Counter
+
+/// The HTTP address of `role` in a process (board feed, CTI webhook).
+pub fn http_addr_of(app: &RunningApp, role: Role) -> std::net::SocketAddr {
+    app.http_addrs
+        .iter()
+        .find(|(r, _)| *r == role)
+        .map(|(_, a)| *a)
+        .unwrap_or_else(|| panic!("{} has no HTTP listener in this process", role.name()))
+}
+
+/// The counter role running inside the test on a [`ManualClock`].
+pub struct CounterUnderTest {
+    pub grpc_addr: std::net::SocketAddr,
+    pub http_addr: std::net::SocketAddr,
+    pub clock: ManualClock,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl CounterUnderTest {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl TestEnv {
+    /// Start ingress-counter in this process on `clock`.
+    pub async fn spawn_counter_with_clock(
+        &self,
+        clock: ManualClock,
+        extra: &[(&str, &str)],
+    ) -> CounterUnderTest {
+        let config = self.config_with(extra);
+        let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/counter-test")
+            .await
+            .expect("connect bus");
+        let readiness = guichet_platform::admin::Readiness::new();
+        let deps = guichet_platform::Deps {
+            bus,
+            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
+            database: config.database.clone(),
+            readiness: readiness.clone(),
+            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+        };
+        let service = guichet_ingress_counter::build_with_clock(
+            config.counter.clone(),
+            deps,
+            std::sync::Arc::new(clock.clone()),
+        )
+        .await
+        .expect("build counter");
+        let http_addr = service.http_addr();
+        let mut server = guichet_platform::grpc::GrpcServer::new();
+        service.register(&mut server);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let grpc_addr = listener.local_addr().expect("addr");
+        readiness.set_started(true);
+        let stop = CancellationToken::new();
+        let serve_stop = stop.clone();
+        let serve = tokio::spawn(async move {
+            let _ = server.serve(listener, serve_stop, readiness).await;
+        });
+        let run_stop = stop.clone();
+        let run = tokio::spawn(async move {
+            let _ = service.run(run_stop).await;
+        });
+        CounterUnderTest {
+            grpc_addr,
+            http_addr,
+            clock,
+            stop,
+            tasks: vec![serve, run],
+        }
+    }
+}
+
+/// A Server-Sent Events client: connects, waits for the response headers,
+/// then yields each event's `data:` line.
+pub struct SseReader {
+    stream: tokio::net::TcpStream,
+    buf: String,
+}
+
+impl SseReader {
+    pub async fn connect(addr: std::net::SocketAddr, path: &str) -> SseReader {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .expect("connect SSE");
+        stream
+            .write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .expect("send SSE request");
+        let mut buf = String::new();
+        let mut chunk = [0u8; 4096];
+        while !buf.contains("\r\n\r\n") {
+            let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+                .await
+                .expect("SSE headers within 10 s")
+                .expect("read SSE");
+            assert!(n > 0, "SSE connection closed before headers");
+            buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
+        }
+        let (head, rest) = buf.split_once("\r\n\r\n").expect("headers");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("text/event-stream"),
+            "{head}"
+        );
+        let rest = rest.to_owned();
+        SseReader { stream, buf: rest }
+    }
+
+    /// The next event's data (JSON), skipping keep-alive comments.
+    pub async fn next_data(&mut self, timeout: Duration) -> serde_json::Value {
+        use tokio::io::AsyncReadExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Chunked transfer: data lines are found anywhere in the buffer.
+            if let Some(pos) = self.buf.find("data: ") {
+                let after = &self.buf[pos + 6..];
+                if let Some(end) = after.find('\n') {
+                    let line = after[..end].trim().to_owned();
+                    self.buf = after[end..].to_owned();
+                    return serde_json::from_str(&line).expect("SSE data is JSON");
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .expect("SSE event in time")
+                .expect("read SSE");
+            assert!(n > 0, "SSE connection closed");
+            self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
     }
 }

@@ -89,6 +89,7 @@ impl Built {
     pub fn http_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Built::Telephony(s) => Some(s.http_addr()),
+            Built::Counter(s) => Some(s.http_addr()),
             _ => None,
         }
     }

@@ -15,6 +15,15 @@ pub struct Config {
     pub default_service: String,
     /// Site of a ticket issued without one.
     pub default_site: String,
+    /// The waiting-room board feed (Server-Sent Events): GET /board/<site>/events.
+    pub http_addr: String,
+    /// Priority categories and their weight in minutes: a ticket of the
+    /// category is called as if it had arrived that much earlier. Priority
+    /// tickets are served sooner, and a normal ticket that has waited longer
+    /// than the weight still goes first (fairness).
+    pub priorities: BTreeMap<String, u32>,
+    /// Recalls a ticket must have had before it may be marked a no-show.
+    pub recalls_before_no_show: u32,
 }
 
 impl Config {
@@ -25,6 +34,15 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("counter.services.{name}"),
                     "must be one upper-case letter",
+                ));
+            }
+        }
+        guichet_platform::config::parse_addr("counter.http_addr", &self.http_addr)?;
+        for (name, weight) in &self.priorities {
+            if *weight > 24 * 60 {
+                return Err(ConfigError::invalid(
+                    format!("counter.priorities.{name}"),
+                    "must be at most 1440 minutes",
                 ));
             }
         }

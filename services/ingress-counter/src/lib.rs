@@ -8,16 +8,29 @@
 //! same `request_id`), so a visit the desk accepted is never lost. Routing is
 //! idempotent on the event id, so a second publish never creates a second
 //! work item.
+//!
+//! Tickets are numbered per service, site and **Paris** calendar day (P001
+//! again every morning). Desks then work the waiting room: call next (by
+//! rank: arrival time minus the priority category's weight, so priority
+//! tickets go first without starving the others), recall, start, finish,
+//! no-show after a recall, transfer to another service; each step is a
+//! conditional update on the ticket's status, so ten desks calling at once
+//! never get the same ticket. Every call is published as a
+//! `ticket_called` event (outbox) that the waiting-room boards follow
+//! (gRPC `WatchBoard`, SSE `GET /board/<site>/events`).
 
+pub mod board;
 pub mod config;
 pub mod db;
+pub mod visits;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::parse_hint;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
 use guichet_platform::grpc::{GrpcServer, internal, internal_err, invalid_argument, unavailable};
@@ -40,12 +53,18 @@ pub use config::Config;
 
 /// Callers allowed to issue tickets: agents at the desk and kiosks (service).
 const ISSUERS: &[Role] = &[Role::Agent, Role::Service];
+/// Callers working a desk.
+const DESKS: &[Role] = &[Role::Agent, Role::Supervisor];
+/// Callers that may read tickets and follow the board (screens use a service token).
+const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
 
 pub use guichet_platform::Deps;
 
 pub struct Service {
     api: CounterApi,
     auth: Arc<Authenticator>,
+    listener: tokio::net::TcpListener,
+    http_addr: std::net::SocketAddr,
 }
 
 #[derive(Clone)]
@@ -53,24 +72,56 @@ pub struct CounterApi {
     db: DatabaseConnection,
     outbox: Outbox,
     config: Arc<Config>,
+    clock: SharedClock,
+    /// Cancelled at shutdown: ends the open board streams, so draining
+    /// does not wait for the screens to disconnect.
+    stop: CancellationToken,
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    build_with_clock(config, deps, guichet_platform::clock::system()).await
+}
+
+/// Like [`build`], on `clock` (tests cross Paris midnight without waiting).
+pub async fn build_with_clock(
+    config: Config,
+    deps: Deps,
+    clock: SharedClock,
+) -> anyhow::Result<Service> {
     let db = deps
         .database::<db::Migrator>("counter", &config.database_url)
         .await?;
     deps.bus.ensure_stream(StreamKind::Intake).await?;
+    deps.bus.ensure_stream(StreamKind::Events).await?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on counter.http_addr {}: {e}",
+                config.http_addr
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
     Ok(Service {
         api: CounterApi {
             outbox: Outbox::new(db.clone(), deps.bus),
             db,
             config: Arc::new(config),
+            clock,
+            stop: CancellationToken::new(),
         },
         auth: deps.auth,
+        listener,
+        http_addr,
     })
 }
 
 impl Service {
+    /// Where the board feed listens (known once built: port 0 works).
+    pub fn http_addr(&self) -> std::net::SocketAddr {
+        self.http_addr
+    }
+
     pub fn register(&self, server: &mut GrpcServer) {
         server.add(CounterServiceServer::with_interceptor(
             self.api.clone(),
@@ -78,14 +129,45 @@ impl Service {
         ));
     }
 
-    /// Relay intake events whose immediate publish failed, until shutdown.
+    /// Serve the board feed and relay staged events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        self.api.outbox.run(shutdown).await;
+        let app = board::router(self.api.clone());
+        let stop = self.api.stop.clone();
+        let on_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            on_shutdown.cancelled().await;
+            stop.cancel();
+        });
+        let http = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let relay = self.api.outbox.clone().run(shutdown);
+        let (served, ()) = tokio::join!(http, relay);
+        served?;
         Ok(())
     }
 }
 
-fn ticket_pb(t: ticket::Model) -> pb::Ticket {
+/// The Paris calendar day of `t` (ticket numbers restart at local midnight).
+pub fn paris_day(t: DateTime<Utc>) -> String {
+    guichet_platform::calendar::to_paris(t)
+        .date()
+        .format("%Y-%m-%d")
+        .to_string()
+}
+
+pub(crate) fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
+    u32::try_from((to - from).num_seconds().max(0)).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
+    let status = match t.status.as_str() {
+        "waiting" => pb::TicketStatus::Waiting,
+        "called" => pb::TicketStatus::Called,
+        "in_service" => pb::TicketStatus::InService,
+        "done" => pb::TicketStatus::Done,
+        "no_show" => pb::TicketStatus::NoShow,
+        _ => pb::TicketStatus::Unspecified,
+    };
     pb::Ticket {
         issued_at: Some(timestamp(t.issued_at)),
         id: t.id,
@@ -93,6 +175,20 @@ fn ticket_pb(t: ticket::Model) -> pb::Ticket {
         service: t.service,
         site: t.site,
         intake_event_id: t.intake_event_id,
+        priority: t.priority,
+        status: status as i32,
+        desk: t.desk.unwrap_or_default(),
+        call_time: t.call_time.map(timestamp),
+        start_time: t.start_time.map(timestamp),
+        finish_time: t.finish_time.map(timestamp),
+        recalls: u32::try_from(t.recalls).unwrap_or(0),
+        waiting_seconds: t.start_time.map_or(0, |s| secs(t.waiting_since, s)),
+        service_seconds: match (t.start_time, t.finish_time) {
+            (Some(s), Some(f)) => secs(s, f),
+            _ => 0,
+        },
+        no_show_time: t.no_show_time.map(timestamp),
+        transferred_from: t.transferred_from.unwrap_or_default(),
     }
 }
 
@@ -161,6 +257,25 @@ impl pb::counter_service_server::CounterService for CounterApi {
             ));
         }
         let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
+        let priority = req.priority.trim();
+        let weight = if priority.is_empty() {
+            0
+        } else {
+            *self.config.priorities.get(priority).ok_or_else(|| {
+                invalid_argument(
+                    "priority",
+                    format!(
+                        "`{priority}` is not a priority category ({})",
+                        self.config
+                            .priorities
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?
+        };
 
         // A retry of an accepted request: make sure what is staged is
         // published, and return the same ticket.
@@ -174,8 +289,8 @@ impl pb::counter_service_server::CounterService for CounterApi {
             return Ok(Response::new(ticket_pb(t)));
         }
 
-        let now = Utc::now();
-        let day = now.format("%Y-%m-%d").to_string();
+        let now = self.clock.now();
+        let day = paris_day(now);
         let id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("ticket_id", id.as_str());
         let event_id = new_event_id();
@@ -214,6 +329,17 @@ impl pb::counter_service_server::CounterService for CounterApi {
             day: Set(day),
             intake_event_id: Set(event_id.clone()),
             issued_at: Set(now),
+            priority: Set(priority.to_owned()),
+            status: Set("waiting".to_owned()),
+            waiting_since: Set(now),
+            rank_at: Set(now - chrono::Duration::minutes(i64::from(weight))),
+            desk: Set(None),
+            call_time: Set(None),
+            start_time: Set(None),
+            finish_time: Set(None),
+            no_show_time: Set(None),
+            recalls: Set(0),
+            transferred_from: Set(None),
         }
         .insert(&txn)
         .await;
@@ -254,6 +380,93 @@ impl pb::counter_service_server::CounterService for CounterApi {
             .increment(1);
         tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
         Ok(Response::new(ticket_pb(t)))
+    }
+
+    async fn call_next(
+        &self,
+        request: Request<pb::CallNextRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.call_next_ticket(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn recall_ticket(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.recall(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn start_service(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.start(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn finish_service(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.finish(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn mark_no_show(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.no_show(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+    }
+
+    async fn transfer_ticket(
+        &self,
+        request: Request<pb::TransferTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        let req = request.into_inner();
+        self.transfer(&req.ticket_id, &req.service)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<pb::GetTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, READERS)?;
+        let t = self.ticket(&request.into_inner().ticket_id).await?;
+        Ok(Response::new(ticket_pb(t)))
+    }
+
+    type WatchBoardStream = board::BoardStream;
+
+    async fn watch_board(
+        &self,
+        request: Request<pb::WatchBoardRequest>,
+    ) -> Result<Response<Self::WatchBoardStream>, Status> {
+        require(&request, READERS)?;
+        let site = request.into_inner().site;
+        let site = if site.trim().is_empty() {
+            self.config.default_site.clone()
+        } else {
+            site.trim().to_owned()
+        };
+        let stream = self.board_stream(site).await?;
+        Ok(Response::new(stream))
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod auth;
 mod config;
+mod counter_desks;
 mod deploy;
 mod dossier_api;
 mod dossier_store;

@@ -13,10 +13,25 @@ pub mod ticket {
         pub number: String,
         pub service: String,
         pub site: String,
-        /// Calendar day of the numbering sequence (YYYY-MM-DD).
+        /// Paris calendar day of the numbering sequence (YYYY-MM-DD).
         pub day: String,
         pub intake_event_id: String,
         pub issued_at: DateTimeUtc,
+        /// Priority category ("" for normal).
+        pub priority: String,
+        /// waiting, called, in_service, done, no_show.
+        pub status: String,
+        /// Since when it waits in its current service (issue or transfer).
+        pub waiting_since: DateTimeUtc,
+        /// `waiting_since` minus the priority weight: the calling order.
+        pub rank_at: DateTimeUtc,
+        pub desk: Option<String>,
+        pub call_time: Option<DateTimeUtc>,
+        pub start_time: Option<DateTimeUtc>,
+        pub finish_time: Option<DateTimeUtc>,
+        pub no_show_time: Option<DateTimeUtc>,
+        pub recalls: i32,
+        pub transferred_from: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
