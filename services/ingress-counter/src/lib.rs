@@ -318,6 +318,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
                 service: service.to_owned(),
                 issued_by: caller.subject.clone(),
                 site: site.to_owned(),
+                priority: priority.to_owned(),
             })),
         };
         let res = ticket::ActiveModel {

@@ -44,6 +44,10 @@ fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
     enum ListOrString {
         List(Vec<String>),
         String(String),
+        // The environment layer parses "0699999999" as a number: the
+        // leading 0 is lost, but a French number without it still parses
+        // to the same E.164 form.
+        Number(i64),
     }
     Ok(match ListOrString::deserialize(d)? {
         ListOrString::List(v) => v,
@@ -52,6 +56,7 @@ fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
             .map(|x| x.trim().to_owned())
             .filter(|x| !x.is_empty())
             .collect(),
+        ListOrString::Number(n) => vec![n.to_string()],
     })
 }
 
@@ -82,5 +87,61 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const DEFAULTS: &str = r#"
+database_url = "sqlite://x.db"
+http_addr = "127.0.0.1:0"
+webhook_token = ""
+blocked_numbers = []
+callback_queues = ["rappel"]
+voicemail_users = ["voicemail"]
+cdr_outbound_contexts = ["from-internal"]
+cdr_local_time = true
+max_cdr_bytes = 1000
+"#;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        guichet_platform::config::load::<Config>(
+            DEFAULTS,
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn lists_come_from_the_environment_comma_separated() {
+        let c = load(&[("GUICHET__BLOCKED_NUMBERS", "06 99 99 99 99, +33123456789")]).unwrap();
+        assert_eq!(c.blocked_numbers, vec!["06 99 99 99 99", "+33123456789"]);
+        c.validate().unwrap();
+        let one = load(&[("GUICHET__BLOCKED_NUMBERS", "0699999999")]).unwrap();
+        assert_eq!(
+            Phone::parse(&one.blocked_numbers[0]).unwrap().as_str(),
+            "+33699999999"
+        );
+    }
+
+    #[test]
+    fn a_short_token_and_a_bad_number_name_their_key() {
+        let c = load(&[("GUICHET__WEBHOOK_TOKEN", "short")]).unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("telephony.webhook_token")
+        );
+        let c = load(&[("GUICHET__BLOCKED_NUMBERS", "not a number, x")]).unwrap();
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("telephony.blocked_numbers[0]")
+        );
     }
 }
