@@ -105,6 +105,7 @@ pub async fn build_with_clock(
         .database::<db::Migrator>("telephony", &config.database_url)
         .await?;
     deps.bus.ensure_stream(StreamKind::Intake).await?;
+    deps.bus.ensure_stream(StreamKind::Events).await?;
     let listener = TcpListener::bind(&config.http_addr).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on telephony.http_addr {}: {e}",
@@ -402,6 +403,37 @@ fn call_event(c: &call::Model, event_id: &str) -> IntakeEvent {
     }
 }
 
+/// The `call_ended` domain event of a call (for indicators; no numbers).
+fn call_ended(outbox: &Outbox, c: &call::Model) -> Staged {
+    let secs = |v: Option<i32>| v.and_then(|s| u32::try_from(s).ok()).unwrap_or(0);
+    let mut staged = outbox.domain_event(
+        "telephony",
+        "call_ended",
+        format!("calls/{}", c.call_id),
+        &guichet_proto::events::v1::CallEnded {
+            call_id: c.call_id.clone(),
+            direction: c.direction.clone(),
+            queue: c.queue.clone(),
+            cause: c.cause.clone(),
+            waiting_seconds: secs(c.waiting_seconds),
+            talk_seconds: secs(c.talk_seconds),
+            missed: c.missed,
+            voicemail: c.voicemail,
+            anonymous: c.anonymous,
+            blocked: c.blocked,
+            callback_requested: c.callback_requested,
+            source: c.source.clone(),
+            started_at: Some(timestamp(c.started_at)),
+            ended_at: c.ended_at.map(timestamp),
+            intake_event_id: c.intake_event_id.clone().unwrap_or_default(),
+        },
+    );
+    if let Some(t) = c.ended_at {
+        staged.event.time = t;
+    }
+    staged
+}
+
 fn count_call(c: &call::Model) {
     let outcome = if c.blocked {
         "blocked"
@@ -441,6 +473,15 @@ impl TelephonyApi {
                 time,
                 body: Bytes::from(event.encode_to_vec()),
             },
+        }
+    }
+
+    /// Publish a committed event now; if JetStream is away the outbox
+    /// relay publishes it when it is back (the write is already durable).
+    async fn publish(&self, staged: &Staged) {
+        if let Err(error) = self.outbox.publish_now(staged).await {
+            tracing::warn!(%error, event_id = %staged.event.id, "event left to the outbox relay");
+            self.outbox.notify();
         }
     }
 
@@ -512,7 +553,22 @@ impl TelephonyApi {
             answered_at: Set(None),
             ended_at: Set(blocked.then_some(now)),
         };
-        match row.insert(&self.db).await {
+        let txn = self.db.begin().await.map_err(internal_cti)?;
+        let inserted = match row.insert(&txn).await {
+            Ok(c) => {
+                let ended = blocked.then(|| call_ended(&self.outbox, &c));
+                if let Some(e) = &ended {
+                    self.outbox.stage(&txn, e).await.map_err(internal_cti)?;
+                }
+                txn.commit().await.map_err(internal_cti)?;
+                if let Some(e) = ended {
+                    self.publish(&e).await;
+                }
+                Ok(c)
+            }
+            Err(e) => Err(e),
+        };
+        match inserted {
             Ok(c) => {
                 if blocked {
                     count_call(&c);
@@ -632,6 +688,11 @@ impl TelephonyApi {
         if let Some(s) = &staged {
             self.outbox.stage(&txn, s).await.map_err(internal_cti)?;
         }
+        let ended_event = call_ended(&self.outbox, &ended);
+        self.outbox
+            .stage(&txn, &ended_event)
+            .await
+            .map_err(internal_cti)?;
         txn.commit().await.map_err(internal_cti)?;
         count_call(&ended);
         tracing::info!(
@@ -644,12 +705,10 @@ impl TelephonyApi {
         );
         // The call is durable: the PBX may go on. Publish now; if JetStream
         // is away the relay publishes it when it is back.
-        if let Some(s) = staged
-            && let Err(error) = self.outbox.publish_now(&s).await
-        {
-            tracing::warn!(%error, call_id = %ended.call_id, "intake event left to the outbox relay");
-            self.outbox.notify();
+        if let Some(s) = staged {
+            self.publish(&s).await;
         }
+        self.publish(&ended_event).await;
         Ok(CtiReply::Accepted)
     }
 
@@ -722,6 +781,10 @@ impl TelephonyApi {
                     .await
                     .map_err(internal_err("import cdr"))?;
             }
+            self.outbox
+                .stage(&txn, &call_ended(&self.outbox, &model))
+                .await
+                .map_err(internal_err("import cdr"))?;
             txn.commit().await.map_err(internal_err("import cdr"))?;
             count_call(&model);
             imported += 1;

@@ -86,6 +86,14 @@ async fn cdr_import_is_idempotent(backend: Backend) {
     assert!(missed.1.missed && missed.1.anonymous);
     assert_eq!(missed.1.source, "cdr");
     assert!(missed.0.citizen.is_none());
+    // Three records, three call_ended events (the repeated import adds none).
+    let ended = env
+        .stream_headers("EVENTS", 3)
+        .await
+        .iter()
+        .filter(|h| header(h, "ce-type") == "guichet.telephony.v1.call_ended")
+        .count();
+    assert_eq!(ended, 3);
     app.stop().await.expect("stop");
     env.cleanup().await;
 }

@@ -393,6 +393,11 @@ async fn telephony_blocked_numbers_are_rejected_as_busy() {
     assert_eq!(status, 200);
     let (_, body) = cti_json(tel.http_addr, CTI_TOKEN, json!({"event":"newCall","from":"0612345678","to":"0143986500","direction":"in","callId":"ok-1"})).await;
     assert_eq!(body, json!({}));
+    // The rejected call is counted (call_ended, blocked) and not queued.
+    let events = env.stream_messages("EVENTS", 1).await;
+    let ended = guichet_testkit::proto::events::v1::CallEnded::decode(events[0].1.clone()).unwrap();
+    assert_eq!(ended.call_id, "spam-1");
+    assert!(ended.blocked && ended.intake_event_id.is_empty());
     tel.stop().await;
     env.cleanup().await;
 }
