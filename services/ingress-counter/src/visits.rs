@@ -71,7 +71,10 @@ impl CounterApi {
             services = self.config.services.keys().cloned().collect();
         }
         loop {
+            // Daily reset: yesterday's tickets still waiting are not called.
+            let today = crate::paris_day(self.clock.now());
             let candidates = ticket::Entity::find()
+                .filter(ticket::Column::Day.eq(today))
                 .filter(ticket::Column::Site.eq(site.as_str()))
                 .filter(ticket::Column::Status.eq("waiting"))
                 .filter(ticket::Column::Service.is_in(services.clone()))

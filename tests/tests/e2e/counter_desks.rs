@@ -82,6 +82,15 @@ async fn counter_numbers_restart_at_paris_midnight_not_utc_midnight() {
     assert_eq!(c.number, "G001");
     let e = issue(counter.grpc_addr, &agent, ticket("E", "etat-civil", "")).await;
     assert_eq!(e.number, "E001");
+    // The waiting room resets too: yesterday's waiting tickets are not called.
+    let first = call_next(counter.grpc_addr, &agent, "1", &["general"])
+        .await
+        .unwrap();
+    assert_eq!(first.id, c.id);
+    let none = call_next(counter.grpc_addr, &agent, "1", &["general"])
+        .await
+        .unwrap_err();
+    assert_eq!(none.code(), tonic::Code::NotFound);
     // A priority category that does not exist is refused, naming the field.
     let err = counter_client(counter.grpc_addr, &agent)
         .await
