@@ -8,7 +8,7 @@ use chrono::Duration;
 use guichet_platform::grpc::{failed_precondition, internal_err, invalid_argument, not_found};
 use guichet_proto::convert::timestamp;
 use guichet_proto::counter::v1 as pb;
-use guichet_proto::events::v1::TicketCalled;
+use guichet_proto::events::v1::{TicketCalled, VisitEnded};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use tonic::Status;
@@ -161,6 +161,35 @@ impl CounterApi {
         staged
     }
 
+    fn visit_ended(
+        &self,
+        t: &ticket::Model,
+        outcome: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> guichet_platform::outbox::Staged {
+        let mut staged = self.outbox.domain_event(
+            "counter",
+            "visit_ended",
+            format!("tickets/{}", t.id),
+            &VisitEnded {
+                ticket_id: t.id.clone(),
+                ticket_number: t.number.clone(),
+                service: t.service.clone(),
+                site: t.site.clone(),
+                desk: t.desk.clone().unwrap_or_default(),
+                priority: t.priority.clone(),
+                outcome: outcome.to_owned(),
+                waiting_seconds: t.start_time.map_or(0, |s| secs(t.waiting_since, s)),
+                service_seconds: t.start_time.map_or(0, |s| secs(s, now)),
+                issued_at: Some(timestamp(t.issued_at)),
+                end_time: Some(timestamp(now)),
+                recalls: u32::try_from(t.recalls).unwrap_or(0),
+            },
+        );
+        staged.event.time = now;
+        staged
+    }
+
     /// Publish a committed event now; the relay retries it if NATS is away.
     async fn publish(&self, staged: &guichet_platform::outbox::Staged) {
         if let Err(error) = self.outbox.publish_now(staged).await {
@@ -268,7 +297,13 @@ impl CounterApi {
                 ..t
             })
             .await?;
+        let ended = self.visit_ended(&t, "done", now);
+        self.outbox
+            .stage(&txn, &ended)
+            .await
+            .map_err(internal_err("finish"))?;
         txn.commit().await.map_err(internal_err("finish"))?;
+        self.publish(&ended).await;
         if let Some(s) = t.start_time {
             metrics::histogram!("guichet_counter_service_seconds", "service" => t.service.clone())
                 .record(f64::from(secs(s, now)));
@@ -297,7 +332,13 @@ impl CounterApi {
                 ..t
             })
             .await?;
+        let ended = self.visit_ended(&t, "no_show", now);
+        self.outbox
+            .stage(&txn, &ended)
+            .await
+            .map_err(internal_err("no-show"))?;
         txn.commit().await.map_err(internal_err("no-show"))?;
+        self.publish(&ended).await;
         metrics::counter!("guichet_counter_no_shows_total", "service" => t.service.clone())
             .increment(1);
         Ok(ticket_pb(t))
