@@ -564,3 +564,38 @@ async fn telephony_missed_and_answered_calls_reach_queue_and_timeline_sqlite() {
 async fn telephony_missed_and_answered_calls_reach_queue_and_timeline_postgres() {
     missed_and_answered_calls_reach_queue_and_timeline(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn telephony_role_runs_as_its_own_process_and_stops_cleanly() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let port = free_port();
+    let http = format!("127.0.0.1:{port}");
+    let process = env
+        .spawn_process(
+            &["ingress-telephony"],
+            &[("GUICHET__TELEPHONY__HTTP_ADDR", http.as_str())],
+        )
+        .await;
+    let addr: std::net::SocketAddr = http.parse().unwrap();
+    let (status, body) = cti_form(
+        addr,
+        CTI_TOKEN,
+        "event=newCall&from=0612345678&to=0143986500&direction=in&callId=p-1",
+    )
+    .await;
+    assert_eq!((status, body), (200, json!({})));
+    let (status, _) = cti_form(
+        addr,
+        CTI_TOKEN,
+        "event=hangup&direction=in&callId=p-1&cause=cancel",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let events = intake_events(&env, 1).await;
+    assert!(telephony(&events[0].1).missed);
+    let exit = process.terminate().await;
+    assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    env.cleanup().await;
+}
