@@ -4,3 +4,4 @@
 CREATE DATABASE guichet_dossier;
 CREATE DATABASE guichet_routing;
 CREATE DATABASE guichet_counter;
+CREATE DATABASE guichet_appointment;

@@ -44,6 +44,7 @@ pub struct GuichetConfig {
     pub dossier: guichet_dossier::Config,
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
+    pub appointment: guichet_appointment::Config,
 }
 
 impl GuichetConfig {
@@ -60,6 +61,7 @@ impl GuichetConfig {
             (&mut config.dossier.database_url, "dossier"),
             (&mut config.routing.database_url, "routing"),
             (&mut config.counter.database_url, "counter"),
+            (&mut config.appointment.database_url, "appointment"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -82,6 +84,7 @@ impl GuichetConfig {
                 Role::Dossier => self.dossier.validate()?,
                 Role::Routing => self.routing.validate()?,
                 Role::IngressCounter => self.counter.validate()?,
+                Role::Appointment => self.appointment.validate()?,
                 _ => {}
             }
         }
@@ -227,6 +230,7 @@ pub async fn start(
             grpc_addr.ip().to_string()
         };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
+        config.appointment.dossier_url = config.routing.dossier_url.clone();
     }
 
     let deps = guichet_platform::Deps {
@@ -326,6 +330,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Dossier => &config.dossier.database_url,
             Role::Routing => &config.routing.database_url,
             Role::IngressCounter => &config.counter.database_url,
+            Role::Appointment => &config.appointment.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -335,6 +340,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Dossier => guichet_dossier::db::Migrator::up(&db, None).await?,
             Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
             Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
+            Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

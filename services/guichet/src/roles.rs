@@ -49,7 +49,10 @@ impl Role {
 
     /// Whether this version implements the role.
     pub fn is_served(self) -> bool {
-        matches!(self, Role::IngressCounter | Role::Routing | Role::Dossier)
+        matches!(
+            self,
+            Role::IngressCounter | Role::Routing | Role::Dossier | Role::Appointment
+        )
     }
 
     /// The roles `guichet up` runs.
@@ -63,6 +66,7 @@ pub enum Built {
     Dossier(Box<guichet_dossier::Service>),
     Routing(Box<guichet_routing::Service>),
     Counter(Box<guichet_ingress_counter::Service>),
+    Appointment(Box<guichet_appointment::Service>),
 }
 
 impl Built {
@@ -71,6 +75,7 @@ impl Built {
             Built::Dossier(s) => s.register(server),
             Built::Routing(s) => s.register(server),
             Built::Counter(s) => s.register(server),
+            Built::Appointment(s) => s.register(server),
         }
     }
 
@@ -79,6 +84,7 @@ impl Built {
             Built::Dossier(s) => (*s).run(shutdown).await,
             Built::Routing(s) => (*s).run(shutdown).await,
             Built::Counter(s) => (*s).run(shutdown).await,
+            Built::Appointment(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -97,6 +103,9 @@ pub async fn build(
         )),
         Role::IngressCounter => Built::Counter(Box::new(
             guichet_ingress_counter::build(config.counter.clone(), shared.clone()).await?,
+        )),
+        Role::Appointment => Built::Appointment(Box::new(
+            guichet_appointment::build(config.appointment.clone(), shared.clone()).await?,
         )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })
