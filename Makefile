@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test fmt lint check-deploy clean-data
+.PHONY: run test fmt lint check-deploy clean-data bench
 
 ## Build and run every role in one process (starts a local NATS if needed).
 run:
@@ -20,6 +20,11 @@ test:
 		echo "guichet: cargo-nextest not installed (cargo install --locked cargo-nextest); using cargo test" >&2; \
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
+
+## Benchmarks (figures printed, never asserted; real NATS and databases).
+bench:
+	@scripts/ensure-services.sh test
+	$(CARGO) bench -p guichet-appointment --bench rush
 
 fmt:
 	$(CARGO) fmt --all
