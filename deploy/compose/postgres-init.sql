@@ -4,4 +4,5 @@
 CREATE DATABASE guichet_dossier;
 CREATE DATABASE guichet_routing;
 CREATE DATABASE guichet_counter;
+CREATE DATABASE guichet_scan;
 CREATE DATABASE guichet_appointment;

@@ -44,6 +44,7 @@ pub struct GuichetConfig {
     pub dossier: guichet_dossier::Config,
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
+    pub scan: guichet_ingress_scan::Config,
     pub appointment: guichet_appointment::Config,
 }
 
@@ -61,6 +62,7 @@ impl GuichetConfig {
             (&mut config.dossier.database_url, "dossier"),
             (&mut config.routing.database_url, "routing"),
             (&mut config.counter.database_url, "counter"),
+            (&mut config.scan.database_url, "scan"),
             (&mut config.appointment.database_url, "appointment"),
         ] {
             if url.trim().is_empty() {
@@ -69,6 +71,9 @@ impl GuichetConfig {
         }
         if config.objects.dir.as_os_str().is_empty() {
             config.objects.dir = config.data_dir.join("objects");
+        }
+        if config.scan.watch_dir.as_os_str().is_empty() {
+            config.scan.watch_dir = config.data_dir.join("scan");
         }
         Ok(config)
     }
@@ -84,6 +89,7 @@ impl GuichetConfig {
                 Role::Dossier => self.dossier.validate()?,
                 Role::Routing => self.routing.validate()?,
                 Role::IngressCounter => self.counter.validate()?,
+                Role::IngressScan => self.scan.validate()?,
                 Role::Appointment => self.appointment.validate()?,
                 _ => {}
             }
@@ -330,6 +336,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Dossier => &config.dossier.database_url,
             Role::Routing => &config.routing.database_url,
             Role::IngressCounter => &config.counter.database_url,
+            Role::IngressScan => &config.scan.database_url,
             Role::Appointment => &config.appointment.database_url,
             _ => continue,
         };
@@ -340,6 +347,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Dossier => guichet_dossier::db::Migrator::up(&db, None).await?,
             Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
             Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
+            Role::IngressScan => guichet_ingress_scan::db::Migrator::up(&db, None).await?,
             Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
             _ => {}
         }

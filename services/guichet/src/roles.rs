@@ -51,7 +51,11 @@ impl Role {
     pub fn is_served(self) -> bool {
         matches!(
             self,
-            Role::IngressCounter | Role::Routing | Role::Dossier | Role::Appointment
+            Role::IngressCounter
+                | Role::IngressScan
+                | Role::Routing
+                | Role::Dossier
+                | Role::Appointment
         )
     }
 
@@ -66,6 +70,7 @@ pub enum Built {
     Dossier(Box<guichet_dossier::Service>),
     Routing(Box<guichet_routing::Service>),
     Counter(Box<guichet_ingress_counter::Service>),
+    Scan(Box<guichet_ingress_scan::Service>),
     Appointment(Box<guichet_appointment::Service>),
 }
 
@@ -75,6 +80,7 @@ impl Built {
             Built::Dossier(s) => s.register(server),
             Built::Routing(s) => s.register(server),
             Built::Counter(s) => s.register(server),
+            Built::Scan(s) => s.register(server),
             Built::Appointment(s) => s.register(server),
         }
     }
@@ -84,6 +90,7 @@ impl Built {
             Built::Dossier(s) => (*s).run(shutdown).await,
             Built::Routing(s) => (*s).run(shutdown).await,
             Built::Counter(s) => (*s).run(shutdown).await,
+            Built::Scan(s) => (*s).run(shutdown).await,
             Built::Appointment(s) => (*s).run(shutdown).await,
         }
     }
@@ -103,6 +110,9 @@ pub async fn build(
         )),
         Role::IngressCounter => Built::Counter(Box::new(
             guichet_ingress_counter::build(config.counter.clone(), shared.clone()).await?,
+        )),
+        Role::IngressScan => Built::Scan(Box::new(
+            guichet_ingress_scan::build(config.scan.clone(), shared.clone()).await?,
         )),
         Role::Appointment => Built::Appointment(Box::new(
             guichet_appointment::build(config.appointment.clone(), shared.clone()).await?,

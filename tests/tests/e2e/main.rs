@@ -14,4 +14,7 @@ mod dossier_api;
 mod dossier_store;
 mod events;
 mod intake;
+mod scan_letters;
+mod scan_quarantine;
+mod scan_restart;
 mod slice;

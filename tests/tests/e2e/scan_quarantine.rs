@@ -1,0 +1,279 @@
+//! Files that cannot be read are quarantined with the right reason, never
+//! dropped and never crashing the role; the API lists them and releases
+//! them once what stopped them is fixed.
+
+use std::time::Duration;
+
+use guichet::Role;
+use guichet_testkit::proto::scan::v1 as spb;
+use guichet_testkit::scan::{PageSpec, drop_into_inbox, render};
+use guichet_testkit::*;
+
+use crate::scan_letters::{LETTERS, intake_events};
+
+async fn quarantined(addr: std::net::SocketAddr, token: &str, filter: &str) -> Vec<spb::ScanFile> {
+    scan_client(addr, token)
+        .await
+        .list_scan_files(spb::ListScanFilesRequest {
+            filter: filter.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .scan_files
+}
+
+#[tokio::test]
+async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let limits = [
+        ("GUICHET__SCAN__MAX_PAGES", "2"),
+        ("GUICHET__SCAN__MAX_FILE_BYTES", "3000000"),
+    ];
+    let app = env
+        .spawn_with(&[Role::IngressScan], env.config_with(&limits))
+        .await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let inbox = env.scan_dir().join("inbox");
+    let w = |name: &str, bytes: &[u8]| {
+        let p = work.path().join(name);
+        std::fs::write(&p, bytes).expect("write");
+        drop_into_inbox(&inbox, &p, name);
+    };
+    let r = |name: &str, format: &str, dpi: u32, pages: Vec<PageSpec>| {
+        let p = work.path().join(name);
+        render(&p, format, dpi, &pages);
+        p
+    };
+    w("vide.pdf", b"");
+    let mut huge = b"%PDF-1.4\n".to_vec();
+    huge.resize(3_100_000, b' ');
+    huge.extend(b"\n%%EOF\n");
+    w("enorme.pdf", &huge);
+    let whole =
+        std::fs::read(r("entier.pdf", "pdf_text", 300, vec![LETTERS[0].page()])).expect("pdf");
+    w("tronque.pdf", &whole[..whole.len() / 2]);
+    w("notes.docx", b"PK\x03\x04 not a scan");
+    w("casse.pdf", b"%PDF-1.4\nthis is no PDF at all\n%%EOF\n");
+    let p = r("chiffre.pdf", "pdf_encrypted", 300, vec![LETTERS[0].page()]);
+    drop_into_inbox(&inbox, &p, "chiffre.pdf");
+    let p = r("vignette.png", "png", 30, vec![LETTERS[0].page()]);
+    drop_into_inbox(&inbox, &p, "vignette.png");
+    let three = r(
+        "trois-pages.pdf",
+        "pdf_text",
+        300,
+        vec![
+            LETTERS[1].page(),
+            LETTERS[1].second_page(),
+            LETTERS[1].second_page(),
+        ],
+    );
+    drop_into_inbox(&inbox, &three, "trois-pages.pdf");
+    let p = r("blanche.png", "png", 150, vec![PageSpec::new(&[])]);
+    drop_into_inbox(&inbox, &p, "blanche.png");
+
+    let expected = [
+        ("vide.pdf", spb::QuarantineReason::EmptyFile),
+        ("enorme.pdf", spb::QuarantineReason::TooLarge),
+        ("tronque.pdf", spb::QuarantineReason::Truncated),
+        ("notes.docx", spb::QuarantineReason::UnsupportedType),
+        ("casse.pdf", spb::QuarantineReason::Unreadable),
+        ("chiffre.pdf", spb::QuarantineReason::EncryptedPdf),
+        ("vignette.png", spb::QuarantineReason::ImageTooSmall),
+        ("trois-pages.pdf", spb::QuarantineReason::TooManyPages),
+        ("blanche.png", spb::QuarantineReason::NoText),
+    ];
+    let supervisor = env.token("chef-courrier", &[TokenRole::Supervisor]);
+    let files = eventually(
+        "every bad file quarantined",
+        Duration::from_secs(60),
+        || async {
+            let files = quarantined(app.grpc_addr, &supervisor, "state = QUARANTINED").await;
+            (files.len() == expected.len()).then_some(files)
+        },
+    )
+    .await;
+    for (name, reason) in expected {
+        let f = files
+            .iter()
+            .find(|f| f.filename == name)
+            .unwrap_or_else(|| panic!("{name} quarantined: {files:?}"));
+        assert_eq!(f.quarantine_reason, reason as i32, "{name}: {f:?}");
+        assert!(!f.quarantine_detail.is_empty(), "{name}");
+        assert!(f.intake_event_id.is_empty(), "{name}: no event");
+        assert!(
+            env.scan_dir().join("quarantine").join(name).exists(),
+            "{name} moved to quarantine/"
+        );
+    }
+    // Paging: newest first, three at a time, every file once.
+    let mut client = scan_client(app.grpc_addr, &supervisor).await;
+    let (mut names, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = client
+            .list_scan_files(spb::ListScanFilesRequest {
+                page_size: 3,
+                page_token: token.clone(),
+                filter: "state = QUARANTINED".into(),
+            })
+            .await
+            .expect("page")
+            .into_inner();
+        assert!(page.scan_files.len() <= 3);
+        names.extend(page.scan_files.into_iter().map(|f| f.name));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let expected_names: Vec<String> = files.iter().map(|f| f.name.clone()).collect();
+    assert_eq!(names, expected_names);
+    let one = client
+        .get_scan_file(spb::GetScanFileRequest {
+            name: names[0].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert_eq!(one.name, names[0]);
+    let missing = client
+        .get_scan_file(spb::GetScanFileRequest {
+            name: "scanFiles/nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let bad = client
+        .list_scan_files(spb::ListScanFilesRequest {
+            filter: "colour = red".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    let too_many = quarantined(app.grpc_addr, &supervisor, "reason = TOO_MANY_PAGES").await;
+    assert_eq!(too_many.len(), 1);
+    // Released as is, it is still too long: still quarantined.
+    let mut client = scan_client(app.grpc_addr, &supervisor).await;
+    let still = client
+        .release_scan_file(spb::ReleaseScanFileRequest {
+            name: too_many[0].name.clone(),
+            without_text: false,
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(still.state, spb::ScanState::Quarantined as i32);
+    assert_eq!(still.release_count, 1);
+    // Agents may look but not release.
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let denied = scan_client(app.grpc_addr, &agent)
+        .await
+        .release_scan_file(spb::ReleaseScanFileRequest {
+            name: too_many[0].name.clone(),
+            without_text: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    // The same bad file dropped again is recognised, not read again.
+    drop_into_inbox(&inbox, &three, "trois-pages-bis.pdf");
+    eventually("the copy set aside", Duration::from_secs(20), || async {
+        let q = env
+            .scan_dir()
+            .join("quarantine")
+            .join("trois-pages-bis.pdf");
+        q.exists().then_some(())
+    })
+    .await;
+    app.stop().await.expect("stop");
+
+    // The limit raised, the release reads it again from the stored original.
+    let app = env
+        .spawn_with(
+            &[Role::IngressScan],
+            env.config_with(&[("GUICHET__SCAN__MAX_PAGES", "5")]),
+        )
+        .await;
+    let mut client = scan_client(app.grpc_addr, &supervisor).await;
+    let released = client
+        .release_scan_file(spb::ReleaseScanFileRequest {
+            name: too_many[0].name.clone(),
+            without_text: false,
+        })
+        .await
+        .expect("release")
+        .into_inner();
+    assert_eq!(released.state, spb::ScanState::Published as i32);
+    assert_eq!(released.page_count, 3);
+    assert_eq!(released.release_count, 2);
+    // The blank page is forwarded for an agent to read, image only.
+    let blank = quarantined(app.grpc_addr, &supervisor, "reason = NO_TEXT").await;
+    let forwarded = client
+        .release_scan_file(spb::ReleaseScanFileRequest {
+            name: blank[0].name.clone(),
+            without_text: true,
+        })
+        .await
+        .expect("forward")
+        .into_inner();
+    assert_eq!(forwarded.state, spb::ScanState::Published as i32);
+    let events = intake_events(&env, 2).await;
+    assert_eq!(
+        events.len(),
+        2,
+        "one event per released file, none for the copy"
+    );
+    let long = events
+        .iter()
+        .find(|(_, e)| e.id == released.intake_event_id)
+        .expect("released event");
+    assert_eq!(long.1.quoted_reference, LETTERS[1].reference);
+    let image_only = events
+        .iter()
+        .find(|(_, e)| e.id == forwarded.intake_event_id)
+        .expect("forwarded event");
+    assert!(image_only.1.body.is_empty());
+    assert_eq!(image_only.1.attachments[0].sha256, forwarded.sha256);
+    // Only a quarantined file can be released.
+    let err = client
+        .release_scan_file(spb::ReleaseScanFileRequest {
+            name: released.name.clone(),
+            without_text: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_ocr_that_runs_too_long_is_stopped_and_quarantined_as_a_timeout() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let config = env.config_with(&[("GUICHET__SCAN__OCR_TIMEOUT_MS", "100")]);
+    let app = env.spawn_with(&[Role::IngressScan], config).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let p = work.path().join("lent.png");
+    render(&p, "png", 300, &[LETTERS[2].page()]);
+    drop_into_inbox(&env.scan_dir().join("inbox"), &p, "lent.png");
+    let supervisor = env.token("chef-courrier", &[TokenRole::Supervisor]);
+    let f = eventually("the file quarantined", Duration::from_secs(30), || async {
+        quarantined(app.grpc_addr, &supervisor, "reason = OCR_TIMEOUT")
+            .await
+            .pop()
+    })
+    .await;
+    assert_eq!(f.filename, "lent.png");
+    assert!(f.quarantine_detail.contains("100 ms"), "{f:?}");
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
