@@ -41,6 +41,7 @@ fn model(database_url: String) -> Config {
         waitlist_max_messages: 3,
         noshow_max: 2,
         noshow_window_days: 180,
+        retention_days: 365,
         ants: AntsConfig {
             listen_addr: String::new(),
             auth_token: String::new().into(),

@@ -38,6 +38,9 @@ pub struct Config {
     pub noshow_max: u32,
     /// …within this many days.
     pub noshow_window_days: u32,
+    /// Bookings (with the contact details they hold) and waiting-list
+    /// entries are deleted this many days after they ended (0: kept).
+    pub retention_days: u32,
     pub ants: AntsConfig,
     pub sites: Vec<SiteConfig>,
     pub desks: Vec<DeskConfig>,
@@ -178,6 +181,12 @@ impl Config {
             return Err(ConfigError::invalid(
                 "appointment.slot_minutes",
                 "must divide a day and be between 5 and 240",
+            ));
+        }
+        if self.retention_days != 0 && self.retention_days < self.noshow_window_days {
+            return Err(ConfigError::invalid(
+                "appointment.retention_days",
+                "must be 0 or at least noshow_window_days (the policy counts past no-shows)",
             ));
         }
         if self.job_interval_secs == 0 {
@@ -346,6 +355,7 @@ pub mod tests_support {
             waitlist_max_messages: 3,
             noshow_max: 2,
             noshow_window_days: 180,
+            retention_days: 365,
             ants: AntsConfig {
                 listen_addr: String::new(),
                 auth_token: SecretString::from(""),

@@ -173,6 +173,9 @@ impl Service {
                 if let Err(error) = core.run_due_jobs().await {
                     tracing::warn!(%error, "appointment jobs failed, will retry");
                 }
+                if let Err(error) = core.purge_expired().await {
+                    tracing::warn!(%error, "appointment purge failed, will retry");
+                }
                 tokio::select! {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}

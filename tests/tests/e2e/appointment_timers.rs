@@ -198,3 +198,52 @@ async fn appointment_waiting_list_offers_at_most_one_a_day_and_three_in_all() {
     assert_eq!(left.messages_sent, 3);
     f.finish().await;
 }
+
+#[tokio::test]
+async fn appointment_bookings_and_their_contacts_are_purged_after_the_retention_period() {
+    let Some(f) = Fixture::new(
+        Backend::Sqlite,
+        |cfg| cfg.appointment.retention_days = 200,
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut portal = f.portal().await;
+    let mut agent = f.agent().await;
+    let old = portal
+        .book_appointment(book_req(utc(2027, 1, 5, 9, 0), "c1", "old-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let recent = agent
+        .book_appointment(book_req(utc(2027, 3, 1, 9, 0), "c2", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    f.clock.set(utc(2027, 7, 20, 9, 0));
+    assert_eq!(f.core.purge_expired().await.unwrap(), 0, "not yet 200 days");
+    // 200 days after its end (2027-01-05 09:15 UTC).
+    f.clock.set(utc(2027, 7, 24, 9, 16));
+    assert_eq!(f.core.purge_expired().await.unwrap(), 1);
+    let err = agent
+        .get_booking(pb::GetBookingRequest { id: old.id.clone() })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    agent
+        .get_booking(pb::GetBookingRequest {
+            id: recent.id.clone(),
+        })
+        .await
+        .unwrap();
+    // Its key is gone too: the same request books anew.
+    let again = agent
+        .book_appointment(book_req(utc(2027, 7, 27, 9, 0), "c1", "old-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(again.id, old.id);
+    f.finish().await;
+}
