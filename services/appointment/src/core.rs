@@ -1075,6 +1075,8 @@ impl Core {
                 _ => b.email.clone().map(notification_request::Target::Email),
             };
             let Some(target) = target else { continue };
+            // Emails carry the appointment as an .ics attachment.
+            let ics = (channel == "email").then(|| self.booking_ics(b));
             let id = format!(
                 "appointment-{}-{}-v{}-{}",
                 b.id, template, b.version, channel
@@ -1088,6 +1090,7 @@ impl Core {
                 &b.dossier_id,
                 &text,
                 &self.manage_url(b),
+                ics,
             )
             .await?;
         }
@@ -1105,10 +1108,15 @@ impl Core {
         dossier_id: &str,
         text: &str,
         link: &str,
+        ics: Option<String>,
     ) -> Result<(), sea_orm::DbErr> {
         let mut variables = std::collections::HashMap::new();
         variables.insert("text".to_owned(), text.to_owned());
         variables.insert("link".to_owned(), link.to_owned());
+        if let Some(ics) = ics {
+            // text/calendar attachment (rendez-vous.ics) for email.
+            variables.insert("ics".to_owned(), ics);
+        }
         let req = NotificationRequest {
             id: id.to_owned(),
             target: Some(target),
@@ -1424,6 +1432,7 @@ impl Core {
                     "",
                     &text,
                     &link,
+                    None,
                 )
                 .await
                 .map_err(JobError::retry)?;

@@ -247,3 +247,39 @@ async fn appointment_bookings_and_their_contacts_are_purged_after_the_retention_
     assert_ne!(again.id, old.id);
     f.finish().await;
 }
+
+#[tokio::test]
+async fn appointment_email_confirmation_carries_the_booking_as_ics() {
+    let Some(f) = Fixture::new(
+        Backend::Sqlite,
+        |cfg| cfg.appointment.notify_channels = vec!["sms".into(), "email".into()],
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let mut portal = f.portal().await;
+    let mut req = book_req(utc(2027, 1, 8, 9, 0), "c1", "");
+    req.contact = Some(pb::Contact {
+        phone: "+33612345678".into(),
+        email: "dominique@example.fr".into(),
+    });
+    let b = portal.book_appointment(req).await.unwrap().into_inner();
+    let sent = notifications(&f.env, 2).await;
+    let sms = sent
+        .iter()
+        .find(|n| matches!(n.target, Some(Target::Phone(_))))
+        .unwrap();
+    let email = sent
+        .iter()
+        .find(|n| matches!(n.target, Some(Target::Email(_))))
+        .unwrap();
+    assert!(!sms.variables.contains_key("ics"));
+    assert_ne!(sms.id, email.id);
+    let cal: icalendar::Calendar = email.variables["ics"].parse().expect("valid iCalendar");
+    use icalendar::Component;
+    let event = cal.components.iter().find_map(|c| c.as_event()).unwrap();
+    assert_eq!(event.get_uid(), Some(format!("{}@guichet", b.id).as_str()));
+    f.finish().await;
+}
