@@ -42,8 +42,8 @@ fn model(database_url: String) -> Config {
         noshow_max: 2,
         noshow_window_days: 180,
         retention_days: 365,
+        http_addr: String::new(),
         ants: AntsConfig {
-            listen_addr: String::new(),
             auth_token: String::new().into(),
             coordination_url: String::new(),
             coordination_token: String::new().into(),

@@ -1,15 +1,20 @@
-//! The ANTS editor endpoints the national passport/ID search calls, under
-//! `/api/ants/`, authenticated by the `X-HUB-RDV-AUTH-TOKEN` header:
-//! `getManagedMeetingPoints`, `availableTimeSlots`, `searchApplicationIds`.
-//! Answers come from the same availability computation as gRPC, well within
-//! the aggregator's 15 s timeout (each request is also bounded to 10 s).
+//! The role's HTTP endpoints.
+//!
+//! * The ANTS editor endpoints the national passport/ID search calls, under
+//!   `/api/ants/`, authenticated by the `X-HUB-RDV-AUTH-TOKEN` header:
+//!   `getManagedMeetingPoints`, `availableTimeSlots`, `searchApplicationIds`.
+//!   Answers come from the same availability computation as gRPC, well
+//!   within the aggregator's 15 s timeout (each request is bounded to 10 s).
+//! * Desk agenda feeds, `GET /agenda/<desk>.ics`, for calendar clients: they
+//!   cannot send headers, so an agent token may come as `?token=` (or as a
+//!   bearer header).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use chrono::{Duration, NaiveDate};
@@ -17,7 +22,9 @@ use guichet_platform::calendar::{from_paris, paris_offset};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
-use crate::core::{Core, parse_application_id};
+use guichet_platform::auth::{Authenticator, Role};
+
+use crate::core::{BOOKED, CHECKED_IN, Core, ListFilter, NO_SHOW, SEEN, parse_application_id};
 
 pub const AUTH_HEADER: &str = "x-hub-rdv-auth-token";
 
@@ -25,16 +32,76 @@ pub const AUTH_HEADER: &str = "x-hub-rdv-auth-token";
 struct Ants {
     core: Core,
     token: Arc<String>,
+    auth: Arc<Authenticator>,
 }
 
-pub fn router(core: Core) -> Router {
+pub fn router(core: Core, auth: Arc<Authenticator>) -> Router {
     let token = Arc::new(core.config.ants.auth_token.expose_secret().to_owned());
-    Router::new()
-        .route("/api/ants/getManagedMeetingPoints", get(meeting_points))
-        .route("/api/ants/availableTimeSlots", get(time_slots))
-        .route("/api/ants/searchApplicationIds", get(search_applications))
+    let mut r = Router::new();
+    if !token.is_empty() {
+        r = r
+            .route("/api/ants/getManagedMeetingPoints", get(meeting_points))
+            .route("/api/ants/availableTimeSlots", get(time_slots))
+            .route("/api/ants/searchApplicationIds", get(search_applications));
+    }
+    r.route("/agenda/{file}", get(agenda))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Ants { core, token })
+        .with_state(Ants { core, token, auth })
+}
+
+/// A desk's agenda (a week back, three months ahead) as iCalendar.
+async fn agenda(
+    State(s): State<Ants>,
+    Path(file): Path<String>,
+    h: HeaderMap,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let p = params(q);
+    let bearer = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let Some(token) = bearer.or_else(|| p.get("token").and_then(|v| v.first()).cloned()) else {
+        return error(StatusCode::UNAUTHORIZED, "jeton manquant");
+    };
+    let principal = match s.auth.verify(&token) {
+        Ok(p) => p,
+        Err(_) => return error(StatusCode::UNAUTHORIZED, "jeton invalide"),
+    };
+    if ![Role::Agent, Role::Supervisor, Role::Admin]
+        .iter()
+        .any(|r| principal.has(*r))
+    {
+        return error(StatusCode::FORBIDDEN, "réservé aux agents");
+    }
+    let Some(desk_id) = file.strip_suffix(".ics") else {
+        return error(StatusCode::NOT_FOUND, "agenda inconnu");
+    };
+    let Some(desk) = s.core.model.desk(desk_id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "agenda inconnu");
+    };
+    let now = s.core.now();
+    let filter = ListFilter {
+        desk: desk.id.clone(),
+        statuses: vec![
+            BOOKED.into(),
+            CHECKED_IN.into(),
+            SEEN.into(),
+            NO_SHOW.into(),
+        ],
+        start: Some(now - Duration::days(7)),
+        end: Some(now + Duration::days(90)),
+        ..Default::default()
+    };
+    match s.core.list(&filter, 5000, None).await {
+        Ok(rows) => (
+            [(header::CONTENT_TYPE, "text/calendar; charset=utf-8")],
+            s.core.agenda_ics(&desk.name, &rows),
+        )
+            .into_response(),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "réessayez plus tard"),
+    }
 }
 
 fn error(status: StatusCode, msg: &str) -> Response {

@@ -38,6 +38,8 @@ pub struct Config {
     pub noshow_max: u32,
     /// …within this many days.
     pub noshow_window_days: u32,
+    /// HTTP endpoints (ANTS editor API, desk agenda feeds); empty: none.
+    pub http_addr: String,
     /// Bookings (with the contact details they hold) and waiting-list
     /// entries are deleted this many days after they ended (0: kept).
     pub retention_days: u32,
@@ -50,9 +52,8 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AntsConfig {
-    /// Address of the ANTS editor endpoints; empty: not served.
-    pub listen_addr: String,
-    /// Expected `X-HUB-RDV-AUTH-TOKEN` of the national search.
+    /// Expected `X-HUB-RDV-AUTH-TOKEN` of the national search; empty: the
+    /// ANTS editor endpoints are not served.
     pub auth_token: SecretString,
     /// Base URL of the national anti-duplicate API; empty: not called.
     pub coordination_url: String,
@@ -211,24 +212,24 @@ impl Config {
                 "must be an http(s) URL",
             ));
         }
-        if !self.ants.listen_addr.is_empty() {
-            if self
-                .ants
-                .listen_addr
-                .parse::<std::net::SocketAddr>()
-                .is_err()
-            {
-                return Err(ConfigError::invalid(
-                    "appointment.ants.listen_addr",
-                    "must be host:port",
-                ));
-            }
-            if self.ants.auth_token.expose_secret().len() < 16 {
-                return Err(ConfigError::invalid(
-                    "appointment.ants.auth_token",
-                    "must be set (at least 16 characters) when the ANTS endpoints are served",
-                ));
-            }
+        if !self.http_addr.is_empty() && self.http_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "appointment.http_addr",
+                "must be host:port",
+            ));
+        }
+        let token = self.ants.auth_token.expose_secret();
+        if !token.is_empty() && token.len() < 16 {
+            return Err(ConfigError::invalid(
+                "appointment.ants.auth_token",
+                "must be at least 16 characters",
+            ));
+        }
+        if !token.is_empty() && self.http_addr.is_empty() {
+            return Err(ConfigError::invalid(
+                "appointment.http_addr",
+                "must be set to serve the ANTS endpoints (appointment.ants.auth_token is set)",
+            ));
         }
         if !self.ants.coordination_url.is_empty()
             && self.ants.coordination_token.expose_secret().is_empty()
@@ -356,8 +357,8 @@ pub mod tests_support {
             noshow_max: 2,
             noshow_window_days: 180,
             retention_days: 365,
+            http_addr: String::new(),
             ants: AntsConfig {
-                listen_addr: String::new(),
                 auth_token: SecretString::from(""),
                 coordination_url: String::new(),
                 coordination_token: SecretString::from(""),

@@ -42,8 +42,8 @@ pub use guichet_platform::Deps;
 pub struct Service {
     core: core::Core,
     auth: Arc<Authenticator>,
-    ants: Option<tokio::net::TcpListener>,
-    ants_addr: Option<SocketAddr>,
+    http: Option<tokio::net::TcpListener>,
+    http_addr: Option<SocketAddr>,
 }
 
 /// What a caller may replace (tests: a manual clock, stand-ins).
@@ -97,15 +97,15 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             })
         }
     };
-    let (ants, ants_addr) = if config.ants.listen_addr.is_empty() {
+    let (http, http_addr) = if config.http_addr.is_empty() {
         (None, None)
     } else {
-        let l = tokio::net::TcpListener::bind(&config.ants.listen_addr)
+        let l = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .map_err(|e| {
                 anyhow::anyhow!(
-                    "cannot listen on appointment.ants.listen_addr {}: {e}",
-                    config.ants.listen_addr
+                    "cannot listen on appointment.http_addr {}: {e}",
+                    config.http_addr
                 )
             })?;
         let addr = l.local_addr()?;
@@ -123,8 +123,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             dossier,
         },
         auth: deps.auth,
-        ants,
-        ants_addr,
+        http,
+        http_addr,
     })
 }
 
@@ -143,25 +143,25 @@ impl Service {
         self.core.clone()
     }
 
-    /// Where the ANTS endpoints listen, when served.
-    pub fn ants_addr(&self) -> Option<SocketAddr> {
-        self.ants_addr
+    /// Where the HTTP endpoints (ANTS, agenda feeds) listen, when served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
-    /// Relay the outbox, run due jobs and serve the ANTS endpoints until
-    /// shutdown.
+    /// Relay the outbox, run due jobs and the purge, and serve the HTTP
+    /// endpoints until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.core.outbox.clone().run(shutdown.clone()));
-        if let Some(listener) = self.ants {
-            let app = ants::router(self.core.clone());
+        if let Some(listener) = self.http {
+            let app = ants::router(self.core.clone(), self.auth.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 if let Err(error) = axum::serve(listener, app)
                     .with_graceful_shutdown(async move { stop.cancelled().await })
                     .await
                 {
-                    tracing::error!(%error, "ants endpoints stopped");
+                    tracing::error!(%error, "appointment http endpoints stopped");
                 }
             });
         }

@@ -15,7 +15,7 @@ use crate::appointment_booking::{Fixture, book_req, utc};
 const TOKEN: &str = "ants-token-0123456789abcdef";
 
 fn with_ants(cfg: &mut guichet::GuichetConfig) {
-    cfg.appointment.ants.listen_addr = "127.0.0.1:0".into();
+    cfg.appointment.http_addr = "127.0.0.1:0".into();
     cfg.appointment.ants.auth_token = TOKEN.to_owned().into();
     cfg.appointment.public_base_url = "https://rdv.villeneuve.example.fr".into();
 }
@@ -229,5 +229,68 @@ async fn appointment_pre_applications_are_declared_moved_and_deleted_nationally(
             .1
             .contains("appointment_date=2027-01-06T10%3A00%3A00")
     );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn appointment_desk_agenda_feed_is_served_to_agents_over_http() {
+    let Some(f) = Fixture::new(
+        Backend::Sqlite,
+        |cfg| cfg.appointment.http_addr = "127.0.0.1:0".into(),
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let addr = f.ants.expect("HTTP endpoints served");
+    let mut portal = f.portal().await;
+    let mut req = book_req(utc(2027, 1, 5, 9, 0), "c1", "");
+    req.desk_id = "dr2".into();
+    let b = portal.book_appointment(req).await.unwrap().into_inner();
+    let agent = f.env.token("agent-1", &[guichet_testkit::TokenRole::Agent]);
+    let service = f
+        .env
+        .token("portail", &[guichet_testkit::TokenRole::Service]);
+
+    let (status, body) = http_get_with(addr, &format!("/agenda/dr2.ics?token={agent}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let cal: icalendar::Calendar = body.parse().expect("valid agenda");
+    use icalendar::Component;
+    let uids: Vec<_> = cal
+        .components
+        .iter()
+        .filter_map(|c| c.as_event())
+        .map(|e| e.get_uid().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(uids, vec![format!("{}@guichet", b.id)]);
+    let bearer = format!("Bearer {agent}");
+    let (status, _) = http_get_with(addr, "/agenda/dr2.ics", &[("Authorization", &bearer)])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        http_get_with(addr, "/agenda/dr2.ics", &[]).await.unwrap().0,
+        401
+    );
+    let (status, _) = http_get_with(addr, &format!("/agenda/dr2.ics?token={service}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
+    let (status, _) = http_get_with(addr, &format!("/agenda/nope.ics?token={agent}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    // Without an ANTS token the ANTS endpoints are not there.
+    let (status, _) = http_get_with(
+        addr,
+        "/api/ants/getManagedMeetingPoints",
+        &[("X-HUB-RDV-AUTH-TOKEN", "x")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 404);
     f.finish().await;
 }

@@ -197,7 +197,7 @@ impl Fixture {
         readiness.set_started(true);
         tokio::spawn(server.serve(listener, stop.clone(), readiness));
         let core = service.core();
-        let ants = service.ants_addr();
+        let ants = service.http_addr();
         tokio::spawn(service.run(stop.clone()));
         Some(Fixture {
             env,
