@@ -646,6 +646,10 @@ impl Core {
         self.cancel_reminders(&txn, &b.id)
             .await
             .map_err(internal_err("cancel"))?;
+        // The citizen is told, whoever cancelled (a receipt, or the news).
+        self.stage_notifications(&txn, &updated, "appointment-cancellation")
+            .await
+            .map_err(internal_err("cancel"))?;
         let now = self.now();
         for app in &apps {
             self.add_job(&txn, "ants_delete", &b.id, self.ants_payload(&b, app), now)
@@ -1159,6 +1163,16 @@ impl Core {
         match template {
             "appointment-reminder" => format!(
                 "{town} – Rappel : rendez-vous « {t} » le {day} à {hour}, {site} ({address}). Référence {r}. Empêché(e) ? Annulez ou déplacez votre rendez-vous : {link}",
+                town = self.config.town_name,
+                r = b.reference
+            ),
+            "appointment-cancellation" if b.status == CANCELLED_BY_TOWN => format!(
+                "{town} – Nous sommes désolés : votre rendez-vous « {t} » du {day} à {hour}, {site}, est annulé par la mairie. Référence {r}. Reprenez rendez-vous en ligne ou contactez la mairie.",
+                town = self.config.town_name,
+                r = b.reference
+            ),
+            "appointment-cancellation" => format!(
+                "{town} – Votre rendez-vous « {t} » du {day} à {hour}, {site}, est bien annulé. Référence {r}.",
                 town = self.config.town_name,
                 r = b.reference
             ),

@@ -86,14 +86,24 @@ async fn appointment_reminder_follows_a_reschedule_and_not_a_cancellation() {
         })
         .await
         .unwrap();
-    // Two confirmations and the new confirmation of the move.
-    assert_eq!(notifications(&f.env, 3).await.len(), 3);
+    // Two confirmations, the new confirmation of the move, the cancellation.
+    let sent = notifications(&f.env, 4).await;
+    assert_eq!(sent.len(), 4);
+    let cancel = sent
+        .iter()
+        .find(|n| n.template == "appointment-cancellation")
+        .unwrap();
+    assert!(
+        cancel.variables["text"].contains("est bien annulé"),
+        "{:?}",
+        cancel.variables
+    );
     // At the old J-2 nothing is due, at the new one the reminder goes.
     f.clock.set(utc(2027, 1, 6, 9, 30));
     f.core.run_due_jobs().await.unwrap();
     f.clock.set(utc(2027, 1, 10, 9, 0));
     f.core.run_due_jobs().await.unwrap();
-    let sent = notifications(&f.env, 4).await;
+    let sent = notifications(&f.env, 5).await;
     let reminders: Vec<_> = sent
         .iter()
         .filter(|n| n.template == "appointment-reminder")
