@@ -36,7 +36,7 @@ use tonic::{Code, Status};
 
 use crate::config::{Config, TypeConfig};
 use crate::coordination::{AntsAppointment, Coordination};
-use crate::db::entities::{booking, job, waiter};
+use crate::db::entities::{booking, exception, job, waiter};
 use crate::dossier::DossierLinker;
 use crate::schedule::Model;
 
@@ -247,8 +247,10 @@ impl Core {
         let taken = self.taken(&self.db, &ids, from - span, to + span).await?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
+        let ex = self.exceptions(&ids, from - span, to + span).await?;
         for d in desks {
-            let open = self.model.open_units(d, from, to);
+            let mut open = self.model.open_units(d, from, to);
+            self.apply_exceptions(&d.id, &mut open, &ex, from, to);
             let tk = taken.get(&d.id).unwrap_or(&empty);
             for s in self.model.free_starts(&open, tk, units, from, to) {
                 out.push(FreeSlot {
@@ -357,11 +359,68 @@ impl Core {
         Ok(())
     }
 
+    /// Run-time exceptions of `desks` overlapping [from, to).
+    pub async fn exceptions(
+        &self,
+        desks: &[&str],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<exception::Model>, Status> {
+        let mut q = exception::Entity::find()
+            .filter(exception::Column::EndAt.gt(from))
+            .filter(exception::Column::StartAt.lt(to));
+        if !desks.is_empty() {
+            q = q.filter(exception::Column::DeskId.is_in(desks.iter().map(|d| d.to_string())));
+        }
+        q.order_by_asc(exception::Column::StartAt)
+            .all(&self.db)
+            .await
+            .map_err(internal_err("read schedule exceptions"))
+    }
+
+    /// Extra openings add units (on the grid of their own start), closures
+    /// and absences remove every unit they overlap; removals win.
+    fn apply_exceptions(
+        &self,
+        desk: &str,
+        open: &mut BTreeSet<DateTime<Utc>>,
+        ex: &[exception::Model],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) {
+        let slot = self.model.slot;
+        for e in ex
+            .iter()
+            .filter(|e| e.desk_id == desk && e.kind == "extra_opening")
+        {
+            let mut u = e.start_at;
+            while u + slot <= e.end_at {
+                if u >= from && u < to {
+                    open.insert(u);
+                }
+                u += slot;
+            }
+        }
+        for e in ex
+            .iter()
+            .filter(|e| e.desk_id == desk && e.kind != "extra_opening")
+        {
+            open.retain(|u| !(*u < e.end_at && *u + slot > e.start_at));
+        }
+    }
+
     /// Whether `desk` is open for `units` from `start` (ignoring claims).
-    fn fits(&self, desk: &crate::schedule::Desk, start: DateTime<Utc>, units: i64) -> bool {
+    async fn fits(
+        &self,
+        desk: &crate::schedule::Desk,
+        start: DateTime<Utc>,
+        units: i64,
+    ) -> Result<bool, Status> {
         let end = start + self.model.slot * (units as i32);
-        let open = self.model.open_units(desk, start, end);
-        (0..units).all(|k| open.contains(&(start + self.model.slot * (k as i32))))
+        let mut open = self.model.open_units(desk, start, end);
+        let ex = self.exceptions(&[desk.id.as_str()], start, end).await?;
+        self.apply_exceptions(&desk.id, &mut open, &ex, start, end);
+        Ok((0..units).all(|k| open.contains(&(start + self.model.slot * (k as i32)))))
     }
 
     /// No-shows of this citizen in the policy window.
@@ -450,10 +509,13 @@ impl Core {
             }
             None => self.model.desks_for(&nb.site_id, &t).collect(),
         };
-        let candidates: Vec<_> = candidates
-            .into_iter()
-            .filter(|d| self.fits(d, nb.start, units))
-            .collect();
+        let mut fitting = Vec::new();
+        for d in candidates {
+            if self.fits(d, nb.start, units).await? {
+                fitting.push(d);
+            }
+        }
+        let candidates = fitting;
         if candidates.is_empty() {
             return Err(invalid_argument(
                 "start_time",
@@ -737,10 +799,13 @@ impl Core {
                 v
             }
         };
-        let candidates: Vec<_> = candidates
-            .into_iter()
-            .filter(|d| self.fits(d, start, units))
-            .collect();
+        let mut fitting = Vec::new();
+        for d in candidates {
+            if self.fits(d, start, units).await? {
+                fitting.push(d);
+            }
+        }
+        let candidates = fitting;
         if candidates.is_empty() {
             return Err(invalid_argument(
                 "start_time",
@@ -1507,6 +1572,65 @@ impl Core {
         metrics::counter!("guichet_appointment_purged_total").increment(gone);
         tracing::info!(purged = gone, "expired bookings purged");
         Ok(gone)
+    }
+
+    /// Record a run-time exception; returns it with the number of bookings
+    /// still booked inside it (closures and absences).
+    pub async fn create_exception(
+        &self,
+        caller: &Caller,
+        desk: &str,
+        kind: &str,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        reason: &str,
+    ) -> Result<(exception::Model, u64), Status> {
+        let m = exception::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            desk_id: Set(desk.to_owned()),
+            kind: Set(kind.to_owned()),
+            start_at: Set(start),
+            end_at: Set(end),
+            reason: Set(reason.to_owned()),
+            created_by: Set(caller.subject.clone()),
+            created_at: Set(self.now()),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(internal_err("create schedule exception"))?;
+        let affected = self.affected(&m).await?;
+        tracing::info!(exception_id = %m.id, desk, kind, affected, "schedule exception created");
+        Ok((m, affected))
+    }
+
+    /// Bookings still booked inside a closure or absence.
+    pub async fn affected(&self, e: &exception::Model) -> Result<u64, Status> {
+        use sea_orm::PaginatorTrait;
+        if e.kind == "extra_opening" {
+            return Ok(0);
+        }
+        booking::Entity::find()
+            .filter(booking::Column::DeskId.eq(e.desk_id.as_str()))
+            .filter(booking::Column::Status.eq(BOOKED))
+            .filter(booking::Column::StartAt.lt(e.end_at))
+            .filter(booking::Column::EndAt.gt(e.start_at))
+            .count(&self.db)
+            .await
+            .map_err(internal_err("count affected bookings"))
+    }
+
+    pub async fn delete_exception(&self, id: &str) -> Result<exception::Model, Status> {
+        let m = exception::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(internal_err("delete schedule exception"))?
+            .ok_or_else(|| not_found("schedule exception", id))?;
+        exception::Entity::delete_by_id(id.to_owned())
+            .exec(&self.db)
+            .await
+            .map_err(internal_err("delete schedule exception"))?;
+        tracing::info!(exception_id = %id, "schedule exception deleted");
+        Ok(m)
     }
 
     /// Bookings, soonest first, after the page token's position.

@@ -602,6 +602,90 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         Ok(Response::new(waiter_pb(m)))
     }
 
+    async fn create_schedule_exception(
+        &self,
+        request: Request<pb::CreateScheduleExceptionRequest>,
+    ) -> Result<Response<pb::ScheduleException>, Status> {
+        let p = require(&request, DESK)?;
+        let r = request.into_inner();
+        if self.core.model.desk(&r.desk_id).is_none() {
+            return Err(invalid_argument(
+                "desk_id",
+                format!("`{}` is not a desk", r.desk_id),
+            ));
+        }
+        let kind = match pb::ExceptionKind::try_from(r.kind) {
+            Ok(pb::ExceptionKind::Closure) => "closure",
+            Ok(pb::ExceptionKind::Absence) => "absence",
+            Ok(pb::ExceptionKind::ExtraOpening) => "extra_opening",
+            _ => {
+                return Err(invalid_argument(
+                    "kind",
+                    "must be closure, absence or extra opening",
+                ));
+            }
+        };
+        let start = time(&r.start_time, "start_time")?
+            .ok_or_else(|| invalid_argument("start_time", "is required"))?;
+        let end = time(&r.end_time, "end_time")?
+            .ok_or_else(|| invalid_argument("end_time", "is required"))?;
+        if end <= start || end - start > Duration::days(366) {
+            return Err(invalid_argument(
+                "end_time",
+                "must be after start_time, within a year",
+            ));
+        }
+        let reason = r.reason.trim();
+        if reason.chars().count() > 500 {
+            return Err(invalid_argument("reason", "must be at most 500 characters"));
+        }
+        let c = Caller {
+            subject: p.subject,
+            agent: true,
+        };
+        let (m, affected) = self
+            .core
+            .create_exception(&c, &r.desk_id, kind, start, end, reason)
+            .await?;
+        Ok(Response::new(exception_pb(m, affected)))
+    }
+
+    async fn list_schedule_exceptions(
+        &self,
+        request: Request<pb::ListScheduleExceptionsRequest>,
+    ) -> Result<Response<pb::ListScheduleExceptionsResponse>, Status> {
+        caller(&request)?;
+        let r = request.into_inner();
+        let now = self.core.now();
+        let from = time(&r.start_time, "start_time")?.unwrap_or(now - Duration::days(1));
+        let to = time(&r.end_time, "end_time")?.unwrap_or(now + Duration::days(366));
+        let desks: Vec<&str> = if r.desk_id.is_empty() {
+            vec![]
+        } else {
+            vec![r.desk_id.as_str()]
+        };
+        let mut exceptions = Vec::new();
+        for m in self.core.exceptions(&desks, from, to).await? {
+            let affected = self.core.affected(&m).await?;
+            exceptions.push(exception_pb(m, affected));
+        }
+        Ok(Response::new(pb::ListScheduleExceptionsResponse {
+            exceptions,
+        }))
+    }
+
+    async fn delete_schedule_exception(
+        &self,
+        request: Request<pb::DeleteScheduleExceptionRequest>,
+    ) -> Result<Response<pb::ScheduleException>, Status> {
+        require(&request, DESK)?;
+        let m = self
+            .core
+            .delete_exception(&id_field(&request.into_inner().id, "id")?)
+            .await?;
+        Ok(Response::new(exception_pb(m, 0)))
+    }
+
     async fn export_booking_ics(
         &self,
         request: Request<pb::ExportBookingIcsRequest>,
@@ -665,5 +749,23 @@ fn waiter_pb(m: waiter::Model) -> pb::WaitingListEntry {
         before_time: Some(timestamp(m.before_at)),
         messages_sent: m.messages_sent.max(0) as u32,
         active: m.active,
+    }
+}
+
+fn exception_pb(m: crate::db::entities::exception::Model, affected: u64) -> pb::ScheduleException {
+    pb::ScheduleException {
+        kind: match m.kind.as_str() {
+            "closure" => pb::ExceptionKind::Closure,
+            "absence" => pb::ExceptionKind::Absence,
+            "extra_opening" => pb::ExceptionKind::ExtraOpening,
+            _ => pb::ExceptionKind::Unspecified,
+        } as i32,
+        id: m.id,
+        desk_id: m.desk_id,
+        start_time: Some(timestamp(m.start_at)),
+        end_time: Some(timestamp(m.end_at)),
+        reason: m.reason,
+        affected_bookings: u32::try_from(affected).unwrap_or(u32::MAX),
+        create_by: m.created_by,
     }
 }

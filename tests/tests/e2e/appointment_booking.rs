@@ -866,3 +866,136 @@ async fn appointment_ics_of_a_booking_and_a_desk_agenda_parse_back() {
     assert_eq!(err.code(), Code::PermissionDenied);
     f.finish().await;
 }
+
+async fn exceptions(backend: Backend) {
+    let Some(f) = Fixture::new(backend, |_| {}, None).await else {
+        return;
+    };
+    let mut portal = f.portal().await;
+    let mut agent = f.agent().await;
+    let mut on_dr1 = book_req(utc(2027, 1, 5, 9, 0), "c1", "");
+    on_dr1.desk_id = "dr1".into();
+    portal.book_appointment(on_dr1).await.unwrap();
+    // dr1's agent is away Tuesday 10:00-11:00 Paris (09:00-10:00 UTC).
+    let absence = agent
+        .create_schedule_exception(pb::CreateScheduleExceptionRequest {
+            desk_id: "dr1".into(),
+            kind: pb::ExceptionKind::Absence as i32,
+            start_time: Some(timestamp(utc(2027, 1, 5, 9, 0))),
+            end_time: Some(timestamp(utc(2027, 1, 5, 10, 0))),
+            reason: "Formation".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        absence.affected_bookings, 1,
+        "the agent is told what to move"
+    );
+    let free = |c: &Client, desk: &'static str| {
+        let mut c = c.clone();
+        async move {
+            c.search_availability(pb::SearchAvailabilityRequest {
+                appointment_type: "passeport-depot".into(),
+                site_ids: vec!["mairie".into()],
+                people: 1,
+                start_time: Some(timestamp(utc(2027, 1, 5, 0, 0))),
+                end_time: Some(timestamp(utc(2027, 1, 10, 0, 0))),
+                page_size: 2000,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .slots
+            .into_iter()
+            .filter(|s| s.desk_id == desk)
+            .map(|s| s.start_time.unwrap().seconds)
+            .collect::<BTreeSet<_>>()
+        }
+    };
+    let dr1 = free(&agent, "dr1").await;
+    assert!(!dr1.contains(&utc(2027, 1, 5, 9, 15).timestamp()));
+    assert!(dr1.contains(&utc(2027, 1, 5, 10, 0).timestamp()));
+    assert!(
+        free(&agent, "dr2")
+            .await
+            .contains(&utc(2027, 1, 5, 9, 15).timestamp())
+    );
+    let mut req = book_req(utc(2027, 1, 5, 9, 30), "c2", "");
+    req.desk_id = "dr1".into();
+    let err = portal.book_appointment(req).await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // An extra Saturday morning (09:00-10:00 Paris) on dr1.
+    assert!(!dr1.contains(&utc(2027, 1, 9, 8, 0).timestamp()));
+    let extra = agent
+        .create_schedule_exception(pb::CreateScheduleExceptionRequest {
+            desk_id: "dr1".into(),
+            kind: pb::ExceptionKind::ExtraOpening as i32,
+            start_time: Some(timestamp(utc(2027, 1, 9, 8, 0))),
+            end_time: Some(timestamp(utc(2027, 1, 9, 9, 0))),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        free(&agent, "dr1")
+            .await
+            .iter()
+            .filter(|t| **t >= utc(2027, 1, 9, 0, 0).timestamp())
+            .count(),
+        4
+    );
+    let mut sat = book_req(utc(2027, 1, 9, 8, 45), "c3", "");
+    sat.desk_id = "dr1".into();
+    portal.book_appointment(sat).await.unwrap();
+    // Listing, then lifting the absence.
+    let listed = agent
+        .list_schedule_exceptions(pb::ListScheduleExceptionsRequest {
+            desk_id: "dr1".into(),
+            start_time: Some(timestamp(utc(2027, 1, 1, 0, 0))),
+            end_time: Some(timestamp(utc(2027, 2, 1, 0, 0))),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .exceptions;
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0].id, absence.id);
+    assert_eq!(listed[1].id, extra.id);
+    let err = portal
+        .create_schedule_exception(pb::CreateScheduleExceptionRequest {
+            desk_id: "dr1".into(),
+            kind: pb::ExceptionKind::Closure as i32,
+            start_time: Some(timestamp(utc(2027, 1, 6, 0, 0))),
+            end_time: Some(timestamp(utc(2027, 1, 7, 0, 0))),
+            reason: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
+    agent
+        .delete_schedule_exception(pb::DeleteScheduleExceptionRequest {
+            id: absence.id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        free(&agent, "dr1")
+            .await
+            .contains(&utc(2027, 1, 5, 9, 15).timestamp())
+    );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn appointment_absences_closures_and_extra_openings_change_the_slots_at_run_time_on_sqlite() {
+    exceptions(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn appointment_absences_closures_and_extra_openings_change_the_slots_at_run_time_on_postgres()
+{
+    exceptions(Backend::Postgres).await;
+}

@@ -89,3 +89,27 @@ pub mod waiter {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod exception {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "schedule_exceptions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub desk_id: String,
+        /// closure, absence, extra_opening
+        pub kind: String,
+        pub start_at: DateTimeUtc,
+        pub end_at: DateTimeUtc,
+        pub reason: String,
+        pub created_by: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
