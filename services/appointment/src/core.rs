@@ -244,10 +244,13 @@ impl Core {
             .collect();
         let ids: Vec<&str> = desks.iter().map(|d| d.id.as_str()).collect();
         let span = self.model.slot * (units as i32);
-        let taken = self.taken(&self.db, &ids, from - span, to + span).await?;
+        // Both reads at once (PostgreSQL runs them in parallel).
+        let (taken, ex) = tokio::try_join!(
+            self.taken(&self.db, &ids, from - span, to + span),
+            self.exceptions(&ids, from - span, to + span)
+        )?;
         let empty = BTreeSet::new();
         let mut out = Vec::new();
-        let ex = self.exceptions(&ids, from - span, to + span).await?;
         for d in desks {
             let mut open = self.model.open_units(d, from, to);
             self.apply_exceptions(&d.id, &mut open, &ex, from, to);
