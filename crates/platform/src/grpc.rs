@@ -121,7 +121,10 @@ impl GrpcServer {
             // Tell load balancers first, then stop accepting.
             set_all(&reporter, &names, ServingStatus::NotServing).await;
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // No Nagle: small unary replies must not wait for a delayed ACK
+        // (measured ~40 ms on loopback without it).
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
             .trace_fn(server_span)
             .layer(tower::layer::layer_fn(|inner| GrpcMetrics { inner }))

@@ -6,6 +6,7 @@
 //! [`start`] from the same enum. All roles of a process share one gRPC port,
 //! one admin port, one NATS connection and one shutdown token.
 
+pub mod bench;
 pub mod nats;
 pub mod roles;
 

@@ -57,6 +57,27 @@ enum Command {
     },
     /// List the roles this version serves, one per line.
     Roles,
+    /// Benchmark routing end to end (intake events routed per second,
+    /// p50/p99 publish → enqueued) on SQLite and PostgreSQL, with dossier
+    /// and routing in this process. Needs NATS at bus.url.
+    Bench {
+        #[arg(long, default_value_t = 2000)]
+        events: usize,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backends: Vec<String>,
+        /// Log filter while benchmarking (logs go to stderr).
+        #[arg(long, default_value = "warn")]
+        log_filter: String,
+        /// PostgreSQL server where the benchmark creates (and drops) its databases.
+        #[arg(
+            long,
+            env = "GUICHET_BENCH_PG_URL",
+            default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+        )]
+        pg_url: String,
+    },
     /// Validate process definitions offline (CI, before publishing a version).
     Processes {
         #[command(subcommand)]
@@ -98,6 +119,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         guichet_platform::config::process_env(),
     )?;
     match cli.command {
+        Command::Bench {
+            events,
+            in_flight,
+            backends,
+            log_filter,
+            pg_url,
+        } => {
+            config.telemetry.log_filter = log_filter;
+            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            guichet::bench::run(guichet::bench::BenchOptions {
+                events,
+                in_flight,
+                backends,
+                pg_url,
+                nats_url: config.bus.url.clone(),
+            })
+            .await?;
+            Ok(())
+        }
         Command::Processes {
             action: ProcessesAction::Check { dir },
         } => {

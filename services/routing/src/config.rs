@@ -1,7 +1,11 @@
 //! The `[routing]` configuration section.
 
+use std::collections::BTreeMap;
+
 use guichet_platform::config::{ConfigError, validate_database_url};
 use serde::Deserialize;
+
+use crate::calendar::{Calendar, SlaTarget};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -15,6 +19,79 @@ pub struct Config {
     pub concurrency: usize,
     /// Priority of items no rule has classified (higher is served first).
     pub default_priority: i32,
+    /// Classification rules (TOML), reloaded when it changes. Empty: no
+    /// rules, every request goes to triage.
+    #[serde(default)]
+    pub rules_file: String,
+    /// How often the rules file is checked for changes.
+    pub rules_reload_ms: u64,
+    /// The process of requests no rule classifies ("à qualifier").
+    pub triage_process: String,
+    /// The unified queue every request enters unless a rule says otherwise.
+    pub default_queue: String,
+    /// How often offers, SLA escalation and ageing are looked after.
+    pub maintenance_interval_ms: u64,
+    /// How long an offered item stays reserved for one agent.
+    pub offer_timeout_secs: u64,
+    /// Offers in a row an agent may let time out before being set away.
+    pub max_missed_offers: i32,
+    /// An open dossier of the same citizen and process updated within this
+    /// window receives a new request instead of a new dossier.
+    pub correlation_window_hours: u32,
+    /// Share of the SLA target elapsed when an item is "near" its target.
+    pub sla_near_ratio: f64,
+    /// Priority points added when an item is near / past its SLA target.
+    pub sla_near_bump: i32,
+    pub sla_breach_bump: i32,
+    /// SLA target per channel (`30m`, `2h`, `2d`: working time).
+    pub sla: BTreeMap<String, String>,
+    /// SLA target per process, overriding the channel's.
+    #[serde(default)]
+    pub sla_process: BTreeMap<String, String>,
+    /// Items of each channel one agent may hold at once, unless set per agent.
+    pub capacity: BTreeMap<String, i32>,
+    pub calendar: CalendarConfig,
+    pub queues: BTreeMap<String, QueueConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CalendarConfig {
+    /// Good Friday and 26 December are holidays too.
+    pub alsace_moselle: bool,
+    /// Exceptional closures: `2026-12-24` or `2026-08-10..2026-08-14`.
+    #[serde(default)]
+    pub closures: Vec<String>,
+    /// Opening hours per weekday in Paris time, e.g. `["08:30-12:00", "13:30-17:30"]`.
+    pub hours: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// French name shown to agents.
+    pub display_name: String,
+    /// Priority points gained per `ageing_interval_secs` waited (0: none),
+    /// up to `ageing_max`: low priorities cannot starve.
+    #[serde(default)]
+    pub ageing_step: i32,
+    #[serde(default = "default_ageing_interval")]
+    pub ageing_interval_secs: u64,
+    #[serde(default)]
+    pub ageing_max: i32,
+}
+
+fn default_ageing_interval() -> u64 {
+    1800
+}
+
+pub const CHANNELS: [&str; 4] = ["telephony", "email", "scan", "counter"];
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+fn is_slug(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 impl Config {
@@ -43,6 +120,123 @@ impl Config {
                 "must be between 1 and 1024",
             ));
         }
+        if !is_slug(&self.triage_process) {
+            return Err(ConfigError::invalid(
+                "routing.triage_process",
+                "must be a process id (lower-case letters, digits, '-')",
+            ));
+        }
+        if !self.queues.contains_key(&self.default_queue) {
+            return Err(ConfigError::invalid(
+                "routing.default_queue",
+                "must name a queue of routing.queues",
+            ));
+        }
+        for (id, q) in &self.queues {
+            let key = |k: &str| format!("routing.queues.{id}.{k}");
+            if !is_slug(id) {
+                return Err(ConfigError::invalid(
+                    format!("routing.queues.{id}"),
+                    "queue ids are lower-case letters, digits and '-'",
+                ));
+            }
+            if q.display_name.trim().is_empty() {
+                return Err(ConfigError::invalid(key("display_name"), "is required"));
+            }
+            if q.ageing_step < 0 || q.ageing_max < 0 {
+                return Err(ConfigError::invalid(
+                    key("ageing_step"),
+                    "must not be negative",
+                ));
+            }
+            if q.ageing_interval_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("ageing_interval_secs"),
+                    "must be positive",
+                ));
+            }
+        }
+        for (k, v) in [
+            ("routing.rules_reload_ms", self.rules_reload_ms),
+            (
+                "routing.maintenance_interval_ms",
+                self.maintenance_interval_ms,
+            ),
+            ("routing.offer_timeout_secs", self.offer_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(k, "must be positive"));
+            }
+        }
+        if self.max_missed_offers < 1 {
+            return Err(ConfigError::invalid(
+                "routing.max_missed_offers",
+                "must be at least 1",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.sla_near_ratio) {
+            return Err(ConfigError::invalid(
+                "routing.sla_near_ratio",
+                "must be between 0 and 1 (exclusive)",
+            ));
+        }
+        for (ch, v) in &self.sla {
+            if !CHANNELS.contains(&ch.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("routing.sla.{ch}"),
+                    "unknown channel",
+                ));
+            }
+            SlaTarget::parse(v)
+                .map_err(|e| ConfigError::invalid(format!("routing.sla.{ch}"), e))?;
+        }
+        for (p, v) in &self.sla_process {
+            SlaTarget::parse(v)
+                .map_err(|e| ConfigError::invalid(format!("routing.sla_process.{p}"), e))?;
+        }
+        for (ch, v) in &self.capacity {
+            if !CHANNELS.contains(&ch.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("routing.capacity.{ch}"),
+                    "unknown channel",
+                ));
+            }
+            if !(0..=100).contains(v) {
+                return Err(ConfigError::invalid(
+                    format!("routing.capacity.{ch}"),
+                    "must be between 0 and 100",
+                ));
+            }
+        }
+        self.calendar()?;
         Ok(())
+    }
+
+    pub fn calendar(&self) -> Result<Calendar, ConfigError> {
+        let c = &self.calendar;
+        for k in c.hours.keys() {
+            if !DAYS.contains(&k.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("routing.calendar.hours.{k}"),
+                    "days are mon, tue, wed, thu, fri, sat, sun",
+                ));
+            }
+        }
+        let empty = Vec::new();
+        let day = |d: &str| c.hours.get(d).unwrap_or(&empty).as_slice();
+        Calendar::new(
+            [
+                day("mon"),
+                day("tue"),
+                day("wed"),
+                day("thu"),
+                day("fri"),
+                day("sat"),
+                day("sun"),
+            ],
+            &c.closures,
+            c.alsace_moselle,
+        )
+        .map_err(|e| ConfigError::invalid("routing.calendar", e))
     }
 }

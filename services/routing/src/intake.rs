@@ -1,5 +1,7 @@
-//! Routing of intake events: identify the citizen, correlate to a dossier,
-//! record the contact on the timeline, enqueue one work item.
+//! Routing of intake events: classify (rules), correlate to a dossier
+//! (quoted reference, email thread, same citizen and process recently),
+//! else identify the citizen and open a dossier; record the contact on the
+//! timeline; enqueue one work item.
 //!
 //! Each step is idempotent on the intake event id (dossier keys its writes
 //! on it; the queue has a unique index on it), so a redelivery after a crash
@@ -18,7 +20,17 @@ use tonic::Code;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel as GrpcChannel;
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+
+use chrono::{DateTime, Duration, Utc};
+use regex::Regex;
+use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
+
+use crate::calendar::{Calendar, SlaTarget};
+use crate::db::entities::message_dossier;
 use crate::queue::{NewItem, Queue};
+use crate::rules::{Evaluation, Rules};
 
 pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, ServiceCredentials>>;
 
@@ -68,10 +80,148 @@ pub fn summary(event: &IntakeEvent) -> String {
     }
 }
 
+/// What classification decided for one request.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    /// Empty: no rule matched, triage.
+    pub rule_id: String,
+    pub process_id: String,
+    pub priority: i32,
+    pub skills: Vec<String>,
+    pub queue_id: String,
+    pub sla_due: Option<DateTime<Utc>>,
+    pub sla_warn: Option<DateTime<Utc>>,
+    pub evaluations: Vec<Evaluation>,
+    pub rules_version: String,
+}
+
+/// Rules plus the defaults and SLA targets they fall back on.
+pub struct Classifier {
+    pub rules: Arc<Rules>,
+    pub calendar: Calendar,
+    pub triage_process: String,
+    pub default_priority: i32,
+    pub default_queue: String,
+    pub sla_channel: HashMap<String, SlaTarget>,
+    pub sla_process: HashMap<String, SlaTarget>,
+    pub sla_near_ratio: f64,
+}
+
+impl Classifier {
+    pub fn classify(&self, event: &IntakeEvent) -> Classified {
+        let set = self.rules.current();
+        let (rule, evaluations) = set.classify(event, &self.calendar);
+        let (rule_id, process_id, priority, skills, queue_id, rule_sla) = match rule {
+            Some(r) => (
+                r.id.clone(),
+                r.process.clone(),
+                r.priority,
+                r.skills.clone(),
+                r.queue
+                    .clone()
+                    .unwrap_or_else(|| self.default_queue.clone()),
+                r.sla,
+            ),
+            None => (
+                String::new(),
+                self.triage_process.clone(),
+                self.default_priority,
+                Vec::new(),
+                self.default_queue.clone(),
+                None,
+            ),
+        };
+        let target = rule_sla
+            .or_else(|| self.sla_process.get(&process_id).copied())
+            .or_else(|| self.sla_channel.get(event.channel().slug()).copied());
+        let received = event.received_at.as_ref().and_then(datetime);
+        let (sla_due, sla_warn) = match (target, received) {
+            (Some(t), Some(at)) => {
+                let due = self.calendar.add(at, t);
+                let warn = match t {
+                    SlaTarget::Minutes(m) => self.calendar.add(
+                        at,
+                        SlaTarget::Minutes((m as f64 * self.sla_near_ratio) as u32),
+                    ),
+                    SlaTarget::Days(_) => {
+                        let span = (due - at).num_seconds() as f64 * self.sla_near_ratio;
+                        at + Duration::seconds(span as i64)
+                    }
+                };
+                (Some(due), Some(warn))
+            }
+            _ => (None, None),
+        };
+        Classified {
+            rule_id,
+            process_id,
+            priority,
+            skills,
+            queue_id,
+            sla_due,
+            sla_warn,
+            evaluations,
+            rules_version: set.version.clone(),
+        }
+    }
+}
+
+static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
+    #[allow(clippy::expect_used)]
+    Regex::new(r"(?i)\b[A-Z0-9]{1,8}-\d{4}-\d{6}\b").expect("reference pattern")
+});
+
+/// Dossier references quoted in a request: the explicit one first, then any
+/// in the subject, body or letter text.
+pub fn quoted_references(event: &IntakeEvent) -> Vec<String> {
+    let mut out = Vec::new();
+    if !event.quoted_reference.trim().is_empty() {
+        out.push(event.quoted_reference.trim().to_uppercase());
+    }
+    for text in [&event.subject, &event.body] {
+        for m in REFERENCE.find_iter(text) {
+            let r = m.as_str().to_uppercase();
+            if !out.contains(&r) {
+                out.push(r);
+            }
+        }
+    }
+    out
+}
+
+/// Whether a channel gave anything to identify the person by.
+fn has_hint(event: &IntakeEvent) -> bool {
+    event.citizen.as_ref().is_some_and(|h| {
+        !h.given_name.trim().is_empty()
+            || !h.family_name.trim().is_empty()
+            || h.phones.iter().any(|p| !p.trim().is_empty())
+            || h.emails.iter().any(|e| !e.trim().is_empty())
+            || h.address
+                .as_ref()
+                .is_some_and(|a| a.lines.iter().any(|l| !l.trim().is_empty()))
+    })
+}
+
+/// Email Message-IDs as keys: trimmed, without angle brackets.
+fn message_key(id: &str) -> String {
+    id.trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+        .to_owned()
+}
+
 pub struct Router {
     pub queue: Queue,
     pub dossier: DossierClient,
-    pub default_priority: i32,
+    pub classifier: Arc<Classifier>,
+    pub correlation_window: Duration,
+}
+
+/// The dossier a request goes to, and how it was found.
+struct Target {
+    dossier: Option<dpb::Dossier>,
+    citizen_id: String,
+    correlation: &'static str,
 }
 
 impl Router {
@@ -105,66 +255,369 @@ impl Router {
                 HandlerError::Permanent("received_at is missing or out of range".into())
             })?;
         let summary = summary(&event);
-        let mut dossier = self.dossier.clone();
 
-        // 1. Identify the citizen.
-        let citizen = dossier
-            .resolve_citizen(dpb::ResolveCitizenRequest {
-                hint: event.citizen.clone(),
-                request_id: event.id.clone(),
-                candidates_only: false,
-            })
-            .await
-            .map_err(|s| classify("resolve citizen", s))?
-            .into_inner()
-            .citizen
-            .ok_or_else(|| HandlerError::Transient("resolve citizen returned no citizen".into()))?;
-        // 2-3. Classify and correlate: for now every request opens (or finds,
-        // on redelivery) its dossier in the default triage process.
-        let opened = dossier
-            .open_dossier(dpb::OpenDossierRequest {
-                citizen_id: citizen.id.clone(),
-                process_id: String::new(),
-                request_id: event.id.clone(),
-            })
-            .await
-            .map_err(|s| classify("open dossier", s))?
-            .into_inner();
-        // 4. The contact on the timeline.
-        dossier
-            .record_contact(dpb::RecordContactRequest {
-                dossier_id: opened.id.clone(),
-                kind: dpb::EntryKind::Contact as i32,
-                channel: channel as i32,
-                occur_time: Some(timestamp(received_at)),
-                summary: summary.clone(),
-                actor: "system".into(),
-                source_event_id: event.id.clone(),
-            })
-            .await
-            .map_err(|s| classify("record contact", s))?;
-        // 5. One work item in the unified queue.
+        // 1. Classify.
+        let class = self.classifier.classify(&event);
+        // 2. Correlate, else identify the citizen and open a dossier.
+        let target = self.correlate(&event, &class, received_at).await?;
+        // 3. The contact on the timeline.
+        if let Some(d) = &target.dossier {
+            let mut dossier = self.dossier.clone();
+            dossier
+                .record_contact(dpb::RecordContactRequest {
+                    dossier_id: d.id.clone(),
+                    kind: dpb::EntryKind::Contact as i32,
+                    channel: channel as i32,
+                    occur_time: Some(timestamp(received_at)),
+                    summary: summary.clone(),
+                    actor: "system".into(),
+                    source_event_id: event.id.clone(),
+                })
+                .await
+                .map_err(|s| classify("record contact", s))?;
+            if let Some(intake_event::Details::Email(e)) = &event.details
+                && !e.message_id.trim().is_empty()
+            {
+                message_dossier::Entity::insert(message_dossier::ActiveModel {
+                    message_id: Set(message_key(&e.message_id)),
+                    dossier_id: Set(d.id.clone()),
+                    dossier_reference: Set(d.reference.clone()),
+                    created_at: Set(self.queue.now()),
+                })
+                .on_conflict(
+                    OnConflict::column(message_dossier::Column::MessageId)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(self.queue.db())
+                .await
+                .map_err(|e| HandlerError::Transient(format!("record message id: {e}")))?;
+            }
+        }
+        // The attachments (email attachments, the scanned letter) join the
+        // dossier's documents, once each.
+        if let Some(d) = &target.dossier {
+            self.attach_documents(&event, d, channel).await?;
+        }
+        // 4. One work item in the unified queue.
+        let (dossier_id, reference, process_id) = match &target.dossier {
+            Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
+            None => (String::new(), String::new(), class.process_id.clone()),
+        };
         let (item, created) = self
             .queue
             .enqueue(NewItem {
                 intake_event_id: event.id.clone(),
                 channel: channel.slug().to_owned(),
-                priority: self.default_priority,
-                dossier_id: opened.id.clone(),
-                dossier_reference: opened.reference.clone(),
-                citizen_id: citizen.id.clone(),
-                process_id: opened.process_id.clone(),
+                priority: class.priority,
+                dossier_id,
+                dossier_reference: reference,
+                citizen_id: target.citizen_id.clone(),
+                process_id,
                 summary,
                 enter_time: received_at,
+                queue_id: class.queue_id.clone(),
+                skills: class.skills.clone(),
+                sla_due: class.sla_due,
+                sla_warn: class.sla_warn,
+                rule_id: class.rule_id.clone(),
+                correlation: target.correlation.to_owned(),
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;
         if created {
-            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug())
+            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug(), "correlation" => target.correlation)
                 .increment(1);
-            tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %opened.id, "work item enqueued");
+            tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %item.dossier_id, correlation = target.correlation, rule_id = %class.rule_id, "work item enqueued");
         }
         Ok(())
+    }
+
+    /// Add the event's stored attachments to the dossier's documents,
+    /// skipping those it already has (a redelivery adds nothing twice). An
+    /// attachment the dossier refuses (e.g. a media type it does not keep)
+    /// is logged and counted; the request still reaches the queue.
+    async fn attach_documents(
+        &self,
+        event: &IntakeEvent,
+        d: &dpb::Dossier,
+        channel: Channel,
+    ) -> Result<(), HandlerError> {
+        let wanted: Vec<_> = event
+            .attachments
+            .iter()
+            .filter(|a| !a.sha256.trim().is_empty())
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let mut dossier = self.dossier.clone();
+        let mut have = std::collections::HashSet::new();
+        let mut page_token = String::new();
+        loop {
+            let page = dossier
+                .list_documents(dpb::ListDocumentsRequest {
+                    dossier_id: d.id.clone(),
+                    page_size: 500,
+                    page_token,
+                })
+                .await
+                .map_err(|s| classify("list documents", s))?
+                .into_inner();
+            have.extend(page.documents.into_iter().map(|x| x.sha256));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        for a in wanted {
+            if !have.insert(a.sha256.trim().to_ascii_lowercase()) {
+                continue;
+            }
+            let added = dossier
+                .add_document(dpb::AddDocumentRequest {
+                    dossier_id: d.id.clone(),
+                    filename: a.filename.clone(),
+                    media_type: a.media_type.clone(),
+                    source_channel: channel as i32,
+                    stored: Some(a.clone()),
+                    ..Default::default()
+                })
+                .await;
+            match added {
+                Ok(_) => {
+                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "added")
+                        .increment(1);
+                }
+                Err(s) if s.code() == Code::InvalidArgument => {
+                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "refused")
+                        .increment(1);
+                    tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "attachment not added to the dossier");
+                }
+                Err(s) => return Err(classify("add document", s)),
+            }
+        }
+        Ok(())
+    }
+
+    /// A dossier by id or reference; `None` when it does not exist.
+    async fn find_dossier(&self, id: &str) -> Result<Option<dpb::Dossier>, HandlerError> {
+        let mut dossier = self.dossier.clone();
+        match dossier
+            .get_dossier(dpb::GetDossierRequest { id: id.to_owned() })
+            .await
+        {
+            Ok(d) => Ok(Some(d.into_inner())),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::InvalidArgument) => Ok(None),
+            Err(s) => Err(classify("get dossier", s)),
+        }
+    }
+
+    async fn correlate(
+        &self,
+        event: &IntakeEvent,
+        class: &Classified,
+        received_at: DateTime<Utc>,
+    ) -> Result<Target, HandlerError> {
+        // A quoted reference.
+        for r in quoted_references(event) {
+            if let Some(d) = self.find_dossier(&r).await? {
+                return self.attach(event, d, "reference").await;
+            }
+        }
+        // A reply to an email routing has seen.
+        if let Some(intake_event::Details::Email(e)) = &event.details {
+            let mut ids: Vec<String> = Vec::new();
+            ids.extend(Some(message_key(&e.in_reply_to)).filter(|s| !s.is_empty()));
+            ids.extend(
+                e.references
+                    .iter()
+                    .rev()
+                    .map(|r| message_key(r))
+                    .filter(|s| !s.is_empty()),
+            );
+            for id in ids {
+                let known = message_dossier::Entity::find_by_id(id)
+                    .one(self.queue.db())
+                    .await
+                    .map_err(|e| HandlerError::Transient(format!("message lookup: {e}")))?;
+                if let Some(m) = known
+                    && let Some(d) = self.find_dossier(&m.dossier_id).await?
+                {
+                    return self.attach(event, d, "email_thread").await;
+                }
+            }
+        }
+        // Nothing identifies the person (e.g. a withheld number): the item
+        // waits without a dossier, for an agent to qualify.
+        if !has_hint(event) {
+            return Ok(Target {
+                dossier: None,
+                citizen_id: String::new(),
+                correlation: "none",
+            });
+        }
+        let mut dossier = self.dossier.clone();
+        let resolved = dossier
+            .resolve_citizen(dpb::ResolveCitizenRequest {
+                hint: event.citizen.clone(),
+                request_id: event.id.clone(),
+                candidates_only: false,
+            })
+            .await;
+        let citizen = match resolved {
+            Ok(r) => r.into_inner().citizen.ok_or_else(|| {
+                HandlerError::Transient("resolve citizen returned no citizen".into())
+            })?,
+            // What the channel captured does not parse (a mistyped number):
+            // the request still reaches an agent, who identifies the person.
+            // The status names the field only, never its value.
+            Err(s) if s.code() == Code::InvalidArgument => {
+                tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "citizen hint refused, queued without a citizen");
+                return Ok(Target {
+                    dossier: None,
+                    citizen_id: String::new(),
+                    correlation: "unidentified",
+                });
+            }
+            Err(s) => return Err(classify("resolve citizen", s)),
+        };
+        // The same citizen's open dossier of the same process, recently
+        // active. Not for triage: two unqualified requests are not known to
+        // be the same matter.
+        if class.process_id != self.classifier.triage_process
+            && let Some(d) = self
+                .recent_dossier(&citizen.id, &class.process_id, received_at)
+                .await?
+        {
+            return Ok(Target {
+                dossier: Some(d),
+                citizen_id: citizen.id,
+                correlation: "citizen_window",
+            });
+        }
+        let open = |process_id: String| dpb::OpenDossierRequest {
+            citizen_id: citizen.id.clone(),
+            process_id,
+            request_id: event.id.clone(),
+        };
+        let opened = match dossier.open_dossier(open(class.process_id.clone())).await {
+            Ok(d) => d.into_inner(),
+            // A rule naming a process the catalog does not have: triage
+            // rather than losing the request.
+            Err(s)
+                if s.code() == Code::InvalidArgument
+                    && class.process_id != self.classifier.triage_process =>
+            {
+                tracing::warn!(process_id = %class.process_id, rule_id = %class.rule_id, "rule names an unknown process, opening a triage dossier");
+                dossier
+                    .open_dossier(open(self.classifier.triage_process.clone()))
+                    .await
+                    .map_err(|s| classify("open dossier", s))?
+                    .into_inner()
+            }
+            Err(s) => return Err(classify("open dossier", s)),
+        };
+        Ok(Target {
+            dossier: Some(opened),
+            citizen_id: citizen.id,
+            correlation: "new",
+        })
+    }
+}
+
+impl Router {
+    /// The citizen's most recently updated open dossier of `process_id`,
+    /// if updated within the correlation window before `at`.
+    async fn recent_dossier(
+        &self,
+        citizen_id: &str,
+        process_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Option<dpb::Dossier>, HandlerError> {
+        let since = at - self.correlation_window;
+        let mine = self
+            .dossier
+            .clone()
+            .list_dossiers(dpb::ListDossiersRequest {
+                citizen_id: citizen_id.to_owned(),
+                process_id: process_id.to_owned(),
+                open_only: true,
+                updated_after: Some(timestamp(since)),
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| classify("list dossiers", s))?
+            .into_inner();
+        Ok(mine
+            .dossiers
+            .into_iter()
+            .filter(|d| d.process_id == process_id && dossier_open(d))
+            .filter(|d| {
+                d.update_time
+                    .as_ref()
+                    .and_then(datetime)
+                    .is_some_and(|t| t >= since)
+            })
+            .max_by_key(|d| d.update_time.as_ref().map(|t| (t.seconds, t.nanos))))
+    }
+}
+
+/// Whether a dossier still takes new requests.
+fn dossier_open(d: &dpb::Dossier) -> bool {
+    !d.closed
+}
+
+impl Router {
+    /// Attach to a dossier the request points at. A closed one is reopened
+    /// when its process says so; otherwise the request opens a new dossier
+    /// of the same process for the same citizen.
+    async fn attach(
+        &self,
+        event: &IntakeEvent,
+        d: dpb::Dossier,
+        how: &'static str,
+    ) -> Result<Target, HandlerError> {
+        if !d.closed {
+            return Ok(Target {
+                citizen_id: d.citizen_id.clone(),
+                dossier: Some(d),
+                correlation: how,
+            });
+        }
+        let mut dossier = self.dossier.clone();
+        match dossier
+            .reopen_dossier(dpb::ReopenDossierRequest {
+                id: d.id.clone(),
+                reason: "Nouvelle demande de l'usager se rapportant à ce dossier".into(),
+                request_id: event.id.clone(),
+            })
+            .await
+        {
+            Ok(r) => Ok(Target {
+                citizen_id: d.citizen_id.clone(),
+                dossier: Some(r.into_inner()),
+                correlation: "reopened",
+            }),
+            Err(s) if s.code() == Code::FailedPrecondition => {
+                let opened = dossier
+                    .open_dossier(dpb::OpenDossierRequest {
+                        citizen_id: d.citizen_id.clone(),
+                        process_id: d.process_id.clone(),
+                        request_id: event.id.clone(),
+                    })
+                    .await
+                    .map_err(|s| classify("open dossier", s))?
+                    .into_inner();
+                Ok(Target {
+                    citizen_id: d.citizen_id.clone(),
+                    dossier: Some(opened),
+                    correlation: "new_after_closed",
+                })
+            }
+            Err(s) => Err(classify("reopen dossier", s)),
+        }
     }
 }
 
@@ -196,6 +649,20 @@ mod tests {
         assert_eq!(
             summary(&e),
             "Visite à l'accueil, ticket G004 : renouveler mon passeport"
+        );
+    }
+
+    #[test]
+    fn references_are_found_in_any_case_and_deduplicated() {
+        let e = IntakeEvent {
+            quoted_reference: "vin-2026-000123".into(),
+            subject: "Re: dossier VIN-2026-000123".into(),
+            body: "voir aussi mai-2025-000042, pas 2026-000001 ni VIN-2026-12345".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            quoted_references(&e),
+            vec!["VIN-2026-000123", "MAI-2025-000042"]
         );
     }
 

@@ -1,12 +1,17 @@
-//! The routing role: consumes intake events from every channel, attaches each
-//! to its citizen and dossier, and keeps the unified queue agents work from.
+//! The routing role: consumes intake events from every channel, classifies
+//! them (rules), attaches each to its dossier (correlation) and keeps the
+//! unified queue agents work from: ordering, SLAs on a business calendar,
+//! pull and push distribution, lifecycle events and live statistics.
 
+pub mod calendar;
 pub mod config;
 pub mod db;
 pub mod grpc;
 pub mod intake;
 pub mod queue;
+pub mod rules;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +19,12 @@ use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials}
 use guichet_platform::bus::StreamKind;
 use guichet_platform::grpc::GrpcServer;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::events::v1 as ev;
 use guichet_proto::routing::v1::queue_service_server::QueueServiceServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
+pub use guichet_platform::clock::{Clock, ManualClock, SharedClock, SystemClock};
 
 pub use guichet_platform::Deps;
 
@@ -28,8 +35,23 @@ pub struct Service {
     auth: Arc<Authenticator>,
 }
 
-/// Connect the database (migrating it), the dossier client and the streams.
+/// Build with the wall clock.
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    build_with_clock(config, deps, Arc::new(SystemClock)).await
+}
+
+/// Connect the database (migrating it), the dossier client and the streams;
+/// load the rules. Every time-dependent decision reads `clock`.
+pub async fn build_with_clock(
+    config: Config,
+    deps: Deps,
+    clock: SharedClock,
+) -> anyhow::Result<Service> {
+    let calendar = config.calendar()?;
+    let queues: HashSet<String> = config.queues.keys().cloned().collect();
+    let rules = rules::Rules::load(&config.rules_file, queues).map_err(|e| {
+        anyhow::anyhow!("configuration error: invalid value for key `routing.rules_file`: {e}")
+    })?;
     let db = deps
         .database::<db::Migrator>("routing", &config.database_url)
         .await?;
@@ -45,13 +67,43 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         ServiceCredentials::new(deps.auth.clone(), "guichet-routing"),
     );
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
-    let queue = queue::Queue::new(db, outbox);
+    let settings = queue::Settings {
+        default_queue: config.default_queue.clone(),
+        queues: config.queues.clone(),
+        capacity: config.capacity.clone(),
+        offer_timeout: chrono::Duration::seconds(config.offer_timeout_secs as i64),
+        max_missed_offers: config.max_missed_offers,
+        sla_near_bump: config.sla_near_bump,
+        sla_breach_bump: config.sla_breach_bump,
+    };
+    let queue = queue::Queue::new(db, outbox, clock, settings);
+    let parse = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .filter_map(|(k, v)| Some((k.clone(), calendar::SlaTarget::parse(v).ok()?)))
+            .collect()
+    };
+    let classifier = Arc::new(intake::Classifier {
+        rules: Arc::new(rules),
+        calendar,
+        triage_process: config.triage_process.clone(),
+        default_priority: config.default_priority,
+        default_queue: config.default_queue.clone(),
+        sla_channel: parse(&config.sla),
+        sla_process: parse(&config.sla_process),
+        sla_near_ratio: config.sla_near_ratio,
+    });
     let router = Arc::new(intake::Router {
         queue: queue.clone(),
         dossier: dossier.clone(),
-        default_priority: config.default_priority,
+        classifier: classifier.clone(),
+        correlation_window: chrono::Duration::hours(config.correlation_window_hours as i64),
     });
-    let api = grpc::QueueApi { queue, dossier };
+    let api = grpc::QueueApi {
+        queue,
+        dossier,
+        classifier,
+        streams: CancellationToken::new(),
+    };
     Ok(Service {
         config,
         router,
@@ -68,27 +120,69 @@ impl Service {
         ));
     }
 
+    /// The queue, for tools and tests driving maintenance at a chosen time.
+    pub fn queue(&self) -> queue::Queue {
+        self.api.queue.clone()
+    }
+
+    /// Re-read the rules file now (the reload loop does it periodically).
+    pub fn reload_rules(&self) {
+        reload_rules(&self.api);
+    }
+
     /// Consume INTAKE until shutdown; in-flight events finish first.
+    /// Maintenance (offer timers, SLA escalation, ageing, push offers) and
+    /// the rules reload run beside it.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let bus = self.api.queue.outbox().bus().clone();
         tokio::spawn(self.api.queue.outbox().clone().run(shutdown.clone()));
+        let streams = self.api.streams.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            streams.cancel();
+        });
         let filter = bus.subject("intake.>");
         let router = self.router.clone();
-        let gauge_queue = self.api.queue.clone();
-        let gauge_stop = shutdown.clone();
+
+        let queue = self.api.queue.clone();
+        let stop = shutdown.clone();
+        let every = Duration::from_millis(self.config.maintenance_interval_ms);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            // The first pass after one interval, not at once.
+            let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut n: u64 = 0;
             loop {
                 tokio::select! {
-                    _ = gauge_stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        if let Ok(n) = gauge_queue.pending_count().await {
-                            metrics::gauge!("guichet_routing_pending_items").set(n as f64);
-                        }
-                    }
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {}
+                }
+                if let Err(error) = queue.maintain().await {
+                    tracing::warn!(%error, "queue maintenance failed, retrying next tick");
+                }
+                n += 1;
+                if n % 10 == 1
+                    && let Ok(p) = queue.pending_count().await
+                {
+                    metrics::gauge!("guichet_routing_pending_items").set(p as f64);
                 }
             }
         });
+
+        let api = self.api.clone();
+        let stop = shutdown.clone();
+        let every = Duration::from_millis(self.config.rules_reload_ms);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(every) => {}
+                }
+                reload_rules(&api);
+            }
+        });
+
         bus.consume(
             StreamKind::Intake,
             &self.config.consumer,
@@ -103,4 +197,49 @@ impl Service {
         .await?;
         Ok(())
     }
+}
+
+fn reload_rules(api: &grpc::QueueApi) {
+    let outcome = api.classifier.rules.reload();
+    let (version, count, error, ty) = match outcome {
+        rules::Reload::Unchanged => return,
+        rules::Reload::Loaded(set) => {
+            tracing::info!(version = %set.version, rules = set.rules.len(), "classification rules reloaded");
+            metrics::gauge!("guichet_routing_rules_valid").set(1.0);
+            (
+                set.version.clone(),
+                set.rules.len() as u32,
+                String::new(),
+                "rules_reloaded",
+            )
+        }
+        rules::Reload::Refused(error) => {
+            tracing::warn!(%error, "classification rules file refused, previous rules kept");
+            metrics::gauge!("guichet_routing_rules_valid").set(0.0);
+            metrics::counter!("guichet_routing_rules_reload_errors_total").increment(1);
+            let current = api.classifier.rules.current();
+            (
+                current.version.clone(),
+                current.rules.len() as u32,
+                error,
+                "rules_rejected",
+            )
+        }
+    };
+    let outbox = api.queue.outbox().clone();
+    let staged = outbox.domain_event(
+        "routing",
+        ty,
+        "rules".into(),
+        &ev::RulesReloaded {
+            version,
+            rule_count: count,
+            error,
+        },
+    );
+    tokio::spawn(async move {
+        if let Err(error) = outbox.publish_now(&staged).await {
+            tracing::warn!(%error, "rules event not published");
+        }
+    });
 }

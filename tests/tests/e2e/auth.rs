@@ -196,6 +196,7 @@ async fn tokens_from_the_city_identity_provider_are_verified_against_its_jwks() 
         .await
         .set_presence(qpb::SetPresenceRequest {
             presence: qpb::Presence::Available as i32,
+            ..Default::default()
         })
         .await
         .expect("provider token accepted")
@@ -205,7 +206,7 @@ async fn tokens_from_the_city_identity_provider_are_verified_against_its_jwks() 
     let wrong_issuer = provider_token("k1", "https://evil.test", &["agent"]);
     let err = queue_client(app.grpc_addr, &wrong_issuer)
         .await
-        .take_next(qpb::TakeNextRequest {})
+        .take_next(qpb::TakeNextRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -213,7 +214,7 @@ async fn tokens_from_the_city_identity_provider_are_verified_against_its_jwks() 
     let unknown_key = provider_token("k2", issuer, &["agent"]);
     let err = queue_client(app.grpc_addr, &unknown_key)
         .await
-        .take_next(qpb::TakeNextRequest {})
+        .take_next(qpb::TakeNextRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -222,7 +223,7 @@ async fn tokens_from_the_city_identity_provider_are_verified_against_its_jwks() 
     let no_role = provider_token("k1", issuer, &["offline_access"]);
     let err = queue_client(app.grpc_addr, &no_role)
         .await
-        .take_next(qpb::TakeNextRequest {})
+        .take_next(qpb::TakeNextRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied);

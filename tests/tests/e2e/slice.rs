@@ -18,7 +18,7 @@ pub async fn take_next(addr: SocketAddr, token: &str) -> qpb::WorkItem {
         || {
             let mut q = queue.clone();
             async move {
-                q.take_next(qpb::TakeNextRequest {})
+                q.take_next(qpb::TakeNextRequest::default())
                     .await
                     .ok()
                     .map(|r| r.into_inner())
@@ -33,6 +33,7 @@ pub async fn set_available(addr: SocketAddr, token: &str) {
         .await
         .set_presence(qpb::SetPresenceRequest {
             presence: qpb::Presence::Available as i32,
+            ..Default::default()
         })
         .await
         .expect("set presence");

@@ -25,6 +25,27 @@ pub mod work_item {
         pub assign_time: Option<DateTimeUtc>,
         pub complete_time: Option<DateTimeUtc>,
         pub updated_at: DateTimeUtc,
+        pub queue_id: String,
+        pub previous_queue_id: Option<String>,
+        /// The rule's priority; `priority` adds escalation and ageing.
+        pub base_priority: i32,
+        /// Points added by SLA escalation.
+        pub escalation: i32,
+        /// Required skills, comma-separated (also rows of work_item_skills).
+        pub skills: String,
+        /// SLA due time; NO_SLA when none (keeps one sort order on both backends).
+        pub sla_due: Option<DateTimeUtc>,
+        pub sla_warn: Option<DateTimeUtc>,
+        /// none, ok, near, breached.
+        pub sla_state: String,
+        pub rule_id: String,
+        pub correlation: String,
+        pub offer_time: Option<DateTimeUtc>,
+        pub offer_expires: Option<DateTimeUtc>,
+        /// Agents who declined or let the offer of this item time out: `,a,b,`.
+        pub declined_by: String,
+        pub wrap_time: Option<DateTimeUtc>,
+        pub cancel_time: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -45,6 +66,38 @@ pub mod agent {
         /// available, busy, away, offline.
         pub presence: String,
         pub updated_at: DateTimeUtc,
+        pub accept_offers: bool,
+        /// Comma-separated.
+        pub skills: String,
+        /// Comma-separated queue ids; empty: the default queue.
+        pub queues: String,
+        /// `channel=n` pairs, comma-separated; missing channels use the defaults.
+        pub capacities: String,
+        /// Offers in a row let time out.
+        pub missed_offers: i32,
+        /// For fair distribution: offers go to the agent idle longest.
+        pub last_assigned_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod message_dossier {
+    use sea_orm::entity::prelude::*;
+
+    /// Email Message-IDs seen by routing and the dossier each went to, so
+    /// replies (In-Reply-To, References) join the same dossier.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "message_dossiers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub message_id: String,
+        pub dossier_id: String,
+        pub dossier_reference: String,
+        pub created_at: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,249 @@
+//! The unified queue grows queues, SLAs, offers and skills; agents grow
+//! skills, queues and capacities; email threads map to dossiers.
+
+use sea_orm_migration::prelude::*;
+
+pub struct Migration;
+
+impl MigrationName for Migration {
+    fn name(&self) -> &str {
+        "m0002_unified_queue"
+    }
+}
+
+fn a(s: &str) -> Alias {
+    Alias::new(s)
+}
+
+/// One column per ALTER: SQLite takes a single change per statement.
+async fn add(m: &SchemaManager<'_>, table: &str, col: &mut ColumnDef) -> Result<(), DbErr> {
+    m.alter_table(Table::alter().table(a(table)).add_column(col).to_owned())
+        .await
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        let w = "work_items";
+        add(
+            m,
+            w,
+            ColumnDef::new(a("queue_id"))
+                .string()
+                .not_null()
+                .default("accueil"),
+        )
+        .await?;
+        add(m, w, ColumnDef::new(a("previous_queue_id")).string().null()).await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("base_priority"))
+                .integer()
+                .not_null()
+                .default(0),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("escalation"))
+                .integer()
+                .not_null()
+                .default(0),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("skills")).string().not_null().default(""),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("sla_due"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("sla_warn"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("sla_state"))
+                .string()
+                .not_null()
+                .default("none"),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("rule_id")).string().not_null().default(""),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("correlation"))
+                .string()
+                .not_null()
+                .default(""),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("offer_time"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("offer_expires"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("declined_by"))
+                .text()
+                .not_null()
+                .default(""),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("wrap_time"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        add(
+            m,
+            w,
+            ColumnDef::new(a("cancel_time"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("work_items_serving_order")
+                .table(a(w))
+                .col(a("status"))
+                .col(a("queue_id"))
+                .col(a("priority"))
+                .col(a("sla_due"))
+                .col(a("enter_time"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("work_items_agent")
+                .table(a(w))
+                .col(a("agent_id"))
+                .col(a("status"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(a("work_item_skills"))
+                .col(ColumnDef::new(a("work_item_id")).string().not_null())
+                .col(ColumnDef::new(a("skill")).string().not_null())
+                .primary_key(Index::create().col(a("work_item_id")).col(a("skill")))
+                .to_owned(),
+        )
+        .await?;
+        let ag = "agents";
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("accept_offers"))
+                .boolean()
+                .not_null()
+                .default(false),
+        )
+        .await?;
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("skills")).string().not_null().default(""),
+        )
+        .await?;
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("queues")).string().not_null().default(""),
+        )
+        .await?;
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("capacities"))
+                .string()
+                .not_null()
+                .default(""),
+        )
+        .await?;
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("missed_offers"))
+                .integer()
+                .not_null()
+                .default(0),
+        )
+        .await?;
+        add(
+            m,
+            ag,
+            ColumnDef::new(a("last_assigned_at"))
+                .timestamp_with_time_zone()
+                .null(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(a("message_dossiers"))
+                .col(
+                    ColumnDef::new(a("message_id"))
+                        .string()
+                        .not_null()
+                        .primary_key(),
+                )
+                .col(ColumnDef::new(a("dossier_id")).string().not_null())
+                .col(ColumnDef::new(a("dossier_reference")).string().not_null())
+                .col(
+                    ColumnDef::new(a("created_at"))
+                        .timestamp_with_time_zone()
+                        .not_null(),
+                )
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for t in ["message_dossiers", "work_item_skills"] {
+            m.drop_table(Table::drop().table(a(t)).to_owned()).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,668 @@
+//! Classification rules: a TOML file mapping what a request looks like
+//! (channel, IVR choice, sender, French keywords, attachments, time of day)
+//! to a process, a priority, required skills, a queue and an SLA target.
+//!
+//! Rules are tried in file order; the first whose every condition holds
+//! wins; none → triage. Keywords match accent- and case-insensitively on
+//! whole words ("etat civil" matches "État-Civil" but "passe" does not match
+//! "passeport"). The file is reloaded when it changes; a file that does not
+//! validate is refused whole, the previous rules stay in force, and the
+//! reason is logged, counted and shown by the dry-run call.
+
+use std::collections::HashSet;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, NaiveTime, Utc};
+use guichet_platform::contact::{Phone, name_key};
+use guichet_proto::intake::v1::{IntakeEvent, intake_event};
+use serde::Deserialize;
+
+use crate::calendar::{Calendar, SlaTarget, parse_interval};
+use crate::config::CHANNELS;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    #[serde(default)]
+    description: String,
+    process: String,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    skills: Vec<String>,
+    #[serde(default)]
+    queue: String,
+    #[serde(default)]
+    sla: String,
+    #[serde(default)]
+    when: Conditions,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Conditions {
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    ivr_choices: Vec<String>,
+    /// Email addresses, `@domain` suffixes, or phone numbers.
+    #[serde(default)]
+    senders: Vec<String>,
+    /// Any of these words or phrases in the subject, body or OCR text.
+    #[serde(default)]
+    keywords: Vec<String>,
+    /// All of these.
+    #[serde(default)]
+    all_keywords: Vec<String>,
+    #[serde(default)]
+    has_attachments: Option<bool>,
+    /// Media type prefixes, e.g. `application/pdf`, `image/`.
+    #[serde(default)]
+    attachment_types: Vec<String>,
+    /// Local time-of-day interval `HH:MM-HH:MM` the request arrived in.
+    #[serde(default)]
+    hours: String,
+    /// A call to return: missed, or the caller asked to be called back.
+    #[serde(default)]
+    callback: Option<bool>,
+}
+
+#[derive(Debug, Clone)]
+enum Sender {
+    Email(String),
+    Domain(String),
+    Phone(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub description: String,
+    pub process: String,
+    pub priority: i32,
+    pub skills: Vec<String>,
+    pub queue: Option<String>,
+    pub sla: Option<SlaTarget>,
+    channels: Vec<String>,
+    ivr_choices: Vec<String>,
+    senders: Vec<Sender>,
+    keywords: Vec<(String, Vec<String>)>,
+    all_keywords: Vec<(String, Vec<String>)>,
+    has_attachments: Option<bool>,
+    attachment_types: Vec<String>,
+    hours: Option<(NaiveTime, NaiveTime)>,
+    callback: Option<bool>,
+}
+
+/// Lower-case, accent-free words of a French text.
+pub fn words(text: &str) -> Vec<String> {
+    name_key("", text)
+        .to_lowercase()
+        .replace('œ', "oe")
+        .replace('æ', "ae")
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
+}
+
+fn contains_phrase(haystack: &[String], phrase: &[String]) -> bool {
+    !phrase.is_empty() && haystack.windows(phrase.len()).any(|w| w == phrase)
+}
+
+/// A validated rule set and the version (content hash) it came from.
+#[derive(Debug, Clone, Default)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub version: String,
+}
+
+fn content_version(text: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut h);
+    format!("{:016x}", h.finish())
+}
+
+impl RuleSet {
+    /// Parse and validate a rules file; `queues` are the configured queues.
+    pub fn parse(text: &str, queues: &HashSet<String>) -> Result<RuleSet, String> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut seen = HashSet::new();
+        let mut rules = Vec::new();
+        for (i, r) in file.rule.into_iter().enumerate() {
+            let at = |msg: String| format!("rule[{i}] ({}): {msg}", r.id);
+            let slug = |s: &str| {
+                !s.is_empty()
+                    && s.chars().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                    })
+            };
+            if !slug(&r.id) {
+                return Err(at("id must be lower-case letters, digits and '-'".into()));
+            }
+            if !seen.insert(r.id.clone()) {
+                return Err(at("id is used twice".into()));
+            }
+            if !slug(&r.process) {
+                return Err(at("process must be a process id".into()));
+            }
+            if !(-100..=100).contains(&r.priority) {
+                return Err(at("priority must be between -100 and 100".into()));
+            }
+            if let Some(s) = r.skills.iter().find(|s| !slug(s)) {
+                return Err(at(format!(
+                    "skill `{s}` must be lower-case letters, digits and '-'"
+                )));
+            }
+            let queue = if r.queue.is_empty() {
+                None
+            } else if queues.contains(&r.queue) {
+                Some(r.queue.clone())
+            } else {
+                return Err(at(format!("queue `{}` is not configured", r.queue)));
+            };
+            let sla = if r.sla.is_empty() {
+                None
+            } else {
+                Some(SlaTarget::parse(&r.sla).map_err(at)?)
+            };
+            let w = r.when;
+            if let Some(c) = w.channels.iter().find(|c| !CHANNELS.contains(&c.as_str())) {
+                return Err(at(format!("unknown channel `{c}`")));
+            }
+            let mut senders = Vec::new();
+            for s in &w.senders {
+                let s = s.trim();
+                senders.push(if let Some(d) = s.strip_prefix('@') {
+                    Sender::Domain(format!("@{}", d.to_lowercase()))
+                } else if s.contains('@') {
+                    Sender::Email(s.to_lowercase())
+                } else {
+                    Sender::Phone(
+                        Phone::parse(s)
+                            .map_err(|e| at(format!("sender `{s}` {e}")))?
+                            .as_str()
+                            .to_owned(),
+                    )
+                });
+            }
+            let phrases = |list: &[String]| -> Result<Vec<(String, Vec<String>)>, String> {
+                list.iter()
+                    .map(|k| {
+                        let ws = words(k);
+                        if ws.is_empty() {
+                            Err(at(format!("keyword `{k}` has no letters")))
+                        } else {
+                            Ok((k.clone(), ws))
+                        }
+                    })
+                    .collect()
+            };
+            let hours = if w.hours.is_empty() {
+                None
+            } else {
+                Some(parse_interval(&w.hours).map_err(at)?)
+            };
+            rules.push(Rule {
+                keywords: phrases(&w.keywords)?,
+                all_keywords: phrases(&w.all_keywords)?,
+                id: r.id,
+                description: r.description,
+                process: r.process,
+                priority: r.priority,
+                skills: r.skills,
+                queue,
+                sla,
+                channels: w.channels,
+                ivr_choices: w.ivr_choices,
+                senders,
+                has_attachments: w.has_attachments,
+                attachment_types: w
+                    .attachment_types
+                    .iter()
+                    .map(|t| t.to_lowercase())
+                    .collect(),
+                hours,
+                callback: w.callback,
+            });
+        }
+        Ok(RuleSet {
+            rules,
+            version: content_version(text),
+        })
+    }
+
+    /// The first matching rule, and every evaluation (for the dry run).
+    pub fn classify(
+        &self,
+        event: &IntakeEvent,
+        calendar: &Calendar,
+    ) -> (Option<&Rule>, Vec<Evaluation>) {
+        let facts = Facts::of(event, calendar);
+        let mut evaluations = Vec::new();
+        let mut winner = None;
+        for rule in &self.rules {
+            let (matched, reasons) = rule.evaluate(&facts);
+            evaluations.push(Evaluation {
+                rule_id: rule.id.clone(),
+                matched,
+                reasons,
+            });
+            if matched {
+                winner = Some(rule);
+                break;
+            }
+        }
+        (winner, evaluations)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub rule_id: String,
+    pub matched: bool,
+    pub reasons: Vec<String>,
+}
+
+/// What rules look at, extracted once from an intake event.
+struct Facts {
+    channel: &'static str,
+    ivr_choice: String,
+    emails: Vec<String>,
+    phones: Vec<String>,
+    words: Vec<String>,
+    attachment_types: Vec<String>,
+    local_time: Option<NaiveTime>,
+    callback: bool,
+}
+
+impl Facts {
+    fn of(e: &IntakeEvent, calendar: &Calendar) -> Facts {
+        let hint = e.citizen.clone().unwrap_or_default();
+        let (ivr_choice, callback) = match &e.details {
+            Some(intake_event::Details::Telephony(t)) => (
+                t.ivr_choice.trim().to_owned(),
+                t.missed || t.callback_requested,
+            ),
+            _ => (String::new(), false),
+        };
+        let received: Option<DateTime<Utc>> = e
+            .received_at
+            .as_ref()
+            .and_then(guichet_proto::convert::datetime);
+        Facts {
+            channel: e.channel().slug(),
+            ivr_choice,
+            emails: hint
+                .emails
+                .iter()
+                .map(|m| m.trim().to_lowercase())
+                .collect(),
+            phones: hint
+                .phones
+                .iter()
+                .filter_map(|p| Phone::parse(p).ok())
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            words: words(&format!("{}\n{}", e.subject, e.body)),
+            attachment_types: e
+                .attachments
+                .iter()
+                .map(|a| a.media_type.to_lowercase())
+                .collect(),
+            local_time: received.map(|t| calendar.to_local(t).time()),
+            callback,
+        }
+    }
+}
+
+impl Rule {
+    fn evaluate(&self, f: &Facts) -> (bool, Vec<String>) {
+        let mut ok = true;
+        let mut reasons = Vec::new();
+        let mut check = |cond: bool, yes: String, no: String| {
+            ok &= cond;
+            reasons.push(if cond { yes } else { no });
+        };
+        if !self.channels.is_empty() {
+            let c = self.channels.iter().any(|c| c == f.channel);
+            check(
+                c,
+                format!("canal « {} » accepté", f.channel),
+                format!(
+                    "canal « {} » non retenu ({})",
+                    f.channel,
+                    self.channels.join(", ")
+                ),
+            );
+        }
+        if !self.ivr_choices.is_empty() {
+            let c = self.ivr_choices.contains(&f.ivr_choice);
+            check(
+                c,
+                format!("choix du serveur vocal « {} »", f.ivr_choice),
+                format!("choix du serveur vocal « {} » non retenu", f.ivr_choice),
+            );
+        }
+        if !self.senders.is_empty() {
+            let c = self.senders.iter().any(|s| match s {
+                Sender::Email(m) => f.emails.contains(m),
+                Sender::Domain(d) => f.emails.iter().any(|m| m.ends_with(d.as_str())),
+                Sender::Phone(p) => f.phones.contains(p),
+            });
+            check(
+                c,
+                "expéditeur reconnu".into(),
+                "expéditeur non reconnu".into(),
+            );
+        }
+        if !self.keywords.is_empty() {
+            let hit = self
+                .keywords
+                .iter()
+                .find(|(_, ws)| contains_phrase(&f.words, ws));
+            match hit {
+                Some((k, _)) => check(true, format!("mot-clé « {k} » trouvé"), String::new()),
+                None => check(false, String::new(), "aucun des mots-clés trouvé".into()),
+            }
+        }
+        for (k, ws) in &self.all_keywords {
+            let c = contains_phrase(&f.words, ws);
+            check(
+                c,
+                format!("mot-clé « {k} » trouvé"),
+                format!("mot-clé « {k} » absent"),
+            );
+        }
+        if let Some(want) = self.has_attachments {
+            let has = !f.attachment_types.is_empty();
+            check(
+                has == want,
+                if has {
+                    "pièces jointes présentes".into()
+                } else {
+                    "sans pièce jointe".into()
+                },
+                if has {
+                    "pièces jointes présentes".into()
+                } else {
+                    "sans pièce jointe".into()
+                },
+            );
+        }
+        if !self.attachment_types.is_empty() {
+            let c = f.attachment_types.iter().any(|t| {
+                self.attachment_types
+                    .iter()
+                    .any(|p| t.starts_with(p.as_str()))
+            });
+            check(
+                c,
+                "type de pièce jointe retenu".into(),
+                "aucune pièce jointe du type attendu".into(),
+            );
+        }
+        if let Some((from, to)) = self.hours {
+            let c = f.local_time.is_some_and(|t| from <= t && t < to);
+            let at = f
+                .local_time
+                .map(|t| t.format("%H:%M").to_string())
+                .unwrap_or_default();
+            check(
+                c,
+                format!(
+                    "reçu à {at}, dans la plage {}-{}",
+                    from.format("%H:%M"),
+                    to.format("%H:%M")
+                ),
+                format!(
+                    "reçu à {at}, hors de la plage {}-{}",
+                    from.format("%H:%M"),
+                    to.format("%H:%M")
+                ),
+            );
+        }
+        if let Some(want) = self.callback {
+            let says = if f.callback {
+                "appel à rappeler"
+            } else {
+                "pas d'appel à rappeler"
+            };
+            check(f.callback == want, says.into(), says.into());
+        }
+        if reasons.is_empty() {
+            reasons.push("règle sans condition : s'applique à tout".into());
+        }
+        (ok, reasons)
+    }
+}
+
+/// The rules in force, and the file they are reloaded from.
+pub struct Rules {
+    path: Option<PathBuf>,
+    queues: HashSet<String>,
+    current: RwLock<Arc<RuleSet>>,
+    /// The last file content tried (loaded or refused), to reload only on change.
+    last_seen: RwLock<String>,
+    last_error: RwLock<String>,
+}
+
+pub enum Reload {
+    Unchanged,
+    Loaded(Arc<RuleSet>),
+    Refused(String),
+}
+
+impl Rules {
+    /// Load the file (a bad file at start-up is an error naming the key).
+    pub fn load(path: &str, queues: HashSet<String>) -> Result<Rules, String> {
+        let rules = Rules {
+            path: if path.trim().is_empty() {
+                None
+            } else {
+                Some(PathBuf::from(path))
+            },
+            queues,
+            current: RwLock::new(Arc::new(RuleSet::default())),
+            last_seen: RwLock::new(String::new()),
+            last_error: RwLock::new(String::new()),
+        };
+        if let Reload::Refused(e) = rules.reload() {
+            return Err(e);
+        }
+        Ok(rules)
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn last_error(&self) -> String {
+        self.last_error
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Re-read the file; apply it if it changed and validates.
+    pub fn reload(&self) -> Reload {
+        let Some(path) = &self.path else {
+            return Reload::Unchanged;
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) => {
+                let msg = format!("cannot read {}: {e}", path.display());
+                return self.refuse(msg, String::new());
+            }
+        };
+        if *self.last_seen.read().unwrap_or_else(|e| e.into_inner()) == text {
+            return Reload::Unchanged;
+        }
+        match RuleSet::parse(&text, &self.queues) {
+            Ok(set) => {
+                let set = Arc::new(set);
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
+                *self.last_seen.write().unwrap_or_else(|e| e.into_inner()) = text;
+                self.last_error
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+                Reload::Loaded(set)
+            }
+            Err(e) => self.refuse(format!("{}: {e}", path.display()), text),
+        }
+    }
+
+    fn refuse(&self, msg: String, text: String) -> Reload {
+        let mut seen = self.last_seen.write().unwrap_or_else(|e| e.into_inner());
+        let mut err = self.last_error.write().unwrap_or_else(|e| e.into_inner());
+        if *seen == text && *err == msg {
+            return Reload::Unchanged;
+        }
+        *seen = text;
+        *err = msg.clone();
+        Reload::Refused(msg)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use guichet_proto::intake::v1::{Channel, CitizenHint, TelephonyDetails};
+
+    fn calendar() -> Calendar {
+        let wd: Vec<String> = vec!["08:30-17:30".into()];
+        Calendar::new([&wd, &wd, &wd, &wd, &wd, &wd, &wd], &[], false).unwrap()
+    }
+
+    const RULES: &str = r#"
+[[rule]]
+id = "etat-civil"
+process = "acte-etat-civil"
+priority = 5
+skills = ["etat-civil"]
+queue = "etat-civil"
+sla = "2d"
+when = { keywords = ["acte de naissance", "état civil", "mariage"] }
+
+[[rule]]
+id = "passeport-telephone"
+process = "passeport"
+priority = 10
+when = { channels = ["telephony"], ivr_choices = ["1"] }
+
+[[rule]]
+id = "ants"
+process = "passeport"
+when = { senders = ["@ants.gouv.fr"], has_attachments = true }
+
+[[rule]]
+id = "rappel"
+process = "demande-information"
+sla = "2h"
+when = { channels = ["telephony"], callback = true }
+"#;
+
+    fn queues() -> HashSet<String> {
+        ["accueil", "etat-civil"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    fn email(subject: &str, body: &str) -> IntakeEvent {
+        IntakeEvent {
+            channel: Channel::Email as i32,
+            subject: subject.into(),
+            body: body.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn keywords_match_without_accents_or_case_on_word_boundaries() {
+        let set = RuleSet::parse(RULES, &queues()).unwrap();
+        let cal = calendar();
+        for text in [
+            "Demande d'ACTE DE NAISSANCE",
+            "service de l'Etat-Civil",
+            "ÉTAT CIVIL",
+        ] {
+            let (rule, _) = set.classify(&email(text, ""), &cal);
+            assert_eq!(rule.map(|r| r.id.as_str()), Some("etat-civil"), "{text}");
+        }
+        for text in ["mariages", "actes de naissance", "étatcivil"] {
+            let (rule, _) = set.classify(&email("", text), &cal);
+            assert!(rule.is_none(), "{text} must not match");
+        }
+    }
+
+    #[test]
+    fn channel_ivr_sender_and_attachments_are_conditions() {
+        let set = RuleSet::parse(RULES, &queues()).unwrap();
+        let cal = calendar();
+        let call = IntakeEvent {
+            channel: Channel::Telephony as i32,
+            details: Some(intake_event::Details::Telephony(TelephonyDetails {
+                ivr_choice: "1".into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let (rule, evals) = set.classify(&call, &cal);
+        assert_eq!(rule.unwrap().id, "passeport-telephone");
+        assert!(!evals[0].matched);
+        let missed = IntakeEvent {
+            channel: Channel::Telephony as i32,
+            details: Some(intake_event::Details::Telephony(TelephonyDetails {
+                missed: true,
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let (rule, _) = set.classify(&missed, &cal);
+        assert_eq!(rule.unwrap().sla, Some(SlaTarget::Minutes(120)));
+        let mut mail = email("Dossier", "");
+        mail.citizen = Some(CitizenHint {
+            emails: vec!["Agent@ANTS.gouv.fr".into()],
+            ..Default::default()
+        });
+        assert!(set.classify(&mail, &cal).0.is_none(), "no attachment");
+        mail.attachments.push(Default::default());
+        mail.attachments[0].media_type = "application/pdf".into();
+        assert_eq!(set.classify(&mail, &cal).0.unwrap().id, "ants");
+    }
+
+    #[test]
+    fn the_example_rules_file_is_valid() {
+        let text = include_str!("../../../config/routing-rules.toml");
+        let queues = ["accueil", "etat-civil", "urbanisme"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let set = RuleSet::parse(text, &queues).unwrap();
+        assert!(set.rules.len() >= 5);
+    }
+
+    #[test]
+    fn an_invalid_file_is_refused_with_the_reason() {
+        let bad = RULES.replace("queue = \"etat-civil\"", "queue = \"nulle-part\"");
+        let err = RuleSet::parse(&bad, &queues()).unwrap_err();
+        assert!(err.contains("nulle-part"), "{err}");
+        assert!(RuleSet::parse("[[rule]]\nid = 3", &queues()).is_err());
+    }
+}
