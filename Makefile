@@ -2,7 +2,7 @@
 SHELL := bash
 CARGO ?= cargo
 
-.PHONY: run test bench fmt lint check-deploy clean-data
+.PHONY: run test bench bench-appointment fmt lint check-deploy clean-data
 
 ## Build and run every role in one process (starts a local NATS if needed).
 run:
@@ -21,11 +21,18 @@ test:
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## Benchmark routing end to end on SQLite and PostgreSQL (release build).
-## BENCH_ARGS, e.g. `--events 5000 --backends sqlite`.
+## Benchmarks (release builds; figures printed, never asserted): routing
+## end to end on SQLite and PostgreSQL (BENCH_ARGS, e.g.
+## `--events 5000 --backends sqlite`), then appointments.
 bench:
 	@scripts/ensure-services.sh test
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
+	$(CARGO) bench -p guichet-appointment --bench rush
+
+## Appointments only: availability queries/s, booking rush throughput and p99.
+bench-appointment:
+	@scripts/ensure-services.sh test
+	$(CARGO) bench -p guichet-appointment --bench rush
 
 fmt:
 	$(CARGO) fmt --all

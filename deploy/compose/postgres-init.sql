@@ -6,3 +6,4 @@ CREATE DATABASE guichet_routing;
 CREATE DATABASE guichet_counter;
 CREATE DATABASE guichet_scan;
 CREATE DATABASE guichet_telephony;
+CREATE DATABASE guichet_appointment;

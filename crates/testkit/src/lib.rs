@@ -878,6 +878,81 @@ pub mod scan {
     }
 }
 
+// --- Appointment role helpers --------------------------------------------
+
+impl TestEnv {
+    /// A database for the appointment role of this test (a PostgreSQL
+    /// database on that backend, dropped by `cleanup`; a SQLite file
+    /// otherwise), also set as `GUICHET__APPOINTMENT__DATABASE_URL`.
+    pub async fn appointment_database(&mut self) -> String {
+        let url = match self.backend {
+            Backend::Sqlite => format!(
+                "sqlite://{}/appointment.db?mode=rwc",
+                self.dir.path().display()
+            ),
+            Backend::Postgres => {
+                let admin = Database::connect(pg_admin_url())
+                    .await
+                    .expect("connect PostgreSQL");
+                let name = format!("guichet_t_{}_appointment", self.id);
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                self.pg_databases.push(name.clone());
+                pg_url_for(&name)
+            }
+        };
+        self.overrides
+            .push(("GUICHET__APPOINTMENT__DATABASE_URL".into(), url.clone()));
+        url
+    }
+}
+
+pub async fn appointment_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::appointment::v1::appointment_service_client::AppointmentServiceClient<Authed> {
+    proto::appointment::v1::appointment_service_client::AppointmentServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}
+
+/// A minimal HTTP/1.1 GET with extra headers; returns status and body.
+pub async fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
 // ---------------------------------------------------------------------------
 // Telephony
 

@@ -47,6 +47,7 @@ pub struct GuichetConfig {
     pub counter: guichet_ingress_counter::Config,
     pub scan: guichet_ingress_scan::Config,
     pub telephony: guichet_ingress_telephony::Config,
+    pub appointment: guichet_appointment::Config,
 }
 
 impl GuichetConfig {
@@ -65,6 +66,7 @@ impl GuichetConfig {
             (&mut config.counter.database_url, "counter"),
             (&mut config.scan.database_url, "scan"),
             (&mut config.telephony.database_url, "telephony"),
+            (&mut config.appointment.database_url, "appointment"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -92,6 +94,7 @@ impl GuichetConfig {
                 Role::IngressCounter => self.counter.validate()?,
                 Role::IngressScan => self.scan.validate()?,
                 Role::IngressTelephony => self.telephony.validate()?,
+                Role::Appointment => self.appointment.validate()?,
                 _ => {}
             }
         }
@@ -239,6 +242,7 @@ pub async fn start(
             grpc_addr.ip().to_string()
         };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
+        config.appointment.dossier_url = config.routing.dossier_url.clone();
     }
 
     let deps = guichet_platform::Deps {
@@ -345,6 +349,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::IngressCounter => &config.counter.database_url,
             Role::IngressScan => &config.scan.database_url,
             Role::IngressTelephony => &config.telephony.database_url,
+            Role::Appointment => &config.appointment.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -358,6 +363,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::IngressTelephony => {
                 guichet_ingress_telephony::db::Migrator::up(&db, None).await?
             }
+            Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

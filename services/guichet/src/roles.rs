@@ -56,6 +56,7 @@ impl Role {
                 | Role::IngressScan
                 | Role::Routing
                 | Role::Dossier
+                | Role::Appointment
         )
     }
 
@@ -72,6 +73,7 @@ pub enum Built {
     Counter(Box<guichet_ingress_counter::Service>),
     Scan(Box<guichet_ingress_scan::Service>),
     Telephony(Box<guichet_ingress_telephony::Service>),
+    Appointment(Box<guichet_appointment::Service>),
 }
 
 impl Built {
@@ -82,6 +84,7 @@ impl Built {
             Built::Counter(s) => s.register(server),
             Built::Scan(s) => s.register(server),
             Built::Telephony(s) => s.register(server),
+            Built::Appointment(s) => s.register(server),
         }
     }
 
@@ -101,6 +104,7 @@ impl Built {
             Built::Counter(s) => (*s).run(shutdown).await,
             Built::Scan(s) => (*s).run(shutdown).await,
             Built::Telephony(s) => (*s).run(shutdown).await,
+            Built::Appointment(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -125,6 +129,9 @@ pub async fn build(
         )),
         Role::IngressTelephony => Built::Telephony(Box::new(
             guichet_ingress_telephony::build(config.telephony.clone(), shared.clone()).await?,
+        )),
+        Role::Appointment => Built::Appointment(Box::new(
+            guichet_appointment::build(config.appointment.clone(), shared.clone()).await?,
         )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })

@@ -4,6 +4,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod appointment_ants;
+mod appointment_booking;
+mod appointment_timers;
 mod auth;
 mod config;
 mod counter_desks;
