@@ -551,8 +551,76 @@ pub struct RoutingUnderTest {
     pub grpc_addr: std::net::SocketAddr,
     pub clock: ManualClock,
     pub queue: guichet_routing::queue::Queue,
+    role: InProcess,
+}
+
+/// A role's gRPC server and background work running inside the test
+/// process (built with a controllable clock), until [`InProcess::stop`].
+pub struct InProcess {
+    pub grpc_addr: std::net::SocketAddr,
     stop: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl InProcess {
+    /// Stop serving and running (like a crash of this replica: what is in
+    /// flight stays in the database).
+    pub async fn stop(self) {
+        self.stop.cancel();
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+}
+
+impl TestEnv {
+    /// The dependencies of a role built inside the test: its own bus
+    /// connection and readiness.
+    async fn in_process_deps(
+        &self,
+        config: &GuichetConfig,
+        source: &str,
+    ) -> guichet_platform::Deps {
+        let bus = guichet_platform::bus::Bus::connect(&config.bus, source)
+            .await
+            .expect("connect bus");
+        guichet_platform::Deps {
+            bus,
+            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
+            database: config.database.clone(),
+            readiness: guichet_platform::admin::Readiness::new(),
+            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+        }
+    }
+}
+
+/// Serve `server` on a free loopback port and spawn `run` (the role's
+/// background work) until the returned handle is stopped.
+async fn serve_in_process<F, Fut>(
+    readiness: guichet_platform::admin::Readiness,
+    server: guichet_platform::grpc::GrpcServer,
+    run: F,
+) -> InProcess
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let grpc_addr = listener.local_addr().expect("addr");
+    readiness.set_started(true);
+    let stop = CancellationToken::new();
+    let serve_stop = stop.clone();
+    let serve = tokio::spawn(async move {
+        let _ = server.serve(listener, serve_stop, readiness).await;
+    });
+    let run = tokio::spawn(run(stop.clone()));
+    InProcess {
+        grpc_addr,
+        stop,
+        tasks: vec![serve, run],
+    }
 }
 
 impl RoutingUnderTest {
@@ -565,10 +633,7 @@ impl RoutingUnderTest {
     /// Stop serving and consuming (like a crash of this replica: offers in
     /// flight stay in the database).
     pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
+        self.role.stop().await;
     }
 }
 
@@ -589,17 +654,8 @@ impl TestEnv {
         ];
         overrides.extend_from_slice(extra);
         let config = self.config_with(&overrides);
-        let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/routing-test")
-            .await
-            .expect("connect bus");
-        let readiness = guichet_platform::admin::Readiness::new();
-        let deps = guichet_platform::Deps {
-            bus,
-            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
-            database: config.database.clone(),
-            readiness: readiness.clone(),
-            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
-        };
+        let deps = self.in_process_deps(&config, "guichet/routing-test").await;
+        let readiness = deps.readiness.clone();
         let service = guichet_routing::build_with_clock(
             config.routing.clone(),
             deps,
@@ -607,29 +663,18 @@ impl TestEnv {
         )
         .await
         .expect("build routing");
+        let queue = service.queue();
         let mut server = guichet_platform::grpc::GrpcServer::new();
         service.register(&mut server);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let grpc_addr = listener.local_addr().expect("addr");
-        readiness.set_started(true);
-        let stop = CancellationToken::new();
-        let queue = service.queue();
-        let serve_stop = stop.clone();
-        let serve = tokio::spawn(async move {
-            let _ = server.serve(listener, serve_stop, readiness).await;
-        });
-        let run_stop = stop.clone();
-        let run = tokio::spawn(async move {
-            let _ = service.run(run_stop).await;
-        });
+        let role = serve_in_process(readiness, server, |stop| async move {
+            let _ = service.run(stop).await;
+        })
+        .await;
         RoutingUnderTest {
-            grpc_addr,
+            grpc_addr: role.grpc_addr,
             clock,
             queue,
-            stop,
-            tasks: vec![serve, run],
+            role,
         }
     }
 
@@ -1040,24 +1085,24 @@ pub async fn cti_form(
     (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
-/// The telephony role running inside the test on a [`ManualClock`]: waiting
-/// and talk times are measured by moving the clock, never by sleeping.
-pub struct TelephonyUnderTest {
+/// A channel role (telephony, counter) running inside the test on a
+/// [`ManualClock`]: waiting, talk and service times are measured by moving
+/// the clock, never by sleeping.
+pub struct ChannelUnderTest {
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
     pub clock: ManualClock,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    role: InProcess,
 }
 
-impl TelephonyUnderTest {
+impl ChannelUnderTest {
     pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
+        self.role.stop().await;
     }
 }
+
+pub type TelephonyUnderTest = ChannelUnderTest;
+pub type CounterUnderTest = ChannelUnderTest;
 
 impl TestEnv {
     /// Start ingress-telephony in this process on `clock`; `extra` are
@@ -1068,17 +1113,10 @@ impl TestEnv {
         extra: &[(&str, &str)],
     ) -> TelephonyUnderTest {
         let config = self.config_with(extra);
-        let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/telephony-test")
-            .await
-            .expect("connect bus");
-        let readiness = guichet_platform::admin::Readiness::new();
-        let deps = guichet_platform::Deps {
-            bus,
-            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
-            database: config.database.clone(),
-            readiness: readiness.clone(),
-            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
-        };
+        let deps = self
+            .in_process_deps(&config, "guichet/telephony-test")
+            .await;
+        let readiness = deps.readiness.clone();
         let service = guichet_ingress_telephony::build_with_clock(
             config.telephony.clone(),
             deps,
@@ -1089,26 +1127,15 @@ impl TestEnv {
         let http_addr = service.http_addr();
         let mut server = guichet_platform::grpc::GrpcServer::new();
         service.register(&mut server);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let grpc_addr = listener.local_addr().expect("addr");
-        readiness.set_started(true);
-        let stop = CancellationToken::new();
-        let serve_stop = stop.clone();
-        let serve = tokio::spawn(async move {
-            let _ = server.serve(listener, serve_stop, readiness).await;
-        });
-        let run_stop = stop.clone();
-        let run = tokio::spawn(async move {
-            let _ = service.run(run_stop).await;
-        });
-        TelephonyUnderTest {
-            grpc_addr,
+        let role = serve_in_process(readiness, server, |stop| async move {
+            let _ = service.run(stop).await;
+        })
+        .await;
+        ChannelUnderTest {
+            grpc_addr: role.grpc_addr,
             http_addr,
             clock,
-            stop,
-            tasks: vec![serve, run],
+            role,
         }
     }
 }
@@ -1125,24 +1152,6 @@ pub fn http_addr_of(app: &RunningApp, role: Role) -> std::net::SocketAddr {
         .unwrap_or_else(|| panic!("{} has no HTTP listener in this process", role.name()))
 }
 
-/// The counter role running inside the test on a [`ManualClock`].
-pub struct CounterUnderTest {
-    pub grpc_addr: std::net::SocketAddr,
-    pub http_addr: std::net::SocketAddr,
-    pub clock: ManualClock,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl CounterUnderTest {
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
-}
-
 impl TestEnv {
     /// Start ingress-counter in this process on `clock`.
     pub async fn spawn_counter_with_clock(
@@ -1151,17 +1160,8 @@ impl TestEnv {
         extra: &[(&str, &str)],
     ) -> CounterUnderTest {
         let config = self.config_with(extra);
-        let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/counter-test")
-            .await
-            .expect("connect bus");
-        let readiness = guichet_platform::admin::Readiness::new();
-        let deps = guichet_platform::Deps {
-            bus,
-            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
-            database: config.database.clone(),
-            readiness: readiness.clone(),
-            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
-        };
+        let deps = self.in_process_deps(&config, "guichet/counter-test").await;
+        let readiness = deps.readiness.clone();
         let service = guichet_ingress_counter::build_with_clock(
             config.counter.clone(),
             deps,
@@ -1172,26 +1172,15 @@ impl TestEnv {
         let http_addr = service.http_addr();
         let mut server = guichet_platform::grpc::GrpcServer::new();
         service.register(&mut server);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let grpc_addr = listener.local_addr().expect("addr");
-        readiness.set_started(true);
-        let stop = CancellationToken::new();
-        let serve_stop = stop.clone();
-        let serve = tokio::spawn(async move {
-            let _ = server.serve(listener, serve_stop, readiness).await;
-        });
-        let run_stop = stop.clone();
-        let run = tokio::spawn(async move {
-            let _ = service.run(run_stop).await;
-        });
-        CounterUnderTest {
-            grpc_addr,
+        let role = serve_in_process(readiness, server, |stop| async move {
+            let _ = service.run(stop).await;
+        })
+        .await;
+        ChannelUnderTest {
+            grpc_addr: role.grpc_addr,
             http_addr,
             clock,
-            stop,
-            tasks: vec![serve, run],
+            role,
         }
     }
 }
