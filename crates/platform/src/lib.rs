@@ -15,6 +15,7 @@ pub mod config;
 pub mod contact;
 pub mod db;
 pub mod grpc;
+pub mod migration;
 pub mod objects;
 pub mod outbox;
 pub mod shutdown;

@@ -137,6 +137,24 @@ fn contact(c: &Option<pb::Contact>) -> Result<(Option<String>, Option<String>), 
 }
 
 impl AppointmentApi {
+    /// A desk agent moves a booking to `status` (seen, no-show).
+    async fn desk_transition(
+        &self,
+        p: guichet_platform::auth::Principal,
+        id: &str,
+        status: &str,
+    ) -> Result<Response<pb::Booking>, Status> {
+        let c = Caller {
+            subject: p.subject,
+            agent: true,
+        };
+        let b = self
+            .core
+            .transition(&c, &id_field(id, "id")?, status)
+            .await?;
+        self.out(b, false).await
+    }
+
     async fn out(
         &self,
         b: booking::Model,
@@ -507,15 +525,8 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         request: Request<pb::MarkBookingSeenRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
         let p = require(&request, DESK)?;
-        let c = Caller {
-            subject: p.subject,
-            agent: true,
-        };
-        let b = self
-            .core
-            .transition(&c, &id_field(&request.into_inner().id, "id")?, SEEN)
-            .await?;
-        self.out(b, false).await
+        self.desk_transition(p, &request.into_inner().id, SEEN)
+            .await
     }
 
     async fn mark_no_show(
@@ -523,15 +534,8 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         request: Request<pb::MarkNoShowRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
         let p = require(&request, DESK)?;
-        let c = Caller {
-            subject: p.subject,
-            agent: true,
-        };
-        let b = self
-            .core
-            .transition(&c, &id_field(&request.into_inner().id, "id")?, NO_SHOW)
-            .await?;
-        self.out(b, false).await
+        self.desk_transition(p, &request.into_inner().id, NO_SHOW)
+            .await
     }
 
     async fn join_waiting_list(

@@ -7,6 +7,7 @@
 //! claim of the same unit on both PostgreSQL and SQLite, whatever the
 //! concurrency.
 
+use guichet_platform::migration::{ident as a, string as text, timestamp as ts};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -15,21 +16,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0001_init"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-fn ts(name: &str) -> ColumnDef {
-    ColumnDef::new(a(name))
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
-fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(a(name)).string().not_null().to_owned()
 }
 
 #[async_trait::async_trait]

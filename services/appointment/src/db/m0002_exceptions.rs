@@ -1,6 +1,7 @@
 //! Dated schedule exceptions made at run time (closures, absences, extra
 //! openings), on top of the configured ones.
 
+use guichet_platform::migration::ident as a;
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -9,10 +10,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0002_exceptions"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
 }
 
 #[async_trait::async_trait]

@@ -1,6 +1,7 @@
 //! Citizens with their contact points, dossiers with human references, the
 //! timeline, and the per-prefix-and-year reference counters.
 
+use guichet_platform::migration::ident as a;
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -9,10 +10,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0001_init"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
 }
 
 #[async_trait::async_trait]

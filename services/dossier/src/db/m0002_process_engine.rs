@@ -2,6 +2,9 @@
 //! holders, revisions, closing and legal holds, notes visibility, documents,
 //! links to appointments and signatures, timers, transitions, merges, audit.
 
+use guichet_platform::migration::{
+    add_column, id_pk, ident as a, index, string, timestamp as ts, timestamp_null as ts_null,
+};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -12,38 +15,8 @@ impl MigrationName for Migration {
     }
 }
 
-fn a(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-fn ts(name: &str) -> ColumnDef {
-    ColumnDef::new(a(name))
-        .timestamp_with_time_zone()
-        .not_null()
-        .to_owned()
-}
-
-fn ts_null(name: &str) -> ColumnDef {
-    ColumnDef::new(a(name))
-        .timestamp_with_time_zone()
-        .null()
-        .to_owned()
-}
-
 fn text(name: &str) -> ColumnDef {
-    ColumnDef::new(a(name))
-        .string()
-        .not_null()
-        .default("")
-        .to_owned()
-}
-
-fn id_pk() -> ColumnDef {
-    ColumnDef::new(a("id"))
-        .string()
-        .not_null()
-        .primary_key()
-        .to_owned()
+    string(name).default("").to_owned()
 }
 
 async fn add_columns(
@@ -51,29 +24,10 @@ async fn add_columns(
     table: &str,
     cols: Vec<ColumnDef>,
 ) -> Result<(), DbErr> {
-    // One ALTER per column: SQLite cannot add several at once.
     for mut c in cols {
-        m.alter_table(Table::alter().table(a(table)).add_column(&mut c).to_owned())
-            .await?;
+        add_column(m, table, &mut c).await?;
     }
     Ok(())
-}
-
-async fn index(
-    m: &SchemaManager<'_>,
-    name: &str,
-    table: &str,
-    cols: &[&str],
-    unique: bool,
-) -> Result<(), DbErr> {
-    let mut idx = Index::create().name(name).table(a(table)).to_owned();
-    for c in cols {
-        idx.col(a(c));
-    }
-    if unique {
-        idx.unique();
-    }
-    m.create_index(idx).await
 }
 
 #[async_trait::async_trait]

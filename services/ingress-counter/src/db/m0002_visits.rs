@@ -1,5 +1,6 @@
 //! Visits: a ticket's priority, status, desk and the times of each step.
 
+use guichet_platform::migration::{add_column, ident as a};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -8,10 +9,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0002_visits"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
 }
 
 #[async_trait::async_trait]
@@ -65,13 +62,7 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         ];
         for mut c in cols {
-            m.alter_table(
-                Table::alter()
-                    .table(a("tickets"))
-                    .add_column(&mut c)
-                    .to_owned(),
-            )
-            .await?;
+            add_column(m, "tickets", &mut c).await?;
         }
         // Tickets issued before this version wait since they were issued.
         m.get_connection()

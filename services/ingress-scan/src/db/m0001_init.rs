@@ -1,5 +1,6 @@
 //! Scanned files and the outbox of their intake events.
 
+use guichet_platform::migration::ident as a;
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -8,10 +9,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0001_init"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
 }
 
 #[async_trait::async_trait]

@@ -1,6 +1,7 @@
 //! The unified queue grows queues, SLAs, offers and skills; agents grow
 //! skills, queues and capacities; email threads map to dossiers.
 
+use guichet_platform::migration::{add_column as add, ident as a};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -9,16 +10,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m0002_unified_queue"
     }
-}
-
-fn a(s: &str) -> Alias {
-    Alias::new(s)
-}
-
-/// One column per ALTER: SQLite takes a single change per statement.
-async fn add(m: &SchemaManager<'_>, table: &str, col: &mut ColumnDef) -> Result<(), DbErr> {
-    m.alter_table(Table::alter().table(a(table)).add_column(col).to_owned())
-        .await
 }
 
 #[async_trait::async_trait]
