@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 use chrono::{Duration, TimeZone, Utc};
 use guichet_dossier::catalog::CatalogHandle;
+use guichet_dossier::db::entities::dossier::Model as Dossier;
 use guichet_dossier::engine::{Change, TransitionError};
 use guichet_dossier::records::NewDocument;
-use guichet_dossier::store::{Match, NewEntry, Store, StoreParts, TimelineCursor, TimelineFilter};
+use guichet_dossier::store::{
+    CitizenView, Match, NewEntry, Store, StoreParts, TimelineCursor, TimelineFilter,
+};
 use guichet_platform::calendar::BusinessCalendar;
 use guichet_platform::clock::{Clock, ManualClock};
 use guichet_platform::contact::{Address, CitizenInput, Email, Phone};
@@ -73,6 +76,34 @@ fn at(street: &str) -> Option<Address> {
         city: "Vincennes".into(),
         country: String::new(),
     })
+}
+
+/// A citizen known by phone (created on first sight).
+async fn known(fx: &Fx, given: &str, family: &str, phone: &str) -> CitizenView {
+    fx.store
+        .resolve_citizen(&person(given, family, &[phone], &[]), None, false)
+        .await
+        .unwrap()
+        .citizen
+        .unwrap()
+}
+
+/// Store `content` in the object store and add it to `d` as a PDF.
+async fn attach(fx: &Fx, d: &Dossier, content: &[u8], document_type: &str, channel: &str) {
+    let sha256 = fx.store.objects().put(content).await.unwrap();
+    fx.store
+        .add_document(NewDocument {
+            dossier: d.clone(),
+            sha256,
+            media_type: "application/pdf".into(),
+            size_bytes: content.len() as u64,
+            filename: "piece.pdf".into(),
+            document_type: document_type.into(),
+            source_channel: channel.into(),
+            actor: "agent-1".into(),
+        })
+        .await
+        .unwrap();
 }
 
 async fn open(
@@ -404,16 +435,7 @@ async fn timers(backend: Backend) {
         return;
     };
     let s = &fx.store;
-    let c = s
-        .resolve_citizen(
-            &person("Noé", "Blanc", &["06 44 44 44 44"], &[]),
-            None,
-            false,
-        )
-        .await
-        .unwrap()
-        .citizen
-        .unwrap();
+    let c = known(&fx, "Noé", "Blanc", "06 44 44 44 44").await;
     let d = open(&fx, &c.citizen.id, "essai").await;
     assert_eq!(
         s.pending_timers(&d.id).await.unwrap().len(),
@@ -458,18 +480,7 @@ async fn timers(backend: Backend) {
     // Leaving the state cancels its timers: a dossier completed in time is
     // never closed by the old timer.
     let d2 = open(&fx, &c.citizen.id, "essai").await;
-    s.add_document(NewDocument {
-        dossier: d2.clone(),
-        sha256: fx.store.objects().put(b"justificatif").await.unwrap(),
-        media_type: "application/pdf".into(),
-        size_bytes: 12,
-        filename: "domicile.pdf".into(),
-        document_type: "piece-a".into(),
-        source_channel: "counter".into(),
-        actor: "agent-1".into(),
-    })
-    .await
-    .unwrap();
+    attach(&fx, &d2, b"justificatif", "piece-a", "counter").await;
     let d2 = s.get_dossier(&d2.id).await.unwrap().unwrap();
     let d2 = fire(&fx, &d2, "instruction", "agent-1", "").await.unwrap();
     assert!(s.pending_timers(&d2.id).await.unwrap().is_empty());
@@ -503,35 +514,17 @@ async fn concurrent_transitions(backend: Backend) {
         return;
     };
     let s = &fx.store;
-    let c = s
-        .resolve_citizen(
-            &person("Iris", "Noir", &["06 55 55 55 55"], &[]),
-            None,
-            false,
-        )
-        .await
-        .unwrap()
-        .citizen
-        .unwrap();
+    let c = known(&fx, "Iris", "Noir", "06 55 55 55 55").await;
     for round in 0..5 {
         let d = open(&fx, &c.citizen.id, "essai").await;
-        let sha = s
-            .objects()
-            .put(format!("piece {round}").as_bytes())
-            .await
-            .unwrap();
-        s.add_document(NewDocument {
-            dossier: d.clone(),
-            sha256: sha,
-            media_type: "application/pdf".into(),
-            size_bytes: 7,
-            filename: "a.pdf".into(),
-            document_type: "piece-a".into(),
-            source_channel: "email".into(),
-            actor: "agent-1".into(),
-        })
-        .await
-        .unwrap();
+        attach(
+            &fx,
+            &d,
+            format!("piece {round}").as_bytes(),
+            "piece-a",
+            "email",
+        )
+        .await;
         let d = s.get_dossier(&d.id).await.unwrap().unwrap();
         let d = fire(&fx, &d, "instruction", "agent-1", "").await.unwrap();
         s.add_note(&d, "private", "avis favorable", "agent-1", None)
@@ -586,16 +579,7 @@ async fn retention(backend: Backend) {
         return;
     };
     let s = &fx.store;
-    let c = s
-        .resolve_citizen(
-            &person("Paul", "Vert", &["06 66 66 66 66"], &[]),
-            None,
-            false,
-        )
-        .await
-        .unwrap()
-        .citizen
-        .unwrap();
+    let c = known(&fx, "Paul", "Vert", "06 66 66 66 66").await;
     let keep = open(&fx, &c.citizen.id, "essai").await;
     let purge = open(&fx, &c.citizen.id, "essai").await;
     let open_one = open(&fx, &c.citizen.id, "essai").await;
@@ -605,18 +589,7 @@ async fn retention(backend: Backend) {
         .unwrap();
     let sha = s.objects().put(b"scan du courrier").await.unwrap();
     for d in [&keep, &purge] {
-        s.add_document(NewDocument {
-            dossier: (*d).clone(),
-            sha256: sha.clone(),
-            media_type: "application/pdf".into(),
-            size_bytes: 16,
-            filename: "courrier.pdf".into(),
-            document_type: String::new(),
-            source_channel: "scan".into(),
-            actor: "agent-1".into(),
-        })
-        .await
-        .unwrap();
+        attach(&fx, d, b"scan du courrier", "", "scan").await;
     }
     // Both close (auto-close after 10 days); one is put on legal hold.
     fx.clock.advance(Duration::days(11));
@@ -788,16 +761,7 @@ async fn timeline_across_channels(backend: Backend) {
         return;
     };
     let s = &fx.store;
-    let c = s
-        .resolve_citizen(
-            &person("Ana", "Gris", &["06 88 88 88 88"], &[]),
-            None,
-            false,
-        )
-        .await
-        .unwrap()
-        .citizen
-        .unwrap();
+    let c = known(&fx, "Ana", "Gris", "06 88 88 88 88").await;
     let d = open(&fx, &c.citizen.id, "essai").await;
     let base = fx.clock.now();
     // Monday call, Tuesday email, Wednesday letter, Thursday visit; recorded
