@@ -2,8 +2,6 @@
 //! time, French public holidays (Easter-based ones computed), and extra
 //! closures. SLA targets in working hours or working days are computed on it.
 
-use std::collections::BTreeSet;
-
 use chrono::{
     DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc, Weekday,
 };
@@ -43,23 +41,23 @@ impl Default for CalendarConfig {
     }
 }
 
+/// Opening intervals of each weekday, Monday first (empty: closed).
+pub type Week = [Vec<(NaiveTime, NaiveTime)>; 7];
+
 #[derive(Debug, Clone)]
 pub struct BusinessCalendar {
-    /// Bit n set: open on weekday n (Monday = 0).
-    open_days: u8,
-    hours: Vec<(NaiveTime, NaiveTime)>,
-    closures: BTreeSet<NaiveDate>,
+    hours: Week,
+    /// Closed date ranges, both ends included.
+    closures: Vec<(NaiveDate, NaiveDate)>,
     french_holidays: bool,
+    /// Alsace-Moselle also closes on Good Friday and 26 December.
+    alsace_moselle: bool,
 }
 
 impl Default for BusinessCalendar {
     fn default() -> Self {
-        BusinessCalendar::new(&CalendarConfig::default(), "calendar").unwrap_or(BusinessCalendar {
-            open_days: 0,
-            hours: vec![],
-            closures: BTreeSet::new(),
-            french_holidays: true,
-        })
+        BusinessCalendar::new(&CalendarConfig::default(), "calendar")
+            .unwrap_or_else(|_| BusinessCalendar::from_week(Default::default(), vec![], false))
     }
 }
 
@@ -164,17 +162,14 @@ fn weekday(s: &str) -> Option<Weekday> {
 impl BusinessCalendar {
     /// Build from configuration; errors name `<section>.<key>`.
     pub fn new(cfg: &CalendarConfig, section: &str) -> Result<BusinessCalendar, ConfigError> {
-        let mut open_days = 0u8;
+        let mut open_days = Vec::new();
         for d in &cfg.open_days {
-            open_days |= 1
-                << weekday(d)
-                    .ok_or_else(|| {
-                        ConfigError::invalid(
-                            format!("{section}.open_days"),
-                            format!("`{d}` is not one of mon, tue, wed, thu, fri, sat, sun"),
-                        )
-                    })?
-                    .num_days_from_monday();
+            open_days.push(weekday(d).ok_or_else(|| {
+                ConfigError::invalid(
+                    format!("{section}.open_days"),
+                    format!("`{d}` is not one of mon, tue, wed, thu, fri, sat, sun"),
+                )
+            })?);
         }
         let mut hours = Vec::new();
         for h in &cfg.opening_hours {
@@ -196,33 +191,62 @@ impl BusinessCalendar {
                 }
             }
         }
-        if open_days == 0 || hours.is_empty() {
+        if open_days.is_empty() || hours.is_empty() {
             return Err(ConfigError::invalid(
                 format!("{section}.open_days"),
                 "the town hall must open at least one day, with opening hours",
             ));
         }
-        let mut closures = BTreeSet::new();
+        let mut closures = Vec::new();
         for c in &cfg.closures {
-            closures.insert(NaiveDate::parse_from_str(c, "%Y-%m-%d").map_err(|_| {
+            let d = NaiveDate::parse_from_str(c, "%Y-%m-%d").map_err(|_| {
                 ConfigError::invalid(
                     format!("{section}.closures"),
                     format!("`{c}` is not a YYYY-MM-DD date"),
                 )
-            })?);
+            })?;
+            closures.push((d, d));
         }
-        Ok(BusinessCalendar {
-            open_days,
+        let mut week: Week = Default::default();
+        for d in open_days {
+            week[d.num_days_from_monday() as usize] = hours.clone();
+        }
+        let mut cal = BusinessCalendar::from_week(week, closures, false);
+        cal.french_holidays = cfg.french_holidays;
+        Ok(cal)
+    }
+
+    /// A calendar from already validated parts (French holidays closed).
+    pub fn from_week(
+        hours: Week,
+        closures: Vec<(NaiveDate, NaiveDate)>,
+        alsace_moselle: bool,
+    ) -> BusinessCalendar {
+        BusinessCalendar {
             hours,
             closures,
-            french_holidays: cfg.french_holidays,
-        })
+            french_holidays: true,
+            alsace_moselle,
+        }
+    }
+
+    pub fn is_public_holiday(&self, d: NaiveDate) -> bool {
+        (self.french_holidays && french_holidays(d.year()).contains(&d))
+            || (self.alsace_moselle
+                && ((d.month() == 12 && d.day() == 26)
+                    || d == easter(d.year()) - Duration::days(2)))
+    }
+
+    /// Opening intervals of a date (empty on holidays and closures).
+    pub fn open_intervals(&self, d: NaiveDate) -> &[(NaiveTime, NaiveTime)] {
+        if self.is_public_holiday(d) || self.closures.iter().any(|(a, b)| *a <= d && d <= *b) {
+            return &[];
+        }
+        &self.hours[d.weekday().num_days_from_monday() as usize]
     }
 
     pub fn is_working_day(&self, day: NaiveDate) -> bool {
-        self.open_days & (1 << day.weekday().num_days_from_monday()) != 0
-            && !self.closures.contains(&day)
-            && !(self.french_holidays && french_holidays(day.year()).contains(&day))
+        !self.open_intervals(day).is_empty()
     }
 
     /// `n` working days after `from` (same local time of day; a start on a
@@ -242,29 +266,33 @@ impl BusinessCalendar {
 
     /// The instant `hours` of opening time after `from`.
     pub fn add_working_hours(&self, from: DateTime<Utc>, hours: u32) -> DateTime<Utc> {
-        let mut left = Duration::hours(hours as i64);
+        self.add_working_minutes(from, i64::from(hours) * 60)
+    }
+
+    /// The instant `minutes` of opening time after `from` (lunch breaks,
+    /// nights, closed days skipped).
+    pub fn add_working_minutes(&self, from: DateTime<Utc>, minutes: i64) -> DateTime<Utc> {
+        let mut left = Duration::minutes(minutes);
         let local = to_paris(from);
         let mut day = local.date();
         let mut cursor = local.time();
         // Bounded: ten years of days.
         for _ in 0..3660 {
-            if self.is_working_day(day) {
-                for &(open, close) in &self.hours {
-                    let start = cursor.max(open);
-                    if start >= close {
-                        continue;
-                    }
-                    let span = close - start;
-                    if span >= left {
-                        return from_paris(day.and_time(start) + left);
-                    }
-                    left -= span;
+            for &(open, close) in self.open_intervals(day) {
+                let start = cursor.max(open);
+                if start >= close {
+                    continue;
                 }
+                let span = close - start;
+                if span >= left {
+                    return from_paris(day.and_time(start) + left);
+                }
+                left -= span;
             }
             day += Duration::days(1);
             cursor = NaiveTime::MIN;
         }
-        from + Duration::hours(hours as i64)
+        from + Duration::minutes(minutes)
     }
 
     /// Opening time between two instants (zero when `to <= from`).
@@ -276,21 +304,19 @@ impl BusinessCalendar {
         let mut total = Duration::zero();
         let mut day = a.date();
         while day <= b.date() {
-            if self.is_working_day(day) {
-                for &(open, close) in &self.hours {
-                    let s = if day == a.date() {
-                        open.max(a.time())
-                    } else {
-                        open
-                    };
-                    let e = if day == b.date() {
-                        close.min(b.time())
-                    } else {
-                        close
-                    };
-                    if e > s {
-                        total += e - s;
-                    }
+            for &(open, close) in self.open_intervals(day) {
+                let s = if day == a.date() {
+                    open.max(a.time())
+                } else {
+                    open
+                };
+                let e = if day == b.date() {
+                    close.min(b.time())
+                } else {
+                    close
+                };
+                if e > s {
+                    total += e - s;
                 }
             }
             day += Duration::days(1);

@@ -1,15 +1,13 @@
-//! Routing's business calendar: opening hours *per weekday* (a Saturday
-//! morning), exceptional closures as dates or ranges, French public holidays
-//! (Alsace-Moselle extras on request), and targets in working *minutes*
-//! ("30m" for a walk-in, "2h" for a callback) as well as working days. The
-//! holidays (Easter-based ones computed) and Paris time come from
-//! `guichet_platform::calendar`, whose `BusinessCalendar` has one set of
-//! hours for every open day and whole-hour targets only. SLA targets are
-//! counted here: "2 working hours" skips lunch, nights, weekends, holidays
-//! and closures.
+//! Routing's business calendar configuration: opening hours *per weekday*
+//! (a Saturday morning), exceptional closures as dates or ranges, French
+//! public holidays (Alsace-Moselle extras on request), and targets in
+//! working *minutes* ("30m" for a walk-in, "2h" for a callback) as well as
+//! working days. The calendar itself (holidays, Paris time, counting
+//! working time) is `guichet_platform::calendar::BusinessCalendar`; "2
+//! working hours" skips lunch, nights, weekends, holidays and closures.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use guichet_platform::calendar::{easter, french_holidays, from_paris, to_paris};
+use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+use guichet_platform::calendar::{BusinessCalendar, Week, from_paris, to_paris};
 
 /// A service-level target counted in business time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +41,7 @@ impl SlaTarget {
 
 #[derive(Debug, Clone)]
 pub struct Calendar {
-    /// Opening intervals, Monday first.
-    hours: [Vec<(NaiveTime, NaiveTime)>; 7],
-    closures: Vec<(NaiveDate, NaiveDate)>,
-    alsace_moselle: bool,
+    calendar: BusinessCalendar,
 }
 
 fn parse_time(s: &str) -> Result<NaiveTime, String> {
@@ -77,7 +72,7 @@ impl Calendar {
         closures: &[String],
         alsace_moselle: bool,
     ) -> Result<Calendar, String> {
-        let mut hours: [Vec<(NaiveTime, NaiveTime)>; 7] = Default::default();
+        let mut hours: Week = Default::default();
         for (i, day) in week.iter().enumerate() {
             for s in day.iter() {
                 hours[i].push(parse_interval(s)?);
@@ -102,9 +97,7 @@ impl Calendar {
             return Err("no opening hours on any day".into());
         }
         Ok(Calendar {
-            hours,
-            closures: cl,
-            alsace_moselle,
+            calendar: BusinessCalendar::from_week(hours, cl, alsace_moselle),
         })
     }
 
@@ -118,20 +111,12 @@ impl Calendar {
     }
 
     pub fn is_public_holiday(&self, d: NaiveDate) -> bool {
-        if french_holidays(d.year()).contains(&d) {
-            return true;
-        }
-        // Alsace-Moselle: Good Friday and 26 December too.
-        self.alsace_moselle
-            && ((d.month() == 12 && d.day() == 26) || d == easter(d.year()) - Duration::days(2))
+        self.calendar.is_public_holiday(d)
     }
 
     /// Opening intervals of a date (empty on holidays and closures).
     pub fn open_intervals(&self, d: NaiveDate) -> &[(NaiveTime, NaiveTime)] {
-        if self.is_public_holiday(d) || self.closures.iter().any(|(a, b)| *a <= d && d <= *b) {
-            return &[];
-        }
-        &self.hours[d.weekday().num_days_from_monday() as usize]
+        self.calendar.open_intervals(d)
     }
 
     /// `start` plus `target` of business time.
@@ -172,26 +157,7 @@ impl Calendar {
     }
 
     fn add_minutes(&self, start: DateTime<Utc>, minutes: i64) -> DateTime<Utc> {
-        let local = self.to_local(start);
-        let mut remaining = Duration::minutes(minutes);
-        let mut day = local.date();
-        let mut cursor = local.time();
-        for _ in 0..3660 {
-            for (s, e) in self.open_intervals(day) {
-                if cursor >= *e {
-                    continue;
-                }
-                let begin = cursor.max(*s);
-                let avail = *e - begin;
-                if remaining <= avail {
-                    return self.to_utc(day.and_time(begin + remaining));
-                }
-                remaining -= avail;
-            }
-            day += Duration::days(1);
-            cursor = NaiveTime::MIN;
-        }
-        start + Duration::minutes(minutes)
+        self.calendar.add_working_minutes(start, minutes)
     }
 }
 
