@@ -444,7 +444,7 @@ impl Store {
         Ok(m)
     }
 
-    pub async fn merge_counts(m: &merge::Model) -> (u32, u32, u32) {
+    pub fn merge_counts(m: &merge::Model) -> (u32, u32, u32) {
         let moved: Moved = serde_json::from_str(&m.moved).unwrap_or_default();
         (
             (moved.contacts.len() + moved.duplicate_contacts.len()) as u32,

@@ -67,8 +67,8 @@ fn document_pb(d: document::Model) -> pb::Document {
     }
 }
 
-async fn merge_pb(m: merge::Model) -> pb::Merge {
-    let (contacts, dossiers, entries) = Store::merge_counts(&m).await;
+fn merge_pb(m: merge::Model) -> pb::Merge {
+    let (contacts, dossiers, entries) = Store::merge_counts(&m);
     pb::Merge {
         id: m.id,
         target_citizen_id: m.target_id,
@@ -167,43 +167,34 @@ impl DossierApi {
     }
 
     async fn dossier_pb(&self, d: dossier::Model) -> Result<pb::Dossier, Status> {
-        let catalog = self.store.catalog();
-        let def = catalog.get(&d.process_id, d.process_version as u32);
-        let state = def.and_then(|p| p.state(&d.state));
-        let links = self
+        let mut one = self.dossiers_pb(vec![d]).await?;
+        one.pop()
+            .ok_or_else(|| Status::internal("dossier conversion lost its dossier"))
+    }
+
+    /// Dossiers with their links and other citizens: two queries for the
+    /// whole page, not two per dossier.
+    async fn dossiers_pb(&self, ds: Vec<dossier::Model>) -> Result<Vec<pb::Dossier>, Status> {
+        let ids: Vec<String> = ds.iter().map(|d| d.id.clone()).collect();
+        let mut links = self
             .store
-            .links(&d.id)
+            .links_of(&ids)
             .await
             .map_err(internal_err("dossier links"))?;
-        let other_citizen_ids = self
+        let mut others = self
             .store
-            .other_citizens(&d.id)
+            .other_citizens_of(&ids)
             .await
             .map_err(internal_err("dossier citizens"))?;
-        Ok(pb::Dossier {
-            process_title: def.map(|p| p.title.clone()).unwrap_or_default(),
-            state_title: state.map(|s| s.title.clone()).unwrap_or_default(),
-            guidance: state
-                .map(|s| s.guidance.trim().to_owned())
-                .unwrap_or_default(),
-            closed: d.closed_at.is_some(),
-            close_time: opt_ts(d.closed_at),
-            holder_agent: d.holder_agent,
-            holder_department: d.holder_department,
-            legal_hold: d.legal_hold,
-            revision: d.revision,
-            state_enter_time: opt_ts(d.state_entered_at),
-            links: links.into_iter().map(link_pb).collect(),
-            other_citizen_ids,
-            id: d.id,
-            reference: d.reference,
-            citizen_id: d.citizen_id,
-            process_id: d.process_id,
-            process_version: d.process_version as u32,
-            state: d.state,
-            create_time: Some(timestamp(d.created_at)),
-            update_time: Some(timestamp(d.updated_at)),
-        })
+        let catalog = self.store.catalog();
+        Ok(ds
+            .into_iter()
+            .map(|d| {
+                let links = links.remove(&d.id).unwrap_or_default();
+                let other_citizen_ids = others.remove(&d.id).unwrap_or_default();
+                dossier_message(&catalog, d, links, other_citizen_ids)
+            })
+            .collect())
     }
 
     /// The dossier if the caller may read it (restricted processes: members
@@ -300,24 +291,45 @@ impl DossierApi {
         if p.has(Role::Service) || p.has(Role::Admin) {
             return Ok(vec![]);
         }
-        let all = self
-            .store
-            .list_dossiers(
-                &DossierFilter {
-                    citizen_id: Some(citizen_id.to_owned()),
-                    visible_groups_all: true,
-                    ..Default::default()
-                },
-                None,
-                10_000,
-            )
+        self.store
+            .dossiers_hidden_from(citizen_id, &p.groups)
             .await
-            .map_err(internal_err("timeline"))?;
-        Ok(all
-            .into_iter()
-            .filter(|d| !d.restricted_group.is_empty() && !p.groups.contains(&d.restricted_group))
-            .map(|d| d.id)
-            .collect())
+            .map_err(internal_err("timeline"))
+    }
+}
+
+/// One dossier as the API shows it, with the catalog's titles and guidance.
+fn dossier_message(
+    catalog: &crate::catalog::Catalog,
+    d: dossier::Model,
+    links: Vec<link::Model>,
+    other_citizen_ids: Vec<String>,
+) -> pb::Dossier {
+    let def = catalog.get(&d.process_id, d.process_version as u32);
+    let state = def.and_then(|p| p.state(&d.state));
+    pb::Dossier {
+        process_title: def.map(|p| p.title.clone()).unwrap_or_default(),
+        state_title: state.map(|s| s.title.clone()).unwrap_or_default(),
+        guidance: state
+            .map(|s| s.guidance.trim().to_owned())
+            .unwrap_or_default(),
+        closed: d.closed_at.is_some(),
+        close_time: opt_ts(d.closed_at),
+        holder_agent: d.holder_agent,
+        holder_department: d.holder_department,
+        legal_hold: d.legal_hold,
+        revision: d.revision,
+        state_enter_time: opt_ts(d.state_entered_at),
+        links: links.into_iter().map(link_pb).collect(),
+        other_citizen_ids,
+        id: d.id,
+        reference: d.reference,
+        citizen_id: d.citizen_id,
+        process_id: d.process_id,
+        process_version: d.process_version as u32,
+        state: d.state,
+        create_time: Some(timestamp(d.created_at)),
+        update_time: Some(timestamp(d.updated_at)),
     }
 }
 
@@ -681,7 +693,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .await
             .map_err(merge_status)?;
         tracing::info!(merge_id = %m.id, "citizens merged");
-        Ok(Response::new(merge_pb(m).await))
+        Ok(Response::new(merge_pb(m)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -700,7 +712,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
             .await
             .map_err(merge_status)?;
         tracing::info!(merge_id = %m.id, "merge split back");
-        Ok(Response::new(merge_pb(m).await))
+        Ok(Response::new(merge_pb(m)))
     }
 
     #[tracing::instrument(skip_all)]
@@ -848,10 +860,7 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         } else {
             String::new()
         };
-        let mut dossiers = Vec::with_capacity(list.len());
-        for d in list {
-            dossiers.push(self.dossier_pb(d).await?);
-        }
+        let dossiers = self.dossiers_pb(list).await?;
         Ok(Response::new(pb::ListDossiersResponse {
             dossiers,
             next_page_token,

@@ -2,6 +2,8 @@
 //! links to appointments and signatures, the holder, legal holds; and the
 //! supervisor's tools: reopening and version migration.
 
+use std::collections::HashMap;
+
 use guichet_proto::events::v1 as ev;
 use sea_orm::ExprTrait;
 use sea_orm::sea_query::Expr;
@@ -293,15 +295,38 @@ impl Store {
     }
 
     /// Other citizens concerned by a dossier, oldest first.
-    pub async fn other_citizens(&self, dossier_id: &str) -> Result<Vec<String>, DbErr> {
-        Ok(party::Entity::find()
-            .filter(party::Column::DossierId.eq(dossier_id))
+    /// Other citizens concerned by each of `dossier_ids`, oldest first.
+    pub async fn other_citizens_of(
+        &self,
+        dossier_ids: &[String],
+    ) -> Result<HashMap<String, Vec<String>>, DbErr> {
+        let mut out: HashMap<String, Vec<String>> = HashMap::new();
+        for p in party::Entity::find()
+            .filter(party::Column::DossierId.is_in(dossier_ids.to_vec()))
             .order_by_asc(party::Column::Id)
             .all(self.db())
             .await?
-            .into_iter()
-            .map(|p| p.citizen_id)
-            .collect())
+        {
+            out.entry(p.dossier_id).or_default().push(p.citizen_id);
+        }
+        Ok(out)
+    }
+
+    /// Links of each of `dossier_ids`, oldest first.
+    pub async fn links_of(
+        &self,
+        dossier_ids: &[String],
+    ) -> Result<HashMap<String, Vec<link::Model>>, DbErr> {
+        let mut out: HashMap<String, Vec<link::Model>> = HashMap::new();
+        for l in link::Entity::find()
+            .filter(link::Column::DossierId.is_in(dossier_ids.to_vec()))
+            .order_by_asc(link::Column::CreatedAt)
+            .all(self.db())
+            .await?
+        {
+            out.entry(l.dossier_id.clone()).or_default().push(l);
+        }
+        Ok(out)
     }
 
     /// Replace the other citizens concerned by a dossier.

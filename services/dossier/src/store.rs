@@ -671,6 +671,24 @@ impl Store {
         q.all(&self.db).await
     }
 
+    /// The citizen's restricted dossiers that members of `groups` may not
+    /// read (their entries are left out of the citizen's timeline).
+    pub async fn dossiers_hidden_from(
+        &self,
+        citizen_id: &str,
+        groups: &[String],
+    ) -> Result<Vec<String>, DbErr> {
+        Ok(dossier::Entity::find()
+            .filter(dossier::Column::CitizenId.eq(citizen_id))
+            .filter(dossier::Column::RestrictedGroup.ne(""))
+            .filter(dossier::Column::RestrictedGroup.is_not_in(groups.to_vec()))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(|d| d.id)
+            .collect())
+    }
+
     /// Record an entry; idempotent on `source_event_id`. Returns the entry
     /// and whether it is new.
     pub async fn record(&self, entry: NewEntry) -> Result<(timeline::Model, bool), DbErr> {
