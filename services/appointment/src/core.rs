@@ -1195,6 +1195,8 @@ impl Core {
             template: template.to_owned(),
             variables,
             dossier_id: dossier_id.to_owned(),
+            requested_by: "appointment".to_owned(),
+            ..Default::default()
         };
         let staged = Staged {
             nats_subject: self.notify_subject(),
