@@ -1658,6 +1658,12 @@ impl Core {
         if !f.dossier.is_empty() {
             q = q.filter(booking::Column::DossierId.eq(f.dossier.as_str()));
         }
+        if !f.reference.is_empty() {
+            q = q.filter(booking::Column::Reference.eq(f.reference.as_str()));
+        }
+        if !f.phone.is_empty() {
+            q = q.filter(booking::Column::Phone.eq(f.phone.as_str()));
+        }
         if !f.statuses.is_empty() {
             q = q.filter(booking::Column::Status.is_in(f.statuses.clone()));
         }
@@ -1696,6 +1702,10 @@ pub struct ListFilter {
     pub statuses: Vec<String>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
+    /// Upper-case booking reference.
+    pub reference: String,
+    /// E.164 phone.
+    pub phone: String,
 }
 
 #[derive(Debug)]

@@ -371,6 +371,15 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
             statuses,
             start: time(&f.start_time, "filter.start_time")?,
             end: time(&f.end_time, "filter.end_time")?,
+            reference: f.reference.trim().to_uppercase(),
+            phone: if f.phone.trim().is_empty() {
+                String::new()
+            } else {
+                Phone::parse(&f.phone)
+                    .map_err(|e| invalid_argument("filter.phone", e))?
+                    .as_str()
+                    .to_owned()
+            },
         };
         let after = if r.page_token.is_empty() {
             None

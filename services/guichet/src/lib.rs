@@ -244,6 +244,15 @@ pub async fn start(
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
         config.appointment.dossier_url = config.routing.dossier_url.clone();
     }
+    // The counter checks appointments in on the local port too.
+    if roles.contains(&Role::Appointment) && config.counter.appointment_url.is_empty() {
+        let host = if grpc_addr.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            grpc_addr.ip().to_string()
+        };
+        config.counter.appointment_url = format!("http://{host}:{}", grpc_addr.port());
+    }
 
     let deps = guichet_platform::Deps {
         bus: bus.clone(),

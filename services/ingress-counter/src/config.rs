@@ -24,6 +24,21 @@ pub struct Config {
     pub priorities: BTreeMap<String, u32>,
     /// Recalls a ticket must have had before it may be marked a no-show.
     pub recalls_before_no_show: u32,
+    /// The appointment role's gRPC URL; empty: check-in is off.
+    pub appointment_url: String,
+    /// Check-in opens this long before the appointment.
+    pub appointment_early_minutes: u32,
+    /// Until this long after the start, the ticket keeps its priority.
+    pub appointment_grace_minutes: u32,
+    /// Within the window, the ticket ranks as if it had arrived this long
+    /// before the appointment time.
+    pub appointment_priority_minutes: u32,
+    /// Counter service of each appointment type (else `default_service`).
+    #[serde(default)]
+    pub appointment_services: BTreeMap<String, String>,
+    /// Counter site of each appointment site (else the same name).
+    #[serde(default)]
+    pub appointment_sites: BTreeMap<String, String>,
 }
 
 impl Config {
@@ -43,6 +58,36 @@ impl Config {
                 return Err(ConfigError::invalid(
                     format!("counter.priorities.{name}"),
                     "must be at most 1440 minutes",
+                ));
+            }
+        }
+        let url = self.appointment_url.as_str();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "counter.appointment_url",
+                "must be an http:// or https:// URL, or empty",
+            ));
+        }
+        for (key, value) in [
+            ("appointment_early_minutes", self.appointment_early_minutes),
+            ("appointment_grace_minutes", self.appointment_grace_minutes),
+            (
+                "appointment_priority_minutes",
+                self.appointment_priority_minutes,
+            ),
+        ] {
+            if value > 24 * 60 {
+                return Err(ConfigError::invalid(
+                    format!("counter.{key}"),
+                    "must be at most 1440 minutes",
+                ));
+            }
+        }
+        for (kind, service) in &self.appointment_services {
+            if !self.services.contains_key(service) {
+                return Err(ConfigError::invalid(
+                    format!("counter.appointment_services.{kind}"),
+                    format!("`{service}` is not one of counter.services"),
                 ));
             }
         }

@@ -20,6 +20,7 @@
 //! (gRPC `WatchBoard`, SSE `GET /board/<site>/events`).
 
 pub mod board;
+pub mod checkin;
 pub mod config;
 pub mod db;
 pub mod visits;
@@ -51,6 +52,22 @@ use crate::db::entities::ticket;
 
 pub use config::Config;
 
+/// What a ticket is issued from (kiosk, agent or appointment check-in).
+pub(crate) struct NewTicket {
+    pub citizen: Option<guichet_proto::intake::v1::CitizenHint>,
+    pub reason: String,
+    pub service: String,
+    pub letter: String,
+    pub site: String,
+    pub request_id: Option<String>,
+    pub priority: String,
+    /// Minutes the ticket is ranked ahead of its arrival (or, for an
+    /// appointment in its window, of the appointment time).
+    pub rank_offset_minutes: u32,
+    pub issued_by: String,
+    pub appointment: Option<checkin::Appointment>,
+}
+
 /// Callers allowed to issue tickets: agents at the desk and kiosks (service).
 const ISSUERS: &[Role] = &[Role::Agent, Role::Service];
 /// Callers working a desk.
@@ -76,6 +93,8 @@ pub struct CounterApi {
     /// Cancelled at shutdown: ends the open board streams, so draining
     /// does not wait for the screens to disconnect.
     stop: CancellationToken,
+    /// The appointment role, for check-in; `None` when not configured.
+    appointments: Option<checkin::AppointmentClient>,
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
@@ -102,6 +121,7 @@ pub async fn build_with_clock(
             )
         })?;
     let http_addr = listener.local_addr()?;
+    let appointments = checkin::client(&config.appointment_url, &deps.auth)?;
     Ok(Service {
         api: CounterApi {
             outbox: Outbox::new(db.clone(), deps.bus),
@@ -109,6 +129,7 @@ pub async fn build_with_clock(
             config: Arc::new(config),
             clock,
             stop: CancellationToken::new(),
+            appointments,
         },
         auth: deps.auth,
         listener,
@@ -189,6 +210,8 @@ pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
         },
         no_show_time: t.no_show_time.map(timestamp),
         transferred_from: t.transferred_from.unwrap_or_default(),
+        booking_id: t.booking_id.unwrap_or_default(),
+        appointment_time: t.appointment_at.map(timestamp),
     }
 }
 
@@ -277,109 +300,20 @@ impl pb::counter_service_server::CounterService for CounterApi {
             })?
         };
 
-        // A retry of an accepted request: make sure what is staged is
-        // published, and return the same ticket.
-        if let Some(rid) = &request_id
-            && let Some(t) = self.ticket_by_request(rid).await?
-        {
-            self.outbox
-                .flush()
-                .await
-                .map_err(|e| unavailable("publish intake event", e))?;
-            return Ok(Response::new(ticket_pb(t)));
-        }
-
-        let now = self.clock.now();
-        let day = paris_day(now);
-        let id = uuid::Uuid::now_v7().to_string();
-        tracing::Span::current().record("ticket_id", id.as_str());
-        let event_id = new_event_id();
-        let txn = self
-            .db
-            .begin()
-            .await
-            .map_err(internal_err("issue ticket"))?;
-        let seq = next_counter_value(&txn, "ticket_counters", &format!("{site}|{service}|{day}"))
-            .await
-            .map_err(internal_err("issue ticket"))?;
-        let number = format!("{letter}{seq:03}");
-        let event = IntakeEvent {
-            id: event_id.clone(),
-            channel: Channel::Counter as i32,
-            received_at: Some(timestamp(now)),
-            citizen: req.citizen.clone(),
-            subject: String::new(),
-            body: reason.to_owned(),
-            attachments: vec![],
-            quoted_reference: String::new(),
-            details: Some(intake_event::Details::Counter(CounterDetails {
-                ticket_id: id.clone(),
-                ticket_number: number.clone(),
+        let t = self
+            .issue(NewTicket {
+                citizen: req.citizen.clone(),
+                reason: reason.to_owned(),
                 service: service.to_owned(),
-                issued_by: caller.subject.clone(),
+                letter: letter.clone(),
                 site: site.to_owned(),
+                request_id,
                 priority: priority.to_owned(),
-            })),
-        };
-        let res = ticket::ActiveModel {
-            id: Set(id.clone()),
-            request_id: Set(request_id.clone()),
-            number: Set(number),
-            service: Set(service.to_owned()),
-            site: Set(site.to_owned()),
-            day: Set(day),
-            intake_event_id: Set(event_id.clone()),
-            issued_at: Set(now),
-            priority: Set(priority.to_owned()),
-            status: Set("waiting".to_owned()),
-            waiting_since: Set(now),
-            rank_at: Set(now - chrono::Duration::minutes(i64::from(weight))),
-            desk: Set(None),
-            call_time: Set(None),
-            start_time: Set(None),
-            finish_time: Set(None),
-            no_show_time: Set(None),
-            recalls: Set(0),
-            transferred_from: Set(None),
-        }
-        .insert(&txn)
-        .await;
-        let t = match res {
-            Ok(t) => t,
-            Err(e) if is_unique_violation(&e) && request_id.is_some() => {
-                // The same request raced us: answer with its ticket.
-                drop(txn);
-                let t = self
-                    .ticket_by_request(request_id.as_deref().unwrap_or_default())
-                    .await?
-                    .ok_or_else(|| internal("issue ticket", e))?;
-                return Ok(Response::new(ticket_pb(t)));
-            }
-            Err(e) => return Err(internal("issue ticket", e)),
-        };
-        let staged = Staged {
-            nats_subject: self.outbox.bus().subject("intake.counter"),
-            event: OutgoingEvent {
-                id: event_id,
-                ty: "guichet.intake.v1.intake_event".into(),
-                subject: format!("tickets/{}", t.id),
-                time: now,
-                body: Bytes::from(event.encode_to_vec()),
-            },
-        };
-        self.outbox
-            .stage(&txn, &staged)
-            .await
-            .map_err(internal_err("issue ticket"))?;
-        txn.commit().await.map_err(internal_err("issue ticket"))?;
-        // Answer only after JetStream has the event: the visit is accepted.
-        self.outbox
-            .publish_now(&staged)
-            .await
-            .map_err(|e| unavailable("publish intake event", e))?;
-        metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned())
-            .increment(1);
-        tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
+                rank_offset_minutes: weight,
+                issued_by: caller.subject.clone(),
+                appointment: None,
+            })
+            .await?;
         Ok(Response::new(ticket_pb(t)))
     }
 
@@ -469,9 +403,162 @@ impl pb::counter_service_server::CounterService for CounterApi {
         let stream = self.board_stream(site).await?;
         Ok(Response::new(stream))
     }
+
+    #[tracing::instrument(skip_all, fields(ticket_id = tracing::field::Empty, booking_id = tracing::field::Empty))]
+    async fn check_in_appointment(
+        &self,
+        request: Request<pb::CheckInAppointmentRequest>,
+    ) -> Result<Response<pb::CheckInAppointmentResponse>, Status> {
+        let caller = require(&request, ISSUERS)?;
+        self.check_in(&caller.subject, request.into_inner())
+            .await
+            .map(Response::new)
+    }
 }
 
 impl CounterApi {
+    /// Record a ticket and stage its visit as an IntakeEvent in the same
+    /// transaction; answer once JetStream has the event. Idempotent on
+    /// `request_id`.
+    pub(crate) async fn issue(&self, n: NewTicket) -> Result<ticket::Model, Status> {
+        // A retry of an accepted request: make sure what is staged is
+        // published, and return the same ticket.
+        if let Some(rid) = &n.request_id
+            && let Some(t) = self.ticket_by_request(rid).await?
+        {
+            self.outbox
+                .flush()
+                .await
+                .map_err(|e| unavailable("publish intake event", e))?;
+            return Ok(t);
+        }
+        let NewTicket {
+            citizen,
+            reason,
+            service,
+            letter,
+            site,
+            request_id,
+            priority,
+            rank_offset_minutes,
+            issued_by,
+            appointment,
+        } = n;
+        let (service, site, priority) = (service.as_str(), site.as_str(), priority.as_str());
+
+        let now = self.clock.now();
+        let day = paris_day(now);
+        let id = uuid::Uuid::now_v7().to_string();
+        tracing::Span::current().record("ticket_id", id.as_str());
+        let event_id = new_event_id();
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(internal_err("issue ticket"))?;
+        let seq = next_counter_value(&txn, "ticket_counters", &format!("{site}|{service}|{day}"))
+            .await
+            .map_err(internal_err("issue ticket"))?;
+        let number = format!("{letter}{seq:03}");
+        let event = IntakeEvent {
+            id: event_id.clone(),
+            channel: Channel::Counter as i32,
+            received_at: Some(timestamp(now)),
+            citizen,
+            subject: String::new(),
+            body: reason,
+            attachments: vec![],
+            quoted_reference: String::new(),
+            details: Some(intake_event::Details::Counter(CounterDetails {
+                ticket_id: id.clone(),
+                ticket_number: number.clone(),
+                service: service.to_owned(),
+                issued_by,
+                site: site.to_owned(),
+                priority: priority.to_owned(),
+                booking_id: appointment
+                    .as_ref()
+                    .map(|a| a.booking_id.clone())
+                    .unwrap_or_default(),
+                booking_reference: appointment
+                    .as_ref()
+                    .map(|a| a.reference.clone())
+                    .unwrap_or_default(),
+                dossier_id: appointment
+                    .as_ref()
+                    .map(|a| a.dossier_id.clone())
+                    .unwrap_or_default(),
+            })),
+        };
+        let res = ticket::ActiveModel {
+            id: Set(id.clone()),
+            request_id: Set(request_id.clone()),
+            number: Set(number),
+            service: Set(service.to_owned()),
+            site: Set(site.to_owned()),
+            day: Set(day),
+            intake_event_id: Set(event_id.clone()),
+            issued_at: Set(now),
+            priority: Set(priority.to_owned()),
+            status: Set("waiting".to_owned()),
+            waiting_since: Set(now),
+            rank_at: Set(match &appointment {
+                Some(a) if !a.late => {
+                    a.start - chrono::Duration::minutes(i64::from(rank_offset_minutes))
+                }
+                _ => now - chrono::Duration::minutes(i64::from(rank_offset_minutes)),
+            }),
+            desk: Set(None),
+            call_time: Set(None),
+            start_time: Set(None),
+            finish_time: Set(None),
+            no_show_time: Set(None),
+            recalls: Set(0),
+            transferred_from: Set(None),
+            booking_id: Set(appointment.as_ref().map(|a| a.booking_id.clone())),
+            appointment_at: Set(appointment.as_ref().map(|a| a.start)),
+        }
+        .insert(&txn)
+        .await;
+        let t = match res {
+            Ok(t) => t,
+            Err(e) if is_unique_violation(&e) && request_id.is_some() => {
+                // The same request raced us: answer with its ticket.
+                drop(txn);
+                let t = self
+                    .ticket_by_request(request_id.as_deref().unwrap_or_default())
+                    .await?
+                    .ok_or_else(|| internal("issue ticket", e))?;
+                return Ok(t);
+            }
+            Err(e) => return Err(internal("issue ticket", e)),
+        };
+        let staged = Staged {
+            nats_subject: self.outbox.bus().subject("intake.counter"),
+            event: OutgoingEvent {
+                id: event_id,
+                ty: "guichet.intake.v1.intake_event".into(),
+                subject: format!("tickets/{}", t.id),
+                time: now,
+                body: Bytes::from(event.encode_to_vec()),
+            },
+        };
+        self.outbox
+            .stage(&txn, &staged)
+            .await
+            .map_err(internal_err("issue ticket"))?;
+        txn.commit().await.map_err(internal_err("issue ticket"))?;
+        // Answer only after JetStream has the event: the visit is accepted.
+        self.outbox
+            .publish_now(&staged)
+            .await
+            .map_err(|e| unavailable("publish intake event", e))?;
+        metrics::counter!("guichet_counter_tickets_issued_total", "service" => service.to_owned())
+            .increment(1);
+        tracing::info!(ticket_id = %t.id, service, site, "ticket issued");
+        Ok(t)
+    }
+
     async fn ticket_by_request(&self, rid: &str) -> Result<Option<ticket::Model>, Status> {
         ticket::Entity::find()
             .filter(ticket::Column::RequestId.eq(rid))

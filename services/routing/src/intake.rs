@@ -448,6 +448,13 @@ impl Router {
                 }
             }
         }
+        // An appointment check-in at the counter: the booking's dossier.
+        if let Some(intake_event::Details::Counter(c)) = &event.details
+            && !c.dossier_id.is_empty()
+            && let Some(d) = self.find_dossier(&c.dossier_id).await?
+        {
+            return self.attach(event, d, "appointment").await;
+        }
         // Nothing identifies the person (e.g. a withheld number): the item
         // waits without a dossier, for an agent to qualify.
         if !has_hint(event) {

@@ -9,6 +9,7 @@ mod appointment_booking;
 mod appointment_timers;
 mod auth;
 mod config;
+mod counter_checkin;
 mod counter_desks;
 mod deploy;
 mod dossier_api;

@@ -116,3 +116,39 @@ async fn routing_attaches_to_the_citizens_open_dossier_within_the_window_and_han
     assert!(!d.closed, "reopened");
     s.finish().await;
 }
+
+#[tokio::test]
+async fn routing_attaches_an_appointment_check_in_to_the_bookings_dossier() {
+    let Some(s) = setup(Backend::Sqlite, Some(RULES), &[]).await else {
+        return;
+    };
+    let (env, r) = (&s.env, &s.r);
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let now = chrono::Utc::now();
+    // The dossier the booking belongs to (a request of another citizen
+    // name, so only the booking can tie the visit to it).
+    let a = visit("renseignement sur un passeport", now);
+    env.publish_intake(&a).await;
+    let first = routed(r.grpc_addr, &agent, &a.id).await;
+
+    // The counter's check-in event names the booking's dossier and no one.
+    let mut checkin = intake_at(ipb::Channel::Counter, now);
+    checkin.body = "Rendez-vous RDV-7K3M9QXT (passeport-depot) à 10h15".into();
+    checkin.details = Some(ipb::intake_event::Details::Counter(ipb::CounterDetails {
+        ticket_id: "t-1".into(),
+        ticket_number: "P002".into(),
+        service: "passeports".into(),
+        site: "mairie".into(),
+        priority: "rendez-vous".into(),
+        booking_id: "b-1".into(),
+        booking_reference: "RDV-7K3M9QXT".into(),
+        dossier_id: first.dossier_id.clone(),
+        ..Default::default()
+    }));
+    env.publish_intake(&checkin).await;
+    let item = routed(r.grpc_addr, &agent, &checkin.id).await;
+    assert_eq!(item.correlation, "appointment");
+    assert_eq!(item.dossier_id, first.dossier_id);
+    assert_eq!(item.citizen_id, first.citizen_id);
+    s.finish().await;
+}

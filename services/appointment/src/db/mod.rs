@@ -5,6 +5,7 @@
 pub mod entities;
 mod m0001_init;
 mod m0002_exceptions;
+mod m0003_lookup;
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_init::Migration),
             Box::new(m0002_exceptions::Migration),
+            Box::new(m0003_lookup::Migration),
         ]
     }
 }

@@ -32,6 +32,9 @@ pub mod ticket {
         pub no_show_time: Option<DateTimeUtc>,
         pub recalls: i32,
         pub transferred_from: Option<String>,
+        /// Appointment check-in: the booking and its start.
+        pub booking_id: Option<String>,
+        pub appointment_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
