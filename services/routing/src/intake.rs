@@ -29,7 +29,7 @@ use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
 use crate::db::entities::message_dossier;
-use crate::queue::{NewItem, Queue};
+use crate::queue::{Handled, NewItem, Queue};
 use crate::rules::{Evaluation, Rules};
 
 pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, ServiceCredentials>>;
@@ -173,6 +173,30 @@ static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
 
 /// Dossier references quoted in a request: the explicit one first, then any
 /// in the subject, body or letter text.
+/// An inbound call an agent answered is done work: it reaches the
+/// dossier and the timeline, and the queue as completed by the answering
+/// agent (its waiting and talk times as the PBX measured them), never as
+/// work to offer. Missed calls, voicemail and callback requests are work.
+pub fn answered_call(event: &IntakeEvent, received_at: DateTime<Utc>) -> Option<Handled> {
+    let Some(intake_event::Details::Telephony(t)) = &event.details else {
+        return None;
+    };
+    if t.missed || t.voicemail || t.callback_requested || t.direction == "out" {
+        return None;
+    }
+    let assign_time = received_at + chrono::Duration::seconds(i64::from(t.waiting_seconds));
+    Some(Handled {
+        agent: if t.answered_by.is_empty() {
+            "pbx".to_owned()
+        } else {
+            t.answered_by.clone()
+        },
+        assign_time,
+        complete_time: assign_time + chrono::Duration::seconds(i64::from(t.talk_seconds)),
+        outcome: "answered".to_owned(),
+    })
+}
+
 pub fn quoted_references(event: &IntakeEvent) -> Vec<String> {
     let mut out = Vec::new();
     if !event.quoted_reference.trim().is_empty() {
@@ -322,6 +346,7 @@ impl Router {
                 sla_warn: class.sla_warn,
                 rule_id: class.rule_id.clone(),
                 correlation: target.correlation.to_owned(),
+                handled: answered_call(&event, received_at),
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;

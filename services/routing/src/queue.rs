@@ -96,6 +96,19 @@ pub struct NewItem {
     pub sla_warn: Option<DateTime<Utc>>,
     pub rule_id: String,
     pub correlation: String,
+    /// Work already done when it reaches routing (a call an agent answered
+    /// on the phone): recorded as completed, never offered.
+    pub handled: Option<Handled>,
+}
+
+/// Who handled a request before routing saw it, and when.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// The agent as the source names them (e.g. the PBX user).
+    pub agent: String,
+    pub assign_time: DateTime<Utc>,
+    pub complete_time: DateTime<Utc>,
+    pub outcome: String,
 }
 
 /// Why a queue operation did not happen.
@@ -383,18 +396,23 @@ impl Queue {
             id: Set(id.clone()),
             intake_event_id: Set(item.intake_event_id),
             channel: Set(item.channel),
-            status: Set(PENDING.to_owned()),
+            status: Set(if item.handled.is_some() {
+                COMPLETED
+            } else {
+                PENDING
+            }
+            .to_owned()),
             priority: Set(item.priority),
             dossier_id: Set(item.dossier_id),
             dossier_reference: Set(item.dossier_reference),
             citizen_id: Set(item.citizen_id),
             process_id: Set(item.process_id),
             summary: Set(item.summary),
-            agent_id: Set(None),
-            outcome: Set(None),
+            agent_id: Set(item.handled.as_ref().map(|h| h.agent.clone())),
+            outcome: Set(item.handled.as_ref().map(|h| h.outcome.clone())),
             enter_time: Set(micros(item.enter_time)),
-            assign_time: Set(None),
-            complete_time: Set(None),
+            assign_time: Set(item.handled.as_ref().map(|h| micros(h.assign_time))),
+            complete_time: Set(item.handled.as_ref().map(|h| micros(h.complete_time))),
             updated_at: Set(now),
             queue_id: Set(item.queue_id),
             previous_queue_id: Set(None),
@@ -425,7 +443,12 @@ impl Queue {
                         .push(")");
                     txn.execute_raw(sql.build()).await?;
                 }
-                self.stage(&txn, &m, "enqueued", "", "").await?;
+                let step = if m.status == COMPLETED {
+                    "completed"
+                } else {
+                    "enqueued"
+                };
+                self.stage(&txn, &m, step, "", "").await?;
                 txn.commit().await?;
                 self.changed();
                 Ok((m, true))

@@ -522,12 +522,19 @@ async fn missed_and_answered_calls_reach_queue_and_timeline(backend: Backend) {
         requested.summary
     );
     assert!(!requested.dossier_id.is_empty());
-    // The answered call lands on the same citizen's timeline.
+    // The answered call lands on the same citizen's timeline, and in the
+    // queue as work already done by the agent who answered: never offered.
     let answered = item(&a1.intake_event_id);
     assert_eq!(
         answered.citizen_id, missed.citizen_id,
         "same number, same citizen"
     );
+    assert_eq!(answered.status(), qpb::WorkItemStatus::Completed);
+    assert_eq!(answered.agent_id, "Anne Agent");
+    assert_eq!(answered.outcome, "answered");
+    for open in [&missed, &anon, &requested] {
+        assert_eq!(open.status(), qpb::WorkItemStatus::Pending);
+    }
     let timeline = dossier_client(app.grpc_addr, &agent)
         .await
         .list_citizen_timeline(
