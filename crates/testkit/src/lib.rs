@@ -589,7 +589,8 @@ impl TestEnv {
             auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
             database: config.database.clone(),
             readiness: guichet_platform::admin::Readiness::new(),
-            objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+            objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
+                .expect("object store"),
         }
     }
 }

@@ -87,6 +87,7 @@ impl GuichetConfig {
         self.bus.validate()?;
         self.auth.validate()?;
         self.telemetry.validate()?;
+        self.objects.validate()?;
         for role in roles {
             match role {
                 Role::Dossier => self.dossier.validate()?,
@@ -259,8 +260,16 @@ pub async fn start(
         auth,
         database: config.database.clone(),
         readiness: readiness.clone(),
-        objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+        objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
+            .map_err(|e| anyhow::anyhow!("objects: {e}"))?,
     };
+    // Documents must be storable for the process to take work.
+    let objects = deps.objects.clone();
+    readiness.add_check("objects", move || {
+        let objects = objects.clone();
+        async move { objects.check().await }
+    });
+    tracing::info!(backend = %deps.objects.describe(), "object store");
     let mut server = GrpcServer::new();
     let mut built = Vec::new();
     let mut http_addrs = Vec::new();
