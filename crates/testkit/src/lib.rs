@@ -172,9 +172,18 @@ impl TestEnv {
             ("GUICHET__SCAN__STABLE_MS".into(), "200".into()),
             // The signature role: its pages on a random port, test secrets.
             ("GUICHET__SIGNATURE__HTTP_ADDR".into(), "127.0.0.1:0".into()),
-            ("GUICHET__SIGNATURE__CODE_SECRET".into(), SIGNATURE_CODE_SECRET.into()),
-            ("GUICHET__SIGNATURE__SEAL__KEY_ID".into(), SEAL_KEY_A.0.into()),
-            ("GUICHET__SIGNATURE__SEAL__PRIVATE_KEY".into(), SEAL_KEY_A.1.into()),
+            (
+                "GUICHET__SIGNATURE__CODE_SECRET".into(),
+                SIGNATURE_CODE_SECRET.into(),
+            ),
+            (
+                "GUICHET__SIGNATURE__SEAL__KEY_ID".into(),
+                SEAL_KEY_A.0.into(),
+            ),
+            (
+                "GUICHET__SIGNATURE__SEAL__PRIVATE_KEY".into(),
+                SEAL_KEY_A.1.into(),
+            ),
         ];
         Some(env)
     }

@@ -164,10 +164,12 @@ impl GuichetConfig {
             Ok(key)
         };
         if need_code {
-            self.signature.code_secret = SecretString::from(dev_secret("dev-signature-code-secret")?);
+            self.signature.code_secret =
+                SecretString::from(dev_secret("dev-signature-code-secret")?);
         }
         if need_seal {
-            self.signature.seal.private_key = SecretString::from(dev_secret("dev-signature-seal-key")?);
+            self.signature.seal.private_key =
+                SecretString::from(dev_secret("dev-signature-seal-key")?);
         }
         Ok(())
     }

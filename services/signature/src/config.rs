@@ -79,20 +79,61 @@ impl Config {
             ));
         }
         if !self.http_addr.is_empty() && self.http_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid("signature.http_addr", "must be host:port"));
+            return Err(ConfigError::invalid(
+                "signature.http_addr",
+                "must be host:port",
+            ));
         }
         let ranges: [(&str, u64, u64, u64); 7] = [
-            ("signature.default_expiry_days", self.default_expiry_days.into(), 1, 365),
-            ("signature.code_ttl_minutes", self.code_ttl_minutes.into(), 1, 60),
-            ("signature.max_attempts_per_code", self.max_attempts_per_code.into(), 1, 10),
-            ("signature.max_codes_per_signer", self.max_codes_per_signer.into(), 1, 20),
-            ("signature.resend_interval_secs", self.resend_interval_secs.into(), 0, 3600),
-            ("signature.max_document_bytes", self.max_document_bytes, 1024, 100 << 20),
-            ("signature.job_interval_secs", self.job_interval_secs, 1, 3600),
+            (
+                "signature.default_expiry_days",
+                self.default_expiry_days.into(),
+                1,
+                365,
+            ),
+            (
+                "signature.code_ttl_minutes",
+                self.code_ttl_minutes.into(),
+                1,
+                60,
+            ),
+            (
+                "signature.max_attempts_per_code",
+                self.max_attempts_per_code.into(),
+                1,
+                10,
+            ),
+            (
+                "signature.max_codes_per_signer",
+                self.max_codes_per_signer.into(),
+                1,
+                20,
+            ),
+            (
+                "signature.resend_interval_secs",
+                self.resend_interval_secs.into(),
+                0,
+                3600,
+            ),
+            (
+                "signature.max_document_bytes",
+                self.max_document_bytes,
+                1024,
+                100 << 20,
+            ),
+            (
+                "signature.job_interval_secs",
+                self.job_interval_secs,
+                1,
+                3600,
+            ),
         ];
         for (key, v, lo, hi) in ranges {
             if !(lo..=hi).contains(&v) {
-                return Err(ConfigError::invalid(key, format!("must be between {lo} and {hi}")));
+                return Err(ConfigError::invalid(
+                    key,
+                    format!("must be between {lo} and {hi}"),
+                ));
             }
         }
         if self.code_secret.expose_secret().len() < 32 {

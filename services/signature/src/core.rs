@@ -19,7 +19,9 @@ use guichet_platform::calendar::to_paris;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
-use guichet_platform::grpc::{failed_precondition, internal, internal_err, invalid_argument, not_found};
+use guichet_platform::grpc::{
+    failed_precondition, internal, internal_err, invalid_argument, not_found,
+};
 use guichet_platform::objects::{ObjectError, ObjectStore};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
@@ -156,7 +158,10 @@ pub fn closed(status: &str) -> Status {
             "EXPIRED",
             "Le délai de signature est dépassé : contactez la mairie pour recevoir une nouvelle demande.",
         ),
-        CANCELLED => precondition("CANCELLED", "Cette demande de signature a été annulée par la mairie."),
+        CANCELLED => precondition(
+            "CANCELLED",
+            "Cette demande de signature a été annulée par la mairie.",
+        ),
         LOCKED => precondition(
             "LOCKED",
             "La signature est bloquée après trop d'essais : un agent de la mairie doit la débloquer.",
@@ -271,7 +276,11 @@ impl Core {
             .map_err(internal_err("list signature events"))?;
         let more = rows.len() as u64 > limit;
         let rows: Vec<_> = rows.into_iter().take(limit as usize).collect();
-        let next = if more { rows.last().map(|e| e.id) } else { None };
+        let next = if more {
+            rows.last().map(|e| e.id)
+        } else {
+            None
+        };
         Ok((rows, next))
     }
 
@@ -383,9 +392,10 @@ impl Core {
                         "document_sha256",
                         "aucun document de ce SHA-256 dans le stockage",
                     ),
-                    ObjectError::BadAddress(_) => {
-                        invalid_argument("document_sha256", "doit être un SHA-256 hexadécimal en minuscules")
-                    }
+                    ObjectError::BadAddress(_) => invalid_argument(
+                        "document_sha256",
+                        "doit être un SHA-256 hexadécimal en minuscules",
+                    ),
                     other => internal("read document", other),
                 })?;
                 pdf::check(&bytes)
@@ -402,7 +412,8 @@ impl Core {
                         ),
                     ));
                 }
-                pdf::check(bytes).map_err(|e| invalid_argument("document_content", e.to_string()))?;
+                pdf::check(bytes)
+                    .map_err(|e| invalid_argument("document_content", e.to_string()))?;
                 let sha = self
                     .objects
                     .put(bytes)
@@ -440,42 +451,49 @@ impl Core {
             decline_reason: None,
         };
         let txn = self.db.begin().await.map_err(internal_err("create"))?;
-        let res: Result<(), sea_orm::DbErr> = async {
-            req.clone().into_active_model().insert(&txn).await?;
-            for (i, s) in nr.signers.iter().enumerate() {
-                signer::ActiveModel {
-                    id: Set(new_id()),
-                    request_id: Set(id.clone()),
-                    position: Set(i as i32),
-                    name: Set(s.name.clone()),
-                    phone: Set(s.phone.as_str().to_owned()),
-                    token: Set(otp::new_token().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?),
-                    status: Set(PENDING.into()),
-                    signed_at: Set(None),
-                    codes_sent: Set(0),
-                    last_code_at: Set(None),
-                    sign_ip: Set(None),
-                    sign_user_agent: Set(None),
+        let res: Result<(), sea_orm::DbErr> =
+            async {
+                req.clone().into_active_model().insert(&txn).await?;
+                for (i, s) in nr.signers.iter().enumerate() {
+                    signer::ActiveModel {
+                        id: Set(new_id()),
+                        request_id: Set(id.clone()),
+                        position: Set(i as i32),
+                        name: Set(s.name.clone()),
+                        phone: Set(s.phone.as_str().to_owned()),
+                        token: Set(
+                            otp::new_token().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
+                        ),
+                        status: Set(PENDING.into()),
+                        signed_at: Set(None),
+                        codes_sent: Set(0),
+                        last_code_at: Set(None),
+                        sign_ip: Set(None),
+                        sign_user_agent: Set(None),
+                    }
+                    .insert(&txn)
+                    .await?;
                 }
-                .insert(&txn)
+                self.record(
+                    &txn,
+                    &id,
+                    "",
+                    "created",
+                    "ok",
+                    origin,
+                    &format!(
+                        "{} signataire(s), document {}",
+                        nr.signers.len(),
+                        req.document_sha256
+                    ),
+                )
                 .await?;
+                self.announce(&txn, "request_created", &req, PENDING, "", origin)
+                    .await?;
+                self.add_job(&txn, "link", &id).await?;
+                Ok(())
             }
-            self.record(
-                &txn,
-                &id,
-                "",
-                "created",
-                "ok",
-                origin,
-                &format!("{} signataire(s), document {}", nr.signers.len(), req.document_sha256),
-            )
-            .await?;
-            self.announce(&txn, "request_created", &req, PENDING, "", origin)
-                .await?;
-            self.add_job(&txn, "link", &id).await?;
-            Ok(())
-        }
-        .await;
+            .await;
         if let Err(e) = res {
             let _ = txn.rollback().await;
             return Err(internal("create", e));
@@ -593,7 +611,12 @@ impl Core {
                 kind,
                 "ok",
                 origin,
-                &format!("code {}/{} envoyé par SMS, valable jusqu'à {}", s.codes_sent + 1, max, rfc3339(expire_at)),
+                &format!(
+                    "code {}/{} envoyé par SMS, valable jusqu'à {}",
+                    s.codes_sent + 1,
+                    max,
+                    rfc3339(expire_at)
+                ),
             )
             .await?;
             self.stage_sms(&txn, &full.req, &s, &code_id, &code, expire_at)
@@ -607,7 +630,9 @@ impl Core {
             Ok(true) => txn.commit().await.map_err(internal_err("send code"))?,
             Ok(false) => {
                 let _ = txn.rollback().await;
-                return Err(Status::aborted("Un autre envoi de code est en cours : réessayez."));
+                return Err(Status::aborted(
+                    "Un autre envoi de code est en cours : réessayez.",
+                ));
             }
             Err(e) => {
                 let _ = txn.rollback().await;
@@ -713,7 +738,8 @@ impl Core {
         txn.commit().await.map_err(internal_err("lock"))?;
         if r.rows_affected == 1 {
             self.outbox.notify();
-            metrics::counter!("guichet_signature_locks_total", "reason" => why.to_owned()).increment(1);
+            metrics::counter!("guichet_signature_locks_total", "reason" => why.to_owned())
+                .increment(1);
             tracing::info!(signature_request_id = %request_id, reason = why, "signature request locked");
         }
         Ok(())
@@ -748,7 +774,10 @@ impl Core {
         let s = self.signer_of(&full, signer_id)?.clone();
         self.check_open(&full).await?;
         if s.status != PENDING {
-            return Err(precondition("SIGNER_DONE", "Vous avez déjà répondu à cette demande."));
+            return Err(precondition(
+                "SIGNER_DONE",
+                "Vous avez déjà répondu à cette demande.",
+            ));
         }
         let max = self.config.max_attempts_per_code as i32;
         let outcome = |o: &'static str| {
@@ -774,7 +803,10 @@ impl Core {
                 let (o, msg) = if used > 0 {
                     ("already_used", "Ce code a déjà été utilisé.")
                 } else {
-                    ("no_code", "Demandez d'abord un code : aucun code valide n'a été envoyé.")
+                    (
+                        "no_code",
+                        "Demandez d'abord un code : aucun code valide n'a été envoyé.",
+                    )
                 };
                 outcome(o);
                 self.record(&self.db, request_id, &s.id, "attempt", o, origin, "")
@@ -792,9 +824,17 @@ impl Core {
                     .await
                     .map_err(internal_err("confirm"))?;
                 outcome("expired_code");
-                self.record(&self.db, request_id, &s.id, "attempt", "expired_code", origin, "")
-                    .await
-                    .map_err(internal_err("confirm"))?;
+                self.record(
+                    &self.db,
+                    request_id,
+                    &s.id,
+                    "attempt",
+                    "expired_code",
+                    origin,
+                    "",
+                )
+                .await
+                .map_err(internal_err("confirm"))?;
                 return Err(precondition(
                     "CODE_EXPIRED",
                     "Ce code a expiré : demandez-en un nouveau.",
@@ -842,8 +882,16 @@ impl Core {
                         &format!("code valide (tentative {}/{})", c.attempts + 1, max),
                     )
                     .await?;
-                    self.record(&txn, request_id, &s.id, "signed", "ok", origin, "consentement exprimé et code vérifié")
-                        .await?;
+                    self.record(
+                        &txn,
+                        request_id,
+                        &s.id,
+                        "signed",
+                        "ok",
+                        origin,
+                        "consentement exprimé et code vérifié",
+                    )
+                    .await?;
                     self.announce(&txn, "signer_signed", &full.req, PENDING, &s.id, origin)
                         .await?;
                     let left = signer::Entity::find()
@@ -914,7 +962,8 @@ impl Core {
             txn.commit().await.map_err(internal_err("confirm"))?;
             outcome("wrong_code");
             if exhausted {
-                self.lock(request_id, &s.id, origin, "attempts_limit").await?;
+                self.lock(request_id, &s.id, origin, "attempts_limit")
+                    .await?;
                 return Err(closed(LOCKED));
             }
             return Ok(Confirmed {
@@ -923,11 +972,14 @@ impl Core {
                 full: self.get(request_id).await?,
             });
         }
-        Err(Status::aborted("Trop de confirmations simultanées : réessayez."))
+        Err(Status::aborted(
+            "Trop de confirmations simultanées : réessayez.",
+        ))
     }
 
     // --- decline, cancel, reissue, expiry ------------------------------------
 
+    #[allow(clippy::too_many_arguments)]
     async fn close(
         &self,
         origin: &Origin,
@@ -946,7 +998,10 @@ impl Core {
             .filter(request::Column::Id.eq(request_id.to_owned()))
             .filter(request::Column::Status.is_in(from.iter().map(|s| s.to_string())));
         if !reason.is_empty() {
-            upd = upd.col_expr(request::Column::DeclineReason, Expr::value(reason.to_owned()));
+            upd = upd.col_expr(
+                request::Column::DeclineReason,
+                Expr::value(reason.to_owned()),
+            );
         }
         let r = upd.exec(&txn).await.map_err(internal_err(event_type))?;
         if r.rows_affected != 1 {
@@ -980,7 +1035,8 @@ impl Core {
         }
         txn.commit().await.map_err(internal_err(event_type))?;
         self.outbox.notify();
-        metrics::counter!("guichet_signature_requests_total", "status" => to.to_owned()).increment(1);
+        metrics::counter!("guichet_signature_requests_total", "status" => to.to_owned())
+            .increment(1);
         tracing::info!(signature_request_id = %request_id, status = to, "signature request closed");
         self.get(request_id).await
     }
@@ -996,22 +1052,49 @@ impl Core {
         let s = self.signer_of(&full, signer_id)?.clone();
         self.check_open(&full).await?;
         if s.status != PENDING {
-            return Err(precondition("SIGNER_DONE", "Vous avez déjà répondu à cette demande."));
+            return Err(precondition(
+                "SIGNER_DONE",
+                "Vous avez déjà répondu à cette demande.",
+            ));
         }
         let reason: String = reason.trim().chars().take(1000).collect();
-        self.close(origin, request_id, &s.id, DECLINED, &[PENDING], &reason, "declined")
-            .await
+        self.close(
+            origin,
+            request_id,
+            &s.id,
+            DECLINED,
+            &[PENDING],
+            &reason,
+            "declined",
+        )
+        .await
     }
 
     pub async fn cancel(&self, origin: &Origin, id: &str, reason: &str) -> Result<Full, Status> {
         self.get(id).await?;
-        self.close(origin, id, "", CANCELLED, &[PENDING, LOCKED], reason.trim(), "cancelled")
-            .await
+        self.close(
+            origin,
+            id,
+            "",
+            CANCELLED,
+            &[PENDING, LOCKED],
+            reason.trim(),
+            "cancelled",
+        )
+        .await
     }
 
     async fn expire_one(&self, id: &str) -> Result<bool, Status> {
         match self
-            .close(&Origin::system(), id, "", EXPIRED, &[PENDING, LOCKED], "", "expired")
+            .close(
+                &Origin::system(),
+                id,
+                "",
+                EXPIRED,
+                &[PENDING, LOCKED],
+                "",
+                "expired",
+            )
             .await
         {
             Ok(_) => Ok(true),
@@ -1076,7 +1159,10 @@ impl Core {
         let res: Result<(), sea_orm::DbErr> = async {
             signer::Entity::update_many()
                 .col_expr(signer::Column::CodesSent, Expr::value(0))
-                .col_expr(signer::Column::LastCodeAt, Expr::value(Option::<DateTime<Utc>>::None))
+                .col_expr(
+                    signer::Column::LastCodeAt,
+                    Expr::value(Option::<DateTime<Utc>>::None),
+                )
                 .filter(signer::Column::RequestId.eq(id.to_owned()))
                 .filter(signer::Column::Status.eq(PENDING))
                 .exec(&txn)
@@ -1157,9 +1243,18 @@ impl Core {
             .col_expr(request::Column::Status, Expr::value(SIGNED))
             .col_expr(request::Column::UpdatedAt, Expr::value(now))
             .col_expr(request::Column::CompletedAt, Expr::value(now))
-            .col_expr(request::Column::SignedSha256, Expr::value(signed_sha.clone()))
-            .col_expr(request::Column::EvidenceSha256, Expr::value(evidence_sha.clone()))
-            .col_expr(request::Column::KeyId, Expr::value(self.keys.key_id.clone()))
+            .col_expr(
+                request::Column::SignedSha256,
+                Expr::value(signed_sha.clone()),
+            )
+            .col_expr(
+                request::Column::EvidenceSha256,
+                Expr::value(evidence_sha.clone()),
+            )
+            .col_expr(
+                request::Column::KeyId,
+                Expr::value(self.keys.key_id.clone()),
+            )
             .filter(request::Column::Id.eq(id.to_owned()))
             .filter(request::Column::Status.eq(PENDING))
             .exec(&txn)
@@ -1420,5 +1515,9 @@ pub fn slug(s: &str) -> String {
         }
     }
     let out = out.trim_matches('-').chars().take(60).collect::<String>();
-    if out.is_empty() { "document".into() } else { out }
+    if out.is_empty() {
+        "document".into()
+    } else {
+        out
+    }
 }

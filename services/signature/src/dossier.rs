@@ -33,8 +33,11 @@ pub trait DossierPort: Send + Sync {
     /// Fire the transition guarded by `signature_completed` that the
     /// process allows the `service` role from the current state, if any;
     /// returns the new state.
-    async fn advance(&self, dossier_id: &str, idempotency_key: &str)
-    -> Result<Option<String>, Status>;
+    async fn advance(
+        &self,
+        dossier_id: &str,
+        idempotency_key: &str,
+    ) -> Result<Option<String>, Status>;
 }
 
 pub struct Grpc {

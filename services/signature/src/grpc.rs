@@ -90,7 +90,10 @@ fn parse_filter(f: &str) -> Result<(Option<String>, Option<String>), Status> {
             "dossier_id" => dossier = Some(v),
             "status" => {
                 if status_enum(&v) == pb::RequestStatus::Unspecified {
-                    return Err(invalid_argument("filter", format!("statut inconnu « {v} »")));
+                    return Err(invalid_argument(
+                        "filter",
+                        format!("statut inconnu « {v} »"),
+                    ));
                 }
                 status = Some(v)
             }
@@ -147,7 +150,9 @@ impl SignatureService for SignatureApi {
             }
         };
         let expire_at = match &r.expire_time {
-            Some(t) => Some(datetime(t).ok_or_else(|| invalid_argument("expire_time", "date invalide"))?),
+            Some(t) => {
+                Some(datetime(t).ok_or_else(|| invalid_argument("expire_time", "date invalide"))?)
+            }
             None => None,
         };
         let full = self
@@ -270,7 +275,9 @@ impl SignatureService for SignatureApi {
         let o = origin(&request, &[Role::Agent])?;
         let r = request.into_inner();
         let expire = match &r.expire_time {
-            Some(t) => Some(datetime(t).ok_or_else(|| invalid_argument("expire_time", "date invalide"))?),
+            Some(t) => {
+                Some(datetime(t).ok_or_else(|| invalid_argument("expire_time", "date invalide"))?)
+            }
             None => None,
         };
         let f = self.core.reissue(&o, &r.id, &r.reason, expire).await?;

@@ -131,7 +131,10 @@ label{{display:block;margin:.5rem 0}} code{{word-break:break-all}}
     );
     let mut resp = (status, page).into_response();
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     secure_headers(h);
     resp
 }
@@ -139,7 +142,10 @@ label{{display:block;margin:.5rem 0}} code{{word-break:break-all}}
 fn secure_headers(h: &mut HeaderMap) {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     // The link carries the signer's secret: never leak it as a referrer.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -147,7 +153,10 @@ fn secure_headers(h: &mut HeaderMap) {
             "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
 }
 
 fn not_found(town: &str) -> Response {
@@ -176,7 +185,13 @@ async fn load(app: &App, token: &str) -> Result<(Full, signer::Model), Response>
 
 /// Render the page for the request's current state, with an optional
 /// message (info) or error.
-fn render(app: &App, token: &str, full: &Full, s: &signer::Model, msg: Option<(bool, String)>) -> Response {
+fn render(
+    app: &App,
+    token: &str,
+    full: &Full,
+    s: &signer::Model,
+    msg: Option<(bool, String)>,
+) -> Response {
     let cfg = &app.core.config;
     let r = &full.req;
     let note = match msg {
@@ -256,11 +271,15 @@ fn render(app: &App, token: &str, full: &Full, s: &signer::Model, msg: Option<(b
             ),
             core::EXPIRED => (
                 "Délai de signature dépassé",
-                format!("{note}<p>Le délai pour signer ce document est dépassé. Contactez la mairie pour recevoir une nouvelle demande.</p>"),
+                format!(
+                    "{note}<p>Le délai pour signer ce document est dépassé. Contactez la mairie pour recevoir une nouvelle demande.</p>"
+                ),
             ),
             core::DECLINED => (
                 "Signature refusée",
-                format!("{note}<p>La signature de ce document a été refusée. La mairie en est informée.</p>"),
+                format!(
+                    "{note}<p>La signature de ce document a été refusée. La mairie en est informée.</p>"
+                ),
             ),
             core::CANCELLED => (
                 "Demande annulée",
@@ -296,14 +315,23 @@ async fn document(State(app): State<App>, Path(token): Path<String>) -> Response
         Err(r) => return r,
     };
     let (sha, name) = match &full.req.signed_sha256 {
-        Some(sha) => (sha.clone(), format!("{}-signe.pdf", core::slug(&full.req.title))),
-        None => (full.req.document_sha256.clone(), format!("{}.pdf", core::slug(&full.req.title))),
+        Some(sha) => (
+            sha.clone(),
+            format!("{}-signe.pdf", core::slug(&full.req.title)),
+        ),
+        None => (
+            full.req.document_sha256.clone(),
+            format!("{}.pdf", core::slug(&full.req.title)),
+        ),
     };
     match app.core.objects.get(&sha).await {
         Ok(bytes) => {
             let mut resp = bytes.into_response();
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/pdf"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/pdf"),
+            );
             if let Ok(v) = HeaderValue::from_str(&format!("inline; filename=\"{name}\"")) {
                 h.insert(header::CONTENT_DISPOSITION, v);
             }
@@ -322,7 +350,11 @@ fn form(body: &Bytes) -> HashMap<String, String> {
 }
 
 /// Load the signer and check the form token; the error is a page.
-async fn checked(app: &App, token: &str, f: &HashMap<String, String>) -> Result<(Full, signer::Model), Response> {
+async fn checked(
+    app: &App,
+    token: &str,
+    f: &HashMap<String, String>,
+) -> Result<(Full, signer::Model), Response> {
     let (full, s) = load(app, token).await?;
     let csrf = f.get("csrf").map(String::as_str).unwrap_or_default();
     if !form_token_ok(&app.core.config.code_secret, token, csrf) {
@@ -441,7 +473,10 @@ mod tests {
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.1"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 198.51.100.7, 10.0.0.1"),
+        );
         assert_eq!(client_ip(proxy, &h, &[proxy]).to_string(), "198.51.100.7");
         let other: IpAddr = "192.0.2.1".parse().unwrap();
         assert_eq!(client_ip(other, &h, &[proxy]), other);
@@ -449,6 +484,9 @@ mod tests {
 
     #[test]
     fn html_is_escaped() {
-        assert_eq!(esc("<a href='x'>&\""), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;");
+        assert_eq!(
+            esc("<a href='x'>&\""),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;"
+        );
     }
 }

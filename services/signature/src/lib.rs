@@ -95,7 +95,10 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
         let l = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .map_err(|e| {
-                anyhow::anyhow!("cannot listen on signature.http_addr {}: {e}", config.http_addr)
+                anyhow::anyhow!(
+                    "cannot listen on signature.http_addr {}: {e}",
+                    config.http_addr
+                )
             })?;
         let addr = l.local_addr()?;
         (Some(l), Some(addr))

@@ -45,7 +45,9 @@ fn mac(secret: &SecretString, parts: &[&str]) -> HmacSha256 {
 /// The stored form of a code: hex HMAC-SHA256 over the code id and code,
 /// so equal codes of two requests never share a hash.
 pub fn hash_code(secret: &SecretString, code_id: &str, code: &str) -> String {
-    hex(&mac(secret, &["code", code_id, code]).finalize().into_bytes())
+    hex(&mac(secret, &["code", code_id, code])
+        .finalize()
+        .into_bytes())
 }
 
 /// Constant-time check of a submitted code against its stored hash.
@@ -95,8 +97,13 @@ mod tests {
 
     #[test]
     fn codes_are_six_digits_and_vary() {
-        let codes: std::collections::BTreeSet<String> = (0..50).map(|_| new_code().unwrap()).collect();
-        assert!(codes.iter().all(|c| c.len() == 6 && c.chars().all(|d| d.is_ascii_digit())));
+        let codes: std::collections::BTreeSet<String> =
+            (0..50).map(|_| new_code().unwrap()).collect();
+        assert!(
+            codes
+                .iter()
+                .all(|c| c.len() == 6 && c.chars().all(|d| d.is_ascii_digit()))
+        );
         assert!(codes.len() > 40);
     }
 
@@ -108,9 +115,15 @@ mod tests {
         assert!(code_matches(&secret(), "c1", "123456", &h));
         assert!(code_matches(&secret(), "c1", " 123456 ", &h));
         assert!(!code_matches(&secret(), "c1", "123457", &h));
-        assert!(!code_matches(&secret(), "c2", "123456", &h), "bound to its code id");
+        assert!(
+            !code_matches(&secret(), "c2", "123456", &h),
+            "bound to its code id"
+        );
         let other = SecretString::from("another-key-another-key-another-key".to_owned());
-        assert!(!code_matches(&other, "c1", "123456", &h), "bound to the key");
+        assert!(
+            !code_matches(&other, "c1", "123456", &h),
+            "bound to the key"
+        );
     }
 
     #[test]

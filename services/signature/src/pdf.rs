@@ -127,7 +127,12 @@ fn page_content(p: &SignaturePage) -> Content {
         y: 780.0,
     };
     w.line("F2", 16.0, 50.0, "Page de signature électronique");
-    w.line("F1", 10.0, 50.0, &format!("{} – signature électronique simple (eIDAS)", p.town));
+    w.line(
+        "F1",
+        10.0,
+        50.0,
+        &format!("{} – signature électronique simple (eIDAS)", p.town),
+    );
     w.gap(10.0);
     w.line("F2", 11.0, 50.0, "Document");
     for l in wrap(&p.title, 80) {
@@ -135,12 +140,22 @@ fn page_content(p: &SignaturePage) -> Content {
     }
     w.line("F1", 9.0, 60.0, "Empreinte SHA-256 du document original :");
     w.line("F1", 9.0, 60.0, &p.original_sha256);
-    w.line("F1", 9.0, 60.0, &format!("Demande de signature : {}", p.request_id));
+    w.line(
+        "F1",
+        9.0,
+        60.0,
+        &format!("Demande de signature : {}", p.request_id),
+    );
     w.gap(8.0);
     w.line("F2", 11.0, 50.0, "Signataires");
     for (name, phone, when) in &p.signers {
         w.line("F1", 10.0, 60.0, &format!("{name} – téléphone {phone}"));
-        w.line("F1", 10.0, 75.0, &format!("a signé le {when} (heure de Paris)"));
+        w.line(
+            "F1",
+            10.0,
+            75.0,
+            &format!("a signé le {when} (heure de Paris)"),
+        );
     }
     w.line(
         "F1",
@@ -149,7 +164,12 @@ fn page_content(p: &SignaturePage) -> Content {
         "Méthode : code à usage unique envoyé par SMS",
     );
     w.gap(8.0);
-    w.line("F2", 11.0, 50.0, "Consentement exprimé par chaque signataire");
+    w.line(
+        "F2",
+        11.0,
+        50.0,
+        "Consentement exprimé par chaque signataire",
+    );
     for l in wrap(&p.consent_text, 90) {
         w.line("F1", 9.0, 60.0, &l);
     }
@@ -236,9 +256,7 @@ pub fn simple_document(title: &str, lines: &[&str]) -> Vec<u8> {
     for l in lines {
         w.line("F1", 11.0, 50.0, l);
     }
-    let content = Content { operations: w.ops }
-        .encode()
-        .unwrap_or_default();
+    let content = Content { operations: w.ops }.encode().unwrap_or_default();
     let content_id = doc.add_object(Stream::new(dictionary! {}, content));
     let page_id = doc.add_object(dictionary! {
         "Type" => "Page",
@@ -296,7 +314,9 @@ mod tests {
         let content = doc.get_page_content(last);
         let has = |s: &str| {
             let needle = win_ansi(s);
-            content.windows(needle.len()).any(|w| w == needle.as_slice())
+            content
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice())
         };
         assert!(has("Page de signature ") && has("lectronique"));
         assert!(has("Am\u{e9}lie Poulain"));
@@ -307,7 +327,10 @@ mod tests {
     #[test]
     fn non_pdf_content_is_refused() {
         assert!(matches!(check(b"hello"), Err(PdfError::NotPdf)));
-        assert!(matches!(check(b"%PDF-1.7 garbage"), Err(PdfError::Unreadable(_))));
+        assert!(matches!(
+            check(b"%PDF-1.7 garbage"),
+            Err(PdfError::Unreadable(_))
+        ));
     }
 
     #[test]

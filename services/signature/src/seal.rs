@@ -80,7 +80,8 @@ impl std::fmt::Debug for Keys {
 fn parse_private(s: &str) -> Result<SigningKey, String> {
     let s = s.trim();
     if s.starts_with("-----BEGIN") {
-        return SigningKey::from_pkcs8_pem(s).map_err(|e| format!("not a PKCS#8 Ed25519 key ({e})"));
+        return SigningKey::from_pkcs8_pem(s)
+            .map_err(|e| format!("not a PKCS#8 Ed25519 key ({e})"));
     }
     let bytes = B64.decode(s).map_err(|e| format!("not base64 ({e})"))?;
     let seed: [u8; 32] = bytes
@@ -228,7 +229,9 @@ pub enum VerifyError {
     KeyMismatch(String),
     #[error("La clé de scellement « {0} » est inconnue de ce service.")]
     UnknownKey(String),
-    #[error("Le scellement est invalide : la preuve a été modifiée ou n'a pas été scellée par la clé « {0} ».")]
+    #[error(
+        "Le scellement est invalide : la preuve a été modifiée ou n'a pas été scellée par la clé « {0} »."
+    )]
     BadSignature(String),
 }
 
@@ -249,7 +252,8 @@ mod tests {
 
     #[test]
     fn canonical_json_sorts_keys_and_drops_whitespace() {
-        let v: Value = serde_json::from_str(r#"{ "b": [1, {"z": "é", "a": null}], "a": "x\"y" }"#).unwrap();
+        let v: Value =
+            serde_json::from_str(r#"{ "b": [1, {"z": "é", "a": null}], "a": "x\"y" }"#).unwrap();
         assert_eq!(canonical(&v), r#"{"a":"x\"y","b":[1,{"a":null,"z":"é"}]}"#);
     }
 
@@ -283,10 +287,14 @@ mod tests {
         assert!(b.verify(&old).is_ok());
         // Sealed by A while claiming B.
         let forged = {
-            let mut v: Value = serde_json::from_slice(&a.seal(serde_json::json!({"key_id": "b"}))).unwrap();
+            let mut v: Value =
+                serde_json::from_slice(&a.seal(serde_json::json!({"key_id": "b"}))).unwrap();
             v["seal"]["key_id"] = "b".into();
             canonical(&v).into_bytes()
         };
-        assert_eq!(b.verify(&forged), Err(VerifyError::BadSignature("b".into())));
+        assert_eq!(
+            b.verify(&forged),
+            Err(VerifyError::BadSignature("b".into()))
+        );
     }
 }

@@ -58,7 +58,10 @@ impl Core {
             (None, Some(h)) => {
                 let h = h.trim().to_ascii_lowercase();
                 if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    return Err(invalid_argument("document_sha256", "doit être un SHA-256 hexadécimal"));
+                    return Err(invalid_argument(
+                        "document_sha256",
+                        "doit être un SHA-256 hexadécimal",
+                    ));
                 }
                 Some(h)
             }

@@ -16,7 +16,11 @@ type Client = pb::signature_service_client::SignatureServiceClient<Authed>;
 async fn signed(agent: &mut Client, env: &TestEnv, pdf: Vec<u8>, nth_sms: usize) -> pb::Evidence {
     let mut create = create_req(&[("Amélie Poulain", PHONE)], pdf);
     create.send_codes = true;
-    let req = agent.create_signature_request(create).await.unwrap().into_inner();
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
     let code = read_sms_code(env, PHONE, nth_sms).await;
     let r = agent
         .confirm_code(pb::ConfirmCodeRequest {
@@ -93,7 +97,11 @@ async fn signature_evidence_verifies_and_fails_after_one_changed_byte() {
     assert!(!v.valid);
     assert!(v.seal_valid);
     assert_eq!(v.document_match, pb::DocumentMatch::Mismatch as i32);
-    assert!(v.findings.iter().any(|x| x.contains("ne correspond pas")), "{:?}", v.findings);
+    assert!(
+        v.findings.iter().any(|x| x.contains("ne correspond pas")),
+        "{:?}",
+        v.findings
+    );
     let v = agent
         .verify(pb::VerifyRequest {
             document: bad_pdf,
@@ -118,7 +126,13 @@ async fn signature_evidence_verifies_and_fails_after_one_changed_byte() {
     j["evidence"]["signers"][0]["name"] = "Amélie Poulin".into();
     let v = verify(&mut agent, &pdf, canonical(&j).as_bytes()).await;
     assert!(!v.seal_valid);
-    assert!(v.findings.iter().any(|x| x.contains("scellement est invalide")), "{:?}", v.findings);
+    assert!(
+        v.findings
+            .iter()
+            .any(|x| x.contains("scellement est invalide")),
+        "{:?}",
+        v.findings
+    );
     f.finish().await;
 }
 
@@ -161,20 +175,33 @@ async fn signature_old_evidence_verifies_after_key_rotation_and_a_false_key_clai
 
     let new = signed(&mut on_b, &f.env, avenant_pdf("rotation-b"), 2).await;
     assert_eq!(new.key_id, SEAL_KEY_B.0);
-    assert!(verify(&mut on_b, &new.signed_document, &new.evidence_json).await.valid);
+    assert!(
+        verify(&mut on_b, &new.signed_document, &new.evidence_json)
+            .await
+            .valid
+    );
 
     // Evidence sealed by A that claims B.
     let mut forged: serde_json::Value = serde_json::from_slice(&old.evidence_json).unwrap();
     forged["evidence"]["key_id"] = SEAL_KEY_B.0.into();
     forged["seal"]["key_id"] = SEAL_KEY_B.0.into();
-    let v = verify(&mut on_b, &old.signed_document, canonical(&forged).as_bytes()).await;
+    let v = verify(
+        &mut on_b,
+        &old.signed_document,
+        canonical(&forged).as_bytes(),
+    )
+    .await;
     assert!(!v.valid && !v.seal_valid, "{:?}", v.findings);
     // The seal names B, the evidence still names A.
     let mut half: serde_json::Value = serde_json::from_slice(&old.evidence_json).unwrap();
     half["seal"]["key_id"] = SEAL_KEY_B.0.into();
     let v = verify(&mut on_b, &old.signed_document, canonical(&half).as_bytes()).await;
     assert!(!v.seal_valid);
-    assert!(v.findings.iter().any(|x| x.contains("autre clé")), "{:?}", v.findings);
+    assert!(
+        v.findings.iter().any(|x| x.contains("autre clé")),
+        "{:?}",
+        v.findings
+    );
     stop_b.cancel();
 
     // A service that dropped A cannot vouch for A's evidence.
@@ -184,7 +211,11 @@ async fn signature_old_evidence_verifies_after_key_rotation_and_a_false_key_clai
     let mut on_c = signature_client(grpc_c, &f.env.token("agent-1", &[TokenRole::Agent])).await;
     let v = verify(&mut on_c, &old.signed_document, &old.evidence_json).await;
     assert!(!v.seal_valid);
-    assert!(v.findings.iter().any(|x| x.contains("inconnue")), "{:?}", v.findings);
+    assert!(
+        v.findings.iter().any(|x| x.contains("inconnue")),
+        "{:?}",
+        v.findings
+    );
     stop_c.cancel();
     f.finish().await;
 }

@@ -109,7 +109,10 @@ pub struct Fx {
 }
 
 impl Fx {
-    pub async fn new(backend: Backend, edit: impl FnOnce(&mut guichet::GuichetConfig)) -> Option<Fx> {
+    pub async fn new(
+        backend: Backend,
+        edit: impl FnOnce(&mut guichet::GuichetConfig),
+    ) -> Option<Fx> {
         let mut env = TestEnv::new(backend).await?;
         env.signature_database().await;
         let dossier = env.spawn(&[Role::Dossier]).await;
@@ -191,7 +194,10 @@ pub async fn start_signature(
 /// A citizen's dossier for a day-care contract change, moved to
 /// "avenant-a-signer"; returns (dossier id, sha256 of the avenant PDF
 /// attached to it).
-pub async fn dossier_awaiting_signature(env: &TestEnv, dossier_grpc: SocketAddr) -> (String, String) {
+pub async fn dossier_awaiting_signature(
+    env: &TestEnv,
+    dossier_grpc: SocketAddr,
+) -> (String, String) {
     let mut d = dossier_client(dossier_grpc, &env.token("agent-1", &[TokenRole::Agent])).await;
     let citizen = d
         .resolve_citizen(dpb::ResolveCitizenRequest {
@@ -222,7 +228,10 @@ pub async fn dossier_awaiting_signature(env: &TestEnv, dossier_grpc: SocketAddr)
         filename: "planning.pdf".into(),
         media_type: "application/pdf".into(),
         document_type: "planning-souhaite".into(),
-        content: guichet_signature::pdf::simple_document("Planning souhaité", &["lundi 8h30-17h30"]),
+        content: guichet_signature::pdf::simple_document(
+            "Planning souhaité",
+            &["lundi 8h30-17h30"],
+        ),
         ..Default::default()
     })
     .await
@@ -293,7 +302,12 @@ impl Browser {
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
-        let r = self.http.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
@@ -321,19 +335,34 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
     let app = env.spawn(&[Role::Dossier, Role::Signature]).await;
     let pages = http_addr_of(&app, Role::Signature);
     let (dossier_id, sha) = dossier_awaiting_signature(&env, app.grpc_addr).await;
-    let mut agent = signature_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let mut agent =
+        signature_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
 
     let mut create = create_req(&[("Amélie Poulain", "06 12 34 56 78")], Vec::new());
     create.document_sha256 = sha.clone();
     create.dossier_id = dossier_id.clone();
     create.request_id = format!("avenant-{dossier_id}");
-    let req = agent.create_signature_request(create.clone()).await.unwrap().into_inner();
+    let req = agent
+        .create_signature_request(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(req.status, pb::RequestStatus::Pending as i32);
     assert_eq!(req.document_sha256, sha);
     assert_eq!(req.signers[0].masked_phone, "+33 6 •• •• •• 78");
-    assert!(req.signers[0].phone.is_empty(), "outputs never carry the number");
-    assert!(!req.signing_url_contains_id(), "the link is not the request id");
-    let again = agent.create_signature_request(create).await.unwrap().into_inner();
+    assert!(
+        req.signers[0].phone.is_empty(),
+        "outputs never carry the number"
+    );
+    assert!(
+        !req.signing_url_contains_id(),
+        "the link is not the request id"
+    );
+    let again = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(again.id, req.id, "idempotent on request_id");
 
     let browser = Browser::new(pages);
@@ -353,35 +382,53 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
     assert!(pdf.starts_with("%PDF-"));
 
     // A forged form (no token) is refused.
-    let (status, _) = browser.post(&format!("{path}/code"), &[("csrf", "x")]).await;
+    let (status, _) = browser
+        .post(&format!("{path}/code"), &[("csrf", "x")])
+        .await;
     assert_eq!(status, 403);
 
-    let (status, page) = browser.post(&format!("{path}/code"), &[("csrf", &token)]).await;
+    let (status, page) = browser
+        .post(&format!("{path}/code"), &[("csrf", &token)])
+        .await;
     assert_eq!(status, 200);
     assert!(page.contains("Un code a été envoyé par SMS"), "{page}");
     let code = read_sms_code(&env, PHONE, 1).await;
     assert_eq!(code.len(), 6);
 
     // Resend right away is throttled, and no SMS goes out.
-    let (_, page) = browser.post(&format!("{path}/code"), &[("csrf", &token)]).await;
+    let (_, page) = browser
+        .post(&format!("{path}/code"), &[("csrf", &token)])
+        .await;
     assert!(page.contains("patientez"), "{page}");
     assert_eq!(sms_count(&env, PHONE).await, 1);
 
     let wrong = if code == "000000" { "111111" } else { "000000" };
     let (_, page) = browser
-        .post(&format!("{path}/confirm"), &[("csrf", &token), ("consent", "oui"), ("code", wrong)])
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("consent", "oui"), ("code", wrong)],
+        )
         .await;
-    assert!(page.contains("Code incorrect. Il vous reste 2 essais"), "{page}");
+    assert!(
+        page.contains("Code incorrect. Il vous reste 2 essais"),
+        "{page}"
+    );
     // Without the consent box, nothing is signed.
     let (_, page) = browser
-        .post(&format!("{path}/confirm"), &[("csrf", &token), ("code", &code)])
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("code", &code)],
+        )
         .await;
     assert!(page.contains("Cochez la case"), "{page}");
     let mut browser = browser;
     // Not a trusted proxy: its X-Forwarded-For is not believed.
     browser.forwarded_for = Some("203.0.113.50".into());
     let (status, page) = browser
-        .post(&format!("{path}/confirm"), &[("csrf", &token), ("consent", "oui"), ("code", &code)])
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("consent", "oui"), ("code", &code)],
+        )
         .await;
     assert_eq!(status, 200);
     assert!(page.contains("Votre signature est enregistrée"), "{page}");
@@ -406,27 +453,59 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(guichet_platform::objects::sha256_hex(&ev.signed_document), done.signed_document_sha256);
-    assert_eq!(guichet_signature::pdf::check(&ev.signed_document).unwrap(), 2);
+    assert_eq!(
+        guichet_platform::objects::sha256_hex(&ev.signed_document),
+        done.signed_document_sha256
+    );
+    assert_eq!(
+        guichet_signature::pdf::check(&ev.signed_document).unwrap(),
+        2
+    );
     let evidence: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
     let e = &evidence["evidence"];
     assert_eq!(e["document"]["original_sha256"], sha.as_str());
-    assert_eq!(e["document"]["signed_sha256"], done.signed_document_sha256.as_str());
+    assert_eq!(
+        e["document"]["signed_sha256"],
+        done.signed_document_sha256.as_str()
+    );
     assert_eq!(e["signers"][0]["phone_masked"], "+33 6 •• •• •• 78");
     assert_eq!(e["signers"][0]["ip"], "127.0.0.1");
-    assert!(e["signers"][0]["user_agent"].as_str().unwrap().contains("Firefox"));
+    assert!(
+        e["signers"][0]["user_agent"]
+            .as_str()
+            .unwrap()
+            .contains("Firefox")
+    );
     assert_eq!(e["key_id"], SEAL_KEY_A.0);
     let kinds: Vec<(String, String)> = e["events"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| (x["kind"].as_str().unwrap().to_owned(), x["outcome"].as_str().unwrap().to_owned()))
+        .map(|x| {
+            (
+                x["kind"].as_str().unwrap().to_owned(),
+                x["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
-    for k in [("created", "ok"), ("code_sent", "ok"), ("code_resent", "throttled"), ("attempt", "wrong_code"), ("attempt", "ok"), ("signed", "ok")] {
-        assert!(kinds.contains(&(k.0.to_owned(), k.1.to_owned())), "{k:?} in {kinds:?}");
+    for k in [
+        ("created", "ok"),
+        ("code_sent", "ok"),
+        ("code_resent", "throttled"),
+        ("attempt", "wrong_code"),
+        ("attempt", "ok"),
+        ("signed", "ok"),
+    ] {
+        assert!(
+            kinds.contains(&(k.0.to_owned(), k.1.to_owned())),
+            "{k:?} in {kinds:?}"
+        );
     }
     let raw = String::from_utf8(ev.evidence_json.clone()).unwrap();
-    assert!(!raw.contains("612345678") && !raw.contains(&code), "no number, no code in the evidence");
+    assert!(
+        !raw.contains("612345678") && !raw.contains(&code),
+        "no number, no code in the evidence"
+    );
 
     let v = agent
         .verify(pb::VerifyRequest {
@@ -439,7 +518,13 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
     assert!(v.valid && v.seal_valid, "{:?}", v.findings);
     assert_eq!(v.document_match, pb::DocumentMatch::Signed as i32);
     assert_eq!(v.signers[0].name, "Amélie Poulain");
-    assert!(v.findings.iter().any(|f| f.contains("Amélie Poulain (+33 6 •• •• •• 78) a signé")), "{:?}", v.findings);
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.contains("Amélie Poulain (+33 6 •• •• •• 78) a signé")),
+        "{:?}",
+        v.findings
+    );
 
     // The dossier: link signed, signed PDF attached, process moved on.
     let mut d = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
@@ -447,12 +532,20 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
         let mut d = d.clone();
         let id = dossier_id.clone();
         async move {
-            let x = d.get_dossier(dpb::GetDossierRequest { id }).await.ok()?.into_inner();
+            let x = d
+                .get_dossier(dpb::GetDossierRequest { id })
+                .await
+                .ok()?
+                .into_inner();
             (x.state == "avenant-applique").then_some(x)
         }
     })
     .await;
-    let link = dossier.links.iter().find(|l| l.kind == "signature").unwrap();
+    let link = dossier
+        .links
+        .iter()
+        .find(|l| l.kind == "signature")
+        .unwrap();
     assert_eq!(link.ref_id, req.id);
     assert_eq!(link.status, "signed");
     let docs = d
@@ -463,13 +556,20 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert!(docs.documents.iter().any(|x| x.sha256 == done.signed_document_sha256));
+    assert!(
+        docs.documents
+            .iter()
+            .any(|x| x.sha256 == done.signed_document_sha256)
+    );
 
     // Domain events, ids only.
     let headers = env.stream_headers("EVENTS", 1).await;
     let types: Vec<String> = headers.iter().map(|h| header(h, "ce-type")).collect();
     for t in ["request_created", "code_sent", "signer_signed", "completed"] {
-        assert!(types.contains(&format!("guichet.signature.v1.{t}")), "{t} in {types:?}");
+        assert!(
+            types.contains(&format!("guichet.signature.v1.{t}")),
+            "{t} in {types:?}"
+        );
     }
     app.stop().await.unwrap();
     env.cleanup().await;
@@ -481,7 +581,9 @@ trait NoId {
 
 impl NoId for pb::SignatureRequest {
     fn signing_url_contains_id(&self) -> bool {
-        self.signers.iter().any(|s| s.signing_url.contains(&self.id))
+        self.signers
+            .iter()
+            .any(|s| s.signing_url.contains(&self.id))
     }
 }
 
@@ -502,7 +604,10 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
     };
     let mut agent = f.agent().await;
     let req = agent
-        .create_signature_request(create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("lock")))
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("lock"),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -522,7 +627,11 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
         user_agent: "guichet-test".into(),
     };
     for left in [2, 1] {
-        let r = agent.confirm_code(confirm(wrong)).await.unwrap().into_inner();
+        let r = agent
+            .confirm_code(confirm(wrong))
+            .await
+            .unwrap()
+            .into_inner();
         assert!(!r.signed);
         assert_eq!(r.attempts_left, left);
     }
@@ -532,7 +641,10 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
     // Locked: even the right code no longer signs, and no code is sent.
     let e = agent.confirm_code(confirm(&code)).await.unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
-    assert_eq!(agent.send_code(send.clone()).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        agent.send_code(send.clone()).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     let got = agent
         .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
         .await
@@ -541,7 +653,8 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
     assert_eq!(got.status, pb::RequestStatus::Locked as i32);
 
     // Only an agent reissues (a service may not).
-    let mut service = signature_client(f.grpc, &f.env.token("portail", &[TokenRole::Service])).await;
+    let mut service =
+        signature_client(f.grpc, &f.env.token("portail", &[TokenRole::Service])).await;
     let e = service
         .reissue_signature_request(pb::ReissueSignatureRequestRequest {
             id: req.id.clone(),
@@ -561,10 +674,17 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
         .into_inner();
     assert_eq!(re.status, pb::RequestStatus::Pending as i32);
     // The old code is void; a new one signs.
-    assert_eq!(agent.confirm_code(confirm(&code)).await.unwrap_err().code(), Code::FailedPrecondition);
+    assert_eq!(
+        agent.confirm_code(confirm(&code)).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
     agent.send_code(send).await.unwrap();
     let code2 = read_sms_code(&f.env, PHONE, 2).await;
-    let r = agent.confirm_code(confirm(&code2)).await.unwrap().into_inner();
+    let r = agent
+        .confirm_code(confirm(&code2))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(r.signed);
     assert_eq!(
         r.signature_request.unwrap().status,
@@ -579,12 +699,25 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
         .unwrap()
         .into_inner()
         .events;
-    let kinds: Vec<(&str, &str)> = events.iter().map(|e| (e.kind.as_str(), e.outcome.as_str())).collect();
-    assert_eq!(kinds.iter().filter(|k| **k == ("attempt", "wrong_code")).count(), 3);
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == ("attempt", "wrong_code"))
+            .count(),
+        3
+    );
     assert!(kinds.contains(&("locked", "attempts_limit")));
     assert!(kinds.contains(&("reissued", "ok")));
     assert!(kinds.contains(&("completed", "ok")));
-    assert!(events.iter().any(|e| e.ip == "192.0.2.10" && e.user_agent == "guichet-test"));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.ip == "192.0.2.10" && e.user_agent == "guichet-test")
+    );
     f.finish().await;
 }
 
@@ -595,7 +728,10 @@ async fn signature_resends_are_throttled_and_a_sixth_code_locks_the_request() {
     };
     let mut agent = f.agent().await;
     let req = agent
-        .create_signature_request(create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("limit")))
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("limit"),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -608,7 +744,11 @@ async fn signature_resends_are_throttled_and_a_sixth_code_locks_the_request() {
         assert_eq!(r.codes_sent, n);
         assert_eq!(r.codes_left, 5 - n);
         let e = agent.resend_code(send.clone()).await.unwrap_err();
-        assert_eq!(e.code(), Code::ResourceExhausted, "throttled within the interval");
+        assert_eq!(
+            e.code(),
+            Code::ResourceExhausted,
+            "throttled within the interval"
+        );
         f.clock.advance(Duration::seconds(61));
     }
     assert_eq!(sms_count(&f.env, PHONE).await, 5);
@@ -651,7 +791,11 @@ async fn signature_codes_and_requests_expire_on_time() {
     create.dossier_id = dossier_id.clone();
     create.expire_time = Some(timestamp(f.clock.now_utc() + Duration::days(2)));
     create.send_codes = true;
-    let req = agent.create_signature_request(create).await.unwrap().into_inner();
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
     let code = read_sms_code(&f.env, PHONE, 1).await;
     let confirm = pb::ConfirmCodeRequest {
         signature_request_id: req.id.clone(),
@@ -678,27 +822,42 @@ async fn signature_codes_and_requests_expire_on_time() {
     let browser = Browser::new(f.pages);
     let (_, page) = browser.get(&page_path(&req.signers[0])).await;
     assert!(page.contains("Délai de signature dépassé"), "{page}");
-    let mut d = dossier_client(f.dossier.grpc_addr, &f.env.token("agent-1", &[TokenRole::Agent])).await;
-    eventually("the dossier link says expired", StdDuration::from_secs(20), || {
-        let mut d = d.clone();
-        let id = dossier_id.clone();
-        let core = f.core.clone();
-        async move {
-            let _ = core.run_due_jobs().await;
-            let x = d.get_dossier(dpb::GetDossierRequest { id }).await.ok()?.into_inner();
-            x.links
-                .iter()
-                .any(|l| l.kind == "signature" && l.status == "expired")
-                .then_some(())
-        }
-    })
+    let mut d = dossier_client(
+        f.dossier.grpc_addr,
+        &f.env.token("agent-1", &[TokenRole::Agent]),
+    )
+    .await;
+    eventually(
+        "the dossier link says expired",
+        StdDuration::from_secs(20),
+        || {
+            let mut d = d.clone();
+            let id = dossier_id.clone();
+            let core = f.core.clone();
+            async move {
+                let _ = core.run_due_jobs().await;
+                let x = d
+                    .get_dossier(dpb::GetDossierRequest { id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                x.links
+                    .iter()
+                    .any(|l| l.kind == "signature" && l.status == "expired")
+                    .then_some(())
+            }
+        },
+    )
     .await;
     let x = d
         .get_dossier(dpb::GetDossierRequest { id: dossier_id })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(x.state, "avenant-a-signer", "an expired signature does not move the dossier");
+    assert_eq!(
+        x.state, "avenant-a-signer",
+        "an expired signature does not move the dossier"
+    );
     f.finish().await;
 }
 
@@ -709,7 +868,11 @@ async fn concurrent_confirmations(backend: Backend) {
     let mut agent = f.agent().await;
     let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("race"));
     create.send_codes = true;
-    let req = agent.create_signature_request(create).await.unwrap().into_inner();
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
     let code = read_sms_code(&f.env, PHONE, 1).await;
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -755,7 +918,10 @@ async fn signature_a_signer_declines_on_the_page_with_a_reason() {
     };
     let mut agent = f.agent().await;
     let req = agent
-        .create_signature_request(create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("decline")))
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("decline"),
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -763,7 +929,13 @@ async fn signature_a_signer_declines_on_the_page_with_a_reason() {
     let path = page_path(&req.signers[0]);
     let (_, page) = browser.get(&path).await;
     let (status, page) = browser
-        .post(&format!("{path}/decline"), &[("csrf", &csrf(&page)), ("reason", "Les horaires ne conviennent pas")])
+        .post(
+            &format!("{path}/decline"),
+            &[
+                ("csrf", &csrf(&page)),
+                ("reason", "Les horaires ne conviennent pas"),
+            ],
+        )
         .await;
     assert_eq!(status, 200);
     assert!(page.contains("Signature refusée"), "{page}");
@@ -799,7 +971,11 @@ async fn signature_every_signer_signs_before_the_document_is_complete() {
         avenant_pdf("two"),
     );
     create.send_codes = true;
-    let req = agent.create_signature_request(create).await.unwrap().into_inner();
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
     assert_ne!(req.signers[0].signing_url, req.signers[1].signing_url);
     let browser = Browser::new(f.pages);
     let sign = |i: usize, phone: &'static str| {
@@ -810,13 +986,19 @@ async fn signature_every_signer_signs_before_the_document_is_complete() {
             let code = read_sms_code(env, phone, 1).await;
             let (_, page) = browser.get(&path).await;
             browser
-                .post(&format!("{path}/confirm"), &[("csrf", &csrf(&page)), ("consent", "oui"), ("code", &code)])
+                .post(
+                    &format!("{path}/confirm"),
+                    &[("csrf", &csrf(&page)), ("consent", "oui"), ("code", &code)],
+                )
                 .await
                 .1
         }
     };
     let page = sign(0, PHONE).await;
-    assert!(page.contains("lorsque les autres signataires auront signé"), "{page}");
+    assert!(
+        page.contains("lorsque les autres signataires auront signé"),
+        "{page}"
+    );
     let got = agent
         .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
         .await
@@ -857,10 +1039,22 @@ async fn signature_bad_input_is_refused_with_field_violations() {
     };
     let mut agent = f.agent().await;
     let cases = [
-        (create_req(&[("Amélie Poulain", PHONE)], b"MZ not a pdf".to_vec()), "document_content"),
-        (create_req(&[("Amélie Poulain", PHONE)], b"%PDF-1.7 broken".to_vec()), "document_content"),
-        (create_req(&[("Amélie Poulain", PHONE)], vec![b'%'; 5000]), "document_content"),
-        (create_req(&[("Amélie Poulain", "12")], avenant_pdf("x")), "signers[0].phone"),
+        (
+            create_req(&[("Amélie Poulain", PHONE)], b"MZ not a pdf".to_vec()),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", PHONE)], b"%PDF-1.7 broken".to_vec()),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", PHONE)], vec![b'%'; 5000]),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", "12")], avenant_pdf("x")),
+            "signers[0].phone",
+        ),
         (create_req(&[], avenant_pdf("x")), "signers"),
     ];
     for (req, field) in cases {

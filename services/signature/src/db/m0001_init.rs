@@ -5,7 +5,9 @@
 //! so two concurrent confirmations of one code give exactly one success on
 //! both PostgreSQL and SQLite. Events are never updated or deleted.
 
-use guichet_platform::migration::{ident as a, index, string as text, timestamp as ts, timestamp_null};
+use guichet_platform::migration::{
+    ident as a, index, string as text, timestamp as ts, timestamp_null,
+};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -55,10 +57,38 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "signature_requests_dossier", "signature_requests", &["dossier_id"], false).await?;
-        index(m, "signature_requests_status_expire", "signature_requests", &["status", "expire_at"], false).await?;
-        index(m, "signature_requests_signed", "signature_requests", &["signed_sha256"], false).await?;
-        index(m, "signature_requests_document", "signature_requests", &["document_sha256"], false).await?;
+        index(
+            m,
+            "signature_requests_dossier",
+            "signature_requests",
+            &["dossier_id"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "signature_requests_status_expire",
+            "signature_requests",
+            &["status", "expire_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "signature_requests_signed",
+            "signature_requests",
+            &["signed_sha256"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "signature_requests_document",
+            "signature_requests",
+            &["document_sha256"],
+            false,
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(a("signers"))
@@ -77,7 +107,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "signers_request", "signers", &["request_id", "position"], true).await?;
+        index(
+            m,
+            "signers_request",
+            "signers",
+            &["request_id", "position"],
+            true,
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(a("codes"))
@@ -115,7 +152,14 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "signature_events_request", "signature_events", &["request_id", "id"], false).await?;
+        index(
+            m,
+            "signature_events_request",
+            "signature_events",
+            &["request_id", "id"],
+            false,
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(a("jobs"))
