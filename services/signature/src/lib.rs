@@ -29,12 +29,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
-use guichet_platform::bus::StreamKind;
+use guichet_platform::bus::{HandlerError, StreamKind};
 use guichet_platform::clock::SharedClock;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::outbox::Outbox;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::notification::v1::NotificationStatusChanged;
 use guichet_proto::signature::v1::signature_service_server::SignatureServiceServer;
+use prost::Message;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -177,6 +179,36 @@ impl Service {
                     _ = stop.cancelled() => return,
                     _ = tokio::time::sleep(every) => {}
                 }
+            }
+        });
+        // Delivery reports of the code SMS go into the request's trail.
+        let core = self.core.clone();
+        let bus = core.outbox.bus().clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let filter = bus.event_subject("notification", "*");
+            let res = bus
+                .consume(
+                    StreamKind::Events,
+                    "signature-sms-status",
+                    filter,
+                    2,
+                    stop,
+                    move |event| {
+                        let core = core.clone();
+                        async move {
+                            let msg = NotificationStatusChanged::decode(event.body.clone())
+                                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                            core.record_sms_status(&event.id, &msg)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| HandlerError::Transient(e.to_string()))
+                        }
+                    },
+                )
+                .await;
+            if let Err(error) = res {
+                tracing::error!(%error, "signature sms status consumer stopped");
             }
         });
         while tasks.join_next().await.is_some() {}

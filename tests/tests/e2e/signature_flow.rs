@@ -1088,3 +1088,93 @@ impl NowUtc for ManualClock {
         guichet_platform::clock::Clock::now(self)
     }
 }
+
+#[tokio::test]
+async fn signature_sms_delivery_reports_land_in_the_evidence() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("report"));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    let code = read_sms_code(&f.env, PHONE, 1).await;
+    // The notification role's report, as it publishes it.
+    let cfg = f.env.config();
+    let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "notification-stand-in")
+        .await
+        .unwrap();
+    let code_row = f.core.events(&req.id, 0, 100).await.unwrap().0;
+    assert!(code_row.iter().any(|e| e.kind == "code_sent"));
+    let js = async_nats::jetstream::new(f.env.nats().await);
+    let mut notify = js.get_stream(f.env.stream("NOTIFY")).await.unwrap();
+    let first = notify.info().await.unwrap().state.first_sequence;
+    let sms =
+        NotificationRequest::decode(notify.get_raw_message(first).await.unwrap().payload).unwrap();
+    let report = guichet_proto::notification::v1::NotificationStatusChanged {
+        notification_id: sms.id.clone(),
+        status: "sent".into(),
+        channel: "sms".into(),
+        attempts: 1,
+        template: "signature-code".into(),
+        ..Default::default()
+    };
+    let event = guichet_platform::bus::OutgoingEvent {
+        id: format!("report-{}", sms.id),
+        ty: "guichet.notification.v1.sent".into(),
+        subject: format!("notifications/{}", sms.id),
+        time: Utc::now(),
+        body: bytes::Bytes::from(report.encode_to_vec()),
+    };
+    for _ in 0..2 {
+        // Redelivered: recorded once.
+        bus.publish(bus.event_subject("notification", "sent"), &event)
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the sms report in the trail",
+        StdDuration::from_secs(20),
+        || {
+            let core = f.core.clone();
+            let id = req.id.clone();
+            async move {
+                let ev = core.events(&id, 0, 100).await.ok()?.0;
+                ev.iter().any(|e| e.kind == "sms_sent").then_some(())
+            }
+        },
+    )
+    .await;
+    let r = agent
+        .confirm_code(pb::ConfirmCodeRequest {
+            signature_request_id: req.id.clone(),
+            code,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.signed);
+    let ev = agent
+        .get_evidence(pb::GetEvidenceRequest {
+            signature_request_id: req.id.clone(),
+            include_signed_document: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let j: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
+    let sent: Vec<&serde_json::Value> = j["evidence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "sms_sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "recorded once");
+    assert_eq!(sent[0]["outcome"], "ok");
+    f.finish().await;
+}
