@@ -1178,3 +1178,61 @@ async fn signature_sms_delivery_reports_land_in_the_evidence() {
     assert_eq!(sent[0]["outcome"], "ok");
     f.finish().await;
 }
+
+#[test]
+fn signature_config_errors_name_the_key_and_guichet_up_creates_dev_keys_once() {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let env = || {
+        vec![
+            (
+                "GUICHET__DATA_DIR".to_owned(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "GUICHET__AUTH__SIGNING_KEY".to_owned(),
+                SIGNING_KEY.to_owned(),
+            ),
+        ]
+    };
+    let mut cfg = guichet::GuichetConfig::load(None, env()).unwrap();
+    let err = cfg.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.code_secret"), "{err}");
+    let mut bad = guichet::GuichetConfig::load(
+        None,
+        [
+            env(),
+            vec![("GUICHET__SIGNATURE__CODE_TTL_MINUTES".into(), "0".into())],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    bad.ensure_dev_signature_keys().unwrap();
+    let err = bad.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.code_ttl_minutes"), "{err}");
+
+    cfg.ensure_dev_signature_keys().unwrap();
+    cfg.validate(&[Role::Signature]).unwrap();
+    let mut again = guichet::GuichetConfig::load(None, env()).unwrap();
+    again.ensure_dev_signature_keys().unwrap();
+    assert_eq!(
+        again.signature.seal.private_key.expose_secret(),
+        cfg.signature.seal.private_key.expose_secret(),
+        "the development sealing key is kept across restarts"
+    );
+    let mut wrong = guichet::GuichetConfig::load(
+        None,
+        [
+            env(),
+            vec![(
+                "GUICHET__SIGNATURE__SEAL__PRIVATE_KEY".into(),
+                "bm90LWEta2V5".into(),
+            )],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    wrong.ensure_dev_signature_keys().unwrap();
+    let err = wrong.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.seal.private_key"), "{err}");
+}
