@@ -379,6 +379,7 @@ impl Core {
         }
     }
 
+    #[tracing::instrument(name = "signature.create", skip_all, fields(dossier_id = %nr.dossier_id))]
     pub async fn create(&self, origin: &Origin, nr: NewRequest) -> Result<Full, Status> {
         if let Some(rid) = &nr.request_id
             && let Some(f) = self.by_request_id(rid).await?
@@ -535,6 +536,7 @@ impl Core {
         Ok(())
     }
 
+    #[tracing::instrument(name = "signature.send_code", skip_all, fields(signature_request_id = %request_id, signer_id = %signer_id))]
     pub async fn send_code(
         &self,
         origin: &Origin,
@@ -709,39 +711,57 @@ impl Core {
         why: &str,
     ) -> Result<(), Status> {
         let txn = self.db.begin().await.map_err(internal_err("lock"))?;
+        let locked = match self.lock_in(&txn, request_id, signer_id, origin, why).await {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = txn.rollback().await;
+                return Err(internal("lock", e));
+            }
+        };
+        txn.commit().await.map_err(internal_err("lock"))?;
+        if locked {
+            self.locked(request_id, why);
+        }
+        Ok(())
+    }
+
+    /// Lock a pending request inside `txn`; false when it was not pending.
+    async fn lock_in(
+        &self,
+        txn: &impl ConnectionTrait,
+        request_id: &str,
+        signer_id: &str,
+        origin: &Origin,
+        why: &str,
+    ) -> Result<bool, sea_orm::DbErr> {
         let r = request::Entity::update_many()
             .col_expr(request::Column::Status, Expr::value(LOCKED))
             .col_expr(request::Column::UpdatedAt, Expr::value(self.now()))
             .filter(request::Column::Id.eq(request_id.to_owned()))
             .filter(request::Column::Status.eq(PENDING))
-            .exec(&txn)
-            .await
-            .map_err(internal_err("lock"))?;
-        if r.rows_affected == 1 {
-            let req = request::Entity::find_by_id(request_id.to_owned())
-                .one(&txn)
-                .await
-                .map_err(internal_err("lock"))?
-                .ok_or_else(|| not_found("signature_request", request_id))?;
-            let res: Result<(), sea_orm::DbErr> = async {
-                self.void_codes(&txn, request_id).await?;
-                self.record(&txn, request_id, signer_id, "locked", why, origin, "")
-                    .await?;
-                self.announce(&txn, "locked", &req, LOCKED, signer_id, origin)
-                    .await?;
-                self.add_job(&txn, "link", request_id).await
-            }
-            .await;
-            res.map_err(internal_err("lock"))?;
+            .exec(txn)
+            .await?;
+        if r.rows_affected != 1 {
+            return Ok(false);
         }
-        txn.commit().await.map_err(internal_err("lock"))?;
-        if r.rows_affected == 1 {
-            self.outbox.notify();
-            metrics::counter!("guichet_signature_locks_total", "reason" => why.to_owned())
-                .increment(1);
-            tracing::info!(signature_request_id = %request_id, reason = why, "signature request locked");
-        }
-        Ok(())
+        let req = request::Entity::find_by_id(request_id.to_owned())
+            .one(txn)
+            .await?
+            .ok_or_else(|| sea_orm::DbErr::RecordNotFound(request_id.to_owned()))?;
+        self.void_codes(txn, request_id).await?;
+        self.record(txn, request_id, signer_id, "locked", why, origin, "")
+            .await?;
+        self.announce(txn, "locked", &req, LOCKED, signer_id, origin)
+            .await?;
+        self.add_job(txn, "link", request_id).await?;
+        Ok(true)
+    }
+
+    /// After a lock committed.
+    fn locked(&self, request_id: &str, why: &str) {
+        self.outbox.notify();
+        metrics::counter!("guichet_signature_locks_total", "reason" => why.to_owned()).increment(1);
+        tracing::info!(signature_request_id = %request_id, reason = why, "signature request locked");
     }
 
     async fn void_codes(
@@ -758,6 +778,7 @@ impl Core {
         Ok(())
     }
 
+    #[tracing::instrument(name = "signature.confirm", skip_all, fields(signature_request_id = %request_id, signer_id = %signer_id))]
     pub async fn confirm(
         &self,
         origin: &Origin,
@@ -947,22 +968,33 @@ impl Core {
                 let _ = txn.rollback().await;
                 continue;
             }
-            self.record(
-                &txn,
-                request_id,
-                &s.id,
-                "attempt",
-                "wrong_code",
-                origin,
-                &format!("code erroné (tentative {attempts}/{max})"),
-            )
-            .await
-            .map_err(internal_err("confirm"))?;
+            // The attempt and, on the last one, the lock: one transaction.
+            let res: Result<(), sea_orm::DbErr> = async {
+                self.record(
+                    &txn,
+                    request_id,
+                    &s.id,
+                    "attempt",
+                    "wrong_code",
+                    origin,
+                    &format!("code erroné (tentative {attempts}/{max})"),
+                )
+                .await?;
+                if exhausted {
+                    self.lock_in(&txn, request_id, &s.id, origin, "attempts_limit")
+                        .await?;
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = res {
+                let _ = txn.rollback().await;
+                return Err(internal("confirm", e));
+            }
             txn.commit().await.map_err(internal_err("confirm"))?;
             outcome("wrong_code");
             if exhausted {
-                self.lock(request_id, &s.id, origin, "attempts_limit")
-                    .await?;
+                self.locked(request_id, "attempts_limit");
                 return Err(closed(LOCKED));
             }
             return Ok(Confirmed {
@@ -1040,6 +1072,7 @@ impl Core {
         self.get(request_id).await
     }
 
+    #[tracing::instrument(name = "signature.decline", skip_all, fields(signature_request_id = %request_id))]
     pub async fn decline(
         &self,
         origin: &Origin,
@@ -1069,6 +1102,7 @@ impl Core {
         .await
     }
 
+    #[tracing::instrument(name = "signature.cancel", skip_all, fields(signature_request_id = %id))]
     pub async fn cancel(&self, origin: &Origin, id: &str, reason: &str) -> Result<Full, Status> {
         self.get(id).await?;
         self.close(
@@ -1122,6 +1156,7 @@ impl Core {
         Ok(n)
     }
 
+    #[tracing::instrument(name = "signature.reissue", skip_all, fields(signature_request_id = %id))]
     pub async fn reissue(
         &self,
         origin: &Origin,
@@ -1192,6 +1227,7 @@ impl Core {
 
     /// Complete the request when every signer has signed: signed PDF,
     /// sealed evidence, status `signed`. Idempotent; the first caller wins.
+    #[tracing::instrument(name = "signature.complete", skip_all, fields(signature_request_id = %id))]
     pub async fn finish_if_complete(&self, id: &str) -> Result<bool, Status> {
         let full = self.get(id).await?;
         if full.req.status != PENDING || full.signers.iter().any(|s| s.status != SIGNED) {
@@ -1451,6 +1487,7 @@ impl Core {
         Ok(handled)
     }
 
+    #[tracing::instrument(name = "signature.job", skip_all, fields(signature_request_id = %j.request_id, job_kind = %j.kind))]
     async fn run_job(&self, j: &job::Model) -> Result<(), Status> {
         let full = self.get(&j.request_id).await?;
         let r = &full.req;

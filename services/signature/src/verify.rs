@@ -47,6 +47,7 @@ fn s(v: &Value, path: &[&str]) -> String {
 }
 
 impl Core {
+    #[tracing::instrument(name = "signature.verify", skip_all)]
     pub async fn verify(
         &self,
         document: Option<&[u8]>,
