@@ -1236,3 +1236,39 @@ fn signature_config_errors_name_the_key_and_guichet_up_creates_dev_keys_once() {
     let err = wrong.validate(&[Role::Signature]).unwrap_err().to_string();
     assert!(err.contains("signature.seal.private_key"), "{err}");
 }
+
+#[tokio::test]
+async fn signature_guichet_serve_runs_the_role_with_its_pages_and_metrics() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    env.signature_database().await;
+    let pages: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = env
+        .spawn_process(
+            &["dossier", "signature"],
+            &[("GUICHET__SIGNATURE__HTTP_ADDR", &pages.to_string())],
+        )
+        .await;
+    let mut agent = signature_client(p.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("process"));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read_sms_code(&env, PHONE, 1).await.len(), 6);
+    let (status, page) = Browser::new(pages).get(&page_path(&req.signers[0])).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Signer un document"), "{page}");
+    let (status, metrics) = http_get(p.admin_addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("guichet_signature_codes_sent_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("guichet_signature_requests_total"));
+    assert!(p.terminate().await.success());
+    env.cleanup().await;
+}
