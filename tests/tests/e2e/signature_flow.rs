@@ -957,6 +957,60 @@ async fn signature_a_signer_declines_on_the_page_with_a_reason() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     let (status, _) = browser.get("/s/not-a-real-token").await;
     assert_eq!(status, 404);
+
+    // The town withdraws another request.
+    let other = agent
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("cancel"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancelled = agent
+        .cancel_signature_request(pb::CancelSignatureRequestRequest {
+            id: other.id.clone(),
+            reason: "Avenant remplacé".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::RequestStatus::Cancelled as i32);
+    let (_, page) = browser.get(&page_path(&other.signers[0])).await;
+    assert!(page.contains("Demande annulée"), "{page}");
+
+    // Listing with a filter, page by page.
+    let list = |filter: &str, token: &str| pb::ListSignatureRequestsRequest {
+        page_size: 1,
+        page_token: token.into(),
+        filter: filter.into(),
+    };
+    let page1 = agent
+        .list_signature_requests(list("status = declined", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page1.signature_requests.len(), 1);
+    assert_eq!(page1.signature_requests[0].id, req.id);
+    assert!(page1.next_page_token.is_empty());
+    let all1 = agent
+        .list_signature_requests(list("", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all1.signature_requests.len(), 1);
+    let all2 = agent
+        .list_signature_requests(list("", &all1.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all2.signature_requests.len(), 1);
+    assert_ne!(all1.signature_requests[0].id, all2.signature_requests[0].id);
+    let e = agent
+        .list_signature_requests(list("phone = \"+33612345678\"", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
     f.finish().await;
 }
 
