@@ -1473,6 +1473,17 @@ impl Core {
                     am.done = Set(true);
                     am.last_error = Set(None);
                 }
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        Code::NotFound | Code::InvalidArgument | Code::PermissionDenied
+                    ) =>
+                {
+                    // Retrying cannot help (e.g. an unknown dossier).
+                    tracing::error!(job_id = %j.id, kind = %j.kind, %error, "signature job failed for good");
+                    am.done = Set(true);
+                    am.last_error = Set(Some(error.to_string()));
+                }
                 Err(error) => {
                     let attempts = j.attempts + 1;
                     let backoff = Duration::seconds(2i64.pow(Ord::min(attempts, 9) as u32));

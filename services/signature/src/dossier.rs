@@ -9,7 +9,7 @@ use guichet_proto::convert::timestamp;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::dossier::v1::{
     AddDocumentRequest, GetGuidanceRequest, GetProcessRequest, Link, LinkDossierRequest,
-    TransitionDossierRequest,
+    ListDocumentsRequest, TransitionDossierRequest,
 };
 use guichet_proto::intake::v1::AttachmentRef;
 use tonic::Status;
@@ -69,6 +69,25 @@ impl DossierPort for Grpc {
         size: u64,
     ) -> Result<(), Status> {
         let mut c = self.client.clone();
+        // A retried job must not attach the same PDF twice.
+        let mut page_token = String::new();
+        loop {
+            let page = c
+                .list_documents(ListDocumentsRequest {
+                    dossier_id: dossier_id.to_owned(),
+                    page_size: 200,
+                    page_token: page_token.clone(),
+                })
+                .await?
+                .into_inner();
+            if page.documents.iter().any(|d| d.sha256 == sha256) {
+                return Ok(());
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
         c.add_document(AddDocumentRequest {
             dossier_id: dossier_id.to_owned(),
             filename: filename.to_owned(),
