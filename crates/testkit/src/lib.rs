@@ -170,6 +170,20 @@ impl TestEnv {
             // has been still for a moment (tests write with a rename).
             ("GUICHET__SCAN__POLL_INTERVAL_MS".into(), "100".into()),
             ("GUICHET__SCAN__STABLE_MS".into(), "200".into()),
+            // The signature role: its pages on a random port, test secrets.
+            ("GUICHET__SIGNATURE__HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            (
+                "GUICHET__SIGNATURE__CODE_SECRET".into(),
+                SIGNATURE_CODE_SECRET.into(),
+            ),
+            (
+                "GUICHET__SIGNATURE__SEAL__KEY_ID".into(),
+                SEAL_KEY_A.0.into(),
+            ),
+            (
+                "GUICHET__SIGNATURE__SEAL__PRIVATE_KEY".into(),
+                SEAL_KEY_A.1.into(),
+            ),
         ];
         Some(env)
     }
@@ -1249,4 +1263,54 @@ impl SseReader {
             self.buf.push_str(&String::from_utf8_lossy(&chunk[..n]));
         }
     }
+}
+
+// --- Signature role helpers ----------------------------------------------
+
+/// HMAC key of stored one-time codes in every test environment.
+pub const SIGNATURE_CODE_SECRET: &str = "test-signature-code-secret-0123456789abcdef";
+
+/// Evidence sealing keys (key id, base64 Ed25519 seed): every test
+/// environment seals with A; rotation tests move to B.
+pub const SEAL_KEY_A: (&str, &str) = ("test-a", "oaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaE=");
+pub const SEAL_KEY_B: (&str, &str) = ("test-b", "srKysrKysrKysrKysrKysrKysrKysrKysrKysrKysrI=");
+
+impl TestEnv {
+    /// A database for the signature role of this test (a PostgreSQL
+    /// database on that backend, dropped by `cleanup`; a SQLite file
+    /// otherwise), also set as `GUICHET__SIGNATURE__DATABASE_URL`.
+    pub async fn signature_database(&mut self) -> String {
+        let url = match self.backend {
+            Backend::Sqlite => format!(
+                "sqlite://{}/signature.db?mode=rwc",
+                self.dir.path().display()
+            ),
+            Backend::Postgres => {
+                let admin = Database::connect(pg_admin_url())
+                    .await
+                    .expect("connect PostgreSQL");
+                let name = format!("guichet_t_{}_signature", self.id);
+                admin
+                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .expect("create test database");
+                let _ = admin.close().await;
+                self.pg_databases.push(name.clone());
+                pg_url_for(&name)
+            }
+        };
+        self.overrides
+            .push(("GUICHET__SIGNATURE__DATABASE_URL".into(), url.clone()));
+        url
+    }
+}
+
+pub async fn signature_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::signature::v1::signature_service_client::SignatureServiceClient<Authed> {
+    proto::signature::v1::signature_service_client::SignatureServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
 }

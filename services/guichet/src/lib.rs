@@ -48,6 +48,7 @@ pub struct GuichetConfig {
     pub scan: guichet_ingress_scan::Config,
     pub telephony: guichet_ingress_telephony::Config,
     pub appointment: guichet_appointment::Config,
+    pub signature: guichet_signature::Config,
 }
 
 impl GuichetConfig {
@@ -67,6 +68,7 @@ impl GuichetConfig {
             (&mut config.scan.database_url, "scan"),
             (&mut config.telephony.database_url, "telephony"),
             (&mut config.appointment.database_url, "appointment"),
+            (&mut config.signature.database_url, "signature"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -96,6 +98,7 @@ impl GuichetConfig {
                 Role::IngressScan => self.scan.validate()?,
                 Role::IngressTelephony => self.telephony.validate()?,
                 Role::Appointment => self.appointment.validate()?,
+                Role::Signature => self.signature.validate()?,
                 _ => {}
             }
         }
@@ -127,6 +130,48 @@ impl GuichetConfig {
             ),
         };
         self.auth.signing_key = SecretString::from(key);
+        Ok(())
+    }
+}
+
+impl GuichetConfig {
+    /// Use (or create) development secrets of the signature role (the code
+    /// HMAC key and the evidence sealing key) under `data_dir` when none
+    /// are configured. Only `guichet up` does this: production configures
+    /// them (a Kubernetes Secret).
+    pub fn ensure_dev_signature_keys(&mut self) -> anyhow::Result<()> {
+        use base64::Engine;
+        let seal = &self.signature.seal;
+        let need_seal =
+            seal.private_key.expose_secret().is_empty() && seal.private_key_file.is_empty();
+        let need_code = self.signature.code_secret.expose_secret().is_empty();
+        if !need_seal && !need_code {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
+        let dev_secret = |name: &str| -> anyhow::Result<String> {
+            let path = self.data_dir.join(name);
+            if let Ok(k) = std::fs::read_to_string(&path)
+                && k.trim().len() >= 32
+            {
+                return Ok(k.trim().to_owned());
+            }
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::rng().random();
+            let key = base64::engine::general_purpose::STANDARD.encode(bytes);
+            write_secret(&path, &key)?;
+            tracing::warn!(path = %path.display(), "no signature key configured: created a development key");
+            Ok(key)
+        };
+        if need_code {
+            self.signature.code_secret =
+                SecretString::from(dev_secret("dev-signature-code-secret")?);
+        }
+        if need_seal {
+            self.signature.seal.private_key =
+                SecretString::from(dev_secret("dev-signature-seal-key")?);
+        }
         Ok(())
     }
 }
@@ -244,6 +289,7 @@ pub async fn start(
         };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
         config.appointment.dossier_url = config.routing.dossier_url.clone();
+        config.signature.dossier_url = config.routing.dossier_url.clone();
     }
     // The counter checks appointments in on the local port too.
     if roles.contains(&Role::Appointment) && config.counter.appointment_url.is_empty() {
@@ -368,6 +414,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::IngressScan => &config.scan.database_url,
             Role::IngressTelephony => &config.telephony.database_url,
             Role::Appointment => &config.appointment.database_url,
+            Role::Signature => &config.signature.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -382,6 +429,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
                 guichet_ingress_telephony::db::Migrator::up(&db, None).await?
             }
             Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
+            Role::Signature => guichet_signature::db::Migrator::up(&db, None).await?,
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

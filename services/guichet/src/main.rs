@@ -204,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Up => {
             config.ensure_dev_signing_key(true)?;
+            config.ensure_dev_signature_keys()?;
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();

@@ -1,6 +1,217 @@
-//! The signature role — **not yet served**.
+//! The signature role: simple electronic signatures (eIDAS SES) by SMS
+//! one-time code, with a sealed, verifiable evidence record.
 //!
-//! It will collect simple electronic signatures by SMS one-time code and
-//! seal their evidence. Contract: `proto/guichet/signature/v1`. Until it is
-//! built, `guichet serve signature` refuses to start and `guichet up` leaves
-//! it out.
+//! An agent or a municipal system creates a request for a PDF (from the
+//! object store or uploaded) and its signers ([`grpc`]); each signer opens
+//! their own link (`/s/<token>`, [`http`]), receives a 6-digit code by SMS
+//! (a `NotificationRequest` on `guichet.notify.sms`, staged in the outbox)
+//! and enters it. Codes are stored as keyed hashes, attempts and codes are
+//! limited, every step is an append-only event row ([`core`]). When all
+//! have signed, the role appends a French signature page to the PDF
+//! ([`pdf`]), seals the evidence with its Ed25519 key ([`seal`]), stores
+//! both in the object store, and carries the result to the dossier
+//! (link status, signed document, process transition) from its job table
+//! ([`dossier`]). [`verify`] checks a PDF and/or an evidence record.
+
+pub mod config;
+pub mod core;
+pub mod db;
+pub mod dossier;
+pub mod grpc;
+pub mod http;
+pub mod otp;
+pub mod pdf;
+pub mod seal;
+pub mod verify;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
+use guichet_platform::bus::{HandlerError, StreamKind};
+use guichet_platform::clock::SharedClock;
+use guichet_platform::grpc::GrpcServer;
+use guichet_platform::outbox::Outbox;
+use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::notification::v1::NotificationStatusChanged;
+use guichet_proto::signature::v1::signature_service_server::SignatureServiceServer;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use guichet_platform::Deps;
+
+pub struct Service {
+    core: core::Core,
+    auth: Arc<Authenticator>,
+    http: Option<tokio::net::TcpListener>,
+    http_addr: Option<SocketAddr>,
+}
+
+/// What a caller may replace (tests: a manual clock, a dossier stand-in).
+pub struct Overrides {
+    pub clock: SharedClock,
+    pub dossier: Option<Arc<dyn dossier::DossierPort>>,
+}
+
+impl Default for Overrides {
+    fn default() -> Self {
+        Overrides {
+            clock: guichet_platform::clock::system(),
+            dossier: None,
+        }
+    }
+}
+
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    build_with(config, deps, Overrides::default()).await
+}
+
+pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Result<Service> {
+    config.validate()?;
+    let keys = Arc::new(seal::Keys::from_config(&config.seal)?);
+    let db = deps
+        .database::<db::Migrator>("signature", &config.database_url)
+        .await?;
+    deps.bus.ensure_stream(StreamKind::Events).await?;
+    deps.bus.ensure_stream(StreamKind::Notify).await?;
+    let dossier: Arc<dyn dossier::DossierPort> = match o.dossier {
+        Some(d) => d,
+        None => {
+            let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(15))
+                .connect_lazy();
+            Arc::new(dossier::Grpc {
+                client: DossierServiceClient::with_interceptor(
+                    channel,
+                    ServiceCredentials::new(deps.auth.clone(), "guichet-signature"),
+                ),
+            })
+        }
+    };
+    let (http, http_addr) = if config.http_addr.is_empty() {
+        (None, None)
+    } else {
+        let l = tokio::net::TcpListener::bind(&config.http_addr)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on signature.http_addr {}: {e}",
+                    config.http_addr
+                )
+            })?;
+        let addr = l.local_addr()?;
+        (Some(l), Some(addr))
+    };
+    tracing::info!(key_id = %keys.key_id, public_key = %keys.public_key_base64(), "signature seal key loaded");
+    Ok(Service {
+        core: core::Core {
+            outbox: Outbox::new(db.clone(), deps.bus.clone()),
+            db,
+            config: Arc::new(config),
+            keys,
+            clock: o.clock,
+            objects: deps.objects.clone(),
+            dossier,
+        },
+        auth: deps.auth,
+        http,
+        http_addr,
+    })
+}
+
+impl Service {
+    pub fn register(&self, server: &mut GrpcServer) {
+        server.add(SignatureServiceServer::with_interceptor(
+            grpc::SignatureApi {
+                core: self.core.clone(),
+            },
+            AuthInterceptor::new(self.auth.clone()),
+        ));
+    }
+
+    /// The engine, for in-process callers (tests).
+    pub fn core(&self) -> core::Core {
+        self.core.clone()
+    }
+
+    /// Where the citizen signing pages listen, when served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Relay the outbox, run expiry and dossier jobs, and serve the
+    /// signing pages until shutdown.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.core.outbox.clone().run(shutdown.clone()));
+        if let Some(listener) = self.http {
+            let app = http::router(self.core.clone());
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                {
+                    tracing::error!(%error, "signature pages stopped");
+                }
+            });
+        }
+        let core = self.core.clone();
+        let every = Duration::from_secs(core.config.job_interval_secs);
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                match core.expire_due().await {
+                    Ok(n) if n > 0 => tracing::info!(expired = n, "signature requests expired"),
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "signature expiry failed, will retry"),
+                }
+                if let Err(error) = core.run_due_jobs().await {
+                    tracing::warn!(%error, "signature jobs failed, will retry");
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => {}
+                }
+            }
+        });
+        // Delivery reports of the code SMS go into the request's trail.
+        let core = self.core.clone();
+        let bus = core.outbox.bus().clone();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            let filter = bus.event_subject("notification", "*");
+            let res = bus
+                .consume(
+                    StreamKind::Events,
+                    "signature-sms-status",
+                    filter,
+                    2,
+                    stop,
+                    move |event| {
+                        let core = core.clone();
+                        async move {
+                            let msg = NotificationStatusChanged::decode(event.body.clone())
+                                .map_err(|e| HandlerError::Permanent(e.to_string()))?;
+                            core.record_sms_status(&event.id, &msg)
+                                .await
+                                .map(|_| ())
+                                .map_err(|e| HandlerError::Transient(e.to_string()))
+                        }
+                    },
+                )
+                .await;
+            if let Err(error) = res {
+                tracing::error!(%error, "signature sms status consumer stopped");
+            }
+        });
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}

@@ -68,8 +68,11 @@ async fn the_binary_refuses_to_start_with_an_invalid_value_and_names_the_key() {
 
 #[tokio::test]
 async fn serving_a_role_not_built_yet_is_refused_clearly() {
+    let Some(unbuilt) = guichet::Role::ALL.into_iter().find(|r| !r.is_served()) else {
+        return;
+    };
     let out = tokio::process::Command::new(guichet_bin())
-        .args(["serve", "signature"])
+        .args(["serve", unbuilt.name()])
         .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
         .output()
         .await

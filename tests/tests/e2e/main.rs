@@ -24,6 +24,8 @@ mod routing_queue;
 mod scan_letters;
 mod scan_quarantine;
 mod scan_restart;
+mod signature_evidence;
+mod signature_flow;
 mod slice;
 mod telephony_cdr;
 mod telephony_cti;

@@ -1,0 +1,140 @@
+//! sea-orm entities of the signature tables.
+
+pub mod request {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signature_requests")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// Client idempotency key.
+        pub request_id: Option<String>,
+        pub dossier_id: String,
+        pub title: String,
+        pub process_template: String,
+        pub document_sha256: String,
+        pub document_size: i64,
+        pub consent_text: String,
+        /// pending, signed, declined, expired, cancelled, locked
+        pub status: String,
+        pub expire_at: DateTimeUtc,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+        pub completed_at: Option<DateTimeUtc>,
+        pub creator: String,
+        pub signed_sha256: Option<String>,
+        pub evidence_sha256: Option<String>,
+        pub key_id: Option<String>,
+        pub decline_reason: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod signer {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signers")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub request_id: String,
+        pub position: i32,
+        pub name: String,
+        /// E.164; never logged, never in events.
+        pub phone: String,
+        /// Secret of the signer's page link.
+        pub token: String,
+        /// pending, signed, declined
+        pub status: String,
+        pub signed_at: Option<DateTimeUtc>,
+        pub codes_sent: i32,
+        pub last_code_at: Option<DateTimeUtc>,
+        pub sign_ip: Option<String>,
+        pub sign_user_agent: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod code {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "codes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub signer_id: String,
+        pub request_id: String,
+        /// HMAC-SHA256 of the code (hex).
+        pub hash: String,
+        pub created_at: DateTimeUtc,
+        pub expire_at: DateTimeUtc,
+        pub attempts: i32,
+        /// active, used, superseded, exhausted, void
+        pub status: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "signature_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub request_id: String,
+        pub signer_id: String,
+        pub kind: String,
+        pub outcome: String,
+        pub at: DateTimeUtc,
+        pub ip: String,
+        pub user_agent: String,
+        pub actor: String,
+        pub detail: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod job {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "jobs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// link (dossier link status), complete (document + transition)
+        pub kind: String,
+        pub request_id: String,
+        pub payload: String,
+        pub due_at: DateTimeUtc,
+        pub attempts: i32,
+        pub done: bool,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

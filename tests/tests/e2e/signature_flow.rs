@@ -1,0 +1,1328 @@
+//! Signing by SMS code end to end: the citizen's French pages, the gRPC API
+//! for agents, real NATS (the code is read back from the SMS request) and
+//! real databases; the dossier role moves the dossier on completion.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use chrono::{Duration, Utc};
+use guichet::{Role, RunningApp};
+use guichet_platform::clock::ManualClock;
+use guichet_proto::convert::timestamp;
+use guichet_proto::dossier::v1 as dpb;
+use guichet_proto::intake::v1::CitizenHint;
+use guichet_proto::notification::v1::NotificationRequest;
+use guichet_proto::notification::v1::notification_request::Target;
+use guichet_proto::signature::v1 as pb;
+use guichet_testkit::*;
+use prost::Message;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+
+pub const PHONE: &str = "+33612345678";
+pub const PHONE_2: &str = "+33698765432";
+
+/// The code of the `nth` (1-based) signature SMS to `phone`, as the citizen
+/// reads it on their phone.
+// TODO(merge): read from the notification dev sink
+// (`<notification.sms_sink_dir>/sms.jsonl`, field "text") once the
+// notification role is on main; until then the code is taken from the
+// NotificationRequest staged on guichet.notify.sms (stream NOTIFY).
+pub async fn read_sms_code(env: &TestEnv, phone: &str, nth: usize) -> String {
+    let js = async_nats::jetstream::new(env.nats().await);
+    let name = env.stream("NOTIFY");
+    let sms_subject = env.subject("notify.sms");
+    eventually(
+        &format!("signature SMS #{nth} to the test phone"),
+        StdDuration::from_secs(20),
+        || {
+            let js = js.clone();
+            let name = name.clone();
+            let sms_subject = sms_subject.clone();
+            async move {
+                let mut stream = js.get_stream(name).await.ok()?;
+                let info = stream.info().await.ok()?;
+                let mut codes = Vec::new();
+                for seq in info.state.first_sequence..=info.state.last_sequence {
+                    let Ok(m) = stream.get_raw_message(seq).await else {
+                        continue;
+                    };
+                    if m.subject.as_str() != sms_subject {
+                        continue;
+                    }
+                    let n = NotificationRequest::decode(m.payload).ok()?;
+                    if n.template == "signature-code"
+                        && n.target == Some(Target::Phone(phone.to_owned()))
+                    {
+                        codes.push(n.variables.get("code")?.clone());
+                    }
+                }
+                codes.get(nth - 1).cloned()
+            }
+        },
+    )
+    .await
+}
+
+/// How many signature SMS went to `phone` so far.
+pub async fn sms_count(env: &TestEnv, phone: &str) -> usize {
+    let js = async_nats::jetstream::new(env.nats().await);
+    let Ok(mut stream) = js.get_stream(env.stream("NOTIFY")).await else {
+        return 0;
+    };
+    let info = stream.info().await.unwrap();
+    let mut n = 0;
+    for seq in info.state.first_sequence..=info.state.last_sequence {
+        if let Ok(m) = stream.get_raw_message(seq).await
+            && let Ok(r) = NotificationRequest::decode(m.payload)
+            && r.target == Some(Target::Phone(phone.to_owned()))
+        {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A real one-page PDF.
+pub fn avenant_pdf(tag: &str) -> Vec<u8> {
+    guichet_signature::pdf::simple_document(
+        "Avenant au contrat d'accueil – crèche « Les Lutins »",
+        &[
+            "Nouveau planning : lundi, mardi, jeudi de 8h30 à 17h30.",
+            "Date d'effet : 1er janvier 2027.",
+            tag,
+        ],
+    )
+}
+
+/// Roles in this process (dossier) plus the signature role built in-process
+/// on a manual clock.
+pub struct Fx {
+    pub env: TestEnv,
+    pub dossier: RunningApp,
+    pub core: guichet_signature::core::Core,
+    pub clock: ManualClock,
+    pub grpc: SocketAddr,
+    pub pages: SocketAddr,
+    pub stop: CancellationToken,
+}
+
+impl Fx {
+    pub async fn new(
+        backend: Backend,
+        edit: impl FnOnce(&mut guichet::GuichetConfig),
+    ) -> Option<Fx> {
+        let mut env = TestEnv::new(backend).await?;
+        env.signature_database().await;
+        let dossier = env.spawn(&[Role::Dossier]).await;
+        let mut cfg = env.config();
+        cfg.signature.dossier_url = format!("http://{}", dossier.grpc_addr);
+        cfg.signature.town_name = "Villeneuve".into();
+        cfg.signature.job_interval_secs = 1;
+        edit(&mut cfg);
+        let clock = ManualClock::new(Utc::now());
+        let (core, grpc, pages, stop) = start_signature(&env, &cfg, clock.clone()).await;
+        Some(Fx {
+            env,
+            dossier,
+            core,
+            clock,
+            grpc,
+            pages,
+            stop,
+        })
+    }
+
+    pub async fn agent(&self) -> pb::signature_service_client::SignatureServiceClient<Authed> {
+        signature_client(self.grpc, &self.env.token("agent-1", &[TokenRole::Agent])).await
+    }
+
+    pub async fn finish(self) {
+        self.stop.cancel();
+        let _ = self.dossier.stop().await;
+        self.env.cleanup().await;
+    }
+}
+
+/// Build and serve the signature role in this test with `clock`.
+pub async fn start_signature(
+    env: &TestEnv,
+    cfg: &guichet::GuichetConfig,
+    clock: ManualClock,
+) -> (
+    guichet_signature::core::Core,
+    SocketAddr,
+    SocketAddr,
+    CancellationToken,
+) {
+    let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "guichet/signature-test")
+        .await
+        .unwrap();
+    let readiness = guichet_platform::admin::Readiness::new();
+    let auth = Arc::new(guichet_platform::auth::Authenticator::new(&cfg.auth).unwrap());
+    let deps = guichet_platform::Deps {
+        bus,
+        auth,
+        database: cfg.database.clone(),
+        readiness: readiness.clone(),
+        objects: guichet_platform::objects::ObjectStore::local(env.dir.path().join("objects")),
+    };
+    let service = guichet_signature::build_with(
+        cfg.signature.clone(),
+        deps,
+        guichet_signature::Overrides {
+            clock: Arc::new(clock),
+            dossier: None,
+        },
+    )
+    .await
+    .unwrap();
+    let mut server = guichet_platform::grpc::GrpcServer::new();
+    service.register(&mut server);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let grpc = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    readiness.set_started(true);
+    tokio::spawn(server.serve(listener, stop.clone(), readiness));
+    let core = service.core();
+    let pages = service.http_addr().expect("signing pages served");
+    tokio::spawn(service.run(stop.clone()));
+    (core, grpc, pages, stop)
+}
+
+/// A citizen's dossier for a day-care contract change, moved to
+/// "avenant-a-signer"; returns (dossier id, sha256 of the avenant PDF
+/// attached to it).
+pub async fn dossier_awaiting_signature(
+    env: &TestEnv,
+    dossier_grpc: SocketAddr,
+) -> (String, String) {
+    let mut d = dossier_client(dossier_grpc, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let citizen = d
+        .resolve_citizen(dpb::ResolveCitizenRequest {
+            hint: Some(CitizenHint {
+                given_name: "Amélie".into(),
+                family_name: "Poulain".into(),
+                phones: vec![PHONE.into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .citizen
+        .unwrap();
+    let dossier = d
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: citizen.id,
+            process_id: "creche-modification-contrat".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    d.add_document(dpb::AddDocumentRequest {
+        dossier_id: dossier.id.clone(),
+        filename: "planning.pdf".into(),
+        media_type: "application/pdf".into(),
+        document_type: "planning-souhaite".into(),
+        content: guichet_signature::pdf::simple_document(
+            "Planning souhaité",
+            &["lundi 8h30-17h30"],
+        ),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for to in ["etude", "avenant-a-signer"] {
+        d.transition_dossier(dpb::TransitionDossierRequest {
+            id: dossier.id.clone(),
+            to_state: to.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    let doc = d
+        .add_document(dpb::AddDocumentRequest {
+            dossier_id: dossier.id.clone(),
+            filename: "avenant.pdf".into(),
+            media_type: "application/pdf".into(),
+            content: avenant_pdf(&env.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (dossier.id, doc.sha256)
+}
+
+pub fn create_req(signers: &[(&str, &str)], pdf: Vec<u8>) -> pb::CreateSignatureRequestRequest {
+    pb::CreateSignatureRequestRequest {
+        document_content: pdf,
+        title: "Avenant au contrat d'accueil".into(),
+        process_template: "avenant-creche".into(),
+        signers: signers
+            .iter()
+            .map(|(n, p)| pb::Signer {
+                name: (*n).into(),
+                phone: (*p).into(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+/// The signer's page path (`/s/<token>`) from its signing URL.
+pub fn page_path(s: &pb::Signer) -> String {
+    let i = s.signing_url.find("/s/").expect("signing url");
+    s.signing_url[i..].to_owned()
+}
+
+/// A browser on the signing pages.
+pub struct Browser {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub forwarded_for: Option<String>,
+}
+
+impl Browser {
+    pub fn new(pages: SocketAddr) -> Browser {
+        Browser {
+            base: format!("http://{pages}"),
+            http: reqwest::Client::builder()
+                .user_agent("Mozilla/5.0 (Android 14; Mobile) Firefox/133.0")
+                .build()
+                .unwrap(),
+            forwarded_for: None,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    pub async fn post(&self, path: &str, form: &[(&str, &str)]) -> (u16, String) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).form(form);
+        if let Some(x) = &self.forwarded_for {
+            req = req.header("x-forwarded-for", x);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+}
+
+pub fn csrf(page: &str) -> String {
+    let i = page.find(r#"name="csrf" value=""#).expect("a form token") + 19;
+    page[i..i + 64].to_owned()
+}
+
+async fn citizen_signs_on_the_pages(backend: Backend) {
+    let Some(mut env) = TestEnv::new(backend).await else {
+        return;
+    };
+    env.signature_database().await;
+    // The real process: dossier and signature roles together, as `guichet up`.
+    let app = env.spawn(&[Role::Dossier, Role::Signature]).await;
+    let pages = http_addr_of(&app, Role::Signature);
+    let (dossier_id, sha) = dossier_awaiting_signature(&env, app.grpc_addr).await;
+    let mut agent =
+        signature_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+
+    let mut create = create_req(&[("Amélie Poulain", "06 12 34 56 78")], Vec::new());
+    create.document_sha256 = sha.clone();
+    create.dossier_id = dossier_id.clone();
+    create.request_id = format!("avenant-{dossier_id}");
+    let req = agent
+        .create_signature_request(create.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(req.status, pb::RequestStatus::Pending as i32);
+    assert_eq!(req.document_sha256, sha);
+    assert_eq!(req.signers[0].masked_phone, "+33 6 •• •• •• 78");
+    assert!(
+        req.signers[0].phone.is_empty(),
+        "outputs never carry the number"
+    );
+    assert!(
+        !req.signing_url_contains_id(),
+        "the link is not the request id"
+    );
+    let again = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, req.id, "idempotent on request_id");
+
+    let browser = Browser::new(pages);
+    let path = page_path(&req.signers[0]);
+    let (status, page) = browser.get(&path).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<html lang=\"fr\">"));
+    assert!(page.contains("Avenant au contrat d&#39;accueil"), "{page}");
+    assert!(page.contains("Recevoir le code"));
+    assert!(page.contains("Refuser de signer"));
+    assert!(page.contains("J&#39;accepte") || page.contains("j&#39;accepte"));
+    assert!(page.contains("+33 6 •• •• •• 78"));
+    assert!(!page.contains("12 34 56"), "the number is masked");
+    let token = csrf(&page);
+    let (status, pdf) = browser.get(&format!("{path}/document")).await;
+    assert_eq!(status, 200);
+    assert!(pdf.starts_with("%PDF-"));
+
+    // A forged form (no token) is refused.
+    let (status, _) = browser
+        .post(&format!("{path}/code"), &[("csrf", "x")])
+        .await;
+    assert_eq!(status, 403);
+
+    let (status, page) = browser
+        .post(&format!("{path}/code"), &[("csrf", &token)])
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Un code a été envoyé par SMS"), "{page}");
+    let code = read_sms_code(&env, PHONE, 1).await;
+    assert_eq!(code.len(), 6);
+
+    // Resend right away is throttled, and no SMS goes out.
+    let (_, page) = browser
+        .post(&format!("{path}/code"), &[("csrf", &token)])
+        .await;
+    assert!(page.contains("patientez"), "{page}");
+    assert_eq!(sms_count(&env, PHONE).await, 1);
+
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let (_, page) = browser
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("consent", "oui"), ("code", wrong)],
+        )
+        .await;
+    assert!(
+        page.contains("Code incorrect. Il vous reste 2 essais"),
+        "{page}"
+    );
+    // Without the consent box, nothing is signed.
+    let (_, page) = browser
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("code", &code)],
+        )
+        .await;
+    assert!(page.contains("Cochez la case"), "{page}");
+    let mut browser = browser;
+    // Not a trusted proxy: its X-Forwarded-For is not believed.
+    browser.forwarded_for = Some("203.0.113.50".into());
+    let (status, page) = browser
+        .post(
+            &format!("{path}/confirm"),
+            &[("csrf", &token), ("consent", "oui"), ("code", &code)],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Votre signature est enregistrée"), "{page}");
+    assert!(page.contains("Tous les signataires ont signé"), "{page}");
+
+    let done = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(done.status, pb::RequestStatus::Signed as i32);
+    assert_eq!(done.signed_document_sha256.len(), 64);
+
+    // The signed PDF: the original plus the French signature page.
+    let (_, signed) = browser.get(&format!("{path}/document")).await;
+    assert!(signed.starts_with("%PDF-"));
+    let ev = agent
+        .get_evidence(pb::GetEvidenceRequest {
+            signature_request_id: req.id.clone(),
+            include_signed_document: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        guichet_platform::objects::sha256_hex(&ev.signed_document),
+        done.signed_document_sha256
+    );
+    assert_eq!(
+        guichet_signature::pdf::check(&ev.signed_document).unwrap(),
+        2
+    );
+    let evidence: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
+    let e = &evidence["evidence"];
+    assert_eq!(e["document"]["original_sha256"], sha.as_str());
+    assert_eq!(
+        e["document"]["signed_sha256"],
+        done.signed_document_sha256.as_str()
+    );
+    assert_eq!(e["signers"][0]["phone_masked"], "+33 6 •• •• •• 78");
+    assert_eq!(e["signers"][0]["ip"], "127.0.0.1");
+    assert!(
+        e["signers"][0]["user_agent"]
+            .as_str()
+            .unwrap()
+            .contains("Firefox")
+    );
+    assert_eq!(e["key_id"], SEAL_KEY_A.0);
+    let kinds: Vec<(String, String)> = e["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["kind"].as_str().unwrap().to_owned(),
+                x["outcome"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for k in [
+        ("created", "ok"),
+        ("code_sent", "ok"),
+        ("code_resent", "throttled"),
+        ("attempt", "wrong_code"),
+        ("attempt", "ok"),
+        ("signed", "ok"),
+    ] {
+        assert!(
+            kinds.contains(&(k.0.to_owned(), k.1.to_owned())),
+            "{k:?} in {kinds:?}"
+        );
+    }
+    let raw = String::from_utf8(ev.evidence_json.clone()).unwrap();
+    assert!(
+        !raw.contains("612345678") && !raw.contains(&code),
+        "no number, no code in the evidence"
+    );
+
+    let v = agent
+        .verify(pb::VerifyRequest {
+            document: ev.signed_document.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid && v.seal_valid, "{:?}", v.findings);
+    assert_eq!(v.document_match, pb::DocumentMatch::Signed as i32);
+    assert_eq!(v.signers[0].name, "Amélie Poulain");
+    assert!(
+        v.findings
+            .iter()
+            .any(|f| f.contains("Amélie Poulain (+33 6 •• •• •• 78) a signé")),
+        "{:?}",
+        v.findings
+    );
+
+    // The dossier: link signed, signed PDF attached, process moved on.
+    let mut d = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let dossier = eventually("the dossier moves on", StdDuration::from_secs(20), || {
+        let mut d = d.clone();
+        let id = dossier_id.clone();
+        async move {
+            let x = d
+                .get_dossier(dpb::GetDossierRequest { id })
+                .await
+                .ok()?
+                .into_inner();
+            (x.state == "avenant-applique").then_some(x)
+        }
+    })
+    .await;
+    let link = dossier
+        .links
+        .iter()
+        .find(|l| l.kind == "signature")
+        .unwrap();
+    assert_eq!(link.ref_id, req.id);
+    assert_eq!(link.status, "signed");
+    let docs = d
+        .list_documents(dpb::ListDocumentsRequest {
+            dossier_id: dossier_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        docs.documents
+            .iter()
+            .any(|x| x.sha256 == done.signed_document_sha256)
+    );
+
+    // Domain events, ids only.
+    let headers = env.stream_headers("EVENTS", 1).await;
+    let types: Vec<String> = headers.iter().map(|h| header(h, "ce-type")).collect();
+    for t in ["request_created", "code_sent", "signer_signed", "completed"] {
+        assert!(
+            types.contains(&format!("guichet.signature.v1.{t}")),
+            "{t} in {types:?}"
+        );
+    }
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+trait NoId {
+    fn signing_url_contains_id(&self) -> bool;
+}
+
+impl NoId for pb::SignatureRequest {
+    fn signing_url_contains_id(&self) -> bool {
+        self.signers
+            .iter()
+            .any(|s| s.signing_url.contains(&self.id))
+    }
+}
+
+#[tokio::test]
+async fn signature_a_citizen_signs_on_the_pages_and_the_dossier_moves_on_sqlite() {
+    citizen_signs_on_the_pages(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn signature_a_citizen_signs_on_the_pages_and_the_dossier_moves_on_postgres() {
+    citizen_signs_on_the_pages(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let req = agent
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("lock"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let signer = req.signers[0].id.clone();
+    let send = pb::SendCodeRequest {
+        signature_request_id: req.id.clone(),
+        signer_id: signer.clone(),
+    };
+    agent.send_code(send.clone()).await.unwrap();
+    let code = read_sms_code(&f.env, PHONE, 1).await;
+    let wrong = if code == "000000" { "111111" } else { "000000" };
+    let confirm = |c: &str| pb::ConfirmCodeRequest {
+        signature_request_id: req.id.clone(),
+        signer_id: signer.clone(),
+        code: c.into(),
+        ip: "192.0.2.10".into(),
+        user_agent: "guichet-test".into(),
+    };
+    for left in [2, 1] {
+        let r = agent
+            .confirm_code(confirm(wrong))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.signed);
+        assert_eq!(r.attempts_left, left);
+    }
+    let e = agent.confirm_code(confirm(wrong)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("bloquée"), "{}", e.message());
+    // Locked: even the right code no longer signs, and no code is sent.
+    let e = agent.confirm_code(confirm(&code)).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert_eq!(
+        agent.send_code(send.clone()).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    let got = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RequestStatus::Locked as i32);
+
+    // Only an agent reissues (a service may not).
+    let mut service =
+        signature_client(f.grpc, &f.env.token("portail", &[TokenRole::Service])).await;
+    let e = service
+        .reissue_signature_request(pb::ReissueSignatureRequestRequest {
+            id: req.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let re = agent
+        .reissue_signature_request(pb::ReissueSignatureRequestRequest {
+            id: req.id.clone(),
+            reason: "Appel de la famille, identité vérifiée".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(re.status, pb::RequestStatus::Pending as i32);
+    // The old code is void; a new one signs.
+    assert_eq!(
+        agent.confirm_code(confirm(&code)).await.unwrap_err().code(),
+        Code::FailedPrecondition
+    );
+    agent.send_code(send).await.unwrap();
+    let code2 = read_sms_code(&f.env, PHONE, 2).await;
+    let r = agent
+        .confirm_code(confirm(&code2))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.signed);
+    assert_eq!(
+        r.signature_request.unwrap().status,
+        pb::RequestStatus::Signed as i32
+    );
+    let events = agent
+        .list_signature_events(pb::ListSignatureEventsRequest {
+            signature_request_id: req.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    let kinds: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.kind.as_str(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == ("attempt", "wrong_code"))
+            .count(),
+        3
+    );
+    assert!(kinds.contains(&("locked", "attempts_limit")));
+    assert!(kinds.contains(&("reissued", "ok")));
+    assert!(kinds.contains(&("completed", "ok")));
+    assert!(
+        events
+            .iter()
+            .any(|e| e.ip == "192.0.2.10" && e.user_agent == "guichet-test")
+    );
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn signature_resends_are_throttled_and_a_sixth_code_locks_the_request() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let req = agent
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("limit"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let send = pb::SendCodeRequest {
+        signature_request_id: req.id.clone(),
+        signer_id: String::new(),
+    };
+    for n in 1..=5u32 {
+        let r = agent.resend_code(send.clone()).await.unwrap().into_inner();
+        assert_eq!(r.codes_sent, n);
+        assert_eq!(r.codes_left, 5 - n);
+        let e = agent.resend_code(send.clone()).await.unwrap_err();
+        assert_eq!(
+            e.code(),
+            Code::ResourceExhausted,
+            "throttled within the interval"
+        );
+        f.clock.advance(Duration::seconds(61));
+    }
+    assert_eq!(sms_count(&f.env, PHONE).await, 5);
+    // Only the latest code is good.
+    let first = read_sms_code(&f.env, PHONE, 1).await;
+    let last = read_sms_code(&f.env, PHONE, 5).await;
+    if first != last {
+        let r = agent
+            .confirm_code(pb::ConfirmCodeRequest {
+                signature_request_id: req.id.clone(),
+                code: first,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!r.signed, "a superseded code does not sign");
+    }
+    let e = agent.resend_code(send).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let got = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RequestStatus::Locked as i32);
+    assert_eq!(sms_count(&f.env, PHONE).await, 5, "no sixth SMS");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn signature_codes_and_requests_expire_on_time() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let (dossier_id, sha) = dossier_awaiting_signature(&f.env, f.dossier.grpc_addr).await;
+    let mut agent = f.agent().await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], Vec::new());
+    create.document_sha256 = sha;
+    create.dossier_id = dossier_id.clone();
+    create.expire_time = Some(timestamp(f.clock.now_utc() + Duration::days(2)));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    let code = read_sms_code(&f.env, PHONE, 1).await;
+    let confirm = pb::ConfirmCodeRequest {
+        signature_request_id: req.id.clone(),
+        code: code.clone(),
+        ..Default::default()
+    };
+    // Ten minutes later the code is dead.
+    f.clock.advance(Duration::minutes(10));
+    let e = agent.confirm_code(confirm.clone()).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("expiré"), "{}", e.message());
+
+    // The request itself expires: the worker marks it, the dossier hears it.
+    f.clock.advance(Duration::days(2));
+    // (The role's own worker may get there first: either way, once.)
+    assert!(f.core.expire_due().await.unwrap() <= 1);
+    assert_eq!(f.core.expire_due().await.unwrap(), 0, "once");
+    let got = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RequestStatus::Expired as i32);
+    let browser = Browser::new(f.pages);
+    let (_, page) = browser.get(&page_path(&req.signers[0])).await;
+    assert!(page.contains("Délai de signature dépassé"), "{page}");
+    let mut d = dossier_client(
+        f.dossier.grpc_addr,
+        &f.env.token("agent-1", &[TokenRole::Agent]),
+    )
+    .await;
+    eventually(
+        "the dossier link says expired",
+        StdDuration::from_secs(20),
+        || {
+            let mut d = d.clone();
+            let id = dossier_id.clone();
+            let core = f.core.clone();
+            async move {
+                let _ = core.run_due_jobs().await;
+                let x = d
+                    .get_dossier(dpb::GetDossierRequest { id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                x.links
+                    .iter()
+                    .any(|l| l.kind == "signature" && l.status == "expired")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let x = d
+        .get_dossier(dpb::GetDossierRequest { id: dossier_id })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        x.state, "avenant-a-signer",
+        "an expired signature does not move the dossier"
+    );
+    f.finish().await;
+}
+
+async fn concurrent_confirmations(backend: Backend) {
+    let Some(f) = Fx::new(backend, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("race"));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    let code = read_sms_code(&f.env, PHONE, 1).await;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let core = f.core.clone();
+        let id = req.id.clone();
+        let code = code.clone();
+        tasks.push(tokio::spawn(async move {
+            let o = guichet_signature::core::Origin {
+                actor: "citizen".into(),
+                ip: format!("192.0.2.{i}"),
+                user_agent: "race".into(),
+            };
+            core.confirm(&o, &id, "", &code).await.map(|c| c.signed)
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        if let Ok(Ok(true)) = t.await {
+            wins += 1;
+        }
+    }
+    assert_eq!(wins, 1, "exactly one confirmation succeeds");
+    let events = f.core.events(&req.id, 0, 1000).await.unwrap().0;
+    assert_eq!(events.iter().filter(|e| e.kind == "signed").count(), 1);
+    assert_eq!(events.iter().filter(|e| e.kind == "completed").count(), 1);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn signature_concurrent_confirmations_of_one_code_give_one_success_sqlite() {
+    concurrent_confirmations(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn signature_concurrent_confirmations_of_one_code_give_one_success_postgres() {
+    concurrent_confirmations(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn signature_a_signer_declines_on_the_page_with_a_reason() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let req = agent
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("decline"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let browser = Browser::new(f.pages);
+    let path = page_path(&req.signers[0]);
+    let (_, page) = browser.get(&path).await;
+    let (status, page) = browser
+        .post(
+            &format!("{path}/decline"),
+            &[
+                ("csrf", &csrf(&page)),
+                ("reason", "Les horaires ne conviennent pas"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Signature refusée"), "{page}");
+    let got = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RequestStatus::Declined as i32);
+    assert_eq!(got.decline_reason, "Les horaires ne conviennent pas");
+    assert_eq!(got.signers[0].status, "declined");
+    let e = agent
+        .send_code(pb::SendCodeRequest {
+            signature_request_id: req.id.clone(),
+            signer_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    let (status, _) = browser.get("/s/not-a-real-token").await;
+    assert_eq!(status, 404);
+
+    // The town withdraws another request.
+    let other = agent
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", PHONE)],
+            avenant_pdf("cancel"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let cancelled = agent
+        .cancel_signature_request(pb::CancelSignatureRequestRequest {
+            id: other.id.clone(),
+            reason: "Avenant remplacé".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(cancelled.status, pb::RequestStatus::Cancelled as i32);
+    let (_, page) = browser.get(&page_path(&other.signers[0])).await;
+    assert!(page.contains("Demande annulée"), "{page}");
+
+    // Listing with a filter, page by page.
+    let list = |filter: &str, token: &str| pb::ListSignatureRequestsRequest {
+        page_size: 1,
+        page_token: token.into(),
+        filter: filter.into(),
+    };
+    let page1 = agent
+        .list_signature_requests(list("status = declined", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page1.signature_requests.len(), 1);
+    assert_eq!(page1.signature_requests[0].id, req.id);
+    assert!(page1.next_page_token.is_empty());
+    let all1 = agent
+        .list_signature_requests(list("", ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all1.signature_requests.len(), 1);
+    let all2 = agent
+        .list_signature_requests(list("", &all1.next_page_token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all2.signature_requests.len(), 1);
+    assert_ne!(all1.signature_requests[0].id, all2.signature_requests[0].id);
+    let e = agent
+        .list_signature_requests(list("phone = \"+33612345678\"", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn signature_every_signer_signs_before_the_document_is_complete() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let mut create = create_req(
+        &[("Amélie Poulain", PHONE), ("Nino Quincampoix", PHONE_2)],
+        avenant_pdf("two"),
+    );
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(req.signers[0].signing_url, req.signers[1].signing_url);
+    let browser = Browser::new(f.pages);
+    let sign = |i: usize, phone: &'static str| {
+        let path = page_path(&req.signers[i]);
+        let browser = &browser;
+        let env = &f.env;
+        async move {
+            let code = read_sms_code(env, phone, 1).await;
+            let (_, page) = browser.get(&path).await;
+            browser
+                .post(
+                    &format!("{path}/confirm"),
+                    &[("csrf", &csrf(&page)), ("consent", "oui"), ("code", &code)],
+                )
+                .await
+                .1
+        }
+    };
+    let page = sign(0, PHONE).await;
+    assert!(
+        page.contains("lorsque les autres signataires auront signé"),
+        "{page}"
+    );
+    let got = agent
+        .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.status, pb::RequestStatus::Pending as i32);
+    assert!(got.signed_document_sha256.is_empty());
+    let page = sign(1, PHONE_2).await;
+    assert!(page.contains("Tous les signataires ont signé"), "{page}");
+    let ev = agent
+        .get_evidence(pb::GetEvidenceRequest {
+            signature_request_id: req.id.clone(),
+            include_signed_document: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let v = agent
+        .verify(pb::VerifyRequest {
+            evidence_json: ev.evidence_json,
+            document_sha256: ev.signed_document_sha256,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(v.valid);
+    let names: Vec<&str> = v.signers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["Amélie Poulain", "Nino Quincampoix"]);
+    assert!(v.signers.iter().all(|s| s.sign_time.is_some()));
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn signature_bad_input_is_refused_with_field_violations() {
+    let Some(f) = Fx::new(Backend::Sqlite, |c| c.signature.max_document_bytes = 4096).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let cases = [
+        (
+            create_req(&[("Amélie Poulain", PHONE)], b"MZ not a pdf".to_vec()),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", PHONE)], b"%PDF-1.7 broken".to_vec()),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", PHONE)], vec![b'%'; 5000]),
+            "document_content",
+        ),
+        (
+            create_req(&[("Amélie Poulain", "12")], avenant_pdf("x")),
+            "signers[0].phone",
+        ),
+        (create_req(&[], avenant_pdf("x")), "signers"),
+    ];
+    for (req, field) in cases {
+        let e = agent.create_signature_request(req).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        let details = tonic_types::StatusExt::get_error_details(&e);
+        let v = details.bad_request().expect("field violations");
+        assert_eq!(v.field_violations[0].field, field, "{}", e.message());
+    }
+    let mut stored = create_req(&[("Amélie Poulain", PHONE)], Vec::new());
+    stored.document_sha256 = "ab".repeat(32);
+    let e = agent.create_signature_request(stored).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    // Nobody anonymous.
+    let mut anon = signature_client(f.grpc, "").await;
+    let e = anon
+        .get_signature_request(pb::GetSignatureRequestRequest { id: "x".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    f.finish().await;
+}
+
+/// `ManualClock::now` through the platform trait.
+pub trait NowUtc {
+    fn now_utc(&self) -> chrono::DateTime<Utc>;
+}
+
+impl NowUtc for ManualClock {
+    fn now_utc(&self) -> chrono::DateTime<Utc> {
+        guichet_platform::clock::Clock::now(self)
+    }
+}
+
+#[tokio::test]
+async fn signature_sms_delivery_reports_land_in_the_evidence() {
+    let Some(f) = Fx::new(Backend::Sqlite, |_| {}).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("report"));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    let code = read_sms_code(&f.env, PHONE, 1).await;
+    // The notification role's report, as it publishes it.
+    let cfg = f.env.config();
+    let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "notification-stand-in")
+        .await
+        .unwrap();
+    let code_row = f.core.events(&req.id, 0, 100).await.unwrap().0;
+    assert!(code_row.iter().any(|e| e.kind == "code_sent"));
+    let js = async_nats::jetstream::new(f.env.nats().await);
+    let mut notify = js.get_stream(f.env.stream("NOTIFY")).await.unwrap();
+    let first = notify.info().await.unwrap().state.first_sequence;
+    let sms =
+        NotificationRequest::decode(notify.get_raw_message(first).await.unwrap().payload).unwrap();
+    let report = guichet_proto::notification::v1::NotificationStatusChanged {
+        notification_id: sms.id.clone(),
+        status: "sent".into(),
+        channel: "sms".into(),
+        attempts: 1,
+        template: "signature-code".into(),
+        ..Default::default()
+    };
+    let event = guichet_platform::bus::OutgoingEvent {
+        id: format!("report-{}", sms.id),
+        ty: "guichet.notification.v1.sent".into(),
+        subject: format!("notifications/{}", sms.id),
+        time: Utc::now(),
+        body: bytes::Bytes::from(report.encode_to_vec()),
+    };
+    for _ in 0..2 {
+        // Redelivered: recorded once.
+        bus.publish(bus.event_subject("notification", "sent"), &event)
+            .await
+            .unwrap();
+    }
+    eventually(
+        "the sms report in the trail",
+        StdDuration::from_secs(20),
+        || {
+            let core = f.core.clone();
+            let id = req.id.clone();
+            async move {
+                let ev = core.events(&id, 0, 100).await.ok()?.0;
+                ev.iter().any(|e| e.kind == "sms_sent").then_some(())
+            }
+        },
+    )
+    .await;
+    let r = agent
+        .confirm_code(pb::ConfirmCodeRequest {
+            signature_request_id: req.id.clone(),
+            code,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.signed);
+    let ev = agent
+        .get_evidence(pb::GetEvidenceRequest {
+            signature_request_id: req.id.clone(),
+            include_signed_document: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let j: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
+    let sent: Vec<&serde_json::Value> = j["evidence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "sms_sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "recorded once");
+    assert_eq!(sent[0]["outcome"], "ok");
+    f.finish().await;
+}
+
+#[test]
+fn signature_config_errors_name_the_key_and_guichet_up_creates_dev_keys_once() {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::tempdir().unwrap();
+    let env = || {
+        vec![
+            (
+                "GUICHET__DATA_DIR".to_owned(),
+                dir.path().display().to_string(),
+            ),
+            (
+                "GUICHET__AUTH__SIGNING_KEY".to_owned(),
+                SIGNING_KEY.to_owned(),
+            ),
+        ]
+    };
+    let mut cfg = guichet::GuichetConfig::load(None, env()).unwrap();
+    let err = cfg.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.code_secret"), "{err}");
+    let mut bad = guichet::GuichetConfig::load(
+        None,
+        [
+            env(),
+            vec![("GUICHET__SIGNATURE__CODE_TTL_MINUTES".into(), "0".into())],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    bad.ensure_dev_signature_keys().unwrap();
+    let err = bad.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.code_ttl_minutes"), "{err}");
+
+    cfg.ensure_dev_signature_keys().unwrap();
+    cfg.validate(&[Role::Signature]).unwrap();
+    let mut again = guichet::GuichetConfig::load(None, env()).unwrap();
+    again.ensure_dev_signature_keys().unwrap();
+    assert_eq!(
+        again.signature.seal.private_key.expose_secret(),
+        cfg.signature.seal.private_key.expose_secret(),
+        "the development sealing key is kept across restarts"
+    );
+    let mut wrong = guichet::GuichetConfig::load(
+        None,
+        [
+            env(),
+            vec![(
+                "GUICHET__SIGNATURE__SEAL__PRIVATE_KEY".into(),
+                "bm90LWEta2V5".into(),
+            )],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    wrong.ensure_dev_signature_keys().unwrap();
+    let err = wrong.validate(&[Role::Signature]).unwrap_err().to_string();
+    assert!(err.contains("signature.seal.private_key"), "{err}");
+}
+
+#[tokio::test]
+async fn signature_guichet_serve_runs_the_role_with_its_pages_and_metrics() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    env.signature_database().await;
+    let pages: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let p = env
+        .spawn_process(
+            &["dossier", "signature"],
+            &[("GUICHET__SIGNATURE__HTTP_ADDR", &pages.to_string())],
+        )
+        .await;
+    let mut agent = signature_client(p.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let mut create = create_req(&[("Amélie Poulain", PHONE)], avenant_pdf("process"));
+    create.send_codes = true;
+    let req = agent
+        .create_signature_request(create)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(read_sms_code(&env, PHONE, 1).await.len(), 6);
+    let (status, page) = Browser::new(pages).get(&page_path(&req.signers[0])).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Signer un document"), "{page}");
+    let (status, metrics) = http_get(p.admin_addr, "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("guichet_signature_codes_sent_total"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("guichet_signature_requests_total"));
+    assert!(p.terminate().await.success());
+    env.cleanup().await;
+}
