@@ -48,6 +48,7 @@ pub struct GuichetConfig {
     pub scan: guichet_ingress_scan::Config,
     pub telephony: guichet_ingress_telephony::Config,
     pub appointment: guichet_appointment::Config,
+    pub notification: guichet_notification::Config,
 }
 
 impl GuichetConfig {
@@ -67,6 +68,7 @@ impl GuichetConfig {
             (&mut config.scan.database_url, "scan"),
             (&mut config.telephony.database_url, "telephony"),
             (&mut config.appointment.database_url, "appointment"),
+            (&mut config.notification.database_url, "notification"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -77,6 +79,12 @@ impl GuichetConfig {
         }
         if config.scan.watch_dir.as_os_str().is_empty() {
             config.scan.watch_dir = config.data_dir.join("scan");
+        }
+        if config.notification.sms_sink_dir.as_os_str().is_empty() {
+            config.notification.sms_sink_dir = config.data_dir.join("sms-sink");
+        }
+        if config.notification.email.sink_dir.as_os_str().is_empty() {
+            config.notification.email.sink_dir = config.data_dir.join("email-sink");
         }
         Ok(config)
     }
@@ -95,6 +103,7 @@ impl GuichetConfig {
                 Role::IngressScan => self.scan.validate()?,
                 Role::IngressTelephony => self.telephony.validate()?,
                 Role::Appointment => self.appointment.validate()?,
+                Role::Notification => self.notification.validate()?,
                 _ => {}
             }
         }
@@ -243,6 +252,7 @@ pub async fn start(
         };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
         config.appointment.dossier_url = config.routing.dossier_url.clone();
+        config.notification.dossier_url = config.routing.dossier_url.clone();
     }
 
     let deps = guichet_platform::Deps {
@@ -350,6 +360,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::IngressScan => &config.scan.database_url,
             Role::IngressTelephony => &config.telephony.database_url,
             Role::Appointment => &config.appointment.database_url,
+            Role::Notification => &config.notification.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -364,6 +375,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
                 guichet_ingress_telephony::db::Migrator::up(&db, None).await?
             }
             Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
+            Role::Notification => guichet_notification::db::Migrator::up(&db, None).await?,
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

@@ -57,6 +57,7 @@ impl Role {
                 | Role::Routing
                 | Role::Dossier
                 | Role::Appointment
+                | Role::Notification
         )
     }
 
@@ -74,6 +75,7 @@ pub enum Built {
     Scan(Box<guichet_ingress_scan::Service>),
     Telephony(Box<guichet_ingress_telephony::Service>),
     Appointment(Box<guichet_appointment::Service>),
+    Notification(Box<guichet_notification::Service>),
 }
 
 impl Built {
@@ -85,6 +87,7 @@ impl Built {
             Built::Scan(s) => s.register(server),
             Built::Telephony(s) => s.register(server),
             Built::Appointment(s) => s.register(server),
+            Built::Notification(s) => s.register(server),
         }
     }
 
@@ -93,6 +96,7 @@ impl Built {
         match self {
             Built::Telephony(s) => Some(s.http_addr()),
             Built::Counter(s) => Some(s.http_addr()),
+            Built::Notification(s) => s.http_addr(),
             _ => None,
         }
     }
@@ -105,6 +109,7 @@ impl Built {
             Built::Scan(s) => (*s).run(shutdown).await,
             Built::Telephony(s) => (*s).run(shutdown).await,
             Built::Appointment(s) => (*s).run(shutdown).await,
+            Built::Notification(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -132,6 +137,9 @@ pub async fn build(
         )),
         Role::Appointment => Built::Appointment(Box::new(
             guichet_appointment::build(config.appointment.clone(), shared.clone()).await?,
+        )),
+        Role::Notification => Built::Notification(Box::new(
+            guichet_notification::build(config.notification.clone(), shared.clone()).await?,
         )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })
