@@ -89,8 +89,13 @@ pub enum Outcome {
     },
     /// May succeed later: retried with backoff until max_attempts.
     Retry(String),
-    /// Final: `status` is expired, suppressed or dead_lettered.
-    Final { status: &'static str, error: String },
+    /// Final: `status` is expired, suppressed or dead_lettered;
+    /// `attempted` when the provider or relay was reached (and refused).
+    Final {
+        status: &'static str,
+        error: String,
+        attempted: bool,
+    },
     /// Not attempted (rate limit): try again at this instant.
     Defer(DateTime<Utc>),
 }
@@ -315,7 +320,14 @@ impl Core {
                     next.next_attempt_at = Some(now + self.backoff(next.attempts));
                 }
             }
-            Outcome::Final { status, error } => {
+            Outcome::Final {
+                status,
+                error,
+                attempted,
+            } => {
+                if attempted {
+                    next.attempts += 1;
+                }
                 next.status = status.into();
                 next.next_attempt_at = None;
                 next.last_error = Some(error);

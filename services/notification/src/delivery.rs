@@ -93,6 +93,7 @@ impl Worker {
                 return Outcome::Final {
                     status: DEAD_LETTERED,
                     error: format!("stored request unreadable: {e}"),
+                    attempted: false,
                 };
             }
         };
@@ -101,6 +102,7 @@ impl Worker {
             return Outcome::Final {
                 status: EXPIRED,
                 error: "not delivered before not_after".into(),
+                attempted: false,
             };
         }
         let mut vars: HashMap<String, String> = req.variables.clone();
@@ -120,6 +122,7 @@ impl Worker {
                 Err(Outcome::Final {
                     status: DEAD_LETTERED,
                     error: format!("unknown channel {other}"),
+                    attempted: false,
                 }),
                 "none",
             ),
@@ -158,6 +161,7 @@ impl Worker {
             .map_err(|e| Outcome::Final {
                 status: DEAD_LETTERED,
                 error: e.to_string(),
+                attempted: false,
             })?;
         let shape = gsm::shape(&text);
         let sms = OutgoingSms {
@@ -178,6 +182,7 @@ impl Worker {
             Err(SendError::Permanent(e)) => Err(Outcome::Final {
                 status: DEAD_LETTERED,
                 error: e,
+                attempted: true,
             }),
         }
     }
@@ -193,6 +198,7 @@ impl Worker {
             return Ok(Outcome::Final {
                 status: SUPPRESSED,
                 error: "address on the suppression list (bounced)".into(),
+                attempted: false,
             });
         }
         if let Some(at) = self.core.rate_limited_until(&m.recipient).await.map_err(retry)? {
@@ -208,6 +214,7 @@ impl Worker {
             .map_err(|e| Outcome::Final {
                 status: DEAD_LETTERED,
                 error: e.to_string(),
+                attempted: false,
             })?;
         let mut attachments = Vec::new();
         if let Some(ics) = vars.get("ics").filter(|s| !s.is_empty()) {
@@ -227,6 +234,7 @@ impl Worker {
                         return Err(Outcome::Final {
                             status: DEAD_LETTERED,
                             error: format!("attachment {i}: object not found"),
+                            attempted: false,
                         });
                     }
                     Err(e) => return Err(Outcome::Retry(format!("attachment {i}: {e}"))),
@@ -235,6 +243,7 @@ impl Worker {
                 return Err(Outcome::Final {
                     status: DEAD_LETTERED,
                     error: format!("attachment {i} has neither content nor sha256"),
+                    attempted: false,
                 });
             };
             attachments.push(Part {
@@ -275,6 +284,7 @@ impl Worker {
         let message = email::build(&self.core.config.email, &draft).map_err(|e| Outcome::Final {
             status: DEAD_LETTERED,
             error: e,
+            attempted: false,
         })?;
         match self.mailer.send(&m.id, message).await {
             Ok(()) => Ok(Outcome::Sent {
@@ -286,6 +296,7 @@ impl Worker {
             Err(SendError::Permanent(e)) => Err(Outcome::Final {
                 status: DEAD_LETTERED,
                 error: e,
+                attempted: true,
             }),
         }
     }

@@ -15,6 +15,7 @@ mod dossier_api;
 mod dossier_store;
 mod events;
 mod intake;
+mod notification_delivery;
 mod routing_correlation;
 mod routing_intake;
 mod routing_offers;
