@@ -67,13 +67,21 @@ impl Worker {
                 return Ok(handled);
             }
             let n = batch.len();
-            let mut tasks = tokio::task::JoinSet::new();
+            // One task per recipient, its messages in order: the hourly
+            // limit counts what was sent before the next one is checked.
+            let mut by_recipient: HashMap<String, Vec<notification::Model>> = HashMap::new();
             for m in batch {
+                by_recipient.entry(m.recipient.clone()).or_default().push(m);
+            }
+            let mut tasks = tokio::task::JoinSet::new();
+            for (_, group) in by_recipient {
                 let w = self.clone();
                 tasks.spawn(async move {
-                    let outcome = w.attempt(&m).await;
-                    if let Err(error) = w.core.finish(&m, outcome).await {
-                        tracing::error!(notification_id = %m.id, %error, "cannot record a delivery outcome; the lease will expire and it is retried");
+                    for m in group {
+                        let outcome = w.attempt(&m).await;
+                        if let Err(error) = w.core.finish(&m, outcome).await {
+                            tracing::error!(notification_id = %m.id, %error, "cannot record a delivery outcome; the lease will expire and it is retried");
+                        }
                     }
                 });
             }

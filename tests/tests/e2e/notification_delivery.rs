@@ -721,7 +721,7 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
             hint: Some(CitizenHint {
                 given_name: "Hélène".into(),
                 family_name: "Martin".into(),
-                phones: vec!["07 11 22 33 44".into()],
+                phones: vec!["06 45 67 89 01".into()],
                 ..Default::default()
             }),
             request_id: String::new(),
@@ -758,7 +758,7 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
     )
     .await;
 
-    let line = env.wait_for_sms("+33711223344", |_| true).await;
+    let line = env.wait_for_sms("+33645678901", |_| true).await;
     assert_eq!(line["template"], "relance-pieces");
     assert_eq!(line["dossier_id"], d.id.as_str());
     let text = line["text"].as_str().unwrap();
