@@ -86,10 +86,9 @@ impl Worker {
                 });
             }
             while tasks.join_next().await.is_some() {}
+            // Go on until nothing is due: a short batch may only mean
+            // another replica won some of the claims.
             handled += n;
-            if (n as u64) < self.core.config.batch_size {
-                return Ok(handled);
-            }
         }
     }
 

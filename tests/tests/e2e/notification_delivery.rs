@@ -771,3 +771,72 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
     app.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// A replica of the role built in this process on `config` (not running:
+/// the test drives its worker).
+async fn replica(config: &guichet::GuichetConfig, name: &str) -> guichet_notification::Service {
+    let bus = guichet_platform::bus::Bus::connect(&config.bus, name)
+        .await
+        .unwrap();
+    let deps = guichet_platform::Deps {
+        bus,
+        auth: Arc::new(guichet_platform::auth::Authenticator::new(&config.auth).unwrap()),
+        database: config.database.clone(),
+        readiness: guichet_platform::admin::Readiness::new(),
+        objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
+    };
+    guichet_notification::build(config.notification.clone(), deps)
+        .await
+        .unwrap()
+}
+
+async fn two_replicas_share_the_work_without_sending_twice(backend: Backend) {
+    let Some(env) = env_for(backend).await else {
+        return;
+    };
+    let config = env.config_with(&overrides(&[("GUICHET__NOTIFICATION__BATCH_SIZE", "7")]));
+    let a = replica(&config, "guichet/notification-a").await;
+    let b = replica(&config, "guichet/notification-b").await;
+    for i in 0..40 {
+        let accepted = a
+            .core()
+            .accept(sms(
+                &format!("bulk-{i}"),
+                &format!("+336123450{i:02}"),
+                "relance-pieces",
+                &[("reference", "VIN-2026-000007"), ("process", "Passeport")],
+            ))
+            .await
+            .unwrap();
+        assert_eq!(accepted, guichet_notification::core::Accepted::Queued);
+    }
+    // Accepting again is a no-op.
+    let again = b
+        .core()
+        .accept(sms("bulk-0", "+33612345000", "relance-pieces", &[]))
+        .await
+        .unwrap();
+    assert_eq!(again, guichet_notification::core::Accepted::Duplicate);
+
+    let (wa, wb) = (a.worker(), b.worker());
+    let (ra, rb) = tokio::join!(wa.pass(), wb.pass());
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra + rb, 40, "every message handled once ({ra} + {rb})");
+    let sink = env.sms_sink();
+    let mut ids: Vec<&str> = sink.iter().map(|m| m["id"].as_str().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!((sink.len(), ids.len()), (40, 40), "one SMS per message");
+    assert_eq!(a.core().queue_depth().await.unwrap(), 0);
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn notification_two_replicas_share_the_work_without_sending_twice_sqlite() {
+    two_replicas_share_the_work_without_sending_twice(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn notification_two_replicas_share_the_work_without_sending_twice_postgres() {
+    two_replicas_share_the_work_without_sending_twice(Backend::Postgres).await;
+}
