@@ -24,7 +24,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .and_then(|s| s.to_str())
             .ok_or("template file name is not UTF-8")?;
         let abs = p.canonicalize()?;
-        writeln!(f, "    ({id:?}, include_str!({:?})),", abs.display().to_string())?;
+        writeln!(
+            f,
+            "    ({id:?}, include_str!({:?})),",
+            abs.display().to_string()
+        )?;
     }
     writeln!(f, "];")?;
     Ok(())

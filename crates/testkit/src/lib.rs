@@ -1445,12 +1445,16 @@ impl SmtpSink {
             .kill_on_drop(true)
             .spawn()
             .expect("start aiosmtpd");
-        eventually("aiosmtpd to listen", Duration::from_secs(20), || async move {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-                .map(|_| ())
-        })
+        eventually(
+            "aiosmtpd to listen",
+            Duration::from_secs(20),
+            || async move {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+                    .map(|_| ())
+            },
+        )
         .await;
         SmtpSink {
             port,

@@ -80,7 +80,8 @@ impl DossierDirectory for GrpcDirectory {
             }
             id = p.merged_into.clone();
         }
-        let citizen = citizen.ok_or_else(|| Status::failed_precondition("citizen merge chain too long"))?;
+        let citizen =
+            citizen.ok_or_else(|| Status::failed_precondition("citizen merge chain too long"))?;
         let phone = citizen.phones.first().cloned();
         let email = citizen.emails.first().cloned();
         let prefers_email = citizen.preferred_channel() == IntakeChannel::Email;
@@ -162,7 +163,9 @@ pub async fn on_reminder(
     let r = ReminderDue::decode(event.body.as_ref())
         .map_err(|e| HandlerError::Permanent(format!("not a ReminderDue: {e}")))?;
     if r.template.is_empty() {
-        return Err(HandlerError::Permanent("reminder without a template".into()));
+        return Err(HandlerError::Permanent(
+            "reminder without a template".into(),
+        ));
     }
     let id = format!("reminder-{}", event.id);
     // A redelivered event after the request was recorded: nothing to ask dossier.
@@ -211,8 +214,8 @@ pub async fn on_email_event(core: Core, event: IncomingEvent) -> Result<(), Hand
     }
     let a = AddressUndeliverable::decode(event.body.as_ref())
         .map_err(|e| HandlerError::Permanent(format!("not an AddressUndeliverable: {e}")))?;
-    let address = Email::parse(&a.address)
-        .map_err(|e| HandlerError::Permanent(format!("address {e}")))?;
+    let address =
+        Email::parse(&a.address).map_err(|e| HandlerError::Permanent(format!("address {e}")))?;
     if kind == "address_deliverable" || a.cleared {
         let cleared = core
             .clear_suppression(address.as_str())

@@ -26,8 +26,8 @@ use guichet_proto::notification::v1::{
 use prost::Message;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ColumnTrait, Condition, DatabaseConnection, EntityTrait,
-    IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ColumnTrait, Condition, DatabaseConnection, EntityTrait, IntoActiveModel, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use tokio::sync::Notify;
 
@@ -156,12 +156,20 @@ impl Core {
                 Ok(e) => ("email", e.as_str().to_owned(), None),
                 Err(e) => ("email", String::new(), Some(format!("email address {e}"))),
             },
-            None => ("none", String::new(), Some("no phone or email target".into())),
+            None => (
+                "none",
+                String::new(),
+                Some("no phone or email target".into()),
+            ),
         };
         let message_id = (channel == "email").then(|| {
             let given = req.message_id.trim().trim_matches(['<', '>']);
             if given.is_empty() {
-                format!("{}@{}", uuid::Uuid::now_v7(), self.config.message_id_domain())
+                format!(
+                    "{}@{}",
+                    uuid::Uuid::now_v7(),
+                    self.config.message_id_domain()
+                )
             } else {
                 given.to_owned()
             }
@@ -255,7 +263,10 @@ impl Core {
         let mut claimed = Vec::new();
         for id in candidates {
             let r = notification::Entity::update_many()
-                .col_expr(notification::Column::LeaseOwner, Expr::value(self.replica.clone()))
+                .col_expr(
+                    notification::Column::LeaseOwner,
+                    Expr::value(self.replica.clone()),
+                )
                 .col_expr(notification::Column::LeaseUntil, Expr::value(until))
                 .filter(notification::Column::Id.eq(id.clone()))
                 .filter(due())
@@ -339,18 +350,33 @@ impl Core {
         let changed = next.status != m.status || next.attempts != m.attempts;
         let txn = self.db.begin().await.map_err(db_err)?;
         let r = notification::Entity::update_many()
-            .col_expr(notification::Column::Status, Expr::value(next.status.clone()))
+            .col_expr(
+                notification::Column::Status,
+                Expr::value(next.status.clone()),
+            )
             .col_expr(notification::Column::Attempts, Expr::value(next.attempts))
-            .col_expr(notification::Column::NextAttemptAt, Expr::value(next.next_attempt_at))
-            .col_expr(notification::Column::LastError, Expr::value(next.last_error.clone()))
+            .col_expr(
+                notification::Column::NextAttemptAt,
+                Expr::value(next.next_attempt_at),
+            )
+            .col_expr(
+                notification::Column::LastError,
+                Expr::value(next.last_error.clone()),
+            )
             .col_expr(
                 notification::Column::ProviderMessageId,
                 Expr::value(next.provider_message_id.clone()),
             )
             .col_expr(notification::Column::Segments, Expr::value(next.segments))
-            .col_expr(notification::Column::Encoding, Expr::value(next.encoding.clone()))
+            .col_expr(
+                notification::Column::Encoding,
+                Expr::value(next.encoding.clone()),
+            )
             .col_expr(notification::Column::SentAt, Expr::value(next.sent_at))
-            .col_expr(notification::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                notification::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(
                 notification::Column::LeaseUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),
@@ -462,7 +488,10 @@ impl Core {
             .col_expr(notification::Column::Status, Expr::value(QUEUED))
             .col_expr(notification::Column::Attempts, Expr::value(0))
             .col_expr(notification::Column::NextAttemptAt, Expr::value(now))
-            .col_expr(notification::Column::LeaseOwner, Expr::value(Option::<String>::None))
+            .col_expr(
+                notification::Column::LeaseOwner,
+                Expr::value(Option::<String>::None),
+            )
             .col_expr(
                 notification::Column::LeaseUntil,
                 Expr::value(Option::<DateTime<Utc>>::None),

@@ -37,7 +37,9 @@ impl Worker {
         loop {
             match self.pass().await {
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "notification delivery pass failed, will retry"),
+                Err(error) => {
+                    tracing::warn!(%error, "notification delivery pass failed, will retry")
+                }
             }
             if let Ok(depth) = self.core.queue_depth().await {
                 metrics::gauge!("guichet_notification_queue_depth").set(depth as f64);
@@ -208,7 +210,12 @@ impl Worker {
                 attempted: false,
             });
         }
-        if let Some(at) = self.core.rate_limited_until(&m.recipient).await.map_err(retry)? {
+        if let Some(at) = self
+            .core
+            .rate_limited_until(&m.recipient)
+            .await
+            .map_err(retry)?
+        {
             metrics::counter!("guichet_notification_deferred_total", "reason" => "rate_limit")
                 .increment(1);
             tracing::info!(notification_id = %m.id, "recipient over the hourly limit, deferred");
@@ -288,11 +295,12 @@ impl Worker {
             information: req.category == "information",
             attachments,
         };
-        let message = email::build(&self.core.config.email, &draft).map_err(|e| Outcome::Final {
-            status: DEAD_LETTERED,
-            error: e,
-            attempted: false,
-        })?;
+        let message =
+            email::build(&self.core.config.email, &draft).map_err(|e| Outcome::Final {
+                status: DEAD_LETTERED,
+                error: e,
+                attempted: false,
+            })?;
         match self.mailer.send(&m.id, message).await {
             Ok(()) => Ok(Outcome::Sent {
                 provider_message_id: String::new(),

@@ -93,10 +93,9 @@ pub fn build(cfg: &EmailConfig, d: &Draft) -> Result<Message, String> {
         .from
         .parse()
         .map_err(|e| format!("notification.email.from: {e}"))?;
-    let to: Mailbox = d
-        .to
-        .parse()
-        .map_err(|_| "the recipient address is not valid".to_owned())?;
+    let to: Mailbox =
+        d.to.parse()
+            .map_err(|_| "the recipient address is not valid".to_owned())?;
     let mut b = Message::builder()
         .from(from)
         .to(to)
@@ -143,7 +142,8 @@ pub fn build(cfg: &EmailConfig, d: &Draft) -> Result<Message, String> {
         for a in &d.attachments {
             let ct = ContentType::parse(&a.media_type)
                 .map_err(|_| format!("attachment media type `{}` is not valid", a.media_type))?;
-            mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(a.content.clone(), ct));
+            mixed =
+                mixed.singlepart(Attachment::new(a.filename.clone()).body(a.content.clone(), ct));
         }
         b.multipart(mixed)
     };
@@ -290,9 +290,12 @@ mod tests {
 
     #[test]
     fn the_message_carries_threading_reference_and_auto_submitted() {
-        let raw = String::from_utf8(build(&cfg(), &draft()).expect("builds").formatted())
-            .expect("utf-8");
-        assert!(raw.contains("Message-ID: <abc@villeneuve.example.fr>"), "{raw}");
+        let raw =
+            String::from_utf8(build(&cfg(), &draft()).expect("builds").formatted()).expect("utf-8");
+        assert!(
+            raw.contains("Message-ID: <abc@villeneuve.example.fr>"),
+            "{raw}"
+        );
         assert!(raw.contains("In-Reply-To: <q1@exemple.fr>"));
         assert!(raw.contains("References: <q0@exemple.fr> <q1@exemple.fr>"));
         assert!(raw.contains("Auto-Submitted: auto-replied"));
@@ -306,8 +309,7 @@ mod tests {
     fn only_information_messages_get_list_unsubscribe() {
         let mut d = draft();
         d.information = true;
-        let raw = String::from_utf8(build(&cfg(), &d).expect("builds").formatted())
-            .expect("utf-8");
+        let raw = String::from_utf8(build(&cfg(), &d).expect("builds").formatted()).expect("utf-8");
         assert!(raw.contains("List-Unsubscribe: <https://villeneuve.example.fr/desabonnement>"));
         assert!(raw.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"));
     }

@@ -172,8 +172,8 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         req: Request<pb::ClearSuppressionRequest>,
     ) -> Result<Response<pb::ClearSuppressionResponse>, Status> {
         let who = require(&req, WRITE)?;
-        let address = Email::parse(&req.into_inner().address)
-            .map_err(|e| invalid_argument("address", e))?;
+        let address =
+            Email::parse(&req.into_inner().address).map_err(|e| invalid_argument("address", e))?;
         let cleared = self
             .core
             .clear_suppression(address.as_str())

@@ -67,7 +67,10 @@ async fn report(
         _ => return (StatusCode::OK, Json(serde_json::json!({"ignored": true}))),
     };
     match ctx.core.delivery_report(&r.id, delivered, &r.error).await {
-        Ok(Some(id)) => (StatusCode::OK, Json(serde_json::json!({"notification_id": id}))),
+        Ok(Some(id)) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"notification_id": id})),
+        ),
         Ok(None) => (
             StatusCode::NOT_FOUND,
             Json(serde_json::json!({"error": "unknown message id"})),

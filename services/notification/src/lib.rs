@@ -78,7 +78,8 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
 
 pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Result<Service> {
     config.validate()?;
-    let dir = (!config.templates_dir.as_os_str().is_empty()).then_some(config.templates_dir.as_path());
+    let dir =
+        (!config.templates_dir.as_os_str().is_empty()).then_some(config.templates_dir.as_path());
     let catalog = templates::Catalog::load(dir)
         .map_err(|e| anyhow::anyhow!("invalid template (notification.templates_dir): {e}"))?;
     tracing::info!(templates = catalog.len(), "notification templates loaded");
@@ -93,14 +94,15 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
         Some(s) => s,
         None if config.sms_provider == "http" => {
             let h = &config.sms_http;
-            let callback = (!h.report_base_url.is_empty() && !h.report_token.expose_secret().is_empty())
-                .then(|| {
-                    format!(
-                        "{}/sms/delivery-report/{}",
-                        h.report_base_url.trim_end_matches('/'),
-                        h.report_token.expose_secret()
-                    )
-                });
+            let callback = (!h.report_base_url.is_empty()
+                && !h.report_token.expose_secret().is_empty())
+            .then(|| {
+                format!(
+                    "{}/sms/delivery-report/{}",
+                    h.report_base_url.trim_end_matches('/'),
+                    h.report_token.expose_secret()
+                )
+            });
             Arc::new(sms::HttpProvider::new(
                 &h.url,
                 h.api_key.clone(),
@@ -224,7 +226,14 @@ impl Service {
         tasks.spawn(async move {
             let handler = move |ev| consumer::on_request(core.clone(), ev);
             if let Err(error) = bus
-                .consume(StreamKind::Notify, &durable, filter, concurrency, stop, handler)
+                .consume(
+                    StreamKind::Notify,
+                    &durable,
+                    filter,
+                    concurrency,
+                    stop,
+                    handler,
+                )
                 .await
             {
                 tracing::error!(%error, "notification request consumer stopped");
@@ -236,10 +245,16 @@ impl Service {
         let filter = prefix("events.dossier.reminder_due");
         let durable = format!("{}-reminders", cfg.consumer);
         tasks.spawn(async move {
-            let handler =
-                move |ev| consumer::on_reminder(core.clone(), directory.clone(), ev);
+            let handler = move |ev| consumer::on_reminder(core.clone(), directory.clone(), ev);
             if let Err(error) = bus
-                .consume(StreamKind::Events, &durable, filter, concurrency, stop, handler)
+                .consume(
+                    StreamKind::Events,
+                    &durable,
+                    filter,
+                    concurrency,
+                    stop,
+                    handler,
+                )
                 .await
             {
                 tracing::error!(%error, "reminder consumer stopped");
@@ -252,7 +267,14 @@ impl Service {
         tasks.spawn(async move {
             let handler = move |ev| consumer::on_email_event(core.clone(), ev);
             if let Err(error) = bus
-                .consume(StreamKind::Events, &durable, filter, concurrency, stop, handler)
+                .consume(
+                    StreamKind::Events,
+                    &durable,
+                    filter,
+                    concurrency,
+                    stop,
+                    handler,
+                )
                 .await
             {
                 tracing::error!(%error, "bounce consumer stopped");

@@ -104,7 +104,9 @@ impl SmsProvider for HttpProvider {
         let resp = match req.send().await {
             Ok(r) => r,
             // Never print the error's URL: it may carry credentials.
-            Err(e) if e.is_timeout() => return Err(SendError::Retryable("provider timeout".into())),
+            Err(e) if e.is_timeout() => {
+                return Err(SendError::Retryable("provider timeout".into()));
+            }
             Err(e) if e.is_connect() => {
                 return Err(SendError::Retryable("provider unreachable".into()));
             }

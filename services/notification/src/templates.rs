@@ -199,7 +199,9 @@ impl Catalog {
                 .chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         {
-            return Err(bad("the id (file name) must be lowercase a-z, 0-9 and -".into()));
+            return Err(bad(
+                "the id (file name) must be lowercase a-z, 0-9 and -".into()
+            ));
         }
         let file: TemplateFile = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
         if file.description.trim().is_empty() {
@@ -378,7 +380,11 @@ mod tests {
     fn every_shipped_template_parses() {
         let c = catalog();
         assert!(c.len() >= 50, "{} templates", c.len());
-        for id in ["signature-code", "email-accuse-reception", "email-reponse-agent"] {
+        for id in [
+            "signature-code",
+            "email-accuse-reception",
+            "email-reponse-agent",
+        ] {
             assert!(c.get(id).is_some(), "{id}");
         }
     }
@@ -409,8 +415,7 @@ mod tests {
                 .get(id)
                 .unwrap_or_else(|| panic!("template `{id}` is missing"));
             assert!(t.sms.is_some() && t.email.is_some(), "{id}: sms and email");
-            c.render_sms(id, &v)
-                .unwrap_or_else(|e| panic!("{id}: {e}"));
+            c.render_sms(id, &v).unwrap_or_else(|e| panic!("{id}: {e}"));
             c.render_email(id, &v)
                 .unwrap_or_else(|e| panic!("{id}: {e}"));
         }
@@ -443,7 +448,9 @@ mod tests {
             .map(|k| (k.to_string(), "Abc".to_owned()))
             .collect();
         for id in c.ids() {
-            let Ok(text) = c.render_sms(id, &v) else { continue };
+            let Ok(text) = c.render_sms(id, &v) else {
+                continue;
+            };
             if id == "signature-code" {
                 continue;
             }
@@ -518,7 +525,9 @@ mod tests {
         assert_eq!(special.template, "email-accuse-reception-passeport");
         v.insert("process_id".into(), "sans-modele".into());
         assert_eq!(
-            c.render_email(ACKNOWLEDGEMENT, &v).expect("renders").template,
+            c.render_email(ACKNOWLEDGEMENT, &v)
+                .expect("renders")
+                .template,
             ACKNOWLEDGEMENT
         );
     }
@@ -530,10 +539,16 @@ mod tests {
             .add("x", "description = \"d\"\nsms = \"Bonjour {{nom\"")
             .expect_err("unclosed");
         assert!(e.to_string().contains("never closed"));
-        assert!(c.add("x", "description = \"d\"\nsms = \"{{Nom}}\"").is_err());
+        assert!(
+            c.add("x", "description = \"d\"\nsms = \"{{Nom}}\"")
+                .is_err()
+        );
         assert!(c.add("x", "description = \"d\"").is_err());
         assert!(c.add("X", "description = \"d\"\nsms = \"a\"").is_err());
-        assert!(c.add("x", "description = \"d\"\nsms = \"{{ nom }}\"").is_ok());
+        assert!(
+            c.add("x", "description = \"d\"\nsms = \"{{ nom }}\"")
+                .is_ok()
+        );
         assert_eq!(
             render("{{ nom }} !", &vars(&[("nom", "Léa")])),
             Ok("Léa !".into())

@@ -16,15 +16,15 @@ use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::events::v1::ReminderDue;
 use guichet_proto::intake::v1::CitizenHint;
 use guichet_proto::notification::v1::{
-    AddressUndeliverable, Attachment, GetNotificationRequest, NotificationRequest,
-    RetryNotificationRequest, ClearSuppressionRequest, ListNotificationsRequest,
+    AddressUndeliverable, Attachment, ClearSuppressionRequest, GetNotificationRequest,
+    ListNotificationsRequest, NotificationRequest, RetryNotificationRequest,
     notification_request::Target,
 };
-use mail_parser::MimeHeaders;
 use guichet_testkit::{
     Backend, SmtpSink, TestEnv, TokenRole, dossier_client, eventually, header, http_addr_of,
     http_post, notification_client,
 };
+use mail_parser::MimeHeaders;
 use prost::Message;
 use tonic::Code;
 
@@ -45,7 +45,10 @@ fn overrides<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         ("GUICHET__NOTIFICATION__MAX_ATTEMPTS", "3"),
         ("GUICHET__NOTIFICATION__TOWN_NAME", "Villeneuve"),
         ("GUICHET__NOTIFICATION__HTTP_ADDR", "127.0.0.1:0"),
-        ("GUICHET__NOTIFICATION__SMS_HTTP__REPORT_TOKEN", REPORT_TOKEN),
+        (
+            "GUICHET__NOTIFICATION__SMS_HTTP__REPORT_TOKEN",
+            REPORT_TOKEN,
+        ),
     ];
     v.extend_from_slice(extra);
     v
@@ -96,9 +99,15 @@ fn email(id: &str, to: &str) -> NotificationRequest {
     }
 }
 
-type Client = guichet_proto::notification::v1::notification_service_client::NotificationServiceClient<guichet_testkit::Authed>;
+type Client =
+    guichet_proto::notification::v1::notification_service_client::NotificationServiceClient<
+        guichet_testkit::Authed,
+    >;
 
-async fn status_of(c: &mut Client, id: &str) -> Option<guichet_proto::notification::v1::Notification> {
+async fn status_of(
+    c: &mut Client,
+    id: &str,
+) -> Option<guichet_proto::notification::v1::Notification> {
     c.get_notification(GetNotificationRequest { id: id.into() })
         .await
         .ok()
@@ -160,9 +169,15 @@ impl Provider {
                 .unwrap_or(200);
             let status = StatusCode::from_u16(code).unwrap();
             if status.is_success() {
-                (status, axum::Json(serde_json::json!({"id": format!("prov-{n}")})))
+                (
+                    status,
+                    axum::Json(serde_json::json!({"id": format!("prov-{n}")})),
+                )
             } else {
-                (status, axum::Json(serde_json::json!({"error": "provider says no"})))
+                (
+                    status,
+                    axum::Json(serde_json::json!({"error": "provider says no"})),
+                )
             }
         }
         let app = axum::Router::new()
@@ -189,7 +204,10 @@ fn http_provider_overrides(url: &str) -> Vec<(String, String)> {
             "GUICHET__NOTIFICATION__SMS_HTTP__API_KEY".into(),
             "provider-secret-key".into(),
         ),
-        ("GUICHET__NOTIFICATION__SMS_HTTP__SENDER".into(), "VILLENEUVE".into()),
+        (
+            "GUICHET__NOTIFICATION__SMS_HTTP__SENDER".into(),
+            "VILLENEUVE".into(),
+        ),
     ]
 }
 
@@ -304,11 +322,8 @@ async fn dead_letter_after_max_attempts_and_at_once_on_refusal(backend: Backend)
     let extra = http_provider_overrides(&format!("http://{down_addr}/send"));
     let config = env.config_with(&overrides(&borrowed(&extra)));
     let app = env.spawn_with(&[Role::Notification], config).await;
-    let client = notification_client(
-        app.grpc_addr,
-        &env.token("agent-1", &[TokenRole::Agent]),
-    )
-    .await;
+    let client =
+        notification_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
 
     env.publish_notification("sms", &code_sms("otp-down", "+33612345679"))
         .await;
@@ -328,11 +343,8 @@ async fn dead_letter_after_max_attempts_and_at_once_on_refusal(backend: Backend)
     let extra = http_provider_overrides(&format!("http://{refusing_addr}/send"));
     let config = env.config_with(&overrides(&borrowed(&extra)));
     let app = env.spawn_with(&[Role::Notification], config).await;
-    let client = notification_client(
-        app.grpc_addr,
-        &env.token("agent-1", &[TokenRole::Agent]),
-    )
-    .await;
+    let client =
+        notification_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
     env.publish_notification("sms", &code_sms("otp-refused", "+33612345670"))
         .await;
     let dead = wait_status(&client, "otp-refused", "dead_lettered").await;
@@ -380,11 +392,8 @@ async fn redelivered_request_is_sent_once_and_expired_one_never(backend: Backend
     };
     let config = env.config_with(&overrides(&[]));
     let app = env.spawn_with(&[Role::Notification], config).await;
-    let client = notification_client(
-        app.grpc_addr,
-        &env.token("agent-1", &[TokenRole::Agent]),
-    )
-    .await;
+    let client =
+        notification_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
 
     // The same request twice, past JetStream's duplicate window (other
     // Nats-Msg-Id): the role itself must recognise it.
@@ -437,17 +446,17 @@ async fn notification_dev_sink_holds_one_json_line_per_sms_with_the_contract_fie
     };
     let config = env.config_with(&overrides(&[]));
     let app = env.spawn_with(&[Role::Notification], config).await;
-    let client = notification_client(
-        app.grpc_addr,
-        &env.token("agent-1", &[TokenRole::Agent]),
-    )
-    .await;
+    let client =
+        notification_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
 
     let mut req = sms(
         "n-pieces",
         "06 98 76 54 32",
         "relance-pieces",
-        &[("reference", "VIN-2026-000042"), ("process", "Carte d'identité")],
+        &[
+            ("reference", "VIN-2026-000042"),
+            ("process", "Carte d'identité"),
+        ],
     );
     req.dossier_id = "d-42".into();
     env.publish_notification("sms", &req).await;
@@ -469,12 +478,21 @@ async fn notification_dev_sink_holds_one_json_line_per_sms_with_the_contract_fie
 
     // A number that is not one is refused, recorded, never sent.
     let bad = wait_status(&client, "n-bad", "dead_lettered").await;
-    assert!(bad.last_error.contains("phone number"), "{}", bad.last_error);
+    assert!(
+        bad.last_error.contains("phone number"),
+        "{}",
+        bad.last_error
+    );
 
     // A template missing a variable is dead-lettered with its name.
     env.publish_notification(
         "sms",
-        &sms("n-missing", "+33698765433", "signature-code", &[("code", "1")]),
+        &sms(
+            "n-missing",
+            "+33698765433",
+            "signature-code",
+            &[("code", "1")],
+        ),
     )
     .await;
     let missing = wait_status(&client, "n-missing", "dead_lettered").await;
@@ -502,21 +520,24 @@ async fn notification_email_reaches_a_real_smtp_server_threaded_with_reference_a
             "GUICHET__NOTIFICATION__EMAIL__FROM",
             "Mairie de Villeneuve <mairie@villeneuve.example.fr>",
         ),
-        ("GUICHET__NOTIFICATION__EMAIL__REPLY_TO", "accueil@villeneuve.example.fr"),
+        (
+            "GUICHET__NOTIFICATION__EMAIL__REPLY_TO",
+            "accueil@villeneuve.example.fr",
+        ),
     ]));
     let objects = guichet_platform::objects::ObjectStore::local(&config.objects.dir);
     let pdf = b"%PDF-1.4\n% acte de naissance\n".to_vec();
     let sha = objects.put(&pdf).await.unwrap();
     let app = env.spawn_with(&[Role::Notification], config).await;
-    let client = notification_client(
-        app.grpc_addr,
-        &env.token("agent-1", &[TokenRole::Agent]),
-    )
-    .await;
+    let client =
+        notification_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
 
     let mut req = email("mail-1", "Jeanne.Lefevre@Exemple.fr");
     req.in_reply_to = "question-2@exemple.fr".into();
-    req.references = vec!["question-1@exemple.fr".into(), "question-2@exemple.fr".into()];
+    req.references = vec![
+        "question-1@exemple.fr".into(),
+        "question-2@exemple.fr".into(),
+    ];
     req.subject = "Re: Demande d'acte de naissance".into();
     req.reference = "VIN-2026-000123".into();
     req.variables.insert(
@@ -560,7 +581,9 @@ async fn notification_email_reaches_a_real_smtp_server_threaded_with_reference_a
         Some("jeanne.lefevre@exemple.fr")
     );
     assert_eq!(
-        msg.reply_to().and_then(|a| a.first()).and_then(|a| a.address()),
+        msg.reply_to()
+            .and_then(|a| a.first())
+            .and_then(|a| a.address()),
         Some("accueil@villeneuve.example.fr")
     );
     let body = msg.body_text(0).expect("text body");
@@ -639,7 +662,8 @@ async fn bounced_address_is_suppressed_and_hourly_limit_defers(backend: Backend)
             bounce.encode_to_vec(),
         )
         .await;
-    env.wait_consumed("EVENTS", "notification-bounces", seq).await;
+    env.wait_consumed("EVENTS", "notification-bounces", seq)
+        .await;
     env.publish_notification("email", &email("to-bounced", "parti@exemple.fr"))
         .await;
     let s = wait_status(&client, "to-bounced", "suppressed").await;

@@ -5,8 +5,8 @@
 //! lease (`lease_owner`, `lease_until`) with a conditional UPDATE, which
 //! only one replica can win on PostgreSQL and SQLite alike.
 
-use guichet_platform::migration::{ident as a, index, string as text, timestamp as ts};
 use guichet_platform::migration::{id_pk, timestamp_null};
+use guichet_platform::migration::{ident as a, index, string as text, timestamp as ts};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -47,11 +47,46 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        index(m, "notifications_due", "notifications", &["status", "next_attempt_at"], false).await?;
-        index(m, "notifications_recipient_sent", "notifications", &["recipient", "sent_at"], false).await?;
-        index(m, "notifications_provider_id", "notifications", &["provider_message_id"], false).await?;
-        index(m, "notifications_dossier", "notifications", &["dossier_id"], false).await?;
-        index(m, "notifications_created", "notifications", &["created_at", "id"], false).await?;
+        index(
+            m,
+            "notifications_due",
+            "notifications",
+            &["status", "next_attempt_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "notifications_recipient_sent",
+            "notifications",
+            &["recipient", "sent_at"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "notifications_provider_id",
+            "notifications",
+            &["provider_message_id"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "notifications_dossier",
+            "notifications",
+            &["dossier_id"],
+            false,
+        )
+        .await?;
+        index(
+            m,
+            "notifications_created",
+            "notifications",
+            &["created_at", "id"],
+            false,
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(a("suppressions"))
@@ -62,8 +97,10 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_table(guichet_platform::outbox::create_table()).await?;
-        m.create_index(guichet_platform::outbox::create_index()).await?;
+        m.create_table(guichet_platform::outbox::create_table())
+            .await?;
+        m.create_index(guichet_platform::outbox::create_index())
+            .await?;
         Ok(())
     }
 
