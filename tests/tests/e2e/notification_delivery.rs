@@ -286,8 +286,34 @@ async fn sms_is_retried_until_the_provider_accepts_then_reported_delivered(backe
     assert_eq!(code, 200, "{body}");
     wait_status(&client, "otp-1", "delivered").await;
 
-    // Every status change is an event: queued, failed ×2, sent, delivered.
-    let headers = env.stream_headers("EVENTS", 5).await;
+    // A failed delivery report is final: failed, with the provider's reason.
+    env.publish_notification("sms", &code_sms("otp-2", "06 12 34 56 78"))
+        .await;
+    let sent = wait_status(&client, "otp-2", "sent").await;
+    let report = serde_json::json!({
+        "id": sent.provider_message_id,
+        "status": "undelivered",
+        "error": "absent subscriber",
+    });
+    let (code, _) = http_post(
+        webhook,
+        &format!("/sms/delivery-report/{REPORT_TOKEN}"),
+        "application/json",
+        report.to_string().as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(code, 200);
+    let failed = wait_status(&client, "otp-2", "failed").await;
+    assert_eq!(failed.last_error, "absent subscriber");
+    assert!(
+        failed.next_attempt_time.is_none(),
+        "no retry after a report"
+    );
+
+    // Every status change is an event: queued, failed ×2, sent, delivered,
+    // then queued, sent, failed.
+    let headers = env.stream_headers("EVENTS", 8).await;
     let types: Vec<String> = headers.iter().map(|h| header(h, "ce-type")).collect();
     for status in ["queued", "failed", "sent", "delivered"] {
         assert!(
@@ -863,4 +889,41 @@ async fn notification_two_replicas_share_the_work_without_sending_twice_sqlite()
 #[tokio::test]
 async fn notification_two_replicas_share_the_work_without_sending_twice_postgres() {
     two_replicas_share_the_work_without_sending_twice(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn notification_settings_are_validated_with_errors_naming_the_key() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let check = |extra: &[(&str, &str)]| {
+        env.config_with(extra)
+            .validate(&[Role::Notification])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(check(&[]), "", "the defaults are valid");
+    let e = check(&[("GUICHET__NOTIFICATION__SMS_PROVIDER", "pigeon")]);
+    assert!(e.contains("notification.sms_provider"), "{e}");
+    let e = check(&[("GUICHET__NOTIFICATION__SMS_PROVIDER", "http")]);
+    assert!(e.contains("notification.sms_http.url"), "{e}");
+    let e = check(&[("GUICHET__NOTIFICATION__EMAIL__FROM", "pas une adresse")]);
+    assert!(e.contains("notification.email.from"), "{e}");
+    let e = check(&[("GUICHET__NOTIFICATION__SMS_HTTP__REPORT_TOKEN", "court")]);
+    assert!(e.contains("notification.sms_http.report_token"), "{e}");
+    assert!(!e.contains("court"), "a secret is never printed: {e}");
+    let e = check(&[("GUICHET__NOTIFICATION__MAX_ATTEMPTS", "0")]);
+    assert!(e.contains("notification.max_attempts"), "{e}");
+    // The development sinks live under data_dir unless configured.
+    let config = env.config();
+    assert_eq!(
+        config.notification.sms_sink_dir,
+        env.dir.path().join("sms-sink")
+    );
+    assert_eq!(
+        env.sms_sink_file(),
+        env.dir.path().join("sms-sink/sms.jsonl")
+    );
+    env.cleanup().await;
 }
