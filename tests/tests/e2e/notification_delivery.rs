@@ -927,3 +927,70 @@ async fn notification_settings_are_validated_with_errors_naming_the_key() {
     );
     env.cleanup().await;
 }
+
+/// `guichet serve notification` as its own process: ready, metrics by
+/// channel and status, and debug-level JSON logs that never carry a code,
+/// a number, an address or a body.
+#[tokio::test]
+async fn notification_served_alone_logs_no_personal_data_and_exports_metrics() {
+    let Some(env) = env_for(Backend::Sqlite).await else {
+        return;
+    };
+    let log = env.dir.path().join("notification.log");
+    let mut extra = overrides(&[]);
+    extra.push(("GUICHET__TELEMETRY__LOG_FORMAT", "json"));
+    extra.push(("GUICHET__TELEMETRY__LOG_FILTER", "debug"));
+    let p = env
+        .spawn_process_logging(&["notification"], &extra, &log)
+        .await;
+    let client = notification_client(p.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    env.publish_notification("sms", &code_sms("otp-log", "06 12 34 56 78"))
+        .await;
+    let mut mail = email("mail-log", "jeanne.lefevre@exemple.fr");
+    mail.reference = "VIN-2026-000999".into();
+    env.publish_notification("email", &mail).await;
+    env.wait_for_sms("+33612345678", |m| m["id"] == "otp-log")
+        .await;
+    wait_status(&client, "mail-log", "sent").await;
+
+    let (code, metrics) = guichet_testkit::http_get(p.admin_addr, "/metrics")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    for series in [
+        "guichet_notification_messages_total",
+        "guichet_notification_attempts_total",
+        "guichet_notification_send_seconds",
+        "guichet_notification_queue_depth",
+    ] {
+        assert!(metrics.contains(series), "{series} exported");
+    }
+    assert!(
+        metrics.contains(r#"channel="sms",status="sent""#),
+        "{metrics}"
+    );
+    assert!(p.terminate().await.success());
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("notification queued"), "the flow is logged");
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        for personal in [
+            "482915",
+            "612345678",
+            "06 12 34 56 78",
+            "jeanne",
+            "lefevre",
+            "Lefèvre",
+            "acte de naissance",
+            "Avenant",
+        ] {
+            assert!(
+                !line.contains(personal),
+                "personal data `{personal}` in a log line: {line}"
+            );
+        }
+    }
+    env.cleanup().await;
+}
