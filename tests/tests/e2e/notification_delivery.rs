@@ -994,3 +994,91 @@ async fn notification_served_alone_logs_no_personal_data_and_exports_metrics() {
     }
     env.cleanup().await;
 }
+
+/// Appointment and notification together: a booking's confirmation
+/// reaches the citizen's phone and mailbox, the email with the booking as
+/// `rendez-vous.ics`.
+#[tokio::test]
+async fn notification_delivers_an_appointment_confirmation_by_sms_and_email_with_its_ics() {
+    use guichet_proto::appointment::v1 as apb;
+    let Some(mut env) = env_for(Backend::Sqlite).await else {
+        return;
+    };
+    env.appointment_database().await;
+    let config = env.config_with(&overrides(&[]));
+    let email_sink = config.notification.email.sink_dir.clone();
+    let app = env
+        .spawn_with(&[Role::Appointment, Role::Notification], config)
+        .await;
+    let token = env.token("agent-1", &[TokenRole::Agent]);
+    let mut appointments = guichet_testkit::appointment_client(app.grpc_addr, &token).await;
+    let now = chrono::Utc::now();
+    let slot = appointments
+        .search_availability(apb::SearchAvailabilityRequest {
+            appointment_type: "passeport-depot".into(),
+            people: 1,
+            start_time: Some(guichet_proto::convert::timestamp(now)),
+            end_time: Some(guichet_proto::convert::timestamp(
+                now + chrono::Duration::days(30),
+            )),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .slots
+        .remove(0);
+    let booking = appointments
+        .book_appointment(apb::BookAppointmentRequest {
+            appointment_type: "passeport-depot".into(),
+            site_id: slot.site_id.clone(),
+            start_time: slot.start_time,
+            people: 1,
+            citizen_id: "citoyen-1".into(),
+            contact: Some(apb::Contact {
+                phone: "06 23 45 67 89".into(),
+                email: "camille@exemple.fr".into(),
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let sms = env
+        .wait_for_sms("+33623456789", |m| {
+            m["template"] == "appointment-confirmation"
+        })
+        .await;
+    let text = sms["text"].as_str().unwrap();
+    assert!(text.contains(&booking.reference), "{text}");
+    assert!(text.contains("confirmé"), "{text}");
+
+    let eml = eventually("the confirmation email", Duration::from_secs(30), || {
+        let dir = email_sink.clone();
+        async move {
+            std::fs::read_dir(dir)
+                .ok()?
+                .flatten()
+                .find(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                .and_then(|e| std::fs::read(e.path()).ok())
+        }
+    })
+    .await;
+    let msg = mail_parser::MessageParser::default().parse(&eml).unwrap();
+    assert_eq!(msg.subject(), Some("Confirmation de votre rendez-vous"));
+    assert_eq!(
+        msg.header("Auto-Submitted").and_then(|h| h.as_text()),
+        Some("auto-generated")
+    );
+    assert!(msg.body_text(0).unwrap().contains(&booking.reference));
+    let ics = msg
+        .attachments()
+        .find(|a| a.attachment_name() == Some("rendez-vous.ics"))
+        .expect("rendez-vous.ics attached");
+    let ics = String::from_utf8_lossy(ics.contents());
+    assert!(ics.contains("BEGIN:VEVENT"), "{ics}");
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
