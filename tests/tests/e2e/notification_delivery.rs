@@ -878,6 +878,39 @@ async fn two_replicas_share_the_work_without_sending_twice(backend: Backend) {
     ids.dedup();
     assert_eq!((sink.len(), ids.len()), (40, 40), "one SMS per message");
     assert_eq!(a.core().queue_depth().await.unwrap(), 0);
+
+    // Listed page by page, newest first, each exactly once.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let filter = std::collections::HashMap::from([("status".to_owned(), "sent".to_owned())]);
+        let after = (!token.is_empty()).then(|| token.clone());
+        let page = a
+            .core()
+            .list(
+                &filter,
+                after.map(|t: String| {
+                    let (ts, id) = t.split_once('|').unwrap();
+                    (
+                        chrono::DateTime::from_timestamp_micros(ts.parse().unwrap()).unwrap(),
+                        id.to_owned(),
+                    )
+                }),
+                7,
+            )
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        let last = page.last().unwrap();
+        token = format!("{}|{}", last.created_at.timestamp_micros(), last.id);
+        seen.extend(page.into_iter().map(|m| m.id));
+    }
+    let mut unique = seen.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!((seen.len(), unique.len()), (40, 40));
     env.cleanup().await;
 }
 
