@@ -42,6 +42,10 @@ pub struct Config {
     pub backoff_base_ms: u64,
     /// …up to this.
     pub backoff_max_secs: u64,
+    /// A `reminder_due` event older than this is acknowledged without a
+    /// message: a role deployed on an installation with a history must not
+    /// send every past reminder (the EVENTS stream replays from its start).
+    pub reminder_max_age_hours: u32,
     /// Terminal messages (sent, delivered, expired…) and their payloads are
     /// deleted this many days after their last change (0: kept).
     pub retention_days: u32,
@@ -150,6 +154,12 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::invalid(key, "must be at least 1"));
             }
+        }
+        if self.reminder_max_age_hours == 0 {
+            return Err(ConfigError::invalid(
+                "notification.reminder_max_age_hours",
+                "must be at least 1",
+            ));
         }
         if self.max_attempts == 0 || self.max_attempts > 100 {
             return Err(ConfigError::invalid(

@@ -167,6 +167,17 @@ pub async fn on_reminder(
             "reminder without a template".into(),
         ));
     }
+    let due = r
+        .due_time
+        .as_ref()
+        .and_then(guichet_proto::convert::datetime)
+        .or(event.time);
+    let max_age = chrono::Duration::hours(i64::from(core.config.reminder_max_age_hours));
+    if due.is_some_and(|t| core.now() - t > max_age) {
+        tracing::info!(event_id = %event.id, dossier_id = %r.dossier_id, "stale reminder skipped");
+        metrics::counter!("guichet_notification_reminders_stale_total").increment(1);
+        return Ok(());
+    }
     let id = format!("reminder-{}", event.id);
     // A redelivered event after the request was recorded: nothing to ask dossier.
     if core.get(&id).await.map_err(transient)?.is_some() {

@@ -808,6 +808,26 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
     )
     .await;
 
+    // A reminder from long ago (an installation's history replayed to a
+    // new consumer) is not sent.
+    let old = ReminderDue {
+        due_time: Some(guichet_proto::convert::timestamp(
+            chrono::Utc::now() - chrono::Duration::days(30),
+        )),
+        ..reminder.clone()
+    };
+    let seq = env
+        .publish_raw(
+            "events.dossier.reminder_due",
+            "guichet.dossier.v1.reminder_due",
+            "timer-event-old",
+            "timer-event-old",
+            old.encode_to_vec(),
+        )
+        .await;
+    env.wait_consumed("EVENTS", "notification-reminders", seq)
+        .await;
+
     let line = env.wait_for_sms("+33645678901", |_| true).await;
     assert_eq!(line["template"], "relance-pieces");
     assert_eq!(line["dossier_id"], d.id.as_str());
@@ -818,6 +838,12 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
     let client = notification_client(app.grpc_addr, &token).await;
     let n = wait_status(&client, "reminder-timer-event-1", "sent").await;
     assert_eq!(n.dossier_id, d.id);
+    assert!(
+        status_of(&mut client.clone(), "reminder-timer-event-old")
+            .await
+            .is_none()
+    );
+    assert_eq!(env.sms_sink().len(), 1);
     app.stop().await.unwrap();
     env.cleanup().await;
 }
