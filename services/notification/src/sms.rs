@@ -196,3 +196,94 @@ impl SmsProvider for SinkProvider {
         Ok(format!("sink-{}", sms.id))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::gsm;
+
+    fn msg(i: usize) -> OutgoingSms {
+        let text = format!("Mairie de Villeneuve : message numéro {i} « test »");
+        OutgoingSms {
+            id: format!("n-{i}"),
+            to: "+33612345678".into(),
+            shape: gsm::shape(&text),
+            text,
+            template: "t".into(),
+            dossier_id: "d".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn the_sink_writes_whole_lines_under_concurrency() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sink = Arc::new(SinkProvider::new(dir.path().join("sms-sink")).expect("sink"));
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..100 {
+            let s = sink.clone();
+            tasks.spawn(async move { s.send(&msg(i)).await });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.expect("join").expect("sent");
+        }
+        let text = std::fs::read_to_string(sink.path()).expect("file");
+        let mut ids: Vec<String> = text
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).expect("one JSON object a line");
+                for k in ["id", "to", "text", "template", "dossier_id", "time"] {
+                    assert!(v.get(k).is_some(), "{k} in {l}");
+                }
+                v["id"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 100);
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_unreachable_providers_are_retryable() {
+        // Accepts connections and never answers.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = silent.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                held.push(s);
+            }
+        });
+        let p = HttpProvider::new(
+            &format!("http://{addr}/send"),
+            SecretString::from("k"),
+            "MAIRIE",
+            Duration::from_millis(200),
+            None,
+        )
+        .expect("provider");
+        match p.send(&msg(1)).await {
+            Err(SendError::Retryable(e)) => assert_eq!(e, "provider timeout"),
+            other => panic!("{other:?}"),
+        }
+        // Nothing listens on this one.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = closed.local_addr().expect("addr");
+        drop(closed);
+        let p = HttpProvider::new(
+            &format!("http://{addr}/send"),
+            SecretString::from("k"),
+            "MAIRIE",
+            Duration::from_millis(500),
+            None,
+        )
+        .expect("provider");
+        assert!(matches!(
+            p.send(&msg(2)).await,
+            Err(SendError::Retryable(_))
+        ));
+    }
+}
