@@ -721,16 +721,28 @@ async fn bounced_address_is_suppressed_and_hourly_limit_defers(backend: Backend)
         env.publish_notification("email", &email(id, "voisin@exemple.fr"))
             .await;
     }
-    let statuses = eventually("two of the burst sent", Duration::from_secs(30), || {
-        let mut c = client.clone();
-        async move {
-            let mut v = Vec::new();
-            for id in ["burst-1", "burst-2", "burst-3"] {
-                v.push(status_of(&mut c, id).await?);
+    let statuses = eventually(
+        "two of the burst sent, one deferred",
+        Duration::from_secs(30),
+        || {
+            let mut c = client.clone();
+            async move {
+                let mut v = Vec::new();
+                for id in ["burst-1", "burst-2", "burst-3"] {
+                    v.push(status_of(&mut c, id).await?);
+                }
+                // Two sent, and the third looked at and put off.
+                let later = chrono::Utc::now().timestamp() + 50 * 60;
+                let deferred = v.iter().any(|n| {
+                    n.status == "queued"
+                        && n.next_attempt_time
+                            .as_ref()
+                            .is_some_and(|t| t.seconds > later)
+                });
+                (v.iter().filter(|n| n.status == "sent").count() == 2 && deferred).then_some(v)
             }
-            (v.iter().filter(|n| n.status == "sent").count() == 2).then_some(v)
-        }
-    })
+        },
+    )
     .await;
     let deferred = statuses.iter().find(|n| n.status != "sent").unwrap();
     assert_eq!(deferred.status, "queued");
