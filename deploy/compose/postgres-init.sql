@@ -8,3 +8,4 @@ CREATE DATABASE guichet_scan;
 CREATE DATABASE guichet_telephony;
 CREATE DATABASE guichet_appointment;
 CREATE DATABASE guichet_signature;
+CREATE DATABASE guichet_notification;

@@ -49,6 +49,7 @@ pub struct GuichetConfig {
     pub telephony: guichet_ingress_telephony::Config,
     pub appointment: guichet_appointment::Config,
     pub signature: guichet_signature::Config,
+    pub notification: guichet_notification::Config,
 }
 
 impl GuichetConfig {
@@ -69,6 +70,7 @@ impl GuichetConfig {
             (&mut config.telephony.database_url, "telephony"),
             (&mut config.appointment.database_url, "appointment"),
             (&mut config.signature.database_url, "signature"),
+            (&mut config.notification.database_url, "notification"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -79,6 +81,12 @@ impl GuichetConfig {
         }
         if config.scan.watch_dir.as_os_str().is_empty() {
             config.scan.watch_dir = config.data_dir.join("scan");
+        }
+        if config.notification.sms_sink_dir.as_os_str().is_empty() {
+            config.notification.sms_sink_dir = config.data_dir.join("sms-sink");
+        }
+        if config.notification.email.sink_dir.as_os_str().is_empty() {
+            config.notification.email.sink_dir = config.data_dir.join("email-sink");
         }
         Ok(config)
     }
@@ -99,6 +107,7 @@ impl GuichetConfig {
                 Role::IngressTelephony => self.telephony.validate()?,
                 Role::Appointment => self.appointment.validate()?,
                 Role::Signature => self.signature.validate()?,
+                Role::Notification => self.notification.validate()?,
                 _ => {}
             }
         }
@@ -290,6 +299,7 @@ pub async fn start(
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
         config.appointment.dossier_url = config.routing.dossier_url.clone();
         config.signature.dossier_url = config.routing.dossier_url.clone();
+        config.notification.dossier_url = config.routing.dossier_url.clone();
     }
     // The counter checks appointments in on the local port too.
     if roles.contains(&Role::Appointment) && config.counter.appointment_url.is_empty() {
@@ -415,6 +425,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::IngressTelephony => &config.telephony.database_url,
             Role::Appointment => &config.appointment.database_url,
             Role::Signature => &config.signature.database_url,
+            Role::Notification => &config.notification.database_url,
             _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
@@ -430,6 +441,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             }
             Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
             Role::Signature => guichet_signature::db::Migrator::up(&db, None).await?,
+            Role::Notification => guichet_notification::db::Migrator::up(&db, None).await?,
             _ => {}
         }
         tracing::info!(role = role.name(), "migrated");

@@ -58,6 +58,7 @@ impl Role {
                 | Role::Dossier
                 | Role::Appointment
                 | Role::Signature
+                | Role::Notification
         )
     }
 
@@ -76,6 +77,7 @@ pub enum Built {
     Telephony(Box<guichet_ingress_telephony::Service>),
     Appointment(Box<guichet_appointment::Service>),
     Signature(Box<guichet_signature::Service>),
+    Notification(Box<guichet_notification::Service>),
 }
 
 impl Built {
@@ -88,6 +90,7 @@ impl Built {
             Built::Telephony(s) => s.register(server),
             Built::Appointment(s) => s.register(server),
             Built::Signature(s) => s.register(server),
+            Built::Notification(s) => s.register(server),
         }
     }
 
@@ -97,6 +100,7 @@ impl Built {
             Built::Telephony(s) => Some(s.http_addr()),
             Built::Counter(s) => Some(s.http_addr()),
             Built::Signature(s) => s.http_addr(),
+            Built::Notification(s) => s.http_addr(),
             _ => None,
         }
     }
@@ -110,6 +114,7 @@ impl Built {
             Built::Telephony(s) => (*s).run(shutdown).await,
             Built::Appointment(s) => (*s).run(shutdown).await,
             Built::Signature(s) => (*s).run(shutdown).await,
+            Built::Notification(s) => (*s).run(shutdown).await,
         }
     }
 }
@@ -140,6 +145,9 @@ pub async fn build(
         )),
         Role::Signature => Built::Signature(Box::new(
             guichet_signature::build(config.signature.clone(), shared.clone()).await?,
+        )),
+        Role::Notification => Built::Notification(Box::new(
+            guichet_notification::build(config.notification.clone(), shared.clone()).await?,
         )),
         other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })

@@ -16,6 +16,7 @@ mod dossier_api;
 mod dossier_store;
 mod events;
 mod intake;
+mod notification_delivery;
 mod objects_s3;
 mod routing_correlation;
 mod routing_intake;

@@ -12,76 +12,49 @@ use guichet_platform::clock::ManualClock;
 use guichet_proto::convert::timestamp;
 use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::intake::v1::CitizenHint;
-use guichet_proto::notification::v1::NotificationRequest;
-use guichet_proto::notification::v1::notification_request::Target;
 use guichet_proto::signature::v1 as pb;
 use guichet_testkit::*;
-use prost::Message;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 
 pub const PHONE: &str = "+33612345678";
 pub const PHONE_2: &str = "+33698765432";
 
-/// The code of the `nth` (1-based) signature SMS to `phone`, as the citizen
-/// reads it on their phone.
-// TODO(merge): read from the notification dev sink
-// (`<notification.sms_sink_dir>/sms.jsonl`, field "text") once the
-// notification role is on main; until then the code is taken from the
-// NotificationRequest staged on guichet.notify.sms (stream NOTIFY).
+/// The signature SMS to `phone` the development sink has received so far
+/// (the notification role delivers them), oldest first.
+fn signature_sms(env: &TestEnv, phone: &str) -> Vec<serde_json::Value> {
+    env.sms_sink()
+        .into_iter()
+        .filter(|m| m["to"] == phone && m["template"] == "signature-code")
+        .collect()
+}
+
+/// The six-digit code in a signature SMS text ("… est 123456. Il expire …").
+fn code_in(text: &str) -> Option<String> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .find(|w| w.len() == 6)
+        .map(str::to_owned)
+}
+
+/// The code of the `nth` (1-based) signature SMS to `phone`, read from the
+/// text the notification role delivered to the development SMS sink, as
+/// the citizen reads it on their phone.
 pub async fn read_sms_code(env: &TestEnv, phone: &str, nth: usize) -> String {
-    let js = async_nats::jetstream::new(env.nats().await);
-    let name = env.stream("NOTIFY");
-    let sms_subject = env.subject("notify.sms");
     eventually(
-        &format!("signature SMS #{nth} to the test phone"),
-        StdDuration::from_secs(20),
-        || {
-            let js = js.clone();
-            let name = name.clone();
-            let sms_subject = sms_subject.clone();
-            async move {
-                let mut stream = js.get_stream(name).await.ok()?;
-                let info = stream.info().await.ok()?;
-                let mut codes = Vec::new();
-                for seq in info.state.first_sequence..=info.state.last_sequence {
-                    let Ok(m) = stream.get_raw_message(seq).await else {
-                        continue;
-                    };
-                    if m.subject.as_str() != sms_subject {
-                        continue;
-                    }
-                    let n = NotificationRequest::decode(m.payload).ok()?;
-                    if n.template == "signature-code"
-                        && n.target == Some(Target::Phone(phone.to_owned()))
-                    {
-                        codes.push(n.variables.get("code")?.clone());
-                    }
-                }
-                codes.get(nth - 1).cloned()
-            }
+        &format!("signature SMS #{nth} in the development sink"),
+        StdDuration::from_secs(30),
+        || async move {
+            let sms = signature_sms(env, phone);
+            let text = sms.get(nth - 1)?["text"].as_str()?.to_owned();
+            code_in(&text)
         },
     )
     .await
 }
 
-/// How many signature SMS went to `phone` so far.
+/// How many signature SMS reached `phone` so far.
 pub async fn sms_count(env: &TestEnv, phone: &str) -> usize {
-    let js = async_nats::jetstream::new(env.nats().await);
-    let Ok(mut stream) = js.get_stream(env.stream("NOTIFY")).await else {
-        return 0;
-    };
-    let info = stream.info().await.unwrap();
-    let mut n = 0;
-    for seq in info.state.first_sequence..=info.state.last_sequence {
-        if let Ok(m) = stream.get_raw_message(seq).await
-            && let Ok(r) = NotificationRequest::decode(m.payload)
-            && r.target == Some(Target::Phone(phone.to_owned()))
-        {
-            n += 1;
-        }
-    }
-    n
+    signature_sms(env, phone).len()
 }
 
 /// A real one-page PDF.
@@ -115,7 +88,8 @@ impl Fx {
     ) -> Option<Fx> {
         let mut env = TestEnv::new(backend).await?;
         env.signature_database().await;
-        let dossier = env.spawn(&[Role::Dossier]).await;
+        // The notification role delivers the codes to the SMS sink.
+        let dossier = env.spawn(&[Role::Dossier, Role::Notification]).await;
         let mut cfg = env.config();
         cfg.signature.dossier_url = format!("http://{}", dossier.grpc_addr);
         cfg.signature.town_name = "Villeneuve".into();
@@ -332,7 +306,9 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
     };
     env.signature_database().await;
     // The real process: dossier and signature roles together, as `guichet up`.
-    let app = env.spawn(&[Role::Dossier, Role::Signature]).await;
+    let app = env
+        .spawn(&[Role::Dossier, Role::Signature, Role::Notification])
+        .await;
     let pages = http_addr_of(&app, Role::Signature);
     let (dossier_id, sha) = dossier_awaiting_signature(&env, app.grpc_addr).await;
     let mut agent =
@@ -751,10 +727,10 @@ async fn signature_resends_are_throttled_and_a_sixth_code_locks_the_request() {
         );
         f.clock.advance(Duration::seconds(61));
     }
-    assert_eq!(sms_count(&f.env, PHONE).await, 5);
     // Only the latest code is good.
-    let first = read_sms_code(&f.env, PHONE, 1).await;
     let last = read_sms_code(&f.env, PHONE, 5).await;
+    let first = read_sms_code(&f.env, PHONE, 1).await;
+    assert_eq!(sms_count(&f.env, PHONE).await, 5);
     if first != last {
         let r = agent
             .confirm_code(pb::ConfirmCodeRequest {
@@ -1157,39 +1133,10 @@ async fn signature_sms_delivery_reports_land_in_the_evidence() {
         .unwrap()
         .into_inner();
     let code = read_sms_code(&f.env, PHONE, 1).await;
-    // The notification role's report, as it publishes it.
-    let cfg = f.env.config();
-    let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "notification-stand-in")
-        .await
-        .unwrap();
     let code_row = f.core.events(&req.id, 0, 100).await.unwrap().0;
     assert!(code_row.iter().any(|e| e.kind == "code_sent"));
-    let js = async_nats::jetstream::new(f.env.nats().await);
-    let mut notify = js.get_stream(f.env.stream("NOTIFY")).await.unwrap();
-    let first = notify.info().await.unwrap().state.first_sequence;
-    let sms =
-        NotificationRequest::decode(notify.get_raw_message(first).await.unwrap().payload).unwrap();
-    let report = guichet_proto::notification::v1::NotificationStatusChanged {
-        notification_id: sms.id.clone(),
-        status: "sent".into(),
-        channel: "sms".into(),
-        attempts: 1,
-        template: "signature-code".into(),
-        ..Default::default()
-    };
-    let event = guichet_platform::bus::OutgoingEvent {
-        id: format!("report-{}", sms.id),
-        ty: "guichet.notification.v1.sent".into(),
-        subject: format!("notifications/{}", sms.id),
-        time: Utc::now(),
-        body: bytes::Bytes::from(report.encode_to_vec()),
-    };
-    for _ in 0..2 {
-        // Redelivered: recorded once.
-        bus.publish(bus.event_subject("notification", "sent"), &event)
-            .await
-            .unwrap();
-    }
+    // The notification role reports the SMS sent (NotificationStatusChanged
+    // on guichet.events.notification.sent): it lands in the trail.
     eventually(
         "the sms report in the trail",
         StdDuration::from_secs(20),
@@ -1300,7 +1247,7 @@ async fn signature_guichet_serve_runs_the_role_with_its_pages_and_metrics() {
     let pages: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let p = env
         .spawn_process(
-            &["dossier", "signature"],
+            &["dossier", "signature", "notification"],
             &[("GUICHET__SIGNATURE__HTTP_ADDR", &pages.to_string())],
         )
         .await;
