@@ -7,3 +7,4 @@ CREATE DATABASE guichet_counter;
 CREATE DATABASE guichet_scan;
 CREATE DATABASE guichet_telephony;
 CREATE DATABASE guichet_appointment;
+CREATE DATABASE guichet_email;

@@ -46,6 +46,7 @@ pub struct GuichetConfig {
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
     pub scan: guichet_ingress_scan::Config,
+    pub email: guichet_ingress_email::Config,
     pub telephony: guichet_ingress_telephony::Config,
     pub appointment: guichet_appointment::Config,
 }
@@ -67,6 +68,7 @@ impl GuichetConfig {
             (&mut config.scan.database_url, "scan"),
             (&mut config.telephony.database_url, "telephony"),
             (&mut config.appointment.database_url, "appointment"),
+            (&mut config.email.database_url, "email"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -93,6 +95,7 @@ impl GuichetConfig {
                 Role::Routing => self.routing.validate()?,
                 Role::IngressCounter => self.counter.validate()?,
                 Role::IngressScan => self.scan.validate()?,
+                Role::IngressEmail => self.email.validate()?,
                 Role::IngressTelephony => self.telephony.validate()?,
                 Role::Appointment => self.appointment.validate()?,
                 _ => {}
@@ -348,6 +351,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => &config.routing.database_url,
             Role::IngressCounter => &config.counter.database_url,
             Role::IngressScan => &config.scan.database_url,
+            Role::IngressEmail => &config.email.database_url,
             Role::IngressTelephony => &config.telephony.database_url,
             Role::Appointment => &config.appointment.database_url,
             _ => continue,
@@ -360,6 +364,7 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
             Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
             Role::IngressScan => guichet_ingress_scan::db::Migrator::up(&db, None).await?,
+            Role::IngressEmail => guichet_ingress_email::db::Migrator::up(&db, None).await?,
             Role::IngressTelephony => {
                 guichet_ingress_telephony::db::Migrator::up(&db, None).await?
             }
