@@ -249,7 +249,7 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
                 if !is_report
                     && let Some(t) = inner.body_text(0)
                 {
-                    p.text.push_str("\n\n---------- Message transféré ----------\n");
+                    p.text.push_str("\n\n[Message transféré]\n");
                     if let Some(s) = inner.subject() {
                         p.text.push_str(&format!("Objet : {s}\n\n"));
                     }

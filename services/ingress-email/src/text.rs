@@ -10,7 +10,7 @@ static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
         r"(?ix)^\s*(
             (le|on)\b.{0,200}\b(a\s+écrit|a\s+ecrit|wrote|schrieb)\s*:?\s*$
-          | -{2,}\s*(message\s+d'origine|original\s+message|message\s+transféré|forwarded\s+message)\s*-{2,}.*$
+          | -{2,}\s*(message\s+d'origine|original\s+message)\s*-{2,}.*$
           | _{10,}\s*$
         )",
     )
@@ -160,6 +160,9 @@ mod tests {
         assert_eq!(clean(t), "Voici le document.");
         let t = "See attached.\n\n-----Original Message-----\nFrom: x\nSent: y\n";
         assert_eq!(clean(t), "See attached.");
+        // A forward is the substance, not history: kept.
+        let t = "Pour info.\n\n---------- Forwarded message ---------\nDe : Préfecture\nVotre titre est prêt.";
+        assert!(clean(t).contains("Votre titre est prêt."));
     }
 
     #[test]
