@@ -13,6 +13,7 @@ mod counter_desks;
 mod deploy;
 mod dossier_api;
 mod dossier_store;
+mod email_imap;
 mod email_replies;
 mod email_smtp;
 mod events;
