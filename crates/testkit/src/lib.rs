@@ -1287,7 +1287,10 @@ pub mod email {
 
     /// `tests/fixtures/email`.
     pub fn fixtures_dir() -> PathBuf {
-        PathBuf::from(format!("{}/../../tests/fixtures/email", env!("CARGO_MANIFEST_DIR")))
+        PathBuf::from(format!(
+            "{}/../../tests/fixtures/email",
+            env!("CARGO_MANIFEST_DIR")
+        ))
     }
 
     pub fn fixture(name: &str) -> PathBuf {
@@ -1396,7 +1399,11 @@ pub mod email {
                 .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
                 .unwrap_or_default();
             let (internal, login, mail_user) = if root {
-                ("dovecot".to_owned(), "dovenull".to_owned(), "dovecot".to_owned())
+                (
+                    "dovecot".to_owned(),
+                    "dovenull".to_owned(),
+                    "dovecot".to_owned(),
+                )
             } else {
                 (me.clone(), me.clone(), me.clone())
             };
@@ -1427,10 +1434,14 @@ pub mod email {
                 .spawn()
                 .expect("start dovecot");
             let addr = format!("127.0.0.1:{port}");
-            super::eventually("dovecot listening", std::time::Duration::from_secs(20), || {
-                let addr = addr.clone();
-                async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
-            })
+            super::eventually(
+                "dovecot listening",
+                std::time::Duration::from_secs(20),
+                || {
+                    let addr = addr.clone();
+                    async move { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) }
+                },
+            )
             .await;
             Some(Dovecot { port, dir, child })
         }
@@ -1467,7 +1478,11 @@ pub mod email {
             let v = self.client(&["list", folder]).await;
             let ids = v["message_ids"]
                 .as_array()
-                .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_str().map(str::to_owned))
+                        .collect()
+                })
                 .unwrap_or_default();
             (ids, v["deleted"].as_u64().unwrap_or(0))
         }

@@ -50,8 +50,18 @@ pub fn never_answer(address: &str, extra: &[String]) -> bool {
         return true;
     };
     let local = local.split('+').next().unwrap_or(local);
-    ["mailer-daemon", "postmaster", "noreply", "no-reply", "no_reply", "donotreply", "do-not-reply", "bounce", "bounces"]
-        .contains(&local)
+    [
+        "mailer-daemon",
+        "postmaster",
+        "noreply",
+        "no-reply",
+        "no_reply",
+        "donotreply",
+        "do-not-reply",
+        "bounce",
+        "bounces",
+    ]
+    .contains(&local)
         || local.starts_with("noreply")
         || local.starts_with("no-reply")
         || extra.iter().any(|e| e.eq_ignore_ascii_case(local))
@@ -76,7 +86,10 @@ impl EmailApi {
         };
         let txn = self.db.begin().await.map_err(transient)?;
         email_message::Entity::update_many()
-            .col_expr(email_message::Column::DossierId, Expr::value(item.dossier_id.clone()))
+            .col_expr(
+                email_message::Column::DossierId,
+                Expr::value(item.dossier_id.clone()),
+            )
             .col_expr(
                 email_message::Column::DossierReference,
                 Expr::value(item.dossier_reference.clone()),
@@ -92,7 +105,11 @@ impl EmailApi {
                 Some("automatic")
             } else if never_answer(&msg.from_address, &self.config.no_ack_local_parts) {
                 Some("no_reply_address")
-            } else if self.acked_recently(&txn, &item.dossier_id).await.map_err(transient)? {
+            } else if self
+                .acked_recently(&txn, &item.dossier_id)
+                .await
+                .map_err(transient)?
+            {
                 Some("period")
             } else {
                 None

@@ -203,8 +203,7 @@ impl Config {
             if imap.mailbox.trim().is_empty() {
                 return Err(ConfigError::invalid("email.imap.mailbox", "is empty"));
             }
-            if imap.processed_mailbox.trim().is_empty() || imap.processed_mailbox == imap.mailbox
-            {
+            if imap.processed_mailbox.trim().is_empty() || imap.processed_mailbox == imap.mailbox {
                 return Err(ConfigError::invalid(
                     "email.imap.processed_mailbox",
                     "must be a folder other than email.imap.mailbox",
@@ -218,6 +217,43 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// A fixed valid configuration for the fuzz target.
+    pub fn fuzzing() -> Config {
+        Config {
+            database_url: "sqlite::memory:".into(),
+            smtp_addrs: vec![],
+            lmtp_addrs: vec![],
+            hostname: "guichet.localhost".into(),
+            accepted_domains: vec!["ville.fr".into()],
+            max_message_bytes: 1 << 26,
+            max_attachment_bytes: 1 << 20,
+            max_attachments: 30,
+            allowed_media_types: vec![
+                "application/pdf".into(),
+                "image/*".into(),
+                "message/rfc822".into(),
+            ],
+            tls_cert_file: PathBuf::new(),
+            tls_key_file: PathBuf::new(),
+            reference_prefix: "VIN".into(),
+            ack_period_secs: 3600,
+            no_ack_local_parts: vec![],
+            session_timeout_secs: 60,
+            imap: ImapConfig {
+                host: String::new(),
+                port: 993,
+                security: "tls".into(),
+                username: String::new(),
+                password: secrecy::SecretString::from(""),
+                mailbox: "INBOX".into(),
+                processed_mailbox: "guichet-traites".into(),
+                poll_interval_ms: 30000,
+                idle: true,
+                ca_file: PathBuf::new(),
+            },
+        }
     }
 
     /// Whether a recipient's domain is one this listener accepts.
@@ -285,7 +321,9 @@ pub(crate) mod tests {
     fn email_config_errors_name_the_key() {
         assert!(valid().validate().is_ok());
         let cases: [(&str, Breaker); 7] = [
-            ("email.smtp_addrs", |c| c.smtp_addrs = vec!["nowhere".into()]),
+            ("email.smtp_addrs", |c| {
+                c.smtp_addrs = vec!["nowhere".into()]
+            }),
             ("email.accepted_domains", |c| c.accepted_domains.clear()),
             ("email.max_message_bytes", |c| c.max_message_bytes = 0),
             ("email.tls_key_file", |c| {

@@ -108,7 +108,9 @@ fn parse_filter(filter: &str) -> Result<Filter, Status> {
             other => {
                 return Err(invalid_argument(
                     "filter",
-                    format!("`{other}` cannot be filtered on (dossier_id, direction, auto_submitted, bounce)"),
+                    format!(
+                        "`{other}` cannot be filtered on (dossier_id, direction, auto_submitted, bounce)"
+                    ),
                 ));
             }
         }
@@ -133,15 +135,24 @@ impl pb::email_service_server::EmailService for EmailApi {
             return Err(invalid_argument("text", "is empty"));
         }
         if req.text.chars().count() > MAX_REPLY_CHARS {
-            return Err(invalid_argument("text", format!("is longer than {MAX_REPLY_CHARS} characters")));
+            return Err(invalid_argument(
+                "text",
+                format!("is longer than {MAX_REPLY_CHARS} characters"),
+            ));
         }
         if req.request_id.trim().is_empty() || req.request_id.len() > 128 {
-            return Err(invalid_argument("request_id", "is required (at most 128 characters)"));
+            return Err(invalid_argument(
+                "request_id",
+                "is required (at most 128 characters)",
+            ));
         }
         for (i, a) in req.attachments.iter().enumerate() {
             let ok = a.sha256.len() == 64 && a.sha256.chars().all(|c| c.is_ascii_hexdigit());
             if !ok {
-                return Err(invalid_argument(&format!("attachments[{i}].sha256"), "is not a SHA-256"));
+                return Err(invalid_argument(
+                    &format!("attachments[{i}].sha256"),
+                    "is not a SHA-256",
+                ));
             }
             if !self
                 .objects
@@ -192,7 +203,11 @@ impl pb::email_service_server::EmailService for EmailApi {
             })?;
         let reference = last.dossier_reference.clone();
         let base = crate::text::base_subject(&citizen.subject);
-        let base = if base.is_empty() { "Votre demande".to_owned() } else { base };
+        let base = if base.is_empty() {
+            "Votre demande".to_owned()
+        } else {
+            base
+        };
         let subject = if reference.is_empty() || base.contains(&reference) {
             format!("Re: {base}")
         } else {
@@ -225,7 +240,7 @@ impl pb::email_service_server::EmailService for EmailApi {
                             filename: crate::mime::clean_filename(&a.filename),
                             media_type: a.media_type.clone(),
                             sha256: a.sha256.to_ascii_lowercase(),
-                            content: Vec::new().into(),
+                            content: Vec::new(),
                         })
                         .collect(),
                     requested_by: caller.subject.clone(),
@@ -237,7 +252,9 @@ impl pb::email_service_server::EmailService for EmailApi {
             Err(e) if is_unique_violation(&e) => {
                 drop(txn);
                 let m = email_message::Entity::find()
-                    .filter(email_message::Column::RequestId.eq(format!("reply:{}", req.request_id)))
+                    .filter(
+                        email_message::Column::RequestId.eq(format!("reply:{}", req.request_id)),
+                    )
                     .one(&self.db)
                     .await
                     .map_err(internal_err("find reply"))?
@@ -294,7 +311,10 @@ impl pb::email_service_server::EmailService for EmailApi {
         }
         if !req.page_token.is_empty() {
             if req.page_token.len() > 64 {
-                return Err(invalid_argument("page_token", "is not a token this API issued"));
+                return Err(invalid_argument(
+                    "page_token",
+                    "is not a token this API issued",
+                ));
             }
             q = q.filter(email_message::Column::Id.lt(req.page_token.as_str()));
         }

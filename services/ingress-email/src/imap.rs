@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use secrecy::ExposeSecret;
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
+use secrecy::ExposeSecret;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -192,7 +192,9 @@ async fn round(
     let mut handled = 0;
     for uid in uids {
         let raw = {
-            let mut fetches = session.uid_fetch(uid.to_string(), "(UID BODY.PEEK[])").await?;
+            let mut fetches = session
+                .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                .await?;
             let mut raw = None;
             while let Some(f) = fetches.next().await {
                 let f = f?;
@@ -209,8 +211,13 @@ async fn round(
         };
         if raw.len() as u64 > api.config.max_message_bytes {
             // Left in the mailbox for a person to look at; never deleted.
-            metrics::counter!("guichet_email_messages_total", "outcome" => "too_large").increment(1);
-            tracing::warn!(uid, size = raw.len(), "imap message larger than email.max_message_bytes, left in the mailbox");
+            metrics::counter!("guichet_email_messages_total", "outcome" => "too_large")
+                .increment(1);
+            tracing::warn!(
+                uid,
+                size = raw.len(),
+                "imap message larger than email.max_message_bytes, left in the mailbox"
+            );
         } else {
             // Published (or already known) before anything moves.
             api.accept(&raw, Source::Imap, &c.mailbox)
@@ -235,7 +242,14 @@ async fn round(
             }
             metrics::counter!("guichet_email_imap_moved_total").increment(1);
         }
-        save(api, &key, validity, i64::from(uid), state.is_some() || handled > 0).await?;
+        save(
+            api,
+            &key,
+            validity,
+            i64::from(uid),
+            state.is_some() || handled > 0,
+        )
+        .await?;
         handled += 1;
     }
     if handled == 0 && state.as_ref().is_some_and(|s| s.uid_validity != validity) {

@@ -338,7 +338,9 @@ impl EmailApi {
             }
             Err(e) => return Err(e.into()),
         };
-        let intake = self.intake_event(&model, &parsed, &parts, &threading, &event_id, mailbox, source);
+        let intake = self.intake_event(
+            &model, &parsed, &parts, &threading, &event_id, mailbox, source,
+        );
         let mut staged = vec![intake];
         staged.extend(self.address_events(&txn, &parsed, now).await?);
         for s in &staged {
@@ -360,7 +362,8 @@ impl EmailApi {
         };
         metrics::counter!("guichet_email_messages_total", "outcome" => outcome).increment(1);
         if let Some(reason) = parsed.auto_reason {
-            metrics::counter!("guichet_email_loops_detected_total", "reason" => reason).increment(1);
+            metrics::counter!("guichet_email_loops_detected_total", "reason" => reason)
+                .increment(1);
         }
         for p in parts.iter().filter(|p| !p.rejected.is_empty()) {
             metrics::counter!("guichet_email_rejected_parts_total", "reason" => p.rejected.clone())

@@ -73,7 +73,11 @@ fn ids(v: &HeaderValue<'_>) -> Vec<String> {
             .map(strip_id)
             .filter(|s| !s.is_empty())
             .collect(),
-        HeaderValue::TextList(l) => l.iter().map(|t| strip_id(t)).filter(|s| !s.is_empty()).collect(),
+        HeaderValue::TextList(l) => l
+            .iter()
+            .map(|t| strip_id(t))
+            .filter(|s| !s.is_empty())
+            .collect(),
         _ => Vec::new(),
     }
 }
@@ -118,11 +122,10 @@ pub fn auto_reason(m: &mail_parser::Message<'_>, from: &str) -> Option<&'static 
     }
     if m.header_raw("X-Autoreply").is_some()
         || m.header_raw("X-Autorespond").is_some()
-        || m.header_raw("X-Auto-Response-Suppress")
-            .is_some_and(|v| {
-                let v = v.to_ascii_lowercase();
-                v.contains("all") || v.contains("oof") || v.contains("autoreply")
-            })
+        || m.header_raw("X-Auto-Response-Suppress").is_some_and(|v| {
+            let v = v.to_ascii_lowercase();
+            v.contains("all") || v.contains("oof") || v.contains("autoreply")
+        })
     {
         return Some("auto-response-suppress");
     }
@@ -133,9 +136,7 @@ pub fn auto_reason(m: &mail_parser::Message<'_>, from: &str) -> Option<&'static 
         return Some("list");
     }
     let local = from.split('@').next().unwrap_or_default();
-    if from.is_empty()
-        || ["mailer-daemon", "postmaster", "mail-daemon"].contains(&local)
-    {
+    if from.is_empty() || ["mailer-daemon", "postmaster", "mail-daemon"].contains(&local) {
         return Some("mailer-daemon");
     }
     None
@@ -209,17 +210,28 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
     if texts.is_empty() {
         for i in 0..m.html_body_count() {
             if let Some(h) = m.body_html(i) {
-                texts.push(mail_parser::decoders::html::html_to_text(&h).trim().to_owned());
+                texts.push(
+                    mail_parser::decoders::html::html_to_text(&h)
+                        .trim()
+                        .to_owned(),
+                );
             }
         }
     }
     p.text = texts.join("\n\n");
 
-    let is_report = m
-        .content_type()
-        .is_some_and(|c| c.ctype().eq_ignore_ascii_case("multipart") && c.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
+    let is_report = m.content_type().is_some_and(|c| {
+        c.ctype().eq_ignore_ascii_case("multipart")
+            && c.subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("report"))
+    });
 
-    let text_body: Vec<u32> = m.text_body.iter().chain(m.html_body.iter()).copied().collect();
+    let text_body: Vec<u32> = m
+        .text_body
+        .iter()
+        .chain(m.html_body.iter())
+        .copied()
+        .collect();
     let mut stored = 0usize;
     for (idx, part) in m.parts.iter().enumerate() {
         let idx = idx as u32;
@@ -246,9 +258,7 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
                 p.forwarded_subjects
                     .push(inner.subject().unwrap_or_default().trim().to_owned());
                 // A forwarded message's own text joins the text agents read.
-                if !is_report
-                    && let Some(t) = inner.body_text(0)
-                {
+                if !is_report && let Some(t) = inner.body_text(0) {
                     p.text.push_str("\n\n[Message transféré]\n");
                     if let Some(s) = inner.subject() {
                         p.text.push_str(&format!("Objet : {s}\n\n"));
@@ -271,7 +281,14 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
                 .attachment_name()
                 .map(str::to_owned)
                 .unwrap_or_else(|| "message-transfere.eml".into());
-            p.parts.push(decide(config, &mut stored, name, "message/rfc822".into(), raw.to_vec(), false));
+            p.parts.push(decide(
+                config,
+                &mut stored,
+                name,
+                "message/rfc822".into(),
+                raw.to_vec(),
+                false,
+            ));
             continue;
         }
         if text_body.contains(&idx) && part.attachment_name().is_none() {
@@ -282,7 +299,9 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
                 let h = String::from_utf8_lossy(part.contents());
                 if let Some(id) = h.lines().find_map(|l| {
                     let (k, v) = l.split_once(':')?;
-                    k.trim().eq_ignore_ascii_case("message-id").then(|| strip_id(v))
+                    k.trim()
+                        .eq_ignore_ascii_case("message-id")
+                        .then(|| strip_id(v))
                 }) {
                     b.original_message_id = id;
                 }
@@ -302,7 +321,14 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
         {
             p.tnef = true;
         }
-        p.parts.push(decide(config, &mut stored, filename, media_type, content, inline));
+        p.parts.push(decide(
+            config,
+            &mut stored,
+            filename,
+            media_type,
+            content,
+            inline,
+        ));
     }
     // A report whose status part did not parse is still a bounce.
     if is_report
@@ -317,6 +343,21 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
         p.auto_reason = Some("bounce");
     }
     Some(p)
+}
+
+/// The parsing entry point with a fixed configuration, for fuzzing
+/// (`fuzz/`, and the mutation test below): parse, clean the text, find
+/// references. Must never panic, whatever the bytes.
+pub fn parse_for_fuzzing(raw: &[u8]) -> usize {
+    let config = crate::config::Config::fuzzing();
+    let Some(p) = parse(raw, &config) else {
+        return 0;
+    };
+    let cleaned = crate::text::clean(&p.text);
+    let refs = crate::text::references(&p.subject, "VIN").len()
+        + crate::text::references(&cleaned, "VIN").len();
+    let _ = crate::text::base_subject(&p.subject);
+    p.parts.len() + refs + cleaned.len()
 }
 
 fn decide(
@@ -340,7 +381,11 @@ fn decide(
     };
     Part {
         filename,
-        content: if rejected.is_some() { Vec::new() } else { content },
+        content: if rejected.is_some() {
+            Vec::new()
+        } else {
+            content
+        },
         media_type,
         inline,
         rejected,
@@ -353,7 +398,11 @@ fn effective_type(media_type: &str, filename: &str) -> String {
     if media_type != "application/octet-stream" {
         return media_type.to_owned();
     }
-    let ext = filename.rsplit('.').next().unwrap_or_default().to_ascii_lowercase();
+    let ext = filename
+        .rsplit('.')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     match ext.as_str() {
         "pdf" => "application/pdf",
         "png" => "image/png",
@@ -413,7 +462,10 @@ mod tests {
             ("Precedence: list\r\n", "list"),
             ("X-Loop: contact@ville.fr\r\n", "x-loop"),
             ("List-Id: <infos.example.org>\r\n", "list"),
-            ("X-Auto-Response-Suppress: All\r\n", "auto-response-suppress"),
+            (
+                "X-Auto-Response-Suppress: All\r\n",
+                "auto-response-suppress",
+            ),
         ] {
             let p = parse_str(&format!("{base}{h}\r\nbody\r\n"));
             assert_eq!(p.auto_reason, Some(reason), "{h}");
@@ -422,6 +474,46 @@ mod tests {
         assert_eq!(p.auto_reason, None);
         let p = parse_str("From: MAILER-DAEMON@mx.example.org\r\nSubject: x\r\n\r\nb\r\n");
         assert_eq!(p.auto_reason, Some("mailer-daemon"));
+    }
+
+    /// A fuzz run in the suite: every corpus message cut at many places and
+    /// with bytes flipped (a fixed xorshift sequence, so failures repeat).
+    #[test]
+    fn email_parser_survives_mutated_corpus() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/email");
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir).expect("corpus") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_none_or(|e| e != "eml") {
+                continue;
+            }
+            files += 1;
+            let raw = std::fs::read(&path).expect("read");
+            parse_for_fuzzing(&raw);
+            for _ in 0..60 {
+                let mut m = raw.clone();
+                let cut = (next() as usize) % (m.len() + 1);
+                m.truncate(cut.max(m.len() / 2));
+                for _ in 0..(next() % 16) {
+                    let i = (next() as usize) % m.len().max(1);
+                    if let Some(b) = m.get_mut(i) {
+                        *b = [b'\n', b'-', b'=', b'?', b':', b';', b'>', 0xC3, 0xFF, b'"']
+                            [(next() % 10) as usize];
+                    }
+                }
+                parse_for_fuzzing(&m);
+                parse_for_fuzzing(&m[..cut.min(m.len())]);
+            }
+        }
+        assert!(files >= 25, "corpus of {files} messages");
     }
 
     #[test]

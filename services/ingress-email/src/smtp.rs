@@ -54,11 +54,7 @@ pub fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
 }
 
 /// Accept connections until shutdown; each session runs on its own task.
-pub async fn serve(
-    api: EmailApi,
-    l: Listener,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> anyhow::Result<()> {
     let proto = if l.lmtp { "lmtp" } else { "smtp" };
     if let Ok(addr) = l.listener.local_addr() {
         tracing::info!(%addr, proto, "email listener ready");
@@ -208,10 +204,18 @@ impl Session {
                         Err(e) => {
                             self.errors += 1;
                             let (code, esc, msg) = match e {
-                                smtp_proto::Error::UnknownCommand => (500, [5, 5, 1], "command not recognised"),
-                                smtp_proto::Error::InvalidSenderAddress => (501, [5, 1, 7], "bad sender address"),
-                                smtp_proto::Error::InvalidRecipientAddress => (501, [5, 1, 3], "bad recipient address"),
-                                smtp_proto::Error::ResponseTooLong => (500, [5, 5, 2], "line too long"),
+                                smtp_proto::Error::UnknownCommand => {
+                                    (500, [5, 5, 1], "command not recognised")
+                                }
+                                smtp_proto::Error::InvalidSenderAddress => {
+                                    (501, [5, 1, 7], "bad sender address")
+                                }
+                                smtp_proto::Error::InvalidRecipientAddress => {
+                                    (501, [5, 1, 3], "bad recipient address")
+                                }
+                                smtp_proto::Error::ResponseTooLong => {
+                                    (500, [5, 5, 2], "line too long")
+                                }
                                 _ => (501, [5, 5, 4], "syntax error in parameters"),
                             };
                             reply(&mut out, code, esc, msg);
@@ -241,7 +245,12 @@ impl Session {
                             metrics::counter!("guichet_email_messages_total", "outcome" => "too_large").increment(1);
                             tracing::info!("message refused: larger than email.max_message_bytes");
                             for _ in 0..self.replies() {
-                                reply(&mut out, 552, [5, 3, 4], "message size exceeds the fixed maximum");
+                                reply(
+                                    &mut out,
+                                    552,
+                                    [5, 3, 4],
+                                    "message size exceeds the fixed maximum",
+                                );
                             }
                             self.tx.mail_from = None;
                             self.tx.rcpts.clear();
@@ -279,7 +288,11 @@ impl Session {
 
     /// LMTP answers the end of data once per recipient; SMTP once.
     fn replies(&self) -> usize {
-        if self.lmtp { self.tx.rcpts.len().max(1) } else { 1 }
+        if self.lmtp {
+            self.tx.rcpts.len().max(1)
+        } else {
+            1
+        }
     }
 
     fn command(&mut self, req: Request<String>, out: &mut Vec<u8>) -> (Next, Option<State>) {
@@ -328,7 +341,12 @@ impl Session {
                 } else if self.tx.mail_from.is_some() {
                     reply(out, 503, [5, 5, 1], "sender already given");
                 } else if from.size as u64 > self.config().max_message_bytes {
-                    reply(out, 552, [5, 3, 4], "message size exceeds the fixed maximum");
+                    reply(
+                        out,
+                        552,
+                        [5, 3, 4],
+                        "message size exceeds the fixed maximum",
+                    );
                 } else {
                     self.tx.mail_from = Some(from.address);
                     self.tx.rcpts.clear();
@@ -355,7 +373,10 @@ impl Session {
                     reply(out, 354, [0, 0, 0], "end data with <CR><LF>.<CR><LF>");
                     return (
                         Next::Continue,
-                        Some(State::Data(DataReceiver::new(), Vec::with_capacity(64 * 1024))),
+                        Some(State::Data(
+                            DataReceiver::new(),
+                            Vec::with_capacity(64 * 1024),
+                        )),
                     );
                 }
             }
@@ -383,7 +404,11 @@ impl Session {
 
     /// The end of DATA: 250 once published, 451 otherwise.
     async fn deliver(&mut self, message: Vec<u8>, out: &mut Vec<u8>) {
-        let source = if self.lmtp { Source::Lmtp } else { Source::Smtp };
+        let source = if self.lmtp {
+            Source::Lmtp
+        } else {
+            Source::Smtp
+        };
         let mailbox = self.tx.rcpts.first().cloned().unwrap_or_default();
         let replies = self.replies();
         let result = if message.len() as u64 > self.config().max_message_bytes {
@@ -393,7 +418,12 @@ impl Session {
         };
         for _ in 0..replies {
             match &result {
-                None => reply(out, 552, [5, 3, 4], "message size exceeds the fixed maximum"),
+                None => reply(
+                    out,
+                    552,
+                    [5, 3, 4],
+                    "message size exceeds the fixed maximum",
+                ),
                 Some(Ok((_, id))) => reply(out, 250, [2, 0, 0], &format!("queued as {id}")),
                 Some(Err(e)) => {
                     tracing::warn!(error = %e, "message not taken, sender will retry");

@@ -150,7 +150,8 @@ mod tests {
     fn email_quote_wrapped_attribution_and_english_are_stripped() {
         let t = "Merci.\nLe lun. 3 nov. 2026 à 10:02, Mairie de Villeneuve <contact@ville.fr>\na écrit :\n> texte";
         assert_eq!(clean(t), "Merci.");
-        let t = "Thanks!\n\nOn Mon, Nov 3, 2026 at 10:02 AM Mairie <contact@ville.fr> wrote:\n> hello";
+        let t =
+            "Thanks!\n\nOn Mon, Nov 3, 2026 at 10:02 AM Mairie <contact@ville.fr> wrote:\n> hello";
         assert_eq!(clean(t), "Thanks!");
     }
 
@@ -190,7 +191,10 @@ mod tests {
 
     #[test]
     fn email_subject_prefixes_are_removed() {
-        assert_eq!(base_subject("RE : TR: Re: Demande d'acte"), "Demande d'acte");
+        assert_eq!(
+            base_subject("RE : TR: Re: Demande d'acte"),
+            "Demande d'acte"
+        );
         assert_eq!(base_subject("Réunion"), "Réunion");
     }
 }

@@ -18,7 +18,9 @@ async fn imap_flow(backend: Backend) {
         return;
     };
     let Some(dovecot) = Dovecot::start().await else {
-        panic!("Dovecot is not installed: run scripts/ensure-services.sh test (Debian package dovecot-imapd)");
+        panic!(
+            "Dovecot is not installed: run scripts/ensure-services.sh test (Debian package dovecot-imapd)"
+        );
     };
     env.email_database().await;
     let port = dovecot.port.to_string();
@@ -38,42 +40,66 @@ async fn imap_flow(backend: Backend) {
     dovecot
         .append(
             "INBOX",
-            &[fixture("01-simple-utf8.eml"), fixture("02-alternative.eml"), fixture("07-pdf-attachment.eml")],
+            &[
+                fixture("01-simple-utf8.eml"),
+                fixture("02-alternative.eml"),
+                fixture("07-pdf-attachment.eml"),
+            ],
         )
         .await;
     let log1 = work.path().join("first.log");
-    let first = env.spawn_process_logging(&["ingress-email"], &imap, &log1).await;
+    let first = env
+        .spawn_process_logging(&["ingress-email"], &imap, &log1)
+        .await;
 
     // Fetched, published, then moved.
     let events = email_events(&env, 3).await;
     assert!(events.iter().all(|e| details(e).source == "imap"));
-    eventually("the inbox emptied into the processed folder", Duration::from_secs(30), || async {
-        let (inbox, _) = dovecot.list("INBOX").await;
-        let (done, _) = dovecot.list(PROCESSED).await;
-        (inbox.is_empty() && done.len() == 3).then_some(())
-    })
+    eventually(
+        "the inbox emptied into the processed folder",
+        Duration::from_secs(30),
+        || async {
+            let (inbox, _) = dovecot.list("INBOX").await;
+            let (done, _) = dovecot.list(PROCESSED).await;
+            (inbox.is_empty() && done.len() == 3).then_some(())
+        },
+    )
     .await;
 
     // JetStream cannot take the event: the message stays where it is.
     let js = async_nats::jetstream::new(env.nats().await);
     js.delete_stream(env.stream("INTAKE")).await.unwrap();
-    dovecot.append("INBOX", &[fixture("03-html-only.eml")]).await;
+    dovecot
+        .append("INBOX", &[fixture("03-html-only.eml")])
+        .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let (inbox, deleted) = dovecot.list("INBOX").await;
-    assert_eq!(inbox, vec!["<c03@example.fr>"], "not moved before publication");
+    assert_eq!(
+        inbox,
+        vec!["<c03@example.fr>"],
+        "not moved before publication"
+    );
     assert_eq!(deleted, 0, "never flagged for deletion before publication");
     assert_eq!(dovecot.list(PROCESSED).await.0.len(), 3);
 
     // A crash; the same message delivered again to the mailbox meanwhile.
     first.kill().await;
-    dovecot.append("INBOX", &[fixture("01-simple-utf8.eml")]).await;
+    dovecot
+        .append("INBOX", &[fixture("01-simple-utf8.eml")])
+        .await;
     let log2 = work.path().join("second.log");
-    let second = env.spawn_process_logging(&["ingress-email"], &imap, &log2).await;
-    eventually("everything moved after the restart", Duration::from_secs(30), || async {
-        let (inbox, _) = dovecot.list("INBOX").await;
-        let (done, _) = dovecot.list(PROCESSED).await;
-        (inbox.is_empty() && done.len() == 5).then_some(())
-    })
+    let second = env
+        .spawn_process_logging(&["ingress-email"], &imap, &log2)
+        .await;
+    eventually(
+        "everything moved after the restart",
+        Duration::from_secs(30),
+        || async {
+            let (inbox, _) = dovecot.list("INBOX").await;
+            let (done, _) = dovecot.list(PROCESSED).await;
+            (inbox.is_empty() && done.len() == 5).then_some(())
+        },
+    )
     .await;
     // The new stream holds the waiting message once, and no second copy of
     // the duplicate.
@@ -85,15 +111,28 @@ async fn imap_flow(backend: Backend) {
     assert_eq!(details(&events[0]).message_id, "c03@example.fr");
     let (status, metrics) = http_get(second.admin_addr, "/metrics").await.unwrap();
     assert_eq!(status, 200);
-    assert!(metrics.contains("guichet_email_messages_total{outcome=\"duplicate\"}"), "{metrics}");
-    assert!(metrics.contains("guichet_email_imap_moved_total"), "{metrics}");
+    assert!(
+        metrics.contains("guichet_email_messages_total{outcome=\"duplicate\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("guichet_email_imap_moved_total"),
+        "{metrics}"
+    );
     second.terminate().await;
 
     // Ids and sizes in the logs, never the people or their words.
     for log in [&log1, &log2] {
         let text = std::fs::read_to_string(log).unwrap().to_lowercase();
         assert!(text.contains("email published") || log == &log2, "{text}");
-        for secret in ["helene", "lefèvre", "lefevre", "acte de naissance", "cantine", IMAP_PASSWORD] {
+        for secret in [
+            "helene",
+            "lefèvre",
+            "lefevre",
+            "acte de naissance",
+            "cantine",
+            IMAP_PASSWORD,
+        ] {
             assert!(!text.contains(secret), "{secret} in {}", log.display());
         }
     }

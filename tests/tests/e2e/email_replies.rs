@@ -34,8 +34,12 @@ async fn address_events(env: &TestEnv, n: usize) -> Vec<(String, npb::AddressUnd
             .into_iter()
             .filter_map(|(h, b)| {
                 let ty = header(&h, "ce-type");
-                ty.starts_with("guichet.email.v1.address_")
-                    .then(|| (ty, npb::AddressUndeliverable::decode(b).expect("address event")))
+                ty.starts_with("guichet.email.v1.address_").then(|| {
+                    (
+                        ty,
+                        npb::AddressUndeliverable::decode(b).expect("address event"),
+                    )
+                })
             })
             .collect();
         (found.len() >= n).then_some(found)
@@ -54,7 +58,12 @@ async fn the_thread(backend: Backend) {
         return;
     };
     env.email_database().await;
-    let email = spawn_email(&env, &[Role::Dossier, Role::Routing, Role::IngressEmail], &[]).await;
+    let email = spawn_email(
+        &env,
+        &[Role::Dossier, Role::Routing, Role::IngressEmail],
+        &[],
+    )
+    .await;
     let token = env.token("agent-1", &[AuthRole::Agent]);
     let mut api = epb::email_service_client::EmailServiceClient::with_interceptor(
         channel(email.app.grpc_addr).await,
@@ -63,17 +72,37 @@ async fn the_thread(backend: Backend) {
     let work = tempfile::tempdir().unwrap();
 
     // 1. A new request: one acknowledgement, threaded.
-    let sent = send(email.smtp, false, None, "helene.lefevre@example.fr", &[CITY], &[fixture("01-simple-utf8.eml")]).await;
+    let sent = send(
+        email.smtp,
+        false,
+        None,
+        "helene.lefevre@example.fr",
+        &[CITY],
+        &[fixture("01-simple-utf8.eml")],
+    )
+    .await;
     assert_eq!(sent[0].code, 250);
     let ack = notifications(&env, 1).await.remove(0);
     assert_eq!(ack.template, "email-accuse-reception");
-    assert_eq!(ack.target, Some(npb::notification_request::Target::Email("helene.lefevre@example.fr".into())));
+    assert_eq!(
+        ack.target,
+        Some(npb::notification_request::Target::Email(
+            "helene.lefevre@example.fr".into()
+        ))
+    );
     assert_eq!(ack.auto_submitted, "auto-replied");
     assert_eq!(ack.in_reply_to, "c01@example.fr");
     assert_eq!(ack.references, vec!["c01@example.fr"]);
-    assert!(ack.message_id.ends_with("@guichet.test"), "{}", ack.message_id);
+    assert!(
+        ack.message_id.ends_with("@guichet.test"),
+        "{}",
+        ack.message_id
+    );
     let reference = ack.reference.clone();
-    assert!(reference.starts_with("VIN-") && reference.len() == 15, "{reference}");
+    assert!(
+        reference.starts_with("VIN-") && reference.len() == 15,
+        "{reference}"
+    );
     assert_eq!(ack.variables["reference"], reference);
     assert_eq!(ack.variables["subject"], "Demande d'acte de naissance");
     assert!(!ack.variables["process_id"].is_empty());
@@ -92,25 +121,47 @@ async fn the_thread(backend: Backend) {
             ack.message_id, ack.message_id
         ),
     );
-    assert_eq!(send(email.smtp, false, None, "helene.lefevre@example.fr", &[CITY], &[reply]).await[0].code, 250);
+    assert_eq!(
+        send(
+            email.smtp,
+            false,
+            None,
+            "helene.lefevre@example.fr",
+            &[CITY],
+            &[reply]
+        )
+        .await[0]
+            .code,
+        250
+    );
     // (INTAKE is a work queue that routing drains: what was published is
     // read back through the email API.)
     // Routing put it in the same dossier (our record learns it).
-    let in_dossier = eventually("both messages in the dossier", Duration::from_secs(30), || {
-        let mut api = api.clone();
-        let filter = format!("dossier_id = \"{dossier_id}\" AND direction = IN");
-        async move {
-            let page = api
-                .list_email_messages(epb::ListEmailMessagesRequest { filter, ..Default::default() })
-                .await
-                .ok()?
-                .into_inner();
-            (page.email_messages.len() == 2).then_some(page.email_messages)
-        }
-    })
+    let in_dossier = eventually(
+        "both messages in the dossier",
+        Duration::from_secs(30),
+        || {
+            let mut api = api.clone();
+            let filter = format!("dossier_id = \"{dossier_id}\" AND direction = IN");
+            async move {
+                let page = api
+                    .list_email_messages(epb::ListEmailMessagesRequest {
+                        filter,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (page.email_messages.len() == 2).then_some(page.email_messages)
+            }
+        },
+    )
     .await;
     assert!(in_dossier.iter().all(|m| m.dossier_reference == reference));
-    let follow = in_dossier.iter().find(|m| m.message_id == "c19-reply@example.fr").unwrap();
+    let follow = in_dossier
+        .iter()
+        .find(|m| m.message_id == "c19-reply@example.fr")
+        .unwrap();
     assert_eq!(follow.in_reply_to, ack.message_id);
     assert_eq!(follow.text, "Merci, je joins mon numéro de téléphone.");
 
@@ -121,48 +172,97 @@ async fn the_thread(backend: Backend) {
         None,
         "x@example.org",
         &[CITY],
-        &[fixture("15-auto-reply.eml"), fixture("27-noreply-sender.eml"), fixture("16-mailing-list.eml")],
+        &[
+            fixture("15-auto-reply.eml"),
+            fixture("27-noreply-sender.eml"),
+            fixture("16-mailing-list.eml"),
+        ],
     )
     .await;
     assert!(sent.iter().all(|s| s.code == 250));
-    eventually("routing placed the automatic mail", Duration::from_secs(30), || {
-        let mut api = api.clone();
-        async move {
-            let page = api
-                .list_email_messages(epb::ListEmailMessagesRequest { page_size: 100, ..Default::default() })
-                .await
-                .ok()?
-                .into_inner();
-            page.email_messages
-                .iter()
-                .filter(|m| m.direction == epb::Direction::In as i32)
-                .all(|m| !m.dossier_id.is_empty())
-                .then_some(())
-        }
-    })
+    eventually(
+        "routing placed the automatic mail",
+        Duration::from_secs(30),
+        || {
+            let mut api = api.clone();
+            async move {
+                let page = api
+                    .list_email_messages(epb::ListEmailMessagesRequest {
+                        page_size: 100,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                page.email_messages
+                    .iter()
+                    .filter(|m| m.direction == epb::Direction::In as i32)
+                    .all(|m| !m.dossier_id.is_empty())
+                    .then_some(())
+            }
+        },
+    )
     .await;
 
     // 4. A bounce: the address is undeliverable; then a person writes from it.
-    assert_eq!(send(email.smtp, false, None, "", &[CITY], &[fixture("17-dsn-bounce.eml")]).await[0].code, 250);
+    assert_eq!(
+        send(
+            email.smtp,
+            false,
+            None,
+            "",
+            &[CITY],
+            &[fixture("17-dsn-bounce.eml")]
+        )
+        .await[0]
+            .code,
+        250
+    );
     let blocked = address_events(&env, 1).await;
     assert_eq!(blocked[0].0, "guichet.email.v1.address_undeliverable");
     assert_eq!(blocked[0].1.address, "inconnu@example.org");
     assert!(blocked[0].1.permanent && !blocked[0].1.cleared);
-    assert_eq!(blocked[0].1.original_message_id, "sent-by-guichet-c17@guichet.localhost");
-    assert!(blocked[0].1.reason.starts_with("5.1.1"), "{}", blocked[0].1.reason);
+    assert_eq!(
+        blocked[0].1.original_message_id,
+        "sent-by-guichet-c17@guichet.localhost"
+    );
+    assert!(
+        blocked[0].1.reason.starts_with("5.1.1"),
+        "{}",
+        blocked[0].1.reason
+    );
     let back = write_eml(
         work.path(),
         "back.eml",
-        &format!("From: inconnu@example.org\nTo: {CITY}\nSubject: Mon adresse fonctionne\nMessage-ID: <back@example.org>\n\nC'est réparé.\n"),
+        &format!(
+            "From: inconnu@example.org\nTo: {CITY}\nSubject: Mon adresse fonctionne\nMessage-ID: <back@example.org>\n\nC'est réparé.\n"
+        ),
     );
-    assert_eq!(send(email.smtp, false, None, "inconnu@example.org", &[CITY], &[back]).await[0].code, 250);
+    assert_eq!(
+        send(
+            email.smtp,
+            false,
+            None,
+            "inconnu@example.org",
+            &[CITY],
+            &[back]
+        )
+        .await[0]
+            .code,
+        250
+    );
     let both = address_events(&env, 2).await;
     assert_eq!(both[1].0, "guichet.email.v1.address_deliverable");
     assert_eq!(both[1].1.address, "inconnu@example.org");
     assert!(both[1].1.cleared);
     // Writing again, that person opened a new dossier: acknowledged.
     let second_ack = notifications(&env, 2).await.remove(1);
-    assert_eq!(second_ack.target, Some(npb::notification_request::Target::Email("inconnu@example.org".into())));
+    assert_eq!(
+        second_ack.target,
+        Some(npb::notification_request::Target::Email(
+            "inconnu@example.org".into()
+        ))
+    );
 
     // 5. An agent answers the dossier's thread.
     let request = epb::SendReplyRequest {
@@ -176,33 +276,73 @@ async fn the_thread(backend: Backend) {
     assert_eq!(sent_reply.name, again.name, "idempotent on request_id");
     let now = eventually("the answer on NOTIFY", Duration::from_secs(30), || async {
         let all = notifications(&env, 1).await;
-        all.iter().any(|n| n.template == "email-reponse-agent").then_some(all)
+        all.iter()
+            .any(|n| n.template == "email-reponse-agent")
+            .then_some(all)
     })
     .await;
     // Exactly: two acknowledgements (the first request, and the person
     // writing again from the unblocked address) and one answer; the other
     // new dossiers were automatic or noreply, the reply was a follow-up.
-    let acks: Vec<_> = now.iter().filter(|n| n.template == "email-accuse-reception").collect();
-    let answers: Vec<_> = now.iter().filter(|n| n.template == "email-reponse-agent").collect();
+    let acks: Vec<_> = now
+        .iter()
+        .filter(|n| n.template == "email-accuse-reception")
+        .collect();
+    let answers: Vec<_> = now
+        .iter()
+        .filter(|n| n.template == "email-reponse-agent")
+        .collect();
     assert_eq!(acks.len(), 2, "{acks:?}");
-    assert_eq!(acks[1].target, Some(npb::notification_request::Target::Email("inconnu@example.org".into())));
+    assert_eq!(
+        acks[1].target,
+        Some(npb::notification_request::Target::Email(
+            "inconnu@example.org".into()
+        ))
+    );
     assert_eq!(answers.len(), 1, "{answers:?}");
     let a = answers[0];
-    assert_eq!(a.variables["text"], "Madame, votre acte vous sera envoyé sous huit jours.");
-    assert_eq!(a.subject, format!("Re: ma demande [{reference}]"), "the subject of the message answered");
-    assert_eq!(a.in_reply_to, "c19-reply@example.fr", "answers the last message of the thread");
-    assert_eq!(a.references, vec!["c01@example.fr".to_owned(), ack.message_id.clone(), "c19-reply@example.fr".to_owned()]);
+    assert_eq!(
+        a.variables["text"],
+        "Madame, votre acte vous sera envoyé sous huit jours."
+    );
+    assert_eq!(
+        a.subject,
+        format!("Re: ma demande [{reference}]"),
+        "the subject of the message answered"
+    );
+    assert_eq!(
+        a.in_reply_to, "c19-reply@example.fr",
+        "answers the last message of the thread"
+    );
+    assert_eq!(
+        a.references,
+        vec![
+            "c01@example.fr".to_owned(),
+            ack.message_id.clone(),
+            "c19-reply@example.fr".to_owned()
+        ]
+    );
     assert_eq!(a.auto_submitted, "no");
     assert_eq!(a.reference, reference);
-    assert_eq!(a.target, Some(npb::notification_request::Target::Email("helene.lefevre@example.fr".into())));
+    assert_eq!(
+        a.target,
+        Some(npb::notification_request::Target::Email(
+            "helene.lefevre@example.fr".into()
+        ))
+    );
     assert_eq!(a.requested_by, "agent-1");
     assert_eq!(sent_reply.direction, epb::Direction::Out as i32);
     assert_eq!(sent_reply.notification_id, a.id);
 
     // The original and the cleaned text are shown.
-    let original = in_dossier.iter().find(|m| m.message_id == "c01@example.fr").unwrap();
+    let original = in_dossier
+        .iter()
+        .find(|m| m.message_id == "c01@example.fr")
+        .unwrap();
     let got = api
-        .get_email_message(epb::GetEmailMessageRequest { name: original.name.clone() })
+        .get_email_message(epb::GetEmailMessageRequest {
+            name: original.name.clone(),
+        })
         .await
         .unwrap()
         .into_inner();

@@ -24,7 +24,10 @@ pub struct EmailUnderTest {
     pub lmtp: std::net::SocketAddr,
 }
 
-pub fn email_config(env: &TestEnv, extra: &[(&str, &str)]) -> (GuichetConfig, std::net::SocketAddr, std::net::SocketAddr) {
+pub fn email_config(
+    env: &TestEnv,
+    extra: &[(&str, &str)],
+) -> (GuichetConfig, std::net::SocketAddr, std::net::SocketAddr) {
     let smtp: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let lmtp: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let (s, l) = (smtp.to_string(), lmtp.to_string());
@@ -127,7 +130,15 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
     files.push(oversized_attachment(work.path()));
     assert!(files.len() >= 28, "corpus of {} messages", files.len());
 
-    let sent = send(email.smtp, false, None, "sender@example.org", &[CITY], &files).await;
+    let sent = send(
+        email.smtp,
+        false,
+        None,
+        "sender@example.org",
+        &[CITY],
+        &files,
+    )
+    .await;
     for (f, s) in files.iter().zip(&sent) {
         assert_eq!(s.code, 250, "{}: {s:?}", f.display());
     }
@@ -143,10 +154,17 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
 
     // Plain UTF-8, with the sender as citizen hint.
     let e = get("Demande d'acte de naissance");
-    assert!(e.body.contains("copie intégrale de mon acte de naissance"), "{}", e.body);
+    assert!(
+        e.body.contains("copie intégrale de mon acte de naissance"),
+        "{}",
+        e.body
+    );
     let hint = e.citizen.as_ref().unwrap();
     assert_eq!(hint.emails, vec!["helene.lefevre@example.fr"]);
-    assert_eq!((hint.given_name.as_str(), hint.family_name.as_str()), ("Hélène", "Lefèvre"));
+    assert_eq!(
+        (hint.given_name.as_str(), hint.family_name.as_str()),
+        ("Hélène", "Lefèvre")
+    );
     let d = details(e);
     assert_eq!(d.message_id, "c01@example.fr");
     assert_eq!(d.source, "smtp");
@@ -157,12 +175,25 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
 
     // multipart/alternative: the text part, QP decoded.
     let e = get("Inscription à la cantine");
-    assert!(e.body.contains("inscrire ma fille à la cantine scolaire à partir du 1er décembre"), "{}", e.body);
+    assert!(
+        e.body
+            .contains("inscrire ma fille à la cantine scolaire à partir du 1er décembre"),
+        "{}",
+        e.body
+    );
     assert!(!e.body.contains("<p>"));
     // HTML only: readable text, no tags, no style.
     let e = get("Lampadaire en panne");
-    assert!(e.body.contains("rue des Écoles") && e.body.contains("est en panne"), "{}", e.body);
-    assert!(!e.body.contains('<') && !e.body.contains("color:red"), "{}", e.body);
+    assert!(
+        e.body.contains("rue des Écoles") && e.body.contains("est en panne"),
+        "{}",
+        e.body
+    );
+    assert!(
+        !e.body.contains('<') && !e.body.contains("color:red"),
+        "{}",
+        e.body
+    );
     // Charsets and encoded headers.
     let e = get("Problème de poubelles");
     assert!(e.body.contains("n'ont pas été ramassées"), "{}", e.body);
@@ -170,19 +201,34 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
     let e = get("Tarif de la salle des fetes");
     assert!(e.body.contains("150 € la journée"), "{}", e.body);
     let e = get("Demande de rendez-vous");
-    assert!(e.body.contains("J’aimerais un rendez-vous pour mon passeport – c’est urgent, mon œuvre"), "{}", e.body);
+    assert!(
+        e.body
+            .contains("J’aimerais un rendez-vous pour mon passeport – c’est urgent, mon œuvre"),
+        "{}",
+        e.body
+    );
     let e = get("État-civil : demande de livret de famille");
-    assert!(e.body.contains("duplicata du livret de famille"), "{}", e.body);
+    assert!(
+        e.body.contains("duplicata du livret de famille"),
+        "{}",
+        e.body
+    );
     assert_eq!(e.citizen.as_ref().unwrap().given_name, "Anaïs");
 
     // Attachments to the object store, addressed by SHA-256.
     let objects = env.dir.path().join("objects");
     let stored = |a: &ipb::AttachmentRef| {
-        let found = walk(&objects).into_iter().any(|p| p.to_string_lossy().contains(&a.sha256));
+        let found = walk(&objects)
+            .into_iter()
+            .any(|p| p.to_string_lossy().contains(&a.sha256));
         assert!(found, "{} not in the object store", a.filename);
     };
     for (subject, filename, media_type) in [
-        ("Justificatif de domicile", "facture-edf.pdf", "application/pdf"),
+        (
+            "Justificatif de domicile",
+            "facture-edf.pdf",
+            "application/pdf",
+        ),
         ("Photo du nid-de-poule", "photo.png", "image/png"),
         (
             "Attestation employeur",
@@ -194,14 +240,22 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
         let e = get(subject);
         assert_eq!(e.attachments.len(), 1, "{subject}: {:?}", e.attachments);
         let a = &e.attachments[0];
-        assert_eq!((a.filename.as_str(), a.media_type.as_str()), (filename, media_type), "{subject}");
+        assert_eq!(
+            (a.filename.as_str(), a.media_type.as_str()),
+            (filename, media_type),
+            "{subject}"
+        );
         assert!(a.size_bytes > 0);
         stored(a);
     }
     // Forwarded message: kept as .eml, its text readable, its subject reported.
     let e = get("Fwd: Avis de passage");
     assert_eq!(details(e).forwarded_subjects, vec!["Avis de passage"]);
-    assert!(e.body.contains("Votre titre est disponible en mairie"), "{}", e.body);
+    assert!(
+        e.body.contains("Votre titre est disponible en mairie"),
+        "{}",
+        e.body
+    );
     assert_eq!(e.attachments[0].media_type, "message/rfc822");
     // TNEF recognised and reported.
     let e = get("Dossier de permis de construire");
@@ -213,11 +267,17 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
     assert_eq!(e.attachments[0].filename, "formulaire.pdf");
     let r = &details(e).rejected_parts;
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0].filename.as_str(), r[0].reason.as_str()), ("programme.exe", "forbidden_type"));
+    assert_eq!(
+        (r[0].filename.as_str(), r[0].reason.as_str()),
+        ("programme.exe", "forbidden_type")
+    );
     // 30 MB attachment: rejected as too large, the small one kept.
     let e = get("Plans du permis de construire (30 Mo)");
     let r = &details(e).rejected_parts;
-    assert_eq!((r[0].filename.as_str(), r[0].reason.as_str()), ("plans.pdf", "too_large"));
+    assert_eq!(
+        (r[0].filename.as_str(), r[0].reason.as_str()),
+        ("plans.pdf", "too_large")
+    );
     assert_eq!(e.attachments.len(), 1);
     assert_eq!(e.attachments[0].filename, "facade.png");
 
@@ -252,16 +312,29 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
 
     // Replies: quoted history and signature stripped from what agents read.
     let e = get("Re: Pièce manquante");
-    assert_eq!(e.body, "Bonjour,\n\nMa réponse : je passerai mardi en mairie.");
+    assert_eq!(
+        e.body,
+        "Bonjour,\n\nMa réponse : je passerai mardi en mairie."
+    );
     let e = get("RE: Demande de subvention");
-    assert_eq!(e.body, "Bonjour, je confirme la demande pour l'association.");
+    assert_eq!(
+        e.body,
+        "Bonjour, je confirme la demande pour l'association."
+    );
 
     // Malformed headers, an empty body, no Message-ID: still one request each.
-    let broken = events.iter().find(|e| e.body.contains("Texte avec des en-têtes cassés")).expect("malformed message");
+    let broken = events
+        .iter()
+        .find(|e| e.body.contains("Texte avec des en-têtes cassés"))
+        .expect("malformed message");
     assert!(details(broken).message_id.is_empty());
     let e = get("Sans texte");
     assert!(e.body.is_empty());
-    assert!(details(get("Message sans identifiant")).message_id.is_empty());
+    assert!(
+        details(get("Message sans identifiant"))
+            .message_id
+            .is_empty()
+    );
 
     email.app.stop().await.unwrap();
     env.cleanup().await;
@@ -292,10 +365,26 @@ async fn duplicates_publish_one_event(backend: Backend) {
     let without_id = fixture("29-no-message-id.eml");
     // An SMTP retry, and a second relay, of the same two messages.
     for _ in 0..2 {
-        let sent = send(email.smtp, false, None, "sender@example.org", &[CITY], &[with_id.clone(), without_id.clone()]).await;
+        let sent = send(
+            email.smtp,
+            false,
+            None,
+            "sender@example.org",
+            &[CITY],
+            &[with_id.clone(), without_id.clone()],
+        )
+        .await;
         assert!(sent.iter().all(|s| s.code == 250), "{sent:?}");
     }
-    let sent = send(email.lmtp, true, None, "sender@example.org", &[CITY], std::slice::from_ref(&with_id)).await;
+    let sent = send(
+        email.lmtp,
+        true,
+        None,
+        "sender@example.org",
+        &[CITY],
+        std::slice::from_ref(&with_id),
+    )
+    .await;
     assert_eq!(sent[0].code, 250);
     let events = email_events(&env, 2).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -322,14 +411,35 @@ async fn email_unknown_domains_are_refused_at_rcpt_and_big_messages_with_552() {
         return;
     };
     env.email_database().await;
-    let email = spawn_email(&env, &[Role::IngressEmail], &[("GUICHET__EMAIL__MAX_MESSAGE_BYTES", "20000")]).await;
+    let email = spawn_email(
+        &env,
+        &[Role::IngressEmail],
+        &[("GUICHET__EMAIL__MAX_MESSAGE_BYTES", "20000")],
+    )
+    .await;
     let msg = fixture("01-simple-utf8.eml");
     // Only a foreign domain: refused, nothing published.
-    let sent = send(email.smtp, false, None, "a@example.org", &["someone@ailleurs.fr"], std::slice::from_ref(&msg)).await;
+    let sent = send(
+        email.smtp,
+        false,
+        None,
+        "a@example.org",
+        &["someone@ailleurs.fr"],
+        std::slice::from_ref(&msg),
+    )
+    .await;
     assert_eq!(sent[0].code, 550, "{sent:?}");
     assert_eq!(sent[0].refused.get("someone@ailleurs.fr"), Some(&550));
     // Several recipients, one foreign: the message is taken for the others.
-    let sent = send(email.smtp, false, None, "a@example.org", &[CITY, "etat-civil@ville.fr", "x@ailleurs.fr"], std::slice::from_ref(&msg)).await;
+    let sent = send(
+        email.smtp,
+        false,
+        None,
+        "a@example.org",
+        &[CITY, "etat-civil@ville.fr", "x@ailleurs.fr"],
+        std::slice::from_ref(&msg),
+    )
+    .await;
     assert_eq!(sent[0].code, 250, "{sent:?}");
     assert_eq!(sent[0].refused.len(), 1);
     assert_eq!(sent[0].refused.get("x@ailleurs.fr"), Some(&550));
@@ -357,7 +467,9 @@ async fn email_unknown_domains_are_refused_at_rcpt_and_big_messages_with_552() {
         }
     }
     assert!(ehlo.iter().any(|l| l.ends_with("SIZE 20000")), "{ehlo:?}");
-    w.write_all(b"MAIL FROM:<a@example.org> SIZE=999999\r\n").await.unwrap();
+    w.write_all(b"MAIL FROM:<a@example.org> SIZE=999999\r\n")
+        .await
+        .unwrap();
     line.clear();
     r.read_line(&mut line).await.unwrap();
     assert!(line.starts_with("552 "), "{line}");
@@ -365,7 +477,11 @@ async fn email_unknown_domains_are_refused_at_rcpt_and_big_messages_with_552() {
 
     let events = email_events(&env, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(email_events(&env, 1).await.len(), 1, "only the accepted message is published");
+    assert_eq!(
+        email_events(&env, 1).await.len(),
+        1,
+        "only the accepted message is published"
+    );
     assert_eq!(details(&events[0]).mailbox, CITY);
     email.app.stop().await.unwrap();
     env.cleanup().await;
@@ -416,7 +532,10 @@ async fn email_lmtp_answers_the_end_of_data_once_per_accepted_recipient() {
     // One reply per accepted recipient.
     let first = reply(&mut r).await;
     let second = reply(&mut r).await;
-    assert!(first.starts_with("250 ") && second.starts_with("250 "), "{first}{second}");
+    assert!(
+        first.starts_with("250 ") && second.starts_with("250 "),
+        "{first}{second}"
+    );
     w.write_all(b"QUIT\r\n").await.unwrap();
     assert!(reply(&mut r).await.starts_with("221 "));
     let events = email_events(&env, 1).await;
@@ -435,22 +554,49 @@ async fn email_starttls_with_the_configured_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-               "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+        ])
         .arg(&key)
         .arg("-out")
         .arg(&cert)
         .output()
         .expect("openssl (Debian package openssl)");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     let (c, k) = (cert.display().to_string(), key.display().to_string());
     let email = spawn_email(
         &env,
         &[Role::IngressEmail],
-        &[("GUICHET__EMAIL__TLS_CERT_FILE", c.as_str()), ("GUICHET__EMAIL__TLS_KEY_FILE", k.as_str())],
+        &[
+            ("GUICHET__EMAIL__TLS_CERT_FILE", c.as_str()),
+            ("GUICHET__EMAIL__TLS_KEY_FILE", k.as_str()),
+        ],
     )
     .await;
-    let sent = send(email.smtp, false, Some(&cert), "a@example.org", &[CITY], &[fixture("07-pdf-attachment.eml")]).await;
+    let sent = send(
+        email.smtp,
+        false,
+        Some(&cert),
+        "a@example.org",
+        &[CITY],
+        &[fixture("07-pdf-attachment.eml")],
+    )
+    .await;
     assert_eq!(sent[0].code, 250, "{sent:?}");
     assert!(sent[0].tls.starts_with("TLSv1."), "{sent:?}");
     let events = email_events(&env, 1).await;
