@@ -1372,6 +1372,13 @@ pub mod email {
         /// Start Dovecot on a free loopback port (`None` with a notice when
         /// it is not installed: scripts/ensure-services.sh test installs it).
         pub async fn start() -> Option<Dovecot> {
+            Self::start_with("").await
+        }
+
+        /// Like [`Dovecot::start`], with extra configuration lines (e.g.
+        /// `imap_capability = IMAP4rev1 UIDPLUS` for a server without IDLE
+        /// nor MOVE).
+        pub async fn start_with(extra_conf: &str) -> Option<Dovecot> {
             let bin = ["/usr/sbin/dovecot", "/usr/bin/dovecot"]
                 .into_iter()
                 .find(|p| Path::new(p).exists())?;
@@ -1423,7 +1430,7 @@ pub mod email {
                  passdb {{\n  driver = passwd-file\n  args = scheme=PLAIN username_format=%u {p}/passwd\n}}\n\
                  userdb {{\n  driver = static\n  args = uid={mail_user} gid={mail_user} home={p}/mail/%u\n}}\n\
                  service imap-login {{\n  chroot =\n  inet_listener imap {{\n    port = {port}\n  }}\n  inet_listener imaps {{\n    port = 0\n  }}\n}}\n\
-                 service anvil {{\n  chroot =\n}}\n"
+                 service anvil {{\n  chroot =\n}}\n{extra_conf}\n"
             );
             std::fs::write(d.join("dovecot.conf"), conf).expect("dovecot.conf");
             let child = tokio::process::Command::new(bin)

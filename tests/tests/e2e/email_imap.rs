@@ -13,11 +13,18 @@ use crate::email_smtp::{details, email_events};
 
 const PROCESSED: &str = "guichet-traites";
 
-async fn imap_flow(backend: Backend) {
+/// `minimal`: a server offering neither IDLE nor MOVE (interval polling,
+/// COPY + \\Deleted + UID EXPUNGE).
+async fn imap_flow(backend: Backend, minimal: bool) {
     let Some(mut env) = TestEnv::new(backend).await else {
         return;
     };
-    let Some(dovecot) = Dovecot::start().await else {
+    let extra = if minimal {
+        "imap_capability = IMAP4rev1 UIDPLUS"
+    } else {
+        ""
+    };
+    let Some(dovecot) = Dovecot::start_with(extra).await else {
         panic!(
             "Dovecot is not installed: run scripts/ensure-services.sh test (Debian package dovecot-imapd)"
         );
@@ -142,10 +149,15 @@ async fn imap_flow(backend: Backend) {
 
 #[tokio::test]
 async fn email_imap_moves_only_after_publication_and_a_restart_publishes_nothing_twice_sqlite() {
-    imap_flow(Backend::Sqlite).await;
+    imap_flow(Backend::Sqlite, false).await;
 }
 
 #[tokio::test]
 async fn email_imap_moves_only_after_publication_and_a_restart_publishes_nothing_twice_postgres() {
-    imap_flow(Backend::Postgres).await;
+    imap_flow(Backend::Postgres, false).await;
+}
+
+#[tokio::test]
+async fn email_imap_without_idle_nor_move_polls_and_copies_then_expunges() {
+    imap_flow(Backend::Sqlite, true).await;
 }
