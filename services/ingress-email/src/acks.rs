@@ -111,6 +111,13 @@ impl EmailApi {
                 .map_err(transient)?
             {
                 Some("period")
+            } else if self
+                .acks_to_address(&txn, &msg.from_address)
+                .await
+                .map_err(transient)?
+                >= u64::from(self.config.ack_max_per_address)
+            {
+                Some("address_limit")
             } else {
                 None
             };
@@ -153,6 +160,21 @@ impl EmailApi {
             .one(txn)
             .await?
             .is_some())
+    }
+
+    async fn acks_to_address(
+        &self,
+        txn: &sea_orm::DatabaseTransaction,
+        address: &str,
+    ) -> Result<u64, sea_orm::DbErr> {
+        use sea_orm::PaginatorTrait;
+        let since = Utc::now() - chrono::Duration::seconds(self.config.ack_period_secs as i64);
+        email_message::Entity::find()
+            .filter(email_message::Column::ToAddress.eq(address))
+            .filter(email_message::Column::Source.eq("ack"))
+            .filter(email_message::Column::CreatedAt.gte(since))
+            .count(txn)
+            .await
     }
 
     async fn stage_ack(

@@ -40,6 +40,9 @@ pub struct Config {
     pub reference_prefix: String,
     /// At most one automatic acknowledgement per dossier in this period.
     pub ack_period_secs: u64,
+    /// At most this many acknowledgements to one address in that period
+    /// (a robot writing new requests without loop headers gets no storm).
+    pub ack_max_per_address: u32,
     /// Sender local parts never acknowledged (besides mailer-daemon and postmaster).
     #[serde(deserialize_with = "list")]
     pub no_ack_local_parts: Vec<String>,
@@ -130,6 +133,7 @@ impl Config {
         positive("max_attachment_bytes", self.max_attachment_bytes)?;
         positive("max_attachments", self.max_attachments as u64)?;
         positive("session_timeout_secs", self.session_timeout_secs)?;
+        positive("ack_max_per_address", u64::from(self.ack_max_per_address))?;
         if self
             .allowed_media_types
             .iter()
@@ -239,6 +243,7 @@ impl Config {
             tls_key_file: PathBuf::new(),
             reference_prefix: "VIN".into(),
             ack_period_secs: 3600,
+            ack_max_per_address: 3,
             no_ack_local_parts: vec![],
             session_timeout_secs: 60,
             imap: ImapConfig {
@@ -298,6 +303,7 @@ pub(crate) mod tests {
             tls_key_file: PathBuf::new(),
             reference_prefix: "VIN".into(),
             ack_period_secs: 3600,
+            ack_max_per_address: 3,
             no_ack_local_parts: vec!["noreply".into()],
             session_timeout_secs: 300,
             imap: ImapConfig {

@@ -373,3 +373,69 @@ async fn email_thread_acknowledged_once_followed_by_in_reply_to_and_answered_sql
 async fn email_thread_acknowledged_once_followed_by_in_reply_to_and_answered_postgres() {
     the_thread(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn email_acknowledgements_to_one_address_are_bounded() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    env.email_database().await;
+    let email = spawn_email(
+        &env,
+        &[Role::Dossier, Role::Routing, Role::IngressEmail],
+        &[("GUICHET__EMAIL__ACK_MAX_PER_ADDRESS", "2")],
+    )
+    .await;
+    let token = env.token("agent-1", &[AuthRole::Agent]);
+    let mut api = epb::email_service_client::EmailServiceClient::with_interceptor(
+        channel(email.app.grpc_addr).await,
+        Bearer(token),
+    );
+    // Three separate new requests from the same address (three dossiers).
+    let files = [
+        fixture("01-simple-utf8.eml"),
+        fixture("02-alternative.eml"),
+        fixture("07-pdf-attachment.eml"),
+    ];
+    for f in &files {
+        let sent = send(
+            email.smtp,
+            false,
+            None,
+            "helene.lefevre@example.fr",
+            &[CITY],
+            std::slice::from_ref(f),
+        )
+        .await;
+        assert_eq!(sent[0].code, 250);
+    }
+    eventually("three dossiers placed", Duration::from_secs(30), || {
+        let mut api = api.clone();
+        async move {
+            let page = api
+                .list_email_messages(epb::ListEmailMessagesRequest {
+                    filter: "direction = IN".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (page.email_messages.len() == 3
+                && page.email_messages.iter().all(|m| !m.dossier_id.is_empty()))
+            .then_some(())
+        }
+    })
+    .await;
+    let acks = notifications(&env, 2).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let dossiers: std::collections::HashSet<_> =
+        acks.iter().map(|a| a.dossier_id.clone()).collect();
+    assert_eq!(
+        notifications(&env, 2).await.len(),
+        2,
+        "at most two to one address"
+    );
+    assert_eq!(dossiers.len(), 2);
+    email.app.stop().await.unwrap();
+    env.cleanup().await;
+}
