@@ -387,7 +387,7 @@ async fn email_acknowledgements_to_one_address_are_bounded() {
     )
     .await;
     let token = env.token("agent-1", &[AuthRole::Agent]);
-    let mut api = epb::email_service_client::EmailServiceClient::with_interceptor(
+    let api = epb::email_service_client::EmailServiceClient::with_interceptor(
         channel(email.app.grpc_addr).await,
         Bearer(token),
     );
