@@ -105,6 +105,10 @@ impl EmailApi {
                 Some("automatic")
             } else if never_answer(&msg.from_address, &self.config.no_ack_local_parts) {
                 Some("no_reply_address")
+            } else if self.config.accepts(&msg.from_address) {
+                // Mail from the city's own domains (a colleague, or our own
+                // mail coming back): never answered automatically.
+                Some("own_domain")
             } else if self
                 .acked_recently(&txn, &item.dossier_id)
                 .await

@@ -22,6 +22,8 @@ use crate::{Config, EmailApi, Source};
 const MAX_RECIPIENTS: usize = 100;
 /// A session ends after this many unknown or refused commands.
 const MAX_ERRORS: u32 = 20;
+/// Sessions served at once per listener; beyond, new connections get 421.
+const MAX_SESSIONS: usize = 256;
 
 pub struct Listener {
     pub listener: Arc<TcpListener>,
@@ -73,6 +75,14 @@ pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> a
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                if sessions.len() >= MAX_SESSIONS {
+                    metrics::counter!("guichet_email_sessions_refused_total").increment(1);
+                    let mut stream = stream;
+                    let mut out = Vec::new();
+                    reply(&mut out, 421, [4, 3, 2], "too many connections, try again later");
+                    let _ = stream.write_all(&out).await;
+                    continue;
+                }
                 let session = Session::new(api.clone(), l.lmtp, l.tls.clone(), shutdown.clone());
                 sessions.spawn(async move {
                     metrics::counter!("guichet_email_sessions_total", "proto" => if session.lmtp { "lmtp" } else { "smtp" }).increment(1);
