@@ -604,3 +604,50 @@ async fn email_starttls_with_the_configured_certificate() {
     email.app.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn email_smtp_answers_451_until_jetstream_holds_the_event_and_the_retry_publishes_once() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    env.email_database().await;
+    let (config, smtp, _) = email_config(&env, &[]);
+    let app = env.spawn_with(&[Role::IngressEmail], config.clone()).await;
+    // JetStream refuses the event: the relay must keep the message (451).
+    let js = async_nats::jetstream::new(env.nats().await);
+    js.delete_stream(env.stream("INTAKE")).await.unwrap();
+    let msg = fixture("08-png-attachment.eml");
+    let sent = send(
+        smtp,
+        false,
+        None,
+        "a@example.org",
+        &[CITY],
+        std::slice::from_ref(&msg),
+    )
+    .await;
+    assert_eq!(sent[0].code, 451, "{sent:?}");
+    app.stop().await.unwrap();
+    // The role starts again (declaring its stream); the relay retries.
+    let app = env.spawn_with(&[Role::IngressEmail], config).await;
+    let sent = send(
+        smtp,
+        false,
+        None,
+        "a@example.org",
+        &[CITY],
+        std::slice::from_ref(&msg),
+    )
+    .await;
+    assert_eq!(sent[0].code, 250, "{sent:?}");
+    let events = email_events(&env, 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        email_events(&env, 1).await.len(),
+        1,
+        "published exactly once"
+    );
+    assert_eq!(details(&events[0]).message_id, "c08@example.fr");
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
