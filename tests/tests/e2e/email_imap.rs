@@ -161,3 +161,80 @@ async fn email_imap_moves_only_after_publication_and_a_restart_publishes_nothing
 async fn email_imap_without_idle_nor_move_polls_and_copies_then_expunges() {
     imap_flow(Backend::Sqlite, true).await;
 }
+
+#[tokio::test]
+async fn email_imap_over_implicit_tls_trusting_the_configured_ca() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let certs = tempfile::tempdir().unwrap();
+    // A city CA and the IMAP server's certificate signed by it.
+    let (cert, key, ca) = (
+        certs.path().join("cert.pem"),
+        certs.path().join("key.pem"),
+        certs.path().join("ca.pem"),
+    );
+    std::fs::write(
+        certs.path().join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    for args in [
+        "req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=Ville-CA -keyout ca.key -out ca.pem",
+        "req -newkey rsa:2048 -nodes -subj /CN=localhost -keyout key.pem -out req.csr",
+        "x509 -req -in req.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 -extfile ext.cnf -out cert.pem",
+    ] {
+        let out = std::process::Command::new("openssl")
+            .args(args.split(' '))
+            .current_dir(certs.path())
+            .output()
+            .expect("openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let tls_port = free_port();
+    let extra = format!(
+        "ssl = yes\nssl_cert = <{}\nssl_key = <{}\nservice imap-login {{\n  inet_listener imaps {{\n    port = {tls_port}\n    ssl = yes\n  }}\n}}\n",
+        cert.display(),
+        key.display()
+    );
+    let Some(dovecot) = Dovecot::start_with(&extra).await else {
+        panic!("Dovecot is not installed: run scripts/ensure-services.sh test");
+    };
+    env.email_database().await;
+    dovecot
+        .append("INBOX", &[fixture("24-encoded-headers.eml")])
+        .await;
+    let (port, ca) = (tls_port.to_string(), ca.display().to_string());
+    let config = env.config_with(&[
+        ("GUICHET__EMAIL__IMAP__HOST", "127.0.0.1"),
+        ("GUICHET__EMAIL__IMAP__PORT", port.as_str()),
+        ("GUICHET__EMAIL__IMAP__SECURITY", "tls"),
+        ("GUICHET__EMAIL__IMAP__CA_FILE", ca.as_str()),
+        ("GUICHET__EMAIL__IMAP__USERNAME", IMAP_USER),
+        ("GUICHET__EMAIL__IMAP__PASSWORD", IMAP_PASSWORD),
+        ("GUICHET__EMAIL__IMAP__POLL_INTERVAL_MS", "300"),
+    ]);
+    let app = env.spawn_with(&[guichet::Role::IngressEmail], config).await;
+    let events = email_events(&env, 1).await;
+    assert_eq!(
+        events[0].subject,
+        "État-civil : demande de livret de famille"
+    );
+    eventually("moved over TLS", Duration::from_secs(30), || async {
+        let (done, _) = dovecot.list("guichet-traites").await;
+        (done.len() == 1).then_some(())
+    })
+    .await;
+    let log = std::fs::read_to_string(dovecot.dir.path().join("dovecot.log")).unwrap();
+    assert!(
+        log.contains("method=PLAIN") && log.contains(", TLS,"),
+        "{log}"
+    );
+    app.stop().await.unwrap();
+    dovecot.stop().await;
+    env.cleanup().await;
+}
