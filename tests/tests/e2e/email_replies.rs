@@ -109,6 +109,45 @@ async fn the_thread(backend: Backend) {
     assert!(!ack.dossier_id.is_empty());
     let dossier_id = ack.dossier_id.clone();
 
+    // 1b. A follow-up to the citizen's own first message (In-Reply-To a
+    // message guichet received, once routing placed it).
+    let sent = send(
+        email.smtp,
+        false,
+        None,
+        "helene.lefevre@example.fr",
+        &[CITY],
+        &[fixture("19-followup-in-reply-to.eml")],
+    )
+    .await;
+    assert_eq!(sent[0].code, 250);
+    let followup = eventually(
+        "the follow-up threaded at intake",
+        Duration::from_secs(30),
+        || {
+            let mut api = api.clone();
+            async move {
+                let page = api
+                    .list_email_messages(epb::ListEmailMessagesRequest {
+                        filter: "direction = IN".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                page.email_messages
+                    .into_iter()
+                    .find(|m| m.message_id == "c19@example.fr" && !m.dossier_id.is_empty())
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        followup.dossier_reference, reference,
+        "the reference found from the thread at intake"
+    );
+    assert_eq!(followup.dossier_id, dossier_id);
+
     // 2. The citizen answers the acknowledgement: In-Reply-To only, no
     // reference anywhere in the text.
     let reply = write_eml(
@@ -152,7 +191,7 @@ async fn the_thread(backend: Backend) {
                     .await
                     .ok()?
                     .into_inner();
-                (page.email_messages.len() == 2).then_some(page.email_messages)
+                (page.email_messages.len() == 3).then_some(page.email_messages)
             }
         },
     )

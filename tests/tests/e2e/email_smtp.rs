@@ -306,6 +306,12 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
     assert_eq!(e.quoted_reference, "VIN-2026-000123");
     assert_eq!(details(e).reference_source, "subject");
     assert_eq!(details(e).in_reply_to, "unknown-c18@guichet.localhost");
+    // In-Reply-To a message received but not yet placed in a dossier
+    // (routing is not running here): no reference yet, the header kept
+    // for routing's own thread correlation.
+    let e = get("Complément à ma demande");
+    assert_eq!(e.quoted_reference, "");
+    assert_eq!(details(e).in_reply_to, "c01@example.fr");
     let e = get("Suite de mon dossier");
     assert_eq!(e.quoted_reference, "VIN-2026-000456");
     assert_eq!(details(e).reference_source, "body");
