@@ -276,7 +276,10 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
                 continue;
             }
             // Keep the forwarded message itself as a document (.eml).
-            let raw = &m.raw_message[part.offset_body as usize..part.offset_end as usize];
+            let raw = m
+                .raw_message
+                .get(part.offset_body as usize..part.offset_end as usize)
+                .unwrap_or_default();
             let name = part
                 .attachment_name()
                 .map(str::to_owned)

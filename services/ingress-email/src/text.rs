@@ -116,20 +116,20 @@ pub fn references(text: &str, prefix: &str) -> Vec<String> {
 /// `TR :`, `AW:`), for "Re: …" on answers.
 pub fn base_subject(subject: &str) -> String {
     let mut s = subject.trim();
-    loop {
-        let lower = s.to_lowercase();
-        let cut = ["re", "fwd", "fw", "tr", "aw", "wg", "réf", "ref"]
-            .iter()
-            .find_map(|p| {
-                let rest = lower.strip_prefix(p)?;
-                let rest_trim = rest.trim_start();
-                let rest_trim = rest_trim.strip_prefix(':')?;
-                Some(s.len() - rest_trim.len())
-            });
-        match cut {
-            Some(n) => s = s[n..].trim_start(),
-            None => return s.to_owned(),
+    'strip: loop {
+        for p in ["re", "fwd", "fw", "tr", "aw", "wg", "réf", "ref"] {
+            let Some(head) = s.get(..p.len()) else {
+                continue;
+            };
+            if head.to_lowercase() != p {
+                continue;
+            }
+            if let Some(rest) = s[p.len()..].trim_start().strip_prefix(':') {
+                s = rest.trim_start();
+                continue 'strip;
+            }
         }
+        return s.to_owned();
     }
 }
 
@@ -196,5 +196,7 @@ mod tests {
             "Demande d'acte"
         );
         assert_eq!(base_subject("Réunion"), "Réunion");
+        assert_eq!(base_subject("RÉF : İstanbul"), "İstanbul");
+        assert_eq!(base_subject("İİİ re: x"), "İİİ re: x");
     }
 }
