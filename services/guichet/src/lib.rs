@@ -246,6 +246,7 @@ pub async fn start(
         };
         config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
         config.appointment.dossier_url = config.routing.dossier_url.clone();
+        config.email.dossier_url = config.routing.dossier_url.clone();
     }
 
     let deps = guichet_platform::Deps {

@@ -48,6 +48,9 @@ pub struct Config {
     pub no_ack_local_parts: Vec<String>,
     /// Idle SMTP/LMTP sessions are closed after this long.
     pub session_timeout_secs: u64,
+    /// The dossier role: who may read a dossier's mail is its decision
+    /// (restricted processes, audited reads), asked with the caller's token.
+    pub dossier_url: String,
     pub imap: ImapConfig,
 }
 
@@ -133,6 +136,12 @@ impl Config {
         positive("max_attachment_bytes", self.max_attachment_bytes)?;
         positive("max_attachments", self.max_attachments as u64)?;
         positive("session_timeout_secs", self.session_timeout_secs)?;
+        if !(self.dossier_url.starts_with("http://") || self.dossier_url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "email.dossier_url",
+                "must be an http:// or https:// URL of the dossier role",
+            ));
+        }
         positive("ack_max_per_address", u64::from(self.ack_max_per_address))?;
         if self
             .allowed_media_types
@@ -246,6 +255,7 @@ impl Config {
             ack_max_per_address: 3,
             no_ack_local_parts: vec![],
             session_timeout_secs: 60,
+            dossier_url: "http://127.0.0.1:50051".into(),
             imap: ImapConfig {
                 host: String::new(),
                 port: 993,
@@ -306,6 +316,7 @@ pub(crate) mod tests {
             ack_max_per_address: 3,
             no_ack_local_parts: vec!["noreply".into()],
             session_timeout_secs: 300,
+            dossier_url: "http://127.0.0.1:50051".into(),
             imap: ImapConfig {
                 host: String::new(),
                 port: 993,

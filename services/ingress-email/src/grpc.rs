@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use guichet_platform::auth::{Role, require};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::{
-    failed_precondition, internal_err, invalid_argument, not_found, page_size,
+    failed_precondition, internal_err, invalid_argument, not_found, page_size, unavailable,
 };
 use guichet_proto::convert::timestamp;
 use guichet_proto::email::v1 as pb;
@@ -62,6 +62,46 @@ pub fn message_pb(m: &email_message::Model) -> pb::EmailMessage {
             .collect(),
         notification_id: m.notification_id.clone(),
         create_time: Some(timestamp(m.created_at)),
+    }
+}
+
+type Bearer = Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>;
+
+fn bearer<T>(request: &Request<T>) -> Bearer {
+    request.metadata().get("authorization").cloned()
+}
+
+impl EmailApi {
+    /// Whether the caller may read this dossier's mail: the dossier role
+    /// decides (restricted processes, audited reads), asked with the
+    /// caller's own token. Messages not yet placed in a dossier are the
+    /// unified queue's, readable by every agent.
+    async fn may_read(&self, auth: &Bearer, dossier_id: &str) -> Result<bool, Status> {
+        if dossier_id.is_empty() {
+            return Ok(true);
+        }
+        let mut req = Request::new(guichet_proto::dossier::v1::GetDossierRequest {
+            id: dossier_id.to_owned(),
+        });
+        if let Some(a) = auth {
+            req.metadata_mut().insert("authorization", a.clone());
+        }
+        match self.dossier.clone().get_dossier(req).await {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::PermissionDenied => Ok(false),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(true),
+            Err(s) => Err(unavailable("check dossier access", s.message())),
+        }
+    }
+
+    async fn check_read(&self, auth: &Bearer, dossier_id: &str) -> Result<(), Status> {
+        if self.may_read(auth, dossier_id).await? {
+            Ok(())
+        } else {
+            Err(Status::permission_denied(format!(
+                "dossier {dossier_id} is restricted: its mail is not shown"
+            )))
+        }
     }
 }
 
@@ -126,6 +166,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         request: Request<pb::SendReplyRequest>,
     ) -> Result<Response<pb::EmailMessage>, Status> {
         let caller = require(&request, SENDERS)?;
+        let auth = bearer(&request);
         let req = request.into_inner();
         tracing::Span::current().record("dossier_id", req.dossier_id.as_str());
         if req.dossier_id.trim().is_empty() || req.dossier_id.len() > 64 {
@@ -166,6 +207,7 @@ impl pb::email_service_server::EmailService for EmailApi {
                 ));
             }
         }
+        self.check_read(&auth, &req.dossier_id).await?;
         let request_id = format!("reply:{}", req.request_id);
         let known = email_message::Entity::find()
             .filter(email_message::Column::RequestId.eq(request_id.clone()))
@@ -278,6 +320,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         request: Request<pb::GetEmailMessageRequest>,
     ) -> Result<Response<pb::EmailMessage>, Status> {
         require(&request, READERS)?;
+        let auth = bearer(&request);
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
         let m = email_message::Entity::find_by_id(id)
@@ -285,6 +328,7 @@ impl pb::email_service_server::EmailService for EmailApi {
             .await
             .map_err(internal_err("get email message"))?
             .ok_or_else(|| not_found("emailMessages", &req.name))?;
+        self.check_read(&auth, &m.dossier_id).await?;
         Ok(Response::new(message_pb(&m)))
     }
 
@@ -293,6 +337,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         request: Request<pb::ListEmailMessagesRequest>,
     ) -> Result<Response<pb::ListEmailMessagesResponse>, Status> {
         require(&request, READERS)?;
+        let auth = bearer(&request);
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let f = parse_filter(&req.filter)?;
@@ -329,8 +374,20 @@ impl pb::email_service_server::EmailService for EmailApi {
         } else {
             String::new()
         };
+        // Messages of dossiers the caller may not read are left out.
+        let mut allowed = std::collections::HashMap::new();
+        for m in &rows {
+            if !allowed.contains_key(&m.dossier_id) {
+                let ok = self.may_read(&auth, &m.dossier_id).await?;
+                allowed.insert(m.dossier_id.clone(), ok);
+            }
+        }
         Ok(Response::new(pb::ListEmailMessagesResponse {
-            email_messages: rows.iter().map(message_pb).collect(),
+            email_messages: rows
+                .iter()
+                .filter(|m| allowed.get(&m.dossier_id).copied().unwrap_or(false))
+                .map(message_pb)
+                .collect(),
             next_page_token,
         }))
     }

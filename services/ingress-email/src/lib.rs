@@ -77,6 +77,10 @@ pub struct EmailApi {
     pub(crate) outbox: Outbox,
     pub(crate) objects: ObjectStore,
     pub(crate) config: Arc<Config>,
+    /// The dossier role, called with the caller's own token.
+    pub(crate) dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient<
+        tonic::transport::Channel,
+    >,
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
@@ -103,8 +107,15 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             });
         }
     }
+    let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())
+        .map_err(|e| anyhow::anyhow!("email.dossier_url: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect_lazy();
     Ok(Service {
         api: EmailApi {
+            dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient::new(
+                channel,
+            ),
             outbox: Outbox::new(db.clone(), deps.bus),
             db,
             objects: deps.objects,

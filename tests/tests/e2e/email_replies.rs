@@ -478,3 +478,109 @@ async fn email_acknowledgements_to_one_address_are_bounded() {
     email.app.stop().await.unwrap();
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn email_of_a_restricted_dossier_is_shown_only_to_its_group() {
+    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    env.email_database().await;
+    let rules = env.dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"social\"\nprocess = \"aide-sociale-ccas\"\nwhen = { channels = [\"email\"], keywords = [\"aide sociale\"] }\n",
+    )
+    .unwrap();
+    let rules = rules.display().to_string();
+    let email = spawn_email(
+        &env,
+        &[Role::Dossier, Role::Routing, Role::IngressEmail],
+        &[("GUICHET__ROUTING__RULES_FILE", rules.as_str())],
+    )
+    .await;
+    let client = |token: String| {
+        let addr = email.app.grpc_addr;
+        async move {
+            epb::email_service_client::EmailServiceClient::with_interceptor(
+                channel(addr).await,
+                Bearer(token),
+            )
+        }
+    };
+    let mut outsider = client(env.token("agent-1", &[AuthRole::Agent])).await;
+    let mut social = client(env.token_in_groups("agent-2", &[AuthRole::Agent], &["social"])).await;
+    let work = tempfile::tempdir().unwrap();
+    let msg = write_eml(
+        work.path(),
+        "social.eml",
+        &format!(
+            "From: Paul Martin <paul.martin@example.org>\nTo: {CITY}\nSubject: Demande d'aide sociale\n\
+             Message-ID: <social-1@example.org>\nContent-Type: text/plain; charset=utf-8\n\n\
+             Je sollicite une aide sociale pour mon loyer.\n"
+        ),
+    );
+    assert_eq!(
+        send(
+            email.smtp,
+            false,
+            None,
+            "paul.martin@example.org",
+            &[CITY],
+            &[msg]
+        )
+        .await[0]
+            .code,
+        250
+    );
+    let placed = eventually(
+        "placed in the restricted dossier",
+        Duration::from_secs(30),
+        || {
+            let mut social = social.clone();
+            async move {
+                let page = social
+                    .list_email_messages(epb::ListEmailMessagesRequest::default())
+                    .await
+                    .ok()?
+                    .into_inner();
+                page.email_messages
+                    .into_iter()
+                    .find(|m| !m.dossier_id.is_empty())
+            }
+        },
+    )
+    .await;
+    // The group sees and answers it; others see nothing of it.
+    let listed = outsider
+        .list_email_messages(epb::ListEmailMessagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.email_messages.is_empty(), "{listed:?}");
+    let err = outsider
+        .get_email_message(epb::GetEmailMessageRequest {
+            name: placed.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    let reply = epb::SendReplyRequest {
+        dossier_id: placed.dossier_id.clone(),
+        text: "Votre demande est transmise au CCAS.".into(),
+        request_id: "social-answer".into(),
+        attachments: vec![],
+    };
+    let err = outsider.send_reply(reply.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        social
+            .get_email_message(epb::GetEmailMessageRequest {
+                name: placed.name.clone()
+            })
+            .await
+            .is_ok()
+    );
+    assert!(social.send_reply(reply).await.is_ok());
+    email.app.stop().await.unwrap();
+    env.cleanup().await;
+}
