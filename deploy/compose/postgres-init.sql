@@ -9,3 +9,4 @@ CREATE DATABASE guichet_telephony;
 CREATE DATABASE guichet_appointment;
 CREATE DATABASE guichet_signature;
 CREATE DATABASE guichet_notification;
+CREATE DATABASE guichet_email;

@@ -53,6 +53,11 @@ pub mod signature {
         tonic::include_proto!("guichet.signature.v1");
     }
 }
+pub mod email {
+    pub mod v1 {
+        tonic::include_proto!("guichet.email.v1");
+    }
+}
 pub mod notification {
     pub mod v1 {
         tonic::include_proto!("guichet.notification.v1");

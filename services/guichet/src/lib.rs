@@ -46,6 +46,7 @@ pub struct GuichetConfig {
     pub routing: guichet_routing::Config,
     pub counter: guichet_ingress_counter::Config,
     pub scan: guichet_ingress_scan::Config,
+    pub email: guichet_ingress_email::Config,
     pub telephony: guichet_ingress_telephony::Config,
     pub appointment: guichet_appointment::Config,
     pub signature: guichet_signature::Config,
@@ -71,6 +72,7 @@ impl GuichetConfig {
             (&mut config.appointment.database_url, "appointment"),
             (&mut config.signature.database_url, "signature"),
             (&mut config.notification.database_url, "notification"),
+            (&mut config.email.database_url, "email"),
         ] {
             if url.trim().is_empty() {
                 *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
@@ -104,11 +106,11 @@ impl GuichetConfig {
                 Role::Routing => self.routing.validate()?,
                 Role::IngressCounter => self.counter.validate()?,
                 Role::IngressScan => self.scan.validate()?,
+                Role::IngressEmail => self.email.validate()?,
                 Role::IngressTelephony => self.telephony.validate()?,
                 Role::Appointment => self.appointment.validate()?,
                 Role::Signature => self.signature.validate()?,
                 Role::Notification => self.notification.validate()?,
-                _ => {}
             }
         }
         Ok(())
@@ -300,6 +302,7 @@ pub async fn start(
         config.appointment.dossier_url = config.routing.dossier_url.clone();
         config.signature.dossier_url = config.routing.dossier_url.clone();
         config.notification.dossier_url = config.routing.dossier_url.clone();
+        config.email.dossier_url = config.routing.dossier_url.clone();
     }
     // The counter checks appointments in on the local port too.
     if roles.contains(&Role::Appointment) && config.counter.appointment_url.is_empty() {
@@ -422,11 +425,11 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => &config.routing.database_url,
             Role::IngressCounter => &config.counter.database_url,
             Role::IngressScan => &config.scan.database_url,
+            Role::IngressEmail => &config.email.database_url,
             Role::IngressTelephony => &config.telephony.database_url,
             Role::Appointment => &config.appointment.database_url,
             Role::Signature => &config.signature.database_url,
             Role::Notification => &config.notification.database_url,
-            _ => continue,
         };
         let db = guichet_platform::db::connect(url, &db_cfg)
             .await
@@ -436,13 +439,13 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
             Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
             Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
             Role::IngressScan => guichet_ingress_scan::db::Migrator::up(&db, None).await?,
+            Role::IngressEmail => guichet_ingress_email::db::Migrator::up(&db, None).await?,
             Role::IngressTelephony => {
                 guichet_ingress_telephony::db::Migrator::up(&db, None).await?
             }
             Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
             Role::Signature => guichet_signature::db::Migrator::up(&db, None).await?,
             Role::Notification => guichet_notification::db::Migrator::up(&db, None).await?,
-            _ => {}
         }
         tracing::info!(role = role.name(), "migrated");
     }

@@ -52,6 +52,7 @@ impl Role {
         matches!(
             self,
             Role::IngressTelephony
+                | Role::IngressEmail
                 | Role::IngressCounter
                 | Role::IngressScan
                 | Role::Routing
@@ -74,6 +75,7 @@ pub enum Built {
     Routing(Box<guichet_routing::Service>),
     Counter(Box<guichet_ingress_counter::Service>),
     Scan(Box<guichet_ingress_scan::Service>),
+    Email(Box<guichet_ingress_email::Service>),
     Telephony(Box<guichet_ingress_telephony::Service>),
     Appointment(Box<guichet_appointment::Service>),
     Signature(Box<guichet_signature::Service>),
@@ -87,6 +89,7 @@ impl Built {
             Built::Routing(s) => s.register(server),
             Built::Counter(s) => s.register(server),
             Built::Scan(s) => s.register(server),
+            Built::Email(s) => s.register(server),
             Built::Telephony(s) => s.register(server),
             Built::Appointment(s) => s.register(server),
             Built::Signature(s) => s.register(server),
@@ -111,6 +114,7 @@ impl Built {
             Built::Routing(s) => (*s).run(shutdown).await,
             Built::Counter(s) => (*s).run(shutdown).await,
             Built::Scan(s) => (*s).run(shutdown).await,
+            Built::Email(s) => (*s).run(shutdown).await,
             Built::Telephony(s) => (*s).run(shutdown).await,
             Built::Appointment(s) => (*s).run(shutdown).await,
             Built::Signature(s) => (*s).run(shutdown).await,
@@ -137,6 +141,9 @@ pub async fn build(
         Role::IngressScan => Built::Scan(Box::new(
             guichet_ingress_scan::build(config.scan.clone(), shared.clone()).await?,
         )),
+        Role::IngressEmail => Built::Email(Box::new(
+            guichet_ingress_email::build(config.email.clone(), shared.clone()).await?,
+        )),
         Role::IngressTelephony => Built::Telephony(Box::new(
             guichet_ingress_telephony::build(config.telephony.clone(), shared.clone()).await?,
         )),
@@ -149,6 +156,5 @@ pub async fn build(
         Role::Notification => Built::Notification(Box::new(
             guichet_notification::build(config.notification.clone(), shared.clone()).await?,
         )),
-        other => anyhow::bail!("role `{}` is not served yet", other.name()),
     })
 }

@@ -165,6 +165,8 @@ pub fn item_event(
         step: step.to_owned(),
         from_queue_id: from_queue.to_owned(),
         reason: reason.to_owned(),
+        dossier_reference: item.dossier_reference.clone(),
+        correlation: item.correlation.clone(),
     }
 }
 
