@@ -98,9 +98,8 @@ impl ObjectsConfig {
                         "is plain http: set objects.s3.allow_http = true to accept it",
                     ));
                 }
-                if !s.endpoint.is_empty()
-                    && !(s.endpoint.starts_with("http://") || s.endpoint.starts_with("https://"))
-                {
+                let e = s.endpoint.as_str();
+                if !(e.is_empty() || e.starts_with("http://") || e.starts_with("https://")) {
                     return Err(ConfigError::invalid(
                         "objects.s3.endpoint",
                         "must be an http:// or https:// URL",
