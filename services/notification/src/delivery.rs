@@ -172,6 +172,8 @@ impl Worker {
                 error: e.to_string(),
                 attempted: false,
             })?;
+        // Typography that would force UCS-2 (« », ’, –) is fitted to GSM-7.
+        let text = gsm::fit_typography(&text).into_owned();
         let shape = gsm::shape(&text);
         let sms = OutgoingSms {
             id: m.id.clone(),

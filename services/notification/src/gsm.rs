@@ -64,6 +64,55 @@ pub fn is_gsm7(text: &str) -> bool {
     text.chars().all(|c| gsm7_septets(c).is_some())
 }
 
+/// `text` with its typography fitted to the GSM-7 alphabet, as SMS
+/// gateways' "smart encoding" does: guillemets and curly quotes become
+/// straight quotes, typographic apostrophes `'`, dashes `-`, the ellipsis
+/// `...`, and non-breaking or thin spaces a space. Letters are never
+/// changed (an ê stays an ê, and the message then goes as UCS-2), so the
+/// French text reads the same; only punctuation that would otherwise force
+/// UCS-2 and cost two or three times the segments is replaced.
+pub fn fit_typography(text: &str) -> std::borrow::Cow<'_, str> {
+    fn replacement(c: char) -> Option<&'static str> {
+        Some(match c {
+            '«' | '»' | '“' | '”' | '„' | '‟' | '″' => "\"",
+            '‹' | '›' | '‘' | '’' | '‚' | '‛' | '′' | 'ʼ' => "'",
+            '–' | '—' | '‐' | '‑' | '‒' | '−' => "-",
+            '…' => "...",
+            '\u{00A0}' | '\u{202F}' | '\u{2009}' | '\u{2007}' | '\u{2002}' | '\u{2003}' => " ",
+            '•' => "-",
+            _ => return None,
+        })
+    }
+    if !text.chars().any(|c| replacement(c).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match replacement(c) {
+            // « texte » → "texte": the narrow space inside guillemets goes too.
+            Some("\"") if c == '«' => {
+                out.push('"');
+                while chars
+                    .peek()
+                    .is_some_and(|n| matches!(n, ' ' | '\u{00A0}' | '\u{202F}'))
+                {
+                    chars.next();
+                }
+            }
+            Some("\"") if c == '»' => {
+                while out.ends_with(' ') {
+                    out.pop();
+                }
+                out.push('"');
+            }
+            Some(r) => out.push_str(r),
+            None => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Encoding, segment count and length of `text`.
 ///
 /// One segment holds 160 septets (GSM-7) or 70 code units (UCS-2); a
@@ -112,6 +161,27 @@ fn segments(costs: &[u32], total: u32, single: u32, multi: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn typography_is_fitted_to_gsm7_and_letters_are_kept() {
+        let text = "Mairie de Villeneuve : votre code de signature pour « Avenant au contrat – crèche » est 123456. N’attendez pas…";
+        let fitted = fit_typography(text);
+        assert_eq!(
+            fitted,
+            "Mairie de Villeneuve : votre code de signature pour \"Avenant au contrat - crèche\" est 123456. N'attendez pas..."
+        );
+        assert_eq!(shape(text).encoding, Encoding::Ucs2);
+        assert_eq!(shape(&fitted).encoding, Encoding::Gsm7);
+        assert_eq!(shape(&fitted).segments, 1);
+        // Letters outside GSM-7 stay: the message is UCS-2, and reads right.
+        assert_eq!(fit_typography("Fête de l’été"), "Fête de l'été");
+        assert_eq!(shape(&fit_typography("Fête")).encoding, Encoding::Ucs2);
+        // Nothing to fit: the text itself.
+        assert!(matches!(
+            fit_typography("Bonjour"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn the_basic_table_has_128_distinct_characters() {
@@ -181,11 +251,15 @@ mod tests {
     }
 
     #[test]
-    fn the_signature_code_message_is_ucs2_because_of_its_guillemets() {
+    fn the_signature_code_message_is_one_gsm7_segment_once_fitted() {
         let text = "Mairie de Villeneuve : votre code de signature pour « Contrat crèche » est 123456. Il expire dans 10 minutes. Ne le communiquez à personne.";
-        // « and » are not GSM-7: UCS-2.
+        // « and » are not GSM-7: as written, UCS-2 in three segments.
         let s = shape(text);
         assert_eq!(s.encoding, Encoding::Ucs2);
         assert_eq!(s.segments, 3);
+        // Fitted, as it is sent: GSM-7, one segment.
+        let s = shape(&fit_typography(text));
+        assert_eq!(s.encoding, Encoding::Gsm7);
+        assert_eq!(s.segments, 1);
     }
 }
