@@ -16,6 +16,7 @@ mod dossier_api;
 mod dossier_store;
 mod email_imap;
 mod email_replies;
+mod email_roundtrip;
 mod email_smtp;
 mod events;
 mod intake;
