@@ -54,6 +54,9 @@ pub struct Config {
     pub sms_provider: String,
     /// Empty: <data_dir>/sms-sink.
     pub sms_sink_dir: PathBuf,
+    /// At most this many SMS per phone number per hour; more are deferred,
+    /// not dropped (0: no limit). No SMS storm if a loop slips through.
+    pub sms_max_per_hour: u32,
     pub sms_http: SmsHttpConfig,
     pub email: EmailConfig,
 }

@@ -609,14 +609,19 @@ impl Core {
 
     // ---- rate limit --------------------------------------------------
 
-    /// When `recipient` may receive one more email under the per-hour
-    /// limit: None now, or the instant the oldest message of the window
-    /// leaves it.
+    /// When `recipient` may receive one more message of `channel` ("sms"
+    /// or "email") under its per-hour limit: None now, or the instant the
+    /// oldest message of the window leaves it.
     pub async fn rate_limited_until(
         &self,
         recipient: &str,
+        channel: &str,
     ) -> anyhow::Result<Option<DateTime<Utc>>> {
-        let max = self.config.email.max_per_hour;
+        let max = if channel == "sms" {
+            self.config.sms_max_per_hour
+        } else {
+            self.config.email.max_per_hour
+        };
         if max == 0 {
             return Ok(None);
         }
@@ -626,7 +631,7 @@ impl Core {
             .select_only()
             .column(notification::Column::SentAt)
             .filter(notification::Column::Recipient.eq(recipient))
-            .filter(notification::Column::Channel.eq("email"))
+            .filter(notification::Column::Channel.eq(channel))
             .filter(notification::Column::SentAt.gt(since))
             .order_by_desc(notification::Column::SentAt)
             .limit(max as u64)

@@ -163,6 +163,18 @@ impl Worker {
         req: &NotificationRequest,
         vars: &HashMap<String, String>,
     ) -> Result<Outcome, Outcome> {
+        let retry = |e: anyhow::Error| Outcome::Retry(e.to_string());
+        if let Some(at) = self
+            .core
+            .rate_limited_until(&m.recipient, "sms")
+            .await
+            .map_err(retry)?
+        {
+            metrics::counter!("guichet_notification_deferred_total", "reason" => "rate_limit")
+                .increment(1);
+            tracing::info!(notification_id = %m.id, "phone over the hourly SMS limit, deferred");
+            return Ok(Outcome::Defer(at));
+        }
         let text = self
             .core
             .catalog
@@ -214,7 +226,7 @@ impl Worker {
         }
         if let Some(at) = self
             .core
-            .rate_limited_until(&m.recipient)
+            .rate_limited_until(&m.recipient, "email")
             .await
             .map_err(retry)?
         {

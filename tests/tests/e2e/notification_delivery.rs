@@ -468,6 +468,61 @@ async fn notification_redelivered_request_is_sent_once_and_an_expired_one_never_
 }
 
 #[tokio::test]
+async fn notification_sms_over_the_hourly_limit_per_phone_wait_instead_of_storming() {
+    let Some(env) = env_for(Backend::Sqlite).await else {
+        return;
+    };
+    let config = env.config_with(&overrides(&[(
+        "GUICHET__NOTIFICATION__SMS_MAX_PER_HOUR",
+        "2",
+    )]));
+    let app = env.spawn_with(&[Role::Notification], config).await;
+    let client = notification_client(
+        app.grpc_addr,
+        &env.token("supervisor-1", &[TokenRole::Supervisor]),
+    )
+    .await;
+    let ids = ["storm-1", "storm-2", "storm-3"];
+    for id in ids {
+        env.publish_notification("sms", &code_sms(id, "06 11 22 33 44"))
+            .await;
+    }
+    // Another phone is not held back by the first one's limit.
+    env.publish_notification("sms", &code_sms("other-1", "06 55 66 77 88"))
+        .await;
+    let statuses = eventually(
+        "two of the three sent, the third put off",
+        Duration::from_secs(30),
+        || {
+            let mut c = client.clone();
+            async move {
+                let mut v = Vec::new();
+                for id in ids {
+                    v.push(status_of(&mut c, id).await?);
+                }
+                let later = chrono::Utc::now().timestamp() + 50 * 60;
+                let deferred = v.iter().any(|n| {
+                    n.status == "queued"
+                        && n.next_attempt_time
+                            .as_ref()
+                            .is_some_and(|t| t.seconds > later)
+                });
+                (v.iter().filter(|n| n.status == "sent").count() == 2 && deferred).then_some(v)
+            }
+        },
+    )
+    .await;
+    let deferred = statuses.iter().find(|n| n.status != "sent").unwrap();
+    assert_eq!(deferred.attempts, 0, "not attempted, not dropped");
+    wait_status(&client, "other-1", "sent").await;
+    let sink = env.sms_sink();
+    assert_eq!(sink.iter().filter(|m| m["to"] == "+33611223344").count(), 2);
+    assert_eq!(sink.iter().filter(|m| m["to"] == "+33655667788").count(), 1);
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
 async fn notification_dev_sink_holds_one_json_line_per_sms_with_the_contract_fields() {
     let Some(env) = env_for(Backend::Sqlite).await else {
         return;
