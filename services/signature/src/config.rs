@@ -39,7 +39,17 @@ pub struct Config {
     /// Peers whose X-Forwarded-For is believed (IP addresses).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// RFC 3161 time-stamping authority for sealed evidence
+    /// (`application/timestamp-query` over HTTP); empty: none.
+    #[serde(default)]
+    pub tsa_url: String,
+    #[serde(default = "default_tsa_timeout")]
+    pub tsa_timeout_secs: u64,
     pub seal: SealConfig,
+}
+
+fn default_tsa_timeout() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +165,13 @@ impl Config {
                     "must be an IP address",
                 ));
             }
+        }
+        let tsa = self.tsa_url.as_str();
+        if !(tsa.is_empty() || tsa.starts_with("http://") || tsa.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "signature.tsa_url",
+                "must be an http:// or https:// URL, or empty",
+            ));
         }
         crate::seal::Keys::from_config(&self.seal)?;
         Ok(())

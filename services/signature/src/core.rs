@@ -126,6 +126,8 @@ pub struct Core {
     pub clock: SharedClock,
     pub objects: ObjectStore,
     pub dossier: Arc<dyn DossierPort>,
+    /// Calls to the time-stamping authority (`signature.tsa_url`).
+    pub http: reqwest::Client,
 }
 
 fn new_id() -> String {
@@ -1268,6 +1270,7 @@ impl Core {
         let (events, _) = self.events(id, 0, 10_000).await?;
         let evidence = self.evidence(&full, &events, &signed_sha, signed.len(), now);
         let sealed = self.keys.seal(evidence);
+        let sealed = self.time_stamp(id, sealed).await;
         let evidence_sha = self
             .objects
             .put(&sealed)
@@ -1405,6 +1408,49 @@ impl Core {
             },
             "timestamp": Value::Null,
         })
+    }
+
+    /// Time-stamp a sealed record with the configured authority (RFC
+    /// 3161, over the SHA-256 of the seal's signature). The authority being
+    /// away never blocks a signature: the record is kept sealed without a
+    /// token, which is logged and counted.
+    async fn time_stamp(&self, id: &str, sealed: Vec<u8>) -> Vec<u8> {
+        let url = self.config.tsa_url.as_str();
+        if url.is_empty() {
+            return sealed;
+        }
+        let Some(signature) = crate::seal::seal_signature(&sealed) else {
+            return sealed;
+        };
+        let hash: [u8; 32] = sha2::Digest::finalize(sha2::Digest::chain_update(
+            <sha2::Sha256 as sha2::Digest>::new(),
+            &signature,
+        ))
+        .into();
+        match crate::tsa::stamp(&self.http, url, &hash).await {
+            Ok((token, info)) => {
+                let ts = serde_json::json!({
+                    "standard": "RFC 3161",
+                    "tsa_url": url,
+                    "hash_algorithm": "sha256",
+                    "covers": "seal.signature",
+                    "imprint_sha256": hash.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                    "gen_time": rfc3339(info.gen_time),
+                    "serial": info.serial_hex,
+                    "token": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &token),
+                });
+                metrics::counter!("guichet_signature_timestamps_total", "outcome" => "ok")
+                    .increment(1);
+                tracing::info!(signature_request_id = id, "evidence time-stamped");
+                crate::seal::with_timestamp(&sealed, ts).unwrap_or(sealed)
+            }
+            Err(error) => {
+                metrics::counter!("guichet_signature_timestamps_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(signature_request_id = id, %error, "evidence not time-stamped");
+                sealed
+            }
+        }
     }
 
     pub async fn evidence_bytes(&self, id: &str) -> Result<(Full, Vec<u8>), Status> {

@@ -22,6 +22,7 @@ pub mod http;
 pub mod otp;
 pub mod pdf;
 pub mod seal;
+pub mod tsa;
 pub mod verify;
 
 use std::net::SocketAddr;
@@ -106,6 +107,7 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
         (Some(l), Some(addr))
     };
     tracing::info!(key_id = %keys.key_id, public_key = %keys.public_key_base64(), "signature seal key loaded");
+    let tsa_timeout = config.tsa_timeout_secs.max(1);
     Ok(Service {
         core: core::Core {
             outbox: Outbox::new(db.clone(), deps.bus.clone()),
@@ -115,6 +117,9 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             clock: o.clock,
             objects: deps.objects.clone(),
             dossier,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(tsa_timeout))
+                .build()?,
         },
         auth: deps.auth,
         http,

@@ -177,7 +177,9 @@ impl Keys {
         canonical(&sealed).into_bytes()
     }
 
-    /// Check a sealed record; returns the evidence when it holds.
+    /// Check a sealed record; returns the evidence when it holds. A
+    /// `timestamp` next to the seal (RFC 3161 token over the seal) is
+    /// checked by `Verify`, not here.
     pub fn verify(&self, bytes: &[u8]) -> Result<(String, Value), VerifyError> {
         let parsed: Value = serde_json::from_slice(bytes).map_err(|_| VerifyError::NotJson)?;
         if canonical(&parsed).as_bytes() != bytes {
@@ -215,6 +217,24 @@ impl Keys {
             .map_err(|_| VerifyError::BadSignature(key_id.clone()))?;
         Ok((key_id, evidence.clone()))
     }
+}
+
+/// The seal's signature value of a sealed record (what a time-stamp
+/// covers), or `None` when the record is not a sealed record.
+pub fn seal_signature(sealed: &[u8]) -> Option<Vec<u8>> {
+    let parsed: Value = serde_json::from_slice(sealed).ok()?;
+    let sig = parsed.get("seal")?.get("signature")?.as_str()?;
+    B64.decode(sig).ok()
+}
+
+/// `sealed` with `timestamp` set next to the evidence and the seal, still
+/// canonical.
+pub fn with_timestamp(sealed: &[u8], timestamp: Value) -> Option<Vec<u8>> {
+    let mut parsed: Value = serde_json::from_slice(sealed).ok()?;
+    parsed
+        .as_object_mut()?
+        .insert("timestamp".into(), timestamp);
+    Some(canonical(&parsed).into_bytes())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -36,6 +36,61 @@ pub struct Verdict {
     pub signed_sha256: String,
     pub signers: Vec<SignedBy>,
     pub findings: Vec<String>,
+    /// A time-stamp is present but is not the authority's answer for this
+    /// seal (altered or moved from another record).
+    pub timestamp_invalid: bool,
+}
+
+enum TimeStamp {
+    Absent,
+    Valid(String),
+    Invalid(String),
+}
+
+/// The RFC 3161 token next to the seal, if any: is it the authority's
+/// answer for this very seal, and when was it issued.
+fn check_timestamp(sealed: &[u8]) -> TimeStamp {
+    let Ok(parsed) = serde_json::from_slice::<Value>(sealed) else {
+        return TimeStamp::Absent;
+    };
+    let Some(ts) = parsed.get("timestamp") else {
+        return TimeStamp::Absent;
+    };
+    let invalid = |why: &str| {
+        TimeStamp::Invalid(format!(
+            "L'horodatage joint à la preuve n'est pas valide : {why}."
+        ))
+    };
+    let Some(token) = ts
+        .get("token")
+        .and_then(Value::as_str)
+        .and_then(|t| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, t).ok())
+    else {
+        return invalid("jeton absent ou illisible");
+    };
+    let info = match crate::tsa::inspect(&token) {
+        Ok(i) => i,
+        Err(e) => return invalid(&e),
+    };
+    let Some(signature) = crate::seal::seal_signature(sealed) else {
+        return invalid("scellement illisible");
+    };
+    let hash = sha2::Digest::finalize(sha2::Digest::chain_update(
+        <sha2::Sha256 as sha2::Digest>::new(),
+        &signature,
+    ));
+    if info.imprint != hash.as_slice() {
+        return invalid("il porte sur une autre empreinte que ce scellement");
+    }
+    let tsa = ts
+        .get("tsa_url")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    TimeStamp::Valid(format!(
+        "Horodatage RFC 3161 de l'autorité {tsa} : le scellement existait le {} (heure de Paris, jeton n° {}). La signature de l'autorité sur le jeton se vérifie avec son certificat (openssl ts -verify).",
+        paris_text(info.gen_time),
+        info.serial_hex
+    ))
 }
 
 fn s(v: &Value, path: &[&str]) -> String {
@@ -79,6 +134,7 @@ impl Core {
             signed_sha256: String::new(),
             signers: Vec::new(),
             findings: Vec::new(),
+            timestamp_invalid: false,
         };
         let evidence = match (evidence, &doc_sha) {
             (Some(e), _) => e,
@@ -116,6 +172,14 @@ impl Core {
                     "Le scellement de la preuve est valide (clé « {key_id} ») : la preuve n'a pas été modifiée."
                 ));
                 v.key_id = key_id;
+                match check_timestamp(&evidence) {
+                    TimeStamp::Absent => {}
+                    TimeStamp::Valid(finding) => v.findings.push(finding),
+                    TimeStamp::Invalid(finding) => {
+                        v.findings.push(finding);
+                        v.timestamp_invalid = true;
+                    }
+                }
                 ev
             }
             Err(e) => {
@@ -166,7 +230,7 @@ impl Core {
             }
             .to_owned(),
         );
-        v.valid = v.seal_valid && v.document != DocMatch::Mismatch;
+        v.valid = v.seal_valid && !v.timestamp_invalid && v.document != DocMatch::Mismatch;
         Ok(v)
     }
 }

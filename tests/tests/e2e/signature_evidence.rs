@@ -219,3 +219,129 @@ async fn signature_old_evidence_verifies_after_key_rotation_and_a_false_key_clai
     stop_c.cancel();
     f.finish().await;
 }
+
+/// A real RFC 3161 authority (OpenSSL's `ts -reply` behind a small HTTP
+/// server, with its own test CA), on a free loopback port.
+struct Tsa {
+    url: String,
+    dir: tempfile::TempDir,
+    _child: tokio::process::Child,
+}
+
+async fn start_tsa() -> Tsa {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tsa/tsa.py");
+    let python = if std::path::Path::new("/usr/bin/python3").exists() {
+        "/usr/bin/python3"
+    } else {
+        "python3"
+    };
+    let child = tokio::process::Command::new(python)
+        .arg(script)
+        .arg(port.to_string())
+        .arg(dir.path().join("tsa"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3 (scripts/ensure-services.sh test) for the test TSA");
+    eventually(
+        "the test TSA to listen",
+        std::time::Duration::from_secs(30),
+        || async move {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        },
+    )
+    .await;
+    Tsa {
+        url: format!("http://127.0.0.1:{port}/"),
+        dir,
+        _child: child,
+    }
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, s).unwrap()
+}
+
+#[tokio::test]
+async fn signature_evidence_is_time_stamped_by_a_real_rfc_3161_authority() {
+    let tsa = start_tsa().await;
+    let url = tsa.url.clone();
+    let Some(f) = Fx::new(Backend::Sqlite, move |cfg| cfg.signature.tsa_url = url).await else {
+        return;
+    };
+    let mut agent = f.agent().await;
+    let ev = signed(&mut agent, &f.env, avenant_pdf("horodatage"), 1).await;
+    let record: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
+    let ts = &record["timestamp"];
+    assert_eq!(ts["standard"], "RFC 3161", "{record}");
+    assert_eq!(ts["covers"], "seal.signature");
+
+    // The token is the authority's answer for this seal: OpenSSL checks it
+    // against the authority's CA, independently of guichet.
+    let work = tsa.dir.path();
+    std::fs::write(
+        work.join("seal.bin"),
+        b64(record["seal"]["signature"].as_str().unwrap()),
+    )
+    .unwrap();
+    std::fs::write(work.join("token.der"), b64(ts["token"].as_str().unwrap())).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["ts", "-verify", "-token_in"])
+        .arg("-data")
+        .arg(work.join("seal.bin"))
+        .arg("-in")
+        .arg(work.join("token.der"))
+        .arg("-CAfile")
+        .arg(work.join("tsa/ca.crt"))
+        .output()
+        .expect("openssl");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("Verification: OK"),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Verify reports the time-stamp.
+    let v = verify(&mut agent, &ev.signed_document, &ev.evidence_json).await;
+    assert!(v.valid, "{:?}", v.findings);
+    assert!(
+        v.findings.iter().any(|x| x.contains("Horodatage RFC 3161")),
+        "{:?}",
+        v.findings
+    );
+
+    // A token taken from another record does not vouch for this seal.
+    let other = signed(&mut agent, &f.env, avenant_pdf("autre"), 2).await;
+    let other: serde_json::Value = serde_json::from_slice(&other.evidence_json).unwrap();
+    let mut swapped = record.clone();
+    swapped["timestamp"] = other["timestamp"].clone();
+    let v = verify(
+        &mut agent,
+        &ev.signed_document,
+        canonical(&swapped).as_bytes(),
+    )
+    .await;
+    assert!(v.seal_valid && !v.valid, "{:?}", v.findings);
+    assert!(
+        v.findings.iter().any(|x| x.contains("autre empreinte")),
+        "{:?}",
+        v.findings
+    );
+
+    // The authority away: the signature still completes, sealed, without
+    // a token.
+    drop(tsa);
+    let ev = signed(&mut agent, &f.env, avenant_pdf("sans horodatage"), 3).await;
+    let record: serde_json::Value = serde_json::from_slice(&ev.evidence_json).unwrap();
+    assert!(record.get("timestamp").is_none(), "{record}");
+    let v = verify(&mut agent, &ev.signed_document, &ev.evidence_json).await;
+    assert!(v.valid, "{:?}", v.findings);
+    f.finish().await;
+}
