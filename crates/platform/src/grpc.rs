@@ -212,6 +212,33 @@ where
     }
 }
 
+/// A channel to another role (or municipal system) at `url`, named by its
+/// configuration `key` in errors: connected on first use, 3 s to connect,
+/// 15 s per call.
+pub fn lazy_channel(key: &str, url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| anyhow::anyhow!("{key} `{url}`: {e}"))?
+        .connect_timeout(std::time::Duration::from_secs(3))
+        .timeout(std::time::Duration::from_secs(15))
+        .connect_lazy())
+}
+
+/// Bind a role's optional HTTP listener (`key` names the setting in
+/// errors); an empty address: no listener.
+pub async fn bind_optional(
+    key: &str,
+    addr: &str,
+) -> anyhow::Result<(Option<TcpListener>, Option<std::net::SocketAddr>)> {
+    if addr.is_empty() {
+        return Ok((None, None));
+    }
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {key} {addr}: {e}"))?;
+    let local = l.local_addr()?;
+    Ok((Some(l), Some(local)))
+}
+
 /// `InvalidArgument` naming the field, with a `google.rpc.BadRequest` detail.
 pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
     let description = description.into();

@@ -945,27 +945,33 @@ impl TestEnv {
     /// database on that backend, dropped by `cleanup`; a SQLite file
     /// otherwise), also set as `GUICHET__APPOINTMENT__DATABASE_URL`.
     pub async fn appointment_database(&mut self) -> String {
+        self.role_database("appointment").await
+    }
+
+    /// A database for role `name` of this test (a PostgreSQL database on
+    /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
+    /// set as `GUICHET__<NAME>__DATABASE_URL`.
+    pub async fn role_database(&mut self, name: &str) -> String {
         let url = match self.backend {
-            Backend::Sqlite => format!(
-                "sqlite://{}/appointment.db?mode=rwc",
-                self.dir.path().display()
-            ),
+            Backend::Sqlite => format!("sqlite://{}/{name}.db?mode=rwc", self.dir.path().display()),
             Backend::Postgres => {
                 let admin = Database::connect(pg_admin_url())
                     .await
                     .expect("connect PostgreSQL");
-                let name = format!("guichet_t_{}_appointment", self.id);
+                let db = format!("guichet_t_{}_{name}", self.id);
                 admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                    .execute_unprepared(&format!("CREATE DATABASE {db}"))
                     .await
                     .expect("create test database");
                 let _ = admin.close().await;
-                self.pg_databases.push(name.clone());
-                pg_url_for(&name)
+                self.pg_databases.push(db.clone());
+                pg_url_for(&db)
             }
         };
-        self.overrides
-            .push(("GUICHET__APPOINTMENT__DATABASE_URL".into(), url.clone()));
+        self.overrides.push((
+            format!("GUICHET__{}__DATABASE_URL", name.to_uppercase()),
+            url.clone(),
+        ));
         url
     }
 }
@@ -1280,28 +1286,7 @@ impl TestEnv {
     /// database on that backend, dropped by `cleanup`; a SQLite file
     /// otherwise), also set as `GUICHET__SIGNATURE__DATABASE_URL`.
     pub async fn signature_database(&mut self) -> String {
-        let url = match self.backend {
-            Backend::Sqlite => format!(
-                "sqlite://{}/signature.db?mode=rwc",
-                self.dir.path().display()
-            ),
-            Backend::Postgres => {
-                let admin = Database::connect(pg_admin_url())
-                    .await
-                    .expect("connect PostgreSQL");
-                let name = format!("guichet_t_{}_signature", self.id);
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                let _ = admin.close().await;
-                self.pg_databases.push(name.clone());
-                pg_url_for(&name)
-            }
-        };
-        self.overrides
-            .push(("GUICHET__SIGNATURE__DATABASE_URL".into(), url.clone()));
-        url
+        self.role_database("signature").await
     }
 }
 
@@ -1324,28 +1309,7 @@ impl TestEnv {
     /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
     /// set as `GUICHET__NOTIFICATION__DATABASE_URL`.
     pub async fn notification_database(&mut self) -> String {
-        let url = match self.backend {
-            Backend::Sqlite => format!(
-                "sqlite://{}/notification.db?mode=rwc",
-                self.dir.path().display()
-            ),
-            Backend::Postgres => {
-                let admin = Database::connect(pg_admin_url())
-                    .await
-                    .expect("connect PostgreSQL");
-                let name = format!("guichet_t_{}_notification", self.id);
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                let _ = admin.close().await;
-                self.pg_databases.push(name.clone());
-                pg_url_for(&name)
-            }
-        };
-        self.overrides
-            .push(("GUICHET__NOTIFICATION__DATABASE_URL".into(), url.clone()));
-        url
+        self.role_database("notification").await
     }
 
     /// The development SMS sink of this test's processes:
@@ -1564,25 +1528,7 @@ impl TestEnv {
     /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
     /// set as `GUICHET__EMAIL__DATABASE_URL`.
     pub async fn email_database(&mut self) -> String {
-        let url = match self.backend {
-            Backend::Sqlite => format!("sqlite://{}/email.db?mode=rwc", self.dir.path().display()),
-            Backend::Postgres => {
-                let admin = Database::connect(pg_admin_url())
-                    .await
-                    .expect("connect PostgreSQL");
-                let name = format!("guichet_t_{}_email", self.id);
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                    .await
-                    .expect("create test database");
-                let _ = admin.close().await;
-                self.pg_databases.push(name.clone());
-                pg_url_for(&name)
-            }
-        };
-        self.overrides
-            .push(("GUICHET__EMAIL__DATABASE_URL".into(), url.clone()));
-        url
+        self.role_database("email").await
     }
 }
 

@@ -85,10 +85,10 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     let dossier: Arc<dyn dossier::DossierLinker> = match o.dossier {
         Some(d) => d,
         None => {
-            let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())?
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(15))
-                .connect_lazy();
+            let channel = guichet_platform::grpc::lazy_channel(
+                "appointment.dossier_url",
+                &config.dossier_url,
+            )?;
             Arc::new(dossier::Grpc {
                 client: DossierServiceClient::with_interceptor(
                     channel,
@@ -97,20 +97,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             })
         }
     };
-    let (http, http_addr) = if config.http_addr.is_empty() {
-        (None, None)
-    } else {
-        let l = tokio::net::TcpListener::bind(&config.http_addr)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on appointment.http_addr {}: {e}",
-                    config.http_addr
-                )
-            })?;
-        let addr = l.local_addr()?;
-        (Some(l), Some(addr))
-    };
+    let (http, http_addr) =
+        guichet_platform::grpc::bind_optional("appointment.http_addr", &config.http_addr).await?;
     let model = Arc::new(schedule::Model::new(&config));
     Ok(Service {
         core: core::Core {

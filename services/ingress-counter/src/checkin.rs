@@ -14,7 +14,6 @@
 //! so a second check-in (a double tap, a retry) returns the same ticket.
 
 use std::sync::Arc;
-use std::time::Duration as StdDuration;
 
 use chrono::{DateTime, Duration, Utc};
 use guichet_platform::auth::{Authenticator, ServiceCredentials};
@@ -43,11 +42,7 @@ pub fn client(url: &str, auth: &Arc<Authenticator>) -> anyhow::Result<Option<App
     if url.is_empty() {
         return Ok(None);
     }
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| anyhow::anyhow!("counter.appointment_url {url}: {e}"))?
-        .connect_timeout(StdDuration::from_secs(3))
-        .timeout(StdDuration::from_secs(10))
-        .connect_lazy();
+    let channel = guichet_platform::grpc::lazy_channel("counter.appointment_url", url)?;
     Ok(Some(AppointmentServiceClient::with_interceptor(
         channel,
         ServiceCredentials::new(auth.clone(), "guichet-counter"),

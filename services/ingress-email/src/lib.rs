@@ -107,10 +107,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             });
         }
     }
-    let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())
-        .map_err(|e| anyhow::anyhow!("email.dossier_url: {e}"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy();
+    let channel = guichet_platform::grpc::lazy_channel("email.dossier_url", &config.dossier_url)?;
     Ok(Service {
         api: EmailApi {
             dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient::new(

@@ -157,23 +157,34 @@ impl Worker {
         outcome
     }
 
+    /// `Defer` to when the recipient's hourly window of `channel` frees a
+    /// slot, or `None` to send now.
+    async fn over_hourly_limit(
+        &self,
+        m: &notification::Model,
+        channel: &str,
+    ) -> Result<Option<Outcome>, Outcome> {
+        let at = self
+            .core
+            .rate_limited_until(&m.recipient, channel)
+            .await
+            .map_err(|e| Outcome::Retry(e.to_string()))?;
+        Ok(at.map(|at| {
+            metrics::counter!("guichet_notification_deferred_total", "reason" => "rate_limit", "channel" => channel.to_owned())
+                .increment(1);
+            tracing::info!(notification_id = %m.id, channel, "recipient over the hourly limit, deferred");
+            Outcome::Defer(at)
+        }))
+    }
+
     async fn send_sms(
         &self,
         m: &notification::Model,
         req: &NotificationRequest,
         vars: &HashMap<String, String>,
     ) -> Result<Outcome, Outcome> {
-        let retry = |e: anyhow::Error| Outcome::Retry(e.to_string());
-        if let Some(at) = self
-            .core
-            .rate_limited_until(&m.recipient, "sms")
-            .await
-            .map_err(retry)?
-        {
-            metrics::counter!("guichet_notification_deferred_total", "reason" => "rate_limit")
-                .increment(1);
-            tracing::info!(notification_id = %m.id, "phone over the hourly SMS limit, deferred");
-            return Ok(Outcome::Defer(at));
+        if let Some(deferred) = self.over_hourly_limit(m, "sms").await? {
+            return Ok(deferred);
         }
         let text = self
             .core
@@ -224,16 +235,8 @@ impl Worker {
                 attempted: false,
             });
         }
-        if let Some(at) = self
-            .core
-            .rate_limited_until(&m.recipient, "email")
-            .await
-            .map_err(retry)?
-        {
-            metrics::counter!("guichet_notification_deferred_total", "reason" => "rate_limit")
-                .increment(1);
-            tracing::info!(notification_id = %m.id, "recipient over the hourly limit, deferred");
-            return Ok(Outcome::Defer(at));
+        if let Some(deferred) = self.over_hourly_limit(m, "email").await? {
+            return Ok(deferred);
         }
         let rendered = self
             .core

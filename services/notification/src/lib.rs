@@ -126,10 +126,10 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     let directory: Arc<dyn consumer::DossierDirectory> = match o.directory {
         Some(d) => d,
         None => {
-            let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())?
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(15))
-                .connect_lazy();
+            let channel = guichet_platform::grpc::lazy_channel(
+                "notification.dossier_url",
+                &config.dossier_url,
+            )?;
             Arc::new(consumer::GrpcDirectory {
                 client: DossierServiceClient::with_interceptor(
                     channel,
@@ -138,20 +138,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             })
         }
     };
-    let (http, http_addr) = if config.http_addr.is_empty() {
-        (None, None)
-    } else {
-        let l = tokio::net::TcpListener::bind(&config.http_addr)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on notification.http_addr {}: {e}",
-                    config.http_addr
-                )
-            })?;
-        let addr = l.local_addr()?;
-        (Some(l), Some(addr))
-    };
+    let (http, http_addr) =
+        guichet_platform::grpc::bind_optional("notification.http_addr", &config.http_addr).await?;
     let core = core::Core {
         outbox: Outbox::new(db.clone(), deps.bus.clone()),
         db,

@@ -58,10 +58,7 @@ pub async fn build_with_clock(
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::DeadLetter).await?;
-    let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(15))
-        .connect_lazy();
+    let channel = guichet_platform::grpc::lazy_channel("routing.dossier_url", &config.dossier_url)?;
     let dossier = DossierServiceClient::with_interceptor(
         channel,
         ServiceCredentials::new(deps.auth.clone(), "guichet-routing"),

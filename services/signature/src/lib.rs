@@ -80,10 +80,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     let dossier: Arc<dyn dossier::DossierPort> = match o.dossier {
         Some(d) => d,
         None => {
-            let channel = tonic::transport::Endpoint::from_shared(config.dossier_url.clone())?
-                .connect_timeout(Duration::from_secs(3))
-                .timeout(Duration::from_secs(15))
-                .connect_lazy();
+            let channel =
+                guichet_platform::grpc::lazy_channel("signature.dossier_url", &config.dossier_url)?;
             Arc::new(dossier::Grpc {
                 client: DossierServiceClient::with_interceptor(
                     channel,
@@ -92,20 +90,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             })
         }
     };
-    let (http, http_addr) = if config.http_addr.is_empty() {
-        (None, None)
-    } else {
-        let l = tokio::net::TcpListener::bind(&config.http_addr)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on signature.http_addr {}: {e}",
-                    config.http_addr
-                )
-            })?;
-        let addr = l.local_addr()?;
-        (Some(l), Some(addr))
-    };
+    let (http, http_addr) =
+        guichet_platform::grpc::bind_optional("signature.http_addr", &config.http_addr).await?;
     tracing::info!(key_id = %keys.key_id, public_key = %keys.public_key_base64(), "signature seal key loaded");
     let tsa_timeout = config.tsa_timeout_secs.max(1);
     Ok(Service {
