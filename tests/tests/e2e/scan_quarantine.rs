@@ -98,6 +98,23 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
         },
     )
     .await;
+    // A file is moved after its record is committed (a crash in between
+    // leaves it in inbox/, moved on the next pass): wait for the moves.
+    let quarantine = env.scan_dir().join("quarantine");
+    eventually(
+        "every bad file moved to quarantine/",
+        Duration::from_secs(30),
+        || {
+            let quarantine = quarantine.clone();
+            async move {
+                expected
+                    .iter()
+                    .all(|(name, _)| quarantine.join(name).exists())
+                    .then_some(())
+            }
+        },
+    )
+    .await;
     for (name, reason) in expected {
         let f = files
             .iter()
@@ -106,10 +123,6 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
         assert_eq!(f.quarantine_reason, reason as i32, "{name}: {f:?}");
         assert!(!f.quarantine_detail.is_empty(), "{name}");
         assert!(f.intake_event_id.is_empty(), "{name}: no event");
-        assert!(
-            env.scan_dir().join("quarantine").join(name).exists(),
-            "{name} moved to quarantine/"
-        );
     }
     // Paging: newest first, three at a time, every file once.
     let mut client = scan_client(app.grpc_addr, &supervisor).await;
