@@ -412,13 +412,20 @@ pub use guichet_platform::auth::Role as TokenRole;
 
 /// A minimal HTTP/1.1 GET (admin endpoints); returns status and body.
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream
         .write_all(
             format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
+    read_response(stream).await
+}
+
+/// Read a `Connection: close` HTTP/1.1 response to the end: its status
+/// and its body.
+async fn read_response(mut stream: tokio::net::TcpStream) -> std::io::Result<(u16, String)> {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     stream.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).into_owned();
@@ -992,7 +999,7 @@ pub async fn http_get_with(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let extra: String = headers
         .iter()
@@ -1004,19 +1011,7 @@ pub async fn http_get_with(
                 .as_bytes(),
         )
         .await?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    read_response(stream).await
 }
 
 // ---------------------------------------------------------------------------
@@ -1048,7 +1043,7 @@ pub async fn http_post(
     content_type: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     let head = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
@@ -1056,19 +1051,7 @@ pub async fn http_post(
     );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
-    let mut buf = Vec::new();
-    stream.read_to_end(&mut buf).await?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    read_response(stream).await
 }
 
 /// Post a CTI event as JSON to `/api/v1/cti/<token>`; returns status and

@@ -263,7 +263,7 @@ impl CounterApi {
         })
     }
 
-    fn checked_site(&self, site: &str) -> Result<String, Status> {
+    pub(crate) fn checked_site(&self, site: &str) -> Result<String, Status> {
         let site = if site.trim().is_empty() {
             self.config.default_site.as_str()
         } else {

@@ -257,21 +257,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
                 ),
             )
         })?;
-        let site = if req.site.trim().is_empty() {
-            self.config.default_site.as_str()
-        } else {
-            req.site.trim()
-        };
-        if site.len() > 64
-            || !site
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
-            return Err(invalid_argument(
-                "site",
-                "must be 1 to 64 ASCII letters, digits, '-' or '_'",
-            ));
-        }
+        let site = self.checked_site(&req.site)?;
         let request_id = req.request_id.trim();
         if request_id.len() > 128 {
             return Err(invalid_argument(
@@ -306,7 +292,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
                 reason: reason.to_owned(),
                 service: service.to_owned(),
                 letter: letter.clone(),
-                site: site.to_owned(),
+                site,
                 request_id,
                 priority: priority.to_owned(),
                 rank_offset_minutes: weight,
