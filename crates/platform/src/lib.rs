@@ -18,14 +18,15 @@ pub mod grpc;
 pub mod migration;
 pub mod objects;
 pub mod outbox;
+pub mod role;
 pub mod shutdown;
 pub mod telemetry;
 
 pub use tokio_util::sync::CancellationToken;
 
 /// What every role gets from the process that runs it: one NATS connection,
-/// one authenticator, the shared database settings and the readiness probe
-/// its checks join.
+/// one authenticator, the shared database settings, the readiness probe
+/// its checks join, the clock and the test seams.
 #[derive(Clone)]
 pub struct Deps {
     pub bus: bus::Bus,
@@ -34,9 +35,20 @@ pub struct Deps {
     pub readiness: admin::Readiness,
     /// Content-addressed document storage shared by every role.
     pub objects: objects::ObjectStore,
+    /// "Now" for every deadline, timer and timestamp (a manual clock in
+    /// tests, so they move time instead of sleeping).
+    pub clock: clock::SharedClock,
+    /// Test seams keyed by type (see [`role::Overrides`]); empty in
+    /// production.
+    pub overrides: role::Overrides,
 }
 
 impl Deps {
+    /// A seam of type `T` the process was given, if any.
+    pub fn seam<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.overrides.get::<T>().cloned()
+    }
+
     /// Connect a role's own database (migrating it when configured) and add
     /// it to the readiness checks as `<role> database`.
     pub async fn database<M: sea_orm_migration::MigratorTrait>(

@@ -84,18 +84,14 @@ impl TestEnv {
             pg_databases: Vec::new(),
             overrides: Vec::new(),
         };
-        let dbs = match backend {
+        // Every role gets its own database on the test's backend.
+        let mut databases = Vec::new();
+        match backend {
             Backend::Sqlite => {
-                let p = |name: &str| {
-                    format!("sqlite://{}/{name}.db?mode=rwc", env.dir.path().display())
-                };
-                [
-                    p("dossier"),
-                    p("routing"),
-                    p("counter"),
-                    p("scan"),
-                    p("telephony"),
-                ]
+                for role in Role::ALL {
+                    let file = env.dir.path().join(format!("{}.db", role.section()));
+                    databases.push((*role, format!("sqlite://{}?mode=rwc", file.display())));
+                }
             }
             Backend::Postgres => {
                 let admin = match Database::connect(pg_admin_url()).await {
@@ -113,27 +109,18 @@ impl TestEnv {
                         return None;
                     }
                 };
-                let mut urls = Vec::new();
-                for role in ["dossier", "routing", "counter", "scan", "telephony"] {
-                    let name = format!("guichet_t_{id}_{role}");
+                for role in Role::ALL {
+                    let name = format!("guichet_t_{id}_{}", role.section());
                     admin
                         .execute_unprepared(&format!("CREATE DATABASE {name}"))
                         .await
                         .expect("create test database");
                     env.pg_databases.push(name.clone());
-                    urls.push(pg_url_for(&name));
+                    databases.push((*role, pg_url_for(&name)));
                 }
                 let _ = admin.close().await;
-                [
-                    urls[0].clone(),
-                    urls[1].clone(),
-                    urls[2].clone(),
-                    urls[3].clone(),
-                    urls[4].clone(),
-                ]
             }
-        };
-        let [dossier, routing, counter, scan, telephony] = dbs;
+        }
         env.overrides = vec![
             (
                 "GUICHET__DATA_DIR".into(),
@@ -156,12 +143,7 @@ impl TestEnv {
                 "GUICHET__TELEMETRY__LOG_FILTER".into(),
                 std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()),
             ),
-            ("GUICHET__DOSSIER__DATABASE_URL".into(), dossier),
             ("GUICHET__DOSSIER__PROCESSES_DIR".into(), processes_dir()),
-            ("GUICHET__ROUTING__DATABASE_URL".into(), routing),
-            ("GUICHET__COUNTER__DATABASE_URL".into(), counter),
-            ("GUICHET__SCAN__DATABASE_URL".into(), scan),
-            ("GUICHET__TELEPHONY__DATABASE_URL".into(), telephony),
             // The board feed and the CTI webhook on random ports (RunningApp::http_addrs).
             ("GUICHET__COUNTER__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             ("GUICHET__TELEPHONY__HTTP_ADDR".into(), "127.0.0.1:0".into()),
@@ -185,6 +167,12 @@ impl TestEnv {
                 SEAL_KEY_A.1.into(),
             ),
         ];
+        for (role, url) in databases {
+            env.overrides.push((
+                format!("GUICHET__{}__DATABASE_URL", role.section().to_uppercase()),
+                url,
+            ));
+        }
         Some(env)
     }
 
@@ -206,9 +194,72 @@ impl TestEnv {
     }
 
     pub async fn spawn_with(&self, roles: &[Role], config: GuichetConfig) -> RunningApp {
-        guichet::start(config, roles, CancellationToken::new())
+        self.spawn_with_options(roles, config, guichet::StartOptions::default())
+            .await
+    }
+
+    /// Start `roles` in this test process through the production start
+    /// path, with a clock and test seams.
+    pub async fn spawn_with_options(
+        &self,
+        roles: &[Role],
+        mut config: GuichetConfig,
+        options: guichet::StartOptions,
+    ) -> RunningApp {
+        self.assert_backend(&mut config);
+        guichet::start_with(config, roles, CancellationToken::new(), options)
             .await
             .expect("start guichet roles")
+    }
+
+    /// Start `roles` in this test process on `clock`.
+    pub async fn spawn_on_clock(
+        &self,
+        roles: &[Role],
+        config: GuichetConfig,
+        clock: &ManualClock,
+    ) -> RunningApp {
+        let options = guichet::StartOptions {
+            clock: std::sync::Arc::new(clock.clone()),
+            ..Default::default()
+        };
+        self.spawn_with_options(roles, config, options).await
+    }
+
+    /// Every role of a PostgreSQL test runs on PostgreSQL, every role of a
+    /// SQLite test on SQLite: a test that names its backend gets it.
+    pub fn assert_backend(&self, config: &mut GuichetConfig) {
+        let scheme = match self.backend {
+            Backend::Sqlite => "sqlite:",
+            Backend::Postgres => "postgres:",
+        };
+        for role in Role::ALL {
+            let url = role.database_url(config);
+            assert!(
+                url.starts_with(scheme),
+                "the {} role of a {:?} test got the database URL {url}",
+                role.name(),
+                self.backend
+            );
+        }
+    }
+
+    /// The database URL of `role` in this test.
+    pub fn database_url(&self, role: Role) -> String {
+        role.database_url(&mut self.config()).clone()
+    }
+
+    /// The dependencies of a role built by hand inside the test (a replica
+    /// the test drives), as the production start path builds them.
+    pub async fn deps(&self, config: &GuichetConfig, source: &str) -> guichet_platform::Deps {
+        guichet::deps(
+            config,
+            source,
+            guichet_platform::admin::Readiness::new(),
+            guichet::StartOptions::default(),
+        )
+        .await
+        .expect("role dependencies")
     }
 
     /// A token for `subject` with `roles`.
@@ -405,7 +456,7 @@ pub fn header(headers: &async_nats::HeaderMap, key: &str) -> String {
 
 /// The roles of a full installation.
 pub fn all_roles() -> Vec<Role> {
-    Role::served()
+    Role::ALL.to_vec()
 }
 
 pub use guichet_platform::auth::Role as TokenRole;
@@ -572,77 +623,7 @@ pub struct RoutingUnderTest {
     pub grpc_addr: std::net::SocketAddr,
     pub clock: ManualClock,
     pub queue: guichet_routing::queue::Queue,
-    role: InProcess,
-}
-
-/// A role's gRPC server and background work running inside the test
-/// process (built with a controllable clock), until [`InProcess::stop`].
-pub struct InProcess {
-    pub grpc_addr: std::net::SocketAddr,
-    stop: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl InProcess {
-    /// Stop serving and running (like a crash of this replica: what is in
-    /// flight stays in the database).
-    pub async fn stop(self) {
-        self.stop.cancel();
-        for t in self.tasks {
-            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
-        }
-    }
-}
-
-impl TestEnv {
-    /// The dependencies of a role built inside the test: its own bus
-    /// connection and readiness.
-    async fn in_process_deps(
-        &self,
-        config: &GuichetConfig,
-        source: &str,
-    ) -> guichet_platform::Deps {
-        let bus = guichet_platform::bus::Bus::connect(&config.bus, source)
-            .await
-            .expect("connect bus");
-        guichet_platform::Deps {
-            bus,
-            auth: std::sync::Arc::new(Authenticator::new(&config.auth).expect("authenticator")),
-            database: config.database.clone(),
-            readiness: guichet_platform::admin::Readiness::new(),
-            objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
-                .expect("object store"),
-        }
-    }
-}
-
-/// Serve `server` on a free loopback port and spawn `run` (the role's
-/// background work) until the returned handle is stopped.
-async fn serve_in_process<F, Fut>(
-    readiness: guichet_platform::admin::Readiness,
-    server: guichet_platform::grpc::GrpcServer,
-    run: F,
-) -> InProcess
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let grpc_addr = listener.local_addr().expect("addr");
-    readiness.set_started(true);
-    let stop = CancellationToken::new();
-    let serve_stop = stop.clone();
-    let serve = tokio::spawn(async move {
-        let _ = server.serve(listener, serve_stop, readiness).await;
-    });
-    let run = tokio::spawn(run(stop.clone()));
-    InProcess {
-        grpc_addr,
-        stop,
-        tasks: vec![serve, run],
-    }
+    role: RunningApp,
 }
 
 impl RoutingUnderTest {
@@ -655,7 +636,7 @@ impl RoutingUnderTest {
     /// Stop serving and consuming (like a crash of this replica: offers in
     /// flight stay in the database).
     pub async fn stop(self) {
-        self.role.stop().await;
+        let _ = self.role.stop().await;
     }
 }
 
@@ -676,22 +657,10 @@ impl TestEnv {
         ];
         overrides.extend_from_slice(extra);
         let config = self.config_with(&overrides);
-        let deps = self.in_process_deps(&config, "guichet/routing-test").await;
-        let readiness = deps.readiness.clone();
-        let service = guichet_routing::build_with_clock(
-            config.routing.clone(),
-            deps,
-            std::sync::Arc::new(clock.clone()),
-        )
-        .await
-        .expect("build routing");
-        let queue = service.queue();
-        let mut server = guichet_platform::grpc::GrpcServer::new();
-        service.register(&mut server);
-        let role = serve_in_process(readiness, server, |stop| async move {
-            let _ = service.run(stop).await;
-        })
-        .await;
+        let role = self.spawn_on_clock(&[Role::Routing], config, &clock).await;
+        let queue = role
+            .handle::<guichet_routing::queue::Queue>()
+            .expect("routing shares its queue");
         RoutingUnderTest {
             grpc_addr: role.grpc_addr,
             clock,
@@ -947,42 +916,6 @@ pub mod scan {
 
 // --- Appointment role helpers --------------------------------------------
 
-impl TestEnv {
-    /// A database for the appointment role of this test (a PostgreSQL
-    /// database on that backend, dropped by `cleanup`; a SQLite file
-    /// otherwise), also set as `GUICHET__APPOINTMENT__DATABASE_URL`.
-    pub async fn appointment_database(&mut self) -> String {
-        self.role_database("appointment").await
-    }
-
-    /// A database for role `name` of this test (a PostgreSQL database on
-    /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
-    /// set as `GUICHET__<NAME>__DATABASE_URL`.
-    pub async fn role_database(&mut self, name: &str) -> String {
-        let url = match self.backend {
-            Backend::Sqlite => format!("sqlite://{}/{name}.db?mode=rwc", self.dir.path().display()),
-            Backend::Postgres => {
-                let admin = Database::connect(pg_admin_url())
-                    .await
-                    .expect("connect PostgreSQL");
-                let db = format!("guichet_t_{}_{name}", self.id);
-                admin
-                    .execute_unprepared(&format!("CREATE DATABASE {db}"))
-                    .await
-                    .expect("create test database");
-                let _ = admin.close().await;
-                self.pg_databases.push(db.clone());
-                pg_url_for(&db)
-            }
-        };
-        self.overrides.push((
-            format!("GUICHET__{}__DATABASE_URL", name.to_uppercase()),
-            url.clone(),
-        ));
-        url
-    }
-}
-
 pub async fn appointment_client(
     addr: std::net::SocketAddr,
     token: &str,
@@ -1096,12 +1029,12 @@ pub struct ChannelUnderTest {
     pub grpc_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
     pub clock: ManualClock,
-    role: InProcess,
+    role: RunningApp,
 }
 
 impl ChannelUnderTest {
     pub async fn stop(self) {
-        self.role.stop().await;
+        let _ = self.role.stop().await;
     }
 }
 
@@ -1117,24 +1050,10 @@ impl TestEnv {
         extra: &[(&str, &str)],
     ) -> TelephonyUnderTest {
         let config = self.config_with(extra);
-        let deps = self
-            .in_process_deps(&config, "guichet/telephony-test")
+        let role = self
+            .spawn_on_clock(&[Role::IngressTelephony], config, &clock)
             .await;
-        let readiness = deps.readiness.clone();
-        let service = guichet_ingress_telephony::build_with_clock(
-            config.telephony.clone(),
-            deps,
-            std::sync::Arc::new(clock.clone()),
-        )
-        .await
-        .expect("build telephony");
-        let http_addr = service.http_addr();
-        let mut server = guichet_platform::grpc::GrpcServer::new();
-        service.register(&mut server);
-        let role = serve_in_process(readiness, server, |stop| async move {
-            let _ = service.run(stop).await;
-        })
-        .await;
+        let http_addr = http_addr_of(&role, Role::IngressTelephony);
         ChannelUnderTest {
             grpc_addr: role.grpc_addr,
             http_addr,
@@ -1164,22 +1083,10 @@ impl TestEnv {
         extra: &[(&str, &str)],
     ) -> CounterUnderTest {
         let config = self.config_with(extra);
-        let deps = self.in_process_deps(&config, "guichet/counter-test").await;
-        let readiness = deps.readiness.clone();
-        let service = guichet_ingress_counter::build_with_clock(
-            config.counter.clone(),
-            deps,
-            std::sync::Arc::new(clock.clone()),
-        )
-        .await
-        .expect("build counter");
-        let http_addr = service.http_addr();
-        let mut server = guichet_platform::grpc::GrpcServer::new();
-        service.register(&mut server);
-        let role = serve_in_process(readiness, server, |stop| async move {
-            let _ = service.run(stop).await;
-        })
-        .await;
+        let role = self
+            .spawn_on_clock(&[Role::IngressCounter], config, &clock)
+            .await;
+        let http_addr = http_addr_of(&role, Role::IngressCounter);
         ChannelUnderTest {
             grpc_addr: role.grpc_addr,
             http_addr,
@@ -1264,15 +1171,6 @@ pub const SIGNATURE_CODE_SECRET: &str = "test-signature-code-secret-0123456789ab
 pub const SEAL_KEY_A: (&str, &str) = ("test-a", "oaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaGhoaE=");
 pub const SEAL_KEY_B: (&str, &str) = ("test-b", "srKysrKysrKysrKysrKysrKysrKysrKysrKysrKysrI=");
 
-impl TestEnv {
-    /// A database for the signature role of this test (a PostgreSQL
-    /// database on that backend, dropped by `cleanup`; a SQLite file
-    /// otherwise), also set as `GUICHET__SIGNATURE__DATABASE_URL`.
-    pub async fn signature_database(&mut self) -> String {
-        self.role_database("signature").await
-    }
-}
-
 pub async fn signature_client(
     addr: std::net::SocketAddr,
     token: &str,
@@ -1288,13 +1186,6 @@ pub async fn signature_client(
 // phone of every test), publishing requests and events, a real SMTP server.
 
 impl TestEnv {
-    /// A database for the notification role of this test (PostgreSQL on
-    /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
-    /// set as `GUICHET__NOTIFICATION__DATABASE_URL`.
-    pub async fn notification_database(&mut self) -> String {
-        self.role_database("notification").await
-    }
-
     /// The development SMS sink of this test's processes:
     /// `<data_dir>/sms-sink/sms.jsonl` (notification.sms_sink_dir's default).
     pub fn sms_sink_file(&self) -> std::path::PathBuf {
@@ -1505,15 +1396,6 @@ impl SmtpSink {
 }
 
 // --- Email role helpers ----------------------------------------------------
-
-impl TestEnv {
-    /// A database for the email role of this test (a PostgreSQL database on
-    /// that backend, dropped by `cleanup`; a SQLite file otherwise), also
-    /// set as `GUICHET__EMAIL__DATABASE_URL`.
-    pub async fn email_database(&mut self) -> String {
-        self.role_database("email").await
-    }
-}
 
 /// Email channel test peers: a real SMTP/LMTP client (Python's smtplib),
 /// a real IMAP server (Dovecot, started on a free port with a generated

@@ -110,6 +110,9 @@ async fn run(label: &str, database_url: String) {
         "audience": "guichet", "service_token_ttl_secs": 300
     }))
     .unwrap();
+    // Monday 2027-01-04 07:00 Paris.
+    let now = Utc.with_ymd_and_hms(2027, 1, 4, 6, 0, 0).unwrap();
+    let clock = ManualClock::new(now);
     let bus = guichet_platform::bus::Bus::connect(&bus_cfg, "guichet/bench")
         .await
         .expect("NATS");
@@ -124,21 +127,12 @@ async fn run(label: &str, database_url: String) {
         objects: guichet_platform::objects::ObjectStore::local(
             std::env::temp_dir().join(format!("guichet-bench-{id}")),
         ),
+        clock: Arc::new(clock),
+        overrides: Default::default(),
     };
-    // Monday 2027-01-04 07:00 Paris.
-    let now = Utc.with_ymd_and_hms(2027, 1, 4, 6, 0, 0).unwrap();
-    let clock = ManualClock::new(now);
-    let service = guichet_appointment::build_with(
-        model(database_url),
-        deps,
-        guichet_appointment::Overrides {
-            clock: Arc::new(clock),
-            coordination: None,
-            dossier: None,
-        },
-    )
-    .await
-    .unwrap();
+    let service = guichet_appointment::build(model(database_url), deps)
+        .await
+        .unwrap();
     let core = service.core();
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(service.run(stop.clone()));

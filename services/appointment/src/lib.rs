@@ -29,9 +29,10 @@ use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
 use guichet_platform::bus::StreamKind;
-use guichet_platform::clock::SharedClock;
+use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::outbox::Outbox;
+use guichet_platform::role::{BoxFuture, Handles, Listener, Local, RoleService, RoleSpec};
 use guichet_proto::appointment::v1::appointment_service_server::AppointmentServiceServer;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use tokio_util::sync::CancellationToken;
@@ -47,56 +48,70 @@ pub struct Service {
 }
 
 /// What a caller may replace (tests: a manual clock, stand-ins).
-pub struct Overrides {
-    pub clock: SharedClock,
-    pub coordination: Option<Arc<dyn coordination::Coordination>>,
-    pub dossier: Option<Arc<dyn dossier::DossierLinker>>,
-}
+/// The appointment role's contract with the process that runs it.
+pub struct Spec;
 
-impl Default for Overrides {
-    fn default() -> Self {
-        Overrides {
-            clock: guichet_platform::clock::system(),
-            coordination: None,
-            dossier: None,
+impl RoleSpec for Spec {
+    const NAME: &'static str = "appointment";
+    const SECTION: &'static str = "appointment";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The role calls dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
         }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
     }
 }
 
+/// Connect the database, the dossier link and the ANTS coordination; test
+/// doubles of both may come as seams in `deps` (`Arc<dyn Coordination>`,
+/// `Arc<dyn DossierLinker>`).
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with(config, deps, Overrides::default()).await
-}
-
-pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Result<Service> {
     config.validate()?;
     let db = deps
         .database::<db::Migrator>("appointment", &config.database_url)
         .await?;
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::Notify).await?;
-    let coordination: Arc<dyn coordination::Coordination> = match o.coordination {
-        Some(c) => c,
-        None if config.ants.coordination_url.is_empty() => Arc::new(coordination::Disabled),
-        None => Arc::new(coordination::Http::new(
-            &config.ants.coordination_url,
-            config.ants.coordination_token.clone(),
-        )),
-    };
-    let dossier: Arc<dyn dossier::DossierLinker> = match o.dossier {
-        Some(d) => d,
-        None => {
-            let channel = guichet_platform::grpc::lazy_channel(
-                "appointment.dossier_url",
-                &config.dossier_url,
-            )?;
-            Arc::new(dossier::Grpc {
-                client: DossierServiceClient::with_interceptor(
-                    channel,
-                    ServiceCredentials::new(deps.auth.clone(), "guichet-appointment"),
-                ),
-            })
-        }
-    };
+    let coordination: Arc<dyn coordination::Coordination> =
+        match deps.seam::<Arc<dyn coordination::Coordination>>() {
+            Some(c) => c,
+            None if config.ants.coordination_url.is_empty() => Arc::new(coordination::Disabled),
+            None => Arc::new(coordination::Http::new(
+                &config.ants.coordination_url,
+                config.ants.coordination_token.clone(),
+            )),
+        };
+    let dossier: Arc<dyn dossier::DossierLinker> =
+        match deps.seam::<Arc<dyn dossier::DossierLinker>>() {
+            Some(d) => d,
+            None => {
+                let channel = guichet_platform::grpc::lazy_channel(
+                    "appointment.dossier_url",
+                    &config.dossier_url,
+                )?;
+                Arc::new(dossier::Grpc {
+                    client: DossierServiceClient::with_interceptor(
+                        channel,
+                        ServiceCredentials::new(deps.auth.clone(), "guichet-appointment"),
+                    ),
+                })
+            }
+        };
     let (http, http_addr) =
         guichet_platform::grpc::bind_optional("appointment.http_addr", &config.http_addr).await?;
     let model = Arc::new(schedule::Model::new(&config));
@@ -106,7 +121,7 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             db,
             model,
             config: Arc::new(config),
-            clock: o.clock,
+            clock: deps.clock.clone(),
             coordination,
             dossier,
         },
@@ -116,8 +131,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     })
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(AppointmentServiceServer::with_interceptor(
             grpc::AppointmentApi {
                 core: self.core.clone(),
@@ -126,16 +141,27 @@ impl Service {
         ));
     }
 
+    /// The ANTS editor API and the agenda feed, when configured.
+    fn listeners(&self) -> Vec<Listener> {
+        self.http_addr.map(Listener::http).into_iter().collect()
+    }
+
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.core.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// The engine, for in-process callers (tests, benchmarks).
     pub fn core(&self) -> core::Core {
         self.core.clone()
     }
 
     /// Where the HTTP endpoints (ANTS, agenda feeds) listen, when served.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
-    }
-
     /// Relay the outbox, run due jobs and the purge, and serve the HTTP
     /// endpoints until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {

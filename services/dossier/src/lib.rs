@@ -20,13 +20,37 @@ pub mod store;
 use std::sync::Arc;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator};
+use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
+use guichet_platform::role::{BoxFuture, RoleService, RoleSpec};
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
 
 pub use guichet_platform::Deps;
+
+/// The dossier role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "dossier";
+    const SECTION: &'static str = "dossier";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
+}
 
 /// A built dossier role, ready to mount and run.
 pub struct Service {
@@ -61,7 +85,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         db,
         reference_prefix: config.reference_prefix.clone(),
         outbox,
-        clock: guichet_platform::clock::system(),
+        clock: deps.clock.clone(),
         calendar: guichet_platform::calendar::BusinessCalendar::new(
             &config.calendar,
             "dossier.calendar",
@@ -78,15 +102,25 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     })
 }
 
-impl Service {
+impl RoleService for Service {
     /// Mount the gRPC API (behind the bearer-token interceptor).
-    pub fn register(&self, server: &mut GrpcServer) {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(DossierServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
+    fn handles(&self, handles: &mut guichet_platform::role::Handles) {
+        handles.insert(self.api.store().clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// Until shutdown: relay staged domain events to JetStream, fire due
     /// process timers, purge dossiers past retention, and pick up new
     /// process definitions.

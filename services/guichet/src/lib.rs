@@ -11,47 +11,27 @@ pub mod nats;
 pub mod roles;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use guichet_platform::Deps;
 use guichet_platform::admin::Readiness;
-use guichet_platform::auth::{AuthConfig, Authenticator};
-use guichet_platform::bus::{Bus, BusConfig};
-use guichet_platform::config::{ConfigError, DatabaseConfig, ServerConfig};
+use guichet_platform::auth::Authenticator;
+use guichet_platform::bus::Bus;
+use guichet_platform::clock::SharedClock;
+use guichet_platform::config::{ConfigError, DatabaseConfig};
 use guichet_platform::grpc::GrpcServer;
-use guichet_platform::telemetry::TelemetryConfig;
+use guichet_platform::role::{Handles, Listener, Local, Overrides, Tasks};
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use roles::Role;
+pub use roles::{GuichetConfig, Role};
 
 /// Embedded defaults: the first configuration layer.
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GuichetConfig {
-    pub data_dir: PathBuf,
-    pub server: ServerConfig,
-    pub bus: BusConfig,
-    pub auth: AuthConfig,
-    pub telemetry: TelemetryConfig,
-    pub database: DatabaseConfig,
-    pub objects: guichet_platform::objects::ObjectsConfig,
-    pub dossier: guichet_dossier::Config,
-    pub routing: guichet_routing::Config,
-    pub counter: guichet_ingress_counter::Config,
-    pub scan: guichet_ingress_scan::Config,
-    pub email: guichet_ingress_email::Config,
-    pub telephony: guichet_ingress_telephony::Config,
-    pub appointment: guichet_appointment::Config,
-    pub signature: guichet_signature::Config,
-    pub notification: guichet_notification::Config,
-}
 
 impl GuichetConfig {
     /// Defaults, then `file`, then `env` (`GUICHET__SECTION__KEY`).
@@ -63,19 +43,10 @@ impl GuichetConfig {
         // Databases not configured live as SQLite files under data_dir.
         let dir = config.data_dir.display().to_string();
         let dir = dir.trim_end_matches('/');
-        for (url, name) in [
-            (&mut config.dossier.database_url, "dossier"),
-            (&mut config.routing.database_url, "routing"),
-            (&mut config.counter.database_url, "counter"),
-            (&mut config.scan.database_url, "scan"),
-            (&mut config.telephony.database_url, "telephony"),
-            (&mut config.appointment.database_url, "appointment"),
-            (&mut config.signature.database_url, "signature"),
-            (&mut config.notification.database_url, "notification"),
-            (&mut config.email.database_url, "email"),
-        ] {
+        for role in Role::ALL {
+            let url = role.database_url(&mut config);
             if url.trim().is_empty() {
-                *url = format!("sqlite://{dir}/{name}.db?mode=rwc");
+                *url = format!("sqlite://{dir}/{}.db?mode=rwc", role.section());
             }
         }
         if config.objects.dir.as_os_str().is_empty() {
@@ -101,17 +72,7 @@ impl GuichetConfig {
         self.telemetry.validate()?;
         self.objects.validate()?;
         for role in roles {
-            match role {
-                Role::Dossier => self.dossier.validate()?,
-                Role::Routing => self.routing.validate()?,
-                Role::IngressCounter => self.counter.validate()?,
-                Role::IngressScan => self.scan.validate()?,
-                Role::IngressEmail => self.email.validate()?,
-                Role::IngressTelephony => self.telephony.validate()?,
-                Role::Appointment => self.appointment.validate()?,
-                Role::Signature => self.signature.validate()?,
-                Role::Notification => self.notification.validate()?,
-            }
+            role.validate(self)?;
         }
         Ok(())
     }
@@ -191,9 +152,12 @@ impl GuichetConfig {
 pub struct RunningApp {
     pub grpc_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    /// HTTP listeners of roles that have one (the telephony CTI webhook).
+    /// The roles' own listeners (board feed, CTI webhook, pages, SMTP).
+    pub listeners: Vec<(Role, Listener)>,
+    /// HTTP listeners of roles that have one (the `http` listeners above).
     pub http_addrs: Vec<(Role, SocketAddr)>,
     pub roles: Vec<Role>,
+    handles: Handles,
     shutdown: CancellationToken,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -209,24 +173,84 @@ impl RunningApp {
     pub async fn wait(self) -> anyhow::Result<()> {
         self.handle.await?
     }
+
+    /// The token that stops this process when cancelled (without waiting).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// A handle a role of this process shares (its core, its queue).
+    pub fn handle<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.handles.get::<T>().cloned()
+    }
+
+    /// The address of `role`'s listener called `name`.
+    pub fn listener(&self, role: Role, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(r, l)| *r == role && l.name == name)
+            .map(|(_, l)| l.addr)
+    }
+}
+
+/// What a process gives its roles besides configuration: the clock and test
+/// seams. Production uses the default (the wall clock, no seams).
+#[derive(Clone)]
+pub struct StartOptions {
+    pub clock: SharedClock,
+    pub overrides: Overrides,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            clock: guichet_platform::clock::system(),
+            overrides: Overrides::new(),
+        }
+    }
+}
+
+/// The dependencies every role of a process shares: one NATS connection,
+/// one authenticator, the object store, `readiness`, the clock and seams.
+pub async fn deps(
+    config: &GuichetConfig,
+    source: &str,
+    readiness: Readiness,
+    options: StartOptions,
+) -> anyhow::Result<Deps> {
+    let bus = Bus::connect(&config.bus, source).await?;
+    Ok(Deps {
+        bus,
+        auth: Arc::new(Authenticator::new(&config.auth)?),
+        database: config.database.clone(),
+        readiness,
+        objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
+            .map_err(|e| anyhow::anyhow!("objects: {e}"))?,
+        clock: options.clock,
+        overrides: options.overrides,
+    })
 }
 
 /// Start `roles` in this process. Returns once every role is built and
 /// serving; the process runs until `shutdown` is cancelled.
 pub async fn start(
+    config: GuichetConfig,
+    roles: &[Role],
+    shutdown: CancellationToken,
+) -> anyhow::Result<RunningApp> {
+    start_with(config, roles, shutdown, StartOptions::default()).await
+}
+
+/// [`start`] with a clock and test seams.
+pub async fn start_with(
     mut config: GuichetConfig,
     roles: &[Role],
     shutdown: CancellationToken,
+    options: StartOptions,
 ) -> anyhow::Result<RunningApp> {
     let mut roles: Vec<Role> = roles.to_vec();
     roles.sort();
     roles.dedup();
-    if let Some(r) = roles.iter().find(|r| !r.is_served()) {
-        anyhow::bail!(
-            "role `{}` is not served yet in this version of guichet",
-            r.name()
-        );
-    }
     if roles.is_empty() {
         anyhow::bail!("no role to run");
     }
@@ -260,8 +284,15 @@ pub async fn start(
         admin_stop.clone(),
     ));
 
-    let names: Vec<&str> = roles.iter().map(|r| r.name()).collect();
-    let bus = Bus::connect(&config.bus, &format!("guichet/{}", names.join("+"))).await?;
+    let names: Vec<&'static str> = roles.iter().map(|r| r.name()).collect();
+    let deps = deps(
+        &config,
+        &format!("guichet/{}", names.join("+")),
+        readiness.clone(),
+        options,
+    )
+    .await?;
+    let bus = deps.bus.clone();
     let ready_bus = bus.clone();
     readiness.add_check("nats", move || {
         let connected = ready_bus.is_connected();
@@ -273,10 +304,10 @@ pub async fn start(
             }
         }
     });
-    let auth = Arc::new(Authenticator::new(&config.auth)?);
     // With an identity provider: keep its keys fresh; not ready until loaded.
-    let oidc_stop = CancellationToken::new();
-    if let Some(oidc) = auth.oidc() {
+    let mut background = Tasks::new();
+    let background_stop = CancellationToken::new();
+    if let Some(oidc) = deps.auth.oidc() {
         let ready_oidc = oidc.clone();
         readiness.add_check("oidc jwks", move || {
             let loaded = ready_oidc.has_keys();
@@ -288,40 +319,23 @@ pub async fn start(
                 }
             }
         });
-        tokio::spawn(oidc.refresh_loop(oidc_stop.clone()));
+        background.spawn_infallible(oidc.refresh_loop(background_stop.clone()));
     }
 
-    // In one process, routing calls dossier on the local port.
-    if roles.contains(&Role::Dossier) {
-        let host = if grpc_addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            grpc_addr.ip().to_string()
-        };
-        config.routing.dossier_url = format!("http://{host}:{}", grpc_addr.port());
-        config.appointment.dossier_url = config.routing.dossier_url.clone();
-        config.signature.dossier_url = config.routing.dossier_url.clone();
-        config.notification.dossier_url = config.routing.dossier_url.clone();
-        config.email.dossier_url = config.routing.dossier_url.clone();
-    }
-    // The counter checks appointments in on the local port too.
-    if roles.contains(&Role::Appointment) && config.counter.appointment_url.is_empty() {
-        let host = if grpc_addr.ip().is_unspecified() {
-            "127.0.0.1".to_owned()
-        } else {
-            grpc_addr.ip().to_string()
-        };
-        config.counter.appointment_url = format!("http://{host}:{}", grpc_addr.port());
-    }
-
-    let deps = guichet_platform::Deps {
-        bus: bus.clone(),
-        auth,
-        database: config.database.clone(),
-        readiness: readiness.clone(),
-        objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
-            .map_err(|e| anyhow::anyhow!("objects: {e}"))?,
+    // Roles of one process call each other on the local port.
+    let host = if grpc_addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        grpc_addr.ip().to_string()
     };
+    let local = Local {
+        grpc_url: format!("http://{host}:{}", grpc_addr.port()),
+        roles: names.clone(),
+    };
+    for role in &roles {
+        role.wire(&mut config, &local);
+    }
+
     // Documents must be storable for the process to take work.
     let objects = deps.objects.clone();
     readiness.add_check("objects", move || {
@@ -331,17 +345,23 @@ pub async fn start(
     tracing::info!(backend = %deps.objects.describe(), "object store");
     let mut server = GrpcServer::new();
     let mut built = Vec::new();
-    let mut http_addrs = Vec::new();
+    let mut listeners = Vec::new();
+    let mut handles = Handles::new();
     for role in &roles {
-        let service = roles::build(*role, &config, &deps)
+        let service = role
+            .build(&config, deps.clone())
             .await
             .with_context(|| format!("cannot start role {}", role.name()))?;
         service.register(&mut server);
-        if let Some(addr) = service.http_addr() {
-            http_addrs.push((*role, addr));
-        }
+        listeners.extend(service.listeners().into_iter().map(|l| (*role, l)));
+        service.handles(&mut handles);
         built.push(service);
     }
+    let http_addrs = listeners
+        .iter()
+        .filter(|(_, l)| l.name == "http")
+        .map(|(r, l)| (*r, l.addr))
+        .collect();
 
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let grpc_stop = CancellationToken::new();
@@ -373,7 +393,8 @@ pub async fn start(
         }
         readiness.set_started(false);
         work_stop.cancel();
-        // Intake stops first; in-flight work finishes within the grace period.
+        // Intake stops first; in-flight work (every role's background
+        // tasks) finishes within the grace period.
         let drained = tokio::time::timeout(grace, async {
             while let Some(res) = work.join_next().await {
                 match res {
@@ -393,8 +414,9 @@ pub async fn start(
         grpc_stop.cancel();
         let _ = tokio::time::timeout(grace, grpc).await;
         admin_stop.cancel();
-        oidc_stop.cancel();
+        background_stop.cancel();
         let _ = admin.await;
+        background.join().await;
         let _ = bus.client().flush().await;
         tracing::info!("guichet stopped");
         match failure {
@@ -405,8 +427,10 @@ pub async fn start(
     Ok(RunningApp {
         grpc_addr,
         admin_addr,
+        listeners,
         http_addrs,
         roles,
+        handles,
         shutdown,
         handle,
     })
@@ -414,39 +438,17 @@ pub async fn start(
 
 /// Run every stateful role's migrations (ignores `database.migrate_on_start`).
 pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<()> {
-    use sea_orm_migration::MigratorTrait;
     let db_cfg = DatabaseConfig {
         migrate_on_start: false,
         ..config.database.clone()
     };
+    let mut config = config.clone();
     for role in roles {
-        let url = match role {
-            Role::Dossier => &config.dossier.database_url,
-            Role::Routing => &config.routing.database_url,
-            Role::IngressCounter => &config.counter.database_url,
-            Role::IngressScan => &config.scan.database_url,
-            Role::IngressEmail => &config.email.database_url,
-            Role::IngressTelephony => &config.telephony.database_url,
-            Role::Appointment => &config.appointment.database_url,
-            Role::Signature => &config.signature.database_url,
-            Role::Notification => &config.notification.database_url,
-        };
-        let db = guichet_platform::db::connect(url, &db_cfg)
+        let url = role.database_url(&mut config).clone();
+        let db = guichet_platform::db::connect(&url, &db_cfg)
             .await
             .with_context(|| format!("cannot connect the {} database", role.name()))?;
-        match role {
-            Role::Dossier => guichet_dossier::db::Migrator::up(&db, None).await?,
-            Role::Routing => guichet_routing::db::Migrator::up(&db, None).await?,
-            Role::IngressCounter => guichet_ingress_counter::db::Migrator::up(&db, None).await?,
-            Role::IngressScan => guichet_ingress_scan::db::Migrator::up(&db, None).await?,
-            Role::IngressEmail => guichet_ingress_email::db::Migrator::up(&db, None).await?,
-            Role::IngressTelephony => {
-                guichet_ingress_telephony::db::Migrator::up(&db, None).await?
-            }
-            Role::Appointment => guichet_appointment::db::Migrator::up(&db, None).await?,
-            Role::Signature => guichet_signature::db::Migrator::up(&db, None).await?,
-            Role::Notification => guichet_notification::db::Migrator::up(&db, None).await?,
-        }
+        role.migrate(&db).await?;
         tracing::info!(role = role.name(), "migrated");
     }
     Ok(())

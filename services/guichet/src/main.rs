@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Roles => {
-            for r in Role::served() {
+            for r in Role::ALL {
                 println!("{}", r.name());
             }
             Ok(())
@@ -196,7 +196,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { roles } => {
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let roles = if roles.is_empty() {
-                Role::served()
+                Role::ALL.to_vec()
             } else {
                 roles
             };
@@ -208,7 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();
-            let app = guichet::start(config.clone(), &Role::served(), shutdown).await?;
+            let app = guichet::start(config.clone(), Role::ALL, shutdown).await?;
             let auth = Authenticator::new(&config.auth)?;
             let token = auth.issue(
                 "agent-dev",

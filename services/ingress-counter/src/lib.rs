@@ -32,10 +32,12 @@ use chrono::{DateTime, Utc};
 use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
 use guichet_platform::clock::SharedClock;
+use guichet_platform::config::ConfigError;
 use guichet_platform::contact::parse_hint;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
 use guichet_platform::grpc::{GrpcServer, internal, internal_err, invalid_argument, unavailable};
 use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::role::{BoxFuture, Listener, Local, RoleService, RoleSpec};
 use guichet_proto::convert::timestamp;
 use guichet_proto::counter::v1 as pb;
 use guichet_proto::counter::v1::counter_service_server::CounterServiceServer;
@@ -97,16 +99,42 @@ pub struct CounterApi {
     appointments: Option<checkin::AppointmentClient>,
 }
 
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with_clock(config, deps, guichet_platform::clock::system()).await
+/// The counter role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "ingress-counter";
+    const SECTION: &'static str = "counter";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The counter checks appointments in on the local port when the
+    /// appointment role runs here and no other is configured.
+    fn wire(config: &mut Config, local: &Local) {
+        if config.appointment_url.is_empty()
+            && let Some(url) = local.url_of("appointment")
+        {
+            config.appointment_url = url.to_owned();
+        }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
 }
 
-/// Like [`build`], on `clock` (tests cross Paris midnight without waiting).
-pub async fn build_with_clock(
-    config: Config,
-    deps: Deps,
-    clock: SharedClock,
-) -> anyhow::Result<Service> {
+/// Build the role on `deps` (its clock: tests cross Paris midnight without
+/// waiting).
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    let clock = deps.clock.clone();
     let db = deps
         .database::<db::Migrator>("counter", &config.database_url)
         .await?;
@@ -137,32 +165,40 @@ pub async fn build_with_clock(
     })
 }
 
-impl Service {
-    /// Where the board feed listens (known once built: port 0 works).
-    pub fn http_addr(&self) -> std::net::SocketAddr {
-        self.http_addr
-    }
-
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(CounterServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
+    /// Where the board feed listens (known once built: port 0 works).
+    fn listeners(&self) -> Vec<Listener> {
+        vec![Listener::http(self.http_addr)]
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// Serve the board feed and relay staged events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let app = board::router(self.api.clone());
         let stop = self.api.stop.clone();
         let on_shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        // Open board streams end at shutdown, so draining does not wait for
+        // the screens to disconnect.
+        let ended = async move {
             on_shutdown.cancelled().await;
             stop.cancel();
-        });
+        };
         let http = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let relay = self.api.outbox.clone().run(shutdown);
-        let (served, ()) = tokio::join!(http, relay);
+        let (served, (), ()) = tokio::join!(http, relay, ended);
         served?;
         Ok(())
     }

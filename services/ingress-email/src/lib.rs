@@ -34,11 +34,13 @@ use bytes::Bytes;
 use chrono::Utc;
 use guichet_platform::auth::{AuthInterceptor, Authenticator};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::config::ConfigError;
 use guichet_platform::contact::{Email, clean_name};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::objects::{ObjectStore, sha256_hex};
 use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::role::{BoxFuture, Handles, Listener, Local, RoleService, RoleSpec};
 use guichet_proto::convert::timestamp;
 use guichet_proto::email::v1::email_service_server::EmailServiceServer;
 use guichet_proto::intake::v1::{
@@ -83,6 +85,35 @@ pub struct EmailApi {
     >,
 }
 
+/// The ingress-email role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "ingress-email";
+    const SECTION: &'static str = "email";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The role calls dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
+        }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
+}
+
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     let db = deps
         .database::<db::Migrator>("email", &config.database_url)
@@ -123,14 +154,35 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     })
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(EmailServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
+    /// The SMTP listeners (port 0 in tests), then the LMTP ones.
+    fn listeners(&self) -> Vec<Listener> {
+        self.smtp_addrs()
+            .into_iter()
+            .map(|(lmtp, addr)| Listener {
+                name: if lmtp { "lmtp" } else { "smtp" },
+                addr,
+            })
+            .collect()
+    }
+
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.api.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// The SMTP listeners' addresses (port 0 in tests), then the LMTP ones.
     pub fn smtp_addrs(&self) -> Vec<(bool, std::net::SocketAddr)> {
         self.smtp

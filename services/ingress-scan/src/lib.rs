@@ -31,6 +31,7 @@ use bytes::Bytes;
 use chrono::Utc;
 use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::config::ConfigError;
 use guichet_platform::contact::{Email, Phone, clean_name};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::{
@@ -39,6 +40,7 @@ use guichet_platform::grpc::{
 };
 use guichet_platform::objects::{ObjectStore, sha256_hex};
 use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::role::{BoxFuture, Handles, RoleService, RoleSpec};
 use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{
     AttachmentRef, Channel, CitizenHint, IntakeEvent, PostalAddress, ScanDetails, intake_event,
@@ -96,6 +98,28 @@ pub struct ScanApi {
     permits: Arc<Semaphore>,
 }
 
+/// The ingress-scan role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "ingress-scan";
+    const SECTION: &'static str = "scan";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
+}
+
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     let db = deps
         .database::<db::Migrator>("scan", &config.database_url)
@@ -132,14 +156,24 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     })
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(ScanServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.api.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// Watch the folder and relay staged intake events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let relay = tokio::spawn(self.api.outbox.clone().run(shutdown.clone()));

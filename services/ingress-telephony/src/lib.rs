@@ -36,12 +36,14 @@ use chrono::{DateTime, Utc};
 use guichet_platform::auth::{AuthInterceptor, Authenticator, Role, require};
 use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
 use guichet_platform::clock::SharedClock;
+use guichet_platform::config::ConfigError;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::{
     GrpcServer, internal, internal_err, invalid_argument, not_found, unavailable,
 };
 use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::role::{BoxFuture, Listener, RoleService, RoleSpec};
 use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{
     Channel, CitizenHint, IntakeEvent, TelephonyDetails, intake_event,
@@ -90,17 +92,32 @@ pub struct TelephonyApi {
     clock: SharedClock,
 }
 
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with_clock(config, deps, guichet_platform::clock::system()).await
+/// The telephony role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "ingress-telephony";
+    const SECTION: &'static str = "telephony";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
 }
 
-/// Like [`build`], on `clock` (tests measure waiting and talk time with a
-/// manual clock instead of sleeping).
-pub async fn build_with_clock(
-    config: Config,
-    deps: Deps,
-    clock: SharedClock,
-) -> anyhow::Result<Service> {
+/// Build the role on `deps` (its clock: tests measure waiting and talk time
+/// with a manual clock instead of sleeping).
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    let clock = deps.clock.clone();
     let db = deps
         .database::<db::Migrator>("telephony", &config.database_url)
         .await?;
@@ -136,19 +153,25 @@ pub async fn build_with_clock(
     })
 }
 
-impl Service {
-    /// Where the CTI webhook listens (known once built: port 0 works).
-    pub fn http_addr(&self) -> SocketAddr {
-        self.http_addr
-    }
-
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(TelephonyServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
+    /// Where the CTI webhook listens (known once built: port 0 works).
+    fn listeners(&self) -> Vec<Listener> {
+        vec![Listener::http(self.http_addr)]
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// Serve the webhook and relay staged intake events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let app = router(self.api.clone());

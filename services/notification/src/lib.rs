@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
 use guichet_platform::bus::StreamKind;
-use guichet_platform::clock::SharedClock;
+use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::outbox::Outbox;
+use guichet_platform::role::{BoxFuture, Handles, Listener, Local, RoleService, RoleSpec};
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::notification::v1::notification_service_server::NotificationServiceServer;
 use secrecy::ExposeSecret;
@@ -56,27 +57,40 @@ pub struct Service {
 }
 
 /// What a caller may replace (tests: a manual clock, another directory).
-pub struct Overrides {
-    pub clock: SharedClock,
-    pub directory: Option<Arc<dyn consumer::DossierDirectory>>,
-    pub sms: Option<Arc<dyn sms::SmsProvider>>,
-}
+/// The notification role's contract with the process that runs it.
+pub struct Spec;
 
-impl Default for Overrides {
-    fn default() -> Self {
-        Overrides {
-            clock: guichet_platform::clock::system(),
-            directory: None,
-            sms: None,
+impl RoleSpec for Spec {
+    const NAME: &'static str = "notification";
+    const SECTION: &'static str = "notification";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The role calls dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
         }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
     }
 }
 
+/// Load the templates, connect the database, the SMS provider, the mailer
+/// and the dossier directory; test doubles of the provider and the directory
+/// may come as seams in `deps` (`Arc<dyn SmsProvider>`,
+/// `Arc<dyn DossierDirectory>`).
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with(config, deps, Overrides::default()).await
-}
-
-pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Result<Service> {
     config.validate()?;
     let dir =
         (!config.templates_dir.as_os_str().is_empty()).then_some(config.templates_dir.as_path());
@@ -90,7 +104,7 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::DeadLetter).await?;
 
-    let sms: Arc<dyn sms::SmsProvider> = match o.sms {
+    let sms: Arc<dyn sms::SmsProvider> = match deps.seam::<Arc<dyn sms::SmsProvider>>() {
         Some(s) => s,
         None if config.sms_provider == "http" => {
             let h = &config.sms_http;
@@ -123,21 +137,22 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             "./data/email-sink",
         ))?),
     };
-    let directory: Arc<dyn consumer::DossierDirectory> = match o.directory {
-        Some(d) => d,
-        None => {
-            let channel = guichet_platform::grpc::lazy_channel(
-                "notification.dossier_url",
-                &config.dossier_url,
-            )?;
-            Arc::new(consumer::GrpcDirectory {
-                client: DossierServiceClient::with_interceptor(
-                    channel,
-                    ServiceCredentials::new(deps.auth.clone(), "guichet-notification"),
-                ),
-            })
-        }
-    };
+    let directory: Arc<dyn consumer::DossierDirectory> =
+        match deps.seam::<Arc<dyn consumer::DossierDirectory>>() {
+            Some(d) => d,
+            None => {
+                let channel = guichet_platform::grpc::lazy_channel(
+                    "notification.dossier_url",
+                    &config.dossier_url,
+                )?;
+                Arc::new(consumer::GrpcDirectory {
+                    client: DossierServiceClient::with_interceptor(
+                        channel,
+                        ServiceCredentials::new(deps.auth.clone(), "guichet-notification"),
+                    ),
+                })
+            }
+        };
     let (http, http_addr) =
         guichet_platform::grpc::bind_optional("notification.http_addr", &config.http_addr).await?;
     let core = core::Core {
@@ -145,7 +160,7 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
         db,
         config: Arc::new(config),
         catalog: Arc::new(catalog),
-        clock: o.clock,
+        clock: deps.clock.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         replica: format!("notification-{}", uuid::Uuid::now_v7()),
     };
@@ -174,8 +189,8 @@ fn non_empty(p: &std::path::Path, default: &str) -> PathBuf {
     }
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(NotificationServiceServer::with_interceptor(
             grpc::NotificationApi {
                 core: self.core.clone(),
@@ -184,6 +199,22 @@ impl Service {
         ));
     }
 
+    /// The delivery-report webhook, when served.
+    fn listeners(&self) -> Vec<Listener> {
+        self.http_addr.map(Listener::http).into_iter().collect()
+    }
+
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.core.clone());
+        handles.insert(self.worker.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// The engine, for in-process callers (tests).
     pub fn core(&self) -> core::Core {
         self.core.clone()
@@ -192,11 +223,6 @@ impl Service {
     /// The delivery worker, for in-process callers (tests run passes).
     pub fn worker(&self) -> delivery::Worker {
         self.worker.clone()
-    }
-
-    /// Where the delivery-report webhook listens, when served.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
     }
 
     /// Consume requests, reminders and bounces, deliver, relay status

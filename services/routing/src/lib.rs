@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
 use guichet_platform::bus::StreamKind;
+use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
+use guichet_platform::role::{BoxFuture, Handles, Local, RoleService, RoleSpec, Tasks};
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::events::v1 as ev;
 use guichet_proto::routing::v1::queue_service_server::QueueServiceServer;
@@ -35,18 +37,39 @@ pub struct Service {
     auth: Arc<Authenticator>,
 }
 
-/// Build with the wall clock.
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with_clock(config, deps, Arc::new(SystemClock)).await
+/// The routing role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "routing";
+    const SECTION: &'static str = "routing";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// Routing calls dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
+        }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
 }
 
 /// Connect the database (migrating it), the dossier client and the streams;
-/// load the rules. Every time-dependent decision reads `clock`.
-pub async fn build_with_clock(
-    config: Config,
-    deps: Deps,
-    clock: SharedClock,
-) -> anyhow::Result<Service> {
+/// load the rules. Every time-dependent decision reads the clock of `deps`.
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    let clock = deps.clock.clone();
     let calendar = config.calendar()?;
     let queues: HashSet<String> = config.queues.keys().cloned().collect();
     let rules = rules::Rules::load(&config.rules_file, queues).map_err(|e| {
@@ -109,33 +132,39 @@ pub async fn build_with_clock(
     })
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(QueueServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
     }
 
-    /// The queue, for tools and tests driving maintenance at a chosen time.
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.api.queue.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     pub fn queue(&self) -> queue::Queue {
         self.api.queue.clone()
     }
 
-    /// Re-read the rules file now (the reload loop does it periodically).
-    pub fn reload_rules(&self) {
-        reload_rules(&self.api);
-    }
-
     /// Consume INTAKE until shutdown; in-flight events finish first.
-    /// Maintenance (offer timers, SLA escalation, ageing, push offers) and
-    /// the rules reload run beside it.
+    /// Maintenance (offer timers, SLA escalation, ageing, push offers), the
+    /// outbox relay and the rules reload run beside it, and are joined
+    /// before this returns.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let bus = self.api.queue.outbox().bus().clone();
-        tokio::spawn(self.api.queue.outbox().clone().run(shutdown.clone()));
+        let mut tasks = Tasks::new();
+        tasks.spawn_infallible(self.api.queue.outbox().clone().run(shutdown.clone()));
         let streams = self.api.streams.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
+        tasks.spawn_infallible(async move {
             stop.cancelled().await;
             streams.cancel();
         });
@@ -145,7 +174,7 @@ impl Service {
         let queue = self.api.queue.clone();
         let stop = shutdown.clone();
         let every = Duration::from_millis(self.config.maintenance_interval_ms);
-        tokio::spawn(async move {
+        tasks.spawn_infallible(async move {
             // The first pass after one interval, not at once.
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,33 +199,36 @@ impl Service {
         let api = self.api.clone();
         let stop = shutdown.clone();
         let every = Duration::from_millis(self.config.rules_reload_ms);
-        tokio::spawn(async move {
+        tasks.spawn_infallible(async move {
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(every) => {}
                 }
-                reload_rules(&api);
+                reload_rules(&api).await;
             }
         });
 
-        bus.consume(
-            StreamKind::Intake,
-            &self.config.consumer,
-            filter,
-            self.config.concurrency,
-            shutdown,
-            move |event| {
-                let router = router.clone();
-                async move { router.handle(event).await }
-            },
-        )
-        .await?;
+        let consumed = bus
+            .consume(
+                StreamKind::Intake,
+                &self.config.consumer,
+                filter,
+                self.config.concurrency,
+                shutdown,
+                move |event| {
+                    let router = router.clone();
+                    async move { router.handle(event).await }
+                },
+            )
+            .await;
+        tasks.join().await;
+        consumed?;
         Ok(())
     }
 }
 
-fn reload_rules(api: &grpc::QueueApi) {
+async fn reload_rules(api: &grpc::QueueApi) {
     let outcome = api.classifier.rules.reload();
     let (version, count, error, ty) = match outcome {
         rules::Reload::Unchanged => return,
@@ -234,9 +266,7 @@ fn reload_rules(api: &grpc::QueueApi) {
             error,
         },
     );
-    tokio::spawn(async move {
-        if let Err(error) = outbox.publish_now(&staged).await {
-            tracing::warn!(%error, "rules event not published");
-        }
-    });
+    if let Err(error) = outbox.publish_now(&staged).await {
+        tracing::warn!(%error, "rules event not published");
+    }
 }

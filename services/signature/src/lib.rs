@@ -31,9 +31,10 @@ use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
 use guichet_platform::bus::{HandlerError, StreamKind};
-use guichet_platform::clock::SharedClock;
+use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::outbox::Outbox;
+use guichet_platform::role::{BoxFuture, Handles, Listener, Local, RoleService, RoleSpec};
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::notification::v1::NotificationStatusChanged;
 use guichet_proto::signature::v1::signature_service_server::SignatureServiceServer;
@@ -51,25 +52,38 @@ pub struct Service {
 }
 
 /// What a caller may replace (tests: a manual clock, a dossier stand-in).
-pub struct Overrides {
-    pub clock: SharedClock,
-    pub dossier: Option<Arc<dyn dossier::DossierPort>>,
-}
+/// The signature role's contract with the process that runs it.
+pub struct Spec;
 
-impl Default for Overrides {
-    fn default() -> Self {
-        Overrides {
-            clock: guichet_platform::clock::system(),
-            dossier: None,
+impl RoleSpec for Spec {
+    const NAME: &'static str = "signature";
+    const SECTION: &'static str = "signature";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The role calls dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
         }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
     }
 }
 
+/// Load the seal keys, connect the database and the dossier role; a test
+/// double of the latter may come as a seam in `deps` (`Arc<dyn DossierPort>`).
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
-    build_with(config, deps, Overrides::default()).await
-}
-
-pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Result<Service> {
     config.validate()?;
     let keys = Arc::new(seal::Keys::from_config(&config.seal)?);
     let db = deps
@@ -77,7 +91,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
         .await?;
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::Notify).await?;
-    let dossier: Arc<dyn dossier::DossierPort> = match o.dossier {
+    let dossier: Arc<dyn dossier::DossierPort> = match deps.seam::<Arc<dyn dossier::DossierPort>>()
+    {
         Some(d) => d,
         None => {
             let channel =
@@ -100,7 +115,7 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
             db,
             config: Arc::new(config),
             keys,
-            clock: o.clock,
+            clock: deps.clock.clone(),
             objects: deps.objects.clone(),
             dossier,
             http: reqwest::Client::builder()
@@ -113,8 +128,8 @@ pub async fn build_with(config: Config, deps: Deps, o: Overrides) -> anyhow::Res
     })
 }
 
-impl Service {
-    pub fn register(&self, server: &mut GrpcServer) {
+impl RoleService for Service {
+    fn register(&self, server: &mut GrpcServer) {
         server.add(SignatureServiceServer::with_interceptor(
             grpc::SignatureApi {
                 core: self.core.clone(),
@@ -123,16 +138,27 @@ impl Service {
         ));
     }
 
+    /// The citizens' signing pages, when configured.
+    fn listeners(&self) -> Vec<Listener> {
+        self.http_addr.map(Listener::http).into_iter().collect()
+    }
+
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(self.core.clone());
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(Service::run(*self, shutdown))
+    }
+}
+
+impl Service {
     /// The engine, for in-process callers (tests).
     pub fn core(&self) -> core::Core {
         self.core.clone()
     }
 
     /// Where the citizen signing pages listen, when served.
-    pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http_addr
-    }
-
     /// Relay the outbox, run expiry and dossier jobs, and serve the
     /// signing pages until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {

@@ -159,46 +159,28 @@ impl Fixture {
         edit: impl FnOnce(&mut guichet::GuichetConfig),
         coordination: Option<Arc<dyn Coordination>>,
     ) -> Option<Fixture> {
-        let mut env = TestEnv::new(backend).await?;
-        env.appointment_database().await;
+        let env = TestEnv::new(backend).await?;
         let mut cfg = env.config();
         town(&mut cfg);
         edit(&mut cfg);
         let clock = ManualClock::new(monday_morning());
-        let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "guichet/appointment-test")
-            .await
-            .unwrap();
-        let readiness = guichet_platform::admin::Readiness::new();
-        let auth = Arc::new(guichet_platform::auth::Authenticator::new(&cfg.auth).unwrap());
-        let deps = guichet_platform::Deps {
-            bus,
-            auth,
-            database: cfg.database.clone(),
-            readiness: readiness.clone(),
-            objects: guichet_platform::objects::ObjectStore::local(env.dir.path().join("objects")),
-        };
         let linker = Arc::new(Linker::default());
-        let service = guichet_appointment::build_with(
-            cfg.appointment.clone(),
-            deps,
-            guichet_appointment::Overrides {
-                clock: Arc::new(clock.clone()),
-                coordination,
-                dossier: Some(linker.clone()),
-            },
-        )
-        .await
-        .unwrap();
-        let mut server = guichet_platform::grpc::GrpcServer::new();
-        service.register(&mut server);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let grpc = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        readiness.set_started(true);
-        tokio::spawn(server.serve(listener, stop.clone(), readiness));
-        let core = service.core();
-        let ants = service.http_addr();
-        tokio::spawn(service.run(stop.clone()));
+        let mut overrides = guichet_platform::role::Overrides::new();
+        if let Some(coordination) = coordination {
+            overrides.insert(coordination);
+        }
+        let dossier: Arc<dyn guichet_appointment::dossier::DossierLinker> = linker.clone();
+        overrides.insert(dossier);
+        let options = guichet::StartOptions {
+            clock: Arc::new(clock.clone()),
+            overrides,
+        };
+        let app = env
+            .spawn_with_options(&[Role::Appointment], cfg, options)
+            .await;
+        let core = app.handle::<Core>().expect("appointment shares its core");
+        let ants = app.listener(Role::Appointment, "http");
+        let (grpc, stop) = (app.grpc_addr, app.shutdown_token());
         Some(Fixture {
             env,
             core,
@@ -271,10 +253,9 @@ pub async fn notifications(env: &TestEnv, n: usize) -> Vec<NotificationRequest> 
 }
 
 async fn race(backend: Backend) {
-    let Some(mut env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    env.appointment_database().await;
     let mut cfg = env.config();
     town(&mut cfg);
     // One desk open for exactly 50 quarter-hours on a day ten days ahead.

@@ -22,10 +22,7 @@ fn an_invalid_value_in_a_file_is_reported_with_its_key() {
     let path = dir.path().join("guichet.toml");
     std::fs::write(&path, "[dossier]\nreference_prefix = \"vin-\"\n").unwrap();
     let cfg = GuichetConfig::load(Some(&path), Vec::new()).expect("types are right");
-    let err = cfg
-        .validate(&guichet::Role::served())
-        .unwrap_err()
-        .to_string();
+    let err = cfg.validate(guichet::Role::ALL).unwrap_err().to_string();
     // The signing key is checked first: give one, then the prefix fails.
     assert!(err.contains("auth.signing_key"), "{err}");
     let cfg = GuichetConfig::load(
@@ -33,10 +30,7 @@ fn an_invalid_value_in_a_file_is_reported_with_its_key() {
         vec![("GUICHET__AUTH__SIGNING_KEY".into(), SIGNING_KEY.into())],
     )
     .unwrap();
-    let err = cfg
-        .validate(&guichet::Role::served())
-        .unwrap_err()
-        .to_string();
+    let err = cfg.validate(guichet::Role::ALL).unwrap_err().to_string();
     assert!(err.contains("dossier.reference_prefix"), "{err}");
 }
 
@@ -68,8 +62,6 @@ async fn the_binary_refuses_to_start_with_an_invalid_value_and_names_the_key() {
 
 #[tokio::test]
 async fn serving_an_unknown_role_is_refused_with_the_roles_there_are() {
-    // Every declared role is served now.
-    assert_eq!(guichet::Role::served().len(), guichet::Role::ALL.len());
     let out = tokio::process::Command::new(guichet_bin())
         .args(["serve", "courrier-papier"])
         .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
@@ -142,4 +134,28 @@ fn a_misspelt_key_is_refused_rather_than_silently_ignored() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("concurency"), "{err}");
+}
+
+#[tokio::test]
+async fn a_postgres_test_runs_every_role_on_its_own_postgres_database() {
+    let Some(env) = TestEnv::new(Backend::Postgres).await else {
+        return;
+    };
+    let mut config = env.config();
+    // The guard every in-process start of the test kit runs.
+    env.assert_backend(&mut config);
+    let mut urls = std::collections::BTreeSet::new();
+    for role in guichet::Role::ALL {
+        let url = env.database_url(*role);
+        assert!(url.starts_with("postgres://"), "{}: {url}", role.name());
+        urls.insert(url);
+    }
+    assert_eq!(
+        urls.len(),
+        guichet::Role::ALL.len(),
+        "one database per role"
+    );
+    // Each is a real database every role migrates.
+    guichet::migrate(&config, guichet::Role::ALL).await.unwrap();
+    env.cleanup().await;
 }

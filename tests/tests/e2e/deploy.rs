@@ -53,15 +53,10 @@ fn the_split_overlay_has_a_deployment_for_every_served_role_and_no_other() {
     for role in guichet::Role::ALL {
         let name = format!("name: guichet-{}\n", role.name());
         let present = deployments.iter().any(|d| d.contains(&name));
-        assert_eq!(
-            present,
-            role.is_served(),
-            "Deployment guichet-{} present={present}",
-            role.name()
-        );
+        assert!(present, "Deployment guichet-{} present", role.name());
     }
     let compose = std::fs::read_to_string(repo().join("docker-compose.yml")).unwrap();
-    for role in guichet::Role::served() {
+    for role in guichet::Role::ALL {
         let command = format!("command: [\"serve\", \"{}\"]", role.name());
         assert!(
             compose.contains(&command),

@@ -16,7 +16,7 @@ const PROCESSED: &str = "guichet-traites";
 /// `minimal`: a server offering neither IDLE nor MOVE (interval polling,
 /// COPY + \\Deleted + UID EXPUNGE).
 async fn imap_flow(backend: Backend, minimal: bool) {
-    let Some(mut env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::new(backend).await else {
         return;
     };
     let extra = if minimal {
@@ -29,7 +29,6 @@ async fn imap_flow(backend: Backend, minimal: bool) {
             "Dovecot is not installed: run scripts/ensure-services.sh test (Debian package dovecot-imapd)"
         );
     };
-    env.email_database().await;
     let port = dovecot.port.to_string();
     let imap: Vec<(&str, &str)> = vec![
         ("GUICHET__EMAIL__SMTP_ADDRS", ""),
@@ -164,7 +163,7 @@ async fn email_imap_without_idle_nor_move_polls_and_copies_then_expunges() {
 
 #[tokio::test]
 async fn email_imap_over_implicit_tls_trusting_the_configured_ca() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
     let certs = tempfile::tempdir().unwrap();
@@ -204,7 +203,6 @@ async fn email_imap_over_implicit_tls_trusting_the_configured_ca() {
     let Some(dovecot) = Dovecot::start_with(&extra).await else {
         panic!("Dovecot is not installed: run scripts/ensure-services.sh test");
     };
-    env.email_database().await;
     dovecot
         .append("INBOX", &[fixture("24-encoded-headers.eml")])
         .await;

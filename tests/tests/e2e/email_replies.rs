@@ -54,10 +54,9 @@ fn write_eml(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBu
 }
 
 async fn the_thread(backend: Backend) {
-    let Some(mut env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(
         &env,
         &[Role::Dossier, Role::Routing, Role::IngressEmail],
@@ -415,10 +414,9 @@ async fn email_thread_acknowledged_once_followed_by_in_reply_to_and_answered_pos
 
 #[tokio::test]
 async fn email_acknowledgements_to_one_address_are_bounded() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(
         &env,
         &[Role::Dossier, Role::Routing, Role::IngressEmail],
@@ -481,10 +479,9 @@ async fn email_acknowledgements_to_one_address_are_bounded() {
 
 #[tokio::test]
 async fn email_of_a_restricted_dossier_is_shown_only_to_its_group() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let rules = env.dir.path().join("rules.toml");
     std::fs::write(
         &rules,

@@ -18,10 +18,9 @@ use crate::email_smtp::{CITY, spawn_email};
 
 #[tokio::test]
 async fn email_request_is_acknowledged_over_smtp_and_the_citizens_answer_threads_back() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let outbound = SmtpSink::start(env.dir.path()).await;
     let port = outbound.port.to_string();
     let email = spawn_email(

@@ -115,10 +115,9 @@ fn oversized_attachment(dir: &std::path::Path) -> PathBuf {
 
 #[tokio::test]
 async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(
         &env,
         &[Role::IngressEmail],
@@ -362,10 +361,9 @@ fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
 }
 
 async fn duplicates_publish_one_event(backend: Backend) {
-    let Some(mut env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(&env, &[Role::IngressEmail], &[]).await;
     let with_id = fixture("01-simple-utf8.eml");
     let without_id = fixture("29-no-message-id.eml");
@@ -413,10 +411,9 @@ async fn email_duplicate_deliveries_publish_one_intake_event_postgres() {
 
 #[tokio::test]
 async fn email_unknown_domains_are_refused_at_rcpt_and_big_messages_with_552() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(
         &env,
         &[Role::IngressEmail],
@@ -508,10 +505,9 @@ async fn reply<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> String {
 
 #[tokio::test]
 async fn email_lmtp_answers_the_end_of_data_once_per_accepted_recipient() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let email = spawn_email(&env, &[Role::IngressEmail], &[]).await;
     let s = tokio::net::TcpStream::connect(email.lmtp).await.unwrap();
     let (r, mut w) = tokio::io::split(s);
@@ -553,10 +549,9 @@ async fn email_lmtp_answers_the_end_of_data_once_per_accepted_recipient() {
 
 #[tokio::test]
 async fn email_starttls_with_the_configured_certificate() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     let ok = std::process::Command::new("openssl")
@@ -613,10 +608,9 @@ async fn email_starttls_with_the_configured_certificate() {
 
 #[tokio::test]
 async fn email_smtp_answers_451_until_jetstream_holds_the_event_and_the_retry_publishes_once() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.email_database().await;
     let (config, smtp, _) = email_config(&env, &[]);
     let app = env.spawn_with(&[Role::IngressEmail], config.clone()).await;
     // JetStream refuses the event: the relay must keep the message (451).

@@ -31,8 +31,7 @@ use tonic::Code;
 const REPORT_TOKEN: &str = "report-token-0123456789";
 
 async fn env_for(backend: Backend) -> Option<TestEnv> {
-    let mut env = TestEnv::new(backend).await?;
-    env.notification_database().await;
+    let env = TestEnv::new(backend).await?;
     Some(env)
 }
 
@@ -919,17 +918,12 @@ async fn notification_turns_a_dossier_reminder_into_an_sms_to_the_citizen() {
 
 /// A replica of the role built in this process on `config` (not running:
 /// the test drives its worker).
-async fn replica(config: &guichet::GuichetConfig, name: &str) -> guichet_notification::Service {
-    let bus = guichet_platform::bus::Bus::connect(&config.bus, name)
-        .await
-        .unwrap();
-    let deps = guichet_platform::Deps {
-        bus,
-        auth: Arc::new(guichet_platform::auth::Authenticator::new(&config.auth).unwrap()),
-        database: config.database.clone(),
-        readiness: guichet_platform::admin::Readiness::new(),
-        objects: guichet_platform::objects::ObjectStore::local(&config.objects.dir),
-    };
+async fn replica(
+    env: &TestEnv,
+    config: &guichet::GuichetConfig,
+    name: &str,
+) -> guichet_notification::Service {
+    let deps = env.deps(config, name).await;
     guichet_notification::build(config.notification.clone(), deps)
         .await
         .unwrap()
@@ -940,8 +934,8 @@ async fn two_replicas_share_the_work_without_sending_twice(backend: Backend) {
         return;
     };
     let config = env.config_with(&overrides(&[("GUICHET__NOTIFICATION__BATCH_SIZE", "7")]));
-    let a = replica(&config, "guichet/notification-a").await;
-    let b = replica(&config, "guichet/notification-b").await;
+    let a = replica(&env, &config, "guichet/notification-a").await;
+    let b = replica(&env, &config, "guichet/notification-b").await;
     for i in 0..40 {
         let accepted = a
             .core()
@@ -1129,10 +1123,9 @@ async fn notification_served_alone_logs_no_personal_data_and_exports_metrics() {
 #[tokio::test]
 async fn notification_delivers_an_appointment_confirmation_by_sms_and_email_with_its_ics() {
     use guichet_proto::appointment::v1 as apb;
-    let Some(mut env) = env_for(Backend::Sqlite).await else {
+    let Some(env) = env_for(Backend::Sqlite).await else {
         return;
     };
-    env.appointment_database().await;
     let config = env.config_with(&overrides(&[]));
     let email_sink = config.notification.email.sink_dir.clone();
     let app = env

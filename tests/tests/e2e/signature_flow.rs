@@ -3,7 +3,6 @@
 //! real databases; the dossier role moves the dossier on completion.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::{Duration, Utc};
@@ -86,8 +85,7 @@ impl Fx {
         backend: Backend,
         edit: impl FnOnce(&mut guichet::GuichetConfig),
     ) -> Option<Fx> {
-        let mut env = TestEnv::new(backend).await?;
-        env.signature_database().await;
+        let env = TestEnv::new(backend).await?;
         // The notification role delivers the codes to the SMS sink.
         let dossier = env.spawn(&[Role::Dossier, Role::Notification]).await;
         let mut cfg = env.config();
@@ -130,38 +128,16 @@ pub async fn start_signature(
     SocketAddr,
     CancellationToken,
 ) {
-    let bus = guichet_platform::bus::Bus::connect(&cfg.bus, "guichet/signature-test")
-        .await
-        .unwrap();
-    let readiness = guichet_platform::admin::Readiness::new();
-    let auth = Arc::new(guichet_platform::auth::Authenticator::new(&cfg.auth).unwrap());
-    let deps = guichet_platform::Deps {
-        bus,
-        auth,
-        database: cfg.database.clone(),
-        readiness: readiness.clone(),
-        objects: guichet_platform::objects::ObjectStore::local(env.dir.path().join("objects")),
-    };
-    let service = guichet_signature::build_with(
-        cfg.signature.clone(),
-        deps,
-        guichet_signature::Overrides {
-            clock: Arc::new(clock),
-            dossier: None,
-        },
-    )
-    .await
-    .unwrap();
-    let mut server = guichet_platform::grpc::GrpcServer::new();
-    service.register(&mut server);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    readiness.set_started(true);
-    tokio::spawn(server.serve(listener, stop.clone(), readiness));
-    let core = service.core();
-    let pages = service.http_addr().expect("signing pages served");
-    tokio::spawn(service.run(stop.clone()));
+    let app = env
+        .spawn_on_clock(&[Role::Signature], cfg.clone(), &clock)
+        .await;
+    let core = app
+        .handle::<guichet_signature::core::Core>()
+        .expect("signature shares its core");
+    let pages = app
+        .listener(Role::Signature, "http")
+        .expect("signing pages served");
+    let (grpc, stop) = (app.grpc_addr, app.shutdown_token());
     (core, grpc, pages, stop)
 }
 
@@ -301,10 +277,9 @@ pub fn csrf(page: &str) -> String {
 }
 
 async fn citizen_signs_on_the_pages(backend: Backend) {
-    let Some(mut env) = TestEnv::new(backend).await else {
+    let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    env.signature_database().await;
     // The real process: dossier and signature roles together, as `guichet up`.
     let app = env
         .spawn(&[Role::Dossier, Role::Signature, Role::Notification])
@@ -1240,10 +1215,9 @@ fn signature_config_errors_name_the_key_and_guichet_up_creates_dev_keys_once() {
 
 #[tokio::test]
 async fn signature_guichet_serve_runs_the_role_with_its_pages_and_metrics() {
-    let Some(mut env) = TestEnv::new(Backend::Sqlite).await else {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    env.signature_database().await;
     let pages: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let p = env
         .spawn_process(
