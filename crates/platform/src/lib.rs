@@ -14,11 +14,15 @@ pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod db;
+pub mod french;
 pub mod grpc;
 pub mod migration;
+pub mod names;
 pub mod objects;
 pub mod outbox;
+pub mod reference;
 pub mod role;
+pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use prost::Message;
 use sea_orm::sea_query::{Alias, ColumnDef, Expr, Index, Query, Table, TableCreateStatement};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, ExprTrait, TryGetable};
 use tokio::sync::Notify;
@@ -119,6 +120,50 @@ impl Outbox {
                 subject,
                 time: Utc::now(),
                 body: Bytes::from(msg.encode_to_vec()),
+            },
+        }
+    }
+
+    /// An intake event on `<prefix>.intake.<channel>`, its id the event's
+    /// own (routing and JetStream dedupe on it); `subject` names the
+    /// channel's record (`tickets/<id>`).
+    pub fn intake_event(
+        &self,
+        event: &guichet_proto::intake::v1::IntakeEvent,
+        subject: String,
+        time: DateTime<Utc>,
+    ) -> Staged {
+        Staged {
+            nats_subject: self
+                .bus
+                .subject(&format!("intake.{}", event.channel().slug())),
+            event: OutgoingEvent {
+                id: event.id.clone(),
+                ty: "guichet.intake.v1.intake_event".into(),
+                subject,
+                time,
+                body: Bytes::from(event.encode_to_vec()),
+            },
+        }
+    }
+
+    /// A request to the notification role on `<prefix>.notify.<topic>`
+    /// (`sms`, `email`, `appointment`), its id the request's own.
+    pub fn notification_request(
+        &self,
+        topic: &str,
+        request: &guichet_proto::notification::v1::NotificationRequest,
+        subject: String,
+        time: DateTime<Utc>,
+    ) -> Staged {
+        Staged {
+            nats_subject: self.bus.subject(&format!("notify.{topic}")),
+            event: OutgoingEvent {
+                id: request.id.clone(),
+                ty: "guichet.notification.v1.notification_request".into(),
+                subject,
+                time,
+                body: Bytes::from(request.encode_to_vec()),
             },
         }
     }

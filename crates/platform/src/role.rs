@@ -75,9 +75,7 @@ pub struct Local {
 impl Local {
     /// The gRPC URL of `role` when it runs in this process.
     pub fn url_of(&self, role: &str) -> Option<&str> {
-        self.roles
-            .contains(&role)
-            .then_some(self.grpc_url.as_str())
+        self.roles.contains(&role).then_some(self.grpc_url.as_str())
     }
 }
 
