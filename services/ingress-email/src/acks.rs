@@ -7,9 +7,8 @@
 
 use std::collections::HashMap;
 
-use bytes::Bytes;
 use chrono::Utc;
-use guichet_platform::bus::{HandlerError, IncomingEvent, OutgoingEvent, StreamKind};
+use guichet_platform::bus::{HandlerError, IncomingEvent, StreamKind};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::outbox::Staged;
 use guichet_proto::events::v1::WorkItemChanged;
@@ -294,16 +293,12 @@ impl EmailApi {
             requested_by: o.requested_by,
             not_after: None,
         };
-        let staged = Staged {
-            nats_subject: self.outbox.bus().subject("notify.email"),
-            event: OutgoingEvent {
-                id: notification_id,
-                ty: "guichet.notification.v1.notification_request".into(),
-                subject: format!("emailMessages/{}", model.id),
-                time: now,
-                body: Bytes::from(req.encode_to_vec()),
-            },
-        };
+        let staged = self.outbox.notification_request(
+            "email",
+            &req,
+            format!("emailMessages/{}", model.id),
+            now,
+        );
         self.outbox.stage(txn, &staged).await?;
         Ok((model, staged))
     }

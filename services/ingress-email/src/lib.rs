@@ -30,12 +30,11 @@ pub mod text;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
 use guichet_platform::auth::{AuthInterceptor, Authenticator};
-use guichet_platform::bus::{OutgoingEvent, StreamKind, new_event_id};
+use guichet_platform::bus::{StreamKind, new_event_id};
 use guichet_platform::config::ConfigError;
-use guichet_platform::contact::{Email, clean_name};
+use guichet_platform::contact::Email;
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::objects::{ObjectStore, sha256_hex};
@@ -47,7 +46,6 @@ use guichet_proto::intake::v1::{
     AttachmentRef, Channel, CitizenHint, EmailDetails, IntakeEvent, RejectedPart, intake_event,
 };
 use guichet_proto::notification::v1::AddressUndeliverable;
-use prost::Message;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder, Set,
     TransactionTrait,
@@ -521,10 +519,10 @@ impl EmailApi {
             .ok()
             .filter(|_| p.bounce.is_none())
             .map(|e| {
-                let (given, family) = split_name(&p.from_name);
+                let name = guichet_platform::names::split_name(&p.from_name);
                 CitizenHint {
-                    given_name: given,
-                    family_name: family,
+                    given_name: name.given,
+                    family_name: name.family,
                     emails: vec![e.as_str().to_owned()],
                     ..Default::default()
                 }
@@ -586,16 +584,11 @@ impl EmailApi {
                 forwarded_subjects: p.forwarded_subjects.clone(),
             })),
         };
-        Staged {
-            nats_subject: self.outbox.bus().subject("intake.email"),
-            event: OutgoingEvent {
-                id: event_id.to_owned(),
-                ty: "guichet.intake.v1.intake_event".into(),
-                subject: format!("emailMessages/{}", model.id),
-                time: model.created_at,
-                body: Bytes::from(event.encode_to_vec()),
-            },
-        }
+        self.outbox.intake_event(
+            &event,
+            format!("emailMessages/{}", model.id),
+            model.created_at,
+        )
     }
 
     /// A bounce blocks the failed address (`address_undeliverable`); a
@@ -692,18 +685,6 @@ impl EmailApi {
     /// A Message-ID for mail guichet sends (without brackets).
     pub(crate) fn new_message_id(&self) -> String {
         format!("{}@{}", uuid::Uuid::now_v7().simple(), self.config.hostname)
-    }
-}
-
-/// "Jean Dupont" → ("Jean", "Dupont"); "DUPONT Jean" is kept as given.
-fn split_name(name: &str) -> (String, String) {
-    let name = clean_name(name.trim_matches('"')).unwrap_or_default();
-    if name.contains('@') {
-        return (String::new(), String::new());
-    }
-    match name.split_once(' ') {
-        Some((g, f)) => (g.to_owned(), f.to_owned()),
-        None => (String::new(), name),
     }
 }
 

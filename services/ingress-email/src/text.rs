@@ -93,23 +93,13 @@ pub fn clean(text: &str) -> String {
     }
 }
 
-#[allow(clippy::expect_used)]
-static REFERENCE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"(?i)\b([A-Z0-9]{1,8})-(\d{4})-(\d{6})\b").expect("reference"));
-
 /// Dossier references quoted in `text`, upper-cased, in order, without
-/// repeats; those with `prefix` first.
+/// repeats; those with `prefix` first (the platform's rules for typed text).
 pub fn references(text: &str, prefix: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for c in REFERENCE.captures_iter(text) {
-        let r = c[0].to_uppercase();
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    let p = format!("{}-", prefix.to_uppercase());
-    out.sort_by_key(|r| !r.starts_with(&p));
-    out
+    guichet_platform::reference::find_in_text(text, prefix)
+        .into_iter()
+        .map(|r| r.into_string())
+        .collect()
 }
 
 /// The subject without reply/forward prefixes (`Re:`, `RE :`, `Fwd:`,

@@ -37,17 +37,15 @@ pub fn router(core: Core, token: SecretString) -> axum::Router {
         .with_state(Ctx { core, token })
 }
 
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 async fn report(
     State(ctx): State<Ctx>,
     Path(token): Path<String>,
     body: axum::body::Bytes,
 ) -> (StatusCode, Json<serde_json::Value>) {
     let expected = ctx.token.expose_secret();
-    if expected.is_empty() || !constant_eq(token.as_bytes(), expected.as_bytes()) {
+    if expected.is_empty()
+        || !guichet_platform::secret::constant_time_eq(token.as_bytes(), expected.as_bytes())
+    {
         return (
             StatusCode::UNAUTHORIZED,
             Json(serde_json::json!({"error": "unknown webhook"})),

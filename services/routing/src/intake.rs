@@ -21,10 +21,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel as GrpcChannel;
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use regex::Regex;
 use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
@@ -166,11 +165,6 @@ impl Classifier {
     }
 }
 
-static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
-    #[allow(clippy::expect_used)]
-    Regex::new(r"(?i)\b[A-Z0-9]{1,8}-\d{4}-\d{6}\b").expect("reference pattern")
-});
-
 /// Dossier references quoted in a request: the explicit one first, then any
 /// in the subject, body or letter text.
 /// An inbound call an agent answered is done work: it reaches the
@@ -203,8 +197,8 @@ pub fn quoted_references(event: &IntakeEvent) -> Vec<String> {
         out.push(event.quoted_reference.trim().to_uppercase());
     }
     for text in [&event.subject, &event.body] {
-        for m in REFERENCE.find_iter(text) {
-            let r = m.as_str().to_uppercase();
+        for r in guichet_platform::reference::find_in_text(text, "") {
+            let r = r.into_string();
             if !out.contains(&r) {
                 out.push(r);
             }
