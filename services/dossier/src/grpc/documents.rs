@@ -1,0 +1,177 @@
+//! Documents held by dossiers.
+
+use super::*;
+
+pub(super) fn document_pb(d: document::Model) -> pb::Document {
+    pb::Document {
+        id: d.id,
+        dossier_id: d.dossier_id,
+        sha256: d.sha256,
+        media_type: d.media_type,
+        size_bytes: d.size_bytes as u64,
+        filename: d.filename,
+        document_type: d.document_type,
+        source_channel: Channel::from_slug(&d.source_channel).unwrap_or(Channel::Unspecified)
+            as i32,
+        create_time: Some(timestamp(d.created_at)),
+        actor: d.actor,
+    }
+}
+
+pub(super) async fn add_document(
+    api: &DossierApi,
+    request: Request<pb::AddDocumentRequest>,
+) -> Result<Response<pb::Document>, Status> {
+    let p = require(&request, WRITERS)?;
+    let req = request.into_inner();
+    let d = api.readable(&p, &req.dossier_id, "dossier_id").await?;
+    let media_type = req.media_type.trim().to_ascii_lowercase();
+    if !api.config.document_media_types.contains(&media_type) {
+        return Err(invalid_argument(
+            "media_type",
+            format!(
+                "`{media_type}` is not accepted (accepted: {})",
+                api.config.document_media_types.join(", ")
+            ),
+        ));
+    }
+    let filename = req.filename.trim();
+    if filename.chars().count() > 255 || filename.contains(['/', '\\', '\0']) {
+        return Err(invalid_argument(
+            "filename",
+            "must be a file name of at most 255 characters, without path",
+        ));
+    }
+    let def = api.def_of(&d)?;
+    let document_type = req.document_type.trim();
+    if !document_type.is_empty() && def.document(document_type).is_none() {
+        return Err(invalid_argument(
+            "document_type",
+            format!("`{document_type}` is not a document of process {}", def.id),
+        ));
+    }
+    let channel = Channel::try_from(req.source_channel)
+        .map_err(|_| invalid_argument("source_channel", "is not a known channel"))?;
+    let (sha256, size) = match (&req.stored, req.content.is_empty()) {
+        (Some(stored), true) => {
+            let sha = stored.sha256.trim().to_ascii_lowercase();
+            let exists = api
+                .store
+                .objects()
+                .exists(&sha)
+                .await
+                .map_err(|e| match e {
+                    guichet_platform::objects::ObjectError::BadAddress(_) => {
+                        invalid_argument("stored.sha256", "is not a SHA-256 address")
+                    }
+                    other => internal_err("object store")(other),
+                })?;
+            if !exists {
+                return Err(invalid_argument(
+                    "stored.sha256",
+                    "is not in the object store",
+                ));
+            }
+            (sha, stored.size_bytes)
+        }
+        (None, false) => {
+            let size = req.content.len() as u64;
+            if size > api.config.max_document_bytes {
+                return Err(invalid_argument(
+                    "content",
+                    format!(
+                        "is {size} bytes, more than the {} accepted",
+                        api.config.max_document_bytes
+                    ),
+                ));
+            }
+            let sha = api
+                .store
+                .objects()
+                .put(&req.content)
+                .await
+                .map_err(internal_err("object store"))?;
+            (sha, size)
+        }
+        _ => {
+            return Err(invalid_argument(
+                "content",
+                "give either the content or a stored object reference, not both or neither",
+            ));
+        }
+    };
+    if size > api.config.max_document_bytes {
+        return Err(invalid_argument(
+            "stored.size_bytes",
+            "is larger than accepted",
+        ));
+    }
+    let doc = api
+        .store
+        .add_document(NewDocument {
+            dossier: d,
+            sha256,
+            media_type,
+            size_bytes: size,
+            filename: filename.to_owned(),
+            document_type: document_type.to_owned(),
+            source_channel: channel.slug().to_owned(),
+            actor: p.subject.clone(),
+        })
+        .await
+        .map_err(internal_err("add document"))?;
+    Ok(Response::new(document_pb(doc)))
+}
+
+pub(super) async fn get_document(
+    api: &DossierApi,
+    request: Request<pb::GetDocumentRequest>,
+) -> Result<Response<pb::GetDocumentResponse>, Status> {
+    let p = require(&request, READERS)?;
+    let req = request.into_inner();
+    let id = non_empty(&req.id).ok_or_else(|| invalid_argument("id", "is required"))?;
+    let doc = api
+        .store
+        .get_document(id)
+        .await
+        .map_err(internal_err("get document"))?
+        .ok_or_else(|| not_found("document", id))?;
+    api.readable(&p, &doc.dossier_id, "id").await?;
+    let content = if req.include_content {
+        api.store
+            .objects()
+            .get(&doc.sha256)
+            .await
+            .map_err(internal_err("object store"))?
+    } else {
+        vec![]
+    };
+    Ok(Response::new(pb::GetDocumentResponse {
+        document: Some(document_pb(doc)),
+        content,
+    }))
+}
+
+pub(super) async fn list_documents(
+    api: &DossierApi,
+    request: Request<pb::ListDocumentsRequest>,
+) -> Result<Response<pb::ListDocumentsResponse>, Status> {
+    let p = require(&request, READERS)?;
+    let req = request.into_inner();
+    let d = api.readable(&p, &req.dossier_id, "dossier_id").await?;
+    let limit = page_size(req.page_size, 50, 500)?;
+    let docs = api
+        .store
+        .list_documents(&d.id, non_empty(&req.page_token), limit)
+        .await
+        .map_err(internal_err("list documents"))?;
+    let next_page_token = if docs.len() as u64 == limit {
+        docs.last().map(|x| x.id.clone()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    Ok(Response::new(pb::ListDocumentsResponse {
+        documents: docs.into_iter().map(document_pb).collect(),
+        next_page_token,
+    }))
+}
