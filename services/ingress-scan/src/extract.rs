@@ -66,11 +66,6 @@ static POSTAL: LazyLock<Regex> = LazyLock::new(|| {
 });
 static SUBJECT: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)^\s*objet\s*[:;.]?\s*(.+)$").expect("regex"));
-static DATE_WORDS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(1er|\d{1,2})\s+(janvier|f[ée]vrier|mars|avril|mai|juin|juillet|ao[uû]t|septembre|octobre|novembre|d[ée]cembre)\s+(\d{4})\b").expect("regex")
-});
-static DATE_NUMBERS: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b(\d{1,2})[/.](\d{1,2})[/.](\d{4})\b").expect("regex"));
 /// "Madame, Monsieur," "Monsieur le Maire,": a salutation ends with a comma
 /// (a sender line "Monsieur Gérard Dubœuf" does not).
 static SALUTATION: LazyLock<Regex> = LazyLock::new(|| {
@@ -83,25 +78,6 @@ static HEADING: LazyLock<Regex> = LazyLock::new(|| {
 });
 static DATE_LINE: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"(?i)(^|,\s*)le\s+(1er|\d{1,2})\b").expect("regex"));
-
-const CIVILITIES: &[&str] = &[
-    "m",
-    "m.",
-    "mme",
-    "mme.",
-    "mlle",
-    "mlle.",
-    "melle",
-    "madame",
-    "monsieur",
-    "mademoiselle",
-    "mr",
-    "mr.",
-    "dr",
-    "dr.",
-    "me",
-    "me.",
-];
 
 /// Read everything from a letter's pages.
 pub fn extract(pages: &[Page]) -> Extraction {
@@ -210,59 +186,13 @@ pub fn extract(pages: &[Page]) -> Extraction {
 /// "Mme Hélène LEFÈVRE-MARTIN" → ("Hélène", "LEFÈVRE-MARTIN"): upper-case
 /// words are the family name; otherwise the last word is.
 pub fn split_name(raw: &str) -> (String, String) {
-    let words: Vec<&str> = raw
-        .split_whitespace()
-        .map(|w| w.trim_matches(|c: char| c == ',' || c == ';'))
-        .filter(|w| !w.is_empty())
-        .collect();
-    let start = words
-        .iter()
-        .take_while(|w| CIVILITIES.contains(&w.to_lowercase().as_str()))
-        .count();
-    let words = &words[start..];
-    let is_upper = |w: &&str| -> bool {
-        w.chars().filter(|c| c.is_alphabetic()).count() >= 2
-            && w.chars()
-                .filter(|c| c.is_alphabetic())
-                .all(|c| c.is_uppercase())
-    };
-    let (family, given): (Vec<&str>, Vec<&str>) =
-        if words.iter().any(is_upper) && !words.iter().all(is_upper) {
-            words.iter().partition(|w| is_upper(w))
-        } else {
-            match words.split_last() {
-                Some((last, rest)) => (vec![*last], rest.to_vec()),
-                None => (vec![], vec![]),
-            }
-        };
-    (given.join(" "), family.join(" "))
+    let name = guichet_platform::names::split_name(raw);
+    (name.given, name.family)
 }
 
+/// The letter's date, by the platform's French date rules.
 fn parse_date(text: &str) -> Option<NaiveDate> {
-    if let Some(c) = DATE_WORDS.captures(text) {
-        let day = if c[1].eq_ignore_ascii_case("1er") {
-            1
-        } else {
-            c[1].parse().ok()?
-        };
-        let month = match c[2].to_lowercase().as_str() {
-            "janvier" => 1,
-            "février" | "fevrier" => 2,
-            "mars" => 3,
-            "avril" => 4,
-            "mai" => 5,
-            "juin" => 6,
-            "juillet" => 7,
-            "août" | "aout" | "aoüt" => 8,
-            "septembre" => 9,
-            "octobre" => 10,
-            "novembre" => 11,
-            _ => 12,
-        };
-        return NaiveDate::from_ymd_opt(c[3].parse().ok()?, month, day);
-    }
-    let c = DATE_NUMBERS.captures(text)?;
-    NaiveDate::from_ymd_opt(c[3].parse().ok()?, c[2].parse().ok()?, c[1].parse().ok()?)
+    guichet_platform::french::find_date(text)
 }
 
 #[cfg(test)]
