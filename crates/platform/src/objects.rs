@@ -335,6 +335,30 @@ impl ObjectStore {
             })
     }
 
+    /// The stored size of an object in bytes; `None` when it is missing.
+    pub async fn size(&self, sha: &str) -> Result<Option<u64>, ObjectError> {
+        let root = match &self.backend {
+            Backend::Local(root) => root,
+            Backend::S3 { store, prefix, .. } => {
+                let key = Self::key(prefix, sha)?;
+                return match store.head(&key).await {
+                    Ok(meta) => Ok(Some(meta.size)),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(s3_error(&key, e)),
+                };
+            }
+        };
+        let path = Self::path(root, sha)?;
+        match tokio::fs::metadata(&path).await {
+            Ok(meta) => Ok(Some(meta.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ObjectError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
     /// Remove an object; removing a missing object is not an error.
     pub async fn delete(&self, sha: &str) -> Result<(), ObjectError> {
         let root = match &self.backend {

@@ -171,6 +171,25 @@ impl Store {
             .await
     }
 
+    /// The dossiers holding a document with this content, oldest first.
+    pub async fn dossiers_holding(&self, sha256: &str) -> Result<Vec<dossier::Model>, DbErr> {
+        let ids: Vec<String> = document::Entity::find()
+            .filter(document::Column::Sha256.eq(sha256))
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(|d| d.dossier_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(vec![]);
+        }
+        dossier::Entity::find()
+            .filter(dossier::Column::Id.is_in(ids))
+            .order_by_asc(dossier::Column::CreatedAt)
+            .all(self.db())
+            .await
+    }
+
     pub async fn list_documents(
         &self,
         dossier_id: &str,

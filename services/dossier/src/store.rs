@@ -10,7 +10,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use crate::db::entities::{citizen, contact, dossier, timeline};
+use crate::db::entities::{citizen, contact, contact_claim, dossier, timeline};
 pub use guichet_platform::contact::CitizenInput;
 use guichet_platform::contact::name_key;
 
@@ -183,12 +183,41 @@ impl Store {
     /// and case ignored), better with the same address, are candidates for
     /// the agent to confirm ("maybe"); a new citizen is created unless
     /// `candidates_only`. Idempotent on `request_id`.
+    ///
+    /// Race-free: creating a citizen claims each contact point nobody holds,
+    /// in the creating transaction; the loser of two concurrent creations for
+    /// one new number or address resolves again and finds the winner.
     pub async fn resolve_citizen(
         &self,
         input: &CitizenInput,
         request_id: Option<&str>,
         candidates_only: bool,
     ) -> Result<Resolution, DbErr> {
+        // Each lost claim means another creation committed in between, so a
+        // second pass finds it; more passes only happen when that citizen was
+        // erased or merged away meanwhile.
+        const PASSES: usize = 5;
+        for _ in 0..PASSES {
+            if let Some(resolution) = self
+                .resolve_once(input, request_id, candidates_only)
+                .await?
+            {
+                return Ok(resolution);
+            }
+        }
+        Err(DbErr::Custom(format!(
+            "citizen resolution lost its contact claim {PASSES} times"
+        )))
+    }
+
+    /// One resolution pass; `None` when a contact claim was lost to a
+    /// concurrent creation (resolve again).
+    async fn resolve_once(
+        &self,
+        input: &CitizenInput,
+        request_id: Option<&str>,
+        candidates_only: bool,
+    ) -> Result<Option<Resolution>, DbErr> {
         if let Some(rid) = request_id
             && let Some(c) = citizen::Entity::find()
                 .filter(citizen::Column::SourceRequestId.eq(rid))
@@ -201,15 +230,17 @@ impl Store {
             } else {
                 Match::Maybe
             };
-            return Ok(Resolution {
+            return Ok(Some(Resolution {
                 citizen: Some(self.view(c).await?),
                 matched,
                 candidates,
-            });
+            }));
         }
         let key = name_key(&input.given_name, &input.family_name);
         // Exact contact matches: phone numbers, then email addresses.
         let mut ids: Vec<String> = Vec::new();
+        // Points nobody holds: a new citizen claims them.
+        let mut fresh: Vec<(&'static str, String)> = Vec::new();
         for (kind, value) in contact_points(input) {
             let found: Vec<String> = contact::Entity::find()
                 .filter(contact::Column::Kind.eq(kind))
@@ -219,6 +250,9 @@ impl Store {
                 .into_iter()
                 .map(|c| c.citizen_id)
                 .collect();
+            if found.is_empty() {
+                fresh.push((kind, value));
+            }
             for id in found {
                 if !ids.contains(&id) {
                     ids.push(id);
@@ -246,11 +280,11 @@ impl Store {
             };
             if let Some(c) = chosen {
                 self.add_contacts(&c.id, input).await?;
-                return Ok(Resolution {
+                return Ok(Some(Resolution {
                     citizen: Some(self.view(c).await?),
                     matched: Match::Known,
                     candidates: vec![],
-                });
+                }));
             }
             if key.is_empty() && found.len() > 1 {
                 // Attach to the earliest record (a request needs someone),
@@ -271,32 +305,34 @@ impl Store {
                 } else {
                     Some(self.view(first).await?)
                 };
-                return Ok(Resolution {
+                return Ok(Some(Resolution {
                     citizen,
                     matched: Match::Maybe,
                     candidates,
-                });
+                }));
             }
         }
         let candidates = self.name_candidates(input, None).await?;
         if candidates_only && !candidates.is_empty() {
-            return Ok(Resolution {
+            return Ok(Some(Resolution {
                 citizen: None,
                 matched: Match::Maybe,
                 candidates,
-            });
+            }));
         }
-        let view = self.create_citizen(input, &key, request_id).await?;
+        let Some(view) = self.create_citizen(input, &key, request_id, &fresh).await? else {
+            return Ok(None);
+        };
         let matched = if candidates.is_empty() {
             Match::Created
         } else {
             Match::Maybe
         };
-        Ok(Resolution {
+        Ok(Some(Resolution {
             citizen: Some(view),
             matched,
             candidates,
-        })
+        }))
     }
 
     /// Citizens with the same name (and possibly address), best first.
@@ -354,12 +390,16 @@ impl Store {
         Ok(out)
     }
 
+    /// Create a citizen with its contact points, claiming the `fresh` ones
+    /// (held by nobody when resolution looked). `None` when a claim was taken
+    /// meanwhile by a concurrent creation: nothing is written, resolve again.
     async fn create_citizen(
         &self,
         input: &CitizenInput,
         key: &str,
         request_id: Option<&str>,
-    ) -> Result<CitizenView, DbErr> {
+        fresh: &[(&'static str, String)],
+    ) -> Result<Option<CitizenView>, DbErr> {
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
         let txn = self.db.begin().await?;
@@ -394,9 +434,29 @@ impl Store {
                     .one(&self.db)
                     .await?
                     .ok_or(e)?;
-                return self.view(c).await;
+                return Ok(Some(self.view(c).await?));
             }
             Err(e) => return Err(e),
+        }
+        for (kind, value) in fresh {
+            let claim = contact_claim::ActiveModel {
+                kind: Set((*kind).to_owned()),
+                value: Set(value.clone()),
+                citizen_id: Set(id.clone()),
+                created_at: Set(now),
+            };
+            match contact_claim::Entity::insert(claim)
+                .exec_without_returning(&txn)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    drop(txn);
+                    self.release_stale_claim(kind, value).await?;
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
         }
         for (kind, value) in contact_points(input) {
             contact::ActiveModel {
@@ -425,7 +485,31 @@ impl Store {
             .one(&self.db)
             .await?
             .ok_or(DbErr::RecordNotFound("citizen".into()))?;
-        self.view(c).await
+        Ok(Some(self.view(c).await?))
+    }
+
+    /// Drop a claim on a point no citizen holds any more (its holder was
+    /// erased), so the next creation can take it. A claim and its holder's
+    /// contact rows commit together, so a claim without contact rows that is
+    /// visible here is stale, never one in flight.
+    async fn release_stale_claim(&self, kind: &str, value: &str) -> Result<(), DbErr> {
+        use sea_orm::ExprTrait;
+        use sea_orm::sea_query::{Expr, Query};
+        // One statement, so a claim taken meanwhile with its contact rows is
+        // never the one dropped.
+        let holders = Query::select()
+            .expr(Expr::val(1))
+            .from(contact::Entity)
+            .and_where(Expr::col((contact::Entity, contact::Column::Kind)).eq(kind))
+            .and_where(Expr::col((contact::Entity, contact::Column::Value)).eq(value))
+            .to_owned();
+        contact_claim::Entity::delete_many()
+            .filter(contact_claim::Column::Kind.eq(kind))
+            .filter(contact_claim::Column::Value.eq(value))
+            .filter(Expr::exists(holders).not())
+            .exec(&self.db)
+            .await?;
+        Ok(())
     }
 
     pub(crate) async fn add_contacts(
@@ -447,7 +531,7 @@ impl Store {
             let res = contact::ActiveModel {
                 citizen_id: Set(citizen_id.to_owned()),
                 kind: Set(kind.to_owned()),
-                value: Set(value),
+                value: Set(value.clone()),
                 created_at: Set(self.now()),
                 ..Default::default()
             }
@@ -455,9 +539,28 @@ impl Store {
             .await;
             match res {
                 Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => {}
+                Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(e),
             }
+            // A point this citizen is the first to hold is claimed, so a
+            // concurrent request from it alone does not create a stranger.
+            let claim = contact_claim::ActiveModel {
+                kind: Set(kind.to_owned()),
+                value: Set(value.clone()),
+                citizen_id: Set(citizen_id.to_owned()),
+                created_at: Set(self.now()),
+            };
+            contact_claim::Entity::insert(claim)
+                .on_conflict(
+                    sea_orm::sea_query::OnConflict::columns([
+                        contact_claim::Column::Kind,
+                        contact_claim::Column::Value,
+                    ])
+                    .do_nothing()
+                    .to_owned(),
+                )
+                .exec_without_returning(&self.db)
+                .await?;
         }
         Ok(())
     }

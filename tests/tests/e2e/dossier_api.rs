@@ -382,6 +382,152 @@ async fn restricted_dossiers_are_for_their_group_only_and_every_read_is_audited(
     env.cleanup().await;
 }
 
+fn by_hash(dossier_id: &str, sha256: &str, size_bytes: u64) -> dpb::AddDocumentRequest {
+    dpb::AddDocumentRequest {
+        dossier_id: dossier_id.into(),
+        filename: "copie.pdf".into(),
+        media_type: "application/pdf".into(),
+        stored: Some(guichet_proto::intake::v1::AttachmentRef {
+            sha256: sha256.into(),
+            size_bytes,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn audited(app_addr: std::net::SocketAddr, token: &str, dossier_id: &str) -> Vec<(String, String)> {
+    dossier_client(app_addr, token)
+        .await
+        .list_audit_entries(dpb::ListAuditEntriesRequest {
+            resource: format!("dossiers/{dossier_id}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .map(|e| (e.actor, e.action))
+        .collect()
+}
+
+/// Issue 24: a restricted dossier's document is not readable through its
+/// hash. An agent outside the group cannot attach it to a dossier of theirs
+/// (and the attempt is audited on the restricted dossier); a declared size
+/// must be the stored one; and when a member copies it to an open dossier,
+/// each read of the content is recorded on the restricted dossier too.
+async fn restricted_documents_by_hash(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let app = env.spawn(&[Role::Dossier]).await;
+    let service = env.token("routing", &[TokenRole::Service]);
+    let social = env.token_in_groups("as-1", &[TokenRole::Agent], &["social"]);
+    let front = env.token("agent-2", &[TokenRole::Agent]);
+    let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
+    let mut svc = dossier_client(app.grpc_addr, &service).await;
+    let cid = citizen(&mut svc, "Fontaine", "06 99 88 77 66").await;
+    let ccas = open(&mut svc, &cid, "aide-sociale-ccas").await;
+    let own = open(&mut svc, &cid, "acte-etat-civil").await;
+    let content = b"%PDF-1.7 avis d'imposition confidentiel".to_vec();
+    let secret = svc
+        .add_document(dpb::AddDocumentRequest {
+            dossier_id: ccas.id.clone(),
+            filename: "avis.pdf".into(),
+            media_type: "application/pdf".into(),
+            content: content.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut front_c = dossier_client(app.grpc_addr, &front).await;
+    let e = front_c
+        .add_document(by_hash(&own.id, &secret.sha256, content.len() as u64))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("stored.sha256"), "{}", e.message());
+    let docs = front_c
+        .list_documents(dpb::ListDocumentsRequest {
+            dossier_id: own.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(docs.documents.is_empty(), "nothing was attached");
+    assert!(
+        audited(app.grpc_addr, &supervisor, &ccas.id)
+            .await
+            .contains(&("agent-2".into(), "document.reference_denied".into())),
+        "the attempt is recorded on the restricted dossier"
+    );
+
+    // Content the agent may read can be referenced; a false size cannot.
+    let mine = front_c
+        .add_document(dpb::AddDocumentRequest {
+            dossier_id: own.id.clone(),
+            filename: "justificatif.pdf".into(),
+            media_type: "application/pdf".into(),
+            content: b"%PDF-1.7 justificatif".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = front_c
+        .add_document(by_hash(&own.id, &mine.sha256, 10_000_000))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().contains("stored.size_bytes"), "{}", e.message());
+    let copy = front_c
+        .add_document(by_hash(&own.id, &mine.sha256, 0))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(copy.size_bytes, mine.size_bytes, "the stored size is kept");
+
+    // A member of the group copies it to an open dossier: reading it there
+    // is a read of the restricted dossier's document.
+    let mut social_c = dossier_client(app.grpc_addr, &social).await;
+    let shared = social_c
+        .add_document(by_hash(&own.id, &secret.sha256, content.len() as u64))
+        .await
+        .unwrap()
+        .into_inner();
+    let got = front_c
+        .get_document(dpb::GetDocumentRequest {
+            id: shared.id.clone(),
+            include_content: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.content, content);
+    assert!(
+        audited(app.grpc_addr, &supervisor, &ccas.id)
+            .await
+            .contains(&("agent-2".into(), "document.read".into())),
+        "the read is recorded on the restricted dossier"
+    );
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn restricted_documents_are_not_readable_by_their_hash_on_sqlite() {
+    restricted_documents_by_hash(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn restricted_documents_are_not_readable_by_their_hash_on_postgres() {
+    restricted_documents_by_hash(Backend::Postgres).await;
+}
+
 #[tokio::test]
 async fn publishing_a_version_migrates_open_dossiers_only_with_a_full_mapping() {
     let Some(env) = TestEnv::new(Backend::Sqlite).await else {

@@ -858,3 +858,85 @@ async fn timeline_orders_and_pages_across_channels_on_sqlite() {
 async fn timeline_orders_and_pages_across_channels_on_postgres() {
     timeline_across_channels(Backend::Postgres).await;
 }
+
+/// Fifty requests from one new phone number, and fifty from one new email
+/// address, resolved at the same time: one citizen each. Then the holder is
+/// erased and the number comes back: a new citizen is created (the erased
+/// holder's claim does not block it) and resolves as known afterwards.
+async fn concurrent_first_contacts(backend: Backend) {
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
+    let s = fx.store.clone();
+    let inputs = [
+        person("", "", &["06 12 34 56 78"], &[]),
+        person("", "", &[], &["jean.dupont@exemple.fr"]),
+        person(
+            "Jean",
+            "Dupont",
+            &["01 43 98 65 00"],
+            &["j.dupont@exemple.fr"],
+        ),
+    ];
+    for input in inputs {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let s = s.clone();
+            let input = input.clone();
+            tasks.spawn(async move { s.resolve_citizen(&input, None, false).await });
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        while let Some(res) = tasks.join_next().await {
+            let resolution = res.unwrap().expect("every concurrent resolution succeeds");
+            ids.insert(resolution.citizen.unwrap().citizen.id);
+        }
+        assert_eq!(ids.len(), 1, "one citizen for one new contact: {input:?}");
+        let point = input
+            .phones
+            .first()
+            .map(|p| p.as_str().to_owned())
+            .or_else(|| input.emails.first().map(|e| e.as_str().to_owned()))
+            .unwrap();
+        let found = s.search_citizens(&point, None, 10).await.unwrap();
+        assert_eq!(
+            found.len(),
+            1,
+            "the directory holds one citizen for {point}"
+        );
+    }
+
+    // The holder is erased; the number is new again.
+    let first = s
+        .resolve_citizen(&person("", "", &["06 12 34 56 78"], &[]), None, false)
+        .await
+        .unwrap();
+    assert_eq!(first.matched, Match::Known);
+    let erased_id = first.citizen.unwrap().citizen.id;
+    s.erase_citizen(&erased_id, "admin-1", "demande de l'usager")
+        .await
+        .unwrap();
+    let again = s
+        .resolve_citizen(&person("", "", &["06 12 34 56 78"], &[]), None, false)
+        .await
+        .expect("an erased holder's claim does not block a new citizen");
+    assert_eq!(again.matched, Match::Created);
+    let new_id = again.citizen.unwrap().citizen.id;
+    assert_ne!(new_id, erased_id);
+    let known = s
+        .resolve_citizen(&person("", "", &["06 12 34 56 78"], &[]), None, false)
+        .await
+        .unwrap();
+    assert_eq!(known.matched, Match::Known);
+    assert_eq!(known.citizen.unwrap().citizen.id, new_id);
+    fx.env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_contacts_make_one_citizen_on_sqlite() {
+    concurrent_first_contacts(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_first_contacts_make_one_citizen_on_postgres() {
+    concurrent_first_contacts(Backend::Postgres).await;
+}

@@ -57,6 +57,28 @@ pub mod contact {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// The first holder's claim on a contact point: unique per point, taken in
+/// the transaction that creates a citizen for a point nobody holds.
+pub mod contact_claim {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "citizen_contact_claims")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub kind: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub value: String,
+        pub citizen_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
 pub mod dossier {
     use sea_orm::entity::prelude::*;
 

@@ -72,7 +72,41 @@ pub(super) async fn add_document(
                     "is not in the object store",
                 ));
             }
-            (sha, stored.size_bytes)
+            // An object is referenced by what holds it: services relay their
+            // own intake's objects; anyone else only what a dossier they may
+            // read already holds (a hash seen in a listing or an event is
+            // not a right to the content).
+            if !p.has(Role::Service) {
+                let holders = api
+                    .store
+                    .dossiers_holding(&sha)
+                    .await
+                    .map_err(internal_err("document holders"))?;
+                if !holders.iter().any(|h| may_read(&p, h)) {
+                    api.audit_restricted(&p, &holders, "document.reference_denied", &sha)
+                        .await?;
+                    return Err(Status::permission_denied(
+                        "stored.sha256: no dossier you may read holds this object",
+                    ));
+                }
+            }
+            let actual = api
+                .store
+                .objects()
+                .size(&sha)
+                .await
+                .map_err(internal_err("object store"))?
+                .unwrap_or_default();
+            if stored.size_bytes != 0 && stored.size_bytes != actual {
+                return Err(invalid_argument(
+                    "stored.size_bytes",
+                    format!(
+                        "is {}, but the stored object has {actual} bytes",
+                        stored.size_bytes
+                    ),
+                ));
+            }
+            (sha, actual)
         }
         (None, false) => {
             let size = req.content.len() as u64;
@@ -138,6 +172,15 @@ pub(super) async fn get_document(
         .ok_or_else(|| not_found("document", id))?;
     api.readable(&p, &doc.dossier_id, "id").await?;
     let content = if req.include_content {
+        // The same content may be held by a restricted dossier too: reading
+        // it is a read of that dossier's document, recorded there.
+        let holders = api
+            .store
+            .dossiers_holding(&doc.sha256)
+            .await
+            .map_err(internal_err("document holders"))?;
+        api.audit_restricted(&p, &holders, "document.read", &doc.id)
+            .await?;
         api.store
             .objects()
             .get(&doc.sha256)

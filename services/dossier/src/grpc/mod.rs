@@ -45,6 +45,15 @@ const WRITERS: &[Role] = &[Role::Agent, Role::Service];
 const SUPERVISORS: &[Role] = &[Role::Supervisor];
 const ADMINS: &[Role] = &[Role::Admin];
 
+/// Whether `p` may read `d`: restricted processes are for members of their
+/// group, services and admins; other dossiers for every reader.
+fn may_read(p: &Principal, d: &dossier::Model) -> bool {
+    d.restricted_group.is_empty()
+        || p.has(Role::Service)
+        || p.has(Role::Admin)
+        || p.groups.contains(&d.restricted_group)
+}
+
 #[derive(Clone)]
 pub struct DossierApi {
     store: Store,
@@ -115,10 +124,7 @@ impl DossierApi {
             .map_err(internal_err("get dossier"))?
             .ok_or_else(|| not_found("dossier", id))?;
         if !d.restricted_group.is_empty() {
-            let allowed = p.has(Role::Service)
-                || p.has(Role::Admin)
-                || p.groups.contains(&d.restricted_group);
-            if !allowed {
+            if !may_read(p, &d) {
                 self.store
                     .audit(
                         &p.subject,
@@ -144,6 +150,23 @@ impl DossierApi {
                 .map_err(internal_err("audit"))?;
         }
         Ok(d)
+    }
+
+    /// Audit `action` on every restricted dossier among `dossiers`.
+    async fn audit_restricted(
+        &self,
+        p: &Principal,
+        dossiers: &[dossier::Model],
+        action: &str,
+        detail: &str,
+    ) -> Result<(), Status> {
+        for d in dossiers.iter().filter(|d| !d.restricted_group.is_empty()) {
+            self.store
+                .audit(&p.subject, action, &format!("dossiers/{}", d.id), detail)
+                .await
+                .map_err(internal_err("audit"))?;
+        }
+        Ok(())
     }
 
     /// The dossier as a state change with this `request_id` left it, when
