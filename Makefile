@@ -21,11 +21,13 @@ test:
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## Benchmarks (release builds; figures printed, never asserted): routing
+## Benchmarks (release builds; figures printed, never asserted): the
+## routing rules' accuracy on the labelled corpus (confusion table), routing
 ## end to end on SQLite and PostgreSQL (BENCH_ARGS, e.g.
 ## `--events 5000 --backends sqlite`), then appointments.
 bench:
 	@scripts/ensure-services.sh test
+	$(CARGO) run --release -p guichet -- classify
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 	$(CARGO) bench -p guichet-appointment --bench rush
 

@@ -57,6 +57,14 @@ enum Command {
     },
     /// List the roles this version serves, one per line.
     Roles,
+    /// Measure the routing rules on a labelled corpus of French requests:
+    /// accuracy, per-procedure recall, the confusion table and every error.
+    Classify {
+        /// A corpus file (TOML `[[request]]` with channel, subject, body,
+        /// expected); default: the corpus shipped with the sources.
+        #[arg(long)]
+        corpus: Option<std::path::PathBuf>,
+    },
     /// Benchmark routing end to end (intake events routed per second,
     /// p50/p99 publish → enqueued) on SQLite and PostgreSQL, with dossier
     /// and routing in this process. Needs NATS at bus.url.
@@ -119,6 +127,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         guichet_platform::config::process_env(),
     )?;
     match cli.command {
+        Command::Classify { corpus } => {
+            use guichet_routing::classification;
+            let text = match &corpus {
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?,
+                None => classification::CORPUS.to_owned(),
+            };
+            let corpus = classification::parse_corpus(&text).map_err(anyhow::Error::msg)?;
+            let queues = config.routing.queues.keys().cloned().collect();
+            let rules = guichet_routing::rules::Rules::load(&config.routing.rules_file, queues)
+                .map_err(|e| anyhow::anyhow!("routing.rules_file: {e}"))?;
+            let report =
+                classification::evaluate(&rules.current(), &corpus, &config.routing.triage_process);
+            println!("{}", report.render());
+            Ok(())
+        }
         Command::Bench {
             events,
             in_flight,

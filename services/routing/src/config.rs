@@ -19,8 +19,8 @@ pub struct Config {
     pub concurrency: usize,
     /// Priority of items no rule has classified (higher is served first).
     pub default_priority: i32,
-    /// Classification rules (TOML), reloaded when it changes. Empty: no
-    /// rules, every request goes to triage.
+    /// Classification rules (TOML), reloaded when it changes. Empty: the
+    /// shipped rules (`config/routing-rules.toml`, embedded).
     #[serde(default)]
     pub rules_file: String,
     /// How often the rules file is checked for changes.

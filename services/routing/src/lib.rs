@@ -4,6 +4,7 @@
 //! pull and push distribution, lifecycle events and live statistics.
 
 pub mod calendar;
+pub mod classification;
 pub mod config;
 pub mod db;
 pub mod grpc;

@@ -5,9 +5,18 @@
 //! Rules are tried in file order; the first whose every condition holds
 //! wins; none → triage. Keywords match accent- and case-insensitively on
 //! whole words ("etat civil" matches "État-Civil" but "passe" does not match
-//! "passeport"). The file is reloaded when it changes; a file that does not
-//! validate is refused whole, the previous rules stay in force, and the
-//! reason is logged, counted and shown by the dry-run call.
+//! "passeport"), singular or plural ("acte de naissance" matches "actes de
+//! naissance"), and through the noise of OCR and typing: digits read for
+//! letters ("1ivret" is "livret"), words cut at a line end ("inscrip-" /
+//! "tion"), mis-decoded accents ("Ã©tat"), and one slip in a long word
+//! ("inscripsion", "pasport" is too far from "passeport" and does not match).
+//! `none_keywords` keeps a rule off requests that name something else, so the
+//! specific rule (a crèche contract change) comes first and the general one
+//! (a crèche place) does not take its requests. The file is reloaded when it
+//! changes; a file that does not validate is refused whole, the previous
+//! rules stay in force, and the reason is logged, counted and shown by the
+//! dry-run call. With no file configured, the shipped rules
+//! (`config/routing-rules.toml`, embedded) are in force.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -64,6 +73,9 @@ struct Conditions {
     /// All of these.
     #[serde(default)]
     all_keywords: Vec<String>,
+    /// None of these (the request is about something else).
+    #[serde(default)]
+    none_keywords: Vec<String>,
     #[serde(default)]
     has_attachments: Option<bool>,
     /// Media type prefixes, e.g. `application/pdf`, `image/`.
@@ -96,27 +108,172 @@ pub struct Rule {
     channels: Vec<String>,
     ivr_choices: Vec<String>,
     senders: Vec<Sender>,
-    keywords: Vec<(String, Vec<String>)>,
-    all_keywords: Vec<(String, Vec<String>)>,
+    keywords: Vec<(String, Alternatives)>,
+    all_keywords: Vec<(String, Alternatives)>,
+    none_keywords: Vec<(String, Alternatives)>,
     has_attachments: Option<bool>,
     attachment_types: Vec<String>,
     hours: Option<(NaiveTime, NaiveTime)>,
     callback: Option<bool>,
 }
 
-/// Lower-case, accent-free words of a French text.
+/// Accents mis-decoded on the way (UTF-8 read as Latin-1, common in OCR
+/// output and old mail clients), put back before matching.
+const MOJIBAKE: &[(&str, &str)] = &[
+    ("Ã©", "é"),
+    ("Ã¨", "è"),
+    ("Ãª", "ê"),
+    ("Ã«", "ë"),
+    ("Ã ", "à"),
+    ("Ã¢", "â"),
+    ("Ã§", "ç"),
+    ("Ã´", "ô"),
+    ("Ã®", "î"),
+    ("Ã¯", "ï"),
+    ("Ã¹", "ù"),
+    ("Ã»", "û"),
+    ("Ã‰", "É"),
+    ("Ã€", "À"),
+    ("Ã‡", "Ç"),
+];
+
+/// Lower-case, accent-free words of a French text, with OCR noise repaired:
+/// mis-decoded accents, and words hyphenated across a line end joined.
 pub fn words(text: &str) -> Vec<String> {
-    name_key("", text)
+    let mut text = text.to_owned();
+    if text.contains('Ã') {
+        for (bad, good) in MOJIBAKE {
+            text = text.replace(bad, good);
+        }
+    }
+    let text = join_hyphenated(&text);
+    let text: Vec<String> = text.split_whitespace().map(join_acronym).collect();
+    name_key("", &text.join(" "))
         .to_lowercase()
         .replace('œ', "oe")
         .replace('æ', "ae")
         .split_whitespace()
+        .filter(|w| !STOPWORDS.contains(w))
         .map(str::to_owned)
         .collect()
 }
 
+/// Articles, prepositions and possessives: left out on both sides, so
+/// "inscription école" matches "inscription à l'école" and "certifier ma
+/// signature" matches "certifier la signature".
+const STOPWORDS: &[&str] = &[
+    "a", "au", "aux", "d", "de", "des", "du", "l", "la", "le", "les", "un", "une", "en", "mon",
+    "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses", "notre", "nos", "votre", "vos", "leur",
+    "leurs", "ce", "cet", "cette", "ces",
+];
+
+/// "P.A.C.S." → "PACS": an acronym written with dots is one word.
+fn join_acronym(token: &str) -> String {
+    let letters: Vec<char> = token.chars().filter(|c| *c != '.').collect();
+    let dotted = token.contains('.')
+        && letters.len() >= 2
+        && letters.iter().all(|c| c.is_alphabetic())
+        && token
+            .split('.')
+            .filter(|p| !p.is_empty())
+            .all(|p| p.chars().count() == 1);
+    if dotted {
+        letters.into_iter().collect()
+    } else {
+        token.to_owned()
+    }
+}
+
+/// "inscrip-\ntion" → "inscription": a word cut at a line end.
+fn join_hyphenated(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("-\n") {
+        let (before, after) = rest.split_at(i);
+        let after = &after[2..];
+        let next = after.trim_start_matches([' ', '\t', '\r']);
+        let cut = before.chars().last().is_some_and(char::is_alphabetic)
+            && next.chars().next().is_some_and(char::is_lowercase);
+        out.push_str(before);
+        if cut {
+            rest = next;
+        } else {
+            out.push_str("-\n");
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether a word as read matches a word as written, letter by letter, a
+/// digit standing for the letter OCR takes it for ("1ivret", "C1VIL",
+/// "passep0rt"). Numbers stay numbers: "94300" is not a word of letters.
+fn ocr_eq(read: &str, written: &str) -> bool {
+    read.chars().count() == written.chars().count()
+        && read.chars().any(char::is_alphabetic)
+        && read.chars().zip(written.chars()).all(|(r, w)| {
+            r == w
+                || matches!(
+                    (r, w),
+                    ('1', 'l') | ('1', 'i') | ('0', 'o') | ('5', 's') | ('8', 'b')
+                )
+        })
+}
+
+/// The singular a French plural most often drops to ("actes", "travaux").
+/// Short words keep their final letter ("plus", "fils", "mois" are not
+/// plurals).
+fn singular(word: &str) -> &str {
+    if word.len() > 4 && (word.ends_with('s') || word.ends_with('x')) {
+        &word[..word.len() - 1]
+    } else {
+        word
+    }
+}
+
+/// A word of the request against a word of a keyword: the same, singular or
+/// plural, or one slip apart (a typo, an OCR misread) in a word of seven
+/// letters or more that begins the same.
+fn word_matches(text: &str, keyword: &str) -> bool {
+    if text == keyword {
+        return true;
+    }
+    let (t, k) = (singular(text), singular(keyword));
+    if t == k || ocr_eq(text, keyword) || ocr_eq(t, k) {
+        return true;
+    }
+    // OCR reads "m" as "rn" ("chôrnage").
+    if text.contains("rn") && !keyword.contains("rn") {
+        let repaired = text.replace("rn", "m");
+        if repaired == keyword || singular(&repaired) == k {
+            return true;
+        }
+    }
+    let n = k.chars().count();
+    n >= 7
+        && t.chars().count().abs_diff(n) <= 1
+        && t.chars().next() == k.chars().next()
+        && strsim::osa_distance(t, k) <= 1
+}
+
+/// A keyword's alternatives (`a | b`): each as written, and as words.
+type Alternatives = Vec<(String, Vec<String>)>;
+
+/// The first of a keyword's alternatives found in the words, as written.
+fn found<'a>(haystack: &[String], alternatives: &'a Alternatives) -> Option<&'a str> {
+    alternatives
+        .iter()
+        .find(|(_, phrase)| contains_phrase(haystack, phrase))
+        .map(|(written, _)| written.as_str())
+}
+
 fn contains_phrase(haystack: &[String], phrase: &[String]) -> bool {
-    !phrase.is_empty() && haystack.windows(phrase.len()).any(|w| w == phrase)
+    !phrase.is_empty()
+        && haystack.len() >= phrase.len()
+        && haystack
+            .windows(phrase.len())
+            .any(|w| w.iter().zip(phrase).all(|(t, k)| word_matches(t, k)))
 }
 
 /// A validated rule set and the version (content hash) it came from.
@@ -195,14 +352,17 @@ impl RuleSet {
                     )
                 });
             }
-            let phrases = |list: &[String]| -> Result<Vec<(String, Vec<String>)>, String> {
+            let phrases = |list: &[String]| -> Result<Vec<(String, Alternatives)>, String> {
                 list.iter()
                     .map(|k| {
-                        let ws = words(k);
-                        if ws.is_empty() {
-                            Err(at(format!("keyword `{k}` has no letters")))
+                        let alternatives: Vec<(String, Vec<String>)> = k
+                            .split('|')
+                            .map(|a| (a.trim().to_owned(), words(a)))
+                            .collect();
+                        if alternatives.iter().any(|(_, ws)| ws.is_empty()) {
+                            Err(at(format!("keyword `{k}` has an entry without letters")))
                         } else {
-                            Ok((k.clone(), ws))
+                            Ok((k.trim().to_owned(), alternatives))
                         }
                     })
                     .collect()
@@ -215,6 +375,7 @@ impl RuleSet {
             rules.push(Rule {
                 keywords: phrases(&w.keywords)?,
                 all_keywords: phrases(&w.all_keywords)?,
+                none_keywords: phrases(&w.none_keywords)?,
                 id: r.id,
                 description: r.description,
                 process: r.process,
@@ -369,19 +530,28 @@ impl Rule {
             let hit = self
                 .keywords
                 .iter()
-                .find(|(_, ws)| contains_phrase(&f.words, ws));
+                .find_map(|(_, alts)| found(&f.words, alts));
             match hit {
-                Some((k, _)) => check(true, format!("mot-clé « {k} » trouvé"), String::new()),
+                Some(k) => check(true, format!("mot-clé « {k} » trouvé"), String::new()),
                 None => check(false, String::new(), "aucun des mots-clés trouvé".into()),
             }
         }
-        for (k, ws) in &self.all_keywords {
-            let c = contains_phrase(&f.words, ws);
+        if let Some(k) = self
+            .none_keywords
+            .iter()
+            .find_map(|(_, alts)| found(&f.words, alts))
+        {
             check(
-                c,
-                format!("mot-clé « {k} » trouvé"),
-                format!("mot-clé « {k} » absent"),
+                false,
+                String::new(),
+                format!("mot-clé exclu « {k} » trouvé"),
             );
+        }
+        for (k, alts) in &self.all_keywords {
+            match found(&f.words, alts) {
+                Some(w) => check(true, format!("mot-clé « {w} » trouvé"), String::new()),
+                None => check(false, String::new(), format!("mot-clé « {k} » absent")),
+            }
         }
         if let Some(want) = self.has_attachments {
             let has = !f.attachment_types.is_empty();
@@ -462,8 +632,13 @@ pub enum Reload {
     Refused(String),
 }
 
+/// The rules shipped with guichet, one or more for every shipped procedure:
+/// in force when no rules file is configured.
+pub const SHIPPED: &str = include_str!("../../../config/routing-rules.toml");
+
 impl Rules {
-    /// Load the file (a bad file at start-up is an error naming the key).
+    /// Load the file, or the shipped rules when `path` is empty (a bad file
+    /// at start-up is an error naming the key).
     pub fn load(path: &str, queues: HashSet<String>) -> Result<Rules, String> {
         let rules = Rules {
             path: if path.trim().is_empty() {
@@ -476,6 +651,12 @@ impl Rules {
             last_seen: RwLock::new(String::new()),
             last_error: RwLock::new(String::new()),
         };
+        if rules.path.is_none() {
+            let set = RuleSet::parse(SHIPPED, &rules.queues)
+                .map_err(|e| format!("the shipped rules: {e}"))?;
+            *rules.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+            return Ok(rules);
+        }
         if let Reload::Refused(e) = rules.reload() {
             return Err(e);
         }
@@ -605,10 +786,79 @@ when = { channels = ["telephony"], callback = true }
             let (rule, _) = set.classify(&email(text, ""), &cal);
             assert_eq!(rule.map(|r| r.id.as_str()), Some("etat-civil"), "{text}");
         }
-        for text in ["mariages", "actes de naissance", "étatcivil"] {
+        for text in ["étatcivil", "l'état", "naissance", "mari"] {
             let (rule, _) = set.classify(&email("", text), &cal);
             assert!(rule.is_none(), "{text} must not match");
         }
+    }
+
+    #[test]
+    fn keywords_tolerate_plurals_typos_and_ocr_noise() {
+        let set = RuleSet::parse(RULES, &queues()).unwrap();
+        let cal = calendar();
+        for text in [
+            "trois actes de naissance",
+            "MARIAGES",
+            "un acte de naisance",
+            "Objet : acte de nais-\nsance de mon fils",
+            "Ã©tat civil",
+            "ETAT C1VIL",
+        ] {
+            let (rule, _) = set.classify(&email("", text), &cal);
+            assert_eq!(rule.map(|r| r.id.as_str()), Some("etat-civil"), "{text}");
+        }
+        // Short words and far-off spellings are not stretched.
+        for text in ["un acte de connaissance", "passe", "pasport"] {
+            let (rule, _) = set.classify(&email("", text), &cal);
+            assert!(rule.is_none(), "{text} must not match");
+        }
+    }
+
+    #[test]
+    fn none_keywords_keep_a_rule_off_other_requests() {
+        let rules = r#"
+[[rule]]
+id = "creche-contrat"
+process = "creche-modification-contrat"
+when = { all_keywords = ["crèche", "contrat"] }
+
+[[rule]]
+id = "creche"
+process = "creche-inscription"
+when = { keywords = ["crèche"], none_keywords = ["contrat"] }
+"#;
+        let set = RuleSet::parse(rules, &queues()).unwrap();
+        let cal = calendar();
+        let (rule, _) = set.classify(&email("", "une place en crèche"), &cal);
+        assert_eq!(rule.unwrap().id, "creche");
+        let (rule, _) = set.classify(&email("", "changer les jours du contrat"), &cal);
+        assert!(rule.is_none());
+        let (rule, evals) = set.classify(&email("Crèche", "modifier mon contrat de crèche"), &cal);
+        assert_eq!(rule.unwrap().id, "creche-contrat");
+        let (_, evals2) = set.classify(&email("", "contrats de crèche"), &cal);
+        assert!(evals.len() == 1 && evals2.len() == 1);
+    }
+
+    #[test]
+    fn the_shipped_rules_are_in_force_without_a_file() {
+        let queues = ["accueil", "etat-civil", "urbanisme"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let rules = Rules::load("", queues).unwrap();
+        assert!(!rules.current().rules.is_empty());
+        assert_eq!(
+            rules.current().version,
+            RuleSet::parse(
+                SHIPPED,
+                &["accueil", "etat-civil", "urbanisme"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            )
+            .unwrap()
+            .version
+        );
     }
 
     #[test]

@@ -396,7 +396,11 @@ fn by_hash(dossier_id: &str, sha256: &str, size_bytes: u64) -> dpb::AddDocumentR
     }
 }
 
-async fn audited(app_addr: std::net::SocketAddr, token: &str, dossier_id: &str) -> Vec<(String, String)> {
+async fn audited(
+    app_addr: std::net::SocketAddr,
+    token: &str,
+    dossier_id: &str,
+) -> Vec<(String, String)> {
     dossier_client(app_addr, token)
         .await
         .list_audit_entries(dpb::ListAuditEntriesRequest {

@@ -117,7 +117,12 @@ async fn routing_rules_classify_explain_and_hot_reload_keeping_the_previous_rule
             .timestamp()
     );
     assert_eq!(explain(email("Etat-Civil", "")).await.rule_id, "etat-civil");
-    let none = explain(email("actes de naissances", "")).await;
+    // Plurals count; a word that only looks alike does not.
+    assert_eq!(
+        explain(email("deux actes de naissance", "")).await.rule_id,
+        "etat-civil"
+    );
+    let none = explain(email("naissance d'un projet", "")).await;
     assert_eq!(none.rule_id, "", "no rule: triage");
     assert_eq!(none.process_id, "a-qualifier");
     assert!(!none.evaluations[0].matched);

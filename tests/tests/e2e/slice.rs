@@ -101,10 +101,11 @@ pub async fn walk_in_slice(
         .expect("get dossier by reference")
         .into_inner();
     assert_eq!(d.id, item.dossier_id);
-    assert_eq!(d.process_id, "a-qualifier");
-    assert_eq!(d.state, "a-qualifier");
+    // The shipped rules send a passport renewal to the passport process.
+    assert_eq!(d.process_id, "passeport");
+    assert_eq!(d.state, "demande");
     assert!(
-        d.guidance.contains("historique"),
+        d.guidance.contains("pré-demande"),
         "guidance in French: {}",
         d.guidance
     );
@@ -358,8 +359,10 @@ async fn logs_are_structured_json_without_personal_data_even_at_debug_level() {
             "Helene",
             "612345678",
             "06 12 34 56 78",
-            "passeport",
-            "naissance",
+            // What the citizen said (process ids such as `passeport` are
+            // not personal and are logged).
+            "renouveler mon passeport",
+            "acte de naissance",
         ] {
             assert!(
                 !line.contains(personal),
