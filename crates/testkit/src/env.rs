@@ -146,6 +146,16 @@ impl TestEnv {
     }
 
     /// The configuration every process of this test starts from.
+    /// This test's bus settings only (its subject and stream prefixes…), for
+    /// a process that should otherwise run on the shipped defaults.
+    pub fn bus_env(&self) -> Vec<(String, String)> {
+        self.overrides
+            .iter()
+            .filter(|(k, _)| k.starts_with("GUICHET__BUS__"))
+            .cloned()
+            .collect()
+    }
+
     pub fn config(&self) -> GuichetConfig {
         self.config_with(&[])
     }

@@ -499,20 +499,36 @@ fn fingerprint(text: &str) -> u64 {
     h.finish()
 }
 
+include!(concat!(env!("OUT_DIR"), "/shipped.rs"));
+
 /// The running catalog, replaced as a whole by a successful reload.
 #[derive(Debug, Clone)]
 pub struct CatalogHandle {
-    dir: std::path::PathBuf,
+    /// The directory it is reloaded from; `None`: the shipped processes.
+    dir: Option<std::path::PathBuf>,
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
 }
 
 impl CatalogHandle {
+    /// Load `dir`, or the shipped processes when `dir` is empty.
     pub fn load(dir: &Path) -> Result<CatalogHandle, CatalogError> {
-        let catalog = Catalog::load_dir(dir)?;
+        let (catalog, dir) = if dir.as_os_str().is_empty() {
+            (Catalog::shipped()?, None)
+        } else {
+            (Catalog::load_dir(dir)?, Some(dir.to_owned()))
+        };
         Ok(CatalogHandle {
-            dir: dir.to_owned(),
+            dir,
             current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))),
         })
+    }
+
+    /// Where the catalog comes from, for messages.
+    pub fn source(&self) -> String {
+        match &self.dir {
+            Some(d) => d.display().to_string(),
+            None => "the shipped processes".into(),
+        }
     }
 
     pub fn current(&self) -> std::sync::Arc<Catalog> {
@@ -527,7 +543,10 @@ impl CatalogHandle {
     /// removed (dossiers stay on their version); otherwise the running
     /// catalog stays and the error says why. Returns whether anything changed.
     pub fn reload(&self) -> Result<bool, CatalogError> {
-        let next = Catalog::load_dir(&self.dir)?;
+        let Some(dir) = &self.dir else {
+            return Ok(false);
+        };
+        let next = Catalog::load_dir(dir)?;
         let current = self.current();
         for ((id, version), (fp, file)) in &current.fingerprints {
             match next.fingerprints.get(&(id.clone(), *version)) {
@@ -579,9 +598,32 @@ impl Catalog {
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect();
         files.sort();
-        let mut catalog = Catalog::default();
+        let mut texts = Vec::new();
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|e| err(&file, e.to_string()))?;
+            texts.push((file, text));
+        }
+        Catalog::from_texts(texts)
+    }
+
+    /// The process definitions shipped with guichet (embedded at build).
+    pub fn shipped() -> Result<Catalog, CatalogError> {
+        Catalog::from_texts(
+            SHIPPED_PROCESSES
+                .iter()
+                .map(|(name, text)| (Path::new("processes").join(name), (*text).to_owned())),
+        )
+    }
+
+    fn from_texts(
+        texts: impl IntoIterator<Item = (std::path::PathBuf, String)>,
+    ) -> Result<Catalog, CatalogError> {
+        let err = |file: &Path, reason: String| CatalogError {
+            file: file.display().to_string(),
+            reason,
+        };
+        let mut catalog = Catalog::default();
+        for (file, text) in texts {
             let def = parse_definition(&file, &text)?;
             catalog.fingerprints.insert(
                 (def.id.clone(), def.version),
@@ -640,6 +682,20 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_processes_are_embedded_and_used_without_a_directory() {
+        let shipped = Catalog::shipped().unwrap();
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../processes");
+        let on_disk = Catalog::load_dir(Path::new(dir)).unwrap();
+        assert_eq!(shipped.len(), on_disk.len());
+        assert!(shipped.get_latest("passeport").is_some());
+        assert!(shipped.get_latest("a-qualifier").is_some());
+        let handle = CatalogHandle::load(Path::new("")).unwrap();
+        assert_eq!(handle.current().len(), shipped.len());
+        assert_eq!(handle.source(), "the shipped processes");
+        assert!(!handle.reload().unwrap(), "nothing to reload");
+    }
 
     #[test]
     fn the_shipped_catalog_loads() {

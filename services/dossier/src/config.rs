@@ -11,7 +11,7 @@ pub struct Config {
     pub database_url: String,
     /// Prefix of human dossier references: `VIN` → `VIN-2026-000123`.
     pub reference_prefix: String,
-    /// Directory of `*.toml` process definitions.
+    /// Directory of `*.toml` process definitions; empty: the shipped ones.
     pub processes_dir: PathBuf,
     /// Process of dossiers opened before anyone qualified the request.
     pub default_process: String,

@@ -74,7 +74,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         anyhow::bail!(
             "configuration error: invalid value for key `dossier.default_process`: process `{}` is not in {}",
             config.default_process,
-            config.processes_dir.display()
+            catalog.source()
         );
     }
     deps.bus

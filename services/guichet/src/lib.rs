@@ -84,25 +84,53 @@ impl GuichetConfig {
             return Ok(());
         }
         let path = self.data_dir.join("dev-signing-key");
-        let key = match std::fs::read_to_string(&path) {
-            Ok(k) if k.trim().len() >= 32 => k.trim().to_owned(),
-            _ if create => {
-                use rand::Rng;
-                let bytes: [u8; 32] = rand::rng().random();
-                let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-                std::fs::create_dir_all(&self.data_dir)
-                    .with_context(|| format!("cannot create {}", self.data_dir.display()))?;
-                write_secret(&path, &key)?;
-                tracing::warn!(path = %path.display(), "no auth.signing_key configured: created a development key");
+        let key = match dev_secret(&self.data_dir, "dev-signing-key", create)? {
+            Some(key) => {
+                if create {
+                    tracing::warn!(path = %path.display(), "no auth.signing_key configured: using a development key");
+                }
                 key
             }
-            _ => anyhow::bail!(
+            None => anyhow::bail!(
                 "configuration error: invalid value for key `auth.signing_key`: not set, and no development key at {} (run `guichet up` once, or set GUICHET__AUTH__SIGNING_KEY)",
                 path.display()
             ),
         };
         self.auth.signing_key = SecretString::from(key);
         Ok(())
+    }
+
+    /// Use (or create) a development CTI webhook token under `data_dir` when
+    /// none is configured, so the PBX webhook works out of the box with
+    /// `guichet up`; returns it.
+    pub fn ensure_dev_cti_token(&mut self) -> anyhow::Result<String> {
+        let configured = self.telephony.webhook_token.expose_secret().to_owned();
+        if !configured.is_empty() {
+            return Ok(configured);
+        }
+        let token = dev_secret(&self.data_dir, "dev-cti-token", true)?
+            .unwrap_or_else(|| unreachable!("created when missing"));
+        self.telephony.webhook_token = SecretString::from(token.clone());
+        Ok(token)
+    }
+}
+
+/// A development secret kept in `data_dir/name` (64 hex digits), created
+/// when `create` and missing; `None` when missing and not created.
+fn dev_secret(data_dir: &Path, name: &str, create: bool) -> anyhow::Result<Option<String>> {
+    let path = data_dir.join(name);
+    match std::fs::read_to_string(&path) {
+        Ok(k) if k.trim().len() >= 32 => Ok(Some(k.trim().to_owned())),
+        _ if create => {
+            use rand::Rng;
+            let bytes: [u8; 32] = rand::rng().random();
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            write_secret(&path, &key)?;
+            Ok(Some(key))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -173,7 +173,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .processes_dir
                 }
             };
-            let catalog = guichet_dossier::catalog::Catalog::load_dir(&dir)?;
+            let catalog = if dir.as_os_str().is_empty() {
+                guichet_dossier::catalog::Catalog::shipped()?
+            } else {
+                guichet_dossier::catalog::Catalog::load_dir(&dir)?
+            };
             for p in catalog.all() {
                 println!(
                     "ok  {} v{}  {} states, {} transitions, {} timers  ({})",
@@ -229,6 +233,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Up => {
             config.ensure_dev_signing_key(true)?;
             config.ensure_dev_signature_keys()?;
+            let cti_token = config.ensure_dev_cti_token()?;
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();
@@ -240,8 +245,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &[],
                 Duration::from_secs(12 * 3600),
             );
+            let cti = app
+                .listener(Role::IngressTelephony, "http")
+                .map(|addr| {
+                    format!(
+                        "  CTI    http://{addr}/api/v1/cti/{cti_token} (the PBX's generic CTI webhook; token under {})\n",
+                        config.data_dir.join("dev-cti-token").display()
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "guichet is up: roles {}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n\nDevelopment token (agent `agent-dev`, 12 h; more with `guichet token --role supervisor --subject NAME`):\n{}\n",
+                "guichet is up: roles {}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n{cti}\nDevelopment token (agent `agent-dev`, 12 h; calls for supervisors such as ImportCdr need `guichet token --role supervisor --subject NAME`):\n{}\n",
                 app.roles
                     .iter()
                     .map(|r| r.name())

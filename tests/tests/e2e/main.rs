@@ -34,3 +34,4 @@ mod signature_flow;
 mod slice;
 mod telephony_cdr;
 mod telephony_cti;
+mod up;
