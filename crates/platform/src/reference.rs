@@ -80,6 +80,25 @@ pub fn find_in_text(text: &str, prefix: &str) -> Vec<Reference> {
     collect(&TYPED, text, prefix)
 }
 
+/// `text` without the references it quotes other than `keep` (compared
+/// case-insensitively): a reference a citizen quoted that does not exist is
+/// never repeated back to them as theirs, e.g. in an acknowledgement's
+/// subject.
+pub fn without_other_references(text: &str, keep: &str) -> String {
+    let out = TYPED.replace_all(text, |c: &regex::Captures<'_>| {
+        if c[0].eq_ignore_ascii_case(keep) {
+            c[0].to_owned()
+        } else {
+            String::new()
+        }
+    });
+    out.replace("[]", "")
+        .replace("()", "")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// References read by OCR in `text`, misread digits repaired.
 pub fn find_in_ocr(text: &str, prefix: &str) -> Vec<Reference> {
     collect(&OCR, text, prefix)
@@ -118,6 +137,21 @@ fn collect(re: &Regex, text: &str, prefix: &str) -> Vec<Reference> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn other_references_are_left_out_of_a_text() {
+        assert_eq!(
+            without_other_references(
+                "Re: dossier vin-2026-009999 [VIN-2026-000123]",
+                "VIN-2026-000123"
+            ),
+            "Re: dossier [VIN-2026-000123]"
+        );
+        assert_eq!(
+            without_other_references("Pièces (VIN-2026-009999) manquantes", ""),
+            "Pièces manquantes"
+        );
+    }
 
     #[test]
     fn references_format_and_parse() {

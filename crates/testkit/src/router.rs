@@ -62,7 +62,9 @@ impl TestEnv {
 
     /// Publish an intake event as a channel does (CloudEvents headers,
     /// Nats-Msg-Id), on `intake.<channel>`.
-    pub async fn publish_intake(&self, event: &proto::intake::v1::IntakeEvent) {
+    /// Publish an intake event as an ingress role would; returns its stream
+    /// sequence (for [`TestEnv::wait_consumed`]).
+    pub async fn publish_intake(&self, event: &proto::intake::v1::IntakeEvent) -> u64 {
         use prost::Message;
         let js = async_nats::jetstream::new(self.nats().await);
         let mut headers = async_nats::HeaderMap::new();
@@ -78,7 +80,8 @@ impl TestEnv {
         .await
         .expect("publish")
         .await
-        .expect("jetstream ack");
+        .expect("jetstream ack")
+        .sequence
     }
 }
 

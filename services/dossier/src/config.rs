@@ -28,6 +28,15 @@ pub struct Config {
     /// Opening days and hours for SLA targets in working hours/days.
     #[serde(default)]
     pub calendar: guichet_platform::calendar::CalendarConfig,
+    /// A request attaches by itself to a known citizen whose evidence scores
+    /// at least this (same name and same address: 0.95); below, the
+    /// candidates go to the agent. 1.0: never automatically.
+    #[serde(default = "default_identity_auto_link")]
+    pub identity_auto_link: f32,
+}
+
+fn default_identity_auto_link() -> f32 {
+    0.9
 }
 
 impl Config {
@@ -70,6 +79,12 @@ impl Config {
             ));
         }
         guichet_platform::calendar::BusinessCalendar::new(&self.calendar, "dossier.calendar")?;
+        if !(0.5..=1.0).contains(&self.identity_auto_link) {
+            return Err(ConfigError::invalid(
+                "dossier.identity_auto_link",
+                "must be between 0.5 and 1.0 (1.0: never link automatically)",
+            ));
+        }
         if self.default_process.is_empty() {
             return Err(ConfigError::invalid(
                 "dossier.default_process",

@@ -92,7 +92,8 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         )?,
         catalog,
         objects: deps.objects.clone(),
-    });
+    })
+    .with_identity_auto_link(config.identity_auto_link);
     let run_config = config.clone();
     let api = grpc::DossierApi::new(store, config);
     Ok(Service {

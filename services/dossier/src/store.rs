@@ -98,6 +98,8 @@ pub struct Store {
     calendar: BusinessCalendar,
     catalog: CatalogHandle,
     objects: ObjectStore,
+    /// Confidence from which a request attaches to a candidate by itself.
+    identity_auto_link: f32,
 }
 
 /// What a [`Store`] is built from.
@@ -146,7 +148,15 @@ impl Store {
             calendar: p.calendar,
             catalog: p.catalog,
             objects: p.objects,
+            identity_auto_link: 0.9,
         }
+    }
+
+    /// Attach requests by themselves to candidates scoring at least
+    /// `threshold` (`dossier.identity_auto_link`; 1.0: never).
+    pub fn with_identity_auto_link(mut self, threshold: f32) -> Store {
+        self.identity_auto_link = threshold;
+        self
     }
 
     pub fn outbox(&self) -> &Outbox {
@@ -280,6 +290,7 @@ impl Store {
             };
             if let Some(c) = chosen {
                 self.add_contacts(&c.id, input).await?;
+                let c = self.fill_identity(c, input, &key).await?;
                 return Ok(Some(Resolution {
                     citizen: Some(self.view(c).await?),
                     matched: Match::Known,
@@ -313,6 +324,41 @@ impl Store {
             }
         }
         let candidates = self.name_candidates(input, None).await?;
+        // Strong evidence (same name and same address, or the same name
+        // with an address one misread letter away): the same person, linked
+        // by itself and recorded with its evidence on the timeline.
+        if !candidates_only
+            && self.identity_auto_link < 1.0
+            && let Some(best) = candidates.first()
+            && best.confidence >= self.identity_auto_link
+        {
+            let best = best.clone();
+            let id = best.citizen.citizen.id.clone();
+            self.add_contacts(&id, input).await?;
+            let c = self
+                .fill_identity(best.citizen.citizen.clone(), input, &key)
+                .await?;
+            self.record(NewEntry {
+                citizen_id: id.clone(),
+                dossier_id: None,
+                kind: "identity_link".into(),
+                channel: String::new(),
+                occurred_at: self.now(),
+                summary: format!(
+                    "Demande rattachée automatiquement : {} (confiance {:.2})",
+                    best.why, best.confidence
+                )
+                .replace('.', ","),
+                actor: "system".into(),
+                source_event_id: request_id.map(|r| format!("identity:{r}")),
+            })
+            .await?;
+            return Ok(Some(Resolution {
+                citizen: Some(self.view(c).await?),
+                matched: Match::Known,
+                candidates: vec![best],
+            }));
+        }
         if candidates_only && !candidates.is_empty() {
             return Ok(Some(Resolution {
                 citizen: None,
@@ -377,8 +423,46 @@ impl Store {
                 }
             }
         }
+        // An email one letter away from a known one (an OCR misread, a
+        // typo) under the same name: the same person, most likely.
+        if !key.is_empty() {
+            for email in &input.emails {
+                let (local, domain) = email.as_str().split_once('@').unwrap_or_default();
+                if local.len() < 4 {
+                    continue;
+                }
+                for c in contact::Entity::find()
+                    .filter(contact::Column::Kind.eq("email"))
+                    .filter(contact::Column::Value.like(format!("%@{domain}")))
+                    .limit(500)
+                    .all(&self.db)
+                    .await?
+                {
+                    let (other, _) = c.value.split_once('@').unwrap_or_default();
+                    if other == local || strsim::osa_distance(other, local) > 1 {
+                        continue;
+                    }
+                    if let Some(holder) = citizen::Entity::find_by_id(c.citizen_id.clone())
+                        .filter(citizen::Column::MergedInto.is_null())
+                        .filter(citizen::Column::ErasedAt.is_null())
+                        .one(&self.db)
+                        .await?
+                        && holder.name_key == key
+                    {
+                        found.push((
+                            holder,
+                            0.9,
+                            "même nom et adresse électronique presque identique",
+                        ));
+                    }
+                }
+            }
+        }
         found.retain(|(c, _, _)| Some(c.id.as_str()) != except);
         found.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // One entry per citizen: its strongest evidence.
+        let mut seen = std::collections::HashSet::new();
+        found.retain(|(c, _, _)| seen.insert(c.id.clone()));
         let mut out = Vec::new();
         for (c, confidence, why) in found.into_iter().take(10) {
             out.push(Candidate {
@@ -510,6 +594,38 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
+    }
+
+    /// A record known only by a number or an address gets the name (and
+    /// the postal address) a later request gives: the caller who phoned is
+    /// named when they walk in. Names already known are never overwritten.
+    async fn fill_identity(
+        &self,
+        c: citizen::Model,
+        input: &CitizenInput,
+        key: &str,
+    ) -> Result<citizen::Model, DbErr> {
+        let name = c.name_key.is_empty() && !key.is_empty();
+        let address =
+            c.address_key.is_empty() && input.address.as_ref().is_some_and(|a| !a.key().is_empty());
+        if !name && !address {
+            return Ok(c);
+        }
+        let mut m: citizen::ActiveModel = c.into();
+        if name {
+            m.given_name = Set(input.given_name.clone());
+            m.family_name = Set(input.family_name.clone());
+            m.name_key = Set(key.to_owned());
+        }
+        if address && let Some(a) = &input.address {
+            m.address_key = Set(a.key());
+            m.address_lines = Set(serde_json::to_string(&a.lines).unwrap_or_else(|_| "[]".into()));
+            m.postal_code = Set(a.postal_code.clone());
+            m.city = Set(a.city.clone());
+            m.country = Set(a.country.clone());
+        }
+        m.updated_at = Set(self.now());
+        m.update(&self.db).await
     }
 
     pub(crate) async fn add_contacts(

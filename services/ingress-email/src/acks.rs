@@ -186,9 +186,14 @@ impl EmailApi {
         msg: &email_message::Model,
         item: &WorkItemChanged,
     ) -> Result<Staged, sea_orm::DbErr> {
+        // A reference the citizen quoted that is not their dossier's is
+        // left out: the acknowledgement names the dossier that exists.
         let subject = format!(
             "Accusé de réception : {}",
-            crate::text::base_subject(&msg.subject)
+            guichet_platform::reference::without_other_references(
+                &crate::text::base_subject(&msg.subject),
+                &item.dossier_reference,
+            )
         );
         let mut variables = HashMap::new();
         variables.insert("reference".to_owned(), item.dossier_reference.clone());

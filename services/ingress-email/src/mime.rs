@@ -342,10 +342,126 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
     {
         p.bounce = Some(Bounce::default());
     }
+    // A bounce written as plain text (no delivery-status part): Postfix,
+    // Exim, Exchange and Gmail forms, in English or French.
+    if p.bounce.is_none() {
+        p.bounce = parse_plain_bounce(&p);
+    }
     if p.bounce.is_some() {
         p.auto_reason = Some("bounce");
     }
     Some(p)
+}
+
+/// Subjects of non-delivery reports, lower-case.
+const BOUNCE_SUBJECTS: &[&str] = &[
+    "undelivered mail returned to sender",
+    "mail delivery failed",
+    "delivery status notification",
+    "undeliverable:",
+    "undeliverable mail",
+    "returned mail:",
+    "failure notice",
+    "delivery failure",
+    "mail delivery failure",
+    "non remis",
+    "échec de la remise",
+    "message non remis",
+    "message non délivré",
+    "impossible de remettre",
+];
+
+/// What the text of a non-delivery report says.
+const BOUNCE_PHRASES: &[&str] = &[
+    "could not be delivered",
+    "couldn't be delivered",
+    "wasn't delivered",
+    "was not delivered",
+    "delivery has failed",
+    "following address(es) failed",
+    "permanent error",
+    "address not found",
+    "user unknown",
+    "recipient address rejected",
+    "n'a pas pu être remis",
+    "n'a pas été remis",
+    "adresse introuvable",
+    "échec de la remise",
+];
+
+/// Phrases of a delay notice: automatic, not (yet) a failure.
+const DELAY_PHRASES: &[&str] = &[
+    "delayed",
+    "will retry",
+    "will keep trying",
+    "temporary failure",
+    "has not yet been delivered",
+    "(delay)",
+    "retardé",
+];
+
+static EMAIL_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?i)[a-z0-9._%+\-]+@[a-z0-9.\-]+\.[a-z]{2,}").expect("valid pattern")
+});
+static STATUS_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b").expect("valid pattern")
+});
+static SMTP_CODE_RE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\b([45])\d\d\b").expect("valid pattern"));
+static QUOTED_ID_RE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?im)^\s*message-id:\s*<([^>\s]+)>").expect("valid pattern")
+});
+
+/// A non-delivery report in plain text: from a mailer daemon or with a
+/// report's subject, and saying the message failed. The failed recipient is
+/// the first address in the text that is neither the report's sender nor
+/// its recipient (the town's mailbox).
+pub fn parse_plain_bounce(p: &Parsed) -> Option<Bounce> {
+    let subject = p.subject.to_lowercase();
+    let text = p.text.to_lowercase();
+    let from_daemon = p.auto_reason == Some("mailer-daemon");
+    let report_subject = BOUNCE_SUBJECTS.iter().any(|s| subject.contains(s));
+    let says_failed = BOUNCE_PHRASES.iter().any(|s| text.contains(s));
+    let says_delayed = DELAY_PHRASES
+        .iter()
+        .any(|s| text.contains(s) || subject.contains(s));
+    if !(from_daemon || report_subject) || !(says_failed || says_delayed) {
+        return None;
+    }
+    let recipient = EMAIL_RE
+        .find_iter(&p.text)
+        .map(|m| m.as_str().trim_end_matches('.').to_lowercase())
+        .find(|a| *a != p.from_address && *a != p.to_address)
+        .unwrap_or_default();
+    let status = STATUS_RE
+        .find(&p.text)
+        .map(|m| m.as_str().to_owned())
+        .or_else(|| {
+            SMTP_CODE_RE
+                .find(&p.text)
+                .map(|m| format!("{}.0.0", &m.as_str()[..1]))
+        })
+        .unwrap_or_else(|| if says_failed { "5.0.0" } else { "4.0.0" }.to_owned());
+    let diagnostic = p
+        .text
+        .lines()
+        .find(|l| SMTP_CODE_RE.is_match(l) || STATUS_RE.is_match(l))
+        .map(|l| {
+            let l = EMAIL_RE.replace_all(l.trim(), "<adresse>");
+            l.chars().take(200).collect()
+        })
+        .unwrap_or_default();
+    let permanent = says_failed && !says_delayed && !status.starts_with('4');
+    Some(Bounce {
+        recipient,
+        status,
+        diagnostic,
+        permanent,
+        original_message_id: QUOTED_ID_RE
+            .captures(&p.text)
+            .map(|c| c[1].to_owned())
+            .unwrap_or_default(),
+    })
 }
 
 /// The parsing entry point with a fixed configuration, for fuzzing
@@ -517,6 +633,70 @@ mod tests {
             }
         }
         assert!(files >= 25, "corpus of {files} messages");
+    }
+
+    /// The usual plain-text forms of a non-delivery report (no
+    /// `multipart/report`): the failed address, the status, permanent.
+    #[test]
+    fn email_plain_text_bounces_are_recognised() {
+        let cases = [
+            (
+                "MAILER-DAEMON@mx.ville.fr (Mail Delivery System)",
+                "Undelivered Mail Returned to Sender",
+                "This is the mail system at host mx.ville.fr.\r\n\r\nI'm sorry to have to inform you that your message could not\r\nbe delivered to one or more recipients.\r\n\r\n<jean.dupont@exemple.fr>: host mx.exemple.fr[192.0.2.1] said: 550 5.1.1\r\n    <jean.dupont@exemple.fr>: Recipient address rejected: User unknown\r\n\r\nMessage-ID: <ack-1@ville.fr>\r\n",
+                "5.1.1",
+            ),
+            (
+                "Mail Delivery System <Mailer-Daemon@smtp.ville.fr>",
+                "Mail delivery failed: returning message to sender",
+                "This message was created automatically by mail delivery software.\r\n\r\nA message that you sent could not be delivered to one or more of its\r\nrecipients. This is a permanent error. The following address(es) failed:\r\n\r\n  jean.dupont@exemple.fr\r\n    SMTP error from remote mail server after RCPT TO:<jean.dupont@exemple.fr>:\r\n    550 User unknown\r\n",
+                "5.0.0",
+            ),
+            (
+                "postmaster@outlook.example",
+                "Undeliverable: Votre demande VIN-2026-000123",
+                "Delivery has failed to these recipients or groups:\r\n\r\njean.dupont@exemple.fr\r\nThe email address you entered couldn't be found.\r\n\r\nDiagnostic information for administrators:\r\n\r\nRemote Server returned '550 5.1.10 RESOLVER.ADR.RecipientNotFound; Recipient not found by SMTP address lookup'\r\n",
+                "5.1.10",
+            ),
+            (
+                "Mail Delivery Subsystem <mailer-daemon@googlemail.com>",
+                "Delivery Status Notification (Failure)",
+                "** Address not found **\r\n\r\nYour message wasn't delivered to jean.dupont@exemple.fr because the address couldn't be found, or is unable to receive mail.\r\n\r\nThe response from the remote server was:\r\n550 5.1.1 The email account that you tried to reach does not exist.\r\n",
+                "5.1.1",
+            ),
+        ];
+        for (from, subject, body, status) in cases {
+            let raw = format!(
+                "From: {from}\r\nTo: contact@ville.fr\r\nSubject: {subject}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}"
+            );
+            let p = parse_str(&raw);
+            assert_eq!(p.auto_reason, Some("bounce"), "{subject}");
+            let b = p.bounce.expect("a bounce");
+            assert_eq!(b.recipient, "jean.dupont@exemple.fr", "{subject}");
+            assert_eq!(b.status, status, "{subject}");
+            assert!(b.permanent, "{subject}");
+            assert!(
+                !b.diagnostic.contains('@'),
+                "no address kept: {}",
+                b.diagnostic
+            );
+        }
+        let p = parse_str(
+            "From: MAILER-DAEMON@mx.ville.fr\r\nTo: contact@ville.fr\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\ncould not be delivered to <a@b.fr>\r\nMessage-ID: <ack-1@ville.fr>\r\n",
+        );
+        assert_eq!(p.bounce.unwrap().original_message_id, "ack-1@ville.fr");
+        // A delay notice is automatic but not a failure.
+        let p = parse_str(
+            "From: MAILER-DAEMON@mx.ville.fr\r\nTo: contact@ville.fr\r\nSubject: Delayed Mail (still being retried)\r\n\r\nYour message to <jean.dupont@exemple.fr> has been delayed. The system will retry.\r\n",
+        );
+        assert!(!p.bounce.expect("a delay notice").permanent);
+        // A person writing about a message that "could not be delivered" is
+        // not a bounce.
+        let p = parse_str(
+            "From: jean.dupont@exemple.fr\r\nTo: contact@ville.fr\r\nSubject: Colis\r\n\r\nMon colis could not be delivered hier.\r\n",
+        );
+        assert!(p.bounce.is_none());
+        assert!(!p.auto_submitted());
     }
 
     #[test]

@@ -639,6 +639,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
                     summary: outcome.to_owned(),
                     actor: caller.subject.clone(),
                     source_event_id: format!("work-item-completed:{}", item.id),
+                    citizen_id: String::new(),
                 })
                 .await
                 .map_err(|s| unavailable("record outcome on the dossier", s.message()))?;

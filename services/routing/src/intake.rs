@@ -274,10 +274,55 @@ impl Router {
             })?;
         let summary = summary(&event);
 
+        // Automatic mail (auto-replies, bounces, lists, bulk) is nobody's
+        // request: on the timeline of the dossier it answers, if any, and
+        // never a citizen, a dossier or a work item of its own.
+        if let Some(intake_event::Details::Email(e)) = &event.details
+            && e.auto_submitted
+        {
+            return self.automatic_mail(&event, e, received_at, summary).await;
+        }
         // 1. Classify.
         let class = self.classifier.classify(&event);
         // 2. Correlate, else identify the citizen and open a dossier.
         let target = self.correlate(&event, &class, received_at).await?;
+        // References quoted that lead nowhere: the citizen believes they
+        // have a dossier; the agent is told, on the item and the dossier.
+        let unknown: Vec<String> = if target.correlation == "reference" {
+            vec![]
+        } else {
+            quoted_references(&event)
+        };
+        let summary = if unknown.is_empty() {
+            summary
+        } else {
+            format!(
+                "{summary} — référence citée inconnue : {}",
+                unknown.join(", ")
+            )
+        };
+        if let Some(d) = &target.dossier
+            && !unknown.is_empty()
+        {
+            metrics::counter!("guichet_routing_unknown_references_total").increment(1);
+            let mut dossier = self.dossier.clone();
+            dossier
+                .record_contact(dpb::RecordContactRequest {
+                    dossier_id: d.id.clone(),
+                    kind: dpb::EntryKind::Note as i32,
+                    channel: channel as i32,
+                    occur_time: Some(timestamp(received_at)),
+                    summary: format!(
+                        "Référence citée inconnue : {} (l'usager pense avoir déjà un dossier)",
+                        unknown.join(", ")
+                    ),
+                    actor: "system".into(),
+                    source_event_id: format!("{}:unknown-reference", event.id),
+                    citizen_id: String::new(),
+                })
+                .await
+                .map_err(|s| classify("record unknown reference", s))?;
+        }
         // 3. The contact on the timeline.
         if let Some(d) = &target.dossier {
             let mut dossier = self.dossier.clone();
@@ -290,6 +335,7 @@ impl Router {
                     summary: summary.clone(),
                     actor: "system".into(),
                     source_event_id: event.id.clone(),
+                    citizen_id: String::new(),
                 })
                 .await
                 .map_err(|s| classify("record contact", s))?;
@@ -311,6 +357,21 @@ impl Router {
                 .await
                 .map_err(|e| HandlerError::Transient(format!("record message id: {e}")))?;
             }
+        } else if target.correlation == "timeline_only" {
+            let mut dossier = self.dossier.clone();
+            dossier
+                .record_contact(dpb::RecordContactRequest {
+                    citizen_id: target.citizen_id.clone(),
+                    kind: dpb::EntryKind::Contact as i32,
+                    channel: channel as i32,
+                    occur_time: Some(timestamp(received_at)),
+                    summary: summary.clone(),
+                    actor: "system".into(),
+                    source_event_id: event.id.clone(),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|s| classify("record contact", s))?;
         }
         // The attachments (email attachments, the scanned letter) join the
         // dossier's documents, once each.
@@ -432,19 +493,58 @@ impl Router {
         }
     }
 
-    async fn correlate(
+    /// Automatic mail: recorded on the dossier it threads to or quotes
+    /// (`timeline`), else set aside (`set_aside`: the email role keeps it,
+    /// listed with `auto_submitted = true`, the "courrier automatique").
+    async fn automatic_mail(
         &self,
         event: &IntakeEvent,
-        class: &Classified,
+        email: &guichet_proto::intake::v1::EmailDetails,
         received_at: DateTime<Utc>,
-    ) -> Result<Target, HandlerError> {
-        // A quoted reference.
+        summary: String,
+    ) -> Result<(), HandlerError> {
+        let kind = if email.bounce { "bounce" } else { "auto_reply" };
+        let Some((d, how)) = self.known_dossier(event).await? else {
+            metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "set_aside")
+                .increment(1);
+            tracing::info!(intake_event_id = %event.id, reason = %email.auto_reason, "automatic mail set aside: no dossier to record it on");
+            return Ok(());
+        };
+        let what = if email.bounce {
+            "Courrier automatique (non-distribution)"
+        } else {
+            "Courrier automatique"
+        };
+        let mut dossier = self.dossier.clone();
+        dossier
+            .record_contact(dpb::RecordContactRequest {
+                dossier_id: d.id.clone(),
+                kind: dpb::EntryKind::Contact as i32,
+                channel: Channel::Email as i32,
+                occur_time: Some(timestamp(received_at)),
+                summary: format!("{what} : {summary}"),
+                actor: "system".into(),
+                source_event_id: event.id.clone(),
+                citizen_id: String::new(),
+            })
+            .await
+            .map_err(|s| classify("record contact", s))?;
+        metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "timeline")
+            .increment(1);
+        tracing::info!(intake_event_id = %event.id, dossier_id = %d.id, correlation = how, reason = %email.auto_reason, "automatic mail recorded on its dossier's timeline");
+        Ok(())
+    }
+
+    /// The dossier a request quotes or replies to, if it exists.
+    async fn known_dossier(
+        &self,
+        event: &IntakeEvent,
+    ) -> Result<Option<(dpb::Dossier, &'static str)>, HandlerError> {
         for r in quoted_references(event) {
             if let Some(d) = self.find_dossier(&r).await? {
-                return self.attach(event, d, "reference").await;
+                return Ok(Some((d, "reference")));
             }
         }
-        // A reply to an email routing has seen.
         if let Some(intake_event::Details::Email(e)) = &event.details {
             let mut ids: Vec<String> = Vec::new();
             ids.extend(Some(message_key(&e.in_reply_to)).filter(|s| !s.is_empty()));
@@ -463,9 +563,22 @@ impl Router {
                 if let Some(m) = known
                     && let Some(d) = self.find_dossier(&m.dossier_id).await?
                 {
-                    return self.attach(event, d, "email_thread").await;
+                    return Ok(Some((d, "email_thread")));
                 }
             }
+        }
+        Ok(None)
+    }
+
+    async fn correlate(
+        &self,
+        event: &IntakeEvent,
+        class: &Classified,
+        received_at: DateTime<Utc>,
+    ) -> Result<Target, HandlerError> {
+        // A quoted reference, or a reply to an email routing has seen.
+        if let Some((d, how)) = self.known_dossier(event).await? {
+            return self.attach(event, d, how).await;
         }
         // An appointment check-in at the counter: the booking's dossier.
         if let Some(intake_event::Details::Counter(c)) = &event.details
@@ -508,6 +621,22 @@ impl Router {
             }
             Err(s) => return Err(classify("resolve citizen", s)),
         };
+        // A call answered live is already handled: it goes on the citizen's
+        // open dossier when there is one, else on their timeline only —
+        // never a triage dossier someone would have to close.
+        if answered_call(event, received_at).is_some() {
+            let open = self.latest_open_dossier(&citizen.id).await?;
+            let correlation = if open.is_some() {
+                "citizen_open"
+            } else {
+                "timeline_only"
+            };
+            return Ok(Target {
+                dossier: open,
+                citizen_id: citizen.id,
+                correlation,
+            });
+        }
         // The same citizen's open dossier of the same process, recently
         // active. Not for triage: two unqualified requests are not known to
         // be the same matter.
@@ -555,6 +684,29 @@ impl Router {
 impl Router {
     /// The citizen's most recently updated open dossier of `process_id`,
     /// if updated within the correlation window before `at`.
+    async fn latest_open_dossier(
+        &self,
+        citizen_id: &str,
+    ) -> Result<Option<dpb::Dossier>, HandlerError> {
+        let mine = self
+            .dossier
+            .clone()
+            .list_dossiers(dpb::ListDossiersRequest {
+                citizen_id: citizen_id.to_owned(),
+                open_only: true,
+                page_size: 100,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| classify("list dossiers", s))?
+            .into_inner();
+        Ok(mine
+            .dossiers
+            .into_iter()
+            .filter(dossier_open)
+            .max_by_key(|d| d.update_time.as_ref().map(|t| (t.seconds, t.nanos))))
+    }
+
     async fn recent_dossier(
         &self,
         citizen_id: &str,

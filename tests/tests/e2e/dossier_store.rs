@@ -940,3 +940,133 @@ async fn fifty_concurrent_first_contacts_make_one_citizen_on_sqlite() {
 async fn fifty_concurrent_first_contacts_make_one_citizen_on_postgres() {
     concurrent_first_contacts(Backend::Postgres).await;
 }
+
+/// Issue 14: a record known only by its number (a call) is named by the
+/// next request that gives the name with that number (a walk-in), instead of
+/// staying nameless; a known name is never overwritten.
+async fn a_nameless_record_gets_its_name(backend: Backend) {
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
+    let s = &fx.store;
+    let call = s
+        .resolve_citizen(&person("", "", &["06 44 55 66 77"], &[]), None, false)
+        .await
+        .unwrap();
+    assert_eq!(call.matched, Match::Created);
+    let id = call.citizen.unwrap().citizen.id;
+    let mut visit = person("Jean", "Dupont", &["06 44 55 66 77"], &[]);
+    visit.address = at("12 rue de Fontenay");
+    let walk_in = s.resolve_citizen(&visit, None, false).await.unwrap();
+    assert_eq!(walk_in.matched, Match::Known);
+    let c = walk_in.citizen.unwrap();
+    assert_eq!(c.citizen.id, id, "the same person");
+    assert_eq!(
+        (
+            c.citizen.given_name.as_str(),
+            c.citizen.family_name.as_str()
+        ),
+        ("Jean", "Dupont")
+    );
+    assert_eq!(c.citizen.postal_code, "94300");
+    // Named now: the same name finds him by name too; another name on the
+    // shared number does not rename him.
+    let other = s
+        .resolve_citizen(
+            &person("Marie", "Dupont", &["06 44 55 66 77"], &[]),
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_ne!(other.citizen.unwrap().citizen.id, id);
+    let again = s.get_citizen(&id).await.unwrap().unwrap();
+    assert_eq!(again.citizen.given_name, "Jean");
+    fx.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_nameless_record_gets_its_name_on_sqlite() {
+    a_nameless_record_gets_its_name(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_nameless_record_gets_its_name_on_postgres() {
+    a_nameless_record_gets_its_name(Backend::Postgres).await;
+}
+
+/// Issue 14: two scans of one letter, the second with an OCR error in the
+/// email, are one citizen: same name and same address is strong evidence
+/// (0.95), linked by itself and recorded on the timeline with its evidence;
+/// the same name with an email one letter away too. With the threshold at
+/// 1.0 nothing links by itself: the agent gets the candidate.
+async fn strong_evidence_links_by_itself(backend: Backend) {
+    let Some(fx) = fixture(backend).await else {
+        return;
+    };
+    let s = &fx.store;
+    let mut first = person("Jean", "Dupont", &[], &["jean.dupont@exemple.fr"]);
+    first.address = at("12 rue de Fontenay");
+    let a = s
+        .resolve_citizen(&first, Some("scan-1"), false)
+        .await
+        .unwrap();
+    assert_eq!(a.matched, Match::Created);
+    let id = a.citizen.unwrap().citizen.id;
+    let mut second = person("JEAN", "DUPONT", &[], &["jean.dupomt@exemple.fr"]);
+    second.address = at("12, rue de Fontenay");
+    let b = s
+        .resolve_citizen(&second, Some("scan-2"), false)
+        .await
+        .unwrap();
+    assert_eq!(b.matched, Match::Known, "{:?}", b.candidates);
+    assert_eq!(b.citizen.unwrap().citizen.id, id, "one citizen");
+    assert_eq!(b.candidates[0].why, "même nom et même adresse");
+    let entries = s
+        .timeline(None, Some(&id), &TimelineFilter::default(), None, 50)
+        .await
+        .unwrap();
+    assert!(
+        entries.iter().any(|e| e
+            .summary
+            .starts_with("Demande rattachée automatiquement : même nom et même adresse")),
+        "the link and its evidence are recorded"
+    );
+    // The same name and a near-identical address, no postal address.
+    let c = s
+        .resolve_citizen(
+            &person("Jean", "Dupont", &[], &["jean.dupond@exemple.fr"]),
+            Some("mail-3"),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(c.matched, Match::Known);
+    assert_eq!(c.citizen.unwrap().citizen.id, id);
+    assert_eq!(
+        c.candidates[0].why,
+        "même nom et adresse électronique presque identique"
+    );
+    // A town that wants every link confirmed by an agent.
+    let strict = s.clone().with_identity_auto_link(1.0);
+    let mut third = person("Jean", "Dupont", &[], &[]);
+    third.address = at("12 rue de Fontenay");
+    let d = strict
+        .resolve_citizen(&third, Some("scan-4"), false)
+        .await
+        .unwrap();
+    assert_eq!(d.matched, Match::Maybe);
+    assert_ne!(d.citizen.unwrap().citizen.id, id);
+    assert_eq!(d.candidates[0].citizen.citizen.id, id);
+    fx.env.cleanup().await;
+}
+
+#[tokio::test]
+async fn strong_evidence_links_by_itself_on_sqlite() {
+    strong_evidence_links_by_itself(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn strong_evidence_links_by_itself_on_postgres() {
+    strong_evidence_links_by_itself(Backend::Postgres).await;
+}

@@ -203,7 +203,10 @@ async fn the_thread(backend: Backend) {
     assert_eq!(follow.in_reply_to, ack.message_id);
     assert_eq!(follow.text, "Merci, je joins mon numéro de téléphone.");
 
-    // 3. Automatic mail and a noreply sender open dossiers, never acknowledged.
+    // 3. A noreply sender opens a dossier (someone may need to read it) but
+    // is never acknowledged; automatic mail (an out-of-office that threads
+    // to nothing, a mailing list) gets no dossier at all and stays in the
+    // "courrier automatique" (issue 14).
     let sent = send(
         email.smtp,
         false,
@@ -218,29 +221,65 @@ async fn the_thread(backend: Backend) {
     )
     .await;
     assert!(sent.iter().all(|s| s.code == 250));
+    let inbound = |api: epb::email_service_client::EmailServiceClient<Authed>| async move {
+        let mut api = api;
+        api.list_email_messages(epb::ListEmailMessagesRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .ok()
+        .map(|p| p.into_inner().email_messages)
+    };
     eventually(
-        "routing placed the automatic mail",
+        "routing placed the noreply sender's message",
         Duration::from_secs(30),
         || {
-            let mut api = api.clone();
+            let api = api.clone();
             async move {
-                let page = api
-                    .list_email_messages(epb::ListEmailMessagesRequest {
-                        page_size: 100,
-                        ..Default::default()
-                    })
-                    .await
-                    .ok()?
-                    .into_inner();
-                page.email_messages
+                inbound(api)
+                    .await?
                     .iter()
-                    .filter(|m| m.direction == epb::Direction::In as i32)
-                    .all(|m| !m.dossier_id.is_empty())
+                    .any(|m| m.message_id == "c27@example.fr" && !m.dossier_id.is_empty())
                     .then_some(())
             }
         },
     )
     .await;
+    let js = async_nats::jetstream::new(env.nats().await);
+    let last = js
+        .get_stream(env.stream("INTAKE"))
+        .await
+        .unwrap()
+        .get_info()
+        .await
+        .unwrap()
+        .state
+        .last_sequence;
+    env.wait_consumed("INTAKE", "routing", last).await;
+    let all = inbound(api.clone()).await.unwrap();
+    for id in ["c15@example.fr", "c16@example.fr"] {
+        let m = all.iter().find(|m| m.message_id == id).unwrap();
+        assert!(m.auto_submitted, "{id} is automatic");
+        assert!(m.dossier_id.is_empty(), "{id} opened no dossier");
+    }
+    let automatic = api
+        .clone()
+        .list_email_messages(epb::ListEmailMessagesRequest {
+            page_size: 100,
+            filter: "auto_submitted = true".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .email_messages;
+    assert!(
+        ["c15@example.fr", "c16@example.fr"]
+            .iter()
+            .all(|id| automatic.iter().any(|m| m.message_id == *id)),
+        "kept in the courrier automatique"
+    );
 
     // 4. A bounce: the address is undeliverable; then a person writes from it.
     assert_eq!(

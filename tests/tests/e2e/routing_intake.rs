@@ -410,3 +410,198 @@ async fn routing_refuses_to_start_on_a_broken_rules_file_naming_the_key() {
     );
     env.cleanup().await;
 }
+
+/// Issue 14: automatic mail is nobody's request. An auto-reply to a message
+/// of a known dossier lands on that dossier's timeline only; a newsletter
+/// and an unthreaded bounce are set aside (the email role keeps them, listed
+/// as automatic): no citizen, no dossier, no work item.
+#[tokio::test]
+async fn automatic_mail_lands_on_its_dossier_timeline_only_or_is_set_aside() {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
+        return;
+    };
+    let (env, r) = (&s.env, &s.r);
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let mut mail = email(
+        "Inscription en crèche",
+        "Bonjour, je voudrais une place en crèche.",
+    );
+    mail.citizen = Some(ipb::CitizenHint {
+        emails: vec!["paul@example.fr".into()],
+        ..Default::default()
+    });
+    mail.details = Some(ipb::intake_event::Details::Email(ipb::EmailDetails {
+        message_id: "<m1@example.fr>".into(),
+        ..Default::default()
+    }));
+    env.publish_intake(&mail).await;
+    let m1 = routed(r.grpc_addr, &agent, &mail.id).await;
+    assert!(!m1.dossier_id.is_empty());
+
+    let automatic = |subject: &str, from: &str, reason: &str, reply_to: &str| {
+        let mut e = email(subject, "Message automatique");
+        e.citizen = Some(ipb::CitizenHint {
+            family_name: "Newsletter Commerce".into(),
+            emails: vec![from.into()],
+            ..Default::default()
+        });
+        e.details = Some(ipb::intake_event::Details::Email(ipb::EmailDetails {
+            message_id: format!("<{}@auto.example>", uuid::Uuid::now_v7()),
+            in_reply_to: reply_to.into(),
+            auto_submitted: true,
+            auto_reason: reason.into(),
+            bounce: reason == "bounce",
+            ..Default::default()
+        }));
+        e
+    };
+    let ooo = automatic(
+        "Réponse automatique : absent",
+        "paul@example.fr",
+        "auto-submitted",
+        "<m1@example.fr>",
+    );
+    env.publish_intake(&ooo).await;
+    let news = automatic("Nos promotions", "news@commerce.example", "list", "");
+    env.publish_intake(&news).await;
+    let bounce = automatic(
+        "Undelivered Mail Returned to Sender",
+        "mailer-daemon@mx.example",
+        "bounce",
+        "<inconnu@ailleurs.example>",
+    );
+    let last = env.publish_intake(&bounce).await;
+    env.wait_consumed("INTAKE", "routing", last).await;
+
+    let mut d = dossier_client(s.dossier.grpc_addr, &agent).await;
+    let timeline = d
+        .list_dossier_timeline(dpb::ListDossierTimelineRequest {
+            dossier_id: m1.dossier_id.clone(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let auto: Vec<_> = timeline
+        .entries
+        .iter()
+        .filter(|e| e.summary.starts_with("Courrier automatique"))
+        .collect();
+    assert_eq!(
+        auto.len(),
+        1,
+        "the auto-reply on its dossier: {:?}",
+        timeline.entries
+    );
+    assert_eq!(auto[0].source_event_id, ooo.id);
+    for robot in [
+        "news@commerce.example",
+        "mailer-daemon@mx.example",
+        "Newsletter",
+    ] {
+        let found = d
+            .list_citizens(dpb::ListCitizensRequest {
+                query: robot.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(found.citizens.is_empty(), "no citizen for {robot}");
+    }
+    let items = queue_client(r.grpc_addr, &agent)
+        .await
+        .list_work_items(qpb::ListWorkItemsRequest {
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    let ids: Vec<_> = items.iter().map(|i| i.intake_event_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        vec![mail.id.as_str()],
+        "only the person's request is queued"
+    );
+    s.finish().await;
+}
+
+/// Issue 14: a quoted reference that does not exist is not silently
+/// dropped: the new dossier and its work item say "référence citée
+/// inconnue", for the agent to find what the citizen means.
+#[tokio::test]
+async fn an_unknown_quoted_reference_is_shown_to_the_agent() {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
+        return;
+    };
+    let (env, r) = (&s.env, &s.r);
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let mut mail = email(
+        "Re: mon dossier VIN-2026-999999",
+        "Bonjour, où en est mon dossier VIN-2026-999999 ?",
+    );
+    mail.citizen = Some(ipb::CitizenHint {
+        emails: vec!["claire@example.fr".into()],
+        ..Default::default()
+    });
+    // With a forwarded message (.eml) as the email role stores it: a
+    // document of the dossier like any other.
+    let eml = b"From: ecole@example.fr\r\nSubject: Certificat\r\n\r\nBonjour".to_vec();
+    let sha = guichet_platform::objects::ObjectStore::local(env.dir.path().join("objects"))
+        .put(&eml)
+        .await
+        .unwrap();
+    mail.attachments = vec![ipb::AttachmentRef {
+        sha256: sha.clone(),
+        media_type: "message/rfc822".into(),
+        size_bytes: eml.len() as u64,
+        filename: "message-transfere.eml".into(),
+    }];
+    env.publish_intake(&mail).await;
+    let item = routed(r.grpc_addr, &agent, &mail.id).await;
+    assert_eq!(item.correlation, "new");
+    let docs = dossier_client(s.dossier.grpc_addr, &agent)
+        .await
+        .list_documents(dpb::ListDocumentsRequest {
+            dossier_id: item.dossier_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        docs.documents
+            .iter()
+            .map(|d| d.sha256.as_str())
+            .collect::<Vec<_>>(),
+        vec![sha.as_str()],
+        "the forwarded message is a document of the dossier"
+    );
+    assert!(
+        item.summary
+            .contains("référence citée inconnue : VIN-2026-999999"),
+        "{}",
+        item.summary
+    );
+    let timeline = dossier_client(s.dossier.grpc_addr, &agent)
+        .await
+        .list_dossier_timeline(dpb::ListDossierTimelineRequest {
+            dossier_id: item.dossier_id.clone(),
+            page_size: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        timeline.entries.iter().any(|e| e
+            .summary
+            .starts_with("Référence citée inconnue : VIN-2026-999999")),
+        "{:?}",
+        timeline.entries
+    );
+    s.finish().await;
+}

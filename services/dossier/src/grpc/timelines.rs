@@ -130,8 +130,13 @@ pub(super) async fn record_contact(
 ) -> Result<Response<pb::TimelineEntry>, Status> {
     require(&request, &[Role::Service])?;
     let req = request.into_inner();
-    let dossier_id =
-        non_empty(&req.dossier_id).ok_or_else(|| invalid_argument("dossier_id", "is required"))?;
+    let dossier_id = non_empty(&req.dossier_id);
+    if dossier_id.is_none() && non_empty(&req.citizen_id).is_none() {
+        return Err(invalid_argument(
+            "dossier_id",
+            "is required (or citizen_id, for the citizen's timeline only)",
+        ));
+    }
     let kind = pb::EntryKind::try_from(req.kind)
         .ok()
         .and_then(entry_kind_slug)
@@ -145,17 +150,32 @@ pub(super) async fn record_contact(
         }
         None => api.store.now(),
     };
-    let d = api
-        .store
-        .get_dossier(dossier_id)
-        .await
-        .map_err(internal_err("record contact"))?
-        .ok_or_else(|| not_found("dossier", dossier_id))?;
+    let (citizen_id, dossier_id) = match dossier_id {
+        Some(id) => {
+            let d = api
+                .store
+                .get_dossier(id)
+                .await
+                .map_err(internal_err("record contact"))?
+                .ok_or_else(|| not_found("dossier", id))?;
+            (d.citizen_id, Some(d.id))
+        }
+        None => {
+            let id = req.citizen_id.trim();
+            let c = api
+                .store
+                .get_citizen(id)
+                .await
+                .map_err(internal_err("record contact"))?
+                .ok_or_else(|| not_found("citizen", id))?;
+            (c.citizen.id, None)
+        }
+    };
     let (entry, created) = api
         .store
         .record(NewEntry {
-            citizen_id: d.citizen_id.clone(),
-            dossier_id: Some(d.id.clone()),
+            citizen_id,
+            dossier_id: dossier_id.clone(),
             kind: kind.to_owned(),
             channel: channel.slug().to_owned(),
             occurred_at,
@@ -166,7 +186,7 @@ pub(super) async fn record_contact(
         .await
         .map_err(internal_err("record contact"))?;
     if created {
-        tracing::info!(entry_id = %entry.id, dossier_id = %d.id, kind, "timeline entry recorded");
+        tracing::info!(entry_id = %entry.id, dossier_id = dossier_id.as_deref().unwrap_or(""), kind, "timeline entry recorded");
     }
     Ok(Response::new(entry_pb(entry)))
 }
