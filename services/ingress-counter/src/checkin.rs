@@ -29,7 +29,9 @@ use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::{CounterApi, NewTicket, ticket_pb};
+use crate::CounterApi;
+use crate::core::NewTicket;
+use crate::grpc::ticket_pb;
 
 pub type AppointmentClient =
     AppointmentServiceClient<InterceptedService<Channel, ServiceCredentials>>;

@@ -13,8 +13,10 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
 use tonic::Status;
 
+use crate::CounterApi;
+use crate::core::secs;
 use crate::db::entities::ticket;
-use crate::{CounterApi, secs, ticket_pb};
+use crate::grpc::ticket_pb;
 
 /// Candidates tried per call: concurrent desks race for the first ones.
 const CANDIDATES: u64 = 16;
