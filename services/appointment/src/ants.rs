@@ -113,12 +113,7 @@ fn authorized(s: &Ants, h: &HeaderMap) -> Result<(), Box<Response>> {
         .get(AUTH_HEADER)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let ok = given.len() == s.token.len()
-        && given
-            .bytes()
-            .zip(s.token.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0;
+    let ok = guichet_platform::secret::constant_time_eq(given.as_bytes(), s.token.as_bytes());
     if ok && !s.token.is_empty() {
         Ok(())
     } else {

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use guichet_platform::bus::{OutgoingEvent, new_event_id};
 use guichet_platform::clock::SharedClock;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
-use guichet_platform::grpc::{internal, internal_err, unavailable};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{Channel, CounterDetails, IntakeEvent, intake_event};
@@ -20,11 +19,11 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
 
 use crate::checkin;
 use crate::config::Config;
 use crate::db::entities::ticket;
+use crate::error::{Error, internal, internal_err, unavailable};
 
 /// What a ticket is issued from (kiosk, agent or appointment check-in).
 pub(crate) struct NewTicket {
@@ -71,7 +70,7 @@ impl CounterApi {
     /// Record a ticket and stage its visit as an IntakeEvent in the same
     /// transaction; answer once JetStream has the event. Idempotent on
     /// `request_id`.
-    pub(crate) async fn issue(&self, n: NewTicket) -> Result<ticket::Model, Status> {
+    pub(crate) async fn issue(&self, n: NewTicket) -> Result<ticket::Model, Error> {
         // A retry of an accepted request: make sure what is staged is
         // published, and return the same ticket.
         if let Some(rid) = &n.request_id
@@ -213,7 +212,7 @@ impl CounterApi {
     pub(crate) async fn ticket_by_request(
         &self,
         rid: &str,
-    ) -> Result<Option<ticket::Model>, Status> {
+    ) -> Result<Option<ticket::Model>, Error> {
         ticket::Entity::find()
             .filter(ticket::Column::RequestId.eq(rid))
             .one(&self.db)

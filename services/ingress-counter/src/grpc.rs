@@ -151,6 +151,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.call_next_ticket(request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn recall_ticket(
@@ -161,6 +162,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.recall(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn start_service(
@@ -171,6 +173,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.start(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn finish_service(
@@ -181,6 +184,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.finish(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn mark_no_show(
@@ -191,6 +195,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.no_show(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn transfer_ticket(
@@ -202,6 +207,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.transfer(&req.ticket_id, &req.service)
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 
     async fn get_ticket(
@@ -239,5 +245,6 @@ impl pb::counter_service_server::CounterService for CounterApi {
         self.check_in(&caller.subject, request.into_inner())
             .await
             .map(Response::new)
+            .map_err(Status::from)
     }
 }

@@ -24,6 +24,7 @@ pub mod checkin;
 pub mod config;
 mod core;
 pub mod db;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod visits;

@@ -9,7 +9,6 @@ use chrono::Utc;
 use guichet_platform::bus::{OutgoingEvent, new_event_id};
 use guichet_platform::contact::{Email, Phone, clean_name};
 use guichet_platform::db::is_unique_violation;
-use guichet_platform::grpc::{failed_precondition, internal, internal_err, not_found, unavailable};
 use guichet_platform::objects::{ObjectStore, sha256_hex};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
@@ -23,10 +22,10 @@ use sea_orm::{
     TransactionTrait,
 };
 use tokio::sync::Semaphore;
-use tonic::Status;
 
 use crate::config::Config;
 use crate::db::entities::scan_file;
+use crate::error::{Error, failed_precondition, internal, internal_err, not_found, unavailable};
 use crate::pipeline::Reading;
 use crate::quarantine::{ReadError, Reason};
 use crate::{detect, extract, ocr, pipeline};
@@ -89,7 +88,8 @@ pub enum AcceptError {
 }
 
 impl AcceptError {
-    pub(crate) fn status(&self, context: &str) -> Status {
+    /// This failure as the caller sees it, logged with `context`.
+    pub(crate) fn error(&self, context: &str) -> Error {
         match self {
             AcceptError::Unavailable(_) | AcceptError::Publish(_) => unavailable(context, self),
             _ => internal(context, self),
@@ -357,7 +357,7 @@ impl ScanApi {
     /// Read a quarantined file again from its stored original (or forward
     /// its image alone); it stays quarantined, with the new reason, if it
     /// still cannot be read.
-    pub async fn release(&self, id: &str, without_text: bool) -> Result<scan_file::Model, Status> {
+    pub async fn release(&self, id: &str, without_text: bool) -> Result<scan_file::Model, Error> {
         let model = scan_file::Entity::find_by_id(id)
             .one(&self.db)
             .await
@@ -471,7 +471,7 @@ impl ScanApi {
         txn.commit().await.map_err(internal_err("release scan"))?;
         self.finish(&model, staged.as_ref())
             .await
-            .map_err(|e| e.status("publish intake event"))?;
+            .map_err(|e| e.error("publish intake event"))?;
         tracing::info!(scan_file = %model.id, released = staged.is_some(), "scan release");
         Ok(model)
     }

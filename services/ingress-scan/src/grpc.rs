@@ -161,7 +161,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
                 batch_id: meta.batch_id,
             })
             .await
-            .map_err(|e| e.status("accept scan"))?;
+            .map_err(|e| e.error("accept scan"))?;
         Ok(Response::new(scan_file_pb(&model)))
     }
 

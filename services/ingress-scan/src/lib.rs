@@ -19,6 +19,7 @@ pub mod config;
 mod core;
 pub mod db;
 pub mod detect;
+pub mod error;
 pub mod extract;
 pub mod grpc;
 pub mod ocr;

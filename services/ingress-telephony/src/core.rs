@@ -11,7 +11,6 @@ use guichet_platform::bus::{OutgoingEvent, new_event_id};
 use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
-use guichet_platform::grpc::{internal, internal_err, invalid_argument, unavailable};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{
@@ -24,11 +23,11 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
     TransactionTrait,
 };
-use tonic::Status;
 
 use crate::config::Config;
 use crate::cti::{CtiEvent, CtiParams, Direction};
 use crate::db::entities::{call, callback};
+use crate::error::{Error, internal, internal_err, invalid_argument, unavailable};
 use crate::grpc::callback_pb;
 use crate::{cdr, cti};
 
@@ -504,7 +503,7 @@ impl TelephonyApi {
     pub(crate) async fn import_cdr_bytes(
         &self,
         bytes: &[u8],
-    ) -> Result<pb::ImportCdrResponse, Status> {
+    ) -> Result<pb::ImportCdrResponse, Error> {
         if bytes.len() > self.config.max_cdr_bytes {
             return Err(invalid_argument(
                 "csv",
@@ -603,7 +602,7 @@ impl TelephonyApi {
         })
     }
 
-    async fn callback_by_request(&self, rid: &str) -> Result<Option<callback::Model>, Status> {
+    async fn callback_by_request(&self, rid: &str) -> Result<Option<callback::Model>, Error> {
         callback::Entity::find()
             .filter(callback::Column::RequestId.eq(rid))
             .one(&self.db)
@@ -620,7 +619,7 @@ impl TelephonyApi {
         &self,
         requested_by: &str,
         req: pb::RequestCallbackRequest,
-    ) -> Result<pb::Callback, Status> {
+    ) -> Result<pb::Callback, Error> {
         let phone = Phone::parse(&req.phone).map_err(|e| invalid_argument("phone", e))?;
         let reason = req.reason.trim();
         if reason.chars().count() > 2000 {

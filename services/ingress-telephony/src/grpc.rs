@@ -66,6 +66,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         self.record_callback(&caller.subject, req)
             .await
             .map(GrpcResponse::new)
+            .map_err(Status::from)
     }
 
     async fn import_cdr(

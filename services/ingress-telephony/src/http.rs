@@ -11,6 +11,8 @@ use secrecy::ExposeSecret;
 use serde_json::json;
 
 use crate::TelephonyApi;
+use guichet_platform::secret::constant_time_eq;
+
 use crate::config::Config;
 use crate::core::{CtiError, CtiReply};
 use crate::cti;
@@ -38,14 +40,7 @@ fn error_response(status: StatusCode, error: impl Into<String>) -> Response {
 /// Constant-time comparison of the token in the URL with the configured one.
 fn token_ok(config: &Config, given: &str) -> bool {
     let want = config.webhook_token.expose_secret().as_bytes();
-    let given = given.as_bytes();
-    if want.is_empty() || want.len() != given.len() {
-        return false;
-    }
-    want.iter()
-        .zip(given)
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
+    !want.is_empty() && constant_time_eq(want, given.as_bytes())
 }
 
 async fn cti_webhook(
@@ -108,6 +103,9 @@ async fn cdr_upload(
             StatusCode::OK,
             json!({ "imported": r.imported, "duplicates": r.duplicates, "errors": r.errors }),
         ),
-        Err(status) => error_response(StatusCode::SERVICE_UNAVAILABLE, status.message()),
+        Err(e) => error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            tonic::Status::from(e).message(),
+        ),
     }
 }

@@ -21,6 +21,7 @@ pub mod config;
 mod core;
 pub mod cti;
 pub mod db;
+pub mod error;
 pub mod grpc;
 pub mod http;
 

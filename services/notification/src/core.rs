@@ -11,6 +11,7 @@
 //! list) and `dead_lettered` (given up: too many failures, a permanent
 //! refusal or a template error).
 
+use guichet_platform::retry::{Class, Classify};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,6 +99,21 @@ pub enum Outcome {
     },
     /// Not attempted (rate limit): try again at this instant.
     Defer(DateTime<Utc>),
+}
+
+impl Outcome {
+    /// A failed attempt, retried or dead-lettered by its class (the
+    /// platform's one retry taxonomy).
+    pub fn failed<E: Classify + std::fmt::Display>(e: E) -> Outcome {
+        match e.class() {
+            Class::Transient => Outcome::Retry(e.to_string()),
+            Class::Permanent => Outcome::Final {
+                status: DEAD_LETTERED,
+                error: e.to_string(),
+                attempted: true,
+            },
+        }
+    }
 }
 
 fn db_err(e: sea_orm::DbErr) -> anyhow::Error {

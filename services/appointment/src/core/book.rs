@@ -3,7 +3,7 @@
 use super::*;
 
 impl Core {
-    pub async fn book(&self, caller: &Caller, nb: NewBooking) -> Result<booking::Model, Status> {
+    pub async fn book(&self, caller: &Caller, nb: NewBooking) -> Result<booking::Model, Error> {
         if let Some(rid) = &nb.request_id
             && let Some(b) = self.by_request(rid).await?
         {

@@ -4,12 +4,15 @@ use super::*;
 
 impl Core {
     /// Check the citizen's link secret and the cancellable-until limit.
-    pub(super) fn citizen_may_change(&self, b: &booking::Model, token: &str) -> Result<(), Status> {
+    pub(super) fn citizen_may_change(&self, b: &booking::Model, token: &str) -> Result<(), Error> {
         if token.is_empty()
             || token.len() != b.cancel_token.len()
-            || !constant_eq(token.as_bytes(), b.cancel_token.as_bytes())
+            || !guichet_platform::secret::constant_time_eq(
+                token.as_bytes(),
+                b.cancel_token.as_bytes(),
+            )
         {
-            return Err(Status::permission_denied("Lien d'annulation invalide."));
+            return Err(Error::Denied("Lien d'annulation invalide.".into()));
         }
         let t = self.kind(&b.type_id, "appointment_type")?;
         if self.now() > b.start_at - Duration::hours(i64::from(t.cancellable_until_hours)) {
@@ -31,7 +34,7 @@ impl Core {
         id: &str,
         token: &str,
         request_id: Option<String>,
-    ) -> Result<booking::Model, Status> {
+    ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
             return Ok(b);
         }
@@ -104,7 +107,7 @@ impl Core {
         Ok(updated)
     }
 
-    pub(super) fn conflict_or_internal(&self, ctx: &str, e: sea_orm::DbErr) -> Status {
+    pub(super) fn conflict_or_internal(&self, ctx: &str, e: sea_orm::DbErr) -> Error {
         if is_unique_violation(&e) {
             slot_gone()
         } else {
@@ -120,7 +123,7 @@ impl Core {
         desk_id: Option<String>,
         token: &str,
         request_id: Option<String>,
-    ) -> Result<booking::Model, Status> {
+    ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
             return Ok(b);
         }
@@ -265,7 +268,7 @@ impl Core {
         caller: &Caller,
         id: &str,
         to: &str,
-    ) -> Result<booking::Model, Status> {
+    ) -> Result<booking::Model, Error> {
         let b = self.get(id).await?;
         if b.status == to {
             return Ok(b);
@@ -322,7 +325,7 @@ impl Core {
         txn: &DatabaseTransaction,
         b: &booking::Model,
         status: &str,
-    ) -> Result<booking::Model, Status> {
+    ) -> Result<booking::Model, Error> {
         // Optimistic: only from the version we read.
         let res = booking::Entity::update_many()
             .col_expr(booking::Column::Status, Expr::value(status))
@@ -334,7 +337,9 @@ impl Core {
             .await
             .map_err(internal_err("update booking"))?;
         if res.rows_affected != 1 {
-            return Err(Status::aborted("the booking changed meanwhile, retry"));
+            return Err(Error::Conflict(
+                "the booking changed meanwhile, retry".into(),
+            ));
         }
         let mut m = b.clone();
         m.status = status.into();
@@ -343,7 +348,7 @@ impl Core {
         Ok(m)
     }
 
-    pub(super) async fn applications(&self, booking_id: &str) -> Result<Vec<String>, Status> {
+    pub(super) async fn applications(&self, booking_id: &str) -> Result<Vec<String>, Error> {
         let q = Query::select()
             .column(a("application_id"))
             .from(a("booking_applications"))
@@ -361,7 +366,7 @@ impl Core {
     }
 
     /// Bookings holding one of these pre-application numbers.
-    pub async fn bookings_for_application(&self, app: &str) -> Result<Vec<booking::Model>, Status> {
+    pub async fn bookings_for_application(&self, app: &str) -> Result<Vec<booking::Model>, Error> {
         let q = Query::select()
             .column(a("booking_id"))
             .from(a("booking_applications"))

@@ -58,19 +58,16 @@ impl Core {
         payload: serde_json::Value,
         due: DateTime<Utc>,
     ) -> Result<(), sea_orm::DbErr> {
-        job::ActiveModel {
-            id: Set(uuid::Uuid::now_v7().to_string()),
-            kind: Set(kind.into()),
-            booking_id: Set(booking_id.into()),
-            payload: Set(payload.to_string()),
-            due_at: Set(due),
-            attempts: Set(0),
-            done: Set(false),
-            last_error: Set(None),
-        }
-        .insert(txn)
-        .await?;
-        Ok(())
+        durable::add(
+            txn,
+            durable::NewJob {
+                kind,
+                subject: booking_id,
+                payload: payload.to_string(),
+                run_at: due,
+            },
+        )
+        .await
     }
 
     pub(super) async fn schedule_reminder(
@@ -101,13 +98,7 @@ impl Core {
         txn: &DatabaseTransaction,
         booking_id: &str,
     ) -> Result<(), sea_orm::DbErr> {
-        job::Entity::update_many()
-            .col_expr(job::Column::Done, Expr::value(true))
-            .filter(job::Column::BookingId.eq(booking_id))
-            .filter(job::Column::Kind.eq("reminder"))
-            .filter(job::Column::Done.eq(false))
-            .exec(txn)
-            .await?;
+        durable::cancel(txn, "reminder", booking_id).await?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ impl Core {
         start: DateTime<Utc>,
         end: DateTime<Utc>,
         reason: &str,
-    ) -> Result<(exception::Model, u64), Status> {
+    ) -> Result<(exception::Model, u64), Error> {
         let m = exception::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             desk_id: Set(desk.to_owned()),
@@ -33,7 +33,7 @@ impl Core {
     }
 
     /// Bookings still booked inside a closure or absence.
-    pub async fn affected(&self, e: &exception::Model) -> Result<u64, Status> {
+    pub async fn affected(&self, e: &exception::Model) -> Result<u64, Error> {
         use sea_orm::PaginatorTrait;
         if e.kind == "extra_opening" {
             return Ok(0);
@@ -48,7 +48,7 @@ impl Core {
             .map_err(internal_err("count affected bookings"))
     }
 
-    pub async fn delete_exception(&self, id: &str) -> Result<exception::Model, Status> {
+    pub async fn delete_exception(&self, id: &str) -> Result<exception::Model, Error> {
         let m = exception::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await

@@ -2,49 +2,31 @@
 
 use super::*;
 
+/// Appointment's jobs: delays from 2 s doubling up to 256 s, given up after
+/// 100 failed runs (about 7 hours), 200 taken per pass.
+fn job_policy() -> durable::Policy {
+    durable::Policy {
+        batch: 200,
+        ..durable::Policy::default()
+    }
+}
+
 impl Core {
     /// Run every job due now; returns how many were handled. Called by the
     /// role's loop, and by tests after moving a manual clock.
     pub async fn run_due_jobs(&self) -> Result<usize, sea_orm::DbErr> {
-        let now = self.now();
-        let due = job::Entity::find()
-            .filter(job::Column::Done.eq(false))
-            .filter(job::Column::DueAt.lte(now))
-            .order_by_asc(job::Column::DueAt)
-            .order_by_asc(job::Column::Id)
-            .limit(200)
-            .all(&self.db)
+        let runner = durable::Runner::new(self.db.clone(), "appointment", job_policy());
+        let handled = runner
+            .run_due(self.now(), |j| async move {
+                match j.kind.as_str() {
+                    "reminder" => self.job_reminder(&j).await,
+                    "waitlist" => self.job_waitlist(&j).await,
+                    "dossier_link" => self.job_dossier(&j).await,
+                    "ants_declare" | "ants_delete" => self.job_ants(&j).await,
+                    other => Err(Failure::permanent(format!("unknown job kind {other}"))),
+                }
+            })
             .await?;
-        let mut handled = 0;
-        for j in due {
-            let res = match j.kind.as_str() {
-                "reminder" => self.job_reminder(&j).await,
-                "waitlist" => self.job_waitlist(&j).await,
-                "dossier_link" => self.job_dossier(&j).await,
-                "ants_declare" | "ants_delete" => self.job_ants(&j).await,
-                other => Err(JobError::Permanent(format!("unknown job kind {other}"))),
-            };
-            match res {
-                Ok(()) => handled += 1,
-                Err(JobError::Retry(error)) => {
-                    let attempts = j.attempts + 1;
-                    let backoff = Duration::seconds(2i64.pow(Ord::min(attempts, 8) as u32));
-                    tracing::warn!(job_id = %j.id, kind = %j.kind, attempts, %error, "job failed, will retry");
-                    let mut am = j.into_active_model();
-                    am.attempts = Set(attempts);
-                    am.due_at = Set(now + backoff);
-                    am.last_error = Set(Some(error));
-                    am.update(&self.db).await?;
-                }
-                Err(JobError::Permanent(error)) => {
-                    tracing::error!(job_id = %j.id, kind = %j.kind, %error, "job failed for good");
-                    let mut am = j.into_active_model();
-                    am.done = Set(true);
-                    am.last_error = Set(Some(error));
-                    am.update(&self.db).await?;
-                }
-            }
-        }
         if handled > 0 {
             self.outbox.notify();
         }
@@ -57,78 +39,68 @@ impl Core {
         txn: &impl ConnectionTrait,
         id: &str,
     ) -> Result<bool, sea_orm::DbErr> {
-        let r = job::Entity::update_many()
-            .col_expr(job::Column::Done, Expr::value(true))
-            .filter(job::Column::Id.eq(id))
-            .filter(job::Column::Done.eq(false))
-            .exec(txn)
-            .await?;
-        Ok(r.rows_affected == 1)
+        durable::complete(txn, id).await
     }
 
-    pub(super) async fn job_reminder(&self, j: &job::Model) -> Result<(), JobError> {
-        let b = self
-            .get(&j.booking_id)
+    pub(super) async fn job_reminder(&self, j: &durable::Job) -> Result<(), Failure> {
+        let b = self.get(&j.subject).await.map_err(Failure::transient)?;
+        let txn = self.db.begin().await.map_err(Failure::transient)?;
+        if !self
+            .take_job(&txn, &j.id)
             .await
-            .map_err(|e| JobError::Retry(e.message().to_owned()))?;
-        let txn = self.db.begin().await.map_err(JobError::retry)?;
-        if !self.take_job(&txn, &j.id).await.map_err(JobError::retry)? {
+            .map_err(Failure::transient)?
+        {
             return Ok(());
         }
         if b.status == BOOKED && b.start_at > self.now() {
             self.stage_notifications(&txn, &b, "appointment-reminder")
                 .await
-                .map_err(JobError::retry)?;
+                .map_err(Failure::transient)?;
         }
-        txn.commit().await.map_err(JobError::retry)?;
+        txn.commit().await.map_err(Failure::transient)?;
         tracing::info!(booking_id = %b.id, "reminder staged");
         Ok(())
     }
 
-    pub(super) async fn job_dossier(&self, j: &job::Model) -> Result<(), JobError> {
+    pub(super) async fn job_dossier(&self, j: &durable::Job) -> Result<(), Failure> {
         let p: serde_json::Value =
-            serde_json::from_str(&j.payload).map_err(|e| JobError::Permanent(e.to_string()))?;
+            serde_json::from_str(&j.payload).map_err(|e| Failure::permanent(e.to_string()))?;
         let dossier_id = p["dossier_id"].as_str().unwrap_or_default();
         let status = p["status"].as_str().unwrap_or_default();
-        match self.dossier.link(dossier_id, &j.booking_id, status).await {
+        match self.dossier.link(dossier_id, &j.subject, status).await {
             Ok(()) => {}
-            Err(s)
-                if matches!(
-                    s.code(),
-                    Code::InvalidArgument | Code::NotFound | Code::PermissionDenied
-                ) =>
-            {
-                return Err(JobError::Permanent(format!(
+            Err(s) if !s.is_transient() => {
+                return Err(Failure::permanent(format!(
                     "dossier refused the link: {}",
                     s.message()
                 )));
             }
-            Err(s) => return Err(JobError::Retry(s.message().to_owned())),
+            Err(s) => return Err(Failure::transient(s.message())),
         }
         self.take_job(&self.db, &j.id)
             .await
-            .map_err(JobError::retry)?;
+            .map_err(Failure::transient)?;
         Ok(())
     }
 
-    pub(super) async fn job_ants(&self, j: &job::Model) -> Result<(), JobError> {
+    pub(super) async fn job_ants(&self, j: &durable::Job) -> Result<(), Failure> {
         let a: AntsAppointment =
-            serde_json::from_str(&j.payload).map_err(|e| JobError::Permanent(e.to_string()))?;
+            serde_json::from_str(&j.payload).map_err(|e| Failure::permanent(e.to_string()))?;
         let res = if j.kind == "ants_declare" {
             self.coordination.declare(&a).await
         } else {
             self.coordination.delete(&a).await
         };
-        res.map_err(JobError::Retry)?;
+        res.map_err(Failure::transient)?;
         self.take_job(&self.db, &j.id)
             .await
-            .map_err(JobError::retry)?;
+            .map_err(Failure::transient)?;
         Ok(())
     }
 
     /// A slot freed up: offer it to waiting citizens who want an earlier
     /// one, at most one message a day and `waitlist_max_messages` in all.
-    pub(super) async fn job_waitlist(&self, j: &job::Model) -> Result<(), JobError> {
+    pub(super) async fn job_waitlist(&self, j: &durable::Job) -> Result<(), Failure> {
         let now = self.now();
         let today = to_paris(now).date().format("%Y-%m-%d").to_string();
         let waiters = waiter::Entity::find()
@@ -138,7 +110,7 @@ impl Core {
             .filter(waiter::Column::LastMessageDay.ne(today.as_str()))
             .all(&self.db)
             .await
-            .map_err(JobError::retry)?;
+            .map_err(Failure::transient)?;
         // Find offers before the transaction: SQLite has one connection.
         let mut offers = Vec::new();
         for w in waiters {
@@ -168,8 +140,12 @@ impl Core {
                 offers.push((w, slot));
             }
         }
-        let txn = self.db.begin().await.map_err(JobError::retry)?;
-        if !self.take_job(&txn, &j.id).await.map_err(JobError::retry)? {
+        let txn = self.db.begin().await.map_err(Failure::transient)?;
+        if !self
+            .take_job(&txn, &j.id)
+            .await
+            .map_err(Failure::transient)?
+        {
             return Ok(());
         }
         for (w, slot) in offers {
@@ -207,7 +183,7 @@ impl Core {
                 .filter(waiter::Column::LastMessageDay.ne(today.as_str()))
                 .exec(&txn)
                 .await
-                .map_err(JobError::retry)?;
+                .map_err(Failure::transient)?;
             if claimed.rows_affected != 1 {
                 continue;
             }
@@ -230,11 +206,11 @@ impl Core {
                     None,
                 )
                 .await
-                .map_err(JobError::retry)?;
+                .map_err(Failure::transient)?;
             }
             tracing::info!(waiter_id = %w.id, sent, "waiting list offer staged");
         }
-        txn.commit().await.map_err(JobError::retry)?;
+        txn.commit().await.map_err(Failure::transient)?;
         Ok(())
     }
 }

@@ -12,15 +12,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Datelike, Duration, Utc};
+use chrono::{DateTime, Duration, Utc};
 use guichet_platform::bus::OutgoingEvent;
 use guichet_platform::calendar::to_paris;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::db::is_unique_violation;
-use guichet_platform::grpc::{
-    failed_precondition, internal, internal_err, invalid_argument, not_found,
-};
+use guichet_platform::french;
+use guichet_platform::jobs as durable;
 use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::retry::{Classify, Failure};
 use guichet_proto::convert::timestamp;
 use guichet_proto::events::v1::AppointmentChanged;
 use guichet_proto::notification::v1::{NotificationRequest, notification_request};
@@ -32,12 +32,14 @@ use sea_orm::{
     TransactionTrait, TryGetable,
 };
 use serde_json::json;
-use tonic::{Code, Status};
 
 use crate::config::{Config, TypeConfig};
 use crate::coordination::{AntsAppointment, Coordination};
-use crate::db::entities::{booking, exception, job, waiter};
+use crate::db::entities::{booking, exception, waiter};
 use crate::dossier::DossierLinker;
+use crate::error::{
+    Error, failed_precondition, internal, internal_err, invalid_argument, not_found,
+};
 use crate::schedule::Model;
 
 mod book;
@@ -64,8 +66,8 @@ pub struct Caller {
 }
 
 /// The answer to a lost race: the slot was taken first.
-pub fn slot_gone() -> Status {
-    Status::aborted("Ce créneau n'est plus disponible : choisissez-en un autre.")
+pub fn slot_gone() -> Error {
+    Error::Conflict("Ce créneau n'est plus disponible : choisissez-en un autre.".into())
 }
 
 /// A free slot.
@@ -122,38 +124,9 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
         .collect()
 }
 
-const MONTHS: [&str; 12] = [
-    "janvier",
-    "février",
-    "mars",
-    "avril",
-    "mai",
-    "juin",
-    "juillet",
-    "août",
-    "septembre",
-    "octobre",
-    "novembre",
-    "décembre",
-];
-const DAYS: [&str; 7] = [
-    "lundi", "mardi", "mercredi", "jeudi", "vendredi", "samedi", "dimanche",
-];
-
 /// "mardi 1 décembre 2026" and "09h15", Paris time.
 pub fn french_date_time(t: DateTime<Utc>) -> (String, String) {
-    let l = to_paris(t);
-    let d = l.date();
-    (
-        format!(
-            "{} {} {} {}",
-            DAYS[d.weekday().num_days_from_monday() as usize],
-            d.day(),
-            MONTHS[d.month0() as usize],
-            d.year()
-        ),
-        l.format("%Hh%M").to_string(),
-    )
+    (french::day_date(t), french::hour(t))
 }
 
 impl Core {
@@ -161,7 +134,7 @@ impl Core {
         self.clock.now()
     }
 
-    pub fn kind(&self, id: &str, field: &str) -> Result<&TypeConfig, Status> {
+    pub fn kind(&self, id: &str, field: &str) -> Result<&TypeConfig, Error> {
         self.model
             .kind(id)
             .ok_or_else(|| invalid_argument(field, format!("`{id}` is not an appointment type")))
@@ -187,7 +160,7 @@ impl Core {
         desks: &[&str],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<BTreeMap<String, BTreeSet<DateTime<Utc>>>, Status> {
+    ) -> Result<BTreeMap<String, BTreeSet<DateTime<Utc>>>, Error> {
         let mut out: BTreeMap<String, BTreeSet<DateTime<Utc>>> = BTreeMap::new();
         if desks.is_empty() {
             return Ok(out);
@@ -228,7 +201,7 @@ impl Core {
         limit: usize,
         distinct: bool,
         agent: bool,
-    ) -> Result<Vec<FreeSlot>, Status> {
+    ) -> Result<Vec<FreeSlot>, Error> {
         let t = self.kind(type_id, "appointment_type")?;
         if !agent && !t.public {
             return Err(invalid_argument(
@@ -281,7 +254,7 @@ impl Core {
         Ok(out)
     }
 
-    pub async fn get(&self, id: &str) -> Result<booking::Model, Status> {
+    pub async fn get(&self, id: &str) -> Result<booking::Model, Error> {
         booking::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await
@@ -289,7 +262,7 @@ impl Core {
             .ok_or_else(|| not_found("booking", id))
     }
 
-    async fn by_request(&self, rid: &str) -> Result<Option<booking::Model>, Status> {
+    async fn by_request(&self, rid: &str) -> Result<Option<booking::Model>, Error> {
         booking::Entity::find()
             .filter(booking::Column::RequestId.eq(rid))
             .one(&self.db)
@@ -298,7 +271,7 @@ impl Core {
     }
 
     /// A retried reschedule/cancel: the booking it acted on.
-    async fn replay(&self, rid: &Option<String>) -> Result<Option<booking::Model>, Status> {
+    async fn replay(&self, rid: &Option<String>) -> Result<Option<booking::Model>, Error> {
         let Some(rid) = rid else { return Ok(None) };
         let q = Query::select()
             .column(a("booking_id"))
@@ -376,7 +349,7 @@ impl Core {
         desks: &[&str],
         from: DateTime<Utc>,
         to: DateTime<Utc>,
-    ) -> Result<Vec<exception::Model>, Status> {
+    ) -> Result<Vec<exception::Model>, Error> {
         let mut q = exception::Entity::find()
             .filter(exception::Column::EndAt.gt(from))
             .filter(exception::Column::StartAt.lt(to));
@@ -426,7 +399,7 @@ impl Core {
         desk: &crate::schedule::Desk,
         start: DateTime<Utc>,
         units: i64,
-    ) -> Result<bool, Status> {
+    ) -> Result<bool, Error> {
         let end = start + self.model.slot * (units as i32);
         let mut open = self.model.open_units(desk, start, end);
         let ex = self.exceptions(&[desk.id.as_str()], start, end).await?;
@@ -435,7 +408,7 @@ impl Core {
     }
 
     /// No-shows of this citizen in the policy window.
-    async fn recent_no_shows(&self, citizen: &str) -> Result<u64, Status> {
+    async fn recent_no_shows(&self, citizen: &str) -> Result<u64, Error> {
         use sea_orm::PaginatorTrait;
         let since = self.now() - Duration::days(i64::from(self.config.noshow_window_days));
         booking::Entity::find()
@@ -453,7 +426,7 @@ impl Core {
         f: &ListFilter,
         size: u64,
         after: Option<(DateTime<Utc>, String)>,
-    ) -> Result<Vec<booking::Model>, Status> {
+    ) -> Result<Vec<booking::Model>, Error> {
         let mut q = booking::Entity::find();
         if !f.site.is_empty() {
             q = q.filter(booking::Column::SiteId.eq(f.site.as_str()));
@@ -515,20 +488,4 @@ pub struct ListFilter {
     pub reference: String,
     /// E.164 phone.
     pub phone: String,
-}
-
-#[derive(Debug)]
-pub enum JobError {
-    Retry(String),
-    Permanent(String),
-}
-
-impl JobError {
-    fn retry(e: impl std::fmt::Display) -> JobError {
-        JobError::Retry(e.to_string())
-    }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

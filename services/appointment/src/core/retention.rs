@@ -32,7 +32,7 @@ impl Core {
             ("slot_claims", "booking_id"),
             ("booking_applications", "booking_id"),
             ("booking_actions", "booking_id"),
-            ("jobs", "booking_id"),
+            (durable::TABLE, "subject"),
         ] {
             let q = Query::delete()
                 .from_table(a(table))

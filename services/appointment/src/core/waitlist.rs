@@ -7,7 +7,7 @@ impl Core {
         &self,
         w: waiter::ActiveModel,
         request_id: Option<String>,
-    ) -> Result<waiter::Model, Status> {
+    ) -> Result<waiter::Model, Error> {
         if let Some(rid) = &request_id
             && let Some(m) = waiter::Entity::find()
                 .filter(waiter::Column::RequestId.eq(rid.as_str()))
@@ -32,7 +32,7 @@ impl Core {
         }
     }
 
-    pub async fn leave_waitlist(&self, id: &str) -> Result<waiter::Model, Status> {
+    pub async fn leave_waitlist(&self, id: &str) -> Result<waiter::Model, Error> {
         let m = waiter::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await

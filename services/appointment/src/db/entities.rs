@@ -36,30 +36,6 @@ pub mod booking {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod job {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "jobs")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        /// reminder, dossier_link, ants_declare, ants_delete, waitlist
-        pub kind: String,
-        pub booking_id: String,
-        pub payload: String,
-        pub due_at: DateTimeUtc,
-        pub attempts: i32,
-        pub done: bool,
-        pub last_error: Option<String>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 pub mod waiter {
     use sea_orm::entity::prelude::*;
 

@@ -6,7 +6,7 @@ impl Core {
     // --- codes -------------------------------------------------------------
 
     /// Expire the request now if its time is up; returns its status.
-    pub(super) async fn check_open(&self, full: &Full) -> Result<(), Status> {
+    pub(super) async fn check_open(&self, full: &Full) -> Result<(), Error> {
         if full.req.status == PENDING && full.req.expire_at <= self.now() {
             self.expire_one(&full.req.id).await?;
             return Err(closed(EXPIRED));
@@ -24,7 +24,7 @@ impl Core {
         request_id: &str,
         signer_id: &str,
         resend: bool,
-    ) -> Result<Sent, Status> {
+    ) -> Result<Sent, Error> {
         let full = self.get(request_id).await?;
         let s = self.signer_of(&full, signer_id)?.clone();
         self.check_open(&full).await?;
@@ -42,7 +42,7 @@ impl Core {
                 .await
                 .map_err(internal_err("record throttle"))?;
             metrics::counter!("guichet_signature_codes_throttled_total").increment(1);
-            return Err(Status::resource_exhausted(format!(
+            return Err(Error::Exhausted(format!(
                 "Un code vient d'être envoyé : patientez {wait} secondes avant d'en demander un nouveau."
             )));
         }
@@ -112,8 +112,8 @@ impl Core {
             Ok(true) => txn.commit().await.map_err(internal_err("send code"))?,
             Ok(false) => {
                 let _ = txn.rollback().await;
-                return Err(Status::aborted(
-                    "Un autre envoi de code est en cours : réessayez.",
+                return Err(Error::Conflict(
+                    "Un autre envoi de code est en cours : réessayez.".into(),
                 ));
             }
             Err(e) => {
@@ -190,7 +190,7 @@ impl Core {
         signer_id: &str,
         origin: &Origin,
         why: &str,
-    ) -> Result<(), Status> {
+    ) -> Result<(), Error> {
         let txn = self.db.begin().await.map_err(internal_err("lock"))?;
         let locked = match self.lock_in(&txn, request_id, signer_id, origin, why).await {
             Ok(l) => l,

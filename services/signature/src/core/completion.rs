@@ -8,7 +8,7 @@ impl Core {
     /// Complete the request when every signer has signed: signed PDF,
     /// sealed evidence, status `signed`. Idempotent; the first caller wins.
     #[tracing::instrument(name = "signature.complete", skip_all, fields(signature_request_id = %id))]
-    pub async fn finish_if_complete(&self, id: &str) -> Result<bool, Status> {
+    pub async fn finish_if_complete(&self, id: &str) -> Result<bool, Error> {
         let full = self.get(id).await?;
         if full.req.status != PENDING || full.signers.iter().any(|s| s.status != SIGNED) {
             return Ok(false);
@@ -231,7 +231,7 @@ impl Core {
         }
     }
 
-    pub async fn evidence_bytes(&self, id: &str) -> Result<(Full, Vec<u8>), Status> {
+    pub async fn evidence_bytes(&self, id: &str) -> Result<(Full, Vec<u8>), Error> {
         let full = self.get(id).await?;
         let Some(sha) = full.req.evidence_sha256.clone() else {
             return Err(precondition(
@@ -248,7 +248,7 @@ impl Core {
     }
 
     /// The request whose original or signed PDF has this hash.
-    pub async fn by_document(&self, sha: &str) -> Result<Option<request::Model>, Status> {
+    pub async fn by_document(&self, sha: &str) -> Result<Option<request::Model>, Error> {
         request::Entity::find()
             .filter(
                 request::Column::SignedSha256

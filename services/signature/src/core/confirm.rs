@@ -10,7 +10,7 @@ impl Core {
         request_id: &str,
         signer_id: &str,
         submitted: &str,
-    ) -> Result<Confirmed, Status> {
+    ) -> Result<Confirmed, Error> {
         let submitted = submitted.trim();
         if submitted.len() != 6 || !submitted.chars().all(|c| c.is_ascii_digit()) {
             return Err(invalid_argument("code", "le code comporte 6 chiffres"));
@@ -228,8 +228,8 @@ impl Core {
                 full: self.get(request_id).await?,
             });
         }
-        Err(Status::aborted(
-            "Trop de confirmations simultanées : réessayez.",
+        Err(Error::Conflict(
+            "Trop de confirmations simultanées : réessayez.".into(),
         ))
     }
 }

@@ -5,7 +5,7 @@ use super::*;
 impl Core {
     // --- create ----------------------------------------------------------
 
-    pub(super) async fn by_request_id(&self, rid: &str) -> Result<Option<Full>, Status> {
+    pub(super) async fn by_request_id(&self, rid: &str) -> Result<Option<Full>, Error> {
         let r = request::Entity::find()
             .filter(request::Column::RequestId.eq(rid.to_owned()))
             .one(&self.db)
@@ -18,7 +18,7 @@ impl Core {
     }
 
     #[tracing::instrument(name = "signature.create", skip_all, fields(dossier_id = %nr.dossier_id))]
-    pub async fn create(&self, origin: &Origin, nr: NewRequest) -> Result<Full, Status> {
+    pub async fn create(&self, origin: &Origin, nr: NewRequest) -> Result<Full, Error> {
         if let Some(rid) = &nr.request_id
             && let Some(f) = self.by_request_id(rid).await?
         {

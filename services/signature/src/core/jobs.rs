@@ -2,77 +2,40 @@
 
 use super::*;
 
+/// Signature's jobs: delays from 2 s doubling up to 512 s, given up after
+/// 100 failed runs (about 13 hours), 100 taken per pass.
+fn job_policy() -> durable::Policy {
+    durable::Policy {
+        max_delay: std::time::Duration::from_secs(512),
+        ..durable::Policy::default()
+    }
+}
+
 impl Core {
     // --- jobs ----------------------------------------------------------------
 
     /// Run due jobs (dossier link status, signed document and transition,
-    /// unfinished completions). Each job is leased by a compare-and-set on
-    /// its due time, so replicas do not run it twice at once.
+    /// unfinished completions). Each job is leased, so replicas do not run
+    /// it twice at once; a job the dossier role refuses for good (unknown
+    /// dossier) is given up, others are retried with backoff.
     pub async fn run_due_jobs(&self) -> Result<usize, sea_orm::DbErr> {
-        let now = self.now();
-        let due = job::Entity::find()
-            .filter(job::Column::Done.eq(false))
-            .filter(job::Column::DueAt.lte(now))
-            .order_by_asc(job::Column::DueAt)
-            .order_by_asc(job::Column::Id)
-            .limit(100)
-            .all(&self.db)
-            .await?;
-        let mut handled = 0;
-        for j in due {
-            let lease = job::Entity::update_many()
-                .col_expr(job::Column::DueAt, Expr::value(now + Duration::seconds(60)))
-                .filter(job::Column::Id.eq(j.id.clone()))
-                .filter(job::Column::Done.eq(false))
-                .filter(job::Column::DueAt.eq(j.due_at))
-                .exec(&self.db)
-                .await?;
-            if lease.rows_affected != 1 {
-                continue;
-            }
-            let res = self.run_job(&j).await;
-            let mut am = j.clone().into_active_model();
-            match res {
-                Ok(()) => {
-                    handled += 1;
-                    am.done = Set(true);
-                    am.last_error = Set(None);
-                }
-                Err(error)
-                    if matches!(
-                        error.code(),
-                        Code::NotFound | Code::InvalidArgument | Code::PermissionDenied
-                    ) =>
-                {
-                    // Retrying cannot help (e.g. an unknown dossier).
-                    tracing::error!(job_id = %j.id, kind = %j.kind, %error, "signature job failed for good");
-                    am.done = Set(true);
-                    am.last_error = Set(Some(error.to_string()));
-                }
-                Err(error) => {
-                    let attempts = j.attempts + 1;
-                    let backoff = Duration::seconds(2i64.pow(Ord::min(attempts, 9) as u32));
-                    tracing::warn!(job_id = %j.id, kind = %j.kind, attempts, %error, "signature job failed, will retry");
-                    am.attempts = Set(attempts);
-                    am.due_at = Set(now + backoff);
-                    am.last_error = Set(Some(error.to_string()));
-                }
-            }
-            am.update(&self.db).await?;
-        }
-        Ok(handled)
+        let runner = durable::Runner::new(self.db.clone(), "signature", job_policy());
+        runner
+            .run_due(self.now(), |j| async move { self.run_job(&j).await })
+            .await
     }
 
-    #[tracing::instrument(name = "signature.job", skip_all, fields(signature_request_id = %j.request_id, job_kind = %j.kind))]
-    pub(super) async fn run_job(&self, j: &job::Model) -> Result<(), Status> {
-        let full = self.get(&j.request_id).await?;
+    #[tracing::instrument(name = "signature.job", skip_all, fields(signature_request_id = %j.subject, job_kind = %j.kind))]
+    pub(super) async fn run_job(&self, j: &durable::Job) -> Result<(), Error> {
+        let full = self.get(&j.subject).await?;
         let r = &full.req;
         match j.kind.as_str() {
             "link" => {
                 if r.dossier_id.is_empty() {
                     return Ok(());
                 }
-                self.dossier.link(&r.dossier_id, &r.id, &r.status).await
+                self.dossier.link(&r.dossier_id, &r.id, &r.status).await?;
+                Ok(())
             }
             "finish" => self.finish_if_complete(&r.id).await.map(|_| ()),
             "completed" => {

@@ -15,7 +15,7 @@ impl Core {
         from: &[&str],
         reason: &str,
         event_type: &str,
-    ) -> Result<Full, Status> {
+    ) -> Result<Full, Error> {
         let now = self.now();
         let txn = self.db.begin().await.map_err(internal_err(event_type))?;
         let mut upd = request::Entity::update_many()
@@ -74,7 +74,7 @@ impl Core {
         request_id: &str,
         signer_id: &str,
         reason: &str,
-    ) -> Result<Full, Status> {
+    ) -> Result<Full, Error> {
         let full = self.get(request_id).await?;
         let s = self.signer_of(&full, signer_id)?.clone();
         self.check_open(&full).await?;
@@ -98,7 +98,7 @@ impl Core {
     }
 
     #[tracing::instrument(name = "signature.cancel", skip_all, fields(signature_request_id = %id))]
-    pub async fn cancel(&self, origin: &Origin, id: &str, reason: &str) -> Result<Full, Status> {
+    pub async fn cancel(&self, origin: &Origin, id: &str, reason: &str) -> Result<Full, Error> {
         self.get(id).await?;
         self.close(
             origin,
@@ -112,7 +112,7 @@ impl Core {
         .await
     }
 
-    pub(super) async fn expire_one(&self, id: &str) -> Result<bool, Status> {
+    pub(super) async fn expire_one(&self, id: &str) -> Result<bool, Error> {
         match self
             .close(
                 &Origin::system(),
@@ -126,14 +126,14 @@ impl Core {
             .await
         {
             Ok(_) => Ok(true),
-            Err(e) if e.code() == Code::FailedPrecondition => Ok(false),
+            Err(Error::Refused { .. }) => Ok(false),
             Err(e) => Err(e),
         }
     }
 
     /// Mark every request past its expiry as expired; safe with several
     /// replicas (each request is taken by a compare-and-set). Returns how many.
-    pub async fn expire_due(&self) -> Result<usize, Status> {
+    pub async fn expire_due(&self) -> Result<usize, Error> {
         let due = request::Entity::find()
             .filter(request::Column::Status.is_in([PENDING, LOCKED]))
             .filter(request::Column::ExpireAt.lte(self.now()))
@@ -158,7 +158,7 @@ impl Core {
         id: &str,
         reason: &str,
         expire_at: Option<DateTime<Utc>>,
-    ) -> Result<Full, Status> {
+    ) -> Result<Full, Error> {
         let full = self.get(id).await?;
         let now = self.now();
         let new_expiry = expire_at.unwrap_or(full.req.expire_at);

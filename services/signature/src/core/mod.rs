@@ -19,9 +19,7 @@ use guichet_platform::calendar::to_paris;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
-use guichet_platform::grpc::{
-    failed_precondition, internal, internal_err, invalid_argument, not_found,
-};
+use guichet_platform::jobs as durable;
 use guichet_platform::objects::{ObjectError, ObjectStore};
 use guichet_platform::outbox::{Outbox, Staged};
 use guichet_proto::convert::timestamp;
@@ -34,11 +32,11 @@ use sea_orm::{
     IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 use serde_json::{Value, json};
-use tonic::{Code, Status};
 
 use crate::config::Config;
-use crate::db::entities::{code, event, job, request, signer};
+use crate::db::entities::{code, event, request, signer};
 use crate::dossier::DossierPort;
+use crate::error::{Error, internal, internal_err, invalid_argument, not_found, precondition};
 use crate::otp;
 use crate::pdf;
 use crate::seal::Keys;
@@ -151,16 +149,12 @@ pub fn paris_text(t: DateTime<Utc>) -> String {
     to_paris(t).format("%d/%m/%Y à %Hh%M").to_string()
 }
 
-fn os_rng_err(e: impl std::fmt::Display) -> Status {
+fn os_rng_err(e: impl std::fmt::Display) -> Error {
     internal("random generator", e)
 }
 
-fn precondition(kind: &str, description: &str) -> Status {
-    failed_precondition(kind, "signature_request", description)
-}
-
 /// The French refusal for a request that is no longer open.
-pub fn closed(status: &str) -> Status {
+pub fn closed(status: &str) -> Error {
     match status {
         SIGNED => precondition("SIGNED", "Ce document est déjà signé."),
         DECLINED => precondition("DECLINED", "La signature de ce document a été refusée."),
@@ -195,7 +189,7 @@ impl Core {
 
     // --- reads ---------------------------------------------------------
 
-    pub async fn get(&self, id: &str) -> Result<Full, Status> {
+    pub async fn get(&self, id: &str) -> Result<Full, Error> {
         let req = request::Entity::find_by_id(id.to_owned())
             .one(&self.db)
             .await
@@ -204,7 +198,7 @@ impl Core {
         self.full(req).await
     }
 
-    async fn full(&self, req: request::Model) -> Result<Full, Status> {
+    async fn full(&self, req: request::Model) -> Result<Full, Error> {
         let signers = signer::Entity::find()
             .filter(signer::Column::RequestId.eq(req.id.clone()))
             .order_by_asc(signer::Column::Position)
@@ -214,7 +208,7 @@ impl Core {
         Ok(Full { req, signers })
     }
 
-    pub async fn by_token(&self, token: &str) -> Result<(Full, signer::Model), Status> {
+    pub async fn by_token(&self, token: &str) -> Result<(Full, signer::Model), Error> {
         let s = signer::Entity::find()
             .filter(signer::Column::Token.eq(token.to_owned()))
             .one(&self.db)
@@ -225,7 +219,7 @@ impl Core {
         Ok((full, s))
     }
 
-    fn signer_of<'a>(&self, full: &'a Full, signer_id: &str) -> Result<&'a signer::Model, Status> {
+    fn signer_of<'a>(&self, full: &'a Full, signer_id: &str) -> Result<&'a signer::Model, Error> {
         if signer_id.is_empty() && full.signers.len() == 1 {
             return Ok(&full.signers[0]);
         }
@@ -241,7 +235,7 @@ impl Core {
         status: Option<String>,
         after: Option<String>,
         limit: u64,
-    ) -> Result<(Vec<Full>, Option<String>), Status> {
+    ) -> Result<(Vec<Full>, Option<String>), Error> {
         let mut q = request::Entity::find().order_by_asc(request::Column::Id);
         if let Some(d) = dossier_id {
             q = q.filter(request::Column::DossierId.eq(d));
@@ -275,7 +269,7 @@ impl Core {
         request_id: &str,
         after: i64,
         limit: u64,
-    ) -> Result<(Vec<event::Model>, Option<i64>), Status> {
+    ) -> Result<(Vec<event::Model>, Option<i64>), Error> {
         let rows = event::Entity::find()
             .filter(event::Column::RequestId.eq(request_id.to_owned()))
             .filter(event::Column::Id.gt(after))
@@ -360,19 +354,16 @@ impl Core {
         kind: &str,
         request_id: &str,
     ) -> Result<(), sea_orm::DbErr> {
-        job::ActiveModel {
-            id: Set(new_id()),
-            kind: Set(kind.to_owned()),
-            request_id: Set(request_id.to_owned()),
-            payload: Set(String::new()),
-            due_at: Set(self.now()),
-            attempts: Set(0),
-            done: Set(false),
-            last_error: Set(None),
-        }
-        .insert(conn)
-        .await?;
-        Ok(())
+        durable::add(
+            conn,
+            durable::NewJob {
+                kind,
+                subject: request_id,
+                payload: String::new(),
+                run_at: self.now(),
+            },
+        )
+        .await
     }
 }
 

@@ -114,27 +114,3 @@ pub mod event {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
-
-pub mod job {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "jobs")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        /// link (dossier link status), complete (document + transition)
-        pub kind: String,
-        pub request_id: String,
-        pub payload: String,
-        pub due_at: DateTimeUtc,
-        pub attempts: i32,
-        pub done: bool,
-        pub last_error: Option<String>,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
