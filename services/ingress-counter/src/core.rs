@@ -5,15 +5,13 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use guichet_platform::bus::{OutgoingEvent, new_event_id};
+use guichet_platform::bus::new_event_id;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::db::{is_unique_violation, next_counter_value};
-use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::outbox::Outbox;
 use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{Channel, CounterDetails, IntakeEvent, intake_event};
-use prost::Message;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
     TransactionTrait,
@@ -183,16 +181,9 @@ impl CounterApi {
             }
             Err(e) => return Err(internal("issue ticket", e)),
         };
-        let staged = Staged {
-            nats_subject: self.outbox.bus().subject("intake.counter"),
-            event: OutgoingEvent {
-                id: event_id,
-                ty: "guichet.intake.v1.intake_event".into(),
-                subject: format!("tickets/{}", t.id),
-                time: now,
-                body: Bytes::from(event.encode_to_vec()),
-            },
-        };
+        let staged = self
+            .outbox
+            .intake_event(&event, format!("tickets/{}", t.id), now);
         self.outbox
             .stage(&txn, &staged)
             .await

@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
-use guichet_platform::bus::{OutgoingEvent, new_event_id};
+use guichet_platform::bus::new_event_id;
 use guichet_platform::contact::{Email, Phone, clean_name};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::objects::{ObjectStore, sha256_hex};
@@ -15,7 +14,6 @@ use guichet_proto::convert::timestamp;
 use guichet_proto::intake::v1::{
     AttachmentRef, Channel, CitizenHint, IntakeEvent, PostalAddress, ScanDetails, intake_event,
 };
-use prost::Message;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
@@ -276,16 +274,8 @@ impl ScanApi {
                 sender_lines: x.sender_lines.clone(),
             })),
         };
-        Staged {
-            nats_subject: self.outbox.bus().subject("intake.scan"),
-            event: OutgoingEvent {
-                id: event_id.to_owned(),
-                ty: "guichet.intake.v1.intake_event".into(),
-                subject: format!("scanFiles/{}", model.id),
-                time: now,
-                body: Bytes::from(event.encode_to_vec()),
-            },
-        }
+        self.outbox
+            .intake_event(&event, format!("scanFiles/{}", model.id), now)
     }
 
     /// A folder file above `max_file_bytes`: hashed as a stream (never

@@ -5,9 +5,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use guichet_platform::bus::{OutgoingEvent, new_event_id};
+use guichet_platform::bus::new_event_id;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
@@ -17,7 +16,6 @@ use guichet_proto::intake::v1::{
     Channel, CitizenHint, IntakeEvent, TelephonyDetails, intake_event,
 };
 use guichet_proto::telephony::v1 as pb;
-use prost::Message;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
@@ -247,16 +245,7 @@ fn count_call(c: &call::Model) {
 
 impl TelephonyApi {
     fn staged(&self, event: &IntakeEvent, subject: String, time: DateTime<Utc>) -> Staged {
-        Staged {
-            nats_subject: self.outbox.bus().subject("intake.telephony"),
-            event: OutgoingEvent {
-                id: event.id.clone(),
-                ty: "guichet.intake.v1.intake_event".into(),
-                subject,
-                time,
-                body: Bytes::from(event.encode_to_vec()),
-            },
-        }
+        self.outbox.intake_event(event, subject, time)
     }
 
     /// Publish a committed event now; if JetStream is away the outbox

@@ -102,10 +102,6 @@ impl Core {
         Ok(())
     }
 
-    pub(super) fn notify_subject(&self) -> String {
-        self.outbox.bus().subject("notify.appointment")
-    }
-
     /// Stage one NotificationRequest per configured channel the booking has
     /// a contact for. Ids are stable per booking version: a replay is
     /// dropped by JetStream and by the notification role.
@@ -173,16 +169,12 @@ impl Core {
             requested_by: "appointment".to_owned(),
             ..Default::default()
         };
-        let staged = Staged {
-            nats_subject: self.notify_subject(),
-            event: OutgoingEvent {
-                id: id.to_owned(),
-                ty: "guichet.notification.v1.notification_request".into(),
-                subject: format!("bookings/{subject_id}"),
-                time: self.now(),
-                body: Bytes::from(req.encode_to_vec()),
-            },
-        };
+        let staged = self.outbox.notification_request(
+            "appointment",
+            &req,
+            format!("bookings/{subject_id}"),
+            self.now(),
+        );
         self.outbox.stage(txn, &staged).await
     }
 

@@ -11,20 +11,17 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
-use guichet_platform::bus::OutgoingEvent;
 use guichet_platform::calendar::to_paris;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::french;
 use guichet_platform::jobs as durable;
-use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::outbox::Outbox;
 use guichet_platform::retry::{Classify, Failure};
 use guichet_proto::convert::timestamp;
 use guichet_proto::events::v1::AppointmentChanged;
 use guichet_proto::notification::v1::{NotificationRequest, notification_request};
-use prost::Message;
 use sea_orm::sea_query::{Alias, Expr, Query};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
