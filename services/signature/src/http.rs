@@ -227,7 +227,7 @@ fn render(
             ),
         )
     } else {
-        match r.status.as_str() {
+        match r.status {
             core::PENDING => {
                 let csrf = form_token(&cfg.code_secret, token);
                 let t = esc(token);

@@ -12,7 +12,7 @@ impl Core {
             return Err(closed(EXPIRED));
         }
         if full.req.status != PENDING {
-            return Err(closed(&full.req.status));
+            return Err(closed(full.req.status));
         }
         Ok(())
     }
@@ -171,16 +171,12 @@ impl Core {
             not_after: Some(timestamp(expire_at)),
             ..Default::default()
         };
-        let staged = Staged {
-            nats_subject: self.outbox.bus().subject("notify.sms"),
-            event: OutgoingEvent {
-                id,
-                ty: "guichet.notification.v1.notification_request".into(),
-                subject: format!("signature-requests/{}", req.id),
-                time: self.now(),
-                body: Bytes::from(msg.encode_to_vec()),
-            },
-        };
+        let staged = self.outbox.notification_request(
+            "sms",
+            &msg,
+            format!("signature-requests/{}", req.id),
+            self.now(),
+        );
         self.outbox.stage(conn, &staged).await
     }
 

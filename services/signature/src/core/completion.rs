@@ -106,7 +106,8 @@ impl Core {
         }
         txn.commit().await.map_err(internal_err("complete"))?;
         self.outbox.notify();
-        metrics::counter!("guichet_signature_requests_total", "status" => SIGNED).increment(1);
+        metrics::counter!("guichet_signature_requests_total", "status" => SIGNED.as_str())
+            .increment(1);
         tracing::info!(signature_request_id = %id, "signature request completed");
         Ok(true)
     }

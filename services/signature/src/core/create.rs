@@ -78,7 +78,7 @@ impl Core {
             document_sha256: sha,
             document_size: size as i64,
             consent_text: self.config.consent_or_default(&nr.consent_text),
-            status: PENDING.into(),
+            status: PENDING,
             expire_at,
             created_at: now,
             updated_at: now,
@@ -102,7 +102,7 @@ impl Core {
                         token: Set(
                             otp::new_token().map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?
                         ),
-                        status: Set(PENDING.into()),
+                        status: Set(PENDING),
                         signed_at: Set(None),
                         codes_sent: Set(0),
                         last_code_at: Set(None),
@@ -149,7 +149,8 @@ impl Core {
             Err(e) => return Err(internal("create", e)),
         }
         self.outbox.notify();
-        metrics::counter!("guichet_signature_requests_total", "status" => PENDING).increment(1);
+        metrics::counter!("guichet_signature_requests_total", "status" => PENDING.as_str())
+            .increment(1);
         tracing::info!(signature_request_id = %id, dossier_id = %nr.dossier_id, signers = nr.signers.len(), "signature request created");
         let full = self.get(&id).await?;
         if nr.send_codes {

@@ -34,7 +34,9 @@ impl Core {
                 if r.dossier_id.is_empty() {
                     return Ok(());
                 }
-                self.dossier.link(&r.dossier_id, &r.id, &r.status).await?;
+                self.dossier
+                    .link(&r.dossier_id, &r.id, r.status.as_str())
+                    .await?;
                 Ok(())
             }
             "finish" => self.finish_if_complete(&r.id).await.map(|_| ()),
@@ -42,7 +44,9 @@ impl Core {
                 if r.dossier_id.is_empty() {
                     return Ok(());
                 }
-                self.dossier.link(&r.dossier_id, &r.id, SIGNED).await?;
+                self.dossier
+                    .link(&r.dossier_id, &r.id, SIGNED.as_str())
+                    .await?;
                 if let Some(sha) = &r.signed_sha256 {
                     let size = self
                         .objects

@@ -11,8 +11,8 @@ impl Core {
         origin: &Origin,
         request_id: &str,
         signer_id: &str,
-        to: &str,
-        from: &[&str],
+        to: Status,
+        from: &[Status],
         reason: &str,
         event_type: &str,
     ) -> Result<Full, Error> {
@@ -22,7 +22,7 @@ impl Core {
             .col_expr(request::Column::Status, Expr::value(to))
             .col_expr(request::Column::UpdatedAt, Expr::value(now))
             .filter(request::Column::Id.eq(request_id.to_owned()))
-            .filter(request::Column::Status.is_in(from.iter().map(|s| s.to_string())));
+            .filter(request::Column::Status.is_in(from.iter().copied()));
         if !reason.is_empty() {
             upd = upd.col_expr(
                 request::Column::DeclineReason,
@@ -33,7 +33,7 @@ impl Core {
         if r.rows_affected != 1 {
             let _ = txn.rollback().await;
             let cur = self.get(request_id).await?;
-            return Err(closed(&cur.req.status));
+            return Err(closed(cur.req.status));
         }
         let res: Result<(), sea_orm::DbErr> = async {
             if to == DECLINED && !signer_id.is_empty() {
@@ -48,8 +48,16 @@ impl Core {
                 .one(&txn)
                 .await?
                 .ok_or_else(|| sea_orm::DbErr::RecordNotFound(request_id.to_owned()))?;
-            self.record(&txn, request_id, signer_id, to, "ok", origin, reason)
-                .await?;
+            self.record(
+                &txn,
+                request_id,
+                signer_id,
+                to.as_str(),
+                "ok",
+                origin,
+                reason,
+            )
+            .await?;
             self.announce(&txn, event_type, &req, to, signer_id, origin)
                 .await?;
             self.add_job(&txn, "link", request_id).await
@@ -61,9 +69,8 @@ impl Core {
         }
         txn.commit().await.map_err(internal_err(event_type))?;
         self.outbox.notify();
-        metrics::counter!("guichet_signature_requests_total", "status" => to.to_owned())
-            .increment(1);
-        tracing::info!(signature_request_id = %request_id, status = to, "signature request closed");
+        metrics::counter!("guichet_signature_requests_total", "status" => to.as_str()).increment(1);
+        tracing::info!(signature_request_id = %request_id, status = to.as_str(), "signature request closed");
         self.get(request_id).await
     }
 

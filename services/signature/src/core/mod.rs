@@ -12,20 +12,17 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use guichet_platform::bus::OutgoingEvent;
 use guichet_platform::calendar::to_paris;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::contact::Phone;
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::jobs as durable;
 use guichet_platform::objects::{ObjectError, ObjectStore};
-use guichet_platform::outbox::{Outbox, Staged};
+use guichet_platform::outbox::Outbox;
 use guichet_proto::convert::timestamp;
 use guichet_proto::events::v1::SignatureChanged;
 use guichet_proto::notification::v1::{NotificationRequest, notification_request};
-use prost::Message;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, ExprTrait,
@@ -49,12 +46,14 @@ mod jobs;
 mod lifecycle;
 mod reports;
 
-pub const PENDING: &str = "pending";
-pub const SIGNED: &str = "signed";
-pub const DECLINED: &str = "declined";
-pub const EXPIRED: &str = "expired";
-pub const CANCELLED: &str = "cancelled";
-pub const LOCKED: &str = "locked";
+pub use crate::db::entities::Status;
+
+pub const PENDING: Status = Status::Pending;
+pub const SIGNED: Status = Status::Signed;
+pub const DECLINED: Status = Status::Declined;
+pub const EXPIRED: Status = Status::Expired;
+pub const CANCELLED: Status = Status::Cancelled;
+pub const LOCKED: Status = Status::Locked;
 
 const CODE_ACTIVE: &str = "active";
 
@@ -154,7 +153,7 @@ fn os_rng_err(e: impl std::fmt::Display) -> Error {
 }
 
 /// The French refusal for a request that is no longer open.
-pub fn closed(status: &str) -> Error {
+pub fn closed(status: Status) -> Error {
     match status {
         SIGNED => precondition("SIGNED", "Ce document est déjà signé."),
         DECLINED => precondition("DECLINED", "La signature de ce document a été refusée."),
@@ -170,7 +169,7 @@ pub fn closed(status: &str) -> Error {
             "LOCKED",
             "La signature est bloquée après trop d'essais : un agent de la mairie doit la débloquer.",
         ),
-        _ => precondition("STATUS", "Cette demande de signature n'est pas ouverte."),
+        PENDING => precondition("STATUS", "Cette demande de signature n'est pas ouverte."),
     }
 }
 
@@ -323,14 +322,14 @@ impl Core {
         conn: &impl ConnectionTrait,
         ty: &str,
         req: &request::Model,
-        status: &str,
+        status: Status,
         signer_id: &str,
         origin: &Origin,
     ) -> Result<(), sea_orm::DbErr> {
         let msg = SignatureChanged {
             signature_request_id: req.id.clone(),
             dossier_id: req.dossier_id.clone(),
-            status: status.to_owned(),
+            status: status.as_str().to_owned(),
             signer_id: signer_id.to_owned(),
             process_template: req.process_template.clone(),
             document_sha256: req.document_sha256.clone(),

@@ -1,5 +1,40 @@
 //! sea-orm entities of the signature tables.
 
+use sea_orm::entity::prelude::*;
+
+/// Where a signature request, or one of its signers, stands. Stored as its
+/// lower-case name (a signer is only ever pending, signed or declined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum Status {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "signed")]
+    Signed,
+    #[sea_orm(string_value = "declined")]
+    Declined,
+    #[sea_orm(string_value = "expired")]
+    Expired,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+    #[sea_orm(string_value = "locked")]
+    Locked,
+}
+
+impl Status {
+    /// The stored name: also what events, metrics and the dossier link carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Signed => "signed",
+            Status::Declined => "declined",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Locked => "locked",
+        }
+    }
+}
+
 pub mod request {
     use sea_orm::entity::prelude::*;
 
@@ -16,8 +51,7 @@ pub mod request {
         pub document_sha256: String,
         pub document_size: i64,
         pub consent_text: String,
-        /// pending, signed, declined, expired, cancelled, locked
-        pub status: String,
+        pub status: super::Status,
         pub expire_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -50,8 +84,8 @@ pub mod signer {
         pub phone: String,
         /// Secret of the signer's page link.
         pub token: String,
-        /// pending, signed, declined
-        pub status: String,
+        /// Pending, signed or declined.
+        pub status: super::Status,
         pub signed_at: Option<DateTimeUtc>,
         pub codes_sent: i32,
         pub last_code_at: Option<DateTimeUtc>,
