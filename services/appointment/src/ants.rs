@@ -84,12 +84,7 @@ async fn agenda(
     let now = s.core.now();
     let filter = ListFilter {
         desk: desk.id.clone(),
-        statuses: vec![
-            BOOKED.into(),
-            CHECKED_IN.into(),
-            SEEN.into(),
-            NO_SHOW.into(),
-        ],
+        statuses: vec![BOOKED, CHECKED_IN, SEEN, NO_SHOW],
         start: Some(now - Duration::days(7)),
         end: Some(now + Duration::days(90)),
         ..Default::default()

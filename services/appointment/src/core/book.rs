@@ -111,7 +111,7 @@ impl Core {
                 dossier_id: Set(nb.dossier_id.clone()),
                 phone: Set(nb.phone.clone()),
                 email: Set(nb.email.clone()),
-                status: Set(BOOKED.into()),
+                status: Set(BOOKED),
                 cancel_token: Set(random_string(b"abcdefghijkmnopqrstuvwxyz0123456789", 32)),
                 version: Set(1),
                 created_at: Set(now),

@@ -103,7 +103,7 @@ impl Core {
             .await
             .map_err(|e| self.conflict_or_internal("cancel", e))?;
         self.outbox.notify();
-        tracing::info!(booking_id = %b.id, status, "appointment cancelled");
+        tracing::info!(booking_id = %b.id, status = status.as_str(), "appointment cancelled");
         Ok(updated)
     }
 
@@ -267,7 +267,7 @@ impl Core {
         &self,
         caller: &Caller,
         id: &str,
-        to: &str,
+        to: BookingStatus,
     ) -> Result<booking::Model, Error> {
         let b = self.get(id).await?;
         if b.status == to {
@@ -316,7 +316,7 @@ impl Core {
         }
         txn.commit().await.map_err(internal_err("change status"))?;
         self.outbox.notify();
-        tracing::info!(booking_id = %b.id, status = to, "appointment status changed");
+        tracing::info!(booking_id = %b.id, status = to.as_str(), "appointment status changed");
         Ok(updated)
     }
 
@@ -324,7 +324,7 @@ impl Core {
         &self,
         txn: &DatabaseTransaction,
         b: &booking::Model,
-        status: &str,
+        status: BookingStatus,
     ) -> Result<booking::Model, Error> {
         // Optimistic: only from the version we read.
         let res = booking::Entity::update_many()
@@ -342,7 +342,7 @@ impl Core {
             ));
         }
         let mut m = b.clone();
-        m.status = status.into();
+        m.status = status;
         m.version += 1;
         m.updated_at = self.now();
         Ok(m)

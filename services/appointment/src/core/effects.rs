@@ -15,7 +15,7 @@ impl Core {
         let ev = AppointmentChanged {
             booking_id: b.id.clone(),
             reference: b.reference.clone(),
-            status: b.status.clone(),
+            status: b.status.as_str().to_owned(),
             appointment_type: b.type_id.clone(),
             site_id: b.site_id.clone(),
             desk_id: b.desk_id.clone(),
@@ -33,10 +33,10 @@ impl Core {
             .domain_event("appointment", ty, format!("bookings/{}", b.id), &ev);
         self.outbox.stage(txn, &staged).await?;
         if !b.dossier_id.is_empty() {
-            let status = match b.status.as_str() {
+            let status = match b.status {
                 SEEN => "done",
                 CANCELLED_BY_CITIZEN | CANCELLED_BY_TOWN => "cancelled",
-                s => s,
+                s => s.as_str(),
             };
             self.add_job(
                 txn,

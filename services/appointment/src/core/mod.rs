@@ -47,12 +47,14 @@ mod jobs;
 mod retention;
 mod waitlist;
 
-pub const BOOKED: &str = "booked";
-pub const CHECKED_IN: &str = "checked_in";
-pub const SEEN: &str = "seen";
-pub const NO_SHOW: &str = "no_show";
-pub const CANCELLED_BY_CITIZEN: &str = "cancelled_by_citizen";
-pub const CANCELLED_BY_TOWN: &str = "cancelled_by_town";
+pub use crate::db::entities::BookingStatus;
+
+pub const BOOKED: BookingStatus = BookingStatus::Booked;
+pub const CHECKED_IN: BookingStatus = BookingStatus::CheckedIn;
+pub const SEEN: BookingStatus = BookingStatus::Seen;
+pub const NO_SHOW: BookingStatus = BookingStatus::NoShow;
+pub const CANCELLED_BY_CITIZEN: BookingStatus = BookingStatus::CancelledByCitizen;
+pub const CANCELLED_BY_TOWN: BookingStatus = BookingStatus::CancelledByTown;
 
 /// What the caller may do: agents book any type at any time for anyone;
 /// the public (the citizen portal, as `service`) is held to the rules.
@@ -478,7 +480,7 @@ pub struct ListFilter {
     pub desk: String,
     pub citizen: String,
     pub dossier: String,
-    pub statuses: Vec<String>,
+    pub statuses: Vec<BookingStatus>,
     pub start: Option<DateTime<Utc>>,
     pub end: Option<DateTime<Utc>>,
     /// Upper-case booking reference.
