@@ -321,6 +321,7 @@ impl Runner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::retry::Failure;
     use std::time::Duration;
 
     #[test]
@@ -335,5 +336,147 @@ mod tests {
         assert_eq!(secs, [2, 4, 8, 16, 32, 64, 128, 256, 256, 256, 256, 0]);
         assert_eq!(p.delay(12), None, "the 12th failure gives the job up");
         assert_eq!(p.delay(0), Some(Duration::ZERO));
+    }
+
+    async fn memory_db() -> DatabaseConnection {
+        // One connection: every query sees the same in-memory database.
+        let mut opts = sea_orm::ConnectOptions::new("sqlite::memory:");
+        opts.max_connections(1);
+        let db = sea_orm::Database::connect(opts)
+            .await
+            .expect("sqlite in memory");
+        db.execute(&create_table()).await.expect("durable_jobs");
+        db
+    }
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).expect("time")
+    }
+
+    #[tokio::test]
+    async fn a_leased_job_is_run_by_one_runner_only() {
+        let db = memory_db().await;
+        add(
+            &db,
+            NewJob {
+                kind: "link",
+                subject: "r1",
+                payload: String::new(),
+                run_at: at(0),
+            },
+        )
+        .await
+        .expect("add");
+        let runner = Runner::new(db.clone(), "test", Policy::default());
+        let other = runner.clone();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        // While the first runner holds the job, a second one finds it taken.
+        let first = runner
+            .run_due(at(1), |_| async {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let nested = other
+                    .run_due(at(1), |_| async {
+                        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        Ok::<(), Failure>(())
+                    })
+                    .await
+                    .expect("second runner");
+                assert_eq!(nested, 0, "the leased job is not run twice");
+                Ok::<(), Failure>(())
+            })
+            .await
+            .expect("first runner");
+        assert_eq!(first, 1);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let again = runner
+            .run_due(at(1000), |_| async { Ok::<(), Failure>(()) })
+            .await
+            .expect("again");
+        assert_eq!(again, 0, "a done job is never run again");
+    }
+
+    #[tokio::test]
+    async fn transient_failures_back_off_then_give_up_and_permanent_ones_stop_at_once() {
+        let db = memory_db().await;
+        for subject in ["flaky", "refused"] {
+            add(
+                &db,
+                NewJob {
+                    kind: subject,
+                    subject,
+                    payload: String::new(),
+                    run_at: at(0),
+                },
+            )
+            .await
+            .expect("add");
+        }
+        let policy = Policy {
+            max_attempts: 3,
+            ..Policy::default()
+        };
+        let runner = Runner::new(db.clone(), "test", policy);
+        let fail = |j: Job| async move {
+            if j.kind == "refused" {
+                Err(Failure::permanent("unknown dossier"))
+            } else {
+                Err(Failure::transient("dossier unavailable"))
+            }
+        };
+        runner.run_due(at(0), fail).await.expect("run");
+        let jobs = Entity::find().all(&db).await.expect("jobs");
+        let flaky = jobs.iter().find(|j| j.kind == "flaky").expect("flaky");
+        let refused = jobs.iter().find(|j| j.kind == "refused").expect("refused");
+        assert!(refused.done, "a permanent failure is given up at once");
+        assert_eq!(refused.last_error.as_deref(), Some("unknown dossier"));
+        assert!(!flaky.done);
+        assert_eq!(flaky.attempts, 1);
+        assert_eq!(flaky.next_run_at, at(2), "first retry after 2 s");
+        runner.run_due(at(1), fail).await.expect("not yet");
+        runner.run_due(at(2), fail).await.expect("second");
+        runner.run_due(at(6), fail).await.expect("third");
+        let jobs = Entity::find().all(&db).await.expect("jobs");
+        let flaky = jobs.iter().find(|j| j.kind == "flaky").expect("flaky");
+        assert_eq!(flaky.attempts, 3);
+        assert!(flaky.done, "given up after max_attempts failures");
+        assert_eq!(flaky.last_error.as_deref(), Some("dossier unavailable"));
+    }
+
+    #[tokio::test]
+    async fn a_legacy_jobs_table_hands_over_its_pending_jobs() {
+        let db = memory_db().await;
+        db.execute_unprepared(
+            "CREATE TABLE jobs (id TEXT PRIMARY KEY, kind TEXT NOT NULL, booking_id TEXT NOT NULL, \
+             payload TEXT NOT NULL, due_at TEXT NOT NULL, attempts INTEGER NOT NULL, \
+             done BOOLEAN NOT NULL, last_error TEXT NULL)",
+        )
+        .await
+        .expect("legacy table");
+        db.execute_unprepared(
+            "INSERT INTO jobs VALUES \
+             ('a', 'reminder', 'b1', '{}', '2027-01-06T09:00:00+00:00', 2, false, 'timeout'), \
+             ('b', 'reminder', 'b2', '{}', '2027-01-06T09:00:00+00:00', 0, true, NULL)",
+        )
+        .await
+        .expect("legacy rows");
+        adopt_legacy(&db, "jobs", "booking_id")
+            .await
+            .expect("adopt");
+        let jobs = Entity::find().all(&db).await.expect("jobs");
+        assert_eq!(jobs.len(), 1, "only the pending job is carried over");
+        assert_eq!(jobs[0].id, "a");
+        assert_eq!(jobs[0].subject, "b1");
+        assert_eq!(jobs[0].attempts, 2);
+        assert_eq!(jobs[0].last_error.as_deref(), Some("timeout"));
+        assert_eq!(
+            jobs[0].next_run_at,
+            DateTime::parse_from_rfc3339("2027-01-06T09:00:00Z")
+                .expect("time")
+                .with_timezone(&Utc)
+        );
+        assert!(
+            db.execute_unprepared("SELECT 1 FROM jobs").await.is_err(),
+            "the old table is gone"
+        );
     }
 }
