@@ -8,13 +8,13 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use guichet_platform::grpc::unavailable;
 use guichet_proto::counter::v1 as pb;
 use guichet_proto::events::v1::TicketCalled;
 use prost::Message;
 use tonic::Status;
 
 use crate::CounterApi;
+use crate::error::{Error, unavailable};
 
 pub type BoardStream = Pin<Box<dyn Stream<Item = Result<pb::BoardCall, Status>> + Send>>;
 
@@ -44,7 +44,7 @@ impl CounterApi {
     pub(crate) async fn board_calls(
         &self,
         site: String,
-    ) -> Result<impl Stream<Item = pb::BoardCall> + Send + use<>, Status> {
+    ) -> Result<impl Stream<Item = pb::BoardCall> + Send + use<>, Error> {
         let client = self.outbox.bus().client().clone();
         let subject = self.outbox.bus().event_subject("counter", "ticket_called");
         let sub = client
@@ -65,7 +65,7 @@ impl CounterApi {
         }))
     }
 
-    pub(crate) async fn board_stream(&self, site: String) -> Result<BoardStream, Status> {
+    pub(crate) async fn board_stream(&self, site: String) -> Result<BoardStream, Error> {
         let calls = self.board_calls(site).await?;
         Ok(Box::pin(calls.map(Ok)))
     }

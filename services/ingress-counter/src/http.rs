@@ -35,9 +35,9 @@ async fn sse(State(api): State<CounterApi>, Path(site): Path<String>) -> Respons
                 .keep_alive(KeepAlive::default())
                 .into_response()
         }
-        Err(status) => (
+        Err(e) => (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            status.message().to_owned(),
+            tonic::Status::from(e).message().to_owned(),
         )
             .into_response(),
     }
