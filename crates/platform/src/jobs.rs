@@ -307,15 +307,6 @@ impl Runner {
         }
         Ok(handled)
     }
-
-    /// Delete every job about `subject` (data retention).
-    pub async fn purge(conn: &impl ConnectionTrait, subject: &str) -> Result<u64, DbErr> {
-        let r = Entity::delete_many()
-            .filter(Column::Subject.eq(subject))
-            .exec(conn)
-            .await?;
-        Ok(r.rows_affected)
-    }
 }
 
 #[cfg(test)]
