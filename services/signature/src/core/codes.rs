@@ -69,7 +69,7 @@ impl Core {
                 return Ok(false);
             }
             code::Entity::update_many()
-                .col_expr(code::Column::Status, Expr::value("superseded"))
+                .col_expr(code::Column::Status, Expr::value(CodeStatus::Superseded))
                 .filter(code::Column::SignerId.eq(s.id.clone()))
                 .filter(code::Column::Status.eq(CODE_ACTIVE))
                 .exec(&txn)
@@ -82,7 +82,7 @@ impl Core {
                 created_at: Set(now),
                 expire_at: Set(expire_at),
                 attempts: Set(0),
-                status: Set(CODE_ACTIVE.into()),
+                status: Set(CODE_ACTIVE),
             }
             .insert(&txn)
             .await?;
@@ -247,7 +247,7 @@ impl Core {
         request_id: &str,
     ) -> Result<(), sea_orm::DbErr> {
         code::Entity::update_many()
-            .col_expr(code::Column::Status, Expr::value("void"))
+            .col_expr(code::Column::Status, Expr::value(CodeStatus::Void))
             .filter(code::Column::RequestId.eq(request_id.to_owned()))
             .filter(code::Column::Status.eq(CODE_ACTIVE))
             .exec(conn)

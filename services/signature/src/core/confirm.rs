@@ -41,7 +41,7 @@ impl Core {
                 // Used a moment ago by a concurrent confirmation?
                 let used = code::Entity::find()
                     .filter(code::Column::SignerId.eq(s.id.clone()))
-                    .filter(code::Column::Status.eq("used"))
+                    .filter(code::Column::Status.eq(CodeStatus::Used))
                     .count(&self.db)
                     .await
                     .map_err(internal_err("confirm"))?;
@@ -62,7 +62,7 @@ impl Core {
             let now = self.now();
             if c.expire_at <= now {
                 code::Entity::update_many()
-                    .col_expr(code::Column::Status, Expr::value("expired"))
+                    .col_expr(code::Column::Status, Expr::value(CodeStatus::Expired))
                     .filter(code::Column::Id.eq(c.id.clone()))
                     .filter(code::Column::Status.eq(CODE_ACTIVE))
                     .exec(&self.db)
@@ -88,7 +88,7 @@ impl Core {
             if otp::code_matches(&self.config.code_secret, &c.id, submitted, &c.hash) {
                 let txn = self.db.begin().await.map_err(internal_err("confirm"))?;
                 let won = code::Entity::update_many()
-                    .col_expr(code::Column::Status, Expr::value("used"))
+                    .col_expr(code::Column::Status, Expr::value(CodeStatus::Used))
                     .filter(code::Column::Id.eq(c.id.clone()))
                     .filter(code::Column::Status.eq(CODE_ACTIVE))
                     .filter(code::Column::Attempts.lt(max))
@@ -181,7 +181,7 @@ impl Core {
                 .filter(code::Column::Status.eq(CODE_ACTIVE))
                 .filter(code::Column::Attempts.eq(c.attempts));
             if exhausted {
-                upd = upd.col_expr(code::Column::Status, Expr::value("exhausted"));
+                upd = upd.col_expr(code::Column::Status, Expr::value(CodeStatus::Exhausted));
             }
             let counted = upd
                 .exec(&txn)

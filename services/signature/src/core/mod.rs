@@ -46,7 +46,7 @@ mod jobs;
 mod lifecycle;
 mod reports;
 
-pub use crate::db::entities::Status;
+pub use crate::db::entities::{CodeStatus, Status};
 
 pub const PENDING: Status = Status::Pending;
 pub const SIGNED: Status = Status::Signed;
@@ -55,7 +55,7 @@ pub const EXPIRED: Status = Status::Expired;
 pub const CANCELLED: Status = Status::Cancelled;
 pub const LOCKED: Status = Status::Locked;
 
-const CODE_ACTIVE: &str = "active";
+const CODE_ACTIVE: CodeStatus = CodeStatus::Active;
 
 /// Who acts, and from where (the signing page's IP and user agent).
 #[derive(Debug, Clone, Default)]

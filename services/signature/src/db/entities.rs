@@ -35,6 +35,30 @@ impl Status {
     }
 }
 
+/// Where a one-time code stands. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum CodeStatus {
+    /// May still be confirmed.
+    #[sea_orm(string_value = "active")]
+    Active,
+    /// Confirmed once: never again.
+    #[sea_orm(string_value = "used")]
+    Used,
+    /// A newer code was sent.
+    #[sea_orm(string_value = "superseded")]
+    Superseded,
+    /// Too many wrong tries.
+    #[sea_orm(string_value = "exhausted")]
+    Exhausted,
+    /// Past its validity.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+    /// Its request was closed or locked.
+    #[sea_orm(string_value = "void")]
+    Void,
+}
+
 pub mod request {
     use sea_orm::entity::prelude::*;
 
@@ -114,8 +138,7 @@ pub mod code {
         pub created_at: DateTimeUtc,
         pub expire_at: DateTimeUtc,
         pub attempts: i32,
-        /// active, used, superseded, exhausted, void
-        pub status: String,
+        pub status: super::CodeStatus,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
