@@ -303,7 +303,11 @@ impl Runner {
                     }
                 }
             }
-            am.update(&self.db).await?;
+            match am.update(&self.db).await {
+                // Deleted meanwhile (its record was purged): nothing to keep.
+                Ok(_) | Err(DbErr::RecordNotUpdated) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(handled)
     }
