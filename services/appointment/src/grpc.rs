@@ -11,8 +11,8 @@ use sea_orm::Set;
 use tonic::{Request, Response, Status};
 
 use crate::core::{
-    BOOKED, CANCELLED_BY_CITIZEN, CANCELLED_BY_TOWN, CHECKED_IN, Caller, Core, ListFilter, NO_SHOW,
-    NewBooking, SEEN, parse_application_id,
+    BOOKED, BookingStatus, CANCELLED_BY_CITIZEN, CANCELLED_BY_TOWN, CHECKED_IN, Caller, Core,
+    ListFilter, NO_SHOW, NewBooking, SEEN, parse_application_id,
 };
 use crate::db::entities::{booking, waiter};
 
@@ -32,7 +32,7 @@ fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
     })
 }
 
-fn status_pb(s: &str) -> pb::BookingStatus {
+fn status_pb(s: BookingStatus) -> pb::BookingStatus {
     match s {
         BOOKED => pb::BookingStatus::Booked,
         CHECKED_IN => pb::BookingStatus::CheckedIn,
@@ -40,11 +40,10 @@ fn status_pb(s: &str) -> pb::BookingStatus {
         NO_SHOW => pb::BookingStatus::NoShow,
         CANCELLED_BY_CITIZEN => pb::BookingStatus::CancelledByCitizen,
         CANCELLED_BY_TOWN => pb::BookingStatus::CancelledByTown,
-        _ => pb::BookingStatus::Unspecified,
     }
 }
 
-fn status_slug(s: pb::BookingStatus) -> Option<&'static str> {
+fn status_slug(s: pb::BookingStatus) -> Option<BookingStatus> {
     Some(match s {
         pb::BookingStatus::Booked => BOOKED,
         pb::BookingStatus::CheckedIn => CHECKED_IN,
@@ -65,7 +64,7 @@ fn booking_pb(b: booking::Model, apps: Vec<String>, with_token: bool) -> pb::Boo
             start_time: Some(timestamp(b.start_at)),
             end_time: Some(timestamp(b.end_at)),
         }),
-        status: status_pb(&b.status) as i32,
+        status: status_pb(b.status) as i32,
         id: b.id,
         reference: b.reference,
         citizen_id: b.citizen_id,
@@ -142,7 +141,7 @@ impl AppointmentApi {
         &self,
         p: guichet_platform::auth::Principal,
         id: &str,
-        status: &str,
+        status: BookingStatus,
     ) -> Result<Response<pb::Booking>, Status> {
         let c = Caller {
             subject: p.subject,
@@ -361,7 +360,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
                 .ok_or_else(|| {
                     invalid_argument(&format!("filter.statuses[{i}]"), "is not a booking status")
                 })?;
-            statuses.push(st.to_owned());
+            statuses.push(st);
         }
         let filter = ListFilter {
             site: f.site_id,
@@ -730,12 +729,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         let to = time(&r.end_time, "end_time")?.unwrap_or(now + Duration::days(90));
         let filter = ListFilter {
             desk: desk.id.clone(),
-            statuses: vec![
-                BOOKED.into(),
-                CHECKED_IN.into(),
-                SEEN.into(),
-                NO_SHOW.into(),
-            ],
+            statuses: vec![BOOKED, CHECKED_IN, SEEN, NO_SHOW],
             start: Some(from),
             end: Some(to),
             ..Default::default()

@@ -19,6 +19,7 @@ pub mod coordination;
 pub mod core;
 pub mod db;
 pub mod dossier;
+pub mod error;
 pub mod grpc;
 pub mod ics;
 pub mod schedule;

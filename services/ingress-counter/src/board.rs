@@ -5,22 +5,16 @@
 //! Served as a gRPC server stream and as Server-Sent Events for screens
 //! (`GET /board/<site>/events`, `event: call`, JSON data, French text).
 
-use std::convert::Infallible;
 use std::pin::Pin;
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures::{Stream, StreamExt};
-use guichet_platform::grpc::unavailable;
 use guichet_proto::counter::v1 as pb;
 use guichet_proto::events::v1::TicketCalled;
 use prost::Message;
 use tonic::Status;
 
 use crate::CounterApi;
+use crate::error::{Error, unavailable};
 
 pub type BoardStream = Pin<Box<dyn Stream<Item = Result<pb::BoardCall, Status>> + Send>>;
 
@@ -50,7 +44,7 @@ impl CounterApi {
     pub(crate) async fn board_calls(
         &self,
         site: String,
-    ) -> Result<impl Stream<Item = pb::BoardCall> + Send + use<>, Status> {
+    ) -> Result<impl Stream<Item = pb::BoardCall> + Send + use<>, Error> {
         let client = self.outbox.bus().client().clone();
         let subject = self.outbox.bus().event_subject("counter", "ticket_called");
         let sub = client
@@ -71,39 +65,8 @@ impl CounterApi {
         }))
     }
 
-    pub(crate) async fn board_stream(&self, site: String) -> Result<BoardStream, Status> {
+    pub(crate) async fn board_stream(&self, site: String) -> Result<BoardStream, Error> {
         let calls = self.board_calls(site).await?;
         Ok(Box::pin(calls.map(Ok)))
-    }
-}
-
-pub fn router(api: CounterApi) -> Router {
-    Router::new()
-        .route("/board/{site}/events", get(sse))
-        .with_state(api)
-}
-
-async fn sse(State(api): State<CounterApi>, Path(site): Path<String>) -> Response {
-    match api.board_calls(site).await {
-        Ok(calls) => {
-            let events = calls.map(|c| {
-                let data = serde_json::json!({
-                    "ticket": c.ticket_number,
-                    "desk": c.desk,
-                    "service": c.service,
-                    "recall": c.recall,
-                    "text": c.text,
-                });
-                Ok::<_, Infallible>(Event::default().event("call").data(data.to_string()))
-            });
-            Sse::new(events)
-                .keep_alive(KeepAlive::default())
-                .into_response()
-        }
-        Err(status) => (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            status.message().to_owned(),
-        )
-            .into_response(),
     }
 }

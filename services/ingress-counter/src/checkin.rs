@@ -18,7 +18,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use guichet_platform::auth::{Authenticator, ServiceCredentials};
 use guichet_platform::calendar::{from_paris, to_paris};
-use guichet_platform::grpc::{failed_precondition, invalid_argument, not_found};
+use guichet_platform::french;
 use guichet_proto::appointment::v1 as apb;
 use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::convert::timestamp;
@@ -29,7 +29,10 @@ use tonic::Status;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::{CounterApi, NewTicket, ticket_pb};
+use crate::CounterApi;
+use crate::core::NewTicket;
+use crate::error::{Error, failed_precondition, invalid_argument, not_found};
+use crate::grpc::ticket_pb;
 
 pub type AppointmentClient =
     AppointmentServiceClient<InterceptedService<Channel, ServiceCredentials>>;
@@ -60,40 +63,16 @@ pub struct Appointment {
     pub late: bool,
 }
 
-/// "10h00" in Paris time.
-fn paris_hour(t: DateTime<Utc>) -> String {
-    to_paris(t).format("%Hh%M").to_string()
-}
-
-/// "mardi 12/01 à 10h00" in Paris time, for a booking on another day.
-fn paris_day_hour(t: DateTime<Utc>) -> String {
-    let local = to_paris(t);
-    let day = match chrono::Datelike::weekday(&local) {
-        chrono::Weekday::Mon => "lundi",
-        chrono::Weekday::Tue => "mardi",
-        chrono::Weekday::Wed => "mercredi",
-        chrono::Weekday::Thu => "jeudi",
-        chrono::Weekday::Fri => "vendredi",
-        chrono::Weekday::Sat => "samedi",
-        chrono::Weekday::Sun => "dimanche",
-    };
-    format!(
-        "{day} {} à {}",
-        local.format("%d/%m"),
-        local.format("%Hh%M")
-    )
-}
-
 fn start_of(b: &apb::Booking) -> Option<DateTime<Utc>> {
     let t = b.slot.as_ref()?.start_time.as_ref()?;
     DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
 }
 
 /// An error of the appointment role, as the kiosk should see it.
-fn from_appointment(context: &str, s: Status) -> Status {
+fn from_appointment(context: &str, s: Status) -> Error {
     match s.code() {
-        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => s,
-        _ => guichet_platform::grpc::unavailable(context, s.message()),
+        Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition => Error::Upstream(s),
+        _ => crate::error::unavailable(context, s.message()),
     }
 }
 
@@ -102,7 +81,7 @@ impl CounterApi {
         &self,
         issued_by: &str,
         req: pb::CheckInAppointmentRequest,
-    ) -> Result<pb::CheckInAppointmentResponse, Status> {
+    ) -> Result<pb::CheckInAppointmentResponse, Error> {
         let Some(mut client) = self.appointments.clone() else {
             return Err(failed_precondition(
                 "CHECK_IN_OFF",
@@ -155,9 +134,8 @@ impl CounterApi {
         let booking = self
             .find_booking(&mut client, &reference, phone.as_deref(), now, early, grace)
             .await?;
-        let start = start_of(&booking).ok_or_else(|| {
-            guichet_platform::grpc::internal("check in", "booking without a start time")
-        })?;
+        let start = start_of(&booking)
+            .ok_or_else(|| crate::error::internal("check in", "booking without a start time"))?;
         tracing::Span::current().record("booking_id", booking.id.as_str());
         let slot = booking.slot.clone().unwrap_or_default();
         let booking_site = self
@@ -209,7 +187,7 @@ impl CounterApi {
                     "Rendez-vous {} ({}) à {}",
                     booking.reference,
                     slot.appointment_type,
-                    paris_hour(start)
+                    french::hour(start)
                 ),
                 service,
                 letter,
@@ -241,14 +219,14 @@ impl CounterApi {
         let message = if late {
             format!(
                 "Votre rendez-vous était à {} : le délai de {} minutes est dépassé. Ticket {} : vous serez reçu(e) dès qu'un guichet se libère.",
-                paris_hour(start),
+                french::hour(start),
                 self.config.appointment_grace_minutes,
                 t.number
             )
         } else {
             format!(
                 "Votre rendez-vous de {} est enregistré. Ticket {} : vous serez appelé(e) à l'écran.",
-                paris_hour(start),
+                french::hour(start),
                 t.number
             )
         };
@@ -263,7 +241,7 @@ impl CounterApi {
         })
     }
 
-    pub(crate) fn checked_site(&self, site: &str) -> Result<String, Status> {
+    pub(crate) fn checked_site(&self, site: &str) -> Result<String, Error> {
         let site = if site.trim().is_empty() {
             self.config.default_site.as_str()
         } else {
@@ -292,7 +270,7 @@ impl CounterApi {
         now: DateTime<Utc>,
         early: Duration,
         grace: Duration,
-    ) -> Result<apb::Booking, Status> {
+    ) -> Result<apb::Booking, Error> {
         let midnight = to_paris(now)
             .date()
             .and_hms_opt(0, 0, 0)
@@ -360,7 +338,10 @@ impl CounterApi {
                         "BOOKING_PAST"
                     },
                     &format!("bookings/{}", b.id),
-                    format!("the appointment is not today: {}", paris_day_hour(start)),
+                    format!(
+                        "the appointment is not today: {}",
+                        french::short_day_hour(start)
+                    ),
                 ));
             }
             if now < start - early {
@@ -387,14 +368,14 @@ impl CounterApi {
     }
 }
 
-fn too_early(b: &apb::Booking, start: DateTime<Utc>, early: Duration) -> Status {
+fn too_early(b: &apb::Booking, start: DateTime<Utc>, early: Duration) -> Error {
     failed_precondition(
         "TOO_EARLY",
         &format!("bookings/{}", b.id),
         format!(
             "check-in opens {} minutes before the appointment ({})",
             early.num_minutes(),
-            paris_day_hour(start)
+            french::short_day_hour(start)
         ),
     )
 }
@@ -408,9 +389,9 @@ mod tests {
     fn hours_are_paris_time() {
         // 9:00 UTC in January is 10h00 in Paris; in July, 11h00.
         let winter = Utc.with_ymd_and_hms(2027, 1, 12, 9, 0, 0).unwrap();
-        assert_eq!(paris_hour(winter), "10h00");
-        assert_eq!(paris_day_hour(winter), "mardi 12/01 à 10h00");
+        assert_eq!(french::hour(winter), "10h00");
+        assert_eq!(french::short_day_hour(winter), "mardi 12/01 à 10h00");
         let summer = Utc.with_ymd_and_hms(2027, 7, 12, 9, 0, 0).unwrap();
-        assert_eq!(paris_hour(summer), "11h00");
+        assert_eq!(french::hour(summer), "11h00");
     }
 }

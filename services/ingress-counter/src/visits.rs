@@ -5,21 +5,22 @@
 //! event in the same transaction.
 
 use chrono::Duration;
-use guichet_platform::grpc::{failed_precondition, internal_err, invalid_argument, not_found};
 use guichet_proto::convert::timestamp;
 use guichet_proto::counter::v1 as pb;
 use guichet_proto::events::v1::{TicketCalled, VisitEnded};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait};
-use tonic::Status;
 
+use crate::CounterApi;
+use crate::core::secs;
 use crate::db::entities::ticket;
-use crate::{CounterApi, secs, ticket_pb};
+use crate::error::{Error, failed_precondition, internal_err, invalid_argument, not_found};
+use crate::grpc::ticket_pb;
 
 /// Candidates tried per call: concurrent desks race for the first ones.
 const CANDIDATES: u64 = 16;
 
-fn check_name(field: &str, value: &str) -> Result<(), Status> {
+fn check_name(field: &str, value: &str) -> Result<(), Error> {
     if value.is_empty() || value.chars().count() > 64 || value.chars().any(char::is_control) {
         return Err(invalid_argument(
             field,
@@ -30,7 +31,7 @@ fn check_name(field: &str, value: &str) -> Result<(), Status> {
 }
 
 impl CounterApi {
-    pub(crate) async fn ticket(&self, id: &str) -> Result<ticket::Model, Status> {
+    pub(crate) async fn ticket(&self, id: &str) -> Result<ticket::Model, Error> {
         ticket::Entity::find_by_id(id.trim().to_owned())
             .one(&self.db)
             .await
@@ -49,7 +50,7 @@ impl CounterApi {
     pub(crate) async fn call_next_ticket(
         &self,
         req: pb::CallNextRequest,
-    ) -> Result<pb::Ticket, Status> {
+    ) -> Result<pb::Ticket, Error> {
         let desk = req.desk.trim();
         check_name("desk", desk)?;
         let site = self.site_or_default(&req.site).to_owned();
@@ -103,11 +104,7 @@ impl CounterApi {
     }
 
     /// Claim `c` for `desk` if it still waits; stage its board call.
-    async fn try_call(
-        &self,
-        c: ticket::Model,
-        desk: &str,
-    ) -> Result<Option<ticket::Model>, Status> {
+    async fn try_call(&self, c: ticket::Model, desk: &str) -> Result<Option<ticket::Model>, Error> {
         let now = self.clock.now();
         let txn = self.db.begin().await.map_err(internal_err("call next"))?;
         let res = ticket::Entity::update_many()
@@ -205,7 +202,7 @@ impl CounterApi {
         from: &[&str],
         what: &str,
         update: impl FnOnce(ticket::Model) -> ticket::Model,
-    ) -> Result<(ticket::Model, sea_orm::DatabaseTransaction), Status> {
+    ) -> Result<(ticket::Model, sea_orm::DatabaseTransaction), Error> {
         let current = self.ticket(id).await?;
         if !from.contains(&current.status.as_str()) {
             return Err(failed_precondition(
@@ -246,7 +243,7 @@ impl CounterApi {
             .await
             .map_err(internal_err(what))?;
         if res.rows_affected == 0 {
-            return Err(Status::aborted(format!(
+            return Err(Error::Conflict(format!(
                 "ticket {} changed meanwhile, try again",
                 next.id
             )));
@@ -254,7 +251,7 @@ impl CounterApi {
         Ok((next, txn))
     }
 
-    pub(crate) async fn recall(&self, id: &str) -> Result<pb::Ticket, Status> {
+    pub(crate) async fn recall(&self, id: &str) -> Result<pb::Ticket, Error> {
         let now = self.clock.now();
         let (t, txn) = self
             .transition(id, &["called"], "recall", |t| ticket::Model {
@@ -273,7 +270,7 @@ impl CounterApi {
         Ok(ticket_pb(t))
     }
 
-    pub(crate) async fn start(&self, id: &str) -> Result<pb::Ticket, Status> {
+    pub(crate) async fn start(&self, id: &str) -> Result<pb::Ticket, Error> {
         let now = self.clock.now();
         let (t, txn) = self
             .transition(id, &["called"], "start", |t| ticket::Model {
@@ -288,7 +285,7 @@ impl CounterApi {
         Ok(ticket_pb(t))
     }
 
-    pub(crate) async fn finish(&self, id: &str) -> Result<pb::Ticket, Status> {
+    pub(crate) async fn finish(&self, id: &str) -> Result<pb::Ticket, Error> {
         let now = self.clock.now();
         let (t, txn) = self
             .transition(id, &["in_service"], "finish", |t| ticket::Model {
@@ -311,7 +308,7 @@ impl CounterApi {
         Ok(ticket_pb(t))
     }
 
-    pub(crate) async fn no_show(&self, id: &str) -> Result<pb::Ticket, Status> {
+    pub(crate) async fn no_show(&self, id: &str) -> Result<pb::Ticket, Error> {
         let now = self.clock.now();
         let current = self.ticket(id).await?;
         let needed = i32::try_from(self.config.recalls_before_no_show).unwrap_or(i32::MAX);
@@ -344,7 +341,7 @@ impl CounterApi {
         Ok(ticket_pb(t))
     }
 
-    pub(crate) async fn transfer(&self, id: &str, service: &str) -> Result<pb::Ticket, Status> {
+    pub(crate) async fn transfer(&self, id: &str, service: &str) -> Result<pb::Ticket, Error> {
         let service = service.trim();
         if !self.config.services.contains_key(service) {
             return Err(invalid_argument(

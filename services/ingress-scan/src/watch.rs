@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Incoming, STATE_PUBLISHED, ScanApi, Source};
+use crate::core::{Incoming, STATE_PUBLISHED, ScanApi, Source};
 
 /// A file that could not be handled (tools missing, bus down) is tried
 /// again after this pause, not on every listing.

@@ -11,6 +11,7 @@
 //! list) and `dead_lettered` (given up: too many failures, a permanent
 //! refusal or a template error).
 
+use guichet_platform::retry::{Class, Classify};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -98,6 +99,21 @@ pub enum Outcome {
     },
     /// Not attempted (rate limit): try again at this instant.
     Defer(DateTime<Utc>),
+}
+
+impl Outcome {
+    /// A failed attempt, retried or dead-lettered by its class (the
+    /// platform's one retry taxonomy).
+    pub fn failed<E: Classify + std::fmt::Display>(e: E) -> Outcome {
+        match e.class() {
+            Class::Transient => Outcome::Retry(e.to_string()),
+            Class::Permanent => Outcome::Final {
+                status: DEAD_LETTERED,
+                error: e.to_string(),
+                attempted: true,
+            },
+        }
+    }
 }
 
 fn db_err(e: sea_orm::DbErr) -> anyhow::Error {
@@ -285,15 +301,27 @@ impl Core {
         Ok(claimed)
     }
 
-    /// Retry delay after `attempts` failures: base × 2^(attempts-1), capped,
-    /// with ±25 % jitter so a provider outage does not end in a burst.
+    /// Retry delay after `attempts` failures: base × 2^(attempts-1), capped
+    /// (backon's exponential backoff), with ±25 % jitter so a provider
+    /// outage does not end in a burst.
     pub fn backoff(&self, attempts: i32) -> Duration {
+        use backon::BackoffBuilder;
         use rand::Rng;
-        let base = self.config.backoff_base_ms as f64;
-        let max = (self.config.backoff_max_secs * 1000) as f64;
-        let exp = base * 2f64.powi((attempts - 1).clamp(0, 30));
+        let n = attempts.clamp(1, 31) as usize;
+        let max = std::time::Duration::from_secs(self.config.backoff_max_secs);
+        let exp = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(
+                self.config.backoff_base_ms,
+            ))
+            .with_max_delay(max)
+            .with_factor(2.0)
+            .with_max_times(n)
+            .build()
+            .nth(n - 1)
+            .unwrap_or(max)
+            .min(max);
         let jitter: f64 = rand::rng().random_range(0.75..=1.25);
-        Duration::milliseconds((exp.min(max) * jitter).max(1.0) as i64)
+        Duration::milliseconds((exp.as_millis() as f64 * jitter).max(1.0) as i64)
     }
 
     /// Record how an attempt on a claimed message ended; false when this

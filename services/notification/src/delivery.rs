@@ -17,7 +17,7 @@ use crate::core::{Core, DEAD_LETTERED, EXPIRED, Outcome, SUPPRESSED};
 use crate::db::entities::notification;
 use crate::email::{self, Draft, Mailer, Part};
 use crate::gsm;
-use crate::sms::{OutgoingSms, SendError, SmsProvider};
+use crate::sms::{OutgoingSms, SmsProvider};
 
 #[derive(Clone)]
 pub struct Worker {
@@ -212,12 +212,7 @@ impl Worker {
                 segments: shape.segments,
                 encoding: shape.encoding.as_str().into(),
             }),
-            Err(SendError::Retryable(e)) => Err(Outcome::Retry(e)),
-            Err(SendError::Permanent(e)) => Err(Outcome::Final {
-                status: DEAD_LETTERED,
-                error: e,
-                attempted: true,
-            }),
+            Err(e) => Err(Outcome::failed(e)),
         }
     }
 
@@ -324,12 +319,7 @@ impl Worker {
                 segments: 0,
                 encoding: String::new(),
             }),
-            Err(SendError::Retryable(e)) => Err(Outcome::Retry(e)),
-            Err(SendError::Permanent(e)) => Err(Outcome::Final {
-                status: DEAD_LETTERED,
-                error: e,
-                attempted: true,
-            }),
+            Err(e) => Err(Outcome::failed(e)),
         }
     }
 }

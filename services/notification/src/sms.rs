@@ -45,6 +45,16 @@ pub enum SendError {
     Permanent(String),
 }
 
+impl guichet_platform::retry::Classify for SendError {
+    fn class(&self) -> guichet_platform::retry::Class {
+        use guichet_platform::retry::Class;
+        match self {
+            SendError::Retryable(_) => Class::Transient,
+            SendError::Permanent(_) => Class::Permanent,
+        }
+    }
+}
+
 #[async_trait]
 pub trait SmsProvider: Send + Sync {
     /// Hand the message to the provider; returns its message id.

@@ -27,15 +27,15 @@ fn origin<T>(req: &Request<T>, roles: &[Role]) -> Result<Origin, Status> {
     })
 }
 
-pub fn status_enum(s: &str) -> pb::RequestStatus {
+pub fn status_enum(s: core::Status) -> pb::RequestStatus {
+    use core::Status;
     match s {
-        core::PENDING => pb::RequestStatus::Pending,
-        core::SIGNED => pb::RequestStatus::Signed,
-        core::DECLINED => pb::RequestStatus::Declined,
-        core::EXPIRED => pb::RequestStatus::Expired,
-        core::CANCELLED => pb::RequestStatus::Cancelled,
-        core::LOCKED => pb::RequestStatus::Locked,
-        _ => pb::RequestStatus::Unspecified,
+        Status::Pending => pb::RequestStatus::Pending,
+        Status::Signed => pb::RequestStatus::Signed,
+        Status::Declined => pb::RequestStatus::Declined,
+        Status::Expired => pb::RequestStatus::Expired,
+        Status::Cancelled => pb::RequestStatus::Cancelled,
+        Status::Locked => pb::RequestStatus::Locked,
     }
 }
 
@@ -56,13 +56,13 @@ pub fn to_pb(core: &Core, f: &Full) -> pb::SignatureRequest {
                 name: s.name.clone(),
                 phone: String::new(),
                 masked_phone: mask_phone(&s.phone),
-                status: s.status.clone(),
+                status: s.status.as_str().to_owned(),
                 sign_time: s.signed_at.map(timestamp),
                 signing_url: core.signing_url(s),
                 codes_sent: s.codes_sent as u32,
             })
             .collect(),
-        status: status_enum(&r.status) as i32,
+        status: status_enum(r.status) as i32,
         consent_text: r.consent_text.clone(),
         expire_time: Some(timestamp(r.expire_at)),
         create_time: Some(timestamp(r.created_at)),
@@ -89,7 +89,7 @@ fn parse_filter(f: &str) -> Result<(Option<String>, Option<String>), Status> {
         match k.trim() {
             "dossier_id" => dossier = Some(v),
             "status" => {
-                if status_enum(&v) == pb::RequestStatus::Unspecified {
+                if <core::Status as sea_orm::ActiveEnum>::try_from_value(&v).is_err() {
                     return Err(invalid_argument(
                         "filter",
                         format!("statut inconnu « {v} »"),

@@ -169,7 +169,7 @@ fn not_found(town: &str) -> Response {
 }
 
 async fn load(app: &App, token: &str) -> Result<(Full, signer::Model), Response> {
-    app.core.by_token(token).await.map_err(|e| {
+    app.core.by_token(token).await.map_err(tonic::Status::from).map_err(|e| {
         if e.code() == Code::NotFound {
             not_found(&app.core.config.town_name)
         } else {
@@ -227,7 +227,7 @@ fn render(
             ),
         )
     } else {
-        match r.status.as_str() {
+        match r.status {
             core::PENDING => {
                 let csrf = form_token(&cfg.code_secret, token);
                 let t = esc(token);
@@ -389,7 +389,12 @@ async fn send_code(
     };
     let o = origin(&app, peer, &headers);
     let resend = s.codes_sent > 0;
-    let msg = match app.core.send_code(&o, &full.req.id, &s.id, resend).await {
+    let msg = match app
+        .core
+        .send_code(&o, &full.req.id, &s.id, resend)
+        .await
+        .map_err(tonic::Status::from)
+    {
         Ok(sent) => (
             false,
             format!(
@@ -426,7 +431,12 @@ async fn confirm(
     }
     let o = origin(&app, peer, &headers);
     let code = f.get("code").map(String::as_str).unwrap_or_default();
-    let msg = match app.core.confirm(&o, &full.req.id, &s.id, code).await {
+    let msg = match app
+        .core
+        .confirm(&o, &full.req.id, &s.id, code)
+        .await
+        .map_err(tonic::Status::from)
+    {
         Ok(c) if c.signed => None,
         Ok(c) => Some((
             true,
@@ -458,7 +468,12 @@ async fn decline(
     };
     let o = origin(&app, peer, &headers);
     let reason = f.get("reason").map(String::as_str).unwrap_or_default();
-    let msg = match app.core.decline(&o, &full.req.id, &s.id, reason).await {
+    let msg = match app
+        .core
+        .decline(&o, &full.req.id, &s.id, reason)
+        .await
+        .map_err(tonic::Status::from)
+    {
         Ok(_) => None,
         Err(e) => Some((true, e.message().to_owned())),
     };

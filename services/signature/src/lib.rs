@@ -17,6 +17,7 @@ pub mod config;
 pub mod core;
 pub mod db;
 pub mod dossier;
+pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod otp;

@@ -3,12 +3,12 @@
 //! under the configured key and compared in constant time; signer link
 //! tokens; form tokens; phone masking.
 
+use guichet_platform::secret::constant_time_eq;
 use hmac::{Hmac, Mac};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
-use subtle::ConstantTimeEq;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -53,7 +53,7 @@ pub fn hash_code(secret: &SecretString, code_id: &str, code: &str) -> String {
 /// Constant-time check of a submitted code against its stored hash.
 pub fn code_matches(secret: &SecretString, code_id: &str, submitted: &str, stored: &str) -> bool {
     let h = hash_code(secret, code_id, submitted.trim());
-    h.as_bytes().ct_eq(stored.as_bytes()).into()
+    constant_time_eq(h.as_bytes(), stored.as_bytes())
 }
 
 /// The form token of a signer's page (CSRF): bound to the signer token.
@@ -62,10 +62,10 @@ pub fn form_token(secret: &SecretString, signer_token: &str) -> String {
 }
 
 pub fn form_token_ok(secret: &SecretString, signer_token: &str, submitted: &str) -> bool {
-    form_token(secret, signer_token)
-        .as_bytes()
-        .ct_eq(submitted.as_bytes())
-        .into()
+    constant_time_eq(
+        form_token(secret, signer_token).as_bytes(),
+        submitted.as_bytes(),
+    )
 }
 
 fn hex(b: &[u8]) -> String {

@@ -1,5 +1,45 @@
 //! sea-orm entities of the appointment tables.
 
+use sea_orm::entity::prelude::*;
+
+/// Where a booking stands. Stored as its snake-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum BookingStatus {
+    #[sea_orm(string_value = "booked")]
+    Booked,
+    #[sea_orm(string_value = "checked_in")]
+    CheckedIn,
+    #[sea_orm(string_value = "seen")]
+    Seen,
+    #[sea_orm(string_value = "no_show")]
+    NoShow,
+    #[sea_orm(string_value = "cancelled_by_citizen")]
+    CancelledByCitizen,
+    #[sea_orm(string_value = "cancelled_by_town")]
+    CancelledByTown,
+}
+
+impl BookingStatus {
+    /// The stored name: also what events and the dossier link carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BookingStatus::Booked => "booked",
+            BookingStatus::CheckedIn => "checked_in",
+            BookingStatus::Seen => "seen",
+            BookingStatus::NoShow => "no_show",
+            BookingStatus::CancelledByCitizen => "cancelled_by_citizen",
+            BookingStatus::CancelledByTown => "cancelled_by_town",
+        }
+    }
+}
+
+impl std::fmt::Display for BookingStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 pub mod booking {
     use sea_orm::entity::prelude::*;
 
@@ -22,36 +62,12 @@ pub mod booking {
         /// Where confirmations and reminders go (never logged).
         pub phone: Option<String>,
         pub email: Option<String>,
-        pub status: String,
+        pub status: super::BookingStatus,
         /// Secret of the citizen's cancel/reschedule link.
         pub cancel_token: String,
         pub version: i32,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub mod job {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "jobs")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        /// reminder, dossier_link, ants_declare, ants_delete, waitlist
-        pub kind: String,
-        pub booking_id: String,
-        pub payload: String,
-        pub due_at: DateTimeUtc,
-        pub attempts: i32,
-        pub done: bool,
-        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

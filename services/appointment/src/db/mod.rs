@@ -1,11 +1,12 @@
 //! The appointment tables: bookings, the slot claims that make double
 //! booking impossible, idempotency keys, ANTS pre-application numbers, the
-//! job table (timers and retried calls) and the waiting list.
+//! durable jobs (timers and retried calls) and the waiting list.
 
 pub mod entities;
 mod m0001_init;
 mod m0002_exceptions;
 mod m0003_lookup;
+mod m0004_durable_jobs;
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_init::Migration),
             Box::new(m0002_exceptions::Migration),
             Box::new(m0003_lookup::Migration),
+            Box::new(m0004_durable_jobs::Migration),
         ]
     }
 }

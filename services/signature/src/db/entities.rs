@@ -1,5 +1,64 @@
 //! sea-orm entities of the signature tables.
 
+use sea_orm::entity::prelude::*;
+
+/// Where a signature request, or one of its signers, stands. Stored as its
+/// lower-case name (a signer is only ever pending, signed or declined).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum Status {
+    #[sea_orm(string_value = "pending")]
+    Pending,
+    #[sea_orm(string_value = "signed")]
+    Signed,
+    #[sea_orm(string_value = "declined")]
+    Declined,
+    #[sea_orm(string_value = "expired")]
+    Expired,
+    #[sea_orm(string_value = "cancelled")]
+    Cancelled,
+    #[sea_orm(string_value = "locked")]
+    Locked,
+}
+
+impl Status {
+    /// The stored name: also what events, metrics and the dossier link carry.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Signed => "signed",
+            Status::Declined => "declined",
+            Status::Expired => "expired",
+            Status::Cancelled => "cancelled",
+            Status::Locked => "locked",
+        }
+    }
+}
+
+/// Where a one-time code stands. Stored as its lower-case name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum CodeStatus {
+    /// May still be confirmed.
+    #[sea_orm(string_value = "active")]
+    Active,
+    /// Confirmed once: never again.
+    #[sea_orm(string_value = "used")]
+    Used,
+    /// A newer code was sent.
+    #[sea_orm(string_value = "superseded")]
+    Superseded,
+    /// Too many wrong tries.
+    #[sea_orm(string_value = "exhausted")]
+    Exhausted,
+    /// Past its validity.
+    #[sea_orm(string_value = "expired")]
+    Expired,
+    /// Its request was closed or locked.
+    #[sea_orm(string_value = "void")]
+    Void,
+}
+
 pub mod request {
     use sea_orm::entity::prelude::*;
 
@@ -16,8 +75,7 @@ pub mod request {
         pub document_sha256: String,
         pub document_size: i64,
         pub consent_text: String,
-        /// pending, signed, declined, expired, cancelled, locked
-        pub status: String,
+        pub status: super::Status,
         pub expire_at: DateTimeUtc,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
@@ -50,8 +108,8 @@ pub mod signer {
         pub phone: String,
         /// Secret of the signer's page link.
         pub token: String,
-        /// pending, signed, declined
-        pub status: String,
+        /// Pending, signed or declined.
+        pub status: super::Status,
         pub signed_at: Option<DateTimeUtc>,
         pub codes_sent: i32,
         pub last_code_at: Option<DateTimeUtc>,
@@ -80,8 +138,7 @@ pub mod code {
         pub created_at: DateTimeUtc,
         pub expire_at: DateTimeUtc,
         pub attempts: i32,
-        /// active, used, superseded, exhausted, void
-        pub status: String,
+        pub status: super::CodeStatus,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -107,30 +164,6 @@ pub mod event {
         pub user_agent: String,
         pub actor: String,
         pub detail: String,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
-pub mod job {
-    use sea_orm::entity::prelude::*;
-
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "jobs")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub id: String,
-        /// link (dossier link status), complete (document + transition)
-        pub kind: String,
-        pub request_id: String,
-        pub payload: String,
-        pub due_at: DateTimeUtc,
-        pub attempts: i32,
-        pub done: bool,
-        pub last_error: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -1,0 +1,250 @@
+//! The counter's gRPC surface: checks the caller's role, turns requests
+//! into the core's calls and tickets into their proto form.
+
+use guichet_platform::auth::{Role, require};
+use guichet_platform::contact::parse_hint;
+use guichet_platform::grpc::invalid_argument;
+use guichet_proto::convert::timestamp;
+use guichet_proto::counter::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::CounterApi;
+use crate::board;
+use crate::core::{NewTicket, secs};
+use crate::db::entities::ticket;
+
+/// Callers allowed to issue tickets: agents at the desk and kiosks (service).
+const ISSUERS: &[Role] = &[Role::Agent, Role::Service];
+/// Callers working a desk.
+const DESKS: &[Role] = &[Role::Agent, Role::Supervisor];
+/// Callers that may read tickets and follow the board (screens use a service token).
+const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
+
+pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
+    let status = match t.status.as_str() {
+        "waiting" => pb::TicketStatus::Waiting,
+        "called" => pb::TicketStatus::Called,
+        "in_service" => pb::TicketStatus::InService,
+        "done" => pb::TicketStatus::Done,
+        "no_show" => pb::TicketStatus::NoShow,
+        _ => pb::TicketStatus::Unspecified,
+    };
+    pb::Ticket {
+        issued_at: Some(timestamp(t.issued_at)),
+        id: t.id,
+        number: t.number,
+        service: t.service,
+        site: t.site,
+        intake_event_id: t.intake_event_id,
+        priority: t.priority,
+        status: status as i32,
+        desk: t.desk.unwrap_or_default(),
+        call_time: t.call_time.map(timestamp),
+        start_time: t.start_time.map(timestamp),
+        finish_time: t.finish_time.map(timestamp),
+        recalls: u32::try_from(t.recalls).unwrap_or(0),
+        waiting_seconds: t.start_time.map_or(0, |s| secs(t.waiting_since, s)),
+        service_seconds: match (t.start_time, t.finish_time) {
+            (Some(s), Some(f)) => secs(s, f),
+            _ => 0,
+        },
+        no_show_time: t.no_show_time.map(timestamp),
+        transferred_from: t.transferred_from.unwrap_or_default(),
+        booking_id: t.booking_id.unwrap_or_default(),
+        appointment_time: t.appointment_at.map(timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::counter_service_server::CounterService for CounterApi {
+    #[tracing::instrument(skip_all, fields(ticket_id = tracing::field::Empty))]
+    async fn issue_ticket(
+        &self,
+        request: Request<pb::IssueTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        let caller = require(&request, ISSUERS)?;
+        let req = request.into_inner();
+        let citizen = parse_hint(req.citizen.as_ref(), "citizen")?;
+        if citizen.given_name.is_empty() && citizen.family_name.is_empty() {
+            return Err(invalid_argument(
+                "citizen.family_name",
+                "a walk-in citizen gives at least a name",
+            ));
+        }
+        let reason = req.reason.trim();
+        if reason.chars().count() > 2000 {
+            return Err(invalid_argument(
+                "reason",
+                "must be at most 2000 characters",
+            ));
+        }
+        let service = if req.service.trim().is_empty() {
+            self.config.default_service.as_str()
+        } else {
+            req.service.trim()
+        };
+        let letter = self.config.services.get(service).ok_or_else(|| {
+            invalid_argument(
+                "service",
+                format!(
+                    "`{service}` is not a counter service ({})",
+                    self.config
+                        .services
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let site = self.checked_site(&req.site)?;
+        let request_id = req.request_id.trim();
+        if request_id.len() > 128 {
+            return Err(invalid_argument(
+                "request_id",
+                "must be at most 128 characters",
+            ));
+        }
+        let request_id = (!request_id.is_empty()).then(|| request_id.to_owned());
+        let priority = req.priority.trim();
+        let weight = if priority.is_empty() {
+            0
+        } else {
+            *self.config.priorities.get(priority).ok_or_else(|| {
+                invalid_argument(
+                    "priority",
+                    format!(
+                        "`{priority}` is not a priority category ({})",
+                        self.config
+                            .priorities
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                )
+            })?
+        };
+
+        let t = self
+            .issue(NewTicket {
+                citizen: req.citizen.clone(),
+                reason: reason.to_owned(),
+                service: service.to_owned(),
+                letter: letter.clone(),
+                site,
+                request_id,
+                priority: priority.to_owned(),
+                rank_offset_minutes: weight,
+                issued_by: caller.subject.clone(),
+                appointment: None,
+            })
+            .await?;
+        Ok(Response::new(ticket_pb(t)))
+    }
+
+    async fn call_next(
+        &self,
+        request: Request<pb::CallNextRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.call_next_ticket(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn recall_ticket(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.recall(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn start_service(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.start(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn finish_service(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.finish(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn mark_no_show(
+        &self,
+        request: Request<pb::TicketActionRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        self.no_show(&request.into_inner().ticket_id)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn transfer_ticket(
+        &self,
+        request: Request<pb::TransferTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, DESKS)?;
+        let req = request.into_inner();
+        self.transfer(&req.ticket_id, &req.service)
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<pb::GetTicketRequest>,
+    ) -> Result<Response<pb::Ticket>, Status> {
+        require(&request, READERS)?;
+        let t = self.ticket(&request.into_inner().ticket_id).await?;
+        Ok(Response::new(ticket_pb(t)))
+    }
+
+    type WatchBoardStream = board::BoardStream;
+
+    async fn watch_board(
+        &self,
+        request: Request<pb::WatchBoardRequest>,
+    ) -> Result<Response<Self::WatchBoardStream>, Status> {
+        require(&request, READERS)?;
+        let site = request.into_inner().site;
+        let site = if site.trim().is_empty() {
+            self.config.default_site.clone()
+        } else {
+            site.trim().to_owned()
+        };
+        let stream = self.board_stream(site).await?;
+        Ok(Response::new(stream))
+    }
+
+    #[tracing::instrument(skip_all, fields(ticket_id = tracing::field::Empty, booking_id = tracing::field::Empty))]
+    async fn check_in_appointment(
+        &self,
+        request: Request<pb::CheckInAppointmentRequest>,
+    ) -> Result<Response<pb::CheckInAppointmentResponse>, Status> {
+        let caller = require(&request, ISSUERS)?;
+        self.check_in(&caller.subject, request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(Status::from)
+    }
+}

@@ -1,0 +1,94 @@
+//! The telephony ingress's gRPC surface: callback requests, CDR imports,
+//! reading a call.
+
+use guichet_platform::auth::{Role, require};
+use guichet_platform::grpc::{internal_err, not_found};
+use guichet_proto::convert::timestamp;
+use guichet_proto::telephony::v1 as pb;
+use tonic::{Request, Response as GrpcResponse, Status};
+
+use crate::TelephonyApi;
+use crate::db::entities::{call, callback};
+
+/// Who may ask for a callback: agents on a citizen's behalf, the IVR (service).
+const CALLBACK_REQUESTERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Service];
+/// Who may import CDR files.
+const IMPORTERS: &[Role] = &[Role::Supervisor, Role::Admin, Role::Service];
+/// Who may read a call.
+const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
+
+pub(crate) fn callback_pb(c: callback::Model) -> pb::Callback {
+    pb::Callback {
+        id: c.id,
+        intake_event_id: c.intake_event_id,
+        request_time: Some(timestamp(c.requested_at)),
+    }
+}
+
+fn call_pb(c: call::Model) -> pb::Call {
+    pb::Call {
+        call_id: c.call_id,
+        direction: c.direction,
+        state: c.state,
+        queue: c.queue,
+        answered_by: c.answered_by,
+        cause: c.cause,
+        waiting_seconds: c
+            .waiting_seconds
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(0),
+        talk_seconds: c
+            .talk_seconds
+            .and_then(|s| u32::try_from(s).ok())
+            .unwrap_or(0),
+        missed: c.missed,
+        voicemail: c.voicemail,
+        anonymous: c.anonymous,
+        blocked: c.blocked,
+        callback_requested: c.callback_requested,
+        source: c.source,
+        intake_event_id: c.intake_event_id.unwrap_or_default(),
+        started_at: Some(timestamp(c.started_at)),
+        answered_at: c.answered_at.map(timestamp),
+        ended_at: c.ended_at.map(timestamp),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::telephony_service_server::TelephonyService for TelephonyApi {
+    #[tracing::instrument(skip_all, fields(callback_id = tracing::field::Empty))]
+    async fn request_callback(
+        &self,
+        request: Request<pb::RequestCallbackRequest>,
+    ) -> Result<GrpcResponse<pb::Callback>, Status> {
+        let caller = require(&request, CALLBACK_REQUESTERS)?;
+        let req = request.into_inner();
+        self.record_callback(&caller.subject, req)
+            .await
+            .map(GrpcResponse::new)
+            .map_err(Status::from)
+    }
+
+    async fn import_cdr(
+        &self,
+        request: Request<pb::ImportCdrRequest>,
+    ) -> Result<GrpcResponse<pb::ImportCdrResponse>, Status> {
+        require(&request, IMPORTERS)?;
+        let req = request.into_inner();
+        Ok(GrpcResponse::new(self.import_cdr_bytes(&req.csv).await?))
+    }
+
+    async fn get_call(
+        &self,
+        request: Request<pb::GetCallRequest>,
+    ) -> Result<GrpcResponse<pb::Call>, Status> {
+        require(&request, READERS)?;
+        let id = request.into_inner().call_id;
+        let c = self
+            .find_call(id.trim())
+            .await
+            .map_err(internal_err("get call"))?
+            .ok_or_else(|| not_found("call", &id))?;
+        Ok(GrpcResponse::new(call_pb(c)))
+    }
+}
