@@ -18,6 +18,8 @@ pub struct Cdr {
     pub uniqueid: String,
     pub src: String,
     pub dst: String,
+    /// The caller ID as the PBX shows it: `"Jean Dupont" <0612345678>`.
+    pub clid: String,
     pub dcontext: String,
     pub start: DateTime<Utc>,
     pub answer: Option<DateTime<Utc>>,
@@ -97,6 +99,7 @@ fn record(r: &csv::StringRecord, local_time: bool) -> Result<Cdr, String> {
         uniqueid,
         src: field(1),
         dst: field(2),
+        clid: field(4),
         dcontext: field(3),
         start,
         answer,

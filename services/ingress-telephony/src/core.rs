@@ -72,10 +72,42 @@ fn internal_cti(e: impl std::fmt::Display) -> CtiError {
 
 /// The citizen's side of a call: (E.164 number, withheld).
 fn citizen_number(raw: &str) -> (Option<String>, bool) {
+    let (_, raw) = split_caller_id(raw);
     if cti::is_withheld(raw) {
         return (None, true);
     }
     (Phone::parse(raw).ok().map(|p| p.as_str().to_owned()), false)
+}
+
+/// A caller ID as PBXs write it, `"Jean Dupont" <0612345678>`: the name
+/// (empty when there is none, or it is only the number again or a PBX
+/// placeholder) and the number part.
+pub fn split_caller_id(raw: &str) -> (String, &str) {
+    let raw = raw.trim();
+    let (name, number) = match (raw.find('<'), raw.rfind('>')) {
+        (Some(open), Some(close)) if open < close => (
+            raw[..open].trim().trim_matches('"').trim(),
+            raw[open + 1..close].trim(),
+        ),
+        _ => ("", raw),
+    };
+    let placeholder = [
+        "anonymous",
+        "unknown",
+        "inconnu",
+        "private",
+        "restricted",
+        "asterisk",
+    ]
+    .iter()
+    .any(|p| name.eq_ignore_ascii_case(p));
+    let only_digits = name
+        .chars()
+        .all(|c| c.is_ascii_digit() || c == '+' || c == ' ' || c == '.' || c == '-');
+    if placeholder || only_digits || !name.chars().any(char::is_alphabetic) {
+        return (String::new(), number);
+    }
+    (name.to_owned(), number)
 }
 
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> i32 {
@@ -158,9 +190,14 @@ fn call_event(c: &call::Model, event_id: &str) -> IntakeEvent {
         id: event_id.to_owned(),
         channel: Channel::Telephony as i32,
         received_at: Some(timestamp(c.started_at)),
-        citizen: c.citizen_phone.as_ref().map(|p| CitizenHint {
-            phones: vec![p.clone()],
-            ..Default::default()
+        citizen: c.citizen_phone.as_ref().map(|p| {
+            let name = guichet_platform::names::split_name(&c.caller_name);
+            CitizenHint {
+                given_name: name.given,
+                family_name: name.family,
+                phones: vec![p.clone()],
+                ..Default::default()
+            }
         }),
         subject,
         body,
@@ -290,6 +327,12 @@ impl TelephonyApi {
             Direction::Out => &p.to,
         };
         let (phone, anonymous) = citizen_number(raw);
+        let (caller_name, _) = split_caller_id(raw);
+        let caller_name = if anonymous {
+            String::new()
+        } else {
+            caller_name
+        };
         let blocked =
             direction == Direction::In && phone.as_ref().is_some_and(|n| self.blocked.contains(n));
         if self
@@ -307,6 +350,7 @@ impl TelephonyApi {
             call_id: Set(p.call_id.clone()),
             direction: Set(direction.as_str().to_owned()),
             citizen_phone: Set(phone),
+            caller_name: Set(caller_name),
             anonymous: Set(anonymous),
             blocked: Set(blocked),
             queue: Set(p.queue.clone()),
@@ -506,6 +550,12 @@ impl TelephonyApi {
             let outbound = self.config.cdr_outbound_contexts.contains(&r.dcontext);
             let direction = if outbound { "out" } else { "in" };
             let (phone, anonymous) = citizen_number(if outbound { &r.dst } else { &r.src });
+            // The caller ID names the caller of an inbound call only.
+            let caller_name = if outbound || anonymous {
+                String::new()
+            } else {
+                split_caller_id(&r.clid).0
+            };
             let answered = r.disposition == "ANSWERED" && r.billsec > 0;
             let waiting = i32::try_from(r.duration - r.billsec).unwrap_or(0);
             let talk = i32::try_from(r.billsec).unwrap_or(0);
@@ -514,6 +564,7 @@ impl TelephonyApi {
                 call_id: r.uniqueid.clone(),
                 direction: direction.into(),
                 citizen_phone: phone,
+                caller_name,
                 anonymous,
                 blocked: false,
                 queue: String::new(),
@@ -722,5 +773,35 @@ impl TelephonyApi {
         metrics::counter!("guichet_telephony_callback_requests_total").increment(1);
         tracing::info!(callback_id = %c.id, "callback requested");
         Ok(callback_pb(c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_ids_give_the_name_and_the_number() {
+        assert_eq!(
+            split_caller_id("\"Jean Dupont\" <0612345678>"),
+            ("Jean Dupont".to_owned(), "0612345678")
+        );
+        assert_eq!(
+            split_caller_id("DUPONT Jean <+33612345678>"),
+            ("DUPONT Jean".to_owned(), "+33612345678")
+        );
+        assert_eq!(split_caller_id("0612345678"), (String::new(), "0612345678"));
+        for placeholder in [
+            "\"0612345678\" <0612345678>",
+            "\"anonymous\" <anonymous>",
+            "\"\" <0612345678>",
+            "\"+33 6 12 34 56 78\" <+33612345678>",
+        ] {
+            assert_eq!(split_caller_id(placeholder).0, "", "{placeholder}");
+        }
+        assert_eq!(
+            citizen_number("\"Jean Dupont\" <06 12 34 56 78>"),
+            (Some("+33612345678".to_owned()), false)
+        );
     }
 }

@@ -14,6 +14,8 @@ pub mod call {
         /// The citizen's number in E.164 (the caller inbound, the callee
         /// outbound); `None` when withheld or unreadable.
         pub citizen_phone: Option<String>,
+        /// The caller ID's name, when the PBX gives one; empty otherwise.
+        pub caller_name: String,
         pub anonymous: bool,
         pub blocked: bool,
         pub queue: String,
