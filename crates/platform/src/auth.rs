@@ -473,11 +473,16 @@ impl ServiceCredentials {
 
 impl tonic::service::Interceptor for ServiceCredentials {
     fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
-        let token = self.auth.service_token(&self.subject);
-        let value = format!("Bearer {token}")
-            .parse()
-            .map_err(|_| Status::internal("service token is not valid metadata"))?;
-        req.metadata_mut().insert("authorization", value);
+        // A call made on behalf of a person (their token set on the request,
+        // e.g. an agent confirming a merge) keeps it: the callee checks and
+        // records that person, not the calling role.
+        if !req.metadata().contains_key("authorization") {
+            let token = self.auth.service_token(&self.subject);
+            let value = format!("Bearer {token}")
+                .parse()
+                .map_err(|_| Status::internal("service token is not valid metadata"))?;
+            req.metadata_mut().insert("authorization", value);
+        }
         crate::telemetry::inject_grpc(req.metadata_mut());
         Ok(req)
     }

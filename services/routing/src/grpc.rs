@@ -216,6 +216,14 @@ impl QueueApi {
 }
 
 pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
+    let candidates = crate::queue::candidates_of(&m)
+        .into_iter()
+        .map(|c| pb::CitizenCandidate {
+            citizen_id: c.citizen_id,
+            confidence: c.confidence,
+            why: c.why,
+        })
+        .collect();
     let sla_state = match m.sla_state.as_str() {
         "ok" => pb::SlaState::Ok,
         "near" => pb::SlaState::Near,
@@ -248,6 +256,7 @@ pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
         queue_id: m.queue_id,
         previous_queue_id: m.previous_queue_id.unwrap_or_default(),
         base_priority: m.base_priority,
+        candidates,
         rule_id: m.rule_id,
         correlation: m.correlation,
     }
@@ -653,6 +662,73 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .increment(1);
         tracing::info!(work_item_id = %done.id, agent_id = %caller.subject, "work item completed");
         Ok(Response::new(item_pb(done)))
+    }
+
+    async fn resolve_citizen_candidate(
+        &self,
+        request: Request<pb::ResolveCitizenCandidateRequest>,
+    ) -> Result<Response<pb::WorkItem>, Status> {
+        let caller = require(&request, AGENTS)?;
+        let on_behalf = request.metadata().get("authorization").cloned();
+        let req = request.into_inner();
+        let id = required_id(&req.id)?;
+        let candidate = req.citizen_id.trim();
+        let item = self
+            .queue
+            .get(id)
+            .await
+            .map_err(|e| internal("get work item", e))?
+            .ok_or_else(|| not_found("work item", id))?;
+        let known = crate::queue::candidates_of(&item);
+        let Some(c) = known.iter().find(|c| c.citizen_id == candidate) else {
+            return Err(invalid_argument(
+                "citizen_id",
+                "is not a candidate of this work item",
+            ));
+        };
+        let mut dossier = self.dossier.clone();
+        if req.confirm {
+            // On the agent's behalf: dossier checks and records the agent.
+            let mut merge = Request::new(dpb::MergeCitizensRequest {
+                target_citizen_id: candidate.to_owned(),
+                source_citizen_id: item.citizen_id.clone(),
+                reason: format!("Rapprochement confirmé depuis une demande ({})", c.why),
+            });
+            if let Some(auth) = on_behalf {
+                merge.metadata_mut().insert("authorization", auth);
+            }
+            dossier.merge_citizens(merge).await?;
+        } else {
+            for (on, other) in [
+                (&item.citizen_id, candidate),
+                (&candidate.to_owned(), item.citizen_id.as_str()),
+            ] {
+                dossier
+                    .record_contact(dpb::RecordContactRequest {
+                        citizen_id: on.clone(),
+                        kind: dpb::EntryKind::Note as i32,
+                        channel: Channel::from_slug(&item.channel).unwrap_or(Channel::Unspecified)
+                            as i32,
+                        summary: format!(
+                            "Rapprochement écarté par {} : pas la même personne que la fiche {other} ({})",
+                            caller.subject, c.why
+                        ),
+                        actor: caller.subject.clone(),
+                        source_event_id: format!("candidate-rejected:{}:{on}:{other}", item.id),
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+        }
+        let settled = self
+            .queue
+            .settle_candidate(id, candidate, req.confirm)
+            .await
+            .map_err(queue_err("resolve citizen candidate", id))?;
+        metrics::counter!("guichet_routing_citizen_candidates_total", "outcome" => if req.confirm { "confirmed" } else { "rejected" })
+            .increment(1);
+        tracing::info!(work_item_id = %id, confirmed = req.confirm, "citizen candidate settled");
+        Ok(Response::new(item_pb(settled)))
     }
 
     async fn cancel_work_item(

@@ -28,7 +28,7 @@ use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
 use crate::db::entities::message_dossier;
-use crate::queue::{Handled, NewItem, Queue};
+use crate::queue::{CandidateRef, Handled, NewItem, Queue};
 use crate::rules::{Evaluation, Rules};
 
 pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, ServiceCredentials>>;
@@ -240,6 +240,8 @@ struct Target {
     dossier: Option<dpb::Dossier>,
     citizen_id: String,
     correlation: &'static str,
+    /// Citizens the request may belong to instead (weak evidence).
+    candidates: Vec<CandidateRef>,
 }
 
 impl Router {
@@ -401,6 +403,7 @@ impl Router {
                 sla_warn: class.sla_warn,
                 rule_id: class.rule_id.clone(),
                 correlation: target.correlation.to_owned(),
+                candidates: target.candidates.clone(),
                 handled: answered_call(&event, received_at),
             })
             .await
@@ -576,6 +579,7 @@ impl Router {
         class: &Classified,
         received_at: DateTime<Utc>,
     ) -> Result<Target, HandlerError> {
+        let mut candidates: Vec<CandidateRef> = Vec::new();
         // A quoted reference, or a reply to an email routing has seen.
         if let Some((d, how)) = self.known_dossier(event).await? {
             return self.attach(event, d, how).await;
@@ -594,6 +598,7 @@ impl Router {
                 dossier: None,
                 citizen_id: String::new(),
                 correlation: "none",
+                candidates: candidates.clone(),
             });
         }
         let mut dossier = self.dossier.clone();
@@ -605,9 +610,28 @@ impl Router {
             })
             .await;
         let citizen = match resolved {
-            Ok(r) => r.into_inner().citizen.ok_or_else(|| {
-                HandlerError::Transient("resolve citizen returned no citizen".into())
-            })?,
+            Ok(r) => {
+                let r = r.into_inner();
+                // Weak evidence only: someone else may be this person.
+                if r.r#match == dpb::MatchKind::Maybe as i32 {
+                    candidates = r
+                        .candidates
+                        .iter()
+                        .filter_map(|c| {
+                            let other = c.citizen.as_ref()?;
+                            (Some(other.id.as_str()) != r.citizen.as_ref().map(|x| x.id.as_str()))
+                                .then(|| CandidateRef {
+                                    citizen_id: other.id.clone(),
+                                    confidence: c.confidence,
+                                    why: c.why.clone(),
+                                })
+                        })
+                        .collect();
+                }
+                r.citizen.ok_or_else(|| {
+                    HandlerError::Transient("resolve citizen returned no citizen".into())
+                })?
+            }
             // What the channel captured does not parse (a mistyped number):
             // the request still reaches an agent, who identifies the person.
             // The status names the field only, never its value.
@@ -617,6 +641,7 @@ impl Router {
                     dossier: None,
                     citizen_id: String::new(),
                     correlation: "unidentified",
+                    candidates: candidates.clone(),
                 });
             }
             Err(s) => return Err(classify("resolve citizen", s)),
@@ -635,6 +660,7 @@ impl Router {
                 dossier: open,
                 citizen_id: citizen.id,
                 correlation,
+                candidates: candidates.clone(),
             });
         }
         // The same citizen's open dossier of the same process, recently
@@ -649,6 +675,7 @@ impl Router {
                 dossier: Some(d),
                 citizen_id: citizen.id,
                 correlation: "citizen_window",
+                candidates: candidates.clone(),
             });
         }
         let open = |process_id: String| dpb::OpenDossierRequest {
@@ -677,6 +704,7 @@ impl Router {
             dossier: Some(opened),
             citizen_id: citizen.id,
             correlation: "new",
+            candidates: candidates.clone(),
         })
     }
 }
@@ -757,11 +785,13 @@ impl Router {
         d: dpb::Dossier,
         how: &'static str,
     ) -> Result<Target, HandlerError> {
+        let candidates: Vec<CandidateRef> = Vec::new();
         if !d.closed {
             return Ok(Target {
                 citizen_id: d.citizen_id.clone(),
                 dossier: Some(d),
                 correlation: how,
+                candidates: candidates.clone(),
             });
         }
         let mut dossier = self.dossier.clone();
@@ -777,6 +807,7 @@ impl Router {
                 citizen_id: d.citizen_id.clone(),
                 dossier: Some(r.into_inner()),
                 correlation: "reopened",
+                candidates: candidates.clone(),
             }),
             Err(s) if s.code() == Code::FailedPrecondition => {
                 let opened = dossier
@@ -792,6 +823,7 @@ impl Router {
                     citizen_id: d.citizen_id.clone(),
                     dossier: Some(opened),
                     correlation: "new_after_closed",
+                    candidates: candidates.clone(),
                 })
             }
             Err(s) => Err(classify("reopen dossier", s)),

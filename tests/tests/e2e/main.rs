@@ -29,6 +29,7 @@ mod routing_queue;
 mod scan_letters;
 mod scan_quarantine;
 mod scan_restart;
+mod scene;
 mod signature_evidence;
 mod signature_flow;
 mod slice;

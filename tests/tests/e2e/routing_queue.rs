@@ -93,6 +93,7 @@ pub fn item(
         sla_warn: warn,
         rule_id: String::new(),
         correlation: "none".into(),
+        candidates: vec![],
         handled: None,
     }
 }

@@ -46,6 +46,9 @@ pub mod work_item {
         pub declined_by: String,
         pub wrap_time: Option<DateTimeUtc>,
         pub cancel_time: Option<DateTimeUtc>,
+        /// Citizens the request may belong to, for the agent to confirm:
+        /// JSON `[{"citizen_id", "confidence", "why"}]`.
+        pub candidates: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -3,6 +3,7 @@
 pub mod entities;
 mod m0001_init;
 mod m0002_unified_queue;
+mod m0003_citizen_candidates;
 
 use sea_orm_migration::prelude::*;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_init::Migration),
             Box::new(m0002_unified_queue::Migration),
+            Box::new(m0003_citizen_candidates::Migration),
         ]
     }
 }

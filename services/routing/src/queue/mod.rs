@@ -101,9 +101,24 @@ pub struct NewItem {
     pub sla_warn: Option<DateTime<Utc>>,
     pub rule_id: String,
     pub correlation: String,
+    /// Citizens the request may belong to, best first.
+    pub candidates: Vec<CandidateRef>,
     /// Work already done when it reaches routing (a call an agent answered
     /// on the phone): recorded as completed, never offered.
     pub handled: Option<Handled>,
+}
+
+/// A citizen a request may belong to, as the work item keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CandidateRef {
+    pub citizen_id: String,
+    pub confidence: f32,
+    pub why: String,
+}
+
+/// The candidates a work item keeps.
+pub fn candidates_of(m: &work_item::Model) -> Vec<CandidateRef> {
+    serde_json::from_str(&m.candidates).unwrap_or_default()
 }
 
 /// Who handled a request before routing saw it, and when.
@@ -398,46 +413,50 @@ impl Queue {
         skills.sort();
         skills.dedup();
         let txn = self.db.begin().await?;
-        let res = work_item::ActiveModel {
-            id: Set(id.clone()),
-            intake_event_id: Set(item.intake_event_id),
-            channel: Set(item.channel),
-            status: Set(if item.handled.is_some() {
-                COMPLETED
-            } else {
-                PENDING
+        let res =
+            work_item::ActiveModel {
+                id: Set(id.clone()),
+                intake_event_id: Set(item.intake_event_id),
+                channel: Set(item.channel),
+                status: Set(if item.handled.is_some() {
+                    COMPLETED
+                } else {
+                    PENDING
+                }
+                .to_owned()),
+                priority: Set(item.priority),
+                dossier_id: Set(item.dossier_id),
+                dossier_reference: Set(item.dossier_reference),
+                citizen_id: Set(item.citizen_id),
+                process_id: Set(item.process_id),
+                summary: Set(item.summary),
+                agent_id: Set(item.handled.as_ref().map(|h| h.agent.clone())),
+                outcome: Set(item.handled.as_ref().map(|h| h.outcome.clone())),
+                enter_time: Set(micros(item.enter_time)),
+                assign_time: Set(item.handled.as_ref().map(|h| micros(h.assign_time))),
+                complete_time: Set(item.handled.as_ref().map(|h| micros(h.complete_time))),
+                updated_at: Set(now),
+                queue_id: Set(item.queue_id),
+                previous_queue_id: Set(None),
+                base_priority: Set(item.priority),
+                escalation: Set(0),
+                skills: Set(skills.join(",")),
+                sla_due: Set(Some(micros(item.sla_due.unwrap_or_else(no_sla)))),
+                sla_warn: Set(item.sla_warn.map(micros)),
+                sla_state: Set(if item.sla_due.is_some() { "ok" } else { "none" }.to_owned()),
+                rule_id: Set(item.rule_id),
+                correlation: Set(item.correlation),
+                offer_time: Set(None),
+                offer_expires: Set(None),
+                declined_by: Set(String::new()),
+                wrap_time: Set(None),
+                cancel_time: Set(None),
+                candidates: Set(
+                    serde_json::to_string(&item.candidates).unwrap_or_else(|_| "[]".into())
+                ),
             }
-            .to_owned()),
-            priority: Set(item.priority),
-            dossier_id: Set(item.dossier_id),
-            dossier_reference: Set(item.dossier_reference),
-            citizen_id: Set(item.citizen_id),
-            process_id: Set(item.process_id),
-            summary: Set(item.summary),
-            agent_id: Set(item.handled.as_ref().map(|h| h.agent.clone())),
-            outcome: Set(item.handled.as_ref().map(|h| h.outcome.clone())),
-            enter_time: Set(micros(item.enter_time)),
-            assign_time: Set(item.handled.as_ref().map(|h| micros(h.assign_time))),
-            complete_time: Set(item.handled.as_ref().map(|h| micros(h.complete_time))),
-            updated_at: Set(now),
-            queue_id: Set(item.queue_id),
-            previous_queue_id: Set(None),
-            base_priority: Set(item.priority),
-            escalation: Set(0),
-            skills: Set(skills.join(",")),
-            sla_due: Set(Some(micros(item.sla_due.unwrap_or_else(no_sla)))),
-            sla_warn: Set(item.sla_warn.map(micros)),
-            sla_state: Set(if item.sla_due.is_some() { "ok" } else { "none" }.to_owned()),
-            rule_id: Set(item.rule_id),
-            correlation: Set(item.correlation),
-            offer_time: Set(None),
-            offer_expires: Set(None),
-            declined_by: Set(String::new()),
-            wrap_time: Set(None),
-            cancel_time: Set(None),
-        }
-        .insert(&txn)
-        .await;
+            .insert(&txn)
+            .await;
         match res {
             Ok(m) => {
                 for s in &skills {
@@ -466,6 +485,55 @@ impl Queue {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The agent settled a candidate of item `id`: confirmed (the item's
+    /// citizen was merged into the candidate: every item of the merged
+    /// citizen now names the candidate, and the item keeps no candidates), or
+    /// rejected (that candidate leaves the item).
+    pub async fn settle_candidate(
+        &self,
+        id: &str,
+        citizen_id: &str,
+        confirmed: bool,
+    ) -> Result<work_item::Model, QueueError> {
+        let item = self.get(id).await?.ok_or(QueueError::NotFound)?;
+        let now = micros(self.now());
+        let txn = self.db.begin().await?;
+        let mut left = candidates_of(&item);
+        left.retain(|c| c.citizen_id != citizen_id);
+        if confirmed {
+            left.clear();
+            if !item.citizen_id.is_empty() {
+                work_item::Entity::update_many()
+                    .col_expr(work_item::Column::CitizenId, Expr::value(citizen_id))
+                    .col_expr(work_item::Column::UpdatedAt, Expr::value(now))
+                    .filter(work_item::Column::CitizenId.eq(item.citizen_id.clone()))
+                    .exec(&txn)
+                    .await?;
+            }
+        }
+        let mut m: work_item::ActiveModel = self
+            .get_in(&txn, id)
+            .await?
+            .ok_or(QueueError::NotFound)?
+            .into();
+        if confirmed {
+            m.citizen_id = Set(citizen_id.to_owned());
+        }
+        m.candidates = Set(serde_json::to_string(&left).unwrap_or_else(|_| "[]".into()));
+        m.updated_at = Set(now);
+        let m = m.update(&txn).await?;
+        txn.commit().await?;
+        Ok(m)
+    }
+
+    async fn get_in(
+        &self,
+        conn: &impl sea_orm::ConnectionTrait,
+        id: &str,
+    ) -> Result<Option<work_item::Model>, DbErr> {
+        work_item::Entity::find_by_id(id.to_owned()).one(conn).await
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<work_item::Model>, DbErr> {
