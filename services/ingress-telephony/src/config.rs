@@ -32,6 +32,21 @@ pub struct Config {
     pub cdr_local_time: bool,
     /// Largest accepted CDR upload.
     pub max_cdr_bytes: usize,
+    /// A call still ringing or answered this long after it began never got
+    /// its hangup (a PBX restart, a lost webhook): it is ended as lost.
+    #[serde(default = "default_stale_call_minutes")]
+    pub stale_call_minutes: u64,
+    /// How often calls are checked for a missing hangup.
+    #[serde(default = "default_stale_sweep_secs")]
+    pub stale_sweep_secs: u64,
+}
+
+fn default_stale_call_minutes() -> u64 {
+    120
+}
+
+fn default_stale_sweep_secs() -> u64 {
+    60
 }
 
 /// A list in TOML, or a comma-separated string (from an environment
@@ -64,6 +79,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_database_url("telephony.database_url", &self.database_url)?;
         parse_addr("telephony.http_addr", &self.http_addr)?;
+        if self.stale_call_minutes == 0 {
+            return Err(ConfigError::invalid(
+                "telephony.stale_call_minutes",
+                "must be at least 1",
+            ));
+        }
+        if self.stale_sweep_secs == 0 {
+            return Err(ConfigError::invalid(
+                "telephony.stale_sweep_secs",
+                "must be at least 1",
+            ));
+        }
         let token = self.webhook_token.expose_secret();
         if !token.is_empty()
             && (token.len() < 16

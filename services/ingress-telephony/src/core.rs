@@ -18,7 +18,7 @@ use guichet_proto::intake::v1::{
 use guichet_proto::telephony::v1 as pb;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QuerySelect, Set,
     TransactionTrait,
 };
 
@@ -110,8 +110,14 @@ pub fn split_caller_id(raw: &str) -> (String, &str) {
     (name.to_owned(), number)
 }
 
+/// The cause of a call ended because its hangup never came.
+pub const LOST: &str = "lost";
+
+/// Whole seconds from `from` to `to`, rounded to the nearest (41.995 s is
+/// 42 s, not 41).
 fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> i32 {
-    i32::try_from((to - from).num_seconds().max(0)).unwrap_or(i32::MAX)
+    let millis = (to - from).num_milliseconds().max(0);
+    i32::try_from((millis + 500) / 1000).unwrap_or(i32::MAX)
 }
 
 fn duration_fr(secs: i32) -> String {
@@ -443,6 +449,47 @@ impl TelephonyApi {
         Ok(CtiReply::Accepted)
     }
 
+    /// End the calls that never got their hangup, `stale_call_minutes`
+    /// after they began: cause `lost`, missed when never answered (so a
+    /// callback reaches the queue), talk time unknown (0). Returns how many.
+    pub(crate) async fn end_stale_calls(&self) -> Result<usize, CtiError> {
+        let cutoff = self.clock.now()
+            - chrono::Duration::minutes(
+                i64::try_from(self.config.stale_call_minutes).unwrap_or(i64::MAX / 60_000),
+            );
+        let stale = call::Entity::find()
+            .filter(call::Column::State.ne("ended"))
+            .filter(call::Column::StartedAt.lt(cutoff))
+            .limit(200)
+            .all(&self.db)
+            .await
+            .map_err(internal_cti)?;
+        let mut ended = 0;
+        for c in stale {
+            let reply = self
+                .hangup(CtiParams {
+                    event: cti::CtiEvent::Hangup,
+                    call_id: c.call_id.clone(),
+                    direction: None,
+                    from: String::new(),
+                    to: String::new(),
+                    users: vec![],
+                    queue: String::new(),
+                    cause: LOST.into(),
+                    answering_number: String::new(),
+                })
+                .await?;
+            if reply == CtiReply::Accepted {
+                ended += 1;
+            }
+        }
+        if ended > 0 {
+            metrics::counter!("guichet_telephony_calls_lost_total").increment(ended as u64);
+            tracing::warn!(calls = ended, "calls without a hangup ended as lost");
+        }
+        Ok(ended)
+    }
+
     async fn hangup(&self, p: CtiParams) -> Result<CtiReply, CtiError> {
         let now = self.clock.now();
         let Some(c) = self.find_call(&p.call_id).await.map_err(internal_cti)? else {
@@ -457,7 +504,12 @@ impl TelephonyApi {
         }
         let inbound = c.direction == "in";
         let waiting = seconds_between(c.started_at, c.answered_at.unwrap_or(now));
-        let talk = c.answered_at.map_or(0, |a| seconds_between(a, now));
+        // A lost call's end is unknown: no talk time is made up.
+        let talk = if p.cause == LOST {
+            0
+        } else {
+            c.answered_at.map_or(0, |a| seconds_between(a, now))
+        };
         let missed = inbound && (c.answered_at.is_none() || c.voicemail);
         let queue = if p.queue.is_empty() {
             c.queue.clone()
@@ -779,6 +831,18 @@ impl TelephonyApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn call_durations_round_to_the_nearest_second() {
+        let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let at = |ms: i64| t0 + chrono::Duration::milliseconds(ms);
+        assert_eq!(seconds_between(t0, at(41_995)), 42);
+        assert_eq!(seconds_between(t0, at(41_499)), 41);
+        assert_eq!(seconds_between(t0, at(500)), 1);
+        assert_eq!(seconds_between(at(1_000), t0), 0, "never negative");
+    }
 
     #[test]
     fn caller_ids_give_the_name_and_the_number() {

@@ -137,8 +137,24 @@ impl Service {
         let app = router(self.api.clone());
         let http = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned());
-        let relay = self.api.outbox.clone().run(shutdown);
-        let (served, ()) = tokio::join!(http, relay);
+        let relay = self.api.outbox.clone().run(shutdown.clone());
+        let api = self.api.clone();
+        let every = std::time::Duration::from_secs(self.api.config.stale_sweep_secs);
+        let sweep = async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(e) = api.end_stale_calls().await {
+                            tracing::warn!(error = ?e, "ending calls without a hangup failed; retried at the next sweep");
+                        }
+                    }
+                }
+            }
+        };
+        let (served, (), ()) = tokio::join!(http, relay, sweep);
         served?;
         Ok(())
     }

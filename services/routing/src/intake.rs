@@ -191,6 +191,25 @@ pub fn answered_call(event: &IntakeEvent, received_at: DateTime<Utc>) -> Option<
     })
 }
 
+/// A missed call from a withheld number: nobody can call back, so it is
+/// recorded as closed at once ("rappel impossible"), not queued as a
+/// callback no agent can make.
+pub fn unreachable_missed_call(event: &IntakeEvent, received_at: DateTime<Utc>) -> Option<Handled> {
+    let Some(intake_event::Details::Telephony(t)) = &event.details else {
+        return None;
+    };
+    let missed = t.missed || t.voicemail || t.callback_requested;
+    if !missed || t.direction == "out" || has_hint(event) {
+        return None;
+    }
+    Some(Handled {
+        agent: "pbx".to_owned(),
+        assign_time: received_at,
+        complete_time: received_at,
+        outcome: "Appel manqué d'un numéro masqué : rappel impossible".to_owned(),
+    })
+}
+
 pub fn quoted_references(event: &IntakeEvent) -> Vec<String> {
     let mut out = Vec::new();
     if !event.quoted_reference.trim().is_empty() {
@@ -404,7 +423,8 @@ impl Router {
                 rule_id: class.rule_id.clone(),
                 correlation: target.correlation.to_owned(),
                 candidates: target.candidates.clone(),
-                handled: answered_call(&event, received_at),
+                handled: answered_call(&event, received_at)
+                    .or_else(|| unreachable_missed_call(&event, received_at)),
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;

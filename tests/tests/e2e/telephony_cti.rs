@@ -510,10 +510,16 @@ async fn missed_and_answered_calls_reach_queue_and_timeline(backend: Backend) {
     assert!(missed.summary.contains("à rappeler"), "{}", missed.summary);
     assert!(missed.sla_due_time.is_some(), "callback carries its SLA");
     assert!(!missed.dossier_id.is_empty());
-    // Withheld: queued without a dossier.
+    // Withheld: nobody can call back — recorded, closed at once, never a
+    // callback waiting in the queue (issue 14).
     let anon = item(&m2.intake_event_id);
     assert!(anon.dossier_id.is_empty());
-    assert!(anon.sla_due_time.is_some());
+    assert_eq!(anon.status(), qpb::WorkItemStatus::Completed);
+    assert!(
+        anon.outcome.contains("rappel impossible"),
+        "{}",
+        anon.outcome
+    );
     // The explicit request.
     let requested = item(&cb.intake_event_id);
     assert!(
@@ -532,7 +538,7 @@ async fn missed_and_answered_calls_reach_queue_and_timeline(backend: Backend) {
     assert_eq!(answered.status(), qpb::WorkItemStatus::Completed);
     assert_eq!(answered.agent_id, "Anne Agent");
     assert_eq!(answered.outcome, "answered");
-    for open in [&missed, &anon, &requested] {
+    for open in [&missed, &requested] {
         assert_eq!(open.status(), qpb::WorkItemStatus::Pending);
     }
     let timeline = dossier_client(app.grpc_addr, &agent)
@@ -604,5 +610,82 @@ async fn telephony_role_runs_as_its_own_process_and_stops_cleanly() {
     assert!(telephony(&events[0].1).missed);
     let exit = process.terminate().await;
     assert!(exit.success(), "clean exit on SIGTERM: {exit:?}");
+    env.cleanup().await;
+}
+
+/// Issue 14: a call whose hangup never comes (a PBX restart, a lost
+/// webhook) does not stay "ringing" forever: after
+/// `telephony.stale_call_minutes` it is ended as lost, missed when it was
+/// never answered, and reaches the queue as a callback like any missed call.
+#[tokio::test]
+async fn a_call_without_its_hangup_is_ended_as_lost() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let clock = ManualClock::new(start());
+    let tel = env
+        .spawn_telephony_with_clock(
+            clock.clone(),
+            &[
+                ("GUICHET__TELEPHONY__STALE_CALL_MINUTES", "120"),
+                ("GUICHET__TELEPHONY__STALE_SWEEP_SECS", "1"),
+            ],
+        )
+        .await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    for id in ["lost-ringing", "lost-answered"] {
+        let (status, _) = cti_json(
+            tel.http_addr,
+            CTI_TOKEN,
+            json!({"event":"newCall","from":"0612345678","to":"0143986500","direction":"in","callId":id}),
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    clock.advance(chrono::Duration::seconds(30));
+    let (status, _) = cti_json(
+        tel.http_addr,
+        CTI_TOKEN,
+        json!({"event":"answer","from":"0612345678","to":"0143986500","direction":"in","callId":"lost-answered","user":["Anne Agent"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Within the limit: still in progress.
+    clock.advance(chrono::Duration::minutes(60));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        get_call(tel.grpc_addr, &agent, "lost-ringing").await.state,
+        "ringing"
+    );
+    // Past it: ended as lost at the next sweep.
+    clock.advance(chrono::Duration::minutes(61));
+    let ringing = eventually(
+        "the ringing call ended",
+        Duration::from_secs(10),
+        || async {
+            let c = get_call(tel.grpc_addr, &agent, "lost-ringing").await;
+            (c.state == "ended").then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(ringing.cause, "lost");
+    assert!(ringing.missed, "never answered: a missed call to return");
+    let answered = eventually(
+        "the answered call ended",
+        Duration::from_secs(10),
+        || async {
+            let c = get_call(tel.grpc_addr, &agent, "lost-answered").await;
+            (c.state == "ended").then_some(c)
+        },
+    )
+    .await;
+    assert_eq!(answered.cause, "lost");
+    assert!(!answered.missed);
+    assert_eq!(answered.talk_seconds, 0, "no talk time is made up");
+    assert_eq!(answered.waiting_seconds, 30);
+    // Both reach INTAKE like calls that ended normally.
+    let events = intake_events(&env, 2).await;
+    assert_eq!(events.len(), 2);
+    tel.stop().await;
     env.cleanup().await;
 }
