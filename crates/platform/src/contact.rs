@@ -67,6 +67,27 @@ impl Email {
 }
 
 /// A person's name part: trimmed, inner whitespace collapsed, bounded.
+/// French phone numbers as people write them in a text (`06 12 34 56 78`,
+/// `+33 (0)6.12.34.56.78`, `0033612345678`).
+#[allow(clippy::expect_used)]
+pub static PHONE_IN_TEXT: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+    regex::Regex::new(r"(?:(?:\+|00)33 ?(?:\(0\) ?)?|\b0)[1-9](?:[ .\-]?\d{2}){4}\b")
+        .expect("phone pattern")
+});
+
+/// The phone numbers written in `text`, as written, in order, without
+/// repeats.
+pub fn phones_in_text(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for m in PHONE_IN_TEXT.find_iter(text) {
+        let p = m.as_str().to_owned();
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub fn clean_name(raw: &str) -> Result<String, String> {
     let s = raw.split_whitespace().collect::<Vec<_>>().join(" ");
     if s.chars().count() > 200 {

@@ -520,10 +520,19 @@ impl EmailApi {
             .filter(|_| p.bounce.is_none())
             .map(|e| {
                 let name = guichet_platform::names::split_name(&p.from_name);
+                // The phone of the signature is kept on the citizen (as a
+                // scanned letter's is); unreadable numbers are dropped.
+                let phones = crate::text::sender_phones(&p.text)
+                    .into_iter()
+                    .filter_map(|n| guichet_platform::contact::Phone::parse(&n).ok())
+                    .map(|n| n.as_str().to_owned())
+                    .take(3)
+                    .collect();
                 CitizenHint {
                     given_name: name.given,
                     family_name: name.family,
                     emails: vec![e.as_str().to_owned()],
+                    phones,
                     ..Default::default()
                 }
             });

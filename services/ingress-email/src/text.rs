@@ -38,6 +38,22 @@ static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
 /// and without the signature (from a `-- ` line). Falls back to the whole
 /// text when stripping would leave nothing (a message that is only a quote).
 pub fn clean(text: &str) -> String {
+    cut(text, false)
+}
+
+/// The sender's own text: without the quoted history, with the signature
+/// (where their phone number is).
+pub fn own_text(text: &str) -> String {
+    cut(text, true)
+}
+
+/// The phone numbers the sender wrote in their own text or signature (not
+/// those of the quoted messages, e.g. the town hall's).
+pub fn sender_phones(text: &str) -> Vec<String> {
+    guichet_platform::contact::phones_in_text(&own_text(text))
+}
+
+fn cut(text: &str, keep_signature: bool) -> String {
     let text = text.replace("\r\n", "\n");
     let lines: Vec<&str> = text.lines().collect();
     let mut kept: Vec<&str> = Vec::new();
@@ -46,7 +62,8 @@ pub fn clean(text: &str) -> String {
         let line = lines[i];
         let trimmed = line.trim_end();
         // The signature separator (RFC 3676 "-- "; some clients drop the space).
-        if trimmed == "--" || line == "-- " || MOBILE_FOOTER.is_match(trimmed) {
+        if !keep_signature && (trimmed == "--" || line == "-- " || MOBILE_FOOTER.is_match(trimmed))
+        {
             break;
         }
         if ATTRIBUTION.is_match(trimmed) {
@@ -126,6 +143,17 @@ pub fn base_subject(subject: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn email_signature_phones_are_the_senders_not_the_quoted_ones() {
+        let t = "Bonjour,\nje joins le justificatif.\n-- \nJean Dupont\nTél. 06 12 34 56 78\n\nLe lun. 3 nov. 2026 à 10:02, Mairie <contact@ville.fr> a écrit :\n> Appelez-nous au 01 43 98 65 00.\n";
+        assert_eq!(sender_phones(t), vec!["06 12 34 56 78"]);
+        assert!(
+            !clean(t).contains("06 12"),
+            "the agent's text has no signature"
+        );
+        assert!(sender_phones("Bonjour, merci.").is_empty());
+    }
 
     #[test]
     fn email_quote_french_attribution_is_stripped() {

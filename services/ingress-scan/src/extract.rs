@@ -53,9 +53,7 @@ impl Extraction {
 static REFERENCE: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"\b([A-Z0-9]{1,8}) ?[-–—] ?([0-9OoIl]{4}) ?[-–—] ?([0-9OoIl]{6})\b").expect("regex")
 });
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?:(?:\+|00)33 ?(?:\(0\) ?)?|\b0)[1-9](?:[ .\-]?\d{2}){4}\b").expect("regex")
-});
+use guichet_platform::contact::PHONE_IN_TEXT as PHONE;
 static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
         .expect("regex")

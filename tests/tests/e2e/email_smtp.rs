@@ -321,6 +321,8 @@ async fn email_corpus_over_smtp_becomes_intake_events_field_by_field() {
         e.body,
         "Bonjour,\n\nMa réponse : je passerai mardi en mairie."
     );
+    // The signature's phone is kept on the citizen hint (issue 14).
+    assert_eq!(e.citizen.as_ref().unwrap().phones, vec!["+33612345678"]);
     let e = get("RE: Demande de subvention");
     assert_eq!(
         e.body,
