@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
-use guichet_platform::bus::StreamKind;
+use guichet_platform::bus::{HandlerError, StreamKind};
 use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::role::{BoxFuture, Handles, Local, RoleService, RoleSpec, Tasks};
@@ -207,6 +207,52 @@ impl Service {
                     _ = tokio::time::sleep(every) => {}
                 }
                 reload_rules(&api).await;
+            }
+        });
+
+        // Citizens merged at the dossier role: items follow the kept record.
+        bus.ensure_stream(StreamKind::Events).await?;
+        let merges = bus.clone();
+        let queue = self.api.queue.clone();
+        let stop = shutdown.clone();
+        tasks.spawn_infallible(async move {
+            let filter = merges.event_subject("dossier", "citizen_merged");
+            let res = merges
+                .consume(
+                    StreamKind::Events,
+                    "routing-citizen-merges",
+                    filter,
+                    1,
+                    stop,
+                    move |event| {
+                        let queue = queue.clone();
+                        async move {
+                            use prost::Message;
+                            let merged = guichet_proto::events::v1::CitizenChanged::decode(
+                                event.body.as_ref(),
+                            )
+                            .map_err(|e| {
+                                HandlerError::Permanent(format!("citizen_merged body: {e}"))
+                            })?;
+                            let moved = queue
+                                .reassign_citizen(&merged.other_citizen_id, &merged.citizen_id)
+                                .await
+                                .map_err(|e| {
+                                    HandlerError::Transient(format!("reassign citizen: {e}"))
+                                })?;
+                            if moved > 0 {
+                                tracing::info!(
+                                    work_items = moved,
+                                    "work items follow a citizen merge"
+                                );
+                            }
+                            Ok(())
+                        }
+                    },
+                )
+                .await;
+            if let Err(error) = res {
+                tracing::error!(%error, "citizen merge consumer stopped");
             }
         });
 

@@ -605,3 +605,61 @@ async fn an_unknown_quoted_reference_is_shown_to_the_agent() {
     );
     s.finish().await;
 }
+
+/// Issue 14: a merge made at the dossier role (an agent merging two files)
+/// reaches the queue: work items of the merged record name the kept one.
+#[tokio::test]
+async fn work_items_follow_a_citizen_merge() {
+    let Some(s) = setup(Backend::Sqlite, None, &[]).await else {
+        return;
+    };
+    let (env, r) = (&s.env, &s.r);
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let visit = |family: &str, phone: &str| {
+        let mut e = intake_at(ipb::Channel::Counter, t0());
+        e.body = "renseignement".into();
+        e.citizen = Some(ipb::CitizenHint {
+            given_name: "Paul".into(),
+            family_name: family.into(),
+            phones: vec![phone.into()],
+            ..Default::default()
+        });
+        e
+    };
+    let a = visit("Martin", "06 11 11 11 11");
+    env.publish_intake(&a).await;
+    let b = visit("Martin", "06 22 22 22 22");
+    env.publish_intake(&b).await;
+    let kept = routed(r.grpc_addr, &agent, &a.id).await;
+    let merged = routed(r.grpc_addr, &agent, &b.id).await;
+    assert_ne!(kept.citizen_id, merged.citizen_id);
+    dossier_client(s.dossier.grpc_addr, &agent)
+        .await
+        .merge_citizens(dpb::MergeCitizensRequest {
+            target_citizen_id: kept.citizen_id.clone(),
+            source_citizen_id: merged.citizen_id.clone(),
+            reason: "même personne, deux numéros".into(),
+        })
+        .await
+        .unwrap();
+    let q = queue_client(r.grpc_addr, &agent).await;
+    eventually(
+        "the item follows the merge",
+        Duration::from_secs(30),
+        || {
+            let mut q = q.clone();
+            let id = merged.id.clone();
+            let want = kept.citizen_id.clone();
+            async move {
+                let it = q
+                    .get_work_item(qpb::GetWorkItemRequest { id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (it.citizen_id == want).then_some(())
+            }
+        },
+    )
+    .await;
+    s.finish().await;
+}

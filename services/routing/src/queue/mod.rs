@@ -528,6 +528,24 @@ impl Queue {
         Ok(m)
     }
 
+    /// A citizen was merged into another (at the dossier role): the work
+    /// items that named the merged record name the kept one. Idempotent.
+    pub async fn reassign_citizen(&self, from: &str, to: &str) -> Result<u64, DbErr> {
+        if from.is_empty() || to.is_empty() || from == to {
+            return Ok(0);
+        }
+        let res = work_item::Entity::update_many()
+            .col_expr(work_item::Column::CitizenId, Expr::value(to))
+            .col_expr(
+                work_item::Column::UpdatedAt,
+                Expr::value(micros(self.now())),
+            )
+            .filter(work_item::Column::CitizenId.eq(from))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
+    }
+
     async fn get_in(
         &self,
         conn: &impl sea_orm::ConnectionTrait,
