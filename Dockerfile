@@ -50,8 +50,12 @@ RUN groupadd --system --gid 10001 guichet \
  && ln -s /var/lib/guichet /app/data
 
 COPY --from=builder /out/guichet /usr/local/bin/guichet
-# Process definitions read by the dossier role (read-only, owned by root).
+# Process definitions read by the dossier role and the town's model (sites,
+# desks, appointment types, counter services) read at start-up; both are
+# also embedded in the binary, the copies let a volume or ConfigMap replace
+# them (read-only, owned by root).
 COPY processes/ /app/processes/
+COPY town/ /app/town/
 
 WORKDIR /app
 
@@ -61,7 +65,8 @@ ENV GUICHET__SERVER__GRPC_ADDR=0.0.0.0:50051 \
     GUICHET__SERVER__ADMIN_ADDR=0.0.0.0:9090 \
     GUICHET__TELEMETRY__LOG_FORMAT=json \
     GUICHET__DATA_DIR=/var/lib/guichet \
-    GUICHET__DOSSIER__PROCESSES_DIR=/app/processes
+    GUICHET__DOSSIER__PROCESSES_DIR=/app/processes \
+    GUICHET__TOWN_DIR=/app/town
 
 USER 10001:10001
 

@@ -1,8 +1,9 @@
 //! The `[appointment]` configuration section: the role's settings and the
 //! town's model (sites, desks with their weekly opening ranges, exceptions
-//! and absences, appointment types). The model is data reviewed like code,
-//! like the process catalog; it is validated at start-up with errors that
-//! name the key.
+//! and absences, appointment types). The model is town data reviewed like
+//! code, like the process catalog: it comes from the town layer
+//! (`town/*.toml`, or the directory `town_dir` names) and is validated at
+//! start-up with errors that name the key.
 
 use std::collections::BTreeSet;
 
@@ -44,8 +45,12 @@ pub struct Config {
     /// entries are deleted this many days after they ended (0: kept).
     pub retention_days: u32,
     pub ants: AntsConfig,
+    /// The town's model: from the town layer (`town/*.toml` or `town_dir`).
+    #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    #[serde(default)]
     pub desks: Vec<DeskConfig>,
+    #[serde(default)]
     pub types: Vec<TypeConfig>,
 }
 

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod nats;
 pub mod roles;
+pub mod town;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -34,12 +35,21 @@ pub use roles::{GuichetConfig, Role};
 pub const DEFAULTS: &str = include_str!("../config/defaults.toml");
 
 impl GuichetConfig {
-    /// Defaults, then `file`, then `env` (`GUICHET__SECTION__KEY`).
+    /// Defaults, then the town (the shipped one, or `town_dir`'s), then
+    /// `file`, then `env` (`GUICHET__SECTION__KEY`).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let mut config: GuichetConfig = guichet_platform::config::load(DEFAULTS, file, env)?;
+        /// The one key needed to find the town layer.
+        #[derive(serde::Deserialize)]
+        struct TownDir {
+            town_dir: std::path::PathBuf,
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let TownDir { town_dir } = guichet_platform::config::load(DEFAULTS, file, env.clone())?;
+        let layered = town::layer(DEFAULTS, &town::files(&town_dir)?)?;
+        let mut config: GuichetConfig = guichet_platform::config::load(&layered, file, env)?;
         // Databases not configured live as SQLite files under data_dir.
         let dir = config.data_dir.display().to_string();
         let dir = dir.trim_end_matches('/');

@@ -64,6 +64,8 @@ macro_rules! roles {
         #[serde(deny_unknown_fields)]
         pub struct GuichetConfig {
             pub data_dir: std::path::PathBuf,
+            /// The town's model (`town/*.toml`); empty: the shipped sample town.
+            pub town_dir: std::path::PathBuf,
             pub server: guichet_platform::config::ServerConfig,
             pub bus: guichet_platform::bus::BusConfig,
             pub auth: guichet_platform::auth::AuthConfig,

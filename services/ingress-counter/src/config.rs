@@ -10,6 +10,10 @@ use serde::Deserialize;
 pub struct Config {
     pub database_url: String,
     /// Service queues and their ticket letters: `general = "G"` → G001.
+    /// This and the other town data (default service and site, priorities,
+    /// appointment mappings) come from the town layer (`town/counter.toml`,
+    /// or the directory `town_dir` names).
+    #[serde(default)]
     pub services: BTreeMap<String, String>,
     /// Service of a ticket issued without one.
     pub default_service: String,
@@ -21,6 +25,7 @@ pub struct Config {
     /// category is called as if it had arrived that much earlier. Priority
     /// tickets are served sooner, and a normal ticket that has waited longer
     /// than the weight still goes first (fairness).
+    #[serde(default)]
     pub priorities: BTreeMap<String, u32>,
     /// Recalls a ticket must have had before it may be marked a no-show.
     pub recalls_before_no_show: u32,

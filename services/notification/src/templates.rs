@@ -10,9 +10,11 @@
 //! optional `notification.templates_dir` adds or overrides templates (a
 //! town's own wording). Every template is parsed and checked at start-up.
 //!
-//! Producers that render their own French text (appointment) send a
-//! template id this catalog may not know, with `variables["text"]` (and
-//! optionally `variables["subject"]`): that is delivered as is.
+//! The appointment role's messages (`appointment-*`) are templates here too:
+//! it sends the booking's variables, never French text. A producer may
+//! still send a template id this catalog does not know with
+//! `variables["text"]` (and optionally `variables["subject"]`): that is
+//! delivered as is.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
@@ -476,6 +478,76 @@ mod tests {
             text,
             "Mairie de Villeneuve : votre code de signature pour « Avenant au contrat » est 042917. Il expire dans 10 minutes. Ne le communiquez à personne."
         );
+    }
+
+    /// The appointment messages, word for word what the appointment role
+    /// rendered itself before they moved here.
+    #[test]
+    fn the_appointment_messages_are_the_agreed_texts() {
+        let booking = vars(&[
+            ("town", "Ville"),
+            ("town_name", "Mairie"),
+            ("appointment_type", "Dépôt de demande de passeport"),
+            ("day", "vendredi 8 janvier 2027"),
+            ("hour", "10h00"),
+            ("site", "Hôtel de ville"),
+            ("address", "1 place de la Mairie, 75000 Ville"),
+            ("reference", "RDV-ABC"),
+            ("link", "https://x/r"),
+        ]);
+        let c = catalog();
+        let sms = |id: &str| c.render_sms(id, &booking).expect("renders");
+        assert_eq!(
+            sms("appointment-confirmation"),
+            "Mairie – Votre rendez-vous « Dépôt de demande de passeport » est confirmé le vendredi 8 janvier 2027 à 10h00, Hôtel de ville (1 place de la Mairie, 75000 Ville). Référence RDV-ABC. Pour annuler ou déplacer : https://x/r"
+        );
+        assert_eq!(
+            sms("appointment-reminder"),
+            "Mairie – Rappel : rendez-vous « Dépôt de demande de passeport » le vendredi 8 janvier 2027 à 10h00, Hôtel de ville (1 place de la Mairie, 75000 Ville). Référence RDV-ABC. Empêché(e) ? Annulez ou déplacez votre rendez-vous : https://x/r"
+        );
+        assert_eq!(
+            sms("appointment-cancellation"),
+            "Mairie – Votre rendez-vous « Dépôt de demande de passeport » du vendredi 8 janvier 2027 à 10h00, Hôtel de ville, est bien annulé. Référence RDV-ABC."
+        );
+        assert_eq!(
+            sms("appointment-cancellation-by-town"),
+            "Mairie – Nous sommes désolés : votre rendez-vous « Dépôt de demande de passeport » du vendredi 8 janvier 2027 à 10h00, Hôtel de ville, est annulé par la mairie. Référence RDV-ABC. Reprenez rendez-vous en ligne ou contactez la mairie."
+        );
+        let email = c
+            .render_email("appointment-confirmation", &booking)
+            .expect("renders");
+        assert_eq!(email.subject, "Confirmation de votre rendez-vous");
+        assert_eq!(
+            email.body,
+            format!(
+                "Bonjour,\n\n{}\n\nLa mairie de Ville\n",
+                sms("appointment-confirmation")
+            )
+        );
+        assert_eq!(email.auto_submitted.as_deref(), Some("auto-generated"));
+
+        let offer = vars(&[
+            ("town", "Ville"),
+            ("town_name", "Mairie"),
+            ("appointment_type", "Dépôt de demande de passeport"),
+            ("day", "lundi 4 janvier 2027"),
+            ("hour", "09h00"),
+            ("site", "Hôtel de ville"),
+            ("link", "https://x/n"),
+            ("sent", "2"),
+            ("max", "3"),
+        ]);
+        let text = "Mairie – Un créneau plus tôt s'est libéré pour « Dépôt de demande de passeport » : le lundi 4 janvier 2027 à 09h00, Hôtel de ville. Réservez-le vite : https://x/n (message 2/3)";
+        assert_eq!(
+            c.render_sms("appointment-waitlist-offer", &offer).unwrap(),
+            text
+        );
+        let email = c
+            .render_email("appointment-waitlist-offer", &offer)
+            .unwrap();
+        assert_eq!(email.subject, "Message de la mairie de Ville");
+        assert_eq!(email.body, text);
+        assert_eq!(email.auto_submitted, None);
     }
 
     #[test]

@@ -5,10 +5,33 @@
 use chrono::Duration;
 use guichet_proto::appointment::v1 as pb;
 use guichet_proto::convert::timestamp;
+use guichet_proto::notification::v1::NotificationRequest;
 use guichet_proto::notification::v1::notification_request::Target;
 use guichet_testkit::Backend;
 
 use crate::appointment_booking::{Fixture, book_req, notifications, utc};
+
+/// The message as the notification role words it: the request's template
+/// (the shipped `templates/`) rendered with its variables, plus the `town`
+/// the notification role adds; the SMS text for a phone, the email body
+/// for an address.
+fn worded(n: &NotificationRequest) -> String {
+    let catalog =
+        guichet_notification::templates::Catalog::load(None).expect("the shipped templates");
+    let mut vars = n.variables.clone();
+    vars.entry("town".into()).or_insert_with(|| "Ville".into());
+    match &n.target {
+        Some(Target::Phone(_)) => catalog
+            .render_sms(&n.template, &vars)
+            .expect("the SMS renders"),
+        _ => {
+            catalog
+                .render_email(&n.template, &vars)
+                .expect("the email renders")
+                .body
+        }
+    }
+}
 
 #[tokio::test]
 async fn appointment_reminder_is_sent_once_two_days_before() {
@@ -26,7 +49,7 @@ async fn appointment_reminder_is_sent_once_two_days_before() {
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].template, "appointment-confirmation");
     assert_eq!(sent[0].target, Some(Target::Phone("+33612345678".into())));
-    let text = &sent[0].variables["text"];
+    let text = &worded(&sent[0]);
     assert!(text.contains("vendredi 8 janvier 2027 à 10h00"), "{text}");
     assert!(text.contains(&b.reference));
     assert!(
@@ -43,7 +66,7 @@ async fn appointment_reminder_is_sent_once_two_days_before() {
     let sent = notifications(&f.env, 2).await;
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[1].template, "appointment-reminder");
-    let text = &sent[1].variables["text"];
+    let text = &worded(&sent[1]);
     assert!(
         text.starts_with("Villeneuve – Rappel") || text.contains("Rappel"),
         "{text}"
@@ -94,7 +117,7 @@ async fn appointment_reminder_follows_a_reschedule_and_not_a_cancellation() {
         .find(|n| n.template == "appointment-cancellation")
         .unwrap();
     assert!(
-        cancel.variables["text"].contains("est bien annulé"),
+        worded(cancel).contains("est bien annulé"),
         "{:?}",
         cancel.variables
     );
@@ -109,7 +132,7 @@ async fn appointment_reminder_follows_a_reschedule_and_not_a_cancellation() {
         .filter(|n| n.template == "appointment-reminder")
         .collect();
     assert_eq!(reminders.len(), 1);
-    assert!(reminders[0].variables["text"].contains("mardi 12 janvier 2027 à 10h00"));
+    assert!(worded(reminders[0]).contains("mardi 12 janvier 2027 à 10h00"));
     f.finish().await;
 }
 
@@ -194,8 +217,8 @@ async fn appointment_waiting_list_offers_at_most_one_a_day_and_three_in_all() {
         offers[0].target,
         Some(Target::Email("camille@example.fr".into()))
     );
-    assert!(offers[0].variables["text"].contains("créneau plus tôt"));
-    assert!(offers[2].variables["text"].contains("3/3"));
+    assert!(worded(offers[0]).contains("créneau plus tôt"));
+    assert!(worded(offers[2]).contains("3/3"));
     let ids_sent: std::collections::BTreeSet<_> = offers.iter().map(|o| o.id.clone()).collect();
     assert_eq!(ids_sent.len(), 3);
     // Leaving the list.

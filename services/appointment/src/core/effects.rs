@@ -104,38 +104,39 @@ impl Core {
 
     /// Stage one NotificationRequest per configured channel the booking has
     /// a contact for. Ids are stable per booking version: a replay is
-    /// dropped by JetStream and by the notification role.
+    /// dropped by JetStream and by the notification role. The wording is
+    /// the notification role's template (`templates/<template>.toml`); this
+    /// role sends only the booking's variables.
     pub(super) async fn stage_notifications(
         &self,
         txn: &DatabaseTransaction,
         b: &booking::Model,
         template: &str,
     ) -> Result<(), sea_orm::DbErr> {
-        let text = self.render(b, template);
+        // A cancellation by the town has its own wording (an apology).
+        let wording = if template == CANCELLATION && b.status == CANCELLED_BY_TOWN {
+            CANCELLATION_BY_TOWN
+        } else {
+            template
+        };
         for channel in &self.config.notify_channels {
             let target = match channel.as_str() {
                 "sms" => b.phone.clone().map(notification_request::Target::Phone),
                 _ => b.email.clone().map(notification_request::Target::Email),
             };
             let Some(target) = target else { continue };
-            // Emails carry the appointment as an .ics attachment.
-            let ics = (channel == "email").then(|| self.booking_ics(b));
+            let mut variables = self.message_variables(b);
+            // Emails carry the appointment as an .ics attachment
+            // (text/calendar, rendez-vous.ics).
+            if channel == "email" {
+                variables.insert("ics".to_owned(), self.booking_ics(b));
+            }
             let id = format!(
                 "appointment-{}-{}-v{}-{}",
                 b.id, template, b.version, channel
             );
-            self.stage_notification(
-                txn,
-                &id,
-                target,
-                template,
-                &b.id,
-                &b.dossier_id,
-                &text,
-                &self.manage_url(b),
-                ics,
-            )
-            .await?;
+            self.stage_notification(txn, &id, target, wording, &b.id, &b.dossier_id, variables)
+                .await?;
         }
         Ok(())
     }
@@ -149,17 +150,8 @@ impl Core {
         template: &str,
         subject_id: &str,
         dossier_id: &str,
-        text: &str,
-        link: &str,
-        ics: Option<String>,
+        variables: HashMap<String, String>,
     ) -> Result<(), sea_orm::DbErr> {
-        let mut variables = std::collections::HashMap::new();
-        variables.insert("text".to_owned(), text.to_owned());
-        variables.insert("link".to_owned(), link.to_owned());
-        if let Some(ics) = ics {
-            // text/calendar attachment (rendez-vous.ics) for email.
-            variables.insert("ics".to_owned(), ics);
-        }
         let req = NotificationRequest {
             id: id.to_owned(),
             target: Some(target),
@@ -178,8 +170,10 @@ impl Core {
         self.outbox.stage(txn, &staged).await
     }
 
-    /// The French text of a booking message.
-    pub fn render(&self, b: &booking::Model, template: &str) -> String {
+    /// The variables of a booking message (the templates
+    /// `appointment-confirmation`, `-reminder`, `-cancellation` and
+    /// `-cancellation-by-town` use them).
+    pub fn message_variables(&self, b: &booking::Model) -> HashMap<String, String> {
         let t = self
             .model
             .kind(&b.type_id)
@@ -196,28 +190,20 @@ impl Core {
             })
             .unwrap_or_default();
         let (day, hour) = french_date_time(b.start_at);
-        let link = self.manage_url(b);
-        match template {
-            "appointment-reminder" => format!(
-                "{town} – Rappel : rendez-vous « {t} » le {day} à {hour}, {site} ({address}). Référence {r}. Empêché(e) ? Annulez ou déplacez votre rendez-vous : {link}",
-                town = self.config.town_name,
-                r = b.reference
-            ),
-            "appointment-cancellation" if b.status == CANCELLED_BY_TOWN => format!(
-                "{town} – Nous sommes désolés : votre rendez-vous « {t} » du {day} à {hour}, {site}, est annulé par la mairie. Référence {r}. Reprenez rendez-vous en ligne ou contactez la mairie.",
-                town = self.config.town_name,
-                r = b.reference
-            ),
-            "appointment-cancellation" => format!(
-                "{town} – Votre rendez-vous « {t} » du {day} à {hour}, {site}, est bien annulé. Référence {r}.",
-                town = self.config.town_name,
-                r = b.reference
-            ),
-            _ => format!(
-                "{town} – Votre rendez-vous « {t} » est confirmé le {day} à {hour}, {site} ({address}). Référence {r}. Pour annuler ou déplacer : {link}",
-                town = self.config.town_name,
-                r = b.reference
-            ),
-        }
+        HashMap::from([
+            ("town_name".to_owned(), self.config.town_name.clone()),
+            ("appointment_type".to_owned(), t),
+            ("day".to_owned(), day),
+            ("hour".to_owned(), hour),
+            ("site".to_owned(), site),
+            ("address".to_owned(), address),
+            ("reference".to_owned(), b.reference.clone()),
+            ("link".to_owned(), self.manage_url(b)),
+        ])
     }
 }
+
+/// The template of a cancellation message.
+pub(super) const CANCELLATION: &str = "appointment-cancellation";
+/// The template of a cancellation the town made.
+pub(super) const CANCELLATION_BY_TOWN: &str = "appointment-cancellation-by-town";

@@ -169,11 +169,20 @@ impl Core {
                 slot.site,
                 slot.start.format("%Y-%m-%dT%H:%M:%SZ")
             );
-            let text = format!(
-                "{} – Un créneau plus tôt s'est libéré pour « {t} » : le {day} à {hour}, {site}. Réservez-le vite : {link} (message {sent}/{max})",
-                self.config.town_name,
-                max = self.config.waitlist_max_messages
-            );
+            // Worded by the template appointment-waitlist-offer.
+            let variables = HashMap::from([
+                ("town_name".to_owned(), self.config.town_name.clone()),
+                ("appointment_type".to_owned(), t),
+                ("day".to_owned(), day),
+                ("hour".to_owned(), hour),
+                ("site".to_owned(), site),
+                ("link".to_owned(), link),
+                ("sent".to_owned(), sent.to_string()),
+                (
+                    "max".to_owned(),
+                    self.config.waitlist_max_messages.to_string(),
+                ),
+            ]);
             // Conditional: a concurrent runner cannot make it two today.
             let claimed = waiter::Entity::update_many()
                 .col_expr(waiter::Column::MessagesSent, Expr::value(sent))
@@ -201,9 +210,7 @@ impl Core {
                     "appointment-waitlist-offer",
                     &w.id,
                     "",
-                    &text,
-                    &link,
-                    None,
+                    variables,
                 )
                 .await
                 .map_err(Failure::transient)?;

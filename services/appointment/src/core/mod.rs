@@ -8,7 +8,7 @@
 //! systems (dossier timeline, national anti-duplicate API), retried until
 //! they succeed, so nothing is lost between a commit and a call.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
