@@ -19,12 +19,23 @@ pub fn guichet_bin() -> std::path::PathBuf {
     bin
 }
 
-/// A free TCP port on loopback.
+/// A free TCP port on loopback, never the same twice in one test process:
+/// the kernel may hand back a port just released, so two calls before
+/// either port is bound (Dovecot's IMAP and IMAPS listeners) could
+/// otherwise collide ("duplicate listener").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A `guichet serve …` child process.
