@@ -14,6 +14,7 @@ pub mod clock;
 pub mod config;
 pub mod contact;
 pub mod db;
+pub mod domain_error;
 pub mod french;
 pub mod grpc;
 pub mod jobs;
