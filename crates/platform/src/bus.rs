@@ -176,8 +176,15 @@ pub struct Bus {
 impl Bus {
     /// Connect, retrying with backoff for `connect_timeout_secs`.
     pub async fn connect(cfg: &BusConfig, source: &str) -> Result<Bus, BusError> {
+        use backon::BackoffBuilder;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(cfg.connect_timeout_secs);
-        let mut delay = Duration::from_millis(100);
+        // 100 ms doubling up to 2 s, until the deadline.
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(2))
+            .with_factor(2.0)
+            .without_max_times()
+            .build();
         loop {
             let attempt = async_nats::ConnectOptions::new()
                 .name(source)
@@ -208,8 +215,7 @@ impl Bus {
                 }
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     tracing::warn!(error = %e, "nats not reachable yet, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
                 }
                 Err(e) => {
                     return Err(BusError::Connect {

@@ -31,6 +31,23 @@ type Session = async_imap::Session<Box<dyn Io>>;
 /// Messages fetched per round.
 const BATCH: usize = 20;
 
+/// The pause before reconnecting after `failures` failures in a row:
+/// 400 ms doubling up to 25.6 s (backon's exponential backoff).
+fn reconnect_pause(failures: u32) -> Duration {
+    use backon::BackoffBuilder;
+    let cap = Duration::from_millis(25_600);
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(400))
+        .with_max_delay(cap)
+        .with_factor(2.0)
+        .without_max_times()
+        .build()
+        .nth(failures.saturating_sub(1) as usize)
+        // Whole milliseconds: the float factor leaves nanosecond dust.
+        .map(|d| Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+        .unwrap_or(cap)
+}
+
 /// Poll until shutdown; connection failures are retried with backoff.
 pub async fn run(api: EmailApi, shutdown: CancellationToken) -> anyhow::Result<()> {
     let mut failures = 0u32;
@@ -52,7 +69,7 @@ pub async fn run(api: EmailApi, shutdown: CancellationToken) -> anyhow::Result<(
             }
         }
         failures += 1;
-        let pause = Duration::from_millis(200 * 2u64.pow(failures.min(7)));
+        let pause = reconnect_pause(failures);
         tokio::select! {
             _ = shutdown.cancelled() => {}
             _ = tokio::time::sleep(pause) => {}
@@ -277,4 +294,17 @@ async fn save(
         row.insert(&api.db).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imap_reconnects_back_off_from_400_ms_to_25_6_s() {
+        assert_eq!(reconnect_pause(1), Duration::from_millis(400));
+        assert_eq!(reconnect_pause(2), Duration::from_millis(800));
+        assert_eq!(reconnect_pause(7), Duration::from_millis(25_600));
+        assert_eq!(reconnect_pause(40), Duration::from_millis(25_600));
+    }
 }
