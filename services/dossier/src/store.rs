@@ -424,37 +424,42 @@ impl Store {
             }
         }
         // An email one letter away from a known one (an OCR misread, a
-        // typo) under the same name: the same person, most likely.
-        if !key.is_empty() {
-            for email in &input.emails {
-                let (local, domain) = email.as_str().split_once('@').unwrap_or_default();
-                if local.len() < 4 {
-                    continue;
-                }
-                for c in contact::Entity::find()
-                    .filter(contact::Column::Kind.eq("email"))
-                    .filter(contact::Column::Value.like(format!("%@{domain}")))
-                    .limit(500)
-                    .all(&self.db)
-                    .await?
-                {
-                    let (other, _) = c.value.split_once('@').unwrap_or_default();
-                    if other == local || strsim::osa_distance(other, local) > 1 {
-                        continue;
-                    }
-                    if let Some(holder) = citizen::Entity::find_by_id(c.citizen_id.clone())
-                        .filter(citizen::Column::MergedInto.is_null())
-                        .filter(citizen::Column::ErasedAt.is_null())
-                        .one(&self.db)
-                        .await?
-                        && holder.name_key == key
-                    {
-                        found.push((
-                            holder,
-                            0.9,
-                            "même nom et adresse électronique presque identique",
-                        ));
-                    }
+        // typo) under the same name: the same person, most likely. Only the
+        // same-name citizens' addresses are compared (an indexed lookup by
+        // name, not a scan of every address of the domain).
+        let near: Vec<(&str, &str)> = input
+            .emails
+            .iter()
+            .filter_map(|e| e.as_str().split_once('@'))
+            .filter(|(local, _)| local.len() >= 4)
+            .collect();
+        if !key.is_empty() && !near.is_empty() {
+            let namesakes: Vec<citizen::Model> = citizen::Entity::find()
+                .filter(citizen::Column::NameKey.eq(key.clone()))
+                .filter(citizen::Column::MergedInto.is_null())
+                .filter(citizen::Column::ErasedAt.is_null())
+                .limit(50)
+                .all(&self.db)
+                .await?;
+            let emails = contact::Entity::find()
+                .filter(contact::Column::Kind.eq("email"))
+                .filter(
+                    contact::Column::CitizenId
+                        .is_in(namesakes.iter().map(|c| c.id.clone()).collect::<Vec<_>>()),
+                )
+                .all(&self.db)
+                .await?;
+            for c in namesakes {
+                let close = emails.iter().filter(|e| e.citizen_id == c.id).any(|e| {
+                    let (other, other_domain) = e.value.split_once('@').unwrap_or_default();
+                    near.iter().any(|(local, domain)| {
+                        other_domain == *domain
+                            && other != *local
+                            && strsim::osa_distance(other, local) <= 1
+                    })
+                });
+                if close {
+                    found.push((c, 0.9, "même nom et adresse électronique presque identique"));
                 }
             }
         }
