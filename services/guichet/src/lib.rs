@@ -492,6 +492,86 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
     Ok(())
 }
 
+/// The portal's database, migrated (for `guichet account`).
+pub async fn portal_database(config: &GuichetConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let db = guichet_platform::db::connect_and_migrate::<guichet_portal::db::Migrator>(
+        &config.portal.database_url,
+        &config.database,
+    )
+    .await
+    .context("cannot open the portal database")?;
+    Ok(db)
+}
+
+/// A random password of 20 letters and digits (no look-alikes).
+pub fn generate_password() -> String {
+    use rand::Rng;
+    const SET: &[u8] = b"abcdefghjkmnpqrstuvwxyzABCDEFGHJKMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| SET[rng.random_range(0..SET.len())] as char)
+        .collect()
+}
+
+/// The development accounts `guichet up` creates in the portal (once;
+/// their passwords kept under `data_dir/dev-accounts`, owner-only), and
+/// the lines that print them.
+pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::Result<String> {
+    use guichet_platform::auth::Role as AuthRole;
+    use guichet_portal::accounts;
+    let Some(portal) = app.handle::<guichet_portal::PortalHandle>() else {
+        return Ok(String::new());
+    };
+    let path = config.data_dir.join("dev-accounts");
+    let mut known: std::collections::BTreeMap<String, String> = std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(l, p)| (l.to_owned(), p.to_owned()))
+        .collect();
+    let wanted: [(&str, &str, &[AuthRole], &[&str]); 3] = [
+        ("accueil", "Agent d'accueil", &[AuthRole::Agent], &[]),
+        ("ccas", "Agent du CCAS", &[AuthRole::Agent], &["social"]),
+        ("superviseur", "Responsable de l'accueil", &[AuthRole::Supervisor], &[]),
+    ];
+    let mut lines = format!("http://{}", app.listener(Role::Portal, "http").map(|a| a.to_string()).unwrap_or_default());
+    if let Some(base) = Some(portal.base_url.clone()).filter(|b| !b.is_empty()) {
+        lines = base;
+    }
+    lines.push_str(" — development accounts (login / password):");
+    for (login, name, roles, groups) in wanted {
+        let password = match (accounts::find(&portal.db, login).await?, known.get(login)) {
+            (Some(_), Some(p)) => p.clone(),
+            (Some(_), None) => {
+                // Created by an earlier run whose password file is gone.
+                let p = generate_password();
+                accounts::reset_password(&portal.db, login, &p).await?;
+                p
+            }
+            (None, _) => {
+                let p = generate_password();
+                accounts::add(
+                    &portal.db,
+                    accounts::NewAccount {
+                        login: login.to_owned(),
+                        display_name: name.to_owned(),
+                        roles: roles.to_vec(),
+                        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                        password: p.clone(),
+                    },
+                )
+                .await?;
+                p
+            }
+        };
+        known.insert(login.to_owned(), password.clone());
+        lines.push_str(&format!("\n           {login} / {password}  ({name})"));
+    }
+    let content: String = known.iter().map(|(l, p)| format!("{l} {p}\n")).collect();
+    write_secret(&path, &content)?;
+    Ok(lines)
+}
+
 /// Write a secret file readable by its owner only.
 fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
     use std::io::Write;

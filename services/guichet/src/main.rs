@@ -57,6 +57,12 @@ enum Command {
     },
     /// List the roles this version serves, one per line.
     Roles,
+    /// Manage the portal's local accounts (towns without an identity
+    /// provider): add, disable, enable, reset a password, list.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
     /// Measure the routing rules on a labelled corpus of French requests:
     /// accuracy, per-procedure recall, the confusion table and every error.
     Classify {
@@ -91,6 +97,40 @@ enum Command {
         #[command(subcommand)]
         action: ProcessesAction,
     },
+}
+
+#[derive(Subcommand)]
+enum AccountAction {
+    /// Add an account; prints its generated password once (or reads one
+    /// line from standard input with --password-stdin).
+    Add {
+        /// 2-64 lower-case letters, digits, '.', '-' or '_'.
+        login: String,
+        /// The name shown in the portal's header.
+        #[arg(long)]
+        name: String,
+        /// agent, supervisor or admin (repeatable).
+        #[arg(long = "role", default_value = "agent")]
+        roles: Vec<String>,
+        /// Groups opening restricted processes, e.g. `social` (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account and end its sessions.
+    Disable { login: String },
+    /// Enable a disabled account.
+    Enable { login: String },
+    /// Set a new password (generated and printed, or --password-stdin),
+    /// unlock the account and end its sessions.
+    Reset {
+        login: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List the accounts (login, name, roles, groups, state).
+    List,
 }
 
 #[derive(Subcommand)]
@@ -198,6 +238,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Account { action } => account(&config, action).await,
         Command::Token {
             roles,
             subject,
@@ -238,6 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();
             let app = guichet::start(config.clone(), Role::ALL, shutdown).await?;
+            let accounts = guichet::dev_accounts(&config, &app).await?;
             let auth = Authenticator::new(&config.auth)?;
             let token = auth.issue(
                 "agent-dev",
@@ -255,7 +297,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .unwrap_or_default();
             println!(
-                "guichet is up: roles {}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n{cti}\nDevelopment token (agent `agent-dev`, 12 h; calls for supervisors such as ImportCdr need `guichet token --role supervisor --subject NAME`):\n{}\n",
+                "guichet is up: roles {}\n  portal {accounts}\n  gRPC   {} (reflection on; try: grpcurl -plaintext {} list)\n  admin  http://{}/healthz /readyz /metrics\n{cti}\nDevelopment token (agent `agent-dev`, 12 h; calls for supervisors such as ImportCdr need `guichet token --role supervisor --subject NAME`):\n{}\n",
                 app.roles
                     .iter()
                     .map(|r| r.name())
@@ -279,4 +321,85 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             app.wait().await
         }
     }
+}
+
+/// Read one password line from standard input, or generate one.
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Ok((line.trim_end_matches(['\r', '\n']).to_owned(), false))
+    } else {
+        Ok((guichet::generate_password(), true))
+    }
+}
+
+async fn account(config: &GuichetConfig, action: AccountAction) -> anyhow::Result<()> {
+    use guichet_portal::accounts;
+    let db = guichet::portal_database(config).await?;
+    match action {
+        AccountAction::Add {
+            login,
+            name,
+            roles,
+            groups,
+            password_stdin,
+        } => {
+            let (password, generated) = password(password_stdin)?;
+            let roles = accounts::parse_roles(&roles.join(","))?;
+            let account = accounts::add(
+                &db,
+                accounts::NewAccount {
+                    login,
+                    display_name: name,
+                    roles,
+                    groups: accounts::parse_groups(&groups.join(",")),
+                    password: password.clone(),
+                },
+            )
+            .await?;
+            println!("account `{}` added ({})", account.login, account.roles);
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        AccountAction::Disable { login } => {
+            accounts::set_disabled(&db, &login, true).await?;
+            println!("account `{login}` disabled; its sessions ended");
+        }
+        AccountAction::Enable { login } => {
+            accounts::set_disabled(&db, &login, false).await?;
+            println!("account `{login}` enabled");
+        }
+        AccountAction::Reset {
+            login,
+            password_stdin,
+        } => {
+            let (password, generated) = password(password_stdin)?;
+            accounts::reset_password(&db, &login, &password).await?;
+            println!("account `{login}`: new password set, sessions ended");
+            if generated {
+                println!("password (shown once): {password}");
+            }
+        }
+        AccountAction::List => {
+            for a in accounts::list(&db).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    a.login,
+                    a.display_name,
+                    a.roles,
+                    if a.groups.is_empty() { "-" } else { &a.groups },
+                    if a.disabled {
+                        "disabled"
+                    } else if a.failed_logins >= accounts::MAX_FAILED_LOGINS {
+                        "locked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
 }

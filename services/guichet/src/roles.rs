@@ -87,6 +87,7 @@ roles! {
     Appointment => appointment: guichet_appointment::Spec,
     Signature => signature: guichet_signature::Spec,
     Notification => notification: guichet_notification::Spec,
+    Portal => portal: guichet_portal::Spec,
 }
 
 impl Role {

@@ -807,10 +807,26 @@ impl pb::queue_service_server::QueueService for QueueApi {
                     invalid_argument("page_token", "is not a token this API issued")
                 })?)
             };
+        let channel = match Channel::try_from(req.channel) {
+            Ok(Channel::Unspecified) => None,
+            Ok(c) => Some(c.slug().to_owned()),
+            Err(_) => return Err(invalid_argument("channel", "is not a known channel")),
+        };
+        let sla_state = match pb::SlaState::try_from(req.sla_state) {
+            Ok(pb::SlaState::Unspecified) => None,
+            Ok(pb::SlaState::Ok) => Some("ok".to_owned()),
+            Ok(pb::SlaState::Near) => Some("near".to_owned()),
+            Ok(pb::SlaState::Breached) => Some("breached".to_owned()),
+            Err(_) => return Err(invalid_argument("sla_state", "is not a known SLA state")),
+        };
+        let process_id = Some(req.process_id.trim().to_owned()).filter(|p| !p.is_empty());
         let filter = ListFilter {
             status,
             queue_id,
             agent_id,
+            channel,
+            process_id,
+            sla_state,
         };
         let items = self
             .queue

@@ -336,6 +336,10 @@ pub struct ListFilter {
     pub status: Option<String>,
     pub queue_id: Option<String>,
     pub agent_id: Option<String>,
+    pub channel: Option<String>,
+    pub process_id: Option<String>,
+    /// `ok`, `near`, `breached` (kept up to date by the SLA sweep).
+    pub sla_state: Option<String>,
 }
 impl Queue {
     pub fn new(
@@ -582,6 +586,15 @@ impl Queue {
         }
         if let Some(s) = &filter.agent_id {
             q = q.filter(C::AgentId.eq(s.clone()));
+        }
+        if let Some(s) = &filter.channel {
+            q = q.filter(C::Channel.eq(s.clone()));
+        }
+        if let Some(s) = &filter.process_id {
+            q = q.filter(C::ProcessId.eq(s.clone()));
+        }
+        if let Some(s) = &filter.sla_state {
+            q = q.filter(C::SlaState.eq(s.clone()));
         }
         if let Some(c) = after {
             q = q.filter(

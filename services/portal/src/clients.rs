@@ -1,0 +1,74 @@
+//! The roles the portal calls, over their gRPC contracts, always with the
+//! signed-in agent's token: each role decides what the agent may see and do.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use guichet_platform::auth::Authenticator;
+use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
+use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::config::Config;
+use crate::session::Session;
+
+type Ch = InterceptedService<Channel, AgentOnly>;
+
+/// Adds the trace context; refuses a call that carries no agent token, so
+/// no page can ever act with more than the agent may.
+#[derive(Clone, Debug, Default)]
+pub struct AgentOnly;
+
+impl tonic::service::Interceptor for AgentOnly {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if !req.metadata().contains_key("authorization") {
+            return Err(tonic::Status::unauthenticated("portal call without the agent's token"));
+        }
+        guichet_platform::telemetry::inject_grpc(req.metadata_mut());
+        Ok(req)
+    }
+}
+
+#[derive(Clone)]
+pub struct Clients {
+    pub routing: QueueServiceClient<Ch>,
+    pub dossier: DossierServiceClient<Ch>,
+    pub counter: CounterServiceClient<Ch>,
+    auth: Arc<Authenticator>,
+    ttl: Duration,
+}
+
+impl Clients {
+    pub fn new(config: &Config, auth: Arc<Authenticator>) -> anyhow::Result<Clients> {
+        let creds = AgentOnly;
+        let channel = |key: &str, url: &str| guichet_platform::grpc::lazy_channel(key, url);
+        Ok(Clients {
+            routing: QueueServiceClient::with_interceptor(
+                channel("portal.routing_url", &config.routing_url)?,
+                creds.clone(),
+            ),
+            dossier: DossierServiceClient::with_interceptor(
+                channel("portal.dossier_url", &config.dossier_url)?,
+                creds.clone(),
+            ),
+            counter: CounterServiceClient::with_interceptor(
+                channel("portal.counter_url", &config.counter_url)?,
+                creds,
+            ),
+            auth,
+            ttl: Duration::from_secs(u64::from(config.token_ttl_secs)),
+        })
+    }
+
+    /// `message` as a request made by `agent`.
+    pub fn request<T>(&self, agent: &Session, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let token = agent.token(&self.auth, self.ttl);
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", value);
+        }
+        req
+    }
+}

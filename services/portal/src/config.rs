@@ -1,0 +1,154 @@
+//! The `[portal]` configuration section.
+
+use guichet_platform::config::{ConfigError, validate_database_url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The portal's own tables (sessions, local accounts, preferences).
+    pub database_url: String,
+    /// Where the pages are served.
+    pub http_addr: String,
+    /// The address agents type (`https://guichet.ville.fr`), used for the
+    /// OIDC redirect; empty: `http://<http_addr>`.
+    pub public_url: String,
+    /// gRPC URLs of the roles the portal calls (set to the local port when
+    /// they run in the same process).
+    pub routing_url: String,
+    pub dossier_url: String,
+    pub counter_url: String,
+    /// A session unused this long ends (the agent logs in again).
+    pub session_idle_minutes: u32,
+    /// A session ends this long after login, used or not.
+    pub session_max_hours: u32,
+    /// `Secure` on the session cookie (behind HTTPS).
+    pub secure_cookies: bool,
+    /// Lifetime of the tokens the portal mints for a local account's calls.
+    pub token_ttl_secs: u32,
+    /// Origins allowed to frame the pages (CSP `frame-ancestors`); empty:
+    /// none.
+    #[serde(default)]
+    pub frame_ancestors: Vec<String>,
+    /// The town's name in the header.
+    pub town_name: String,
+    /// Whether local accounts may log in (towns without a provider).
+    pub local_accounts: bool,
+    pub oidc: OidcConfig,
+}
+
+/// The town's OpenID Connect provider (Keycloak, Entra ID, Authentik,
+/// ProConnect…); empty `issuer_url`: local accounts only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    pub issuer_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// Scopes asked besides `openid`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Dotted path of the roles claim in the ID token (`realm_access.roles`).
+    pub roles_claim: String,
+    /// Dotted path of the groups claim.
+    pub groups_claim: String,
+    /// Claim holding the name shown in the header.
+    pub name_claim: String,
+    /// The login button's label.
+    pub label: String,
+}
+
+impl OidcConfig {
+    pub fn enabled(&self) -> bool {
+        !self.issuer_url.trim().is_empty()
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate_database_url("portal.database_url", &self.database_url)?;
+        guichet_platform::config::parse_addr("portal.http_addr", &self.http_addr)?;
+        for (key, url) in [
+            ("portal.routing_url", &self.routing_url),
+            ("portal.dossier_url", &self.dossier_url),
+            ("portal.counter_url", &self.counter_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
+            }
+        }
+        let url = self.public_url.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "portal.public_url",
+                "must be an http:// or https:// URL, or empty",
+            ));
+        }
+        if self.session_idle_minutes == 0 || self.session_idle_minutes > 24 * 60 {
+            return Err(ConfigError::invalid(
+                "portal.session_idle_minutes",
+                "must be between 1 and 1440",
+            ));
+        }
+        if self.session_max_hours == 0 || self.session_max_hours > 24 * 7 {
+            return Err(ConfigError::invalid(
+                "portal.session_max_hours",
+                "must be between 1 and 168",
+            ));
+        }
+        if !(30..=3600).contains(&self.token_ttl_secs) {
+            return Err(ConfigError::invalid(
+                "portal.token_ttl_secs",
+                "must be between 30 and 3600",
+            ));
+        }
+        for origin in &self.frame_ancestors {
+            if !(origin.starts_with("https://") || origin.starts_with("http://"))
+                || origin.contains([' ', ';', '\'', '"'])
+            {
+                return Err(ConfigError::invalid(
+                    "portal.frame_ancestors",
+                    format!("`{origin}` is not an origin (https://host)"),
+                ));
+            }
+        }
+        if self.oidc.enabled() {
+            let o = &self.oidc;
+            if !(o.issuer_url.starts_with("https://") || o.issuer_url.starts_with("http://")) {
+                return Err(ConfigError::invalid(
+                    "portal.oidc.issuer_url",
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if o.client_id.trim().is_empty() {
+                return Err(ConfigError::invalid(
+                    "portal.oidc.client_id",
+                    "must be set with portal.oidc.issuer_url",
+                ));
+            }
+            if o.client_secret.expose_secret().is_empty() {
+                return Err(ConfigError::invalid(
+                    "portal.oidc.client_secret",
+                    "must be set with portal.oidc.issuer_url (GUICHET__PORTAL__OIDC__CLIENT_SECRET)",
+                ));
+            }
+        } else if !self.local_accounts {
+            return Err(ConfigError::invalid(
+                "portal.local_accounts",
+                "no way to log in: enable local accounts or set portal.oidc.issuer_url",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The base URL agents reach the portal at.
+    pub fn base_url(&self, bound: std::net::SocketAddr) -> String {
+        let url = self.public_url.trim().trim_end_matches('/');
+        if url.is_empty() {
+            format!("http://{bound}")
+        } else {
+            url.to_owned()
+        }
+    }
+}

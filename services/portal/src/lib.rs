@@ -1,0 +1,163 @@
+//! The agents' portal: the one web page through which every request, from
+//! every channel, is taken, traced and handled.
+//!
+//! Server-rendered French pages (axum + askama, escaping on), usable
+//! without JavaScript; vendored htmx swaps fragments and server-sent events
+//! keep the queue live. The portal is a client like any municipal system:
+//! it holds the session and calls the roles over gRPC with the signed-in
+//! agent's own token, so every authorisation stays in the role that owns
+//! the data. Its own tables are sessions, local accounts, login flows and
+//! preferences.
+
+pub mod accounts;
+pub mod catalog;
+pub mod clients;
+pub mod config;
+pub mod db;
+pub mod live;
+pub mod oidc;
+mod pages;
+pub mod session;
+pub mod views;
+pub mod web;
+
+use std::sync::Arc;
+
+use guichet_platform::bus::StreamKind;
+use guichet_platform::config::ConfigError;
+use guichet_platform::grpc::GrpcServer;
+use guichet_platform::role::{BoxFuture, Handles, Listener, Local, RoleService, RoleSpec};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use guichet_platform::Deps;
+
+/// The portal role's contract with the process that runs it.
+pub struct Spec;
+
+impl RoleSpec for Spec {
+    const NAME: &'static str = "portal";
+    const SECTION: &'static str = "portal";
+    type Config = Config;
+    type Migrator = db::Migrator;
+
+    fn validate(config: &Config) -> Result<(), ConfigError> {
+        config.validate()
+    }
+
+    fn database_url(config: &mut Config) -> &mut String {
+        &mut config.database_url
+    }
+
+    /// The roles running in the same process are called on the local port.
+    fn wire(config: &mut Config, local: &Local) {
+        for (role, url) in [
+            ("routing", &mut config.routing_url),
+            ("dossier", &mut config.dossier_url),
+            ("ingress-counter", &mut config.counter_url),
+        ] {
+            if let Some(local) = local.url_of(role) {
+                *url = local.to_owned();
+            }
+        }
+    }
+
+    async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
+        Ok(Box::new(build(config, deps).await?))
+    }
+}
+
+/// The built portal.
+pub struct Service {
+    app: web::App,
+    listener: tokio::net::TcpListener,
+    addr: std::net::SocketAddr,
+}
+
+/// What tests and `guichet up` reach the portal through.
+#[derive(Clone)]
+pub struct PortalHandle {
+    pub db: sea_orm::DatabaseConnection,
+    pub base_url: String,
+    pub live: live::Live,
+}
+
+pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+    let db = deps
+        .database::<db::Migrator>("portal", &config.database_url)
+        .await?;
+    deps.bus.ensure_stream(StreamKind::Intake).await?;
+    let listener = tokio::net::TcpListener::bind(&config.http_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on portal.http_addr {}: {e}", config.http_addr))?;
+    let addr = listener.local_addr()?;
+    let base = config.base_url(addr);
+    let oidc = if config.oidc.enabled() {
+        Some(oidc::Provider::new(config.oidc.clone(), &base)?)
+    } else {
+        None
+    };
+    let clients = clients::Clients::new(&config, deps.auth.clone())?;
+    let app = web::App {
+        config: Arc::new(config),
+        db,
+        auth: deps.auth.clone(),
+        clients,
+        bus: deps.bus.clone(),
+        live: live::Live::new(),
+        clock: deps.clock.clone(),
+        oidc,
+        catalog: catalog::Catalog::default(),
+    };
+    Ok(Service {
+        app,
+        listener,
+        addr,
+    })
+}
+
+impl RoleService for Service {
+    fn register(&self, _server: &mut GrpcServer) {}
+
+    fn listeners(&self) -> Vec<Listener> {
+        vec![Listener::http(self.addr)]
+    }
+
+    fn handles(&self, handles: &mut Handles) {
+        handles.insert(PortalHandle {
+            db: self.app.db.clone(),
+            base_url: self.app.config.base_url(self.addr),
+            live: self.app.live.clone(),
+        });
+    }
+
+    fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
+        guichet_platform::role::boxed(async move {
+            let app = self.app.clone();
+            let router = pages::router(app.clone(), shutdown.clone());
+            let follow = app.live.clone().follow(app.bus.clone(), shutdown.clone());
+            let purge = purge_loop(app.clone(), shutdown.clone());
+            let http = axum::serve(self.listener, router)
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            tracing::info!(addr = %self.addr, "portal listening");
+            let (served, (), ()) = tokio::join!(http, follow, purge);
+            served?;
+            Ok(())
+        })
+    }
+}
+
+/// Delete ended sessions every few minutes.
+async fn purge_loop(app: web::App, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {
+                if let Err(e) = session::purge(&app.db, app.now(), app.idle()).await {
+                    tracing::warn!(error = %e, "cannot purge ended sessions");
+                }
+            }
+        }
+    }
+}

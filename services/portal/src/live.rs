@@ -1,0 +1,99 @@
+//! Live views: one NATS subscription per portal process to the routing
+//! role's work-item events, fanned out to every open page over server-sent
+//! events. An event carries no personal data: the page that receives it
+//! asks for its fragment again, with the agent's own rights.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::StreamExt;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+/// The fan-out of live changes to the open pages.
+#[derive(Clone)]
+pub struct Live {
+    tx: broadcast::Sender<Change>,
+}
+
+/// Something a live page shows changed.
+#[derive(Clone, Debug)]
+pub struct Change {
+    /// The SSE event name: `queue` (a work item moved).
+    pub kind: &'static str,
+    /// The work item concerned.
+    pub id: String,
+}
+
+impl Default for Live {
+    fn default() -> Self {
+        Live::new()
+    }
+}
+
+impl Live {
+    pub fn new() -> Live {
+        // A page that falls this far behind just refreshes once.
+        let (tx, _) = broadcast::channel(1024);
+        Live { tx }
+    }
+
+    pub fn send(&self, change: Change) {
+        let _ = self.tx.send(change);
+    }
+
+    /// Connected pages.
+    pub fn receivers(&self) -> usize {
+        self.tx.receiver_count()
+    }
+
+    /// Follow the routing role's events until `shutdown`; resubscribes when
+    /// the subscription ends (NATS reconnects on its own).
+    pub async fn follow(self, bus: guichet_platform::bus::Bus, shutdown: CancellationToken) {
+        let subject = bus.subject("events.routing.>");
+        while !shutdown.is_cancelled() {
+            match bus.client().subscribe(subject.clone()).await {
+                Ok(mut sub) => loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        msg = sub.next() => match msg {
+                            Some(msg) => {
+                                let id = msg
+                                    .headers
+                                    .as_ref()
+                                    .and_then(|h| h.get("ce-subject"))
+                                    .map(|v| v.as_str().trim_start_matches("work-items/").to_owned())
+                                    .unwrap_or_default();
+                                metrics::counter!("guichet_portal_live_events_total").increment(1);
+                                self.send(Change { kind: "queue", id });
+                            }
+                            None => break,
+                        }
+                    }
+                },
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to routing events"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// The SSE stream of one page, ended at `stop` (process shutdown).
+    pub fn stream(&self, stop: CancellationToken) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>> + use<>> {
+        let rx = self.tx.subscribe();
+        let events = tokio_stream::wrappers::BroadcastStream::new(rx)
+            .map(|change| {
+                let event = match change {
+                    Ok(c) => Event::default().event(c.kind).data(c.id),
+                    // Lagged: the page refreshes everything once.
+                    Err(_) => Event::default().event("queue").data(""),
+                };
+                Ok(event)
+            })
+            .take_until(stop.cancelled_owned());
+        Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(20)))
+    }
+}

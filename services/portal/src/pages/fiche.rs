@@ -1,0 +1,900 @@
+//! La fiche: a work item, a dossier or a citizen, with the citizen's
+//! identity, all their dossiers, the dossier's process guidance and the
+//! timeline across channels; and the actions taken from it.
+
+use axum::Form;
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use guichet_proto::dossier::v1 as dpb;
+use guichet_proto::intake::v1::{AttachmentRef, Channel};
+use guichet_proto::routing::v1 as rpb;
+use serde::{Deserialize, Serialize};
+
+use super::queue::{Row, processes, queues, row};
+use super::{Layout, Section, respond};
+use crate::session::Session;
+use crate::views::{self, Tag};
+use crate::web::{self, Agent, App};
+
+const TIMELINE_PAGE: i32 = 30;
+
+pub struct Candidate {
+    pub citizen_id: String,
+    pub name: String,
+    pub why: String,
+    pub confidence: u32,
+}
+
+pub struct ItemView {
+    pub row: Row,
+    pub sla_due: String,
+    pub correlation: String,
+    pub candidates: Vec<Candidate>,
+    pub open: bool,
+}
+
+pub struct CitizenView {
+    pub id: String,
+    pub name: String,
+    pub phones: Vec<String>,
+    pub emails: Vec<String>,
+    pub address: String,
+    pub since: String,
+}
+
+pub struct DossierRow {
+    pub id: String,
+    pub reference: String,
+    pub process: String,
+    pub state: String,
+    pub state_class: &'static str,
+    pub opened: String,
+}
+
+pub struct Check {
+    pub document_id: String,
+    pub title: String,
+    pub required: bool,
+    pub provided: bool,
+}
+
+pub struct NextAction {
+    pub to_state: String,
+    pub label: String,
+    pub requires_reason: bool,
+    pub allowed: bool,
+    pub blocked: String,
+}
+
+pub struct Doc {
+    pub name: String,
+    pub kind: String,
+    pub size: String,
+    pub when: String,
+}
+
+pub struct DossierView {
+    pub id: String,
+    pub reference: String,
+    pub process: String,
+    pub version: u32,
+    pub state: String,
+    pub state_class: &'static str,
+    pub revision: i64,
+    pub sla: Tag,
+    pub sla_due: String,
+    pub restricted: bool,
+    pub guidance: Vec<String>,
+    pub checklist: Vec<Check>,
+    pub actions: Vec<NextAction>,
+    pub state_actions: Vec<String>,
+    pub documents: Vec<Doc>,
+}
+
+pub struct Entry {
+    pub iso: String,
+    pub when: String,
+    pub channel: Tag,
+    pub kind: &'static str,
+    pub private: bool,
+    pub dossier: String,
+    pub summary: String,
+}
+
+pub struct Timeline {
+    pub entries: Vec<Entry>,
+    pub next: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Default, Clone)]
+pub struct TimelineFilters {
+    #[serde(default)]
+    pub canal: String,
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub du: String,
+    #[serde(default)]
+    pub au: String,
+    #[serde(default)]
+    pub suite: String,
+}
+
+/// What a failed form keeps: the message, the field it is about, what was
+/// typed.
+#[derive(Default)]
+pub struct Values {
+    pub resultat: String,
+    pub motif: String,
+    pub texte: String,
+}
+
+#[derive(Default)]
+pub struct FormState {
+    pub error: Option<String>,
+    pub field: String,
+    pub values: Values,
+}
+
+#[derive(askama::Template)]
+#[template(path = "fiche.html")]
+struct FichePage {
+    layout: Layout,
+    title: String,
+    form_error: Option<String>,
+    field: String,
+    values: Values,
+    item: Option<ItemView>,
+    citizen: Section<CitizenView>,
+    citizen_id: Option<String>,
+    dossiers: Section<Vec<DossierRow>>,
+    dossier: Option<Section<DossierView>>,
+    timeline: Section<Timeline>,
+    timeline_filters: TimelineFilters,
+    self_path: String,
+    channels: &'static [(&'static str, &'static str)],
+    kinds: Vec<(&'static str, &'static str)>,
+    queues: Vec<(String, String)>,
+    processes: Vec<(String, String)>,
+}
+
+async fn citizen_view(app: &App, agent: &Session, id: &str) -> Section<CitizenView> {
+    let mut c = app.clients.dossier.clone();
+    let res = c
+        .get_citizen(app.clients.request(agent, dpb::GetCitizenRequest { id: id.to_owned() }))
+        .await
+        .map(|r| {
+            let c = r.into_inner();
+            let address = c
+                .address
+                .as_ref()
+                .map(|a| {
+                    [a.lines.join(", "), format!("{} {}", a.postal_code, a.city)]
+                        .iter()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            CitizenView {
+                id: c.id.clone(),
+                name: views::citizen_name(&c),
+                phones: c.phones.clone(),
+                emails: c.emails.clone(),
+                address,
+                since: views::ts(&c.create_time).map(views::when).unwrap_or_default(),
+            }
+        });
+    Section::from(res, "Le service des dossiers")
+}
+
+fn state_class(d: &dpb::Dossier) -> &'static str {
+    if d.closed { "neutral" } else { "info" }
+}
+
+async fn dossier_rows(app: &App, agent: &Session, citizen_id: &str) -> Section<Vec<DossierRow>> {
+    let mut c = app.clients.dossier.clone();
+    let res = c
+        .list_dossiers(app.clients.request(
+            agent,
+            dpb::ListDossiersRequest {
+                citizen_id: citizen_id.to_owned(),
+                page_size: 100,
+                ..Default::default()
+            },
+        ))
+        .await
+        .map(|r| {
+            r.into_inner()
+                .dossiers
+                .iter()
+                .map(|d| DossierRow {
+                    id: d.id.clone(),
+                    reference: d.reference.clone(),
+                    process: d.process_title.clone(),
+                    state: d.state_title.clone(),
+                    state_class: state_class(d),
+                    opened: views::ts(&d.create_time).map(views::when).unwrap_or_default(),
+                })
+                .collect()
+        });
+    Section::from(res, "Le service des dossiers")
+}
+
+fn size(bytes: u64) -> String {
+    if bytes < 1024 {
+        format!("{bytes} o")
+    } else if bytes < 1024 * 1024 {
+        format!("{} Ko", bytes / 1024)
+    } else {
+        format!("{:.1} Mo", bytes as f64 / (1024.0 * 1024.0))
+    }
+}
+
+fn state_action(a: &dpb::StateAction) -> String {
+    match a.kind.as_str() {
+        "send_message" => format!("Message « {} » envoyé au citoyen", a.template),
+        "request_signature" => "Demande de signature électronique envoyée au citoyen".to_owned(),
+        "book_appointment" => format!("Proposition de rendez-vous ({})", a.appointment_type),
+        other => other.to_owned(),
+    }
+}
+
+async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierView, tonic::Status> {
+    let mut c = app.clients.dossier.clone();
+    let d = c
+        .get_dossier(app.clients.request(agent, dpb::GetDossierRequest { id: id.to_owned() }))
+        .await?
+        .into_inner();
+    let (guidance, documents, process) = {
+        let mut g = app.clients.dossier.clone();
+        let mut l = app.clients.dossier.clone();
+        let mut p = app.clients.dossier.clone();
+        tokio::join!(
+            g.get_guidance(app.clients.request(agent, dpb::GetGuidanceRequest { dossier_id: d.id.clone() })),
+            l.list_documents(app.clients.request(
+                agent,
+                dpb::ListDocumentsRequest {
+                    dossier_id: d.id.clone(),
+                    page_size: 100,
+                    ..Default::default()
+                },
+            )),
+            p.get_process(app.clients.request(
+                agent,
+                dpb::GetProcessRequest {
+                    id: d.process_id.clone(),
+                    version: d.process_version,
+                },
+            ))
+        )
+    };
+    let guidance = guidance?.into_inner();
+    let documents = documents.map(|r| r.into_inner().documents).unwrap_or_default();
+    let restricted = process
+        .map(|p| !p.into_inner().restricted_group.is_empty())
+        .unwrap_or(false);
+    Ok(DossierView {
+        id: d.id.clone(),
+        reference: d.reference.clone(),
+        process: d.process_title.clone(),
+        version: d.process_version,
+        state: d.state_title.clone(),
+        state_class: state_class(&d),
+        revision: d.revision,
+        sla: views::dossier_sla(guidance.sla_status),
+        sla_due: views::ts(&guidance.sla_due_time).map(views::when).unwrap_or_default(),
+        restricted,
+        guidance: guidance
+            .guidance
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        checklist: guidance
+            .checklist
+            .iter()
+            .map(|c| Check {
+                document_id: c.document_id.clone(),
+                title: c.title.clone(),
+                required: c.required,
+                provided: c.provided,
+            })
+            .collect(),
+        actions: guidance
+            .next_actions
+            .iter()
+            .map(|a| NextAction {
+                to_state: a.to_state.clone(),
+                label: if a.label.is_empty() {
+                    a.to_state_title.clone()
+                } else {
+                    a.label.clone()
+                },
+                requires_reason: a.requires_reason,
+                allowed: a.allowed,
+                blocked: a.blocked_reason.clone(),
+            })
+            .collect(),
+        state_actions: guidance.actions.iter().map(state_action).collect(),
+        documents: documents
+            .iter()
+            .map(|doc| Doc {
+                name: if doc.filename.is_empty() {
+                    "(sans nom)".to_owned()
+                } else {
+                    doc.filename.clone()
+                },
+                kind: doc.document_type.clone(),
+                size: size(doc.size_bytes),
+                when: views::ts(&doc.create_time).map(views::when).unwrap_or_default(),
+            })
+            .collect(),
+    })
+}
+
+fn timeline_filter(f: &TimelineFilters) -> dpb::TimelineFilter {
+    let day = |s: &str| {
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .ok()
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(guichet_platform::calendar::from_paris)
+    };
+    dpb::TimelineFilter {
+        channels: Channel::from_slug(&f.canal)
+            .map(|c| vec![c as i32])
+            .unwrap_or_default(),
+        kinds: views::ENTRY_KINDS
+            .iter()
+            .find(|(slug, _, _)| *slug == f.kind)
+            .map(|(_, _, k)| vec![*k as i32])
+            .unwrap_or_default(),
+        start_time: day(&f.du).map(guichet_proto::convert::timestamp),
+        // "au" is inclusive: up to the next midnight.
+        end_time: day(&f.au)
+            .map(|d| d + chrono::Duration::days(1))
+            .map(guichet_proto::convert::timestamp),
+    }
+}
+
+async fn timeline(app: &App, agent: &Session, citizen_id: &str, f: &TimelineFilters, path: &str) -> Section<Timeline> {
+    let mut c = app.clients.dossier.clone();
+    let res = c
+        .list_citizen_timeline(app.clients.request(
+            agent,
+            dpb::ListCitizenTimelineRequest {
+                citizen_id: citizen_id.to_owned(),
+                page_size: TIMELINE_PAGE,
+                page_token: f.suite.clone(),
+                filter: Some(timeline_filter(f)),
+            },
+        ))
+        .await
+        .map(|r| {
+            let r = r.into_inner();
+            let next = (!r.next_page_token.is_empty()).then(|| {
+                let mut more = f.clone();
+                more.suite = r.next_page_token.clone();
+                format!("{path}?{}", serde_urlencoded::to_string(&more).unwrap_or_default())
+            });
+            Timeline {
+                entries: r
+                    .entries
+                    .iter()
+                    .map(|e| {
+                        let at = views::ts(&e.occur_time).unwrap_or_else(|| app.now());
+                        Entry {
+                            iso: views::iso(at),
+                            when: views::when(at),
+                            channel: views::channel(e.channel),
+                            kind: views::entry_kind(e.kind),
+                            private: e.visibility == dpb::NoteVisibility::Private as i32,
+                            dossier: e.dossier_id.clone(),
+                            summary: e.summary.clone(),
+                        }
+                    })
+                    .collect(),
+                next,
+            }
+        });
+    Section::from(res, "L'historique")
+}
+
+/// What the fiche is about.
+enum Subject {
+    Item(String),
+    Dossier(String),
+    Citizen(String),
+}
+
+async fn fiche(
+    app: &App,
+    agent: &Agent,
+    headers: &HeaderMap,
+    subject: Subject,
+    tf: TimelineFilters,
+    form: FormState,
+) -> Response {
+    let mut status = if form.error.is_some() {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    let (self_path, mut item, mut dossier_id, mut citizen_id) = match &subject {
+        Subject::Item(id) => (format!("/demande/{id}"), None, None, None),
+        Subject::Dossier(id) => (format!("/dossier/{id}"), None, Some(id.clone()), None),
+        Subject::Citizen(id) => (format!("/citoyen/{id}"), None, None, Some(id.clone())),
+    };
+    let mut title = String::new();
+    if let Subject::Item(id) = &subject {
+        let mut c = app.clients.routing.clone();
+        match c
+            .get_work_item(app.clients.request(agent, rpb::GetWorkItemRequest { id: id.clone() }))
+            .await
+        {
+            Ok(r) => {
+                let w = r.into_inner();
+                if !w.dossier_id.is_empty() {
+                    dossier_id = Some(w.dossier_id.clone());
+                }
+                if !w.citizen_id.is_empty() {
+                    citizen_id = Some(w.citizen_id.clone());
+                }
+                let titles = app.catalog.titles(&app.clients, agent).await;
+                let mut candidates = Vec::new();
+                for cand in &w.candidates {
+                    let name = match citizen_view(app, agent, &cand.citizen_id).await.ok {
+                        Some(v) => v.name,
+                        None => "Citoyen".to_owned(),
+                    };
+                    candidates.push(Candidate {
+                        citizen_id: cand.citizen_id.clone(),
+                        name,
+                        why: cand.why.clone(),
+                        confidence: (cand.confidence * 100.0).round() as u32,
+                    });
+                }
+                let open = matches!(
+                    rpb::WorkItemStatus::try_from(w.status),
+                    Ok(rpb::WorkItemStatus::Assigned | rpb::WorkItemStatus::Wrapping)
+                ) && w.agent_id == agent.subject;
+                let r = row(app, &w, &titles, &Default::default());
+                title = format!("Demande — {}", r.channel.word);
+                item = Some(ItemView {
+                    sla_due: views::ts(&w.sla_due_time).map(views::when).unwrap_or_default(),
+                    correlation: correlation(&w.correlation).to_owned(),
+                    candidates,
+                    open,
+                    row: r,
+                });
+            }
+            Err(e) => {
+                let code = if e.code() == tonic::Code::NotFound {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                return web::error_page(code, "Demande", &web::explain(&e, "La file d'attente"));
+            }
+        }
+    }
+    let dossier = match &dossier_id {
+        Some(id) => {
+            let res = dossier_view(app, agent, id).await;
+            if let Err(e) = &res
+                && matches!(subject, Subject::Dossier(_))
+                && matches!(e.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied)
+            {
+                // Through any page, a dossier the agent may not read is not
+                // shown (nor is its citizen through it).
+                return web::error_page(
+                    StatusCode::NOT_FOUND,
+                    "Dossier",
+                    &web::explain(e, "Le service des dossiers"),
+                );
+            }
+            if let Ok(d) = &res {
+                if title.is_empty() {
+                    title = format!("Dossier {}", d.reference);
+                }
+                if citizen_id.is_none() {
+                    let mut c = app.clients.dossier.clone();
+                    if let Ok(r) = c
+                        .get_dossier(app.clients.request(agent, dpb::GetDossierRequest { id: d.id.clone() }))
+                        .await
+                    {
+                        citizen_id = Some(r.into_inner().citizen_id);
+                    }
+                }
+            }
+            Some(Section::from(res, "Le service des dossiers"))
+        }
+        None => None,
+    };
+    let (citizen, dossiers, tl) = match &citizen_id {
+        Some(cid) => {
+            let (a, b, c) = tokio::join!(
+                citizen_view(app, agent, cid),
+                dossier_rows(app, agent, cid),
+                timeline(app, agent, cid, &tf, &self_path)
+            );
+            (a, b, c)
+        }
+        None => (
+            Section::failed("Personne non identifiée : qualifiez la demande (recherche, nouvelle demande).".into()),
+            Section { ok: Some(Vec::new()), error: None },
+            Section { ok: Some(Timeline { entries: Vec::new(), next: None }), error: None },
+        ),
+    };
+    if let Subject::Citizen(_) = subject {
+        match &citizen.ok {
+            Some(c) => title = c.name.clone(),
+            None => {
+                return web::error_page(
+                    StatusCode::NOT_FOUND,
+                    "Citoyen",
+                    citizen.error.as_deref().unwrap_or("Introuvable."),
+                );
+            }
+        }
+    }
+    if title.is_empty() {
+        title = "Fiche".to_owned();
+        status = StatusCode::OK;
+    }
+    let (queues, processes) = tokio::join!(queues(app, agent), processes(app, agent));
+    let p = FichePage {
+        layout: Layout::new(app, agent, "file", headers),
+        title,
+        form_error: form.error,
+        field: form.field,
+        values: form.values,
+        item,
+        citizen,
+        citizen_id,
+        dossiers,
+        dossier,
+        timeline: tl,
+        timeline_filters: tf,
+        self_path,
+        channels: views::CHANNELS,
+        kinds: views::ENTRY_KINDS.iter().map(|(s, l, _)| (*s, *l)).collect(),
+        queues,
+        processes,
+    };
+    (status, respond(app, &p)).into_response()
+}
+
+fn correlation(c: &str) -> &'static str {
+    match c {
+        "reference" => "par la référence citée",
+        "email_thread" => "par le fil de courriels",
+        "appointment" => "par le rendez-vous",
+        "citizen_window" => "au dossier récent du citoyen",
+        "citizen_open" => "au dossier ouvert du citoyen",
+        "timeline_only" => "à l'historique du citoyen seulement",
+        "new" => "nouveau dossier",
+        _ => "aucun (à qualifier)",
+    }
+}
+
+pub async fn work_item(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
+    fiche(&app, &agent, &headers, Subject::Item(id), tf, FormState::default()).await
+}
+
+pub async fn dossier(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
+    fiche(&app, &agent, &headers, Subject::Dossier(id), tf, FormState::default()).await
+}
+
+pub async fn citizen(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
+    fiche(&app, &agent, &headers, Subject::Citizen(id), tf, FormState::default()).await
+}
+
+fn failed(message: String, field: &str, values: Values) -> FormState {
+    FormState {
+        error: Some(message),
+        field: field.to_owned(),
+        values,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct CompleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    resultat: String,
+}
+
+pub async fn complete(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CompleteForm>) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let values = Values {
+        resultat: f.resultat.clone(),
+        ..Default::default()
+    };
+    if f.resultat.trim().is_empty() {
+        let form = failed("Indiquez le résultat : il est inscrit à l'historique du citoyen.".into(), "resultat", values);
+        return fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), form).await;
+    }
+    let mut c = app.clients.routing.clone();
+    match c
+        .complete_work_item(app.clients.request(
+            &agent,
+            rpb::CompleteWorkItemRequest {
+                id: id.clone(),
+                outcome: f.resultat.trim().to_owned(),
+            },
+        ))
+        .await
+    {
+        Ok(_) => web::redirect_with("/file", "Demande terminée : le résultat est inscrit à l'historique.", app.config.secure_cookies),
+        Err(e) => {
+            let message = match e.code() {
+                tonic::Code::FailedPrecondition | tonic::Code::Aborted | tonic::Code::PermissionDenied => {
+                    "Cette demande ne peut plus être terminée par vous : elle a changé (prise, transférée ou terminée par un collègue).".to_owned()
+                }
+                tonic::Code::InvalidArgument => format!("Résultat refusé : {}", e.message()),
+                _ => web::explain(&e, "La file d'attente"),
+            };
+            let form = failed(message, "resultat", values);
+            fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), form).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TransferForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    vers: String,
+    #[serde(default)]
+    motif: String,
+}
+
+pub async fn transfer(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<TransferForm>) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let mut c = app.clients.routing.clone();
+    match c
+        .transfer_work_item(app.clients.request(
+            &agent,
+            rpb::TransferWorkItemRequest {
+                id: id.clone(),
+                queue_id: f.vers.clone(),
+                reason: f.motif.trim().to_owned(),
+            },
+        ))
+        .await
+    {
+        Ok(_) => web::redirect_with("/file", "Demande transférée.", app.config.secure_cookies),
+        Err(e) => {
+            let values = Values {
+                motif: f.motif,
+                ..Default::default()
+            };
+            let message = match e.code() {
+                tonic::Code::FailedPrecondition if f.vers.is_empty() => {
+                    "Cette demande ne vient d'aucune autre file : choisissez un service.".to_owned()
+                }
+                _ => web::explain(&e, "La file d'attente"),
+            };
+            fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), failed(message, "vers", values)).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct TransitionForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    vers: String,
+    #[serde(default)]
+    motif: String,
+    #[serde(default)]
+    revision: i64,
+}
+
+pub async fn transition(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<TransitionForm>) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let mut c = app.clients.dossier.clone();
+    let res = c
+        .transition_dossier(app.clients.request(
+            &agent,
+            dpb::TransitionDossierRequest {
+                id: id.clone(),
+                to_state: f.vers.clone(),
+                reason: f.motif.trim().to_owned(),
+                expected_revision: f.revision,
+                // One click, one transition: a resent form is not a second one.
+                request_id: format!("portal:{}:{}:{}", id, f.revision, f.vers),
+            },
+        ))
+        .await;
+    match res {
+        Ok(d) => web::redirect_with(
+            &format!("/dossier/{id}"),
+            &format!("Étape franchie : {}.", d.into_inner().state_title),
+            app.config.secure_cookies,
+        ),
+        Err(e) => {
+            let message = match e.code() {
+                tonic::Code::FailedPrecondition => format!("Étape impossible : {}", e.message()),
+                tonic::Code::Aborted => "Ce dossier a été modifié entre-temps par un collègue : vérifiez son état et recommencez.".to_owned(),
+                tonic::Code::InvalidArgument if e.message().contains("reason") => {
+                    "Indiquez le motif : cette étape l'exige.".to_owned()
+                }
+                tonic::Code::PermissionDenied => "Cette étape est réservée à un autre rôle (responsable).".to_owned(),
+                _ => web::explain(&e, "Le service des dossiers"),
+            };
+            let values = Values {
+                motif: f.motif,
+                ..Default::default()
+            };
+            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, &f.vers, values)).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NoteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    texte: String,
+    #[serde(default)]
+    visibilite: String,
+}
+
+pub async fn note(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<NoteForm>) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let values = Values {
+        texte: f.texte.clone(),
+        ..Default::default()
+    };
+    if f.texte.trim().is_empty() {
+        return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Écrivez la note avant de l'ajouter.".into(), "texte", values)).await;
+    }
+    let visibility = if f.visibilite == "publique" {
+        dpb::NoteVisibility::Public
+    } else {
+        dpb::NoteVisibility::Private
+    };
+    let mut c = app.clients.dossier.clone();
+    match c
+        .add_note(app.clients.request(
+            &agent,
+            dpb::AddNoteRequest {
+                dossier_id: id.clone(),
+                visibility: visibility as i32,
+                text: f.texte.trim().to_owned(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+    {
+        Ok(_) => web::redirect_with(&format!("/dossier/{id}"), "Note ajoutée à l'historique.", app.config.secure_cookies),
+        Err(e) => {
+            let message = match e.code() {
+                tonic::Code::InvalidArgument => format!("Note refusée : {}", e.message()),
+                _ => web::explain(&e, "Le service des dossiers"),
+            };
+            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, "texte", values)).await
+        }
+    }
+}
+
+pub async fn document(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, mut form: Multipart) -> Response {
+    let mut csrf = String::new();
+    let mut kind = String::new();
+    let mut file: Option<(String, String, Vec<u8>)> = None;
+    loop {
+        match form.next_field().await {
+            Ok(Some(field)) => {
+                let name = field.name().unwrap_or_default().to_owned();
+                match name.as_str() {
+                    "csrf" => csrf = field.text().await.unwrap_or_default(),
+                    "type" => kind = field.text().await.unwrap_or_default(),
+                    "fichier" => {
+                        let filename = field.file_name().unwrap_or_default().to_owned();
+                        let media = field
+                            .content_type()
+                            .unwrap_or("application/octet-stream")
+                            .to_owned();
+                        match field.bytes().await {
+                            Ok(b) => file = Some((filename, media, b.to_vec())),
+                            Err(_) => {
+                                return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Le fichier n'a pas pu être reçu (20 Mo au plus).".into(), "fichier", Values::default())).await;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Ok(None) => break,
+            Err(_) => {
+                return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Le fichier n'a pas pu être reçu (20 Mo au plus).".into(), "fichier", Values::default())).await;
+            }
+        }
+    }
+    if let Err(r) = web::check_csrf(&agent, &csrf) {
+        return r;
+    }
+    let Some((filename, media, content)) = file.filter(|(n, _, c)| !n.is_empty() && !c.is_empty()) else {
+        return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Choisissez un fichier à joindre.".into(), "fichier", Values::default())).await;
+    };
+    let mut c = app.clients.dossier.clone();
+    let res = c
+        .add_document(app.clients.request(
+            &agent,
+            dpb::AddDocumentRequest {
+                dossier_id: id.clone(),
+                filename,
+                media_type: media,
+                document_type: if kind == "autre" { String::new() } else { kind },
+                source_channel: Channel::Counter as i32,
+                content,
+                stored: None::<AttachmentRef>,
+            },
+        ))
+        .await;
+    match res {
+        Ok(_) => web::redirect_with(&format!("/dossier/{id}"), "Pièce jointe au dossier.", app.config.secure_cookies),
+        Err(e) => {
+            let message = match e.code() {
+                tonic::Code::InvalidArgument => format!("Pièce refusée : {}", e.message()),
+                _ => web::explain(&e, "Le service des dossiers"),
+            };
+            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, "fichier", Values::default())).await
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct OpenForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    demarche: String,
+}
+
+pub async fn open_dossier(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<OpenForm>) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let mut c = app.clients.dossier.clone();
+    match c
+        .open_dossier(app.clients.request(
+            &agent,
+            dpb::OpenDossierRequest {
+                citizen_id: id.clone(),
+                process_id: f.demarche.clone(),
+                request_id: String::new(),
+            },
+        ))
+        .await
+    {
+        Ok(d) => {
+            let d = d.into_inner();
+            web::redirect_with(&format!("/dossier/{}", d.id), &format!("Dossier {} ouvert.", d.reference), app.config.secure_cookies)
+        }
+        Err(e) => {
+            let message = match e.code() {
+                tonic::Code::InvalidArgument | tonic::Code::NotFound => "Choisissez une démarche de la liste.".to_owned(),
+                _ => web::explain(&e, "Le service des dossiers"),
+            };
+            fiche(&app, &agent, &headers, Subject::Citizen(id), TimelineFilters::default(), failed(message, "demarche", Values::default())).await
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The pages and their routes.
+
+mod citizens;
+mod fiche;
+mod intake;
+mod login;
+mod queue;
+mod search;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use tokio_util::sync::CancellationToken;
+
+use crate::web::{self, Agent, App};
+
+/// What the layout of every page shows.
+pub struct Layout {
+    pub town: String,
+    pub agent: String,
+    pub csrf: String,
+    /// The navigation entry of the page (`file`, `recherche`…).
+    pub nav: &'static str,
+    pub flash: Option<String>,
+}
+
+impl Layout {
+    pub fn new(app: &App, agent: &Agent, nav: &'static str, headers: &http::HeaderMap) -> Layout {
+        Layout {
+            town: app.config.town_name.clone(),
+            agent: agent.display_name.clone(),
+            csrf: agent.csrf.clone(),
+            nav,
+            flash: web::flash(headers),
+        }
+    }
+}
+
+/// A part of a page that needs one role: what it shows, or why it cannot.
+pub struct Section<T> {
+    pub ok: Option<T>,
+    pub error: Option<String>,
+}
+
+impl<T> Section<T> {
+    pub fn from(res: Result<T, tonic::Status>, what: &str) -> Section<T> {
+        match res {
+            Ok(v) => Section { ok: Some(v), error: None },
+            Err(e) => Section {
+                ok: None,
+                error: Some(web::explain(&e, what)),
+            },
+        }
+    }
+
+    pub fn failed(message: String) -> Section<T> {
+        Section {
+            ok: None,
+            error: Some(message),
+        }
+    }
+}
+
+/// A page response: clears the flash it showed.
+pub fn respond<T: askama::Template>(app: &App, t: &T) -> Response {
+    web::clear_flash(web::render(t), app.config.secure_cookies)
+}
+
+pub fn router(app: App, stop: CancellationToken) -> Router {
+    let frame_ancestors = if app.config.frame_ancestors.is_empty() {
+        "'none'".to_owned()
+    } else {
+        app.config.frame_ancestors.join(" ")
+    };
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/file") }))
+        .route("/connexion", get(login::form).post(login::local))
+        .route("/connexion/oidc", get(login::oidc_start))
+        .route("/connexion/oidc/retour", get(login::oidc_back))
+        .route("/deconnexion", post(login::logout))
+        .route("/file", get(queue::page))
+        .route("/file/lignes", get(queue::rows))
+        .route("/file/offres", get(queue::offers))
+        .route("/file/suivante", post(queue::take_next))
+        .route("/presence", post(queue::presence))
+        .route("/offres/{id}/accepter", post(queue::accept))
+        .route("/offres/{id}/refuser", post(queue::reject))
+        .route("/evenements", get(events))
+        .route("/demande/{id}", get(fiche::work_item))
+        .route("/demande/{id}/terminer", post(fiche::complete))
+        .route("/demande/{id}/transferer", post(fiche::transfer))
+        .route("/demande/{id}/candidat", post(citizens::resolve))
+        .route("/dossier/{id}", get(fiche::dossier))
+        .route("/dossier/{id}/etape", post(fiche::transition))
+        .route("/dossier/{id}/note", post(fiche::note))
+        .route(
+            "/dossier/{id}/piece",
+            post(fiche::document).layer(DefaultBodyLimit::max(20 * 1024 * 1024)),
+        )
+        .route("/citoyen/{id}", get(fiche::citizen))
+        .route("/citoyen/{id}/dossier", post(fiche::open_dossier))
+        .route("/recherche", get(search::form).post(search::search))
+        .route("/citoyens/a-confirmer", get(citizens::page))
+        .route("/nouvelle-demande", get(intake::form).post(intake::submit))
+        .route("/static/{file}", get(asset))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(frame_ancestors),
+            web::security_headers,
+        ))
+        .layer(axum::Extension(stop))
+        .with_state(app)
+}
+
+async fn not_found() -> Response {
+    web::error_page(
+        StatusCode::NOT_FOUND,
+        "Page introuvable",
+        "Cette page n'existe pas. Vérifiez l'adresse ou revenez à la file unique.",
+    )
+}
+
+/// The live changes of the queue for an open page.
+async fn events(
+    State(app): State<App>,
+    _agent: Agent,
+    axum::Extension(stop): axum::Extension<CancellationToken>,
+) -> Response {
+    app.live.stream(stop).into_response()
+}
+
+/// The vendored scripts and the style sheet, compiled in.
+async fn asset(Path(file): Path<String>) -> Response {
+    let (body, ty): (&'static [u8], &str) = match file.as_str() {
+        "guichet.css" => (include_bytes!("../../static/guichet.css"), "text/css; charset=utf-8"),
+        "portal.js" => (include_bytes!("../../static/portal.js"), "text/javascript; charset=utf-8"),
+        "htmx-2.0.11.min.js" => (
+            include_bytes!("../../static/htmx-2.0.11.min.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "htmx-ext-sse-2.2.4.js" => (
+            include_bytes!("../../static/htmx-ext-sse-2.2.4.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        _ => return not_found().await,
+    };
+    ([(header::CONTENT_TYPE, ty)], body).into_response()
+}
