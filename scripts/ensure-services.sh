@@ -5,6 +5,7 @@
 #                                     the scanned-mail tools: tesseract-ocr,
 #                                     tesseract-ocr-fra, poppler-utils
 #   scripts/ensure-services.sh test   NATS with JetStream answering on 127.0.0.1:4222,
+#                                     chromium + chromium-driver (the portal's browser tests),
 #                                     PostgreSQL answering on 127.0.0.1:5432 when it can
 #                                     be started; otherwise the PostgreSQL test variants
 #                                     are skipped with a notice (GUICHET_TEST_REQUIRE_PG=1
@@ -157,8 +158,15 @@ ensure_email_test_peers() {
     exit 1
 }
 
+# The portal's page tests: headless chromium driven over WebDriver.
+ensure_browser() {
+    if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return 0; fi
+    say "installing chromium and chromium-driver (the portal's browser tests)"
+    apt_install chromium chromium-driver || say "cannot install chromium/chromium-driver: the browser tests will be skipped (GUICHET_TEST_REQUIRE_BROWSER=1 makes that an error)"
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_email_test_peers; ensure_s3_server ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_email_test_peers; ensure_s3_server; ensure_browser ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

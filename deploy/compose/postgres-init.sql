@@ -10,3 +10,4 @@ CREATE DATABASE guichet_appointment;
 CREATE DATABASE guichet_signature;
 CREATE DATABASE guichet_notification;
 CREATE DATABASE guichet_email;
+CREATE DATABASE guichet_portal;

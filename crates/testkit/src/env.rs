@@ -123,6 +123,8 @@ impl TestEnv {
             ("GUICHET__SCAN__STABLE_MS".into(), "200".into()),
             // The signature role: its pages on a random port, test secrets.
             ("GUICHET__SIGNATURE__HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            // The portal on a random port.
+            ("GUICHET__PORTAL__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             (
                 "GUICHET__SIGNATURE__CODE_SECRET".into(),
                 SIGNATURE_CODE_SECRET.into(),

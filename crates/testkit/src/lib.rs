@@ -34,6 +34,7 @@ pub enum Backend {
     Postgres,
 }
 
+pub mod browser;
 mod channels;
 mod clients;
 pub mod email;

@@ -21,8 +21,8 @@ pub fn channel(c: i32) -> Tag {
     match Channel::try_from(c).unwrap_or(Channel::Unspecified) {
         Channel::Telephony => Tag { word: "Téléphone", icon: "☎", class: "channel" },
         Channel::Email => Tag { word: "Courriel", icon: "✉", class: "channel" },
-        Channel::Scan => Tag { word: "Courrier", icon: "📄", class: "channel" },
-        Channel::Counter => Tag { word: "Accueil", icon: "🏛", class: "channel" },
+        Channel::Scan => Tag { word: "Courrier", icon: "✎", class: "channel" },
+        Channel::Counter => Tag { word: "Accueil", icon: "⌂", class: "channel" },
         Channel::Unspecified => Tag { word: "Autre", icon: "•", class: "channel" },
     }
 }

@@ -22,6 +22,7 @@ mod events;
 mod intake;
 mod notification_delivery;
 mod objects_s3;
+mod portal;
 mod routing_correlation;
 mod routing_intake;
 mod routing_offers;

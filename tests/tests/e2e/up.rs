@@ -40,6 +40,7 @@ async fn guichet_up_works_from_an_empty_directory_with_the_shipped_defaults() {
         ("GUICHET__COUNTER__HTTP_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__TELEPHONY__HTTP_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__SIGNATURE__HTTP_ADDR", "127.0.0.1:0".into()),
+        ("GUICHET__PORTAL__HTTP_ADDR", "127.0.0.1:0".into()),
     ] {
         cmd.env(key, addr);
     }

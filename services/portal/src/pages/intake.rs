@@ -152,15 +152,10 @@ pub async fn submit(State(app): State<App>, agent: Agent, headers: HeaderMap, Fo
         }),
         subject: v.objet.trim().to_owned(),
         body: v.texte.trim().to_owned(),
-        details: telephony.then(|| {
-            ipb::intake_event::Details::Telephony(ipb::TelephonyDetails {
-                call_id: format!("portal-{}", v.jeton),
-                direction: "in".into(),
-                answered_by: agent.subject.clone(),
-                source: "portal".into(),
-                ..Default::default()
-            })
-        }),
+        // No channel details: this is not a call the PBX measured nor a
+        // ticket of the waiting room, but a request to route and work like
+        // any other (an answered call would be recorded as done).
+        details: None,
         ..Default::default()
     };
     let staged = guichet_platform::outbox::Outbox::new(app.db.clone(), app.bus.clone()).intake_event(

@@ -142,10 +142,6 @@ async fn asset(Path(file): Path<String>) -> Response {
             include_bytes!("../../static/htmx-2.0.11.min.js"),
             "text/javascript; charset=utf-8",
         ),
-        "htmx-ext-sse-2.2.4.js" => (
-            include_bytes!("../../static/htmx-ext-sse-2.2.4.js"),
-            "text/javascript; charset=utf-8",
-        ),
         _ => return not_found().await,
     };
     ([(header::CONTENT_TYPE, ty)], body).into_response()
