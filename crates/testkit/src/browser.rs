@@ -35,8 +35,7 @@ fn first_existing(paths: &[&str]) -> Option<String> {
 
 /// Where screenshots are kept (`target/screenshots`).
 pub fn screenshots_dir() -> PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../target/screenshots");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots");
     std::fs::create_dir_all(&dir).ok();
     dir
 }

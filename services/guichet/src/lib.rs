@@ -493,7 +493,9 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
 }
 
 /// The portal's database, migrated (for `guichet account`).
-pub async fn portal_database(config: &GuichetConfig) -> anyhow::Result<sea_orm::DatabaseConnection> {
+pub async fn portal_database(
+    config: &GuichetConfig,
+) -> anyhow::Result<sea_orm::DatabaseConnection> {
     let db = guichet_platform::db::connect_and_migrate::<guichet_portal::db::Migrator>(
         &config.portal.database_url,
         &config.database,
@@ -532,9 +534,19 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
     let wanted: [(&str, &str, &[AuthRole], &[&str]); 3] = [
         ("accueil", "Agent d'accueil", &[AuthRole::Agent], &[]),
         ("ccas", "Agent du CCAS", &[AuthRole::Agent], &["social"]),
-        ("superviseur", "Responsable de l'accueil", &[AuthRole::Supervisor], &[]),
+        (
+            "superviseur",
+            "Responsable de l'accueil",
+            &[AuthRole::Supervisor],
+            &[],
+        ),
     ];
-    let mut lines = format!("http://{}", app.listener(Role::Portal, "http").map(|a| a.to_string()).unwrap_or_default());
+    let mut lines = format!(
+        "http://{}",
+        app.listener(Role::Portal, "http")
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
     if let Some(base) = Some(portal.base_url.clone()).filter(|b| !b.is_empty()) {
         lines = base;
     }

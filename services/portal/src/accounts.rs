@@ -2,8 +2,8 @@
 //! `guichet up`): argon2id password hashes in the portal's database, added,
 //! disabled and reset with `guichet account …`.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::Utc;
 use guichet_platform::auth::Role;
 use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
@@ -150,7 +150,10 @@ fn decoy_hash() -> &'static str {
     DECOY.get_or_init(|| hash("decoy password never used").unwrap_or_default())
 }
 
-pub async fn find(db: &DatabaseConnection, login: &str) -> Result<Option<account::Model>, sea_orm::DbErr> {
+pub async fn find(
+    db: &DatabaseConnection,
+    login: &str,
+) -> Result<Option<account::Model>, sea_orm::DbErr> {
     account::Entity::find()
         .filter(account::Column::Login.eq(login))
         .one(db)
@@ -203,7 +206,11 @@ pub async fn add(db: &DatabaseConnection, new: NewAccount) -> Result<account::Mo
 }
 
 /// Enable or disable an account; disabling also ends its sessions.
-pub async fn set_disabled(db: &DatabaseConnection, login: &str, disabled: bool) -> Result<account::Model, AccountError> {
+pub async fn set_disabled(
+    db: &DatabaseConnection,
+    login: &str,
+    disabled: bool,
+) -> Result<account::Model, AccountError> {
     let found = find(db, login)
         .await?
         .ok_or_else(|| AccountError::NotFound(login.to_owned()))?;
@@ -219,7 +226,11 @@ pub async fn set_disabled(db: &DatabaseConnection, login: &str, disabled: bool) 
 }
 
 /// Set a new password (and unlock the account); ends its sessions.
-pub async fn reset_password(db: &DatabaseConnection, login: &str, password: &str) -> Result<account::Model, AccountError> {
+pub async fn reset_password(
+    db: &DatabaseConnection,
+    login: &str,
+    password: &str,
+) -> Result<account::Model, AccountError> {
     check_password(password)?;
     let found = find(db, login)
         .await?
@@ -235,7 +246,11 @@ pub async fn reset_password(db: &DatabaseConnection, login: &str, password: &str
 }
 
 /// Check a login and password.
-pub async fn authenticate(db: &DatabaseConnection, login: &str, password: &str) -> Result<Result<account::Model, LoginRefused>, sea_orm::DbErr> {
+pub async fn authenticate(
+    db: &DatabaseConnection,
+    login: &str,
+    password: &str,
+) -> Result<Result<account::Model, LoginRefused>, sea_orm::DbErr> {
     let login = login.trim().to_lowercase();
     let Some(found) = find(db, &login).await? else {
         let _ = verify(password, decoy_hash());
@@ -276,7 +291,10 @@ mod tests {
         assert!(parse_roles("service").is_err());
         assert!(parse_roles("").is_err());
         assert!(parse_roles("chef").is_err());
-        assert_eq!(parse_groups("social, ,etat-civil,social"), ["etat-civil", "social"]);
+        assert_eq!(
+            parse_groups("social, ,etat-civil,social"),
+            ["etat-civil", "social"]
+        );
         assert!(check_password("court").is_err());
     }
 

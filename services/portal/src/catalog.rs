@@ -21,7 +21,11 @@ pub struct Catalog {
 impl Catalog {
     /// The published processes (latest versions), or an empty list when the
     /// dossier role does not answer (the pages say so where it matters).
-    pub async fn processes(&self, clients: &Clients, agent: &Session) -> Result<Arc<Vec<dpb::Process>>, tonic::Status> {
+    pub async fn processes(
+        &self,
+        clients: &Clients,
+        agent: &Session,
+    ) -> Result<Arc<Vec<dpb::Process>>, tonic::Status> {
         if let Some((at, list)) = self.cached.read().await.as_ref()
             && at.elapsed() < KEEP
         {
@@ -41,7 +45,10 @@ impl Catalog {
 
     pub async fn titles(&self, clients: &Clients, agent: &Session) -> BTreeMap<String, String> {
         match self.processes(clients, agent).await {
-            Ok(list) => list.iter().map(|p| (p.id.clone(), p.title.clone())).collect(),
+            Ok(list) => list
+                .iter()
+                .map(|p| (p.id.clone(), p.title.clone()))
+                .collect(),
             Err(_) => BTreeMap::new(),
         }
     }

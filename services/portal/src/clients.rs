@@ -24,7 +24,9 @@ pub struct AgentOnly;
 impl tonic::service::Interceptor for AgentOnly {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         if !req.metadata().contains_key("authorization") {
-            return Err(tonic::Status::unauthenticated("portal call without the agent's token"));
+            return Err(tonic::Status::unauthenticated(
+                "portal call without the agent's token",
+            ));
         }
         guichet_platform::telemetry::inject_grpc(req.metadata_mut());
         Ok(req)

@@ -75,7 +75,10 @@ impl Config {
             ("portal.counter_url", &self.counter_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError::invalid(key, "must be an http:// or https:// URL"));
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be an http:// or https:// URL",
+                ));
             }
         }
         let url = self.public_url.trim();

@@ -89,7 +89,12 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     let listener = tokio::net::TcpListener::bind(&config.http_addr)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on portal.http_addr {}: {e}", config.http_addr))?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on portal.http_addr {}: {e}",
+                config.http_addr
+            )
+        })?;
     let addr = listener.local_addr()?;
     let base = config.base_url(addr);
     let oidc = if config.oidc.enabled() {

@@ -82,7 +82,10 @@ impl Live {
     }
 
     /// The SSE stream of one page, ended at `stop` (process shutdown).
-    pub fn stream(&self, stop: CancellationToken) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>> + use<>> {
+    pub fn stream(
+        &self,
+        stop: CancellationToken,
+    ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>> + use<>> {
         let rx = self.tx.subscribe();
         let events = tokio_stream::wrappers::BroadcastStream::new(rx)
             .map(|change| {

@@ -96,8 +96,8 @@ impl Provider {
         let metadata = CoreProviderMetadata::discover_async(issuer, &self.http)
             .await
             .map_err(|e| OidcError::Unreachable(e.to_string()))?;
-        let redirect =
-            RedirectUrl::new(self.redirect.clone()).map_err(|e| OidcError::Unreachable(e.to_string()))?;
+        let redirect = RedirectUrl::new(self.redirect.clone())
+            .map_err(|e| OidcError::Unreachable(e.to_string()))?;
         let client = CoreClient::from_provider_metadata(
             metadata,
             ClientId::new(self.config.client_id.clone()),
@@ -132,7 +132,12 @@ impl Provider {
     }
 
     /// Finish a login: exchange the code, verify the ID token, read roles.
-    pub async fn finish(&self, code: &str, pkce_verifier: &str, nonce: &str) -> Result<Identity, OidcError> {
+    pub async fn finish(
+        &self,
+        code: &str,
+        pkce_verifier: &str,
+        nonce: &str,
+    ) -> Result<Identity, OidcError> {
         let client = self.client().await?;
         let token = client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
@@ -156,7 +161,11 @@ impl Provider {
         let payload: serde_json::Value = raw
             .split('.')
             .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         let strings = |path: &str| -> Vec<String> {

@@ -8,9 +8,7 @@ use std::time::Duration;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use guichet_platform::auth::{Authenticator, Role};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, Set};
 use sha2::{Digest, Sha256};
 
 use crate::db::entities::session;
@@ -156,7 +154,9 @@ pub async fn load(
 
 /// End one session (logout).
 pub async fn end(db: &DatabaseConnection, id: &str) -> Result<(), sea_orm::DbErr> {
-    session::Entity::delete_by_id(id.to_owned()).exec(db).await?;
+    session::Entity::delete_by_id(id.to_owned())
+        .exec(db)
+        .await?;
     Ok(())
 }
 
@@ -233,7 +233,10 @@ mod tests {
     #[test]
     fn cookies_are_read_among_others() {
         let mut h = http::HeaderMap::new();
-        h.append(http::header::COOKIE, "a=1; guichet_session=abc".parse().unwrap());
+        h.append(
+            http::header::COOKIE,
+            "a=1; guichet_session=abc".parse().unwrap(),
+        );
         h.append(http::header::COOKIE, "b=2".parse().unwrap());
         assert_eq!(cookie(&h, COOKIE), Some("abc"));
         assert_eq!(cookie(&h, "b"), Some("2"));

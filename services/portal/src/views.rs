@@ -19,11 +19,31 @@ pub struct Tag {
 
 pub fn channel(c: i32) -> Tag {
     match Channel::try_from(c).unwrap_or(Channel::Unspecified) {
-        Channel::Telephony => Tag { word: "Téléphone", icon: "☎", class: "channel" },
-        Channel::Email => Tag { word: "Courriel", icon: "✉", class: "channel" },
-        Channel::Scan => Tag { word: "Courrier", icon: "✎", class: "channel" },
-        Channel::Counter => Tag { word: "Accueil", icon: "⌂", class: "channel" },
-        Channel::Unspecified => Tag { word: "Autre", icon: "•", class: "channel" },
+        Channel::Telephony => Tag {
+            word: "Téléphone",
+            icon: "☎",
+            class: "channel",
+        },
+        Channel::Email => Tag {
+            word: "Courriel",
+            icon: "✉",
+            class: "channel",
+        },
+        Channel::Scan => Tag {
+            word: "Courrier",
+            icon: "✎",
+            class: "channel",
+        },
+        Channel::Counter => Tag {
+            word: "Accueil",
+            icon: "⌂",
+            class: "channel",
+        },
+        Channel::Unspecified => Tag {
+            word: "Autre",
+            icon: "•",
+            class: "channel",
+        },
     }
 }
 
@@ -37,19 +57,51 @@ pub const CHANNELS: &[(&str, &str)] = &[
 
 pub fn sla(s: i32) -> Tag {
     match rpb::SlaState::try_from(s).unwrap_or(rpb::SlaState::Unspecified) {
-        rpb::SlaState::Ok => Tag { word: "Dans les délais", icon: "✓", class: "ok" },
-        rpb::SlaState::Near => Tag { word: "Bientôt en retard", icon: "⚠", class: "warn" },
-        rpb::SlaState::Breached => Tag { word: "En retard", icon: "✖", class: "danger" },
-        rpb::SlaState::Unspecified => Tag { word: "Sans délai", icon: "–", class: "neutral" },
+        rpb::SlaState::Ok => Tag {
+            word: "Dans les délais",
+            icon: "✓",
+            class: "ok",
+        },
+        rpb::SlaState::Near => Tag {
+            word: "Bientôt en retard",
+            icon: "⚠",
+            class: "warn",
+        },
+        rpb::SlaState::Breached => Tag {
+            word: "En retard",
+            icon: "✖",
+            class: "danger",
+        },
+        rpb::SlaState::Unspecified => Tag {
+            word: "Sans délai",
+            icon: "–",
+            class: "neutral",
+        },
     }
 }
 
 pub fn dossier_sla(s: i32) -> Tag {
     match dpb::SlaStatus::try_from(s).unwrap_or(dpb::SlaStatus::Unspecified) {
-        dpb::SlaStatus::OnTime => Tag { word: "Dans les délais", icon: "✓", class: "ok" },
-        dpb::SlaStatus::AtRisk => Tag { word: "Bientôt en retard", icon: "⚠", class: "warn" },
-        dpb::SlaStatus::Breached => Tag { word: "En retard", icon: "✖", class: "danger" },
-        _ => Tag { word: "Sans délai", icon: "–", class: "neutral" },
+        dpb::SlaStatus::OnTime => Tag {
+            word: "Dans les délais",
+            icon: "✓",
+            class: "ok",
+        },
+        dpb::SlaStatus::AtRisk => Tag {
+            word: "Bientôt en retard",
+            icon: "⚠",
+            class: "warn",
+        },
+        dpb::SlaStatus::Breached => Tag {
+            word: "En retard",
+            icon: "✖",
+            class: "danger",
+        },
+        _ => Tag {
+            word: "Sans délai",
+            icon: "–",
+            class: "neutral",
+        },
     }
 }
 
@@ -148,7 +200,10 @@ mod tests {
 
     #[test]
     fn durations_read_as_french() {
-        assert_eq!(duration(chrono::Duration::seconds(20)), "moins d'une minute");
+        assert_eq!(
+            duration(chrono::Duration::seconds(20)),
+            "moins d'une minute"
+        );
         assert_eq!(duration(chrono::Duration::minutes(12)), "12 min");
         assert_eq!(duration(chrono::Duration::minutes(125)), "2 h 05");
         assert_eq!(duration(chrono::Duration::hours(76)), "3 j 4 h");

@@ -25,7 +25,13 @@ const PASSWORD: &str = "un mot de passe de test";
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
 
-async fn account(portal: &PortalHandle, login: &str, name: &str, roles: &[AuthRole], groups: &[&str]) -> String {
+async fn account(
+    portal: &PortalHandle,
+    login: &str,
+    name: &str,
+    roles: &[AuthRole],
+    groups: &[&str],
+) -> String {
     accounts::add(
         &portal.db,
         NewAccount {
@@ -50,7 +56,8 @@ async fn log_in(b: &Browser, base: &str, login: &str) {
 
 async fn log_out(b: &Browser) {
     b.click_text("Se déconnecter").await;
-    b.wait_text("Connexion au portail", Duration::from_secs(10)).await;
+    b.wait_text("Connexion au portail", Duration::from_secs(10))
+        .await;
 }
 
 /// The work item of an intake event, once routed.
@@ -87,20 +94,44 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     let portal: PortalHandle = app.handle().expect("portal handle");
     let base = portal.base_url.clone();
     account(&portal, "marie", "Marie Durand", &[AuthRole::Agent], &[]).await;
-    account(&portal, "sophie", "Sophie Martin", &[AuthRole::Agent], &["social"]).await;
+    account(
+        &portal,
+        "sophie",
+        "Sophie Martin",
+        &[AuthRole::Agent],
+        &["social"],
+    )
+    .await;
     let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
     let kiosk = env.token("borne-1", &[TokenRole::Service]);
 
     // Login: the page asked for comes back after it; a wrong password is
     // told beside the form and keeps the login typed.
     b.goto(&format!("{base}/file")).await;
-    assert!(b.current_path().await.starts_with("/connexion?retour=%2Ffile"), "{}", b.current_path().await);
+    assert!(
+        b.current_path()
+            .await
+            .starts_with("/connexion?retour=%2Ffile"),
+        "{}",
+        b.current_path().await
+    );
     b.check_page("connexion").await;
     b.fill("login", "marie").await;
     b.fill("password", "pas le bon mot de passe").await;
     b.click_text("Se connecter").await;
-    b.wait_text("Identifiant ou mot de passe incorrect", Duration::from_secs(10)).await;
-    let typed = b.client.find(Locator::Id("login")).await.unwrap().prop("value").await.unwrap();
+    b.wait_text(
+        "Identifiant ou mot de passe incorrect",
+        Duration::from_secs(10),
+    )
+    .await;
+    let typed = b
+        .client
+        .find(Locator::Id("login"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
     assert_eq!(typed.as_deref(), Some("marie"));
     b.check_page("connexion-erreur").await;
     b.fill("password", PASSWORD).await;
@@ -110,23 +141,31 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     b.check_page("file-unique").await;
 
     // Jean Dupont called yesterday (missed) and emailed, before he walks in.
-    let mut call = intake_at(ipb::Channel::Telephony, chrono::Utc::now() - chrono::Duration::hours(20));
+    let mut call = intake_at(
+        ipb::Channel::Telephony,
+        chrono::Utc::now() - chrono::Duration::hours(20),
+    );
     call.citizen = Some(ipb::CitizenHint {
         phones: vec!["0612345678".into()],
         ..Default::default()
     });
-    call.details = Some(ipb::intake_event::Details::Telephony(ipb::TelephonyDetails {
-        call_id: "portal-call-1".into(),
-        direction: "in".into(),
-        missed: true,
-        waiting_seconds: 95,
-        source: "cti".into(),
-        cause: "cancel".into(),
-        ..Default::default()
-    }));
+    call.details = Some(ipb::intake_event::Details::Telephony(
+        ipb::TelephonyDetails {
+            call_id: "portal-call-1".into(),
+            direction: "in".into(),
+            missed: true,
+            waiting_seconds: 95,
+            source: "cti".into(),
+            cause: "cancel".into(),
+            ..Default::default()
+        },
+    ));
     env.publish_intake(&call).await;
     let call_item = routed(&app, &supervisor, &call.id).await;
-    let mut mail = intake_at(ipb::Channel::Email, chrono::Utc::now() - chrono::Duration::hours(19));
+    let mut mail = intake_at(
+        ipb::Channel::Email,
+        chrono::Utc::now() - chrono::Duration::hours(19),
+    );
     mail.citizen = Some(ipb::CitizenHint {
         given_name: "Jean".into(),
         family_name: "Dupont".into(),
@@ -135,7 +174,8 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         ..Default::default()
     });
     mail.subject = "Demande de copie d'acte de naissance".into();
-    mail.body = "Bonjour, je voudrais une copie intégrale de mon acte de naissance. Jean Dupont".into();
+    mail.body =
+        "Bonjour, je voudrais une copie intégrale de mon acte de naissance. Jean Dupont".into();
     mail.details = Some(ipb::intake_event::Details::Email(ipb::EmailDetails {
         message_id: "<portal-1@exemple.fr>".into(),
         source: "smtp".into(),
@@ -166,17 +206,34 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         .await
         .unwrap();
     b.click_text("Enregistrer").await;
-    b.wait_text("Statut enregistré : Disponible", Duration::from_secs(10)).await;
-    b.client.execute("window.__sameDocument = 42; return true;", vec![]).await.unwrap();
+    b.wait_text("Statut enregistré : Disponible", Duration::from_secs(10))
+        .await;
+    b.client
+        .execute("window.__sameDocument = 42; return true;", vec![])
+        .await
+        .unwrap();
     let ticket = counter_client(app.grpc_addr, &kiosk)
         .await
-        .issue_ticket(ticket_request("Jean", "Dupont", "06 12 34 56 78", "copie intégrale de mon acte de naissance"))
+        .issue_ticket(ticket_request(
+            "Jean",
+            "Dupont",
+            "06 12 34 56 78",
+            "copie intégrale de mon acte de naissance",
+        ))
         .await
         .unwrap()
         .into_inner();
     b.wait_text(&ticket.number, Duration::from_secs(20)).await;
-    let same = b.client.execute("return window.__sameDocument === 42;", vec![]).await.unwrap();
-    assert_eq!(same, serde_json::Value::Bool(true), "the row came without a reload");
+    let same = b
+        .client
+        .execute("return window.__sameDocument === 42;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        same,
+        serde_json::Value::Bool(true),
+        "the row came without a reload"
+    );
 
     // Take next: the fiche, with the citizen's earlier call and email.
     b.click_text("Prendre la suivante").await;
@@ -184,18 +241,32 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     assert!(b.current_path().await.starts_with("/demande/"));
     assert!(text.contains(&ticket.number), "{text}");
     assert!(text.contains("DUPONT Jean"), "{text}");
-    assert!(text.contains("Demande de copie d'acte de naissance"), "the email on the timeline:\n{text}");
-    assert!(text.contains("Téléphone"), "the missed call on the timeline:\n{text}");
-    assert!(text.contains("Copie ou extrait d'acte d'état civil"), "the dossier's process:\n{text}");
+    assert!(
+        text.contains("Demande de copie d'acte de naissance"),
+        "the email on the timeline:\n{text}"
+    );
+    assert!(
+        text.contains("Téléphone"),
+        "the missed call on the timeline:\n{text}"
+    );
+    assert!(
+        text.contains("Copie ou extrait d'acte d'état civil"),
+        "the dossier's process:\n{text}"
+    );
     b.check_page("fiche-demande").await;
     let item_path = b.current_path().await;
 
     // A step whose guard is unmet says why; the document provided, it goes.
     b.click_text("Lancer la recherche de l'acte").await;
-    let text = b.wait_text("Étape impossible", Duration::from_secs(10)).await;
+    let text = b
+        .wait_text("Étape impossible", Duration::from_secs(10))
+        .await;
     assert!(text.contains("Pièces manquantes"), "{text}");
     b.check_page("fiche-etape-bloquee").await;
-    let file = env_dir_file("precisions.txt", "Acte de naissance de Jean Dupont, né le 3 mars 1980 à Villeneuve.");
+    let file = env_dir_file(
+        "precisions.txt",
+        "Acte de naissance de Jean Dupont, né le 3 mars 1980 à Villeneuve.",
+    );
     b.client
         .find(Locator::Css("#piece-type option[value='precisions-acte']"))
         .await
@@ -211,24 +282,38 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         .await
         .unwrap();
     b.click_text("Joindre").await;
-    b.wait_text("Pièce jointe au dossier", Duration::from_secs(10)).await;
+    b.wait_text("Pièce jointe au dossier", Duration::from_secs(10))
+        .await;
     b.click_text("Lancer la recherche de l'acte").await;
-    b.wait_text("Étape franchie : Recherche et établissement de l'acte", Duration::from_secs(10)).await;
+    b.wait_text(
+        "Étape franchie : Recherche et établissement de l'acte",
+        Duration::from_secs(10),
+    )
+    .await;
     b.check_page("fiche-dossier").await;
     assert!(b.current_path().await.starts_with("/dossier/"));
 
     // A private note, then the request completed with its outcome.
-    b.fill("note", "Acte retrouvé dans le registre de 1980.").await;
+    b.fill("note", "Acte retrouvé dans le registre de 1980.")
+        .await;
     b.click_text("Ajouter la note").await;
     let text = b.wait_text("Note ajoutée", Duration::from_secs(10)).await;
-    assert!(text.contains("Acte retrouvé dans le registre de 1980."), "{text}");
+    assert!(
+        text.contains("Acte retrouvé dans le registre de 1980."),
+        "{text}"
+    );
     b.goto(&format!("{base}{item_path}")).await;
-    b.fill("resultat", "Copie intégrale remise en main propre.").await;
+    b.fill("resultat", "Copie intégrale remise en main propre.")
+        .await;
     b.click_text("Terminer la demande").await;
-    b.wait_text("Demande terminée", Duration::from_secs(10)).await;
+    b.wait_text("Demande terminée", Duration::from_secs(10))
+        .await;
     b.goto(&format!("{base}/citoyen/{jean}")).await;
     let text = b.wait_text("Historique", Duration::from_secs(10)).await;
-    assert!(text.contains("Copie intégrale remise en main propre."), "the outcome on the timeline:\n{text}");
+    assert!(
+        text.contains("Copie intégrale remise en main propre."),
+        "the outcome on the timeline:\n{text}"
+    );
     b.check_page("fiche-citoyen").await;
 
     // Search: a name without its accents and case, a phone in another format.
@@ -248,20 +333,32 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     b.check_page("nouvelle-demande").await;
     b.fill("telephone", "12").await;
     b.click_text("Enregistrer la demande").await;
-    let text = b.wait_text("champ(s) à corriger", Duration::from_secs(10)).await;
+    let text = b
+        .wait_text("champ(s) à corriger", Duration::from_secs(10))
+        .await;
     assert!(text.contains("Numéro de téléphone invalide"), "{text}");
-    let invalid = b.client.find(Locator::Id("telephone")).await.unwrap().attr("aria-invalid").await.unwrap();
+    let invalid = b
+        .client
+        .find(Locator::Id("telephone"))
+        .await
+        .unwrap()
+        .attr("aria-invalid")
+        .await
+        .unwrap();
     assert_eq!(invalid.as_deref(), Some("true"));
     b.check_page("nouvelle-demande-erreurs").await;
     b.fill("telephone", "06 98 76 54 32").await;
     b.fill("nom", "Bernard").await;
-    b.fill("objet", "Signaler un lampadaire éteint rue des Lilas").await;
+    b.fill("objet", "Signaler un lampadaire éteint rue des Lilas")
+        .await;
     b.click_text("Enregistrer la demande").await;
-    b.wait_text("Demande enregistrée", Duration::from_secs(10)).await;
+    b.wait_text("Demande enregistrée", Duration::from_secs(10))
+        .await;
     b.wait_text("lampadaire", Duration::from_secs(20)).await;
 
     b.goto(&format!("{base}/citoyens/a-confirmer")).await;
-    b.wait_text("Citoyens à confirmer", Duration::from_secs(10)).await;
+    b.wait_text("Citoyens à confirmer", Duration::from_secs(10))
+        .await;
     b.check_page("citoyens-a-confirmer").await;
 
     // A CCAS dossier: invisible to Marie through any page, visible to the
@@ -279,17 +376,29 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         .into_inner();
     b.goto(&format!("{base}/dossier/{}", aid.id)).await;
     let text = b.text().await;
-    assert!(!text.contains(&aid.reference) && !text.contains("Aide sociale"), "{text}");
+    assert!(
+        !text.contains(&aid.reference) && !text.contains("Aide sociale"),
+        "{text}"
+    );
     b.check_page("dossier-refuse").await;
     b.goto(&format!("{base}/citoyen/{jean}")).await;
     let text = b.wait_text("Dossiers", Duration::from_secs(10)).await;
-    assert!(!text.contains(&aid.reference), "Marie's fiche lists no CCAS dossier:\n{text}");
+    assert!(
+        !text.contains(&aid.reference),
+        "Marie's fiche lists no CCAS dossier:\n{text}"
+    );
 
     // A POST without the CSRF token is refused, with the session cookie.
-    let cookie = b.cookie(guichet_portal::session::COOKIE).await.expect("session cookie");
+    let cookie = b
+        .cookie(guichet_portal::session::COOKIE)
+        .await
+        .expect("session cookie");
     let res = reqwest::Client::new()
         .post(format!("{base}/file/suivante"))
-        .header("cookie", format!("{}={cookie}", guichet_portal::session::COOKIE))
+        .header(
+            "cookie",
+            format!("{}={cookie}", guichet_portal::session::COOKIE),
+        )
         .form(&[("file", "")])
         .send()
         .await
@@ -300,7 +409,12 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     // Take next with the keyboard alone.
     let second = counter_client(app.grpc_addr, &kiosk)
         .await
-        .issue_ticket(ticket_request("Lucie", "Petit", "06 11 22 33 44", "inscription sur les listes électorales"))
+        .issue_ticket(ticket_request(
+            "Lucie",
+            "Petit",
+            "06 11 22 33 44",
+            "inscription sur les listes électorales",
+        ))
         .await
         .unwrap()
         .into_inner();
@@ -315,7 +429,13 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         .text()
         .await
         .unwrap();
-    b.client.execute("document.activeElement && document.activeElement.blur(); window.focus(); return true;", vec![]).await.unwrap();
+    b.client
+        .execute(
+            "document.activeElement && document.activeElement.blur(); window.focus(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
     let mut found = false;
     for _ in 0..60 {
         b.keys(TAB).await;
@@ -360,9 +480,7 @@ async fn an_expired_session_returns_to_the_page_asked_for_after_login() {
         return;
     };
     let clock = guichet_platform::clock::ManualClock::new(chrono::Utc::now());
-    let app = env
-        .spawn_on_clock(&all_roles(), env.config(), &clock)
-        .await;
+    let app = env.spawn_on_clock(&all_roles(), env.config(), &clock).await;
     let portal: PortalHandle = app.handle().expect("portal handle");
     let base = portal.base_url.clone();
     account(&portal, "marie", "Marie Durand", &[AuthRole::Agent], &[]).await;
@@ -374,23 +492,35 @@ async fn an_expired_session_returns_to_the_page_asked_for_after_login() {
     // 31 minutes without a page: the session has ended.
     clock.advance(chrono::Duration::minutes(31));
     b.goto(&format!("{base}/nouvelle-demande")).await;
-    b.wait_text("Connexion au portail", Duration::from_secs(10)).await;
-    assert!(b.current_path().await.starts_with("/connexion?retour=%2Fnouvelle-demande"));
+    b.wait_text("Connexion au portail", Duration::from_secs(10))
+        .await;
+    assert!(
+        b.current_path()
+            .await
+            .starts_with("/connexion?retour=%2Fnouvelle-demande")
+    );
     b.fill("login", "marie").await;
     b.fill("password", PASSWORD).await;
     b.click_text("Se connecter").await;
-    b.wait_text("Nouvelle demande", Duration::from_secs(10)).await;
+    b.wait_text("Nouvelle demande", Duration::from_secs(10))
+        .await;
     assert_eq!(b.current_path().await, "/nouvelle-demande");
 
     // Logging out ends the session: the cookie opens nothing any more.
-    let cookie = b.cookie(guichet_portal::session::COOKIE).await.expect("session cookie");
+    let cookie = b
+        .cookie(guichet_portal::session::COOKIE)
+        .await
+        .expect("session cookie");
     log_out(&b).await;
     let res = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
         .get(format!("{base}/file"))
-        .header("cookie", format!("{}={cookie}", guichet_portal::session::COOKIE))
+        .header(
+            "cookie",
+            format!("{}={cookie}", guichet_portal::session::COOKIE),
+        )
         .send()
         .await
         .unwrap();

@@ -110,6 +110,69 @@ async fn guichet_up_works_from_an_empty_directory_with_the_shipped_defaults() {
     .await;
     assert_eq!(status, 200, "{body}");
 
+    // The portal at the printed URL opens with a printed development account.
+    let portal = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("portal "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("the portal URL is printed: {text}"))
+        .to_owned();
+    let password = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("accueil / "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("a development account is printed: {text}"))
+        .to_owned();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let form = http
+        .get(format!("{portal}/connexion"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(|v| v.strip_prefix(&format!("{name}=")))
+            .and_then(|v| v.split(';').next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("cookie {name}"))
+    };
+    let login_cookie = cookie(&form, "guichet_login");
+    let page = form.text().await.unwrap();
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let signed_in = http
+        .post(format!("{portal}/connexion"))
+        .header("cookie", format!("guichet_login={login_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("retour", "/file"),
+            ("login", "accueil"),
+            ("password", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303, "the printed account logs in");
+    let session = cookie(&signed_in, "guichet_session");
+    let queue = http
+        .get(format!("{portal}/file"))
+        .header("cookie", format!("guichet_session={session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(queue.status(), 200);
+    assert!(queue.text().await.unwrap().contains("File unique"));
+
     // A clean stop, and what it made lives in the directory it ran in.
     let pid = child.id().unwrap();
     std::process::Command::new("kill")
@@ -126,6 +189,8 @@ async fn guichet_up_works_from_an_empty_directory_with_the_shipped_defaults() {
         "data/dev-signing-key",
         "data/dev-cti-token",
         "data/dossier.db",
+        "data/portal.db",
+        "data/dev-accounts",
     ] {
         assert!(home.path().join(made).exists(), "{made} in the directory");
     }

@@ -1,6 +1,6 @@
 //! Accounts, sessions, OIDC login flows and preferences.
 
-use guichet_platform::migration::{ident as a, id_pk, index, string, timestamp};
+use guichet_platform::migration::{id_pk, ident as a, index, string, timestamp};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -44,7 +44,11 @@ impl MigrationTrait for Migration {
                 .col(string("kind"))
                 // The provider's token passed to the roles (oidc only).
                 .col(ColumnDef::new(a("bearer")).text().not_null())
-                .col(ColumnDef::new(a("bearer_expire_time")).timestamp_with_time_zone().null())
+                .col(
+                    ColumnDef::new(a("bearer_expire_time"))
+                        .timestamp_with_time_zone()
+                        .null(),
+                )
                 .col(string("csrf"))
                 .col(timestamp("create_time"))
                 .col(timestamp("last_seen_time"))

@@ -37,10 +37,13 @@ struct CandidatesPage {
 
 async fn citizen(app: &App, agent: &Session, id: &str) -> Option<dpb::Citizen> {
     let mut c = app.clients.dossier.clone();
-    c.get_citizen(app.clients.request(agent, dpb::GetCitizenRequest { id: id.to_owned() }))
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    c.get_citizen(
+        app.clients
+            .request(agent, dpb::GetCitizenRequest { id: id.to_owned() }),
+    )
+    .await
+    .ok()
+    .map(|r| r.into_inner())
 }
 
 async fn dossier_count(app: &App, agent: &Session, id: &str) -> usize {
@@ -138,7 +141,12 @@ pub struct ResolveForm {
     retour: String,
 }
 
-pub async fn resolve(State(app): State<App>, agent: Agent, Path(id): Path<String>, Form(f): Form<ResolveForm>) -> Response {
+pub async fn resolve(
+    State(app): State<App>,
+    agent: Agent,
+    Path(id): Path<String>,
+    Form(f): Form<ResolveForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -150,7 +158,13 @@ pub async fn resolve(State(app): State<App>, agent: Agent, Path(id): Path<String
     let confirm = match f.decision.as_str() {
         "confirmer" => true,
         "rejeter" => false,
-        _ => return web::redirect_with(&back, "Choisissez : même personne ou non.", app.config.secure_cookies),
+        _ => {
+            return web::redirect_with(
+                &back,
+                "Choisissez : même personne ou non.",
+                app.config.secure_cookies,
+            );
+        }
     };
     let mut c = app.clients.routing.clone();
     let msg = match c
@@ -164,9 +178,18 @@ pub async fn resolve(State(app): State<App>, agent: Agent, Path(id): Path<String
         ))
         .await
     {
-        Ok(_) if confirm => "Fiches réunies : les dossiers et l'historique sont rattachés au citoyen connu.".to_owned(),
-        Ok(_) => "C'est noté : ce ne sont pas les mêmes personnes (inscrit aux deux historiques).".to_owned(),
-        Err(e) if matches!(e.code(), tonic::Code::FailedPrecondition | tonic::Code::NotFound) => {
+        Ok(_) if confirm => {
+            "Fiches réunies : les dossiers et l'historique sont rattachés au citoyen connu."
+                .to_owned()
+        }
+        Ok(_) => "C'est noté : ce ne sont pas les mêmes personnes (inscrit aux deux historiques)."
+            .to_owned(),
+        Err(e)
+            if matches!(
+                e.code(),
+                tonic::Code::FailedPrecondition | tonic::Code::NotFound
+            ) =>
+        {
             "Ce rapprochement n'est plus proposé (déjà traité par un collègue).".to_owned()
         }
         Err(e) => web::explain(&e, "La file d'attente"),

@@ -162,7 +162,10 @@ struct FichePage {
 async fn citizen_view(app: &App, agent: &Session, id: &str) -> Section<CitizenView> {
     let mut c = app.clients.dossier.clone();
     let res = c
-        .get_citizen(app.clients.request(agent, dpb::GetCitizenRequest { id: id.to_owned() }))
+        .get_citizen(
+            app.clients
+                .request(agent, dpb::GetCitizenRequest { id: id.to_owned() }),
+        )
         .await
         .map(|r| {
             let c = r.into_inner();
@@ -184,7 +187,9 @@ async fn citizen_view(app: &App, agent: &Session, id: &str) -> Section<CitizenVi
                 phones: c.phones.clone(),
                 emails: c.emails.clone(),
                 address,
-                since: views::ts(&c.create_time).map(views::when).unwrap_or_default(),
+                since: views::ts(&c.create_time)
+                    .map(views::when)
+                    .unwrap_or_default(),
             }
         });
     Section::from(res, "Le service des dossiers")
@@ -216,7 +221,9 @@ async fn dossier_rows(app: &App, agent: &Session, citizen_id: &str) -> Section<V
                     process: d.process_title.clone(),
                     state: d.state_title.clone(),
                     state_class: state_class(d),
-                    opened: views::ts(&d.create_time).map(views::when).unwrap_or_default(),
+                    opened: views::ts(&d.create_time)
+                        .map(views::when)
+                        .unwrap_or_default(),
                 })
                 .collect()
         });
@@ -245,7 +252,10 @@ fn state_action(a: &dpb::StateAction) -> String {
 async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierView, tonic::Status> {
     let mut c = app.clients.dossier.clone();
     let d = c
-        .get_dossier(app.clients.request(agent, dpb::GetDossierRequest { id: id.to_owned() }))
+        .get_dossier(
+            app.clients
+                .request(agent, dpb::GetDossierRequest { id: id.to_owned() }),
+        )
         .await?
         .into_inner();
     let (guidance, documents, process) = {
@@ -253,7 +263,12 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         let mut l = app.clients.dossier.clone();
         let mut p = app.clients.dossier.clone();
         tokio::join!(
-            g.get_guidance(app.clients.request(agent, dpb::GetGuidanceRequest { dossier_id: d.id.clone() })),
+            g.get_guidance(app.clients.request(
+                agent,
+                dpb::GetGuidanceRequest {
+                    dossier_id: d.id.clone()
+                }
+            )),
             l.list_documents(app.clients.request(
                 agent,
                 dpb::ListDocumentsRequest {
@@ -272,7 +287,9 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         )
     };
     let guidance = guidance?.into_inner();
-    let documents = documents.map(|r| r.into_inner().documents).unwrap_or_default();
+    let documents = documents
+        .map(|r| r.into_inner().documents)
+        .unwrap_or_default();
     let restricted = process
         .map(|p| !p.into_inner().restricted_group.is_empty())
         .unwrap_or(false);
@@ -285,7 +302,9 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         state_class: state_class(&d),
         revision: d.revision,
         sla: views::dossier_sla(guidance.sla_status),
-        sla_due: views::ts(&guidance.sla_due_time).map(views::when).unwrap_or_default(),
+        sla_due: views::ts(&guidance.sla_due_time)
+            .map(views::when)
+            .unwrap_or_default(),
         restricted,
         guidance: guidance
             .guidance
@@ -330,7 +349,9 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
                 },
                 kind: doc.document_type.clone(),
                 size: size(doc.size_bytes),
-                when: views::ts(&doc.create_time).map(views::when).unwrap_or_default(),
+                when: views::ts(&doc.create_time)
+                    .map(views::when)
+                    .unwrap_or_default(),
             })
             .collect(),
     })
@@ -360,7 +381,13 @@ fn timeline_filter(f: &TimelineFilters) -> dpb::TimelineFilter {
     }
 }
 
-async fn timeline(app: &App, agent: &Session, citizen_id: &str, f: &TimelineFilters, path: &str) -> Section<Timeline> {
+async fn timeline(
+    app: &App,
+    agent: &Session,
+    citizen_id: &str,
+    f: &TimelineFilters,
+    path: &str,
+) -> Section<Timeline> {
     let mut c = app.clients.dossier.clone();
     let res = c
         .list_citizen_timeline(app.clients.request(
@@ -378,7 +405,10 @@ async fn timeline(app: &App, agent: &Session, citizen_id: &str, f: &TimelineFilt
             let next = (!r.next_page_token.is_empty()).then(|| {
                 let mut more = f.clone();
                 more.suite = r.next_page_token.clone();
-                format!("{path}?{}", serde_urlencoded::to_string(&more).unwrap_or_default())
+                format!(
+                    "{path}?{}",
+                    serde_urlencoded::to_string(&more).unwrap_or_default()
+                )
             });
             Timeline {
                 entries: r
@@ -432,7 +462,10 @@ async fn fiche(
     if let Subject::Item(id) = &subject {
         let mut c = app.clients.routing.clone();
         match c
-            .get_work_item(app.clients.request(agent, rpb::GetWorkItemRequest { id: id.clone() }))
+            .get_work_item(
+                app.clients
+                    .request(agent, rpb::GetWorkItemRequest { id: id.clone() }),
+            )
             .await
         {
             Ok(r) => {
@@ -464,7 +497,9 @@ async fn fiche(
                 let r = row(app, &w, &titles, &Default::default());
                 title = format!("Demande — {}", r.channel.word);
                 item = Some(ItemView {
-                    sla_due: views::ts(&w.sla_due_time).map(views::when).unwrap_or_default(),
+                    sla_due: views::ts(&w.sla_due_time)
+                        .map(views::when)
+                        .unwrap_or_default(),
                     correlation: correlation(&w.correlation).to_owned(),
                     candidates,
                     open,
@@ -486,7 +521,10 @@ async fn fiche(
             let res = dossier_view(app, agent, id).await;
             if let Err(e) = &res
                 && matches!(subject, Subject::Dossier(_))
-                && matches!(e.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied)
+                && matches!(
+                    e.code(),
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied
+                )
             {
                 // Through any page, a dossier the agent may not read is not
                 // shown (nor is its citizen through it).
@@ -503,7 +541,10 @@ async fn fiche(
                 if citizen_id.is_none() {
                     let mut c = app.clients.dossier.clone();
                     if let Ok(r) = c
-                        .get_dossier(app.clients.request(agent, dpb::GetDossierRequest { id: d.id.clone() }))
+                        .get_dossier(
+                            app.clients
+                                .request(agent, dpb::GetDossierRequest { id: d.id.clone() }),
+                        )
                         .await
                     {
                         citizen_id = Some(r.into_inner().citizen_id);
@@ -524,9 +565,21 @@ async fn fiche(
             (a, b, c)
         }
         None => (
-            Section::failed("Personne non identifiée : qualifiez la demande (recherche, nouvelle demande).".into()),
-            Section { ok: Some(Vec::new()), error: None },
-            Section { ok: Some(Timeline { entries: Vec::new(), next: None }), error: None },
+            Section::failed(
+                "Personne non identifiée : qualifiez la demande (recherche, nouvelle demande)."
+                    .into(),
+            ),
+            Section {
+                ok: Some(Vec::new()),
+                error: None,
+            },
+            Section {
+                ok: Some(Timeline {
+                    entries: Vec::new(),
+                    next: None,
+                }),
+                error: None,
+            },
         ),
     };
     if let Subject::Citizen(_) = subject {
@@ -561,7 +614,10 @@ async fn fiche(
         timeline_filters: tf,
         self_path,
         channels: views::CHANNELS,
-        kinds: views::ENTRY_KINDS.iter().map(|(s, l, _)| (*s, *l)).collect(),
+        kinds: views::ENTRY_KINDS
+            .iter()
+            .map(|(s, l, _)| (*s, *l))
+            .collect(),
         queues,
         processes,
     };
@@ -581,16 +637,58 @@ fn correlation(c: &str) -> &'static str {
     }
 }
 
-pub async fn work_item(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
-    fiche(&app, &agent, &headers, Subject::Item(id), tf, FormState::default()).await
+pub async fn work_item(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(tf): Query<TimelineFilters>,
+) -> Response {
+    fiche(
+        &app,
+        &agent,
+        &headers,
+        Subject::Item(id),
+        tf,
+        FormState::default(),
+    )
+    .await
 }
 
-pub async fn dossier(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
-    fiche(&app, &agent, &headers, Subject::Dossier(id), tf, FormState::default()).await
+pub async fn dossier(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(tf): Query<TimelineFilters>,
+) -> Response {
+    fiche(
+        &app,
+        &agent,
+        &headers,
+        Subject::Dossier(id),
+        tf,
+        FormState::default(),
+    )
+    .await
 }
 
-pub async fn citizen(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Query(tf): Query<TimelineFilters>) -> Response {
-    fiche(&app, &agent, &headers, Subject::Citizen(id), tf, FormState::default()).await
+pub async fn citizen(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(tf): Query<TimelineFilters>,
+) -> Response {
+    fiche(
+        &app,
+        &agent,
+        &headers,
+        Subject::Citizen(id),
+        tf,
+        FormState::default(),
+    )
+    .await
 }
 
 fn failed(message: String, field: &str, values: Values) -> FormState {
@@ -609,7 +707,13 @@ pub struct CompleteForm {
     resultat: String,
 }
 
-pub async fn complete(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<CompleteForm>) -> Response {
+pub async fn complete(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<CompleteForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -618,8 +722,20 @@ pub async fn complete(State(app): State<App>, agent: Agent, headers: HeaderMap, 
         ..Default::default()
     };
     if f.resultat.trim().is_empty() {
-        let form = failed("Indiquez le résultat : il est inscrit à l'historique du citoyen.".into(), "resultat", values);
-        return fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), form).await;
+        let form = failed(
+            "Indiquez le résultat : il est inscrit à l'historique du citoyen.".into(),
+            "resultat",
+            values,
+        );
+        return fiche(
+            &app,
+            &agent,
+            &headers,
+            Subject::Item(id),
+            TimelineFilters::default(),
+            form,
+        )
+        .await;
     }
     let mut c = app.clients.routing.clone();
     match c
@@ -632,7 +748,11 @@ pub async fn complete(State(app): State<App>, agent: Agent, headers: HeaderMap, 
         ))
         .await
     {
-        Ok(_) => web::redirect_with("/file", "Demande terminée : le résultat est inscrit à l'historique.", app.config.secure_cookies),
+        Ok(_) => web::redirect_with(
+            "/file",
+            "Demande terminée : le résultat est inscrit à l'historique.",
+            app.config.secure_cookies,
+        ),
         Err(e) => {
             let message = match e.code() {
                 tonic::Code::FailedPrecondition | tonic::Code::Aborted | tonic::Code::PermissionDenied => {
@@ -642,7 +762,15 @@ pub async fn complete(State(app): State<App>, agent: Agent, headers: HeaderMap, 
                 _ => web::explain(&e, "La file d'attente"),
             };
             let form = failed(message, "resultat", values);
-            fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), form).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Item(id),
+                TimelineFilters::default(),
+                form,
+            )
+            .await
         }
     }
 }
@@ -657,7 +785,13 @@ pub struct TransferForm {
     motif: String,
 }
 
-pub async fn transfer(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<TransferForm>) -> Response {
+pub async fn transfer(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<TransferForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -685,7 +819,15 @@ pub async fn transfer(State(app): State<App>, agent: Agent, headers: HeaderMap, 
                 }
                 _ => web::explain(&e, "La file d'attente"),
             };
-            fiche(&app, &agent, &headers, Subject::Item(id), TimelineFilters::default(), failed(message, "vers", values)).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Item(id),
+                TimelineFilters::default(),
+                failed(message, "vers", values),
+            )
+            .await
         }
     }
 }
@@ -702,7 +844,13 @@ pub struct TransitionForm {
     revision: i64,
 }
 
-pub async fn transition(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<TransitionForm>) -> Response {
+pub async fn transition(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<TransitionForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -740,7 +888,15 @@ pub async fn transition(State(app): State<App>, agent: Agent, headers: HeaderMap
                 motif: f.motif,
                 ..Default::default()
             };
-            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, &f.vers, values)).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Dossier(id),
+                TimelineFilters::default(),
+                failed(message, &f.vers, values),
+            )
+            .await
         }
     }
 }
@@ -755,7 +911,13 @@ pub struct NoteForm {
     visibilite: String,
 }
 
-pub async fn note(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<NoteForm>) -> Response {
+pub async fn note(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<NoteForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -764,7 +926,19 @@ pub async fn note(State(app): State<App>, agent: Agent, headers: HeaderMap, Path
         ..Default::default()
     };
     if f.texte.trim().is_empty() {
-        return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Écrivez la note avant de l'ajouter.".into(), "texte", values)).await;
+        return fiche(
+            &app,
+            &agent,
+            &headers,
+            Subject::Dossier(id),
+            TimelineFilters::default(),
+            failed(
+                "Écrivez la note avant de l'ajouter.".into(),
+                "texte",
+                values,
+            ),
+        )
+        .await;
     }
     let visibility = if f.visibilite == "publique" {
         dpb::NoteVisibility::Public
@@ -784,18 +958,36 @@ pub async fn note(State(app): State<App>, agent: Agent, headers: HeaderMap, Path
         ))
         .await
     {
-        Ok(_) => web::redirect_with(&format!("/dossier/{id}"), "Note ajoutée à l'historique.", app.config.secure_cookies),
+        Ok(_) => web::redirect_with(
+            &format!("/dossier/{id}"),
+            "Note ajoutée à l'historique.",
+            app.config.secure_cookies,
+        ),
         Err(e) => {
             let message = match e.code() {
                 tonic::Code::InvalidArgument => format!("Note refusée : {}", e.message()),
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, "texte", values)).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Dossier(id),
+                TimelineFilters::default(),
+                failed(message, "texte", values),
+            )
+            .await
         }
     }
 }
 
-pub async fn document(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, mut form: Multipart) -> Response {
+pub async fn document(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    mut form: Multipart,
+) -> Response {
     let mut csrf = String::new();
     let mut kind = String::new();
     let mut file: Option<(String, String, Vec<u8>)> = None;
@@ -815,7 +1007,19 @@ pub async fn document(State(app): State<App>, agent: Agent, headers: HeaderMap, 
                         match field.bytes().await {
                             Ok(b) => file = Some((filename, media, b.to_vec())),
                             Err(_) => {
-                                return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Le fichier n'a pas pu être reçu (20 Mo au plus).".into(), "fichier", Values::default())).await;
+                                return fiche(
+                                    &app,
+                                    &agent,
+                                    &headers,
+                                    Subject::Dossier(id),
+                                    TimelineFilters::default(),
+                                    failed(
+                                        "Le fichier n'a pas pu être reçu (20 Mo au plus).".into(),
+                                        "fichier",
+                                        Values::default(),
+                                    ),
+                                )
+                                .await;
                             }
                         }
                     }
@@ -824,15 +1028,40 @@ pub async fn document(State(app): State<App>, agent: Agent, headers: HeaderMap, 
             }
             Ok(None) => break,
             Err(_) => {
-                return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Le fichier n'a pas pu être reçu (20 Mo au plus).".into(), "fichier", Values::default())).await;
+                return fiche(
+                    &app,
+                    &agent,
+                    &headers,
+                    Subject::Dossier(id),
+                    TimelineFilters::default(),
+                    failed(
+                        "Le fichier n'a pas pu être reçu (20 Mo au plus).".into(),
+                        "fichier",
+                        Values::default(),
+                    ),
+                )
+                .await;
             }
         }
     }
     if let Err(r) = web::check_csrf(&agent, &csrf) {
         return r;
     }
-    let Some((filename, media, content)) = file.filter(|(n, _, c)| !n.is_empty() && !c.is_empty()) else {
-        return fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed("Choisissez un fichier à joindre.".into(), "fichier", Values::default())).await;
+    let Some((filename, media, content)) = file.filter(|(n, _, c)| !n.is_empty() && !c.is_empty())
+    else {
+        return fiche(
+            &app,
+            &agent,
+            &headers,
+            Subject::Dossier(id),
+            TimelineFilters::default(),
+            failed(
+                "Choisissez un fichier à joindre.".into(),
+                "fichier",
+                Values::default(),
+            ),
+        )
+        .await;
     };
     let mut c = app.clients.dossier.clone();
     let res = c
@@ -850,13 +1079,25 @@ pub async fn document(State(app): State<App>, agent: Agent, headers: HeaderMap, 
         ))
         .await;
     match res {
-        Ok(_) => web::redirect_with(&format!("/dossier/{id}"), "Pièce jointe au dossier.", app.config.secure_cookies),
+        Ok(_) => web::redirect_with(
+            &format!("/dossier/{id}"),
+            "Pièce jointe au dossier.",
+            app.config.secure_cookies,
+        ),
         Err(e) => {
             let message = match e.code() {
                 tonic::Code::InvalidArgument => format!("Pièce refusée : {}", e.message()),
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(&app, &agent, &headers, Subject::Dossier(id), TimelineFilters::default(), failed(message, "fichier", Values::default())).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Dossier(id),
+                TimelineFilters::default(),
+                failed(message, "fichier", Values::default()),
+            )
+            .await
         }
     }
 }
@@ -869,7 +1110,13 @@ pub struct OpenForm {
     demarche: String,
 }
 
-pub async fn open_dossier(State(app): State<App>, agent: Agent, headers: HeaderMap, Path(id): Path<String>, Form(f): Form<OpenForm>) -> Response {
+pub async fn open_dossier(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<OpenForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -887,14 +1134,28 @@ pub async fn open_dossier(State(app): State<App>, agent: Agent, headers: HeaderM
     {
         Ok(d) => {
             let d = d.into_inner();
-            web::redirect_with(&format!("/dossier/{}", d.id), &format!("Dossier {} ouvert.", d.reference), app.config.secure_cookies)
+            web::redirect_with(
+                &format!("/dossier/{}", d.id),
+                &format!("Dossier {} ouvert.", d.reference),
+                app.config.secure_cookies,
+            )
         }
         Err(e) => {
             let message = match e.code() {
-                tonic::Code::InvalidArgument | tonic::Code::NotFound => "Choisissez une démarche de la liste.".to_owned(),
+                tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+                    "Choisissez une démarche de la liste.".to_owned()
+                }
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(&app, &agent, &headers, Subject::Citizen(id), TimelineFilters::default(), failed(message, "demarche", Values::default())).await
+            fiche(
+                &app,
+                &agent,
+                &headers,
+                Subject::Citizen(id),
+                TimelineFilters::default(),
+                failed(message, "demarche", Values::default()),
+            )
+            .await
         }
     }
 }

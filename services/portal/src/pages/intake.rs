@@ -94,10 +94,16 @@ fn check(v: &Values) -> Vec<FieldError> {
         err("nom", "Ce nom contient des caractères non admis.");
     }
     if !v.telephone.trim().is_empty() && Phone::parse(&v.telephone).is_err() {
-        err("telephone", "Numéro de téléphone invalide (exemple : 06 12 34 56 78).");
+        err(
+            "telephone",
+            "Numéro de téléphone invalide (exemple : 06 12 34 56 78).",
+        );
     }
     if !v.courriel.trim().is_empty() && Email::parse(&v.courriel).is_err() {
-        err("courriel", "Adresse de courriel invalide (exemple : nom@exemple.fr).");
+        err(
+            "courriel",
+            "Adresse de courriel invalide (exemple : nom@exemple.fr).",
+        );
     }
     if v.objet.trim().is_empty() && v.texte.trim().is_empty() {
         err("objet", "Indiquez l'objet de la demande.");
@@ -111,7 +117,12 @@ fn check(v: &Values) -> Vec<FieldError> {
     errors
 }
 
-pub async fn submit(State(app): State<App>, agent: Agent, headers: HeaderMap, Form(mut v): Form<Values>) -> Response {
+pub async fn submit(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Form(mut v): Form<Values>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &v.csrf) {
         return r;
     }
@@ -158,11 +169,8 @@ pub async fn submit(State(app): State<App>, agent: Agent, headers: HeaderMap, Fo
         details: None,
         ..Default::default()
     };
-    let staged = guichet_platform::outbox::Outbox::new(app.db.clone(), app.bus.clone()).intake_event(
-        &event,
-        format!("portal-requests/{}", v.jeton),
-        now,
-    );
+    let staged = guichet_platform::outbox::Outbox::new(app.db.clone(), app.bus.clone())
+        .intake_event(&event, format!("portal-requests/{}", v.jeton), now);
     match app.bus.publish(staged.nats_subject, &staged.event).await {
         Ok(()) => {
             tracing::info!(intake_event_id = %event.id, agent = %agent.subject, "request taken by hand");

@@ -38,7 +38,13 @@ fn back_to(r: &str) -> String {
     }
 }
 
-fn login_page(app: &App, status: StatusCode, error: Option<String>, return_to: &str, login: &str) -> Response {
+fn login_page(
+    app: &App,
+    status: StatusCode,
+    error: Option<String>,
+    return_to: &str,
+    login: &str,
+) -> Response {
     let csrf = session::random_token();
     let page = LoginPage {
         town: app.config.town_name.clone(),
@@ -106,7 +112,9 @@ async fn signed_in(app: &App, new: NewSession, to: &str) -> Response {
             login_page(
                 app,
                 StatusCode::SERVICE_UNAVAILABLE,
-                Some("La connexion est impossible pour le moment. Réessayez dans un instant.".into()),
+                Some(
+                    "La connexion est impossible pour le moment. Réessayez dans un instant.".into(),
+                ),
                 to,
                 "",
             )
@@ -114,7 +122,11 @@ async fn signed_in(app: &App, new: NewSession, to: &str) -> Response {
     }
 }
 
-pub async fn local(State(app): State<App>, headers: HeaderMap, Form(f): Form<LocalLogin>) -> Response {
+pub async fn local(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Form(f): Form<LocalLogin>,
+) -> Response {
     let expected = session::cookie(&headers, session::LOGIN_COOKIE).unwrap_or("");
     if expected.is_empty() || !session::same(expected, &f.csrf) {
         return login_page(
@@ -136,7 +148,13 @@ pub async fn local(State(app): State<App>, headers: HeaderMap, Form(f): Form<Loc
     }
     let refused = |message: &str| {
         metrics::counter!("guichet_portal_logins_total", "result" => "refused").increment(1);
-        login_page(&app, StatusCode::UNAUTHORIZED, Some(message.to_owned()), &f.retour, &f.login)
+        login_page(
+            &app,
+            StatusCode::UNAUTHORIZED,
+            Some(message.to_owned()),
+            &f.retour,
+            &f.login,
+        )
     };
     match accounts::authenticate(&app.db, &f.login, &f.password).await {
         Ok(Ok(account)) => {
@@ -144,7 +162,11 @@ pub async fn local(State(app): State<App>, headers: HeaderMap, Form(f): Form<Loc
             let new = NewSession {
                 subject: account.id,
                 display_name: account.display_name,
-                roles: account.roles.split(',').filter_map(|r| r.parse().ok()).collect(),
+                roles: account
+                    .roles
+                    .split(',')
+                    .filter_map(|r| r.parse().ok())
+                    .collect(),
                 groups: accounts::parse_groups(&account.groups),
                 kind: "local",
                 bearer: String::new(),
@@ -166,7 +188,9 @@ pub async fn local(State(app): State<App>, headers: HeaderMap, Form(f): Form<Loc
             login_page(
                 &app,
                 StatusCode::SERVICE_UNAVAILABLE,
-                Some("La connexion est impossible pour le moment. Réessayez dans un instant.".into()),
+                Some(
+                    "La connexion est impossible pour le moment. Réessayez dans un instant.".into(),
+                ),
                 &f.retour,
                 &f.login,
             )
@@ -226,9 +250,14 @@ pub async fn oidc_back(State(app): State<App>, Query(q): Query<OidcBack>) -> Res
         return login_page(&app, StatusCode::NOT_FOUND, None, "/", "");
     };
     // The state is one-time: taken out whatever happens next.
-    let flow = match login_flow::Entity::find_by_id(q.state.clone()).one(&app.db).await {
+    let flow = match login_flow::Entity::find_by_id(q.state.clone())
+        .one(&app.db)
+        .await
+    {
         Ok(Some(f)) => {
-            let _ = login_flow::Entity::delete_by_id(q.state.clone()).exec(&app.db).await;
+            let _ = login_flow::Entity::delete_by_id(q.state.clone())
+                .exec(&app.db)
+                .await;
             f
         }
         _ => {
@@ -259,7 +288,10 @@ pub async fn oidc_back(State(app): State<App>, Query(q): Query<OidcBack>) -> Res
             "",
         );
     }
-    match provider.finish(&q.code, &flow.pkce_verifier, &flow.nonce).await {
+    match provider
+        .finish(&q.code, &flow.pkce_verifier, &flow.nonce)
+        .await
+    {
         Ok(id) => {
             tracing::info!(subject = %id.subject, "agent logged in (OIDC)");
             let new = NewSession {

@@ -49,7 +49,10 @@ pub struct Section<T> {
 impl<T> Section<T> {
     pub fn from(res: Result<T, tonic::Status>, what: &str) -> Section<T> {
         match res {
-            Ok(v) => Section { ok: Some(v), error: None },
+            Ok(v) => Section {
+                ok: Some(v),
+                error: None,
+            },
             Err(e) => Section {
                 ok: None,
                 error: Some(web::explain(&e, what)),
@@ -136,8 +139,14 @@ async fn events(
 /// The vendored scripts and the style sheet, compiled in.
 async fn asset(Path(file): Path<String>) -> Response {
     let (body, ty): (&'static [u8], &str) = match file.as_str() {
-        "guichet.css" => (include_bytes!("../../static/guichet.css"), "text/css; charset=utf-8"),
-        "portal.js" => (include_bytes!("../../static/portal.js"), "text/javascript; charset=utf-8"),
+        "guichet.css" => (
+            include_bytes!("../../static/guichet.css"),
+            "text/css; charset=utf-8",
+        ),
+        "portal.js" => (
+            include_bytes!("../../static/portal.js"),
+            "text/javascript; charset=utf-8",
+        ),
         "htmx-2.0.11.min.js" => (
             include_bytes!("../../static/htmx-2.0.11.min.js"),
             "text/javascript; charset=utf-8",

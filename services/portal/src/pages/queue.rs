@@ -153,10 +153,9 @@ async fn names(app: &App, agent: &Session, items: &[rpb::WorkItem]) -> HashMap<S
     ids.dedup();
     let calls = ids.into_iter().map(|id| {
         let mut c = app.clients.dossier.clone();
-        let req = app.clients.request(
-            agent,
-            dpb::GetCitizenRequest { id: id.to_owned() },
-        );
+        let req = app
+            .clients
+            .request(agent, dpb::GetCitizenRequest { id: id.to_owned() });
         async move {
             let name = match c.get_citizen(req).await {
                 Ok(r) => views::citizen_name(&r.into_inner()),
@@ -181,16 +180,13 @@ pub(super) fn row(
         waited: views::duration(app.now() - entered),
         entered_iso: views::iso(entered),
         sla: views::sla(item.sla_state),
-        procedure: titles
-            .get(&item.process_id)
-            .cloned()
-            .unwrap_or_else(|| {
-                if item.process_id.is_empty() {
-                    "À qualifier".to_owned()
-                } else {
-                    item.process_id.clone()
-                }
-            }),
+        procedure: titles.get(&item.process_id).cloned().unwrap_or_else(|| {
+            if item.process_id.is_empty() {
+                "À qualifier".to_owned()
+            } else {
+                item.process_id.clone()
+            }
+        }),
         citizen: names
             .get(&item.citizen_id)
             .cloned()
@@ -287,7 +283,12 @@ async fn mine(app: &App, agent: &Session) -> Section<Mine> {
             return Section::from(Err(e), "La file d'attente");
         }
     };
-    current.sort_by(|a, b| a.assign_time.as_ref().map(|t| t.seconds).cmp(&b.assign_time.as_ref().map(|t| t.seconds)));
+    current.sort_by(|a, b| {
+        a.assign_time
+            .as_ref()
+            .map(|t| t.seconds)
+            .cmp(&b.assign_time.as_ref().map(|t| t.seconds))
+    });
     let titles = BTreeMap::new();
     let names = HashMap::new();
     Section {
@@ -418,7 +419,12 @@ async fn render_page(
     (status, respond(app, &p)).into_response()
 }
 
-pub async fn page(State(app): State<App>, agent: Agent, headers: HeaderMap, Query(f): Query<Filters>) -> Response {
+pub async fn page(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Query(f): Query<Filters>,
+) -> Response {
     render_page(&app, &agent, &headers, f, None, StatusCode::OK).await
 }
 
@@ -445,7 +451,12 @@ pub struct TakeForm {
     file: String,
 }
 
-pub async fn take_next(State(app): State<App>, agent: Agent, headers: HeaderMap, Form(f): Form<TakeForm>) -> Response {
+pub async fn take_next(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Form(f): Form<TakeForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -471,7 +482,15 @@ pub async fn take_next(State(app): State<App>, agent: Agent, headers: HeaderMap,
                 }
                 _ => web::explain(&e, "La file d'attente"),
             };
-            render_page(&app, &agent, &headers, Filters::default(), Some(message), StatusCode::CONFLICT).await
+            render_page(
+                &app,
+                &agent,
+                &headers,
+                Filters::default(),
+                Some(message),
+                StatusCode::CONFLICT,
+            )
+            .await
         }
     }
 }
@@ -486,7 +505,11 @@ pub struct PresenceForm {
     offres: String,
 }
 
-pub async fn presence(State(app): State<App>, agent: Agent, Form(f): Form<PresenceForm>) -> Response {
+pub async fn presence(
+    State(app): State<App>,
+    agent: Agent,
+    Form(f): Form<PresenceForm>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -516,7 +539,10 @@ pub async fn presence(State(app): State<App>, agent: Agent, Form(f): Form<Presen
     match res {
         Ok(a) => web::redirect_with(
             "/file",
-            &format!("Statut enregistré : {}.", views::presence(a.into_inner().presence)),
+            &format!(
+                "Statut enregistré : {}.",
+                views::presence(a.into_inner().presence)
+            ),
             secure,
         ),
         Err(e) => web::redirect_with("/file", &web::explain(&e, "La file d'attente"), secure),
@@ -529,7 +555,12 @@ pub struct CsrfOnly {
     csrf: String,
 }
 
-pub async fn accept(State(app): State<App>, agent: Agent, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
+pub async fn accept(
+    State(app): State<App>,
+    agent: Agent,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -552,7 +583,12 @@ pub async fn accept(State(app): State<App>, agent: Agent, Path(id): Path<String>
     }
 }
 
-pub async fn reject(State(app): State<App>, agent: Agent, Path(id): Path<String>, Form(f): Form<CsrfOnly>) -> Response {
+pub async fn reject(
+    State(app): State<App>,
+    agent: Agent,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }

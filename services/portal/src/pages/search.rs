@@ -76,7 +76,10 @@ fn count<T>(s: &Section<Vec<T>>) -> usize {
 }
 
 fn empty<T>() -> Section<Vec<T>> {
-    Section { ok: Some(Vec::new()), error: None }
+    Section {
+        ok: Some(Vec::new()),
+        error: None,
+    }
 }
 
 /// A ticket number as the board shows it: a letter and three digits.
@@ -89,7 +92,12 @@ fn ticket_number(q: &str) -> Option<String> {
         .then_some(q)
 }
 
-pub async fn search(State(app): State<App>, agent: Agent, headers: HeaderMap, Form(f): Form<Query>) -> Response {
+pub async fn search(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Form(f): Form<Query>,
+) -> Response {
     if let Err(r) = web::check_csrf(&agent, &f.csrf) {
         return r;
     }
@@ -112,7 +120,12 @@ pub async fn search(State(app): State<App>, agent: Agent, headers: HeaderMap, Fo
     if let Some(reference) = Reference::parse(&q) {
         let mut c = app.clients.dossier.clone();
         dossiers = match c
-            .get_dossier(app.clients.request(&agent, dpb::GetDossierRequest { id: reference.into_string() }))
+            .get_dossier(app.clients.request(
+                &agent,
+                dpb::GetDossierRequest {
+                    id: reference.into_string(),
+                },
+            ))
             .await
         {
             Ok(d) => {
@@ -128,7 +141,14 @@ pub async fn search(State(app): State<App>, agent: Agent, headers: HeaderMap, Fo
                 }
             }
             // Not found and not readable look the same.
-            Err(e) if matches!(e.code(), tonic::Code::NotFound | tonic::Code::PermissionDenied) => empty(),
+            Err(e)
+                if matches!(
+                    e.code(),
+                    tonic::Code::NotFound | tonic::Code::PermissionDenied
+                ) =>
+            {
+                empty()
+            }
             Err(e) => Section::from(Err(e), "Le service des dossiers"),
         };
     } else if let Some(number) = ticket_number(&q) {
@@ -200,7 +220,8 @@ pub async fn search(State(app): State<App>, agent: Agent, headers: HeaderMap, Fo
                 error: None,
             },
             Err(e) if e.code() == tonic::Code::InvalidArgument => Section::failed(
-                "Recherche impossible avec ce texte : essayez un nom, un téléphone ou un courriel.".into(),
+                "Recherche impossible avec ce texte : essayez un nom, un téléphone ou un courriel."
+                    .into(),
             ),
             Err(e) => Section::from(Err(e), "Le service des dossiers"),
         };
