@@ -165,8 +165,21 @@ ensure_browser() {
     apt_install chromium chromium-driver || say "cannot install chromium/chromium-driver: the browser tests will be skipped (GUICHET_TEST_REQUIRE_BROWSER=1 makes that an error)"
 }
 
+# The portal's OIDC login test: a real OpenID provider (npm oidc-provider),
+# installed from its lock file into tests/fixtures/oidc/node_modules.
+ensure_oidc_provider() {
+    local dir="$ROOT/tests/fixtures/oidc"
+    [[ -d "$dir/node_modules/oidc-provider" ]] && return 0
+    if ! command -v npm >/dev/null 2>&1; then
+        apt_install nodejs npm || { say "cannot install Node.js/npm: the OIDC login test will be skipped"; return 0; }
+    fi
+    say "installing the test OpenID provider (npm oidc-provider)"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null 2>&1) \
+        || say "cannot install oidc-provider: the OIDC login test will be skipped (GUICHET_TEST_REQUIRE_BROWSER=1 makes that an error)"
+}
+
 case "$mode" in
     run) ensure_nats_installed; ensure_scan_tools ;;
-    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_email_test_peers; ensure_s3_server; ensure_browser ;;
+    test) ensure_nats_running; ensure_postgres_running; ensure_scan_tools; ensure_scan_fixture_tools; ensure_smtp_test_server; ensure_email_test_peers; ensure_s3_server; ensure_browser; ensure_oidc_provider ;;
     *) say "usage: $0 run|test"; exit 2 ;;
 esac

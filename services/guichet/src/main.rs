@@ -92,6 +92,25 @@ enum Command {
         )]
         pg_url: String,
     },
+    /// Benchmark the portal: the queue page and the fiche (p50/p99) with
+    /// `pending` waiting requests and a citizen with `timeline` entries, and
+    /// one queue change reaching `clients` open pages over SSE. Needs NATS
+    /// at bus.url; runs on SQLite in a temporary directory.
+    BenchPortal {
+        #[arg(long, default_value_t = 2000)]
+        pending: usize,
+        #[arg(long, default_value_t = 500)]
+        timeline: usize,
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        #[arg(long, default_value_t = 200)]
+        clients: usize,
+        #[arg(long, default_value_t = 50)]
+        changes: usize,
+        /// Log filter while benchmarking (logs go to stderr).
+        #[arg(long, default_value = "warn")]
+        log_filter: String,
+    },
     /// Validate process definitions offline (CI, before publishing a version).
     Processes {
         #[command(subcommand)]
@@ -239,6 +258,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account { action } => account(&config, action).await,
+        Command::BenchPortal {
+            pending,
+            timeline,
+            requests,
+            clients,
+            changes,
+            log_filter,
+        } => {
+            let mut telemetry = config.telemetry.clone();
+            telemetry.log_filter = log_filter;
+            let _telemetry = guichet_platform::telemetry::init(&telemetry)?;
+            guichet::portal_bench::run(guichet::portal_bench::PortalBenchOptions {
+                pending,
+                timeline,
+                requests,
+                clients,
+                changes,
+                nats_url: config.bus.url.clone(),
+            })
+            .await
+        }
         Command::Token {
             roles,
             subject,

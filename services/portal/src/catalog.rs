@@ -13,9 +13,12 @@ use crate::session::Session;
 
 const KEEP: Duration = Duration::from_secs(60);
 
+/// When the list was read, and the list.
+type Cached = Option<(Instant, Arc<Vec<dpb::Process>>)>;
+
 #[derive(Clone, Default)]
 pub struct Catalog {
-    cached: Arc<RwLock<Option<(Instant, Arc<Vec<dpb::Process>>)>>>,
+    cached: Arc<RwLock<Cached>>,
 }
 
 impl Catalog {

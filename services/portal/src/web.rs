@@ -124,7 +124,9 @@ pub fn to_login(headers: &HeaderMap, back: &str) -> Response {
     }
 }
 
-/// Refuse a form whose CSRF token is not the session's.
+/// Refuse a form whose CSRF token is not the session's (the error is the
+/// refusal page, returned as is by the handler).
+#[allow(clippy::result_large_err)]
 pub fn check_csrf(agent: &Session, sent: &str) -> Result<(), Response> {
     if session::same(&agent.csrf, sent) {
         Ok(())

@@ -302,6 +302,28 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         text.contains("Acte retrouvé dans le registre de 1980."),
         "{text}"
     );
+
+    // Two agents on one dossier: a colleague sends the act by post while
+    // Marie's page is open; her click is refused with the reason.
+    let colleague = env.token("agent-2", &[TokenRole::Agent]);
+    let dossier_id = dossier_path_id(&b.current_path().await);
+    dossier_client(app.grpc_addr, &colleague)
+        .await
+        .transition_dossier(dpb::TransitionDossierRequest {
+            id: dossier_id.clone(),
+            to_state: "envoye".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    b.click_text("Remettre l'acte au guichet").await;
+    let text = b
+        .wait_text("a changé entre-temps", Duration::from_secs(10))
+        .await;
+    assert!(
+        text.contains("Acte envoyé"),
+        "the page now shows the colleague's step:\n{text}"
+    );
     b.goto(&format!("{base}{item_path}")).await;
     b.fill("resultat", "Copie intégrale remise en main propre.")
         .await;
@@ -462,6 +484,15 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     env.cleanup().await;
 }
 
+/// The dossier id of a `/dossier/<id>` path.
+fn dossier_path_id(path: &str) -> String {
+    path.trim_start_matches("/dossier/")
+        .split(['?', '#'])
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// A small file to upload, in a directory that outlives the test's steps.
 fn env_dir_file(name: &str, content: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("guichet-portal-{}", uuid::Uuid::now_v7()));
@@ -525,6 +556,263 @@ async fn an_expired_session_returns_to_the_page_asked_for_after_login() {
         .await
         .unwrap();
     assert_eq!(res.status(), 303);
+    b.close().await;
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+/// The test OpenID provider (npm oidc-provider) on `port`, or `None` when
+/// Node.js or the package is missing (installed by the test command).
+async fn oidc_provider(port: u16, redirect: &str, secret: &str) -> Option<tokio::process::Child> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/oidc");
+    let installed = dir.join("node_modules/oidc-provider").exists();
+    let node = std::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed || !node {
+        if std::env::var("GUICHET_TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
+            panic!("the test OpenID provider is required: run scripts/ensure-services.sh test");
+        }
+        eprintln!("NOTICE: Node.js or oidc-provider not installed: skipping the OIDC login test");
+        return None;
+    }
+    let child = tokio::process::Command::new("node")
+        .arg(dir.join("provider.mjs"))
+        .args([port.to_string().as_str(), redirect, secret])
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the test OpenID provider");
+    let discovery = format!("http://127.0.0.1:{port}/.well-known/openid-configuration");
+    eventually(
+        "the OpenID provider answers",
+        Duration::from_secs(20),
+        || {
+            let url = discovery.clone();
+            async move {
+                reqwest::get(&url)
+                    .await
+                    .ok()
+                    .filter(|r| r.status().is_success())
+            }
+        },
+    )
+    .await;
+    Some(child)
+}
+
+#[tokio::test]
+async fn an_agent_logs_in_with_the_towns_openid_provider() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let portal_port = free_port();
+    let idp_port = free_port();
+    let base = format!("http://127.0.0.1:{portal_port}");
+    let secret = "secret-du-client-de-test-0123456789";
+    let Some(_idp) =
+        oidc_provider(idp_port, &format!("{base}/connexion/oidc/retour"), secret).await
+    else {
+        return;
+    };
+    let issuer = format!("http://127.0.0.1:{idp_port}");
+    let jwks = format!("{issuer}/jwks");
+    let addr = format!("127.0.0.1:{portal_port}");
+    let config = env.config_with(&[
+        ("GUICHET__PORTAL__HTTP_ADDR", &addr),
+        ("GUICHET__PORTAL__PUBLIC_URL", &base),
+        ("GUICHET__PORTAL__LOCAL_ACCOUNTS", "false"),
+        ("GUICHET__PORTAL__OIDC__ISSUER_URL", &issuer),
+        ("GUICHET__PORTAL__OIDC__CLIENT_ID", "guichet-portal"),
+        ("GUICHET__PORTAL__OIDC__CLIENT_SECRET", secret),
+        // The roles accept the provider's tokens the portal passes on.
+        ("GUICHET__AUTH__JWKS_URL", &jwks),
+        ("GUICHET__AUTH__OIDC_ISSUER", &issuer),
+        ("GUICHET__AUTH__AUDIENCE", "guichet-portal"),
+    ]);
+    let auth = guichet_platform::auth::Authenticator::new(&config.auth).unwrap();
+    let app = env.spawn_with(&all_roles(), config).await;
+
+    // The login page offers the town's account only; a person without a
+    // guichet role is refused with a French reason.
+    b.goto(&format!("{base}/connexion?retour=%2Frecherche"))
+        .await;
+    let text = b
+        .wait_text(
+            "Se connecter avec le compte de la ville",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        !text.contains("Mot de passe"),
+        "local accounts are off:\n{text}"
+    );
+    b.check_page("connexion-oidc").await;
+    let provider_login = |who: &'static str| {
+        let b = &b;
+        async move {
+            b.click_text("Se connecter avec le compte de la ville")
+                .await;
+            b.wait_text("Sign-in", Duration::from_secs(10)).await;
+            b.client
+                .find(Locator::Css("input[name='login']"))
+                .await
+                .unwrap()
+                .send_keys(who)
+                .await
+                .unwrap();
+            b.client
+                .find(Locator::Css("input[name='password']"))
+                .await
+                .unwrap()
+                .send_keys("peu importe")
+                .await
+                .unwrap();
+            b.client
+                .find(Locator::Css("button[type='submit']"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            // The provider's consent page.
+            b.wait_text("Continue", Duration::from_secs(10)).await;
+            b.client
+                .find(Locator::Css("button[type='submit']"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    provider_login("paul").await;
+    b.wait_text("n'a pas accès au portail", Duration::from_secs(15))
+        .await;
+
+    // Claire (agent, group social) comes back to the page she asked for,
+    // and the roles accept the provider's token on her behalf.
+    // Another person at the same browser: the provider's session (and the
+    // portal's login cookie) are cleared first, as a logout would.
+    b.client.delete_all_cookies().await.unwrap();
+    b.goto(&format!("{base}/connexion?retour=%2Frecherche"))
+        .await;
+    provider_login("claire").await;
+    let text = b.wait_text("Claire Dubois", Duration::from_secs(15)).await;
+    assert_eq!(b.current_path().await, "/recherche", "{text}");
+    b.goto(&format!("{base}/file")).await;
+    let text = b
+        .wait_text("Ma disponibilité", Duration::from_secs(10))
+        .await;
+    assert!(
+        text.contains("Actuellement : Hors ligne"),
+        "routing answered with her token:\n{text}"
+    );
+    let ccas = auth.issue(
+        "ccas-1",
+        &[TokenRole::Agent],
+        &["social".to_owned()],
+        Duration::from_secs(600),
+    );
+    let service = auth.issue(
+        "guichet-test",
+        &[TokenRole::Service],
+        &[],
+        Duration::from_secs(600),
+    );
+    let citizen = dossier_client(app.grpc_addr, &service)
+        .await
+        .resolve_citizen(dpb::ResolveCitizenRequest {
+            hint: Some(ipb::CitizenHint {
+                given_name: "Rose".into(),
+                family_name: "Leroy".into(),
+                phones: vec!["06 55 44 33 22".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .citizen
+        .unwrap();
+    let aid = dossier_client(app.grpc_addr, &ccas)
+        .await
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: citizen.id,
+            process_id: "aide-sociale-ccas".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    b.goto(&format!("{base}/dossier/{}", aid.id)).await;
+    b.wait_text(&aid.reference, Duration::from_secs(10)).await;
+
+    b.close().await;
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_role_that_is_down_gives_a_french_message_where_it_is_needed() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    // The portal alone, its roles unreachable.
+    let nowhere = format!("http://127.0.0.1:{}", free_port());
+    let config = env.config_with(&[
+        ("GUICHET__PORTAL__ROUTING_URL", &nowhere),
+        ("GUICHET__PORTAL__DOSSIER_URL", &nowhere),
+        ("GUICHET__PORTAL__COUNTER_URL", &nowhere),
+    ]);
+    let app = env.spawn_with(&[guichet::Role::Portal], config).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "marie", "Marie Durand", &[AuthRole::Agent], &[]).await;
+    log_in(&b, &base, "marie").await;
+    let text = b
+        .wait_text(
+            "La file d'attente ne répond pas pour le moment",
+            Duration::from_secs(15),
+        )
+        .await;
+    // The rest of the page is there: navigation, the search and the
+    // request forms still open.
+    assert!(
+        text.contains("Prendre la suivante") && text.contains("Recherche"),
+        "{text}"
+    );
+    b.check_page("file-role-indisponible").await;
+    b.goto(&format!("{base}/recherche")).await;
+    b.fill("q", "Dupont").await;
+    b.click_text("Rechercher").await;
+    let text = b
+        .wait_text(
+            "Le service des dossiers ne répond pas pour le moment",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert!(
+        !text.contains("Unavailable") && !text.contains("transport"),
+        "no technical message:\n{text}"
+    );
+    b.goto(&format!(
+        "{base}/citoyen/0190a7a4-0000-7000-8000-000000000000"
+    ))
+    .await;
+    let text = b
+        .wait_text("ne répond pas pour le moment", Duration::from_secs(15))
+        .await;
+    assert!(!text.contains("panicked"), "{text}");
     b.close().await;
     app.stop().await.unwrap();
     env.cleanup().await;

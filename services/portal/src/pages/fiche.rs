@@ -569,16 +569,14 @@ async fn fiche(
                 "Personne non identifiée : qualifiez la demande (recherche, nouvelle demande)."
                     .into(),
             ),
-            Section {
-                ok: Some(Vec::new()),
-                error: None,
-            },
+            Section::done(Vec::new()),
             Section {
                 ok: Some(Timeline {
                     entries: Vec::new(),
                     next: None,
                 }),
                 error: None,
+                code: None,
             },
         ),
     };
@@ -586,8 +584,16 @@ async fn fiche(
         match &citizen.ok {
             Some(c) => title = c.name.clone(),
             None => {
+                let code = match citizen.code {
+                    Some(
+                        tonic::Code::NotFound
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument,
+                    ) => StatusCode::NOT_FOUND,
+                    _ => StatusCode::SERVICE_UNAVAILABLE,
+                };
                 return web::error_page(
-                    StatusCode::NOT_FOUND,
+                    code,
                     "Citoyen",
                     citizen.error.as_deref().unwrap_or("Introuvable."),
                 );
@@ -876,6 +882,11 @@ pub async fn transition(
         ),
         Err(e) => {
             let message = match e.code() {
+                // The page was read before a colleague moved the dossier on:
+                // this step no longer leaves its current state.
+                tonic::Code::FailedPrecondition if e.message().contains("has no transition") => {
+                    "Ce dossier a changé entre-temps (un collègue l'a fait avancer) : cette étape n'est plus possible. Vérifiez son état et recommencez.".to_owned()
+                }
                 tonic::Code::FailedPrecondition => format!("Étape impossible : {}", e.message()),
                 tonic::Code::Aborted => "Ce dossier a été modifié entre-temps par un collègue : vérifiez son état et recommencez.".to_owned(),
                 tonic::Code::InvalidArgument if e.message().contains("reason") => {

@@ -44,18 +44,18 @@ impl Layout {
 pub struct Section<T> {
     pub ok: Option<T>,
     pub error: Option<String>,
+    /// The failed call's code, for the page's HTTP status.
+    pub code: Option<tonic::Code>,
 }
 
 impl<T> Section<T> {
     pub fn from(res: Result<T, tonic::Status>, what: &str) -> Section<T> {
         match res {
-            Ok(v) => Section {
-                ok: Some(v),
-                error: None,
-            },
+            Ok(v) => Section::done(v),
             Err(e) => Section {
                 ok: None,
                 error: Some(web::explain(&e, what)),
+                code: Some(e.code()),
             },
         }
     }
@@ -64,6 +64,15 @@ impl<T> Section<T> {
         Section {
             ok: None,
             error: Some(message),
+            code: None,
+        }
+    }
+
+    pub fn done(value: T) -> Section<T> {
+        Section {
+            ok: Some(value),
+            error: None,
+            code: None,
         }
     }
 }

@@ -252,6 +252,7 @@ async fn list_rows(app: &App, agent: &Session, f: &Filters) -> Section<Rows> {
     Section {
         ok: Some(Rows { items, next }),
         error: None,
+        code: None,
     }
 }
 
@@ -319,6 +320,7 @@ async fn mine(app: &App, agent: &Session) -> Section<Mine> {
                 .collect(),
         }),
         error: None,
+        code: None,
     }
 }
 
@@ -344,6 +346,7 @@ async fn me(app: &App, agent: &Session) -> Section<Me> {
                     queues: a.queues,
                 }),
                 error: None,
+                code: None,
             }
         }
         // An agent never seen by routing is simply offline.
@@ -356,6 +359,7 @@ async fn me(app: &App, agent: &Session) -> Section<Me> {
                 queues: Vec::new(),
             }),
             error: None,
+            code: None,
         },
         Err(e) => Section::from(Err(e), "La file d'attente"),
     }

@@ -76,10 +76,7 @@ fn count<T>(s: &Section<Vec<T>>) -> usize {
 }
 
 fn empty<T>() -> Section<Vec<T>> {
-    Section {
-        ok: Some(Vec::new()),
-        error: None,
-    }
+    Section::done(Vec::new())
 }
 
 /// A ticket number as the board shows it: a letter and three digits.
@@ -138,6 +135,7 @@ pub async fn search(
                         state: d.state_title,
                     }]),
                     error: None,
+                    code: None,
                 }
             }
             // Not found and not readable look the same.
@@ -183,6 +181,7 @@ pub async fn search(
                         .collect(),
                 ),
                 error: None,
+                code: None,
             },
             Err(e) => Section::from(Err(e), "La file d'attente"),
         };
@@ -218,6 +217,7 @@ pub async fn search(
                         .collect(),
                 ),
                 error: None,
+                code: None,
             },
             Err(e) if e.code() == tonic::Code::InvalidArgument => Section::failed(
                 "Recherche impossible avec ce texte : essayez un nom, un téléphone ou un courriel."
