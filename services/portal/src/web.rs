@@ -272,3 +272,20 @@ pub fn clear_flash(mut r: Response, secure: bool) -> Response {
     }
     r
 }
+
+/// The kind of a failed precondition (`TRANSITION`, `GUARD`, `CAPACITY`…),
+/// as the role put it in the error details.
+pub fn precondition(status: &tonic::Status) -> Option<&'static str> {
+    use tonic_types::StatusExt;
+    let details = status.get_error_details();
+    let kind = details
+        .precondition_failure()?
+        .violations
+        .first()?
+        .r#type
+        .clone();
+    // The kinds the pages tell apart.
+    ["TRANSITION", "GUARD", "CAPACITY", "PRESENCE"]
+        .into_iter()
+        .find(|k| *k == kind)
+}

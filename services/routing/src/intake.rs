@@ -46,6 +46,15 @@ fn classify(step: &str, status: tonic::Status) -> HandlerError {
     }
 }
 
+/// "35 s", "2 min", "1 min 35".
+fn seconds_fr(s: u32) -> String {
+    match (s / 60, s % 60) {
+        (0, sec) => format!("{sec} s"),
+        (m, 0) => format!("{m} min"),
+        (m, sec) => format!("{m} min {sec:02}"),
+    }
+}
+
 /// The French one-line summary an agent sees in the queue.
 pub fn summary(event: &IntakeEvent) -> String {
     let text = if !event.subject.trim().is_empty() {
@@ -60,6 +69,28 @@ pub fn summary(event: &IntakeEvent) -> String {
                 format!("Visite à l'accueil, ticket {}", c.ticket_number)
             } else {
                 format!("Visite à l'accueil, ticket {} : {text}", c.ticket_number)
+            }
+        }
+        Some(intake_event::Details::Telephony(t)) if t.direction != "out" => {
+            // What the agent needs before calling back: missed or not, how
+            // long the caller waited and talked.
+            let what = if t.voicemail {
+                format!("Message vocal (attente {})", seconds_fr(t.waiting_seconds))
+            } else if t.callback_requested {
+                "Demande de rappel".to_owned()
+            } else if t.missed {
+                format!("Appel manqué (attente {})", seconds_fr(t.waiting_seconds))
+            } else {
+                format!(
+                    "Appel (attente {}, conversation {})",
+                    seconds_fr(t.waiting_seconds),
+                    seconds_fr(t.talk_seconds)
+                )
+            };
+            if text.is_empty() {
+                what
+            } else {
+                format!("{what} : {text}")
             }
         }
         _ => {
@@ -862,6 +893,37 @@ fn decode(body: &Bytes) -> Result<IntakeEvent, HandlerError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn call_summaries_say_missed_waiting_and_talk_times() {
+        let call = |missed: bool, voicemail: bool, wait: u32, talk: u32| IntakeEvent {
+            channel: Channel::Telephony as i32,
+            details: Some(intake_event::Details::Telephony(
+                guichet_proto::intake::v1::TelephonyDetails {
+                    direction: "in".into(),
+                    missed,
+                    voicemail,
+                    waiting_seconds: wait,
+                    talk_seconds: talk,
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&call(true, false, 95, 0)),
+            "Appel manqué (attente 1 min 35)"
+        );
+        assert_eq!(
+            summary(&call(false, false, 12, 240)),
+            "Appel (attente 12 s, conversation 4 min)"
+        );
+        assert_eq!(
+            summary(&call(true, true, 30, 0)),
+            "Message vocal (attente 30 s)"
+        );
+    }
+
     use super::*;
     use guichet_proto::intake::v1::CounterDetails;
 

@@ -196,6 +196,14 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         .unwrap();
     }
 
+    // Not available yet: taking a request says what to do.
+    b.click_text("Prendre la suivante").await;
+    b.wait_text(
+        "Passez en « Disponible » pour prendre une demande",
+        Duration::from_secs(10),
+    )
+    .await;
+
     // Available, then a walk-in ticket issued through the counter API shows
     // up in the open page without a reload.
     b.client
@@ -246,8 +254,8 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         "the email on the timeline:\n{text}"
     );
     assert!(
-        text.contains("Téléphone"),
-        "the missed call on the timeline:\n{text}"
+        text.contains("Appel manqué (attente 1 min 35)"),
+        "the missed call on the timeline, with its waiting time:\n{text}"
     );
     assert!(
         text.contains("Copie ou extrait d'acte d'état civil"),

@@ -884,7 +884,7 @@ pub async fn transition(
             let message = match e.code() {
                 // The page was read before a colleague moved the dossier on:
                 // this step no longer leaves its current state.
-                tonic::Code::FailedPrecondition if e.message().contains("has no transition") => {
+                tonic::Code::FailedPrecondition if web::precondition(&e) == Some("TRANSITION") => {
                     "Ce dossier a changé entre-temps (un collègue l'a fait avancer) : cette étape n'est plus possible. Vérifiez son état et recommencez.".to_owned()
                 }
                 tonic::Code::FailedPrecondition => format!("Étape impossible : {}", e.message()),

@@ -478,10 +478,10 @@ pub async fn take_next(
         Err(e) => {
             let message = match e.code() {
                 tonic::Code::NotFound => "Aucune demande ne vous attend pour le moment.".to_owned(),
-                tonic::Code::FailedPrecondition if e.message().contains("available") || e.message().contains("presence") => {
+                tonic::Code::FailedPrecondition if web::precondition(&e) == Some("PRESENCE") => {
                     "Passez en « Disponible » pour prendre une demande.".to_owned()
                 }
-                tonic::Code::FailedPrecondition => {
+                tonic::Code::FailedPrecondition if web::precondition(&e) == Some("CAPACITY") => {
                     "Vous avez déjà le maximum de demandes en cours sur ce canal : terminez-en une d'abord.".to_owned()
                 }
                 _ => web::explain(&e, "La file d'attente"),
