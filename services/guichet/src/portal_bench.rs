@@ -254,6 +254,7 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
         dossier
             .record_contact(with_token(dpb::RecordContactRequest {
                 dossier_id: first.dossier_id.clone(),
+                kind: dpb::EntryKind::Contact as i32,
                 channel: ipb::Channel::Telephony as i32,
                 occur_time: Some(guichet_proto::convert::timestamp(Utc::now())),
                 summary: format!("Appel n° {i} : question sur le dossier"),

@@ -306,13 +306,7 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
             .map(views::when)
             .unwrap_or_default(),
         restricted,
-        guidance: guidance
-            .guidance
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        guidance: paragraphs(&guidance.guidance),
         checklist: guidance
             .checklist
             .iter()
@@ -355,6 +349,32 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
             })
             .collect(),
     })
+}
+
+/// The guidance as paragraphs: a process file wraps its sentences over
+/// several lines; a line ending a sentence (or a blank line) ends one.
+fn paragraphs(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            if !current.is_empty() {
+                out.push(std::mem::take(&mut current));
+            }
+            continue;
+        }
+        if !current.is_empty() {
+            current.push(' ');
+        }
+        current.push_str(line);
+        if line.ends_with(['.', '!', '?', ':', '»']) {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 fn timeline_filter(f: &TimelineFilters) -> dpb::TimelineFilter {
@@ -1168,5 +1188,21 @@ pub async fn open_dossier(
             )
             .await
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrapped_guidance_reads_as_paragraphs() {
+        let text = "Vérifiez que l'événement a eu lieu dans la commune ; sinon, orientez vers la mairie du lieu\nde l'événement.\nLa délivrance est gratuite.\n\nRappelez la démarche en ligne";
+        assert_eq!(
+            super::paragraphs(text),
+            [
+                "Vérifiez que l'événement a eu lieu dans la commune ; sinon, orientez vers la mairie du lieu de l'événement.",
+                "La délivrance est gratuite.",
+                "Rappelez la démarche en ligne",
+            ]
+        );
     }
 }
