@@ -459,8 +459,35 @@ pub(super) async fn get_guidance(
             requires_reason: t.requires_reason,
             allowed: failures.is_empty(),
             blocked_reason: failures.join(" ; "),
+            on_enter: def
+                .state(&t.to)
+                .map(|s| s.actions.iter().map(|a| action_pb(&def, a)).collect())
+                .unwrap_or_default(),
         });
     }
+    // The current state's actions, with where each of this entry stands.
+    let runs = api
+        .store
+        .action_runs(&d.id, &d.state)
+        .await
+        .map_err(internal_err("guidance"))?;
+    let actions = state
+        .map(|s| {
+            s.actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut x = action_pb(&def, a);
+                    if let Some(r) = runs.iter().find(|r| r.planned.index == i) {
+                        x.status = r.status.to_owned();
+                        x.attempts = r.attempts;
+                        x.error = r.error.clone();
+                    }
+                    x
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (sla_status, due) = match api.store.sla(&d, state) {
         Sla::None => (pb::SlaStatus::None, None),
         Sla::OnTime(t) => (pb::SlaStatus::OnTime, Some(t)),
@@ -480,19 +507,20 @@ pub(super) async fn get_guidance(
         next_actions,
         sla_status: sla_status as i32,
         sla_due_time: opt_ts(due),
-        actions: state
-            .map(|s| {
-                s.actions
-                    .iter()
-                    .map(|a| pb::StateAction {
-                        kind: a.kind.clone(),
-                        appointment_type: a.appointment_type.clone().unwrap_or_default(),
-                        template: a.template.clone().unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        actions,
     }))
+}
+
+/// A state action as the agent sees it, before it runs.
+fn action_pb(def: &ProcessDefinition, a: &crate::catalog::ActionDefinition) -> pb::StateAction {
+    pb::StateAction {
+        kind: a.kind.clone(),
+        appointment_type: a.appointment_type.clone().unwrap_or_default(),
+        template: a.template.clone().unwrap_or_default(),
+        description: a.describe(def),
+        document: a.document.clone().unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 pub(super) async fn add_note(
