@@ -27,7 +27,7 @@ impl Core {
             .summary(&if for_agent {
                 format!("{t} – {} ({} pers.)", b.reference, b.people)
             } else {
-                format!("{} – {t}", self.config.town_name)
+                format!("{} – {t}", self.config.town.hall())
             })
             .description(&if for_agent {
                 format!("Guichet : {desk}. Statut : {}.", b.status)
@@ -55,7 +55,7 @@ impl Core {
 
     pub fn booking_ics(&self, b: &booking::Model) -> String {
         let mut cal = Calendar::new();
-        cal.name(&format!("Rendez-vous – {}", self.config.town_name))
+        cal.name(&format!("Rendez-vous – {}", self.config.town.hall()))
             .push(self.ics_event(b, false));
         cal.done().to_string()
     }

@@ -217,7 +217,7 @@ async fn appointment_waiting_list_offers_at_most_one_a_day_and_three_in_all() {
         offers[0].target,
         Some(Target::Email("camille@example.fr".into()))
     );
-    assert!(worded(offers[0]).contains("créneau plus tôt"));
+    assert!(worded(offers[0]).contains("créneau plus proche"));
     assert!(worded(offers[2]).contains("3/3"));
     let ids_sent: std::collections::BTreeSet<_> = offers.iter().map(|o| o.id.clone()).collect();
     assert_eq!(ids_sent.len(), 3);

@@ -42,7 +42,7 @@ fn overrides<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         ("GUICHET__NOTIFICATION__BACKOFF_BASE_MS", "20"),
         ("GUICHET__NOTIFICATION__BACKOFF_MAX_SECS", "1"),
         ("GUICHET__NOTIFICATION__MAX_ATTEMPTS", "3"),
-        ("GUICHET__NOTIFICATION__TOWN_NAME", "Villeneuve"),
+        ("GUICHET__TOWN__NAME", "Villeneuve"),
         ("GUICHET__NOTIFICATION__HTTP_ADDR", "127.0.0.1:0"),
         (
             "GUICHET__NOTIFICATION__SMS_HTTP__REPORT_TOKEN",

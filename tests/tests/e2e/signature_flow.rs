@@ -90,7 +90,7 @@ impl Fx {
         let dossier = env.spawn(&[Role::Dossier, Role::Notification]).await;
         let mut cfg = env.config();
         cfg.signature.dossier_url = format!("http://{}", dossier.grpc_addr);
-        cfg.signature.town_name = "Villeneuve".into();
+        cfg.town.name = "Villeneuve".into();
         cfg.signature.job_interval_secs = 1;
         edit(&mut cfg);
         let clock = ManualClock::new(Utc::now());

@@ -191,7 +191,7 @@ impl Core {
             .unwrap_or_default();
         let (day, hour) = french_date_time(b.start_at);
         HashMap::from([
-            ("town_name".to_owned(), self.config.town_name.clone()),
+            ("town_name".to_owned(), self.config.town.hall()),
             ("appointment_type".to_owned(), t),
             ("day".to_owned(), day),
             ("hour".to_owned(), hour),

@@ -171,7 +171,7 @@ impl Core {
             );
             // Worded by the template appointment-waitlist-offer.
             let variables = HashMap::from([
-                ("town_name".to_owned(), self.config.town_name.clone()),
+                ("town_name".to_owned(), self.config.town.hall()),
                 ("appointment_type".to_owned(), t),
                 ("day".to_owned(), day),
                 ("hour".to_owned(), hour),
