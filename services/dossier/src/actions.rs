@@ -547,6 +547,24 @@ impl ActionRunner {
                 p.appointment_type
             )));
         };
+        if !t.public {
+            // Booked by an agent only (its own window and desks): the agent
+            // searches the agenda with the citizen.
+            return self
+                .record(
+                    self.store.db(),
+                    p,
+                    d,
+                    "appointment",
+                    format!(
+                        "À faire : réserver avec l'usager un rendez-vous « {} » (pris par un agent, dans l'agenda des rendez-vous)",
+                        t.name
+                    ),
+                    format!("action:{}", p.key()),
+                )
+                .await
+                .map_err(Failure::transient);
+        }
         let slots = client
             .search_availability(apb::SearchAvailabilityRequest {
                 appointment_type: p.appointment_type.clone(),
@@ -557,7 +575,12 @@ impl ActionRunner {
                 ..Default::default()
             })
             .await
-            .map_err(|s| Failure::transient(format!("service des rendez-vous : {}", s.message())))?
+            .map_err(|s| {
+                Failure::of(tonic::Status::new(
+                    s.code(),
+                    format!("service des rendez-vous : {}", s.message()),
+                ))
+            })?
             .into_inner()
             .slots;
         let when: Vec<String> = slots
