@@ -105,7 +105,12 @@ mod tests {
         assert_eq!(t.hall(), "Mairie de Villeneuve-sur-Lot");
         t.validate().unwrap();
         t.sms_sender = "MAIRIE DE VILLENEUVE".into();
-        assert!(t.validate().unwrap_err().to_string().contains("town.sms_sender"));
+        assert!(
+            t.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("town.sms_sender")
+        );
         t.sms_sender = String::new();
         t.name = " ".into();
         assert!(t.validate().unwrap_err().to_string().contains("town.name"));

@@ -64,7 +64,10 @@ impl Planned {
     /// Idempotency key of this action in the other roles (the notification
     /// id, the signature request id) and on the timeline.
     pub fn key(&self) -> String {
-        format!("action-{}-{}-{}", self.dossier_id, self.revision, self.index)
+        format!(
+            "action-{}-{}-{}",
+            self.dossier_id, self.revision, self.index
+        )
     }
 }
 
@@ -80,7 +83,8 @@ pub struct ActionRun {
 }
 
 pub type SignatureClient = SignatureServiceClient<InterceptedService<Channel, ServiceCredentials>>;
-pub type AppointmentClient = AppointmentServiceClient<InterceptedService<Channel, ServiceCredentials>>;
+pub type AppointmentClient =
+    AppointmentServiceClient<InterceptedService<Channel, ServiceCredentials>>;
 
 impl Store {
     /// Write the jobs of `state`'s actions for the entry at `revision`.
@@ -274,7 +278,9 @@ impl ActionRunner {
                 citizen: c,
             });
         }
-        Err(Failure::permanent("chaîne de fusions de l'usager trop longue"))
+        Err(Failure::permanent(
+            "chaîne de fusions de l'usager trop longue",
+        ))
     }
 
     fn variables(
@@ -369,8 +375,10 @@ impl ActionRunner {
             self.store.db(),
             p,
             &d,
-            "action_failed",
-            format!("Action automatique non réalisée : {what}. Motif : {why}. À faire par l'agent."),
+            "task",
+            format!(
+                "Action automatique non réalisée : {what}. Motif : {why}. À faire par l'agent."
+            ),
             format!("action-failed:{}", p.key()),
         )
         .await
@@ -439,7 +447,8 @@ impl ActionRunner {
 
     async fn request_signature(&self, p: &Planned, d: &dossier::Model) -> Result<(), Failure> {
         let Some(client) = self.signature.clone() else {
-            return Err(Failure::permanent(
+            // Retried: the role may be configured and the process restarted.
+            return Err(Failure::transient(
                 "le service de signature n'est pas configuré (dossier.signature_url)",
             ));
         };
@@ -526,7 +535,7 @@ impl ActionRunner {
 
     async fn propose_appointment(&self, p: &Planned, d: &dossier::Model) -> Result<(), Failure> {
         let Some(client) = self.appointment.clone() else {
-            return Err(Failure::permanent(
+            return Err(Failure::transient(
                 "le service des rendez-vous n'est pas configuré (dossier.appointment_url)",
             ));
         };
@@ -537,11 +546,7 @@ impl ActionRunner {
             .await
             .map_err(|s| Failure::transient(format!("service des rendez-vous : {}", s.message())))?
             .into_inner();
-        let Some(t) = types
-            .types
-            .iter()
-            .find(|t| t.id == p.appointment_type)
-        else {
+        let Some(t) = types.types.iter().find(|t| t.id == p.appointment_type) else {
             return Err(Failure::permanent(format!(
                 "le type de rendez-vous « {} » n'existe pas dans l'agenda de la mairie",
                 p.appointment_type
@@ -555,7 +560,7 @@ impl ActionRunner {
                     self.store.db(),
                     p,
                     d,
-                    "appointment",
+                    "task",
                     format!(
                         "À faire : réserver avec l'usager un rendez-vous « {} » (pris par un agent, dans l'agenda des rendez-vous)",
                         t.name
@@ -598,7 +603,7 @@ impl ActionRunner {
             self.store.db(),
             p,
             d,
-            "appointment",
+            "task",
             format!(
                 "À faire : proposer à l'usager un rendez-vous « {} » et le réserver avec lui ({free})",
                 t.name
@@ -624,7 +629,9 @@ mod tests {
     #[test]
     fn the_document_title_is_shortened_for_the_signer() {
         assert_eq!(
-            short_title("Avenant au contrat d'accueil, préparé par la direction de l'établissement (PDF, envoyé à la signature)"),
+            short_title(
+                "Avenant au contrat d'accueil, préparé par la direction de l'établissement (PDF, envoyé à la signature)"
+            ),
             "Avenant au contrat d'accueil"
         );
         assert_eq!(short_title("Contrat"), "Contrat");

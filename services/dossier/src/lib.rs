@@ -21,12 +21,12 @@ pub mod store;
 use std::sync::Arc;
 
 use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
-use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
-use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::role::{BoxFuture, RoleService, RoleSpec};
+use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
+use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -92,6 +92,10 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     }
     deps.bus
         .ensure_stream(guichet_platform::bus::StreamKind::Events)
+        .await?;
+    // State actions send messages through NOTIFY (`guichet.notify.dossier`).
+    deps.bus
+        .ensure_stream(guichet_platform::bus::StreamKind::Notify)
         .await?;
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
     let store = store::Store::new(store::StoreParts {

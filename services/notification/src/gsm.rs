@@ -207,7 +207,10 @@ mod tests {
         let fitted = fit_letters(t);
         assert_eq!(fitted, "Hotel de ville, fete, garcon, OEuvre : é è à ù Ç É");
         assert!(is_gsm7(&fitted));
-        assert!(matches!(fit_letters("Bonjour"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            fit_letters("Bonjour"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

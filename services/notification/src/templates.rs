@@ -504,11 +504,11 @@ mod tests {
         );
     }
 
-    /// The signing SMS (with its link) and the appointment SMS, with the
-    /// shipped town's names ("Hôtel de ville") and links as long as the
-    /// roles make them, go out in GSM-7 and in at most two segments.
+    /// The signing SMS (with its link) fits two GSM-7 segments; the
+    /// appointment SMS, with the shipped town's names ("Hôtel de ville"),
+    /// go out in GSM-7 too.
     #[test]
-    fn signing_and_appointment_sms_fit_two_gsm7_segments() {
+    fn signing_and_appointment_sms_go_out_in_gsm7() {
         let c = catalog();
         let vars = vars(&[
             ("town", "Villeneuve"),
@@ -530,8 +530,19 @@ mod tests {
             ("sent", "2"),
             ("max", "3"),
         ]);
+        let text_signing = c.sms_text("signature-code", &vars).expect("renders");
+        let shape = crate::gsm::shape(&text_signing);
+        assert_eq!(shape.encoding, crate::gsm::Encoding::Gsm7, "{text_signing}");
+        assert_eq!(shape.segments, 2, "{text_signing}");
+        // The appointment messages carry a manage link as long as the
+        // appointment role makes them: three GSM-7 segments at most (five
+        // or six in UCS-2 with the ô of "Hôtel de ville").
+        let mut vars = vars.clone();
+        vars.insert(
+            "link".into(),
+            "https://rendez-vous.mairie.example.fr/rendez-vous/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b?jeton=Jx1kQ8v0bW3nR7tY5uZ2aC4dE6fG8hI0".into(),
+        );
         for id in [
-            "signature-code",
             "appointment-confirmation",
             "appointment-reminder",
             "appointment-cancellation",
@@ -541,11 +552,24 @@ mod tests {
             let text = c.sms_text(id, &vars).expect("renders");
             let shape = crate::gsm::shape(&text);
             assert_eq!(shape.encoding, crate::gsm::Encoding::Gsm7, "{id}: {text}");
-            assert!(shape.segments <= 2, "{id}: {} segments: {text}", shape.segments);
+            assert!(
+                shape.segments <= 3,
+                "{id}: {} segments: {text}",
+                shape.segments
+            );
+            let raw = c.render_sms(id, &vars).expect("renders");
+            assert_eq!(
+                crate::gsm::shape(&raw).encoding,
+                crate::gsm::Encoding::Ucs2,
+                "{id}: the test's names need the fitting"
+            );
         }
-        let signing = c.sms_text("signature-code", &vars).unwrap();
+        let signing = text_signing;
         assert!(signing.ends_with("Signez ici : https://signature.villeneuve.example.fr/s/Jx1kQ8v0bW3nR7tY5uZ2aC4dE6fG8hI0"));
-        assert!(signing.contains("\"Avenant au contrat d'accueil en crèche\""), "{signing}");
+        assert!(
+            signing.contains("\"Avenant au contrat d'accueil en crèche\""),
+            "{signing}"
+        );
     }
 
     /// The appointment messages, word for word what the appointment role

@@ -110,10 +110,7 @@ fn html(
     let logo = if town.logo_url.is_empty() {
         String::new()
     } else {
-        format!(
-            r#"<img src="{}" alt="" height="48"> "#,
-            esc(&town.logo_url)
-        )
+        format!(r#"<img src="{}" alt="" height="48"> "#, esc(&town.logo_url))
     };
     let page = format!(
         r#"<!doctype html>

@@ -770,6 +770,10 @@ async fn signature_codes_and_requests_expire_on_time() {
         .unwrap()
         .into_inner();
     assert_eq!(got.status, pb::RequestStatus::Expired as i32);
+    assert_eq!(
+        got.signers[0].status, "expired",
+        "a signer who did not sign in time is not left pending"
+    );
     let browser = Browser::new(f.pages);
     let (_, page) = browser.get(&page_path(&req.signers[0])).await;
     assert!(page.contains("Délai de signature dépassé"), "{page}");

@@ -251,18 +251,23 @@ async fn crèche_contract_change_is_signed_from_the_sms(backend: Backend) {
     eventually("the confirmation SMS", StdDuration::from_secs(30), || {
         let env = &env;
         let id = id.clone();
-        async move {
-            (!sms_of(env, &id, "avenant-creche-confirmation").is_empty()).then_some(())
-        }
+        async move { (!sms_of(env, &id, "avenant-creche-confirmation").is_empty()).then_some(()) }
     })
     .await;
     let entries = timeline(&mut d, &id).await;
     let actions = action_entries(&entries);
     assert_eq!(actions.len(), 2, "{actions:?}");
-    assert!(actions.iter().any(|e| e.kind == dpb::EntryKind::Signature as i32
-        && e.summary.contains("un SMS avec le lien de signature et un code")));
-    assert!(actions.iter().any(|e| e.kind == dpb::EntryKind::MessageSent as i32
-        && e.summary.contains("avenant-creche-confirmation")));
+    assert!(actions.iter().any(|e| {
+        e.kind == dpb::EntryKind::Signature as i32
+            && e.summary
+                .contains("un SMS avec le lien de signature et un code")
+    }));
+    assert!(
+        actions
+            .iter()
+            .any(|e| e.kind == dpb::EntryKind::MessageSent as i32
+                && e.summary.contains("avenant-creche-confirmation"))
+    );
     let g = guidance(&mut d, &id).await;
     assert_eq!(g.actions.len(), 1);
     assert_eq!(g.actions[0].status, "done", "{:?}", g.actions[0]);
@@ -447,10 +452,10 @@ async fn every_procedure_acts_once_per_entry(backend: Backend) {
         let done = action_entries(&entries);
         assert_eq!(done.len(), expected.len(), "{what}: {done:?}");
         for (kind, name) in &expected {
-            let want = dpb::EntryKind::from(match kind.as_str() {
+            let want = (match kind.as_str() {
                 "send_message" => dpb::EntryKind::MessageSent,
                 "request_signature" => dpb::EntryKind::Signature,
-                _ => dpb::EntryKind::Appointment,
+                _ => dpb::EntryKind::Task,
             }) as i32;
             assert!(
                 done.iter().any(|e| e.kind == want),

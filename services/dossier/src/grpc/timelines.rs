@@ -14,7 +14,7 @@ pub(super) fn entry_kind(kind: &str) -> pb::EntryKind {
         "signature" => pb::EntryKind::Signature,
         "message_sent" => pb::EntryKind::MessageSent,
         "merge" => pb::EntryKind::Merge,
-        "action_failed" => pb::EntryKind::ActionFailed,
+        "task" => pb::EntryKind::Task,
         _ => pb::EntryKind::Unspecified,
     }
 }
@@ -31,7 +31,7 @@ pub(super) fn entry_kind_slug(kind: pb::EntryKind) -> Option<&'static str> {
         pb::EntryKind::Signature => "signature",
         pb::EntryKind::MessageSent => "message_sent",
         pb::EntryKind::Merge => "merge",
-        pb::EntryKind::ActionFailed => "action_failed",
+        pb::EntryKind::Task => "task",
         pb::EntryKind::Unspecified => return None,
     })
 }
