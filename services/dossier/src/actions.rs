@@ -200,11 +200,15 @@ impl ActionRunner {
     /// Run the actions due now; returns how many succeeded.
     pub async fn run_due(&self) -> Result<usize, DbErr> {
         let now = self.store.now();
+        let max_attempts = self.runner.policy().max_attempts;
         self.runner
             .run_due(now, |job| async move {
                 let res = self.run(&job).await;
+                // Given up (refused for good, or out of attempts): the agent
+                // takes over, told on the timeline.
+                let last = usize::try_from(job.attempts).unwrap_or(0) + 1 >= max_attempts;
                 if let Err(e) = &res
-                    && !guichet_platform::retry::Classify::is_transient(e)
+                    && (last || !guichet_platform::retry::Classify::is_transient(e))
                     && let Ok(p) = serde_json::from_str::<Planned>(&job.payload)
                     && let Err(db) = self.record_failure(&p, &e.message).await
                 {

@@ -92,6 +92,35 @@ pub async fn walk_in_slice_with(
         "{}",
         item.dossier_reference
     );
+    if appointment_task {
+        // The passport's first state proposes an appointment, a state
+        // action run right after the dossier opened: the agent sees the
+        // task before completing the visit.
+        let dossiers = dossier_client(dossier, &agent).await;
+        eventually(
+            "the appointment to propose",
+            Duration::from_secs(20),
+            || {
+                let mut dossiers = dossiers.clone();
+                let id = item.dossier_id.clone();
+                async move {
+                    let t = dossiers
+                        .list_dossier_timeline(dpb::ListDossierTimelineRequest {
+                            dossier_id: id,
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    t.entries
+                        .iter()
+                        .any(|e| e.kind() == dpb::EntryKind::Task)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
     let done = queue_client(queue, &agent)
         .await
         .complete_work_item(qpb::CompleteWorkItemRequest {
@@ -135,25 +164,14 @@ pub async fn walk_in_slice_with(
             dpb::EntryKind::Contact,
         ]
     };
-    // The passport's first state proposes an appointment (a state action
-    // run right after the dossier opened): wait for it when it runs.
-    let timeline = eventually("the dossier timeline", Duration::from_secs(20), || {
-        let mut dossiers = dossiers.clone();
-        let id = d.id.clone();
-        let n = expected.len();
-        async move {
-            let t = dossiers
-                .list_dossier_timeline(dpb::ListDossierTimelineRequest {
-                    dossier_id: id,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner();
-            (t.entries.len() >= n).then_some(t)
-        }
-    })
-    .await;
+    let timeline = dossiers
+        .list_dossier_timeline(dpb::ListDossierTimelineRequest {
+            dossier_id: d.id.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("dossier timeline")
+        .into_inner();
     let kinds: Vec<_> = timeline.entries.iter().map(|e| e.kind()).collect();
     assert_eq!(
         kinds, expected,

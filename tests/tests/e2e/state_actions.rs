@@ -515,3 +515,72 @@ async fn state_actions_every_shipped_procedure_acts_once_per_state_entry_sqlite(
 async fn state_actions_every_shipped_procedure_acts_once_per_state_entry_postgres() {
     every_procedure_acts_once_per_entry(Backend::Postgres).await;
 }
+
+#[tokio::test]
+async fn state_actions_an_action_that_cannot_run_is_handed_to_the_agent() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[Role::Dossier, Role::Notification]).await;
+    let mut d = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    // Known by name only: no phone, no email to write to.
+    let citizen_id = d
+        .resolve_citizen(dpb::ResolveCitizenRequest {
+            hint: Some(CitizenHint {
+                given_name: "Paul".into(),
+                family_name: "Sanscontact".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .citizen
+        .unwrap()
+        .id;
+    let dossier = d
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id,
+            process_id: "creche-modification-contrat".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let id = dossier.id.clone();
+    transition(&mut d, &id, "attente-precisions", "ask-1").await;
+    let g = eventually(
+        "the failed action shown",
+        StdDuration::from_secs(20),
+        || {
+            let mut d = d.clone();
+            let id = id.clone();
+            async move {
+                let g = guidance(&mut d, &id).await;
+                (g.actions.first()?.status == "failed").then_some(g)
+            }
+        },
+    )
+    .await;
+    assert_eq!(
+        g.actions[0].error,
+        "l'usager n'a ni numéro de téléphone ni adresse électronique"
+    );
+    let entries = timeline(&mut d, &id).await;
+    let tasks: Vec<_> = entries
+        .iter()
+        .filter(|e| e.kind == dpb::EntryKind::Task as i32)
+        .collect();
+    assert_eq!(tasks.len(), 1, "{entries:?}");
+    assert!(
+        tasks[0].summary.starts_with(
+            "Action automatique non réalisée : Envoi à l'usager du message « pieces-manquantes »"
+        ),
+        "{}",
+        tasks[0].summary
+    );
+    assert!(action_entries(&entries).is_empty(), "nothing was sent");
+    app.stop().await.unwrap();
+    env.cleanup().await;
+}
