@@ -28,6 +28,7 @@ pub mod role;
 pub mod secret;
 pub mod shutdown;
 pub mod telemetry;
+pub mod town;
 
 pub use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,8 @@ pub struct Deps {
     /// "Now" for every deadline, timer and timestamp (a manual clock in
     /// tests, so they move time instead of sleeping).
     pub clock: clock::SharedClock,
+    /// The town's identity (`[town]`), for every message and page.
+    pub town: town::Town,
     /// Test seams keyed by type (see [`role::Overrides`]); empty in
     /// production.
     pub overrides: role::Overrides,

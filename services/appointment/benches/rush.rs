@@ -32,7 +32,10 @@ fn model(database_url: String) -> Config {
         database_url,
         dossier_url: "http://127.0.0.1:1".into(),
         public_base_url: "https://rdv.example.fr".into(),
-        town_name: "Villeneuve".into(),
+        town: guichet_platform::town::Town {
+            name: "Villeneuve".into(),
+            ..Default::default()
+        },
         slot_minutes: 15,
         closed_on_holidays: true,
         job_interval_secs: 3600,
@@ -128,6 +131,10 @@ async fn run(label: &str, database_url: String) {
             std::env::temp_dir().join(format!("guichet-bench-{id}")),
         ),
         clock: Arc::new(clock),
+        town: guichet_platform::town::Town {
+            name: "Villeneuve".into(),
+            ..Default::default()
+        },
         overrides: Default::default(),
     };
     let service = guichet_appointment::build(model(database_url), deps)

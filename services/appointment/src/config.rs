@@ -20,8 +20,10 @@ pub struct Config {
     pub dossier_url: String,
     /// Base of the links sent to citizens (cancel/reschedule, ANTS callbacks).
     pub public_base_url: String,
-    /// Town name in citizen messages.
-    pub town_name: String,
+    /// The town's identity (`[town]`, given by the process, not this
+    /// section): in messages and calendars.
+    #[serde(skip)]
+    pub town: guichet_platform::town::Town,
     /// Granularity of the schedule: every booking occupies whole units.
     pub slot_minutes: u32,
     /// Desks are closed on French public holidays (unless an extra opening).
@@ -352,7 +354,10 @@ pub mod tests_support {
             database_url: "sqlite::memory:".into(),
             dossier_url: "http://127.0.0.1:1".into(),
             public_base_url: "https://rdv.example.fr".into(),
-            town_name: "Villeneuve".into(),
+            town: guichet_platform::town::Town {
+                name: "Villeneuve".into(),
+                ..Default::default()
+            },
             slot_minutes: 15,
             closed_on_holidays: true,
             job_interval_secs: 5,

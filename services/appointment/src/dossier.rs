@@ -14,6 +14,19 @@ use tonic::transport::Channel;
 #[async_trait]
 pub trait DossierLinker: Send + Sync {
     async fn link(&self, dossier_id: &str, booking_id: &str, status: &str) -> Result<(), Status>;
+
+    /// [`DossierLinker::link`] for the booking change made at `at` (its
+    /// time keys the timeline entry: a retried job records it once, a
+    /// second reschedule again).
+    async fn link_at(
+        &self,
+        dossier_id: &str,
+        booking_id: &str,
+        status: &str,
+        _at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Status> {
+        self.link(dossier_id, booking_id, status).await
+    }
 }
 
 pub struct Grpc {
@@ -23,6 +36,17 @@ pub struct Grpc {
 #[async_trait]
 impl DossierLinker for Grpc {
     async fn link(&self, dossier_id: &str, booking_id: &str, status: &str) -> Result<(), Status> {
+        self.link_at(dossier_id, booking_id, status, chrono::Utc::now())
+            .await
+    }
+
+    async fn link_at(
+        &self,
+        dossier_id: &str,
+        booking_id: &str,
+        status: &str,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), Status> {
         let mut c = self.client.clone();
         c.link_dossier(LinkDossierRequest {
             dossier_id: dossier_id.to_owned(),
@@ -30,7 +54,7 @@ impl DossierLinker for Grpc {
                 kind: "appointment".into(),
                 ref_id: booking_id.to_owned(),
                 status: status.to_owned(),
-                update_time: Some(timestamp(chrono::Utc::now())),
+                update_time: Some(timestamp(at)),
             }),
         })
         .await?;

@@ -81,8 +81,9 @@ impl RoleSpec for Spec {
 /// Connect the database, the dossier link and the ANTS coordination; test
 /// doubles of both may come as seams in `deps` (`Arc<dyn Coordination>`,
 /// `Arc<dyn DossierLinker>`).
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
     config.validate()?;
+    config.town = deps.town.clone();
     let db = deps
         .database::<db::Migrator>("appointment", &config.database_url)
         .await?;

@@ -110,6 +110,38 @@ pub struct ActionDefinition {
     pub appointment_type: Option<String>,
     #[serde(default)]
     pub template: Option<String>,
+    /// `request_signature`: the document (an id of `[[documents]]`) to have
+    /// signed; the dossier's latest PDF when unset.
+    #[serde(default)]
+    pub document: Option<String>,
+}
+
+impl ActionDefinition {
+    /// What entering the state does, for the agent (French).
+    pub fn describe(&self, def: &ProcessDefinition) -> String {
+        match self.kind.as_str() {
+            "send_message" => format!(
+                "Envoi à l'usager du message « {} » (SMS ou courriel selon ses coordonnées)",
+                self.template.as_deref().unwrap_or_default()
+            ),
+            "request_signature" => {
+                let doc = self
+                    .document
+                    .as_deref()
+                    .and_then(|id| def.document(id))
+                    .map(|d| format!("« {} »", d.title))
+                    .unwrap_or_else(|| "le dernier document PDF du dossier".into());
+                format!(
+                    "Demande de signature électronique de {doc} : l'usager reçoit par SMS le lien de signature et un code"
+                )
+            }
+            "book_appointment" => format!(
+                "Rendez-vous « {} » à proposer à l'usager : une tâche avec les prochains créneaux libres est ajoutée au dossier",
+                self.appointment_type.as_deref().unwrap_or_default()
+            ),
+            other => other.to_owned(),
+        }
+    }
 }
 
 /// Conditions a transition may require.
@@ -287,6 +319,17 @@ impl ProcessDefinition {
                     }
                     _ => false,
                 };
+                if let Some(doc) = &a.document
+                    && (a.kind != "request_signature" || !docs.contains(doc.as_str()))
+                {
+                    return Err(invalid(
+                        format!(
+                            "state `{}` action `{}` names document `{doc}`, which is not a declared document of a request_signature",
+                            s.id, a.kind
+                        ),
+                        Some(doc),
+                    ));
+                }
                 if !ok {
                     return Err(invalid(
                         format!(

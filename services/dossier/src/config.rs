@@ -33,6 +33,22 @@ pub struct Config {
     /// candidates go to the agent. 1.0: never automatically.
     #[serde(default = "default_identity_auto_link")]
     pub identity_auto_link: f32,
+    /// The signature role, for `request_signature` state actions (set
+    /// automatically when it runs in the same process; empty: none).
+    #[serde(default)]
+    pub signature_url: String,
+    /// The appointment role, for `book_appointment` state actions (set
+    /// automatically when it runs in the same process; empty: none).
+    #[serde(default)]
+    pub appointment_url: String,
+    /// How often due state actions are retried (they also run at once after
+    /// the state change that planned them).
+    #[serde(default = "default_action_interval")]
+    pub action_interval_secs: u64,
+}
+
+fn default_action_interval() -> u64 {
+    2
 }
 
 fn default_identity_auto_link() -> f32 {

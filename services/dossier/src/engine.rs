@@ -70,6 +70,7 @@ impl Store {
         let updated = self.apply_in(&txn, &c).await?;
         txn.commit().await?;
         self.outbox().notify();
+        self.actions_due().notify_one();
         Ok(updated)
     }
 
@@ -170,6 +171,12 @@ impl Store {
             .await?;
         self.arm_timers(txn, &d.id, c.def, c.to_state, d.revision + 1, now)
             .await?;
+        // A migration maps the dossier onto a new version without entering
+        // the state again: its actions ran when it was entered.
+        if c.cause != "migration" {
+            self.plan_actions(txn, &d.id, c.def, c.to_state, d.revision + 1, now)
+                .await?;
+        }
         let event = self.outbox().domain_event(
             "dossier",
             "dossier_state_changed",
@@ -502,6 +509,7 @@ impl Store {
         }
         txn.commit().await?;
         self.outbox().notify();
+        self.actions_due().notify_one();
         Ok(true)
     }
 

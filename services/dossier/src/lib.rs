@@ -6,6 +6,7 @@
 //! redelivered intake event never creates a second citizen, dossier or
 //! timeline entry.
 
+pub mod actions;
 pub mod catalog;
 pub mod citizens;
 pub mod config;
@@ -19,11 +20,13 @@ pub mod store;
 
 use std::sync::Arc;
 
-use guichet_platform::auth::{AuthInterceptor, Authenticator};
+use guichet_platform::auth::{AuthInterceptor, Authenticator, ServiceCredentials};
 use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::role::{BoxFuture, RoleService, RoleSpec};
+use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
+use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use tokio_util::sync::CancellationToken;
 
 pub use config::Config;
@@ -47,6 +50,15 @@ impl RoleSpec for Spec {
         &mut config.database_url
     }
 
+    fn wire(config: &mut Config, local: &guichet_platform::role::Local) {
+        if let Some(url) = local.url_of("signature") {
+            config.signature_url = url.to_owned();
+        }
+        if let Some(url) = local.url_of("appointment") {
+            config.appointment_url = url.to_owned();
+        }
+    }
+
     async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
         Ok(Box::new(build(config, deps).await?))
     }
@@ -57,6 +69,7 @@ pub struct Service {
     api: grpc::DossierApi,
     auth: Arc<Authenticator>,
     config: Config,
+    actions: actions::ActionRunner,
 }
 
 /// Connect the database (migrating it), load the process catalog and declare
@@ -80,6 +93,10 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     deps.bus
         .ensure_stream(guichet_platform::bus::StreamKind::Events)
         .await?;
+    // State actions send messages through NOTIFY (`guichet.notify.dossier`).
+    deps.bus
+        .ensure_stream(guichet_platform::bus::StreamKind::Notify)
+        .await?;
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
     let store = store::Store::new(store::StoreParts {
         db,
@@ -94,12 +111,42 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         objects: deps.objects.clone(),
     })
     .with_identity_auto_link(config.identity_auto_link);
+    let credentials = || ServiceCredentials::new(deps.auth.clone(), "guichet-dossier");
+    let signature = if config.signature_url.is_empty() {
+        None
+    } else {
+        let channel =
+            guichet_platform::grpc::lazy_channel("dossier.signature_url", &config.signature_url)?;
+        Some(SignatureServiceClient::with_interceptor(
+            channel,
+            credentials(),
+        ))
+    };
+    let appointment = if config.appointment_url.is_empty() {
+        None
+    } else {
+        let channel = guichet_platform::grpc::lazy_channel(
+            "dossier.appointment_url",
+            &config.appointment_url,
+        )?;
+        Some(AppointmentServiceClient::with_interceptor(
+            channel,
+            credentials(),
+        ))
+    };
+    let actions = actions::ActionRunner::new(
+        store.clone(),
+        guichet_platform::jobs::Policy::default(),
+        signature,
+        appointment,
+    );
     let run_config = config.clone();
     let api = grpc::DossierApi::new(store, config);
     Ok(Service {
         api,
         auth: deps.auth,
         config: run_config,
+        actions,
     })
 }
 
@@ -129,6 +176,12 @@ impl Service {
         let store = self.api.store().clone();
         let cfg = self.config.clone();
         let outbox = tokio::spawn(store.outbox().clone().run(shutdown.clone()));
+        let actions = tokio::spawn(run_actions(
+            self.actions.clone(),
+            store.clone(),
+            cfg.action_interval_secs.max(1),
+            shutdown.clone(),
+        ));
         let mut timers =
             tokio::time::interval(std::time::Duration::from_secs(cfg.timer_interval_secs));
         let mut purge =
@@ -176,6 +229,37 @@ impl Service {
             }
         }
         let _ = outbox.await;
+        let _ = actions.await;
         Ok(())
+    }
+}
+
+/// Until shutdown: carry out due state actions, at once when a state change
+/// planned some and every `interval_secs` for retries.
+async fn run_actions(
+    runner: actions::ActionRunner,
+    store: store::Store,
+    interval_secs: u64,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(interval_secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            _ = store.actions_due().notified() => {}
+        }
+        // Drain: a full batch may hide more due work.
+        loop {
+            match runner.run_due().await {
+                Ok(n) if n >= 100 => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "state action scan failed, will retry");
+                    break;
+                }
+            }
+        }
     }
 }

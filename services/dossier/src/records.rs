@@ -2,6 +2,7 @@
 //! links to appointments and signatures, the holder, legal holds; and the
 //! supervisor's tools: reopening and version migration.
 
+use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
 use guichet_proto::events::v1 as ev;
@@ -222,6 +223,7 @@ impl Store {
         ref_id: &str,
         status: &str,
         actor: &str,
+        at: Option<DateTime<Utc>>,
     ) -> Result<link::Model, DbErr> {
         let existing = link::Entity::find()
             .filter(link::Column::DossierId.eq(d.id.clone()))
@@ -229,7 +231,19 @@ impl Store {
             .filter(link::Column::RefId.eq(ref_id))
             .one(self.db())
             .await?;
-        if let Some(l) = &existing
+        // A booking moved again is news each time: keyed by when it moved
+        // (the owning role's time), so a retried call records it once.
+        let moved = (status == "rescheduled").then(|| at.unwrap_or_else(|| self.now()));
+        if let (Some(l), Some(at)) = (&existing, moved) {
+            let source = format!("link:{}:rescheduled:{}", l.id, at.timestamp_micros());
+            let seen = timeline::Entity::find()
+                .filter(timeline::Column::SourceEventId.eq(source))
+                .one(self.db())
+                .await?;
+            if seen.is_some() {
+                return Ok(l.clone());
+            }
+        } else if let Some(l) = &existing
             && l.status == status
         {
             return Ok(l.clone());
@@ -271,11 +285,10 @@ impl Store {
                 occurred_at: now,
                 summary: format!("{what} : {}", status_fr(status)),
                 actor: actor.to_owned(),
-                source_event_id: Some(format!(
-                    "link:{}:{}:{status}",
-                    m.id,
-                    m.updated_at.timestamp_micros()
-                )),
+                source_event_id: Some(match moved {
+                    Some(at) => format!("link:{}:rescheduled:{}", m.id, at.timestamp_micros()),
+                    None => format!("link:{}:{}:{status}", m.id, m.updated_at.timestamp_micros()),
+                }),
             },
             "",
         )
@@ -449,6 +462,7 @@ impl Store {
 fn status_fr(status: &str) -> &str {
     match status {
         "booked" => "réservé",
+        "rescheduled" => "déplacé à un autre créneau",
         "confirmed" => "confirmé",
         "cancelled" => "annulé",
         "checked_in" => "usager arrivé",

@@ -100,6 +100,8 @@ pub struct Store {
     objects: ObjectStore,
     /// Confidence from which a request attaches to a candidate by itself.
     identity_auto_link: f32,
+    /// Wakes the state-action runner when a state entry planned actions.
+    actions_due: std::sync::Arc<tokio::sync::Notify>,
 }
 
 /// What a [`Store`] is built from.
@@ -149,7 +151,13 @@ impl Store {
             catalog: p.catalog,
             objects: p.objects,
             identity_auto_link: 0.9,
+            actions_due: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    /// Notified after a commit that planned state actions.
+    pub fn actions_due(&self) -> &tokio::sync::Notify {
+        &self.actions_due
     }
 
     /// Attach requests by themselves to candidates scoring at least
@@ -806,6 +814,8 @@ impl Store {
         self.outbox.stage(&txn, &event).await?;
         self.arm_timers(&txn, &id, def, initial_state, 1, now)
             .await?;
+        self.plan_actions(&txn, &id, def, initial_state, 1, now)
+            .await?;
         self.audit_in(
             &txn,
             actor,
@@ -816,6 +826,7 @@ impl Store {
         .await?;
         txn.commit().await?;
         self.outbox.notify();
+        self.actions_due.notify_one();
         Ok((model, true))
     }
 

@@ -78,6 +78,7 @@ impl GuichetConfig {
     /// Validate what the given roles use; errors name the key.
     pub fn validate(&self, roles: &[Role]) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.town.validate()?;
         self.bus.validate()?;
         self.auth.validate()?;
         self.telemetry.validate()?;
@@ -266,6 +267,7 @@ pub async fn deps(
         objects: guichet_platform::objects::ObjectStore::from_config(&config.objects)
             .map_err(|e| anyhow::anyhow!("objects: {e}"))?,
         clock: options.clock,
+        town: config.town.clone(),
         overrides: options.overrides,
     })
 }

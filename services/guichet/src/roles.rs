@@ -72,6 +72,9 @@ macro_rules! roles {
             pub telemetry: guichet_platform::telemetry::TelemetryConfig,
             pub database: guichet_platform::config::DatabaseConfig,
             pub objects: guichet_platform::objects::ObjectsConfig,
+            /// The town's identity, used by every message and page.
+            #[serde(default)]
+            pub town: guichet_platform::town::Town,
             $( pub $section: <$spec as RoleSpec>::Config, )*
         }
     };

@@ -23,6 +23,17 @@ include!(concat!(env!("OUT_DIR"), "/town.rs"));
 
 /// The keys a town file may set, per configuration section.
 pub const TOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "town",
+        &[
+            "name",
+            "short_name",
+            "address",
+            "website",
+            "logo_url",
+            "sms_sender",
+        ],
+    ),
     ("appointment", &["sites", "desks", "types"]),
     (
         "counter",

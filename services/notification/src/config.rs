@@ -16,8 +16,10 @@ pub struct Config {
     /// Where dossier answers GetDossier/GetCitizen (reminders); ignored when
     /// dossier runs in the same process.
     pub dossier_url: String,
-    /// Town name in citizen messages (`{{town}}`).
-    pub town_name: String,
+    /// The town's identity (`[town]`, given by the process, not this
+    /// section): `{{town}}` and the other town variables of every message.
+    #[serde(skip)]
+    pub town: guichet_platform::town::Town,
     /// Durable consumer name on stream NOTIFY (`<name>-reminders` and
     /// `<name>-bounces` on EVENTS).
     pub consumer: String,
@@ -116,12 +118,6 @@ impl Config {
             return Err(ConfigError::invalid(
                 "notification.dossier_url",
                 "must be an http(s) URL",
-            ));
-        }
-        if self.town_name.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "notification.town_name",
-                "must not be empty",
             ));
         }
         if self.consumer.is_empty()

@@ -202,7 +202,7 @@ pub async fn on_reminder(
         id,
         target: Some(target),
         template: r.template.clone(),
-        variables: reminder_variables(&contact, &core.config.town_name),
+        variables: reminder_variables(&contact, &core.config.town.name),
         dossier_id: r.dossier_id.clone(),
         auto_submitted: "auto-generated".into(),
         reference: contact.reference.clone(),

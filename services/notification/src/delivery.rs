@@ -115,8 +115,9 @@ impl Worker {
             };
         }
         let mut vars: HashMap<String, String> = req.variables.clone();
-        vars.entry("town".into())
-            .or_insert_with(|| self.core.config.town_name.clone());
+        for (k, v) in self.core.config.town.variables() {
+            vars.entry(k.into()).or_insert(v);
+        }
         if !req.reference.is_empty() {
             vars.entry("reference".into())
                 .or_insert_with(|| req.reference.clone());
@@ -186,17 +187,17 @@ impl Worker {
         if let Some(deferred) = self.over_hourly_limit(m, "sms").await? {
             return Ok(deferred);
         }
+        // Typography that would force UCS-2 (« », ’, –) is fitted to GSM-7,
+        // and letters too when the template asks for it.
         let text = self
             .core
             .catalog
-            .render_sms(&req.template, vars)
+            .sms_text(&req.template, vars)
             .map_err(|e| Outcome::Final {
                 status: DEAD_LETTERED,
                 error: e.to_string(),
                 attempted: false,
             })?;
-        // Typography that would force UCS-2 (« », ’, –) is fitted to GSM-7.
-        let text = gsm::fit_typography(&text).into_owned();
         let shape = gsm::shape(&text);
         let sms = OutgoingSms {
             id: m.id.clone(),

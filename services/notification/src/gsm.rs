@@ -64,6 +64,45 @@ pub fn is_gsm7(text: &str) -> bool {
     text.chars().all(|c| gsm7_septets(c).is_some())
 }
 
+/// `text` with the French letters outside GSM-7 replaced by their base
+/// letter (â ê î ô û → a e i o u, ë ï → e i, ç → c, œ → oe, and their
+/// capitals), for templates that ask for it (`sms_gsm7 = true`): a message
+/// carrying a site or a type name with an "ô" then stays in one or two GSM-7
+/// segments instead of five or six UCS-2 ones. Letters of GSM-7 (é è à ù
+/// ì ò Ç É) are kept.
+pub fn fit_letters(text: &str) -> std::borrow::Cow<'_, str> {
+    fn replacement(c: char) -> Option<&'static str> {
+        Some(match c {
+            'â' | 'á' | 'ã' => "a",
+            'ê' | 'ë' => "e",
+            'î' | 'ï' | 'í' => "i",
+            'ô' | 'ó' | 'õ' => "o",
+            'û' | 'ú' => "u",
+            'ÿ' => "y",
+            'ç' => "c",
+            'œ' => "oe",
+            'Â' | 'À' | 'Á' => "A",
+            'Ê' | 'È' | 'Ë' => "E",
+            'Î' | 'Ï' => "I",
+            'Ô' => "O",
+            'Û' | 'Ù' => "U",
+            'Œ' => "OE",
+            _ => return None,
+        })
+    }
+    if !text.chars().any(|c| replacement(c).is_some()) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match replacement(c) {
+            Some(r) => out.push_str(r),
+            None => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// `text` with its typography fitted to the GSM-7 alphabet, as SMS
 /// gateways' "smart encoding" does: guillemets and curly quotes become
 /// straight quotes, typographic apostrophes `'`, dashes `-`, the ellipsis
@@ -161,6 +200,18 @@ fn segments(costs: &[u32], total: u32, single: u32, multi: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn letters_outside_gsm7_become_their_base_letter_and_gsm7_letters_stay() {
+        let t = "Hôtel de ville, fête, garçon, Œuvre : é è à ù Ç É";
+        let fitted = fit_letters(t);
+        assert_eq!(fitted, "Hotel de ville, fete, garcon, OEuvre : é è à ù Ç É");
+        assert!(is_gsm7(&fitted));
+        assert!(matches!(
+            fit_letters("Bonjour"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
 
     #[test]
     fn typography_is_fitted_to_gsm7_and_letters_are_kept() {

@@ -90,8 +90,9 @@ impl RoleSpec for Spec {
 /// and the dossier directory; test doubles of the provider and the directory
 /// may come as seams in `deps` (`Arc<dyn SmsProvider>`,
 /// `Arc<dyn DossierDirectory>`).
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
     config.validate()?;
+    config.town = deps.town.clone();
     let dir =
         (!config.templates_dir.as_os_str().is_empty()).then_some(config.templates_dir.as_path());
     let catalog = templates::Catalog::load(dir)
@@ -117,10 +118,16 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
                     h.report_token.expose_secret()
                 )
             });
+            // The town's sender id when it has one (`town.sms_sender`).
+            let sender = if config.town.sms_sender.is_empty() {
+                h.sender.as_str()
+            } else {
+                config.town.sms_sender.as_str()
+            };
             Arc::new(sms::HttpProvider::new(
                 &h.url,
                 h.api_key.clone(),
-                &h.sender,
+                sender,
                 Duration::from_millis(h.timeout_ms),
                 callback,
             )?)

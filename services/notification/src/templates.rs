@@ -52,6 +52,11 @@ struct TemplateFile {
     auto_submitted: Option<String>,
     #[serde(default)]
     sms: Option<String>,
+    /// The SMS is fitted to the GSM-7 alphabet letters too (ô → o, ê → e…):
+    /// for messages whose variables (a site, an appointment type, a
+    /// document title) would otherwise switch them to UCS-2.
+    #[serde(default)]
+    sms_gsm7: bool,
     #[serde(default)]
     email: Option<EmailTemplate>,
 }
@@ -69,6 +74,7 @@ pub struct Template {
     pub description: String,
     pub auto_submitted: Option<String>,
     pub sms: Option<String>,
+    pub sms_gsm7: bool,
     pub email: Option<EmailTemplate>,
 }
 
@@ -242,6 +248,7 @@ impl Catalog {
                 description: file.description,
                 auto_submitted: file.auto_submitted,
                 sms: file.sms,
+                sms_gsm7: file.sms_gsm7,
                 email: file.email,
             },
         );
@@ -296,6 +303,22 @@ impl Catalog {
                 .cloned()
                 .ok_or_else(|| TemplateError::Unknown(id.to_owned())),
         }
+    }
+
+    /// The SMS as sent: [`Catalog::render_sms`], its typography fitted to
+    /// GSM-7 (« » ’ –), and its letters too when the template says
+    /// `sms_gsm7 = true`.
+    pub fn sms_text(
+        &self,
+        id: &str,
+        vars: &HashMap<String, String>,
+    ) -> Result<String, TemplateError> {
+        let text = self.render_sms(id, vars)?;
+        let text = crate::gsm::fit_typography(&text).into_owned();
+        Ok(match self.resolve(id, vars) {
+            Some(t) if t.sms_gsm7 => crate::gsm::fit_letters(&text).into_owned(),
+            _ => text,
+        })
     }
 
     /// The email subject and body of template `id` with `vars`; a request's
@@ -467,6 +490,7 @@ mod tests {
                 "signature-code",
                 &vars(&[
                     ("town", "Villeneuve"),
+                    ("town_short", "Villeneuve"),
                     ("document", "Avenant au contrat"),
                     ("code", "042917"),
                     ("minutes", "10"),
@@ -476,7 +500,75 @@ mod tests {
             .expect("renders");
         assert_eq!(
             text,
-            "Mairie de Villeneuve : votre code de signature pour « Avenant au contrat » est 042917. Il expire dans 10 minutes. Ne le communiquez à personne."
+            "Mairie de Villeneuve : votre code pour signer « Avenant au contrat » est 042917 (valable 10 min). Ne le donnez à personne. Signez ici : https://x"
+        );
+    }
+
+    /// The signing SMS (with its link) fits two GSM-7 segments; the
+    /// appointment SMS, with the shipped town's names ("Hôtel de ville"),
+    /// go out in GSM-7 too.
+    #[test]
+    fn signing_and_appointment_sms_go_out_in_gsm7() {
+        let c = catalog();
+        let vars = vars(&[
+            ("town", "Villeneuve"),
+            ("town_short", "Villeneuve"),
+            ("town_name", "Mairie de Villeneuve"),
+            ("document", "Avenant au contrat d'accueil en crèche"),
+            ("code", "042917"),
+            ("minutes", "10"),
+            (
+                "link",
+                "https://signature.villeneuve.example.fr/s/Jx1kQ8v0bW3nR7tY5uZ2aC4dE6fG8hI0",
+            ),
+            ("appointment_type", "Dépôt de demande de passeport"),
+            ("day", "vendredi 8 janvier 2027"),
+            ("hour", "10h00"),
+            ("site", "Hôtel de ville"),
+            ("address", "Place de la Mairie, 47300 Villeneuve"),
+            ("reference", "RDV-ABC123"),
+            ("sent", "2"),
+            ("max", "3"),
+        ]);
+        let text_signing = c.sms_text("signature-code", &vars).expect("renders");
+        let shape = crate::gsm::shape(&text_signing);
+        assert_eq!(shape.encoding, crate::gsm::Encoding::Gsm7, "{text_signing}");
+        assert_eq!(shape.segments, 2, "{text_signing}");
+        // The appointment messages carry a manage link as long as the
+        // appointment role makes them: three GSM-7 segments at most (five
+        // or six in UCS-2 with the ô of "Hôtel de ville").
+        let mut vars = vars.clone();
+        vars.insert(
+            "link".into(),
+            "https://rendez-vous.mairie.example.fr/rendez-vous/0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b?jeton=Jx1kQ8v0bW3nR7tY5uZ2aC4dE6fG8hI0".into(),
+        );
+        for id in [
+            "appointment-confirmation",
+            "appointment-reminder",
+            "appointment-cancellation",
+            "appointment-cancellation-by-town",
+            "appointment-waitlist-offer",
+        ] {
+            let text = c.sms_text(id, &vars).expect("renders");
+            let shape = crate::gsm::shape(&text);
+            assert_eq!(shape.encoding, crate::gsm::Encoding::Gsm7, "{id}: {text}");
+            assert!(
+                shape.segments <= 3,
+                "{id}: {} segments: {text}",
+                shape.segments
+            );
+            let raw = c.render_sms(id, &vars).expect("renders");
+            assert_eq!(
+                crate::gsm::shape(&raw).encoding,
+                crate::gsm::Encoding::Ucs2,
+                "{id}: the test's names need the fitting"
+            );
+        }
+        let signing = text_signing;
+        assert!(signing.ends_with("Signez ici : https://signature.villeneuve.example.fr/s/Jx1kQ8v0bW3nR7tY5uZ2aC4dE6fG8hI0"));
+        assert!(
+            signing.contains("\"Avenant au contrat d'accueil en crèche\""),
+            "{signing}"
         );
     }
 
@@ -503,7 +595,7 @@ mod tests {
         );
         assert_eq!(
             sms("appointment-reminder"),
-            "Mairie – Rappel : rendez-vous « Dépôt de demande de passeport » le vendredi 8 janvier 2027 à 10h00, Hôtel de ville (1 place de la Mairie, 75000 Ville). Référence RDV-ABC. Empêché(e) ? Annulez ou déplacez votre rendez-vous : https://x/r"
+            "Mairie – Rappel : rendez-vous « Dépôt de demande de passeport » le vendredi 8 janvier 2027 à 10h00, Hôtel de ville (1 place de la Mairie, 75000 Ville). Référence RDV-ABC. Vous ne pouvez pas venir ? Annulez ou déplacez votre rendez-vous : https://x/r"
         );
         assert_eq!(
             sms("appointment-cancellation"),
@@ -537,7 +629,7 @@ mod tests {
             ("sent", "2"),
             ("max", "3"),
         ]);
-        let text = "Mairie – Un créneau plus tôt s'est libéré pour « Dépôt de demande de passeport » : le lundi 4 janvier 2027 à 09h00, Hôtel de ville. Réservez-le vite : https://x/n (message 2/3)";
+        let text = "Mairie – Un créneau plus proche s'est libéré pour « Dépôt de demande de passeport » : le lundi 4 janvier 2027 à 09h00, Hôtel de ville. Réservez-le vite : https://x/n (message 2/3)";
         assert_eq!(
             c.render_sms("appointment-waitlist-offer", &offer).unwrap(),
             text

@@ -16,8 +16,10 @@ pub struct Config {
     pub http_addr: String,
     /// Public base of the signing pages, as citizens reach them.
     pub public_base_url: String,
-    /// Town name in SMS and on pages.
-    pub town_name: String,
+    /// The town's identity (`[town]`, given by the process, not this
+    /// section): in SMS, on pages and in the evidence.
+    #[serde(skip)]
+    pub town: guichet_platform::town::Town,
     /// French consent text shown when a request has none of its own.
     pub default_consent_text: String,
     /// Requests expire after this many days unless given an expiry.

@@ -101,7 +101,17 @@ pub fn esc(s: &str) -> String {
     out
 }
 
-fn html(status: StatusCode, title: &str, town: &str, body: &str) -> Response {
+fn html(
+    status: StatusCode,
+    title: &str,
+    town: &guichet_platform::town::Town,
+    body: &str,
+) -> Response {
+    let logo = if town.logo_url.is_empty() {
+        String::new()
+    } else {
+        format!(r#"<img src="{}" alt="" height="48"> "#, esc(&town.logo_url))
+    };
     let page = format!(
         r#"<!doctype html>
 <html lang="fr">
@@ -119,7 +129,7 @@ label{{display:block;margin:.5rem 0}} code{{word-break:break-all}}
 </style>
 </head>
 <body>
-<header><p>{town} – signature électronique</p></header>
+<header><p>{logo}{town} – signature électronique</p></header>
 <main>
 <h1>{title}</h1>
 {body}
@@ -127,7 +137,7 @@ label{{display:block;margin:.5rem 0}} code{{word-break:break-all}}
 </body>
 </html>"#,
         title = esc(title),
-        town = esc(town),
+        town = esc(&town.hall()),
     );
     let mut resp = (status, page).into_response();
     let h = resp.headers_mut();
@@ -150,7 +160,7 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            "default-src 'none'; img-src https:; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
     h.insert(
@@ -159,7 +169,7 @@ fn secure_headers(h: &mut HeaderMap) {
     );
 }
 
-fn not_found(town: &str) -> Response {
+fn not_found(town: &guichet_platform::town::Town) -> Response {
     html(
         StatusCode::NOT_FOUND,
         "Lien inconnu",
@@ -171,12 +181,12 @@ fn not_found(town: &str) -> Response {
 async fn load(app: &App, token: &str) -> Result<(Full, signer::Model), Response> {
     app.core.by_token(token).await.map_err(tonic::Status::from).map_err(|e| {
         if e.code() == Code::NotFound {
-            not_found(&app.core.config.town_name)
+            not_found(&app.core.config.town)
         } else {
             html(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Service momentanément indisponible",
-                &app.core.config.town_name,
+                &app.core.config.town,
                 "<p>Le service de signature est momentanément indisponible. Réessayez dans quelques minutes.</p>",
             )
         }
@@ -288,7 +298,7 @@ fn render(
             _ => ("Document signé", format!("{note}{info}")),
         }
     };
-    html(StatusCode::OK, title, &cfg.town_name, &body)
+    html(StatusCode::OK, title, &cfg.town, &body)
 }
 
 async fn show(State(app): State<App>, Path(token): Path<String>) -> Response {
@@ -340,7 +350,7 @@ async fn document(State(app): State<App>, Path(token): Path<String>) -> Response
         }
         Err(error) => {
             tracing::error!(%error, signature_request_id = %full.req.id, "signing page cannot read the document");
-            not_found(&app.core.config.town_name)
+            not_found(&app.core.config.town)
         }
     }
 }
@@ -361,7 +371,7 @@ async fn checked(
         return Err(html(
             StatusCode::FORBIDDEN,
             "Formulaire expiré",
-            &app.core.config.town_name,
+            &app.core.config.town,
             "<p>Ce formulaire n'est pas valable. Rouvrez le lien reçu par SMS et recommencez.</p>",
         ));
     }

@@ -84,8 +84,9 @@ impl RoleSpec for Spec {
 
 /// Load the seal keys, connect the database and the dossier role; a test
 /// double of the latter may come as a seam in `deps` (`Arc<dyn DossierPort>`).
-pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
+pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
     config.validate()?;
+    config.town = deps.town.clone();
     let keys = Arc::new(seal::Keys::from_config(&config.seal)?);
     let db = deps
         .database::<db::Migrator>("signature", &config.database_url)

@@ -294,3 +294,63 @@ async fn appointment_desk_agenda_feed_is_served_to_agents_over_http() {
     assert_eq!(status, 404);
     f.finish().await;
 }
+
+#[tokio::test]
+async fn appointment_the_agenda_feed_shows_a_no_show_as_not_held_and_calendars_say_publish() {
+    let Some(f) = Fixture::new(
+        Backend::Sqlite,
+        |cfg| cfg.appointment.http_addr = "127.0.0.1:0".into(),
+        None,
+    )
+    .await
+    else {
+        return;
+    };
+    let addr = f.ants.expect("HTTP endpoints served");
+    let mut portal = f.portal().await;
+    let mut agent_api = f.agent().await;
+    let mut req = book_req(utc(2027, 1, 5, 9, 0), "c1", "");
+    req.desk_id = "dr2".into();
+    let b = portal.book_appointment(req).await.unwrap().into_inner();
+    // The citizen's calendar part is sent as text/calendar; method=PUBLISH.
+    let ics = portal
+        .export_booking_ics(pb::ExportBookingIcsRequest { id: b.id.clone() })
+        .await
+        .unwrap()
+        .into_inner()
+        .content;
+    assert!(ics.contains("\r\nMETHOD:PUBLISH\r\n"), "{ics}");
+
+    f.clock.set(utc(2027, 1, 5, 11, 0));
+    agent_api
+        .mark_no_show(pb::MarkNoShowRequest { id: b.id.clone() })
+        .await
+        .unwrap();
+    let agent = f.env.token("agent-1", &[guichet_testkit::TokenRole::Agent]);
+    let (status, body) = http_get_with(addr, &format!("/agenda/dr2.ics?token={agent}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let cal: icalendar::Calendar = body.parse().expect("valid agenda");
+    use icalendar::Component;
+    let events: Vec<_> = cal.components.iter().filter_map(|c| c.as_event()).collect();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_ne!(
+        events[0].get_status(),
+        Some(icalendar::EventStatus::Confirmed),
+        "{body}"
+    );
+    assert!(
+        events[0].get_summary().unwrap().starts_with("Absent – "),
+        "{body}"
+    );
+    assert!(
+        events[0]
+            .get_description()
+            .unwrap()
+            .contains("Statut : absent"),
+        "{body}"
+    );
+    assert!(body.contains("\r\nMETHOD:PUBLISH\r\n"), "{body}");
+    f.finish().await;
+}

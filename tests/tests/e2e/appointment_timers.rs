@@ -217,7 +217,7 @@ async fn appointment_waiting_list_offers_at_most_one_a_day_and_three_in_all() {
         offers[0].target,
         Some(Target::Email("camille@example.fr".into()))
     );
-    assert!(worded(offers[0]).contains("créneau plus tôt"));
+    assert!(worded(offers[0]).contains("créneau plus proche"));
     assert!(worded(offers[2]).contains("3/3"));
     let ids_sent: std::collections::BTreeSet<_> = offers.iter().map(|o| o.id.clone()).collect();
     assert_eq!(ids_sent.len(), 3);
@@ -315,4 +315,112 @@ async fn appointment_email_confirmation_carries_the_booking_as_ics() {
     let event = cal.components.iter().find_map(|c| c.as_event()).unwrap();
     assert_eq!(event.get_uid(), Some(format!("{}@guichet", b.id).as_str()));
     f.finish().await;
+}
+
+/// A booking moved (twice) shows on its dossier's timeline each time, once
+/// even when the link job runs again.
+#[tokio::test]
+async fn appointment_a_reschedule_is_on_the_dossier_timeline() {
+    use guichet::Role;
+    use guichet_proto::dossier::v1 as dpb;
+    use guichet_testkit::*;
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let dossier = env.spawn(&[Role::Dossier]).await;
+    let mut cfg = env.config();
+    crate::appointment_booking::town(&mut cfg);
+    cfg.appointment.dossier_url = format!("http://{}", dossier.grpc_addr);
+    let clock =
+        guichet_platform::clock::ManualClock::new(crate::appointment_booking::monday_morning());
+    let app = env.spawn_on_clock(&[Role::Appointment], cfg, &clock).await;
+    let core = app
+        .handle::<guichet_appointment::core::Core>()
+        .expect("appointment shares its core");
+    let mut d = dossier_client(
+        dossier.grpc_addr,
+        &env.token("agent-1", &[TokenRole::Agent]),
+    )
+    .await;
+    let citizen = d
+        .resolve_citizen(dpb::ResolveCitizenRequest {
+            hint: Some(guichet_proto::intake::v1::CitizenHint {
+                given_name: "Jeanne".into(),
+                family_name: "Durand".into(),
+                phones: vec!["+33612345678".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .citizen
+        .unwrap();
+    let dos = d
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: citizen.id.clone(),
+            process_id: "demande-information".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut portal =
+        appointment_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service])).await;
+    let mut req = book_req(utc(2027, 1, 8, 9, 0), &citizen.id, "");
+    req.dossier_id = dos.id.clone();
+    let b = portal.book_appointment(req).await.unwrap().into_inner();
+    for day in [11, 12] {
+        clock.advance(Duration::minutes(1));
+        portal
+            .reschedule_booking(pb::RescheduleBookingRequest {
+                id: b.id.clone(),
+                start_time: Some(timestamp(utc(2027, 1, day, 9, 0))),
+                cancel_token: b.cancel_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let moved = |entries: &[dpb::TimelineEntry]| {
+        entries
+            .iter()
+            .filter(|e| e.summary == "Rendez-vous : déplacé à un autre créneau")
+            .count()
+    };
+    let list = |mut d: dpb::dossier_service_client::DossierServiceClient<Authed>, id: String| async move {
+        d.list_dossier_timeline(dpb::ListDossierTimelineRequest {
+            dossier_id: id,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+    };
+    eventually(
+        "both moves on the timeline",
+        std::time::Duration::from_secs(20),
+        || {
+            let d = d.clone();
+            let id = dos.id.clone();
+            let core = core.clone();
+            async move {
+                let _ = core.run_due_jobs().await;
+                (moved(&list(d, id).await) == 2).then_some(())
+            }
+        },
+    )
+    .await;
+    // Running the jobs again records nothing more.
+    clock.advance(Duration::minutes(10));
+    let _ = core.run_due_jobs().await;
+    let entries = list(d.clone(), dos.id.clone()).await;
+    assert_eq!(moved(&entries), 2, "{entries:?}");
+    assert!(entries.iter().any(|e| e.summary == "Rendez-vous : réservé"));
+    app.stop().await.unwrap();
+    dossier.stop().await.unwrap();
+    env.cleanup().await;
 }

@@ -101,7 +101,7 @@ async fn the_engine_refuses_with_reasons_and_guides_the_agent() {
         .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(
-        e.message().contains("allowed: instruction"),
+        e.message().contains("(possibles : instruction)"),
         "{}",
         e.message()
     );
@@ -787,5 +787,57 @@ async fn a_dossier_can_concern_several_citizens() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains(&d.reference), "{}", e.message());
     app.stop().await.expect("stop");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn dossier_transition_refusals_are_worded_in_french_for_the_agent() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let dir = fixture_processes().display().to_string();
+    let app = env
+        .spawn_with(
+            &[Role::Dossier],
+            env.config_with(&[("GUICHET__DOSSIER__PROCESSES_DIR", dir.as_str())]),
+        )
+        .await;
+    let mut a = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let mut svc = dossier_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service])).await;
+    let cid = citizen(&mut a, "Lefèvre", "06 11 22 33 44").await;
+    let d = open(&mut a, &cid, "essai").await;
+
+    let e = a
+        .transition_dossier(transition(&d.id, "accordee", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains(
+            "La démarche « Démarche d'essai » (version 1) ne permet pas de passer de « depot » à « accordee »"
+        ),
+        "{}",
+        e.message()
+    );
+    let e = svc
+        .transition_dossier(transition(&d.id, "instruction", ""))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert_eq!(
+        e.message(),
+        "Le passage de « depot » à « instruction » est réservé aux rôles : agent."
+    );
+    let mut stale = transition(&d.id, "instruction", "");
+    stale.expected_revision = d.revision + 5;
+    let e = a.transition_dossier(stale).await.unwrap_err();
+    assert_eq!(e.code(), Code::Aborted);
+    assert!(
+        e.message()
+            .starts_with("Le dossier a changé depuis votre lecture"),
+        "{}",
+        e.message()
+    );
+    app.stop().await.unwrap();
     env.cleanup().await;
 }

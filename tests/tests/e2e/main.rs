@@ -34,6 +34,7 @@ mod scene;
 mod signature_evidence;
 mod signature_flow;
 mod slice;
+mod state_actions;
 mod telephony_cdr;
 mod telephony_cti;
 mod up;

@@ -42,7 +42,7 @@ fn overrides<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         ("GUICHET__NOTIFICATION__BACKOFF_BASE_MS", "20"),
         ("GUICHET__NOTIFICATION__BACKOFF_MAX_SECS", "1"),
         ("GUICHET__NOTIFICATION__MAX_ATTEMPTS", "3"),
-        ("GUICHET__NOTIFICATION__TOWN_NAME", "Villeneuve"),
+        ("GUICHET__TOWN__NAME", "Villeneuve"),
         ("GUICHET__NOTIFICATION__HTTP_ADDR", "127.0.0.1:0"),
         (
             "GUICHET__NOTIFICATION__SMS_HTTP__REPORT_TOKEN",
@@ -239,10 +239,11 @@ async fn sms_is_retried_until_the_provider_accepts_then_reported_delivered(backe
     assert_eq!(sent.attempts, 3, "two failures, then accepted");
     assert_eq!(sent.provider_message_id, "prov-3");
     assert_eq!(sent.channel, "sms");
-    // « » are not GSM-7: fitted to straight quotes, one GSM-7 segment
-    // instead of three UCS-2 ones; the letters (è, à) are kept.
+    // « » are not GSM-7: fitted to straight quotes, two GSM-7 segments
+    // (the text and the signing link) instead of four UCS-2 ones; the
+    // letters of GSM-7 (è, à) are kept.
     assert_eq!(sent.encoding, "gsm7");
-    assert_eq!(sent.segments, 1);
+    assert_eq!(sent.segments, 2);
     assert_eq!(sent.recipient_masked, "+336••••••78");
     let calls = provider.calls();
     assert_eq!(calls.len(), 3);
@@ -253,7 +254,7 @@ async fn sms_is_retried_until_the_provider_accepts_then_reported_delivered(backe
     assert_eq!(body["reference"], "otp-1");
     assert_eq!(
         body["text"],
-        "Mairie de Villeneuve : votre code de signature pour \"Avenant au contrat de crèche\" est 482915. Il expire dans 10 minutes. Ne le communiquez à personne."
+        "Mairie de Villeneuve : votre code pour signer \"Avenant au contrat de crèche\" est 482915 (valable 10 min). Ne le donnez à personne. Signez ici : https://signature.villeneuve.example.fr/s/abc"
     );
 
     // The provider reports delivery on the webhook.

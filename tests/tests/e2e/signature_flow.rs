@@ -90,7 +90,7 @@ impl Fx {
         let dossier = env.spawn(&[Role::Dossier, Role::Notification]).await;
         let mut cfg = env.config();
         cfg.signature.dossier_url = format!("http://{}", dossier.grpc_addr);
-        cfg.signature.town_name = "Villeneuve".into();
+        cfg.town.name = "Villeneuve".into();
         cfg.signature.job_interval_secs = 1;
         edit(&mut cfg);
         let clock = ManualClock::new(Utc::now());
@@ -770,6 +770,10 @@ async fn signature_codes_and_requests_expire_on_time() {
         .unwrap()
         .into_inner();
     assert_eq!(got.status, pb::RequestStatus::Expired as i32);
+    assert_eq!(
+        got.signers[0].status, "expired",
+        "a signer who did not sign in time is not left pending"
+    );
     let browser = Browser::new(f.pages);
     let (_, page) = browser.get(&page_path(&req.signers[0])).await;
     assert!(page.contains("Délai de signature dépassé"), "{page}");

@@ -46,6 +46,18 @@ pub async fn walk_in_slice(
     queue: SocketAddr,
     dossier: SocketAddr,
 ) {
+    walk_in_slice_with(env, counter, queue, dossier, false).await;
+}
+
+/// The slice; with `appointment_task`, the appointment role runs too and
+/// the passport's first state adds its task (an appointment to propose).
+pub async fn walk_in_slice_with(
+    env: &TestEnv,
+    counter: SocketAddr,
+    queue: SocketAddr,
+    dossier: SocketAddr,
+    appointment_task: bool,
+) {
     // Arrange
     let agent = env.token("agent-42", &[TokenRole::Agent]);
     set_available(queue, &agent).await;
@@ -80,6 +92,35 @@ pub async fn walk_in_slice(
         "{}",
         item.dossier_reference
     );
+    if appointment_task {
+        // The passport's first state proposes an appointment, a state
+        // action run right after the dossier opened: the agent sees the
+        // task before completing the visit.
+        let dossiers = dossier_client(dossier, &agent).await;
+        eventually(
+            "the appointment to propose",
+            Duration::from_secs(20),
+            || {
+                let mut dossiers = dossiers.clone();
+                let id = item.dossier_id.clone();
+                async move {
+                    let t = dossiers
+                        .list_dossier_timeline(dpb::ListDossierTimelineRequest {
+                            dossier_id: id,
+                            ..Default::default()
+                        })
+                        .await
+                        .ok()?
+                        .into_inner();
+                    t.entries
+                        .iter()
+                        .any(|e| e.kind() == dpb::EntryKind::Task)
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+    }
     let done = queue_client(queue, &agent)
         .await
         .complete_work_item(qpb::CompleteWorkItemRequest {
@@ -109,6 +150,20 @@ pub async fn walk_in_slice(
         "guidance in French: {}",
         d.guidance
     );
+    let expected = if appointment_task {
+        vec![
+            dpb::EntryKind::Outcome,
+            dpb::EntryKind::Task,
+            dpb::EntryKind::DossierOpened,
+            dpb::EntryKind::Contact,
+        ]
+    } else {
+        vec![
+            dpb::EntryKind::Outcome,
+            dpb::EntryKind::DossierOpened,
+            dpb::EntryKind::Contact,
+        ]
+    };
     let timeline = dossiers
         .list_dossier_timeline(dpb::ListDossierTimelineRequest {
             dossier_id: d.id.clone(),
@@ -119,16 +174,21 @@ pub async fn walk_in_slice(
         .into_inner();
     let kinds: Vec<_> = timeline.entries.iter().map(|e| e.kind()).collect();
     assert_eq!(
-        kinds,
-        vec![
-            dpb::EntryKind::Outcome,
-            dpb::EntryKind::DossierOpened,
-            dpb::EntryKind::Contact
-        ],
-        "newest first: the visit (at the ticket's time), the dossier opened for it, the outcome"
+        kinds, expected,
+        "newest first: the visit (at the ticket's time), the dossier opened for it, (the appointment to propose), the outcome"
     );
+    if appointment_task {
+        assert!(
+            timeline.entries[1]
+                .summary
+                .starts_with("À faire : proposer à l'usager un rendez-vous"),
+            "{}",
+            timeline.entries[1].summary
+        );
+    }
     assert_eq!(timeline.entries[0].actor, "agent-42");
-    assert_eq!(timeline.entries[2].source_event_id, ticket.intake_event_id);
+    let contact = &timeline.entries[timeline.entries.len() - 1];
+    assert_eq!(contact.source_event_id, ticket.intake_event_id);
 
     // A second visit, the phone written differently: the same citizen, and
     // the agent sees the first visit in the citizen's history.
@@ -180,8 +240,8 @@ pub async fn walk_in_slice(
         .into_inner();
     assert_eq!(
         history.entries.len() + rest.entries.len(),
-        5,
-        "2 contacts, 2 openings, 1 outcome"
+        5 + usize::from(appointment_task),
+        "2 contacts, 2 openings, 1 outcome (and the passport's appointment to propose)"
     );
     assert!(rest.next_page_token.is_empty());
 }
@@ -191,7 +251,7 @@ async fn in_one_process(backend: Backend) {
         return;
     };
     let app = env.spawn(&all_roles()).await;
-    walk_in_slice(&env, app.grpc_addr, app.grpc_addr, app.grpc_addr).await;
+    walk_in_slice_with(&env, app.grpc_addr, app.grpc_addr, app.grpc_addr, true).await;
     app.stop().await.expect("clean stop");
     env.cleanup().await;
 }

@@ -36,13 +36,15 @@ impl Core {
             let status = match b.status {
                 SEEN => "done",
                 CANCELLED_BY_CITIZEN | CANCELLED_BY_TOWN => "cancelled",
+                // Moved to another slot: the dossier's timeline says so.
+                BOOKED if previous.is_some() => "rescheduled",
                 s => s.as_str(),
             };
             self.add_job(
                 txn,
                 "dossier_link",
                 &b.id,
-                json!({"dossier_id": b.dossier_id, "status": status}),
+                json!({"dossier_id": b.dossier_id, "status": status, "at": b.updated_at.to_rfc3339()}),
                 self.now(),
             )
             .await?;
@@ -191,7 +193,7 @@ impl Core {
             .unwrap_or_default();
         let (day, hour) = french_date_time(b.start_at);
         HashMap::from([
-            ("town_name".to_owned(), self.config.town_name.clone()),
+            ("town_name".to_owned(), self.config.town.hall()),
             ("appointment_type".to_owned(), t),
             ("day".to_owned(), day),
             ("hour".to_owned(), hour),

@@ -67,7 +67,17 @@ impl Core {
             serde_json::from_str(&j.payload).map_err(|e| Failure::permanent(e.to_string()))?;
         let dossier_id = p["dossier_id"].as_str().unwrap_or_default();
         let status = p["status"].as_str().unwrap_or_default();
-        match self.dossier.link(dossier_id, &j.subject, status).await {
+        // Jobs written before `at` existed: the time of the call.
+        let at = p["at"]
+            .as_str()
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| self.now());
+        match self
+            .dossier
+            .link_at(dossier_id, &j.subject, status, at)
+            .await
+        {
             Ok(()) => {}
             Err(s) if !s.is_transient() => {
                 return Err(Failure::permanent(format!(
@@ -171,7 +181,7 @@ impl Core {
             );
             // Worded by the template appointment-waitlist-offer.
             let variables = HashMap::from([
-                ("town_name".to_owned(), self.config.town_name.clone()),
+                ("town_name".to_owned(), self.config.town.hall()),
                 ("appointment_type".to_owned(), t),
                 ("day".to_owned(), day),
                 ("hour".to_owned(), hour),

@@ -4,6 +4,7 @@ pub mod entities;
 mod m0001_init;
 mod m0002_process_engine;
 mod m0003_contact_claims;
+mod m0004_durable_jobs;
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_init::Migration),
             Box::new(m0002_process_engine::Migration),
             Box::new(m0003_contact_claims::Migration),
+            Box::new(m0004_durable_jobs::Migration),
         ]
     }
 }

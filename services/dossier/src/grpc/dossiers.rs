@@ -31,7 +31,7 @@ pub(super) fn may_fire(p: &Principal, t: &crate::catalog::TransitionDefinition) 
 pub(super) fn transition_status(e: TransitionError) -> Status {
     match e {
         TransitionError::Conflict => Status::aborted(
-            "the dossier changed concurrently (another transition won): read it again and retry",
+            "Le dossier vient d'être modifié par un autre changement : rechargez-le puis recommencez.",
         ),
         TransitionError::Db(e) => internal_err("transition")(e),
     }
@@ -273,12 +273,12 @@ pub(super) async fn transition_dossier(
             "TRANSITION",
             &subject,
             format!(
-                "process {} v{} has no transition from `{}` to `{to}` (allowed: {})",
-                def.id,
+                "La démarche « {} » (version {}) ne permet pas de passer de « {} » à « {to} » (possibles : {}).",
+                def.title,
                 def.version,
                 d.state,
                 if allowed.is_empty() {
-                    "none".to_owned()
+                    "aucun".to_owned()
                 } else {
                     allowed.join(", ")
                 }
@@ -287,22 +287,26 @@ pub(super) async fn transition_dossier(
     };
     if !may_fire(&p, t) {
         return Err(Status::permission_denied(format!(
-            "the transition `{}` → `{to}` requires one of the roles {:?}",
-            d.state, t.roles
+            "Le passage de « {} » à « {to} » est réservé aux rôles : {}.",
+            d.state,
+            t.roles.join(", ")
         )));
     }
     if t.requires_reason && req.reason.trim().is_empty() {
         return Err(invalid_argument(
             "reason",
-            "is required for this transition",
+            "un motif est obligatoire pour ce changement d'état",
         ));
     }
     if req.reason.chars().count() > 2000 {
-        return Err(invalid_argument("reason", "is longer than 2000 characters"));
+        return Err(invalid_argument(
+            "reason",
+            "le motif ne doit pas dépasser 2000 caractères",
+        ));
     }
     if req.expected_revision != 0 && req.expected_revision != d.revision {
         return Err(Status::aborted(format!(
-            "the dossier is at revision {}, not {}: read it again",
+            "Le dossier a changé depuis votre lecture (révision {} et non {}) : rechargez-le.",
             d.revision, req.expected_revision
         )));
     }
@@ -459,8 +463,35 @@ pub(super) async fn get_guidance(
             requires_reason: t.requires_reason,
             allowed: failures.is_empty(),
             blocked_reason: failures.join(" ; "),
+            on_enter: def
+                .state(&t.to)
+                .map(|s| s.actions.iter().map(|a| action_pb(&def, a)).collect())
+                .unwrap_or_default(),
         });
     }
+    // The current state's actions, with where each of this entry stands.
+    let runs = api
+        .store
+        .action_runs(&d.id, &d.state)
+        .await
+        .map_err(internal_err("guidance"))?;
+    let actions = state
+        .map(|s| {
+            s.actions
+                .iter()
+                .enumerate()
+                .map(|(i, a)| {
+                    let mut x = action_pb(&def, a);
+                    if let Some(r) = runs.iter().find(|r| r.planned.index == i) {
+                        x.status = r.status.to_owned();
+                        x.attempts = r.attempts;
+                        x.error = r.error.clone();
+                    }
+                    x
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     let (sla_status, due) = match api.store.sla(&d, state) {
         Sla::None => (pb::SlaStatus::None, None),
         Sla::OnTime(t) => (pb::SlaStatus::OnTime, Some(t)),
@@ -480,19 +511,20 @@ pub(super) async fn get_guidance(
         next_actions,
         sla_status: sla_status as i32,
         sla_due_time: opt_ts(due),
-        actions: state
-            .map(|s| {
-                s.actions
-                    .iter()
-                    .map(|a| pb::StateAction {
-                        kind: a.kind.clone(),
-                        appointment_type: a.appointment_type.clone().unwrap_or_default(),
-                        template: a.template.clone().unwrap_or_default(),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        actions,
     }))
+}
+
+/// A state action as the agent sees it, before it runs.
+fn action_pb(def: &ProcessDefinition, a: &crate::catalog::ActionDefinition) -> pb::StateAction {
+    pb::StateAction {
+        kind: a.kind.clone(),
+        appointment_type: a.appointment_type.clone().unwrap_or_default(),
+        template: a.template.clone().unwrap_or_default(),
+        description: a.describe(def),
+        document: a.document.clone().unwrap_or_default(),
+        ..Default::default()
+    }
 }
 
 pub(super) async fn add_note(
@@ -551,7 +583,16 @@ pub(super) async fn link_dossier(
     }
     let m = api
         .store
-        .link(&d, &l.kind, &ref_id, status, &p.subject)
+        .link(
+            &d,
+            &l.kind,
+            &ref_id,
+            status,
+            &p.subject,
+            l.update_time
+                .as_ref()
+                .and_then(guichet_proto::convert::datetime),
+        )
         .await
         .map_err(internal_err("link dossier"))?;
     Ok(Response::new(link_pb(m)))

@@ -14,6 +14,7 @@ pub(super) fn entry_kind(kind: &str) -> pb::EntryKind {
         "signature" => pb::EntryKind::Signature,
         "message_sent" => pb::EntryKind::MessageSent,
         "merge" => pb::EntryKind::Merge,
+        "task" => pb::EntryKind::Task,
         _ => pb::EntryKind::Unspecified,
     }
 }
@@ -30,6 +31,7 @@ pub(super) fn entry_kind_slug(kind: pb::EntryKind) -> Option<&'static str> {
         pb::EntryKind::Signature => "signature",
         pb::EntryKind::MessageSent => "message_sent",
         pb::EntryKind::Merge => "merge",
+        pb::EntryKind::Task => "task",
         pb::EntryKind::Unspecified => return None,
     })
 }

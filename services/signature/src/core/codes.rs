@@ -144,9 +144,12 @@ impl Core {
     ) -> Result<(), sea_orm::DbErr> {
         let minutes = self.config.code_ttl_minutes.to_string();
         let link = self.signing_url(s);
-        let town = self.config.town_name.clone();
+        let town = self.config.town.name.clone();
+        let short = self.config.town.sms_name().to_owned();
+        // The same sentence as the `signature-code` template, for a
+        // provider that sends `text` as is.
         let text = format!(
-            "{town} : votre code pour signer « {} » est {code}. Il est valable {minutes} minutes. Ne le communiquez à personne, même à un agent. {link}",
+            "Mairie de {short} : votre code pour signer \"{}\" est {code} (valable {minutes} min). Ne le donnez à personne. Signez ici : {link}",
             req.title
         );
         let variables: HashMap<String, String> = [
@@ -154,6 +157,7 @@ impl Core {
             ("document", req.title.clone()),
             ("minutes", minutes),
             ("town", town),
+            ("town_short", short),
             ("link", link),
             ("text", text),
         ]

@@ -21,7 +21,7 @@ impl Core {
         let now = self.now();
         let page = pdf::SignaturePage {
             title: full.req.title.clone(),
-            town: self.config.town_name.clone(),
+            town: self.config.town.hall(),
             original_sha256: full.req.document_sha256.clone(),
             request_id: full.req.id.clone(),
             signers: full
@@ -157,7 +157,7 @@ impl Core {
             "format": "guichet-signature-evidence/1",
             "key_id": self.keys.key_id,
             "sealed_at": rfc3339(now),
-            "town": self.config.town_name,
+            "town": self.config.town.name,
             "method": "signature électronique simple (eIDAS) par code à usage unique envoyé par SMS",
             "request": {
                 "id": r.id,

@@ -43,6 +43,15 @@ impl Core {
                     .exec(&txn)
                     .await?;
             }
+            if to == EXPIRED {
+                // Who had not signed did not sign in time: not left `pending`.
+                signer::Entity::update_many()
+                    .col_expr(signer::Column::Status, Expr::value(EXPIRED))
+                    .filter(signer::Column::RequestId.eq(request_id.to_owned()))
+                    .filter(signer::Column::Status.eq(PENDING))
+                    .exec(&txn)
+                    .await?;
+            }
             self.void_codes(&txn, request_id).await?;
             let req = request::Entity::find_by_id(request_id.to_owned())
                 .one(&txn)
@@ -193,6 +202,13 @@ impl Core {
             ));
         }
         let res: Result<(), sea_orm::DbErr> = async {
+            // Signers an expiry closed may sign again.
+            signer::Entity::update_many()
+                .col_expr(signer::Column::Status, Expr::value(PENDING))
+                .filter(signer::Column::RequestId.eq(id.to_owned()))
+                .filter(signer::Column::Status.eq(EXPIRED))
+                .exec(&txn)
+                .await?;
             signer::Entity::update_many()
                 .col_expr(signer::Column::CodesSent, Expr::value(0))
                 .col_expr(
