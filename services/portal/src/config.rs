@@ -31,8 +31,6 @@ pub struct Config {
     /// none.
     #[serde(default)]
     pub frame_ancestors: Vec<String>,
-    /// The town's name in the header.
-    pub town_name: String,
     /// Whether local accounts may log in (towns without a provider).
     pub local_accounts: bool,
     pub oidc: OidcConfig,

@@ -112,6 +112,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         live: live::Live::new(),
         clock: deps.clock.clone(),
         oidc,
+        town: deps.town.clone(),
         catalog: catalog::Catalog::default(),
     };
     Ok(Service {

@@ -138,6 +138,7 @@ pub fn entry_kind(k: i32) -> &'static str {
         dpb::EntryKind::Signature => "Signature",
         dpb::EntryKind::MessageSent => "Message envoyé",
         dpb::EntryKind::Merge => "Fusion",
+        dpb::EntryKind::Task => "À faire",
         dpb::EntryKind::Unspecified => "Autre",
     }
 }
@@ -152,6 +153,7 @@ pub const ENTRY_KINDS: &[(&str, &str, dpb::EntryKind)] = &[
     ("traitement", "Traitements", dpb::EntryKind::Outcome),
     ("rendez-vous", "Rendez-vous", dpb::EntryKind::Appointment),
     ("signature", "Signatures", dpb::EntryKind::Signature),
+    ("a-faire", "À faire", dpb::EntryKind::Task),
 ];
 
 /// "12 min", "2 h 05", "3 j 4 h".

@@ -29,6 +29,8 @@ pub struct App {
     pub live: Live,
     pub clock: SharedClock,
     pub oidc: Option<Arc<crate::oidc::Provider>>,
+    /// The town's identity (`[town]`): its name in every page.
+    pub town: guichet_platform::town::Town,
     /// Process titles by id, for the queue's rows.
     pub catalog: crate::catalog::Catalog,
 }

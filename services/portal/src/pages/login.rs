@@ -47,7 +47,7 @@ fn login_page(
 ) -> Response {
     let csrf = session::random_token();
     let page = LoginPage {
-        town: app.config.town_name.clone(),
+        town: app.town.hall(),
         error,
         oidc_label: app.oidc.as_ref().map(|o| o.label().to_owned()),
         local: app.config.local_accounts,

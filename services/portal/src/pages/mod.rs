@@ -31,7 +31,7 @@ pub struct Layout {
 impl Layout {
     pub fn new(app: &App, agent: &Agent, nav: &'static str, headers: &http::HeaderMap) -> Layout {
         Layout {
-            town: app.config.town_name.clone(),
+            town: app.town.hall(),
             agent: agent.display_name.clone(),
             csrf: agent.csrf.clone(),
             nav,
