@@ -42,6 +42,7 @@ fn model(database_url: String) -> Config {
         reminder_hours_before: 48,
         notify_channels: vec!["sms".into()],
         waitlist_max_messages: 3,
+        waitlist_hold_minutes: 120,
         noshow_max: 2,
         noshow_window_days: 180,
         retention_days: 365,

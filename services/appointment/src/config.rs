@@ -37,6 +37,9 @@ pub struct Config {
     pub notify_channels: Vec<String>,
     /// Waiting list: at most this many offers in all per request.
     pub waitlist_max_messages: u32,
+    /// A freed slot is offered to one waiting citizen at a time; after this
+    /// long, if still free, to the next.
+    pub waitlist_hold_minutes: u32,
     /// Public booking needs an agent after this many no-shows (0: never)…
     pub noshow_max: u32,
     /// …within this many days.
@@ -364,6 +367,7 @@ pub mod tests_support {
             reminder_hours_before: 48,
             notify_channels: vec!["sms".into()],
             waitlist_max_messages: 3,
+            waitlist_hold_minutes: 120,
             noshow_max: 2,
             noshow_window_days: 180,
             retention_days: 365,

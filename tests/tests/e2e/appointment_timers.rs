@@ -8,6 +8,7 @@ use guichet_proto::convert::timestamp;
 use guichet_proto::notification::v1::NotificationRequest;
 use guichet_proto::notification::v1::notification_request::Target;
 use guichet_testkit::Backend;
+use std::time::Duration as StdDuration;
 
 use crate::appointment_booking::{Fixture, book_req, notifications, utc};
 
@@ -229,6 +230,114 @@ async fn appointment_waiting_list_offers_at_most_one_a_day_and_three_in_all() {
         .into_inner();
     assert!(!left.active);
     assert_eq!(left.messages_sent, 3);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn appointment_a_freed_slot_goes_to_the_waiting_citizen_whose_window_holds_it() {
+    let Some(f) = Fixture::new(Backend::Sqlite, |_| {}, None).await else {
+        return;
+    };
+    let mut portal = f.portal().await;
+    let mut agent = f.agent().await;
+    let mut r = book_req(utc(2027, 1, 25, 8, 0), "c", "");
+    r.contact = None;
+    let booked = agent.book_appointment(r).await.unwrap().into_inner().id;
+    // Three citizens wait, in this order: Anne wants a slot before the
+    // 20th (the freed one is too late for her), Bruno and Chloé before
+    // February. Each hears at once of the earliest free slot of their window.
+    for (who, before) in [
+        ("anne@exemple.fr", utc(2027, 1, 20, 0, 0)),
+        ("bruno@exemple.fr", utc(2027, 2, 1, 0, 0)),
+        ("chloe@exemple.fr", utc(2027, 2, 1, 0, 0)),
+    ] {
+        portal
+            .join_waiting_list(pb::JoinWaitingListRequest {
+                appointment_type: "passeport-depot".into(),
+                site_ids: vec!["mairie".into()],
+                people: 1,
+                citizen_id: who.into(),
+                contact: Some(pb::Contact {
+                    phone: String::new(),
+                    email: who.into(),
+                }),
+                before_time: Some(timestamp(before)),
+                request_id: format!("wait-{who}"),
+            })
+            .await
+            .unwrap();
+    }
+    f.core.run_due_jobs().await.unwrap();
+    let offers_to = |sent: &[NotificationRequest], who: &str| -> Vec<String> {
+        sent.iter()
+            .filter(|n| n.template == "appointment-waitlist-offer")
+            .filter(|n| n.target == Some(Target::Email(who.into())))
+            .map(|n| n.variables.get("link").cloned().unwrap_or_default())
+            .collect()
+    };
+    let sent = notifications(&f.env, 3).await;
+    for who in ["anne@exemple.fr", "bruno@exemple.fr", "chloe@exemple.fr"] {
+        assert_eq!(
+            offers_to(&sent, who).len(),
+            1,
+            "{who} hears of a free slot on joining"
+        );
+    }
+    // The next day, the 25th at 09:00 (Paris) is cancelled: that very slot
+    // goes to Bruno, the first whose window holds it; nobody else yet.
+    f.clock.advance(Duration::days(1));
+    agent
+        .cancel_booking(pb::CancelBookingRequest {
+            id: booked,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    f.core.run_due_jobs().await.unwrap();
+    let sent = notifications(&f.env, 4).await;
+    let bruno = offers_to(&sent, "bruno@exemple.fr");
+    assert_eq!(bruno.len(), 2);
+    assert!(
+        bruno[1].contains("debut=2027-01-25T08:00:00Z"),
+        "the freed slot: {}",
+        bruno[1]
+    );
+    assert_eq!(
+        offers_to(&sent, "chloe@exemple.fr").len(),
+        1,
+        "held for Bruno"
+    );
+    assert_eq!(
+        offers_to(&sent, "anne@exemple.fr").len(),
+        1,
+        "outside Anne's window"
+    );
+    // Bruno lets the hold pass: still free, it goes to Chloé.
+    f.clock.advance(Duration::minutes(121));
+    f.core.run_due_jobs().await.unwrap();
+    let sent = notifications(&f.env, 5).await;
+    let chloe = offers_to(&sent, "chloe@exemple.fr");
+    assert_eq!(chloe.len(), 2);
+    assert!(
+        chloe[1].contains("debut=2027-01-25T08:00:00Z"),
+        "{}",
+        chloe[1]
+    );
+    assert_eq!(offers_to(&sent, "anne@exemple.fr").len(), 1);
+    // Taken meanwhile: nobody else is offered it.
+    let mut r = book_req(utc(2027, 1, 25, 8, 0), "c", "");
+    r.contact = None;
+    agent.book_appointment(r).await.unwrap();
+    f.clock.advance(Duration::minutes(121));
+    f.core.run_due_jobs().await.unwrap();
+    tokio::time::sleep(StdDuration::from_millis(500)).await;
+    let sent = notifications(&f.env, 5).await;
+    assert_eq!(
+        sent.iter()
+            .filter(|n| n.template == "appointment-waitlist-offer")
+            .count(),
+        5
+    );
     f.finish().await;
 }
 

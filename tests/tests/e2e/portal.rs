@@ -242,6 +242,7 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
         serde_json::Value::Bool(true),
         "the row came without a reload"
     );
+    b.check_page("file-unique-demande-arrivee").await;
 
     // Take next: the fiche, with the citizen's earlier call and email.
     b.click_text("Prendre la suivante").await;

@@ -17,9 +17,33 @@ impl Core {
         {
             return Ok(m);
         }
-        match w.insert(&self.db).await {
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(internal_err("join waiting list"))?;
+        let inserted = w.insert(&txn).await;
+        let inserted = match inserted {
+            Ok(m) => {
+                // A slot already free in their window is offered at once.
+                let now = self.now();
+                match self
+                    .add_job(&txn, "waitlist_join", &m.id, serde_json::json!({}), now)
+                    .await
+                {
+                    Ok(()) => txn.commit().await.map(|()| m),
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => {
+                let _ = txn.rollback().await;
+                Err(e)
+            }
+        };
+        match inserted {
             Ok(m) => {
                 tracing::info!(waiter_id = %m.id, "waiting list joined");
+                self.outbox.notify();
                 Ok(m)
             }
             Err(e) if is_unique_violation(&e) => waiter::Entity::find()
