@@ -328,6 +328,56 @@ async fn restricted_dossiers_are_for_their_group_only_and_every_read_is_audited(
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
+    // Nor may an agent outside the group open one (the answer would carry it).
+    let e = front_c
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: cid.clone(),
+            process_id: "aide-sociale-ccas".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    assert!(
+        e.message().contains("réservée au groupe"),
+        "{}",
+        e.message()
+    );
+    let denied = dossier_client(app.grpc_addr, &supervisor)
+        .await
+        .list_audit_entries(dpb::ListAuditEntriesRequest {
+            resource: "processes/aide-sociale-ccas".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        denied
+            .entries
+            .iter()
+            .any(|e| e.actor == "agent-2" && e.action == "dossier.open_denied"),
+        "{:?}",
+        denied.entries
+    );
+    let still = front_c
+        .list_dossiers(dpb::ListDossiersRequest {
+            citizen_id: cid.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(still.dossiers.len(), 1, "no second dossier was opened");
+    let mut social_open = dossier_client(app.grpc_addr, &social).await;
+    social_open
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: cid.clone(),
+            process_id: "aide-sociale-ccas".into(),
+            request_id: "social-open-1".into(),
+        })
+        .await
+        .expect("the group opens it");
     let listed = front_c
         .list_dossiers(dpb::ListDossiersRequest {
             citizen_id: cid.clone(),

@@ -88,6 +88,25 @@ pub(super) async fn open_dossier(
             format!("`{process_id}` is not in the process catalog"),
         )
     })?;
+    // A restricted process (the CCAS's) is opened only by its group, a
+    // service or an admin: the answer would carry the dossier.
+    if let Some(group) = def.restricted_group.as_deref()
+        && !(p.has(Role::Service) || p.has(Role::Admin) || p.groups.iter().any(|g| g == group))
+    {
+        api.store
+            .audit(
+                &p.subject,
+                "dossier.open_denied",
+                &format!("processes/{process_id}"),
+                &format!("citizen {citizen_id}"),
+            )
+            .await
+            .map_err(internal_err("audit"))?;
+        return Err(Status::permission_denied(format!(
+            "la démarche « {} » est réservée au groupe `{group}`",
+            def.title
+        )));
+    }
     let citizen = api
         .store
         .get_citizen(citizen_id)
