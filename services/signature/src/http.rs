@@ -124,8 +124,9 @@ body{{font-family:system-ui,sans-serif;max-width:40rem;margin:1rem auto;padding:
 h1{{font-size:1.4rem}} .box{{border:1px solid #888;padding:1rem;margin:1rem 0;border-radius:.3rem}}
 .msg{{background:#eef4ff;border-left:.3rem solid #000091;padding:.5rem 1rem}}
 .err{{background:#ffe9e9;border-left:.3rem solid #c9191e;padding:.5rem 1rem}}
-button{{font-size:1rem;padding:.5rem 1rem}} input[type=text]{{font-size:1.3rem;letter-spacing:.3rem;width:9rem}}
-label{{display:block;margin:.5rem 0}} code{{word-break:break-all}}
+button{{font-size:1rem;padding:.5rem 1rem;min-height:44px;min-width:44px}} input[type=text]{{font-size:1.3rem;letter-spacing:.3rem;width:9rem;min-height:44px}}
+label{{display:flex;align-items:center;gap:.5rem;min-height:44px;margin:.5rem 0}} input[type=checkbox]{{width:1.75rem;height:1.75rem;flex:none;margin:0}}
+.box a{{display:inline-block;min-height:44px;line-height:44px}} code{{word-break:break-all}}
 </style>
 </head>
 <body>
@@ -225,7 +226,7 @@ fn render(
     );
     let (title, body) = if s.status == core::SIGNED {
         let all = if r.status == core::SIGNED {
-            "Tous les signataires ont signé : le document signé est disponible ci-dessus."
+            "Tous les signataires ont signé : le document signé est disponible ci-dessous."
         } else {
             "Le document sera complet lorsque les autres signataires auront signé."
         };

@@ -384,6 +384,22 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
     assert_eq!(status, 200);
     assert!(page.contains("Votre signature est enregistrée"), "{page}");
     assert!(page.contains("Tous les signataires ont signé"), "{page}");
+    // The signed document's link comes after this sentence, and every
+    // control is a 44 px target on a phone.
+    assert!(page.contains("disponible ci-dessous"), "{page}");
+    let sentence = page.find("disponible ci-dessous").unwrap();
+    assert!(
+        page[sentence..].contains("Télécharger le document signé"),
+        "{page}"
+    );
+    assert!(
+        page.contains("button{font-size:1rem;padding:.5rem 1rem;min-height:44px;min-width:44px}"),
+        "{page}"
+    );
+    assert!(
+        page.contains("label{display:flex;align-items:center;gap:.5rem;min-height:44px"),
+        "{page}"
+    );
 
     let done = agent
         .get_signature_request(pb::GetSignatureRequestRequest { id: req.id.clone() })
