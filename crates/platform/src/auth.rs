@@ -35,6 +35,18 @@ pub enum Role {
     Service,
 }
 
+impl Role {
+    /// The role's name, as in tokens and `--role` (`agent`…).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+            Role::Service => "service",
+        }
+    }
+}
+
 impl std::str::FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {

@@ -40,7 +40,8 @@ pub struct BenchResult {
     pub raw_publish_p50: Duration,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+/// The `p` quantile of sorted durations (nearest rank).
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }

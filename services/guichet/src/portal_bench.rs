@@ -21,6 +21,7 @@ use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::intake::v1 as ipb;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench::percentile;
 use crate::{GuichetConfig, Role};
 
 pub struct PortalBenchOptions {
@@ -32,16 +33,17 @@ pub struct PortalBenchOptions {
     pub nats_url: String,
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = ((sorted.len() as f64) * p).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// `message` with the benchmark's service token.
+fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(message);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
 }
 
 /// Log in as `login` over HTTP like a browser; returns the session cookie.
@@ -209,14 +211,15 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
         let mut total = 0;
         let mut token = String::new();
         loop {
-            let mut req = tonic::Request::new(guichet_proto::routing::v1::ListWorkItemsRequest {
-                status: guichet_proto::routing::v1::WorkItemStatus::Pending as i32,
-                page_size: 500,
-                page_token: token.clone(),
-                ..Default::default()
-            });
-            req.metadata_mut()
-                .insert("authorization", format!("Bearer {service}").parse()?);
+            let req = authed(
+                guichet_proto::routing::v1::ListWorkItemsRequest {
+                    status: guichet_proto::routing::v1::WorkItemStatus::Pending as i32,
+                    page_size: 500,
+                    page_token: token.clone(),
+                    ..Default::default()
+                },
+                &service,
+            );
             let page = queue.list_work_items(req).await?.into_inner();
             total += page.items.len();
             if page.next_page_token.is_empty() {
@@ -230,20 +233,14 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
     let channel =
         guichet_platform::grpc::lazy_channel("bench", &format!("http://{}", app.grpc_addr))?;
     let mut dossier = DossierServiceClient::new(channel);
-    let with_token = |m| {
-        let mut r = tonic::Request::new(m);
-        if let Ok(v) = format!("Bearer {service}").parse() {
-            r.metadata_mut().insert("authorization", v);
-        }
-        r
-    };
-    let mut req = tonic::Request::new(guichet_proto::routing::v1::ListWorkItemsRequest {
-        status: guichet_proto::routing::v1::WorkItemStatus::Pending as i32,
-        page_size: 1,
-        ..Default::default()
-    });
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {service}").parse()?);
+    let req = authed(
+        guichet_proto::routing::v1::ListWorkItemsRequest {
+            status: guichet_proto::routing::v1::WorkItemStatus::Pending as i32,
+            page_size: 1,
+            ..Default::default()
+        },
+        &service,
+    );
     let first = queue
         .list_work_items(req)
         .await?
@@ -252,16 +249,19 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
         .remove(0);
     for i in 0..opts.timeline {
         dossier
-            .record_contact(with_token(dpb::RecordContactRequest {
-                dossier_id: first.dossier_id.clone(),
-                kind: dpb::EntryKind::Contact as i32,
-                channel: ipb::Channel::Telephony as i32,
-                occur_time: Some(guichet_proto::convert::timestamp(Utc::now())),
-                summary: format!("Appel n° {i} : question sur le dossier"),
-                actor: "bench".into(),
-                source_event_id: uuid::Uuid::now_v7().to_string(),
-                ..Default::default()
-            }))
+            .record_contact(authed(
+                dpb::RecordContactRequest {
+                    dossier_id: first.dossier_id.clone(),
+                    kind: dpb::EntryKind::Contact as i32,
+                    channel: ipb::Channel::Telephony as i32,
+                    occur_time: Some(guichet_proto::convert::timestamp(Utc::now())),
+                    summary: format!("Appel n° {i} : question sur le dossier"),
+                    actor: "bench".into(),
+                    source_event_id: uuid::Uuid::now_v7().to_string(),
+                    ..Default::default()
+                },
+                &service,
+            ))
             .await?;
     }
 

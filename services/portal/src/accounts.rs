@@ -104,12 +104,7 @@ pub fn parse_roles(text: &str) -> Result<Vec<Role>, AccountError> {
 pub fn roles_text(roles: &[Role]) -> String {
     roles
         .iter()
-        .map(|r| match r {
-            Role::Agent => "agent",
-            Role::Supervisor => "supervisor",
-            Role::Admin => "admin",
-            Role::Service => "service",
-        })
+        .map(|r| r.as_str())
         .collect::<Vec<_>>()
         .join(",")
 }

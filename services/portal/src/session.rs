@@ -220,6 +220,20 @@ pub fn set_cookie(name: &str, value: &str, secure: bool, max_age: Option<i64>) -
     c
 }
 
+/// Add a `Set-Cookie` of [`set_cookie`] to `response`.
+pub fn add_cookie(
+    response: &mut axum::response::Response,
+    name: &str,
+    value: &str,
+    secure: bool,
+    max_age: Option<i64>,
+) {
+    // Names and values are ours (base64url, urlencoded): always valid.
+    if let Ok(v) = http::HeaderValue::from_str(&set_cookie(name, value, secure, max_age)) {
+        response.headers_mut().append(http::header::SET_COOKIE, v);
+    }
+}
+
 /// Whether two secrets are equal, in constant time.
 pub fn same(a: &str, b: &str) -> bool {
     let (a, b) = (a.as_bytes(), b.as_bytes());

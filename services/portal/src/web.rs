@@ -245,14 +245,13 @@ pub const FLASH_COOKIE: &str = "guichet_flash";
 pub fn redirect_with(to: &str, message: &str, secure: bool) -> Response {
     let value = serde_urlencoded::to_string([("m", message)]).unwrap_or_default();
     let mut r = Redirect::to(to).into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+    session::add_cookie(
+        &mut r,
         FLASH_COOKIE,
         value.trim_start_matches("m="),
         secure,
         Some(60),
-    )) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    );
     r
 }
 
@@ -269,9 +268,7 @@ pub fn flash(headers: &HeaderMap) -> Option<String> {
 
 /// Add the header clearing the flash cookie.
 pub fn clear_flash(mut r: Response, secure: bool) -> Response {
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(FLASH_COOKIE, "", secure, Some(0))) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    session::add_cookie(&mut r, FLASH_COOKIE, "", secure, Some(0));
     r
 }
 

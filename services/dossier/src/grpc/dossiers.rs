@@ -91,7 +91,7 @@ pub(super) async fn open_dossier(
     // A restricted process (the CCAS's) is opened only by its group, a
     // service or an admin: the answer would carry the dossier.
     if let Some(group) = def.restricted_group.as_deref()
-        && !(p.has(Role::Service) || p.has(Role::Admin) || p.groups.iter().any(|g| g == group))
+        && !in_group(&p, group)
     {
         api.store
             .audit(

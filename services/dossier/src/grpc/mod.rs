@@ -48,10 +48,13 @@ const ADMINS: &[Role] = &[Role::Admin];
 /// Whether `p` may read `d`: restricted processes are for members of their
 /// group, services and admins; other dossiers for every reader.
 fn may_read(p: &Principal, d: &dossier::Model) -> bool {
-    d.restricted_group.is_empty()
-        || p.has(Role::Service)
-        || p.has(Role::Admin)
-        || p.groups.contains(&d.restricted_group)
+    d.restricted_group.is_empty() || in_group(p, &d.restricted_group)
+}
+
+/// Whether `p` may act within a restricted process of `group`: its
+/// members, services and admins.
+fn in_group(p: &Principal, group: &str) -> bool {
+    p.has(Role::Service) || p.has(Role::Admin) || p.groups.iter().any(|g| g == group)
 }
 
 #[derive(Clone)]

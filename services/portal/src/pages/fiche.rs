@@ -76,6 +76,7 @@ pub struct Doc {
 
 pub struct DossierView {
     pub id: String,
+    pub citizen_id: String,
     pub reference: String,
     pub process: String,
     pub version: u32,
@@ -295,6 +296,7 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         .unwrap_or(false);
     Ok(DossierView {
         id: d.id.clone(),
+        citizen_id: d.citizen_id.clone(),
         reference: d.reference.clone(),
         process: d.process_title.clone(),
         version: d.process_version,
@@ -559,16 +561,7 @@ async fn fiche(
                     title = format!("Dossier {}", d.reference);
                 }
                 if citizen_id.is_none() {
-                    let mut c = app.clients.dossier.clone();
-                    if let Ok(r) = c
-                        .get_dossier(
-                            app.clients
-                                .request(agent, dpb::GetDossierRequest { id: d.id.clone() }),
-                        )
-                        .await
-                    {
-                        citizen_id = Some(r.into_inner().citizen_id);
-                    }
+                    citizen_id = Some(d.citizen_id.clone());
                 }
             }
             Some(Section::from(res, "Le service des dossiers"))
@@ -717,6 +710,25 @@ pub async fn citizen(
     .await
 }
 
+/// The fiche again, with a form's refusal beside its field (422).
+async fn refuse(
+    app: &App,
+    agent: &Agent,
+    headers: &HeaderMap,
+    subject: Subject,
+    form: FormState,
+) -> Response {
+    fiche(
+        app,
+        agent,
+        headers,
+        subject,
+        TimelineFilters::default(),
+        form,
+    )
+    .await
+}
+
 fn failed(message: String, field: &str, values: Values) -> FormState {
     FormState {
         error: Some(message),
@@ -753,15 +765,7 @@ pub async fn complete(
             "resultat",
             values,
         );
-        return fiche(
-            &app,
-            &agent,
-            &headers,
-            Subject::Item(id),
-            TimelineFilters::default(),
-            form,
-        )
-        .await;
+        return refuse(&app, &agent, &headers, Subject::Item(id), form).await;
     }
     let mut c = app.clients.routing.clone();
     match c
@@ -788,15 +792,7 @@ pub async fn complete(
                 _ => web::explain(&e, "La file d'attente"),
             };
             let form = failed(message, "resultat", values);
-            fiche(
-                &app,
-                &agent,
-                &headers,
-                Subject::Item(id),
-                TimelineFilters::default(),
-                form,
-            )
-            .await
+            refuse(&app, &agent, &headers, Subject::Item(id), form).await
         }
     }
 }
@@ -845,12 +841,11 @@ pub async fn transfer(
                 }
                 _ => web::explain(&e, "La file d'attente"),
             };
-            fiche(
+            refuse(
                 &app,
                 &agent,
                 &headers,
                 Subject::Item(id),
-                TimelineFilters::default(),
                 failed(message, "vers", values),
             )
             .await
@@ -919,12 +914,11 @@ pub async fn transition(
                 motif: f.motif,
                 ..Default::default()
             };
-            fiche(
+            refuse(
                 &app,
                 &agent,
                 &headers,
                 Subject::Dossier(id),
-                TimelineFilters::default(),
                 failed(message, &f.vers, values),
             )
             .await
@@ -957,12 +951,11 @@ pub async fn note(
         ..Default::default()
     };
     if f.texte.trim().is_empty() {
-        return fiche(
+        return refuse(
             &app,
             &agent,
             &headers,
             Subject::Dossier(id),
-            TimelineFilters::default(),
             failed(
                 "Écrivez la note avant de l'ajouter.".into(),
                 "texte",
@@ -999,12 +992,11 @@ pub async fn note(
                 tonic::Code::InvalidArgument => format!("Note refusée : {}", e.message()),
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(
+            refuse(
                 &app,
                 &agent,
                 &headers,
                 Subject::Dossier(id),
-                TimelineFilters::default(),
                 failed(message, "texte", values),
             )
             .await
@@ -1022,70 +1014,44 @@ pub async fn document(
     let mut csrf = String::new();
     let mut kind = String::new();
     let mut file: Option<(String, String, Vec<u8>)> = None;
-    loop {
-        match form.next_field().await {
-            Ok(Some(field)) => {
-                let name = field.name().unwrap_or_default().to_owned();
-                match name.as_str() {
-                    "csrf" => csrf = field.text().await.unwrap_or_default(),
-                    "type" => kind = field.text().await.unwrap_or_default(),
-                    "fichier" => {
-                        let filename = field.file_name().unwrap_or_default().to_owned();
-                        let media = field
-                            .content_type()
-                            .unwrap_or("application/octet-stream")
-                            .to_owned();
-                        match field.bytes().await {
-                            Ok(b) => file = Some((filename, media, b.to_vec())),
-                            Err(_) => {
-                                return fiche(
-                                    &app,
-                                    &agent,
-                                    &headers,
-                                    Subject::Dossier(id),
-                                    TimelineFilters::default(),
-                                    failed(
-                                        "Le fichier n'a pas pu être reçu (20 Mo au plus).".into(),
-                                        "fichier",
-                                        Values::default(),
-                                    ),
-                                )
-                                .await;
-                            }
-                        }
-                    }
-                    _ => {}
+    let received: Result<(), ()> = async {
+        while let Some(field) = form.next_field().await.map_err(drop)? {
+            match field.name().unwrap_or_default() {
+                "csrf" => csrf = field.text().await.unwrap_or_default(),
+                "type" => kind = field.text().await.unwrap_or_default(),
+                "fichier" => {
+                    let filename = field.file_name().unwrap_or_default().to_owned();
+                    let media = field
+                        .content_type()
+                        .unwrap_or("application/octet-stream")
+                        .to_owned();
+                    let bytes = field.bytes().await.map_err(drop)?;
+                    file = Some((filename, media, bytes.to_vec()));
                 }
-            }
-            Ok(None) => break,
-            Err(_) => {
-                return fiche(
-                    &app,
-                    &agent,
-                    &headers,
-                    Subject::Dossier(id),
-                    TimelineFilters::default(),
-                    failed(
-                        "Le fichier n'a pas pu être reçu (20 Mo au plus).".into(),
-                        "fichier",
-                        Values::default(),
-                    ),
-                )
-                .await;
+                _ => {}
             }
         }
+        Ok(())
+    }
+    .await;
+    if received.is_err() {
+        let form = failed(
+            "Le fichier n'a pas pu être reçu (20 Mo au plus).".into(),
+            "fichier",
+            Values::default(),
+        );
+        return refuse(&app, &agent, &headers, Subject::Dossier(id), form).await;
     }
     if let Err(r) = web::check_csrf(&agent, &csrf) {
         return r;
     }
     let Some((filename, media, content)) = file.filter(|(n, _, c)| !n.is_empty() && !c.is_empty())
     else {
-        return fiche(
+        return refuse(
             &app,
             &agent,
             &headers,
             Subject::Dossier(id),
-            TimelineFilters::default(),
             failed(
                 "Choisissez un fichier à joindre.".into(),
                 "fichier",
@@ -1120,12 +1086,11 @@ pub async fn document(
                 tonic::Code::InvalidArgument => format!("Pièce refusée : {}", e.message()),
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(
+            refuse(
                 &app,
                 &agent,
                 &headers,
                 Subject::Dossier(id),
-                TimelineFilters::default(),
                 failed(message, "fichier", Values::default()),
             )
             .await
@@ -1178,12 +1143,11 @@ pub async fn open_dossier(
                 }
                 _ => web::explain(&e, "Le service des dossiers"),
             };
-            fiche(
+            refuse(
                 &app,
                 &agent,
                 &headers,
                 Subject::Citizen(id),
-                TimelineFilters::default(),
                 failed(message, "demarche", Values::default()),
             )
             .await

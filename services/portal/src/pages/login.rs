@@ -2,7 +2,7 @@
 
 use axum::Form;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use sea_orm::{ActiveModelTrait, EntityTrait, Set};
 use serde::Deserialize;
@@ -56,14 +56,13 @@ fn login_page(
         login: login.to_owned(),
     };
     let mut r = (status, web::render(&page)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+    session::add_cookie(
+        &mut r,
         session::LOGIN_COOKIE,
         &csrf,
         app.config.secure_cookies,
         Some(3600),
-    )) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    );
     r
 }
 
@@ -96,14 +95,8 @@ async fn signed_in(app: &App, new: NewSession, to: &str) -> Response {
         Ok(secret) => {
             let mut r = Redirect::to(&back_to(to)).into_response();
             let secure = app.config.secure_cookies;
-            for c in [
-                session::set_cookie(session::COOKIE, &secret, secure, None),
-                session::set_cookie(session::LOGIN_COOKIE, "", secure, Some(0)),
-            ] {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    r.headers_mut().append(header::SET_COOKIE, v);
-                }
-            }
+            session::add_cookie(&mut r, session::COOKIE, &secret, secure, None);
+            session::add_cookie(&mut r, session::LOGIN_COOKIE, "", secure, Some(0));
             metrics::counter!("guichet_portal_logins_total", "result" => "ok").increment(1);
             r
         }
@@ -349,13 +342,12 @@ pub async fn logout(State(app): State<App>, agent: Agent, Form(f): Form<Csrf>) -
         tracing::error!(error = %e, "cannot end the session");
     }
     let mut r = Redirect::to("/connexion").into_response();
-    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(
+    session::add_cookie(
+        &mut r,
         session::COOKIE,
         "",
         app.config.secure_cookies,
         Some(0),
-    )) {
-        r.headers_mut().append(header::SET_COOKIE, v);
-    }
+    );
     r
 }
