@@ -7,6 +7,7 @@ use std::time::Duration;
 use guichet_platform::auth::Authenticator;
 use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -38,6 +39,7 @@ pub struct Clients {
     pub routing: QueueServiceClient<Ch>,
     pub dossier: DossierServiceClient<Ch>,
     pub counter: CounterServiceClient<Ch>,
+    pub indicators: IndicatorServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
 }
@@ -57,6 +59,10 @@ impl Clients {
             ),
             counter: CounterServiceClient::with_interceptor(
                 channel("portal.counter_url", &config.counter_url)?,
+                creds.clone(),
+            ),
+            indicators: IndicatorServiceClient::with_interceptor(
+                channel("portal.indicators_url", &config.indicators_url)?,
                 creds,
             ),
             auth,

@@ -19,6 +19,9 @@ pub struct Config {
     pub routing_url: String,
     pub dossier_url: String,
     pub counter_url: String,
+    /// The indicators role (the supervisors' dashboard).
+    #[serde(default = "default_indicators_url")]
+    pub indicators_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -152,4 +155,8 @@ impl Config {
             url.to_owned()
         }
     }
+}
+
+fn default_indicators_url() -> String {
+    "http://127.0.0.1:50051".into()
 }

@@ -55,6 +55,7 @@ impl RoleSpec for Spec {
             ("routing", &mut config.routing_url),
             ("dossier", &mut config.dossier_url),
             ("ingress-counter", &mut config.counter_url),
+            ("indicators", &mut config.indicators_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();
