@@ -598,6 +598,12 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
         known.insert(login.to_owned(), password.clone());
         lines.push_str(&format!("\n           {login} / {password}  ({name})"));
     }
+    if app.handle::<guichet_indicators::IndicatorsHandle>().is_some() {
+        lines.push_str(&format!(
+            "\n           the supervisors' indicators: {}/indicateurs (superviseur)",
+            portal.base_url.trim_end_matches('/')
+        ));
+    }
     let content: String = known.iter().map(|(l, p)| format!("{l} {p}\n")).collect();
     write_secret(&path, &content)?;
     Ok(lines)

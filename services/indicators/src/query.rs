@@ -275,7 +275,17 @@ impl Engine {
                  COALESCE(CAST({reference} AS TEXT), '') AS reference"
             ));
         }
-        sql.push(&format!(" FROM {} WHERE ", i.from));
+        // The dossier join only when the cut or a filter reads the dossier.
+        let uses_dossier = Self::cut_expr(i, &q.cut).is_some_and(|e| e.contains("d."))
+            || q.filters
+                .iter()
+                .filter_map(|(d, _)| Self::cut_expr(i, d))
+                .any(|e| e.contains("d."));
+        let from = match i.from.split_once(" LEFT JOIN dossier_fact d ") {
+            Some((lean, _)) if !uses_dossier => lean,
+            _ => i.from,
+        };
+        sql.push(&format!(" FROM {from} WHERE "));
         if i.stat == Stat::OpenAtEnd {
             sql.push(&format!("{} < ", i.time))
                 .bind(q.end.timestamp())
