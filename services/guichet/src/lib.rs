@@ -584,6 +584,12 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
     }
     let content: String = known.iter().map(|(l, p)| format!("{l} {p}\n")).collect();
     write_secret(&path, &content)?;
+    if !portal.public_url.is_empty() {
+        lines.push_str(&format!(
+            "\n  citizens {}/rendez-vous (Prendre rendez-vous; the links of SMS and emails open here)",
+            portal.public_url
+        ));
+    }
     Ok(lines)
 }
 

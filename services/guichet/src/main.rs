@@ -315,6 +315,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.ensure_dev_signing_key(true)?;
             config.ensure_dev_signature_keys()?;
             let cti_token = config.ensure_dev_cti_token()?;
+            // The links in appointment messages open the citizens' pages of
+            // this machine unless the town set its own address.
+            if config.appointment.public_base_url == "https://rendez-vous.mairie.example.fr"
+                && config.portal.public.enabled()
+            {
+                config.appointment.public_base_url = config
+                    .portal
+                    .public
+                    .base_url(config.portal.public.http_addr.parse().ok());
+            }
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();

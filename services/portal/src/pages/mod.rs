@@ -146,7 +146,7 @@ async fn events(
 }
 
 /// The vendored scripts and the style sheet, compiled in.
-async fn asset(Path(file): Path<String>) -> Response {
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     let (body, ty): (&'static [u8], &str) = match file.as_str() {
         "guichet.css" => (
             include_bytes!("../../static/guichet.css"),
