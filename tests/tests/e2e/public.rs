@@ -15,6 +15,7 @@ use std::time::Duration;
 use chrono::{Duration as Days, NaiveDate, Utc};
 use guichet_portal::PortalHandle;
 use guichet_testkit::browser::{Browser, fantoccini::Locator};
+use guichet_testkit::proto::dossier::v1 as dpb;
 use guichet_testkit::*;
 
 const SHIPPED_LINKS: &str = "https://rendez-vous.mairie.example.fr";
@@ -323,6 +324,172 @@ async fn a_citizen_books_moves_and_cancels_a_passport_appointment_and_the_waitin
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 403);
+
+    b.close().await;
+    env.cleanup().await;
+}
+
+/// A citizen's dossier opened by an agent, with a public and a private note.
+async fn dossier_with_notes(app: &guichet::RunningApp, env: &TestEnv) -> dpb::Dossier {
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let mut d = dossier_client(app.grpc_addr, &agent).await;
+    let citizen = d
+        .resolve_citizen(dpb::ResolveCitizenRequest {
+            hint: Some(guichet_testkit::proto::intake::v1::CitizenHint {
+                given_name: "Louise".into(),
+                family_name: "Bernard".into(),
+                phones: vec!["06 44 55 66 77".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .citizen
+        .unwrap()
+        .id;
+    let dossier = d
+        .open_dossier(dpb::OpenDossierRequest {
+            citizen_id: citizen,
+            process_id: "acte-etat-civil".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for (visibility, text) in [
+        (
+            dpb::NoteVisibility::Public,
+            "Votre demande est en cours de recherche.",
+        ),
+        (
+            dpb::NoteVisibility::Private,
+            "Note interne : dossier sensible.",
+        ),
+    ] {
+        d.add_note(dpb::AddNoteRequest {
+            dossier_id: dossier.id.clone(),
+            visibility: visibility as i32,
+            text: text.into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap();
+    }
+    dossier
+}
+
+async fn follow(b: &Browser, public: &str, reference: &str, code: &str, expect: &str) -> String {
+    b.goto(&format!("{public}/suivre")).await;
+    b.wait_text("Code de suivi", WAIT).await;
+    b.fill("reference", reference).await;
+    b.fill("code", code).await;
+    b.click_text("Voir ma demande").await;
+    b.wait_text(expect, WAIT).await
+}
+
+#[tokio::test]
+async fn a_citizen_follows_a_request_with_its_reference_and_code_and_sends_a_missing_document() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let public = portal.public_url.clone();
+    let dossier = dossier_with_notes(&app, &env).await;
+    let code = dossier.follow_code.clone();
+    assert_eq!(code.len(), 14, "{code}");
+
+    // The form, then a wrong code and an unknown reference: the same answer.
+    b.goto(&format!("{public}/suivre")).await;
+    b.wait_text("Suivre ma demande", WAIT).await;
+    b.check_page("public-suivre").await;
+    let wrong = follow(
+        &b,
+        &public,
+        &dossier.reference,
+        "AAAA-BBBB-CCCC",
+        "incorrect",
+    )
+    .await;
+    assert!(
+        wrong.contains("Référence ou code de suivi incorrect"),
+        "{wrong}"
+    );
+    b.check_page("public-suivre-erreur").await;
+    let alert = |t: &str| {
+        t.lines()
+            .find(|l| l.contains("incorrect"))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let unknown = follow(&b, &public, "VIN-2099-999999", &code, "incorrect").await;
+    assert_eq!(alert(&wrong), alert(&unknown));
+    assert!(!unknown.contains("Louise") && !wrong.contains("Demande reçue"));
+
+    // The right code, typed loosely: the state, the public note only, what
+    // is missing.
+    let loose = code.to_lowercase().replace('-', " ");
+    let text = follow(
+        &b,
+        &public,
+        &dossier.reference.to_lowercase(),
+        &loose,
+        "Ma demande VIN",
+    )
+    .await;
+    assert!(
+        text.contains("Copie ou extrait d'acte d'état civil"),
+        "{text}"
+    );
+    assert!(text.contains("Demande reçue"), "{text}");
+    assert!(
+        text.contains("Votre demande est en cours de recherche."),
+        "{text}"
+    );
+    assert!(!text.contains("Note interne"), "{text}");
+    assert!(text.contains("À envoyer"), "{text}");
+    b.check_page("public-suivre-dossier").await;
+
+    // A missing document, sent from the page, is provided in the fiche's checklist.
+    let file = env.dir.path().join("precisions.pdf");
+    std::fs::write(&file, b"%PDF-1.4\n% precisions de l'acte\n%%EOF\n").unwrap();
+    b.client
+        .find(Locator::Css("#piece option[value='precisions-acte']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Id("fichier"))
+        .await
+        .unwrap()
+        .send_keys(&file.display().to_string())
+        .await
+        .unwrap();
+    b.click_text("Envoyer la pièce").await;
+    b.wait_text("Pièce reçue", WAIT).await;
+    b.check_page("public-suivre-piece-recue").await;
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let guidance = dossier_client(app.grpc_addr, &agent)
+        .await
+        .get_guidance(dpb::GetGuidanceRequest {
+            dossier_id: dossier.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let item = guidance
+        .checklist
+        .iter()
+        .find(|c| c.document_id == "precisions-acte")
+        .unwrap();
+    assert!(item.provided, "{guidance:?}");
 
     b.close().await;
     env.cleanup().await;

@@ -13,6 +13,7 @@
 //! `Referrer-Policy: no-referrer`.
 
 mod booking;
+mod follow;
 pub mod guard;
 mod manage;
 
@@ -207,6 +208,11 @@ pub fn router(p: Public) -> Router {
             get(manage::move_form).post(manage::move_to),
         )
         .route("/rendez-vous/{id}/revoquer", post(manage::revoke))
+        .route("/suivre", get(follow::form).post(follow::show))
+        .route(
+            "/suivre/piece",
+            post(follow::upload).layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024)),
+        )
         .route("/static/{file}", get(crate::pages::asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
