@@ -184,10 +184,13 @@ impl RoleService for Service {
                 let Some((listener, addr)) = public_listener else {
                     return Ok(());
                 };
-                let router = public::router(public::Public {
-                    guard: public::guard::Guard::new(&app.config.public),
-                    app: app.clone(),
-                });
+                let router = public::router(
+                    public::Public {
+                        guard: public::guard::Guard::new(&app.config.public),
+                        app: app.clone(),
+                    },
+                    shutdown.clone(),
+                );
                 tracing::info!(%addr, "citizens' pages listening");
                 axum::serve(
                     listener,

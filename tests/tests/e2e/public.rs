@@ -494,3 +494,81 @@ async fn a_citizen_follows_a_request_with_its_reference_and_code_and_sends_a_mis
     b.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_ticket_page_follows_the_queue_and_says_when_a_desk_calls() {
+    use guichet_testkit::proto::counter::v1 as cpb;
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let public = portal.public_url.clone();
+    let kiosk = env.token("borne-1", &[TokenRole::Service]);
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let counter = counter_client(app.grpc_addr, &kiosk).await;
+    let issue = |n: u32| {
+        let mut c = counter.clone();
+        async move {
+            c.issue_ticket(cpb::IssueTicketRequest {
+                citizen: Some(guichet_testkit::proto::intake::v1::CitizenHint {
+                    family_name: format!("Visiteur {n}"),
+                    ..Default::default()
+                }),
+                service: "passeports".into(),
+                request_id: format!("borne-{n}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+    let first = issue(1).await;
+    let mine = issue(2).await;
+    assert_eq!(mine.public_token.len(), 32, "{mine:?}");
+    assert_ne!(mine.public_token, mine.id);
+
+    // One person ahead, an estimate; the public waiting times agree.
+    b.goto(&format!("{public}/ticket/{}", mine.public_token))
+        .await;
+    let text = b.wait_text("1 personne avant vous", WAIT).await;
+    assert!(
+        text.contains(&mine.number) && text.contains("Attente estimée"),
+        "{text}"
+    );
+    b.check_page("public-ticket").await;
+    b.goto(&format!("{public}/temps-attente")).await;
+    let text = b.wait_text("Passeports et cartes d'identité", WAIT).await;
+    assert!(text.contains("Temps d'attente"), "{text}");
+    b.check_page("public-temps-attente").await;
+    b.goto(&format!("{public}/ticket/pas-un-ticket-valable-du-tout"))
+        .await;
+    b.wait_text("Ticket introuvable", WAIT).await;
+    b.check_page("public-ticket-introuvable").await;
+
+    // Desks call: the open page moves on by itself, then says it is our turn.
+    b.goto(&format!("{public}/ticket/{}", mine.public_token))
+        .await;
+    b.wait_text("1 personne avant vous", WAIT).await;
+    let mut desk = counter_client(app.grpc_addr, &agent).await;
+    let call = |desk_name: &'static str| cpb::CallNextRequest {
+        desk: desk_name.into(),
+        services: vec!["passeports".into()],
+        site: String::new(),
+    };
+    let called = desk.call_next(call("1")).await.unwrap().into_inner();
+    assert_eq!(called.id, first.id);
+    b.wait_text("Vous êtes le prochain ou la prochaine", WAIT)
+        .await;
+    let called = desk.call_next(call("3")).await.unwrap().into_inner();
+    assert_eq!(called.id, mine.id);
+    b.wait_text("C'est votre tour, guichet 3", WAIT).await;
+    b.check_page("public-ticket-appele").await;
+
+    b.close().await;
+    env.cleanup().await;
+}

@@ -156,6 +156,10 @@ pub(crate) async fn asset(Path(file): Path<String>) -> Response {
             include_bytes!("../../static/portal.js"),
             "text/javascript; charset=utf-8",
         ),
+        "public.js" => (
+            include_bytes!("../../static/public.js"),
+            "text/javascript; charset=utf-8",
+        ),
         "htmx-2.0.11.min.js" => (
             include_bytes!("../../static/htmx-2.0.11.min.js"),
             "text/javascript; charset=utf-8",

@@ -16,6 +16,7 @@ mod booking;
 mod follow;
 pub mod guard;
 mod manage;
+mod ticket;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -188,7 +189,7 @@ async fn gate(
     res
 }
 
-pub fn router(p: Public) -> Router {
+pub fn router(p: Public, stop: tokio_util::sync::CancellationToken) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/rendez-vous") }))
         .route("/rendez-vous", get(booking::start))
@@ -213,6 +214,10 @@ pub fn router(p: Public) -> Router {
             "/suivre/piece",
             post(follow::upload).layer(axum::extract::DefaultBodyLimit::max(20 * 1024 * 1024)),
         )
+        .route("/ticket/{token}", get(ticket::show))
+        .route("/ticket/{token}/etat", get(ticket::fragment))
+        .route("/ticket/{token}/evenements", get(ticket::events))
+        .route("/temps-attente", get(ticket::waiting_times))
         .route("/static/{file}", get(crate::pages::asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(p.clone(), gate))
@@ -220,6 +225,7 @@ pub fn router(p: Public) -> Router {
             Arc::new("'none'".to_owned()),
             web::security_headers,
         ))
+        .layer(axum::Extension(stop))
         .with_state(p)
 }
 
