@@ -31,6 +31,7 @@ bench:
 	$(CARGO) run --release -p guichet -- classify
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 	$(CARGO) run --release -p guichet -- bench-portal
+	$(CARGO) run --release -p guichet -- bench-public
 	$(CARGO) bench -p guichet-appointment --bench rush
 
 ## Appointments only: availability queries/s, booking rush throughput and p99.

@@ -9,6 +9,7 @@
 pub mod bench;
 pub mod nats;
 pub mod portal_bench;
+pub mod public_bench;
 pub mod roles;
 pub mod town;
 

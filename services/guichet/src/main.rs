@@ -111,6 +111,21 @@ enum Command {
         #[arg(long, default_value = "warn")]
         log_filter: String,
     },
+    /// Benchmark the citizens' pages: `citizens` citizens released at once
+    /// on `slots` free passport slots through the HTTP pages (booking p50/p99,
+    /// attempts/s, exactly one booking per slot), then the same rush on the
+    /// engine alone over gRPC in the same run. Needs NATS at bus.url; runs
+    /// on SQLite in a temporary directory.
+    BenchPublic {
+        #[arg(long, default_value_t = 500)]
+        citizens: usize,
+        #[arg(long, default_value_t = 50)]
+        slots: usize,
+        /// Log filter while benchmarking (logs go to stderr; the rush makes
+        /// sqlx warn of slow pool acquires, which are the measured wait).
+        #[arg(long, default_value = "warn,sqlx=error")]
+        log_filter: String,
+    },
     /// Validate process definitions offline (CI, before publishing a version).
     Processes {
         #[command(subcommand)]
@@ -275,6 +290,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 requests,
                 clients,
                 changes,
+                nats_url: config.bus.url.clone(),
+            })
+            .await
+        }
+        Command::BenchPublic {
+            citizens,
+            slots,
+            log_filter,
+        } => {
+            let mut telemetry = config.telemetry.clone();
+            telemetry.log_filter = log_filter;
+            let _telemetry = guichet_platform::telemetry::init(&telemetry)?;
+            guichet::public_bench::run(guichet::public_bench::PublicBenchOptions {
+                citizens,
+                slots,
                 nats_url: config.bus.url.clone(),
             })
             .await

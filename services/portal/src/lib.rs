@@ -184,13 +184,7 @@ impl RoleService for Service {
                 let Some((listener, addr)) = public_listener else {
                     return Ok(());
                 };
-                let router = public::router(
-                    public::Public {
-                        guard: public::guard::Guard::new(&app.config.public),
-                        app: app.clone(),
-                    },
-                    shutdown.clone(),
-                );
+                let router = public::router(public::Public::new(app.clone()), shutdown.clone());
                 tracing::info!(%addr, "citizens' pages listening");
                 axum::serve(
                     listener,

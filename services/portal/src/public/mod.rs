@@ -38,6 +38,19 @@ use guard::{Guard, Refusal, VISITOR_COOKIE};
 pub struct Public {
     pub app: App,
     pub guard: Guard,
+    /// The appointment types and sites, read again every minute at most
+    /// (town data: they change with a restart of the appointment role).
+    pub catalog: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Catalog)>>>,
+}
+
+impl Public {
+    pub fn new(app: App) -> Public {
+        Public {
+            guard: Guard::new(&app.config.public),
+            app,
+            catalog: Arc::default(),
+        }
+    }
 }
 
 impl Public {
@@ -240,13 +253,27 @@ async fn not_found(State(p): State<Public>) -> Response {
 
 /// The public appointment types and the sites, as the appointment role
 /// tells them.
+#[derive(Clone)]
 pub struct Catalog {
     pub kinds: Vec<apb::AppointmentType>,
     pub sites: Vec<apb::Site>,
 }
 
 impl Catalog {
+    /// The catalog, from the cache when read less than a minute ago.
     pub async fn load(p: &Public) -> Result<Catalog, tonic::Status> {
+        let mut cached = p.catalog.lock().await;
+        if let Some((at, c)) = cached.as_ref()
+            && at.elapsed() < std::time::Duration::from_secs(60)
+        {
+            return Ok(c.clone());
+        }
+        let fresh = Catalog::fetch(p).await?;
+        *cached = Some((std::time::Instant::now(), fresh.clone()));
+        Ok(fresh)
+    }
+
+    async fn fetch(p: &Public) -> Result<Catalog, tonic::Status> {
         let mut c = p.app.clients.appointment.clone();
         let kinds = c
             .list_appointment_types(
