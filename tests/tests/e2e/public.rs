@@ -572,3 +572,49 @@ async fn the_ticket_page_follows_the_queue_and_says_when_a_desk_calls() {
     b.close().await;
     env.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_signing_pages_have_the_citizens_design_and_pass_axe() {
+    use super::signature_flow::{avenant_pdf, create_req, page_path};
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let pages = app
+        .listener(guichet::Role::Signature, "http")
+        .expect("signing pages");
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let req = signature_client(app.grpc_addr, &agent)
+        .await
+        .create_signature_request(create_req(
+            &[("Amélie Poulain", "06 12 34 56 78")],
+            avenant_pdf("design"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    b.goto(&format!("http://{pages}{}", page_path(&req.signers[0])))
+        .await;
+    let text = b.wait_text("Recevoir le code", WAIT).await;
+    assert!(text.contains("signature électronique"), "{text}");
+    b.check_page("signature-page").await;
+    // A wrong code: the refusal, in the same design.
+    b.click_text("Recevoir le code").await;
+    b.wait_text("Signer un document", WAIT).await;
+    b.client
+        .find(Locator::Css("input[name='consent']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.fill("code", "000000").await;
+    b.click_text("Signer le document").await;
+    b.wait_text("Code incorrect", WAIT).await;
+    b.check_page("signature-erreur").await;
+    b.close().await;
+    env.cleanup().await;
+}
