@@ -25,13 +25,15 @@ test:
 ## routing rules' accuracy on the labelled corpus (confusion table), routing
 ## end to end on SQLite and PostgreSQL (BENCH_ARGS, e.g.
 ## `--events 5000 --backends sqlite`), the portal's pages and live updates
-## (2,000 pending requests, 200 SSE clients), then appointments.
+## (2,000 pending requests, 200 SSE clients), the indicators (a year of a
+## town of 50,000 ingested, then queried), then appointments.
 bench:
 	@scripts/ensure-services.sh test
 	$(CARGO) run --release -p guichet -- classify
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 	$(CARGO) run --release -p guichet -- bench-portal
 	$(CARGO) run --release -p guichet -- bench-public
+	$(CARGO) run --release -p guichet -- bench-indicators
 	$(CARGO) bench -p guichet-appointment --bench rush
 
 ## Appointments only: availability queries/s, booking rush throughput and p99.

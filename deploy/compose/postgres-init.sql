@@ -11,3 +11,4 @@ CREATE DATABASE guichet_signature;
 CREATE DATABASE guichet_notification;
 CREATE DATABASE guichet_email;
 CREATE DATABASE guichet_portal;
+CREATE DATABASE guichet_indicators;

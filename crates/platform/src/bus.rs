@@ -227,6 +227,11 @@ impl Bus {
         }
     }
 
+    /// The JetStream context (consumers that manage their own pull loop).
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
     pub fn client(&self) -> &async_nats::Client {
         &self.client
     }
@@ -578,6 +583,19 @@ fn decode_envelope(
         delivered,
         stream_sequence,
     })
+}
+
+impl IncomingEvent {
+    /// The CloudEvents envelope of a JetStream message, for consumers that
+    /// pull and settle messages themselves (the indicators' batches).
+    pub fn from_message(msg: &jetstream::Message) -> Result<IncomingEvent, String> {
+        let (delivered, stream_sequence) = msg
+            .info()
+            .map(|i| (i.delivered, i.stream_sequence))
+            .unwrap_or((1, 0));
+        let headers = msg.headers.clone().unwrap_or_default();
+        decode_envelope(msg, &headers, delivered, stream_sequence)
+    }
 }
 
 /// A new event id: UUID v7, time-ordered.

@@ -41,6 +41,63 @@ impl Default for CalendarConfig {
     }
 }
 
+/// A calendar configured per weekday (a Saturday morning), as routing's
+/// SLAs and the indicators' business hours count it:
+/// `hours.mon = ["08:30-12:00", "13:30-17:30"]`, closures as dates or
+/// ranges (`2026-12-24`, `2026-08-10..2026-08-14`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeekCalendarConfig {
+    /// Good Friday and 26 December are holidays too.
+    pub alsace_moselle: bool,
+    /// Exceptional closures: `2026-12-24` or `2026-08-10..2026-08-14`.
+    #[serde(default)]
+    pub closures: Vec<String>,
+    /// Opening hours per weekday in Paris time, e.g. `["08:30-12:00", "13:30-17:30"]`.
+    pub hours: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+impl WeekCalendarConfig {
+    /// The calendar; errors name `<section>.hours.<day>` or `<section>`.
+    pub fn build(&self, section: &str) -> Result<BusinessCalendar, ConfigError> {
+        for k in self.hours.keys() {
+            if !DAYS.contains(&k.as_str()) {
+                return Err(ConfigError::invalid(
+                    format!("{section}.hours.{k}"),
+                    "days are mon, tue, wed, thu, fri, sat, sun",
+                ));
+            }
+        }
+        let empty = Vec::new();
+        let day = |d: &str| self.hours.get(d).unwrap_or(&empty).as_slice();
+        BusinessCalendar::parse(DAYS.map(day), &self.closures, self.alsace_moselle)
+            .map_err(|e| ConfigError::invalid(section, e))
+    }
+}
+
+fn parse_hm(s: &str) -> Result<NaiveTime, String> {
+    NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| format!("`{s}` is not a time HH:MM"))
+}
+
+/// `08:30-12:00`.
+pub fn parse_interval(s: &str) -> Result<(NaiveTime, NaiveTime), String> {
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| format!("`{s}` is not an interval HH:MM-HH:MM"))?;
+    let (a, b) = (parse_hm(a)?, parse_hm(b)?);
+    if a >= b {
+        return Err(format!("`{s}` ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+fn parse_day(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a date YYYY-MM-DD"))
+}
+
 /// Opening intervals of each weekday, Monday first (empty: closed).
 pub type Week = [Vec<(NaiveTime, NaiveTime)>; 7];
 
@@ -214,6 +271,40 @@ impl BusinessCalendar {
         let mut cal = BusinessCalendar::from_week(week, closures, false);
         cal.french_holidays = cfg.french_holidays;
         Ok(cal)
+    }
+
+    /// From opening intervals per weekday (Monday first) and closures
+    /// (dates or `a..b` ranges); errors name the offending value.
+    pub fn parse(
+        week: [&[String]; 7],
+        closures: &[String],
+        alsace_moselle: bool,
+    ) -> Result<BusinessCalendar, String> {
+        let mut hours: Week = Default::default();
+        for (i, day) in week.iter().enumerate() {
+            for s in day.iter() {
+                hours[i].push(parse_interval(s)?);
+            }
+            hours[i].sort();
+            if hours[i].windows(2).any(|w| w[0].1 > w[1].0) {
+                return Err(format!("opening intervals overlap: {:?}", day));
+            }
+        }
+        let mut cl = Vec::new();
+        for c in closures {
+            let (a, b) = match c.split_once("..") {
+                Some((a, b)) => (parse_day(a)?, parse_day(b)?),
+                None => (parse_day(c)?, parse_day(c)?),
+            };
+            if a > b {
+                return Err(format!("closure `{c}` ends before it starts"));
+            }
+            cl.push((a, b));
+        }
+        if hours.iter().all(|h| h.is_empty()) {
+            return Err("no opening hours on any day".into());
+        }
+        Ok(BusinessCalendar::from_week(hours, cl, alsace_moselle))
     }
 
     /// A calendar from already validated parts (French holidays closed).

@@ -111,6 +111,54 @@ pub async fn next_counter_value(
     row.try_get::<i64>("", "last_value")
 }
 
+/// A raw statement built piece by piece, with placeholders in the
+/// backend's style (`?` for SQLite, `$n` for PostgreSQL).
+pub struct Sql {
+    backend: sea_orm::DbBackend,
+    text: String,
+    values: Vec<sea_orm::Value>,
+}
+
+impl Sql {
+    pub fn new(backend: sea_orm::DbBackend) -> Sql {
+        Sql {
+            backend,
+            text: String::new(),
+            values: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.text.push_str(s);
+        self
+    }
+
+    pub fn bind(&mut self, v: impl Into<sea_orm::Value>) -> &mut Self {
+        self.values.push(v.into());
+        if self.backend == sea_orm::DbBackend::Postgres {
+            let n = self.values.len();
+            self.text.push_str(&format!("${n}"));
+        } else {
+            self.text.push('?');
+        }
+        self
+    }
+
+    pub fn list(&mut self, items: &[String]) -> &mut Self {
+        for (i, v) in items.iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(v.clone());
+        }
+        self
+    }
+
+    pub fn build(self) -> sea_orm::Statement {
+        sea_orm::Statement::from_sql_and_values(self.backend, self.text, self.values)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,4 +64,10 @@ pub mod notification {
     }
 }
 
+pub mod indicators {
+    pub mod v1 {
+        tonic::include_proto!("guichet.indicators.v1");
+    }
+}
+
 pub mod convert;

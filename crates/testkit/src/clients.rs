@@ -136,3 +136,13 @@ pub async fn scan_client(
         Bearer(token.into()),
     )
 }
+
+pub async fn indicators_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+) -> proto::indicators::v1::indicator_service_client::IndicatorServiceClient<Authed> {
+    proto::indicators::v1::indicator_service_client::IndicatorServiceClient::with_interceptor(
+        channel(addr).await,
+        Bearer(token.into()),
+    )
+}

@@ -121,6 +121,12 @@ impl TestEnv {
             // has been still for a moment (tests write with a rename).
             ("GUICHET__SCAN__POLL_INTERVAL_MS".into(), "100".into()),
             ("GUICHET__SCAN__STABLE_MS".into(), "200".into()),
+            // Availability is sampled by the tests that measure it, at
+            // times they choose (core.sample_availability()).
+            (
+                "GUICHET__APPOINTMENT__AVAILABILITY_SAMPLE_MINUTES".into(),
+                "0".into(),
+            ),
             // The signature role: its pages on a random port, test secrets.
             ("GUICHET__SIGNATURE__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             // The portal on a random port.

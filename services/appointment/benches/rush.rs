@@ -39,6 +39,7 @@ fn model(database_url: String) -> Config {
         slot_minutes: 15,
         closed_on_holidays: true,
         job_interval_secs: 3600,
+        availability_sample_minutes: 0,
         reminder_hours_before: 48,
         notify_channels: vec!["sms".into()],
         waitlist_max_messages: 3,

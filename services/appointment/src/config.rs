@@ -31,6 +31,10 @@ pub struct Config {
     /// How often due jobs (reminders, dossier links, ANTS calls, waiting
     /// list offers) run.
     pub job_interval_secs: u64,
+    /// How often availability is sampled for the indicators (next free
+    /// slot, units open and taken today); 0: never.
+    #[serde(default = "default_sample_minutes")]
+    pub availability_sample_minutes: u32,
     /// Reminder this many hours before the appointment (48 = J-2); 0: none.
     pub reminder_hours_before: u32,
     /// Channels of confirmations and reminders: "sms", "email".
@@ -373,6 +377,7 @@ pub mod tests_support {
             slot_minutes: 15,
             closed_on_holidays: true,
             job_interval_secs: 5,
+            availability_sample_minutes: 60,
             reminder_hours_before: 48,
             notify_channels: vec!["sms".into()],
             waitlist_max_messages: 3,
@@ -423,4 +428,8 @@ pub mod tests_support {
             }],
         }
     }
+}
+
+fn default_sample_minutes() -> u32 {
+    60
 }

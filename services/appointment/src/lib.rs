@@ -185,7 +185,23 @@ impl Service {
         let every = Duration::from_secs(core.config.job_interval_secs);
         let stop = shutdown.clone();
         tasks.spawn(async move {
+            let sample_every =
+                Duration::from_secs(u64::from(core.config.availability_sample_minutes) * 60);
+            let mut last_sample: Option<chrono::DateTime<chrono::Utc>> = None;
             loop {
+                let now = core.now();
+                if !sample_every.is_zero()
+                    && last_sample.is_none_or(|t| {
+                        now - t >= chrono::Duration::from_std(sample_every).unwrap_or_default()
+                    })
+                {
+                    match core.sample_availability().await {
+                        Ok(_) => last_sample = Some(now),
+                        Err(error) => {
+                            tracing::warn!(%error, "availability sample failed, will retry")
+                        }
+                    }
+                }
                 if let Err(error) = core.run_due_jobs().await {
                     tracing::warn!(%error, "appointment jobs failed, will retry");
                 }

@@ -809,6 +809,8 @@ impl Store {
                 process_id: model.process_id.clone(),
                 process_version,
                 state: model.state.clone(),
+                domain: def.domain.clone(),
+                opened_time: Some(guichet_proto::convert::timestamp(now)),
             },
         );
         self.outbox.stage(&txn, &event).await?;

@@ -7,6 +7,7 @@
 //! one admin port, one NATS connection and one shutdown token.
 
 pub mod bench;
+pub mod indicators_bench;
 pub mod nats;
 pub mod portal_bench;
 pub mod public_bench;
@@ -494,6 +495,21 @@ pub async fn migrate(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<(
         tracing::info!(role = role.name(), "migrated");
     }
     Ok(())
+}
+
+/// `guichet indicators rebuild`: empty the indicators' facts and replay
+/// the EVENTS stream into them; returns the events replayed.
+pub async fn rebuild_indicators(config: &GuichetConfig) -> anyhow::Result<u64> {
+    let db = guichet_platform::db::connect_and_migrate::<guichet_indicators::db::Migrator>(
+        &config.indicators.database_url,
+        &config.database,
+    )
+    .await
+    .context("cannot open the indicators database")?;
+    let bus =
+        guichet_platform::bus::Bus::connect(&config.bus, "guichet/indicators-rebuild").await?;
+    let (ingest, _, consumer) = guichet_indicators::parts(&config.indicators, db)?;
+    guichet_indicators::ingest::rebuild(&ingest, &bus, &consumer).await
 }
 
 /// The portal's database, migrated (for `guichet account`).

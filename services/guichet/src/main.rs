@@ -63,6 +63,13 @@ enum Command {
         #[command(subcommand)]
         action: AccountAction,
     },
+    /// The decision indicators' facts: `rebuild` empties them and replays
+    /// the EVENTS stream from its first event (same figures, rebuilt from
+    /// the events alone; stop the indicators role first).
+    Indicators {
+        #[command(subcommand)]
+        action: IndicatorsAction,
+    },
     /// Measure the routing rules on a labelled corpus of French requests:
     /// accuracy, per-procedure recall, the confusion table and every error.
     Classify {
@@ -126,11 +133,32 @@ enum Command {
         #[arg(long, default_value = "warn,sqlx=error")]
         log_filter: String,
     },
+    /// Benchmark the indicators: a generated year of a town of 50,000
+    /// ingested from JetStream on SQLite and PostgreSQL (events/s), and
+    /// every indicator queried for the year cut by procedure (p50/p99).
+    BenchIndicators {
+        /// 1.0: 150,000 requests, 60,000 calls, 12,000 passport visits.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long, value_delimiter = ',', default_value = "sqlite,postgres")]
+        backends: Vec<String>,
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg_url: String,
+        /// Queries per indicator.
+        #[arg(long, default_value_t = 20)]
+        repeats: usize,
+    },
     /// Validate process definitions offline (CI, before publishing a version).
     Processes {
         #[command(subcommand)]
         action: ProcessesAction,
     },
+}
+
+#[derive(Subcommand)]
+enum IndicatorsAction {
+    /// Empty the fact tables and replay the stream into them.
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -273,6 +301,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Account { action } => account(&config, action).await,
+        Command::Indicators {
+            action: IndicatorsAction::Rebuild,
+        } => {
+            let started = std::time::Instant::now();
+            let n = guichet::rebuild_indicators(&config).await?;
+            println!(
+                "indicators rebuilt: {n} events replayed in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+        Command::BenchIndicators {
+            scale,
+            backends,
+            pg_url,
+            repeats,
+        } => {
+            let mut telemetry = config.telemetry.clone();
+            telemetry.log_filter = "warn".into();
+            let _telemetry = guichet_platform::telemetry::init(&telemetry)?;
+            guichet::indicators_bench::run(guichet::indicators_bench::IndicatorsBenchOptions {
+                scale,
+                backends,
+                pg_url,
+                nats_url: config.bus.url.clone(),
+                repeats,
+            })
+            .await
+        }
         Command::BenchPortal {
             pending,
             timeline,

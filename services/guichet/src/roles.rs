@@ -91,6 +91,7 @@ roles! {
     Signature => signature: guichet_signature::Spec,
     Notification => notification: guichet_notification::Spec,
     Portal => portal: guichet_portal::Spec,
+    Indicators => indicators: guichet_indicators::Spec,
 }
 
 impl Role {

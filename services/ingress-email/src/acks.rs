@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 
-use chrono::Utc;
 use guichet_platform::bus::{HandlerError, IncomingEvent, StreamKind};
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::outbox::Staged;
@@ -93,7 +92,10 @@ impl EmailApi {
                 email_message::Column::DossierReference,
                 Expr::value(item.dossier_reference.clone()),
             )
-            .col_expr(email_message::Column::UpdatedAt, Expr::value(Utc::now()))
+            .col_expr(
+                email_message::Column::UpdatedAt,
+                Expr::value(self.clock.now()),
+            )
             .filter(email_message::Column::Id.eq(msg.id.clone()))
             .exec(&txn)
             .await
@@ -155,7 +157,8 @@ impl EmailApi {
         txn: &sea_orm::DatabaseTransaction,
         dossier_id: &str,
     ) -> Result<bool, sea_orm::DbErr> {
-        let since = Utc::now() - chrono::Duration::seconds(self.config.ack_period_secs as i64);
+        let since =
+            self.clock.now() - chrono::Duration::seconds(self.config.ack_period_secs as i64);
         Ok(email_message::Entity::find()
             .filter(email_message::Column::DossierId.eq(dossier_id))
             .filter(email_message::Column::Source.eq("ack"))
@@ -171,7 +174,8 @@ impl EmailApi {
         address: &str,
     ) -> Result<u64, sea_orm::DbErr> {
         use sea_orm::PaginatorTrait;
-        let since = Utc::now() - chrono::Duration::seconds(self.config.ack_period_secs as i64);
+        let since =
+            self.clock.now() - chrono::Duration::seconds(self.config.ack_period_secs as i64);
         email_message::Entity::find()
             .filter(email_message::Column::ToAddress.eq(address))
             .filter(email_message::Column::Source.eq("ack"))
@@ -239,7 +243,7 @@ impl EmailApi {
             references.push(in_reply_to.clone());
         }
         let notification_id = guichet_platform::bus::new_event_id();
-        let now = Utc::now();
+        let now = self.clock.now();
         let row = email_message::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),
             direction: Set("out".into()),

@@ -77,6 +77,8 @@ pub struct EmailApi {
     pub(crate) outbox: Outbox,
     pub(crate) objects: ObjectStore,
     pub(crate) config: Arc<Config>,
+    /// "Now" of every stored message (the process's clock).
+    pub(crate) clock: guichet_platform::clock::SharedClock,
     /// The dossier role, called with the caller's own token.
     pub(crate) dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient<
         tonic::transport::Channel,
@@ -146,6 +148,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             db,
             objects: deps.objects,
             config: Arc::new(config),
+            clock: deps.clock.clone(),
         },
         auth: deps.auth,
         smtp: listeners,
@@ -348,7 +351,7 @@ impl EmailApi {
         }
         let cleaned = text::clean(&parsed.text);
         let threading = self.thread(&parsed, &cleaned).await?;
-        let now = Utc::now();
+        let now = self.clock.now();
         let id = uuid::Uuid::now_v7().to_string();
         tracing::Span::current().record("email_message", id.as_str());
         let event_id = new_event_id();

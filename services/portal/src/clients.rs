@@ -8,6 +8,7 @@ use guichet_platform::auth::{Authenticator, Role};
 use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -41,6 +42,7 @@ pub struct Clients {
     pub counter: CounterServiceClient<Ch>,
     /// Called only for the citizens' pages, as `service`.
     pub appointment: AppointmentServiceClient<Ch>,
+    pub indicators: IndicatorServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -66,6 +68,10 @@ impl Clients {
             ),
             appointment: AppointmentServiceClient::with_interceptor(
                 channel("portal.appointment_url", &config.appointment_url)?,
+                creds.clone(),
+            ),
+            indicators: IndicatorServiceClient::with_interceptor(
+                channel("portal.indicators_url", &config.indicators_url)?,
                 creds,
             ),
             auth,

@@ -20,6 +20,9 @@ pub struct Config {
     pub dossier_url: String,
     pub counter_url: String,
     pub appointment_url: String,
+    /// The indicators role (the supervisors' dashboard).
+    #[serde(default = "default_indicators_url")]
+    pub indicators_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -273,4 +276,8 @@ impl PublicConfig {
             (true, None) => String::new(),
         }
     }
+}
+
+fn default_indicators_url() -> String {
+    "http://127.0.0.1:50051".into()
 }

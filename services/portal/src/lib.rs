@@ -57,6 +57,7 @@ impl RoleSpec for Spec {
             ("dossier", &mut config.dossier_url),
             ("ingress-counter", &mut config.counter_url),
             ("appointment", &mut config.appointment_url),
+            ("indicators", &mut config.indicators_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

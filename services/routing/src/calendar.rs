@@ -7,7 +7,7 @@
 //! working hours" skips lunch, nights, weekends, holidays and closures.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-use guichet_platform::calendar::{BusinessCalendar, Week, from_paris, to_paris};
+use guichet_platform::calendar::{BusinessCalendar, from_paris, to_paris};
 
 /// A service-level target counted in business time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,60 +44,21 @@ pub struct Calendar {
     calendar: BusinessCalendar,
 }
 
-fn parse_time(s: &str) -> Result<NaiveTime, String> {
-    NaiveTime::parse_from_str(s.trim(), "%H:%M").map_err(|_| format!("`{s}` is not a time HH:MM"))
-}
-
-/// `08:30-12:00`.
-pub fn parse_interval(s: &str) -> Result<(NaiveTime, NaiveTime), String> {
-    let (a, b) = s
-        .split_once('-')
-        .ok_or_else(|| format!("`{s}` is not an interval HH:MM-HH:MM"))?;
-    let (a, b) = (parse_time(a)?, parse_time(b)?);
-    if a >= b {
-        return Err(format!("`{s}` ends before it starts"));
-    }
-    Ok((a, b))
-}
-
-fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|_| format!("`{s}` is not a date YYYY-MM-DD"))
-}
+pub use guichet_platform::calendar::parse_interval;
 
 impl Calendar {
+    pub fn from_business(calendar: BusinessCalendar) -> Calendar {
+        Calendar { calendar }
+    }
+
     /// Build from configuration values; errors name the offending value.
     pub fn new(
         week: [&[String]; 7],
         closures: &[String],
         alsace_moselle: bool,
     ) -> Result<Calendar, String> {
-        let mut hours: Week = Default::default();
-        for (i, day) in week.iter().enumerate() {
-            for s in day.iter() {
-                hours[i].push(parse_interval(s)?);
-            }
-            hours[i].sort();
-            if hours[i].windows(2).any(|w| w[0].1 > w[1].0) {
-                return Err(format!("opening intervals overlap: {:?}", day));
-            }
-        }
-        let mut cl = Vec::new();
-        for c in closures {
-            let (a, b) = match c.split_once("..") {
-                Some((a, b)) => (parse_date(a)?, parse_date(b)?),
-                None => (parse_date(c)?, parse_date(c)?),
-            };
-            if a > b {
-                return Err(format!("closure `{c}` ends before it starts"));
-            }
-            cl.push((a, b));
-        }
-        if hours.iter().all(|h| h.is_empty()) {
-            return Err("no opening hours on any day".into());
-        }
         Ok(Calendar {
-            calendar: BusinessCalendar::from_week(hours, cl, alsace_moselle),
+            calendar: BusinessCalendar::parse(week, closures, alsace_moselle)?,
         })
     }
 

@@ -54,17 +54,8 @@ pub struct Config {
     pub queues: BTreeMap<String, QueueConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CalendarConfig {
-    /// Good Friday and 26 December are holidays too.
-    pub alsace_moselle: bool,
-    /// Exceptional closures: `2026-12-24` or `2026-08-10..2026-08-14`.
-    #[serde(default)]
-    pub closures: Vec<String>,
-    /// Opening hours per weekday in Paris time, e.g. `["08:30-12:00", "13:30-17:30"]`.
-    pub hours: BTreeMap<String, Vec<String>>,
-}
+/// Routing's business calendar (`[routing.calendar]`).
+pub type CalendarConfig = guichet_platform::calendar::WeekCalendarConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -86,7 +77,6 @@ fn default_ageing_interval() -> u64 {
 }
 
 pub const CHANNELS: [&str; 4] = ["telephony", "email", "scan", "counter"];
-const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 fn is_slug(s: &str) -> bool {
     !s.is_empty()
@@ -213,30 +203,8 @@ impl Config {
     }
 
     pub fn calendar(&self) -> Result<Calendar, ConfigError> {
-        let c = &self.calendar;
-        for k in c.hours.keys() {
-            if !DAYS.contains(&k.as_str()) {
-                return Err(ConfigError::invalid(
-                    format!("routing.calendar.hours.{k}"),
-                    "days are mon, tue, wed, thu, fri, sat, sun",
-                ));
-            }
-        }
-        let empty = Vec::new();
-        let day = |d: &str| c.hours.get(d).unwrap_or(&empty).as_slice();
-        Calendar::new(
-            [
-                day("mon"),
-                day("tue"),
-                day("wed"),
-                day("thu"),
-                day("fri"),
-                day("sat"),
-                day("sun"),
-            ],
-            &c.closures,
-            c.alsace_moselle,
-        )
-        .map_err(|e| ConfigError::invalid("routing.calendar", e))
+        Ok(Calendar::from_business(
+            self.calendar.build("routing.calendar")?,
+        ))
     }
 }

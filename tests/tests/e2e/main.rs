@@ -19,6 +19,7 @@ mod email_replies;
 mod email_roundtrip;
 mod email_smtp;
 mod events;
+mod indicators;
 mod intake;
 mod notification_delivery;
 mod objects_s3;

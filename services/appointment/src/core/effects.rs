@@ -27,6 +27,7 @@ impl Core {
             actor: actor.to_owned(),
             version: b.version as u32,
             previous_start_time: previous.map(timestamp),
+            occurred_time: Some(timestamp(self.now())),
         };
         let staged = self
             .outbox
@@ -209,3 +210,98 @@ impl Core {
 pub(super) const CANCELLATION: &str = "appointment-cancellation";
 /// The template of a cancellation the town made.
 pub(super) const CANCELLATION_BY_TOWN: &str = "appointment-cancellation-by-town";
+
+impl Core {
+    /// Sample availability for the indicators (`appointment_availability_sampled`):
+    /// for every public type and every site that offers it, the next free
+    /// slot of the public booking window, and the site's schedule units open
+    /// and claimed this Paris day. Run every `availability_sample_minutes`
+    /// by the job loop; returns how many samples were staged.
+    pub async fn sample_availability(&self) -> Result<usize, Error> {
+        use guichet_platform::calendar::from_paris;
+        use guichet_proto::events::v1::AvailabilitySampled;
+        let now = self.now();
+        let today = to_paris(now).date();
+        let day_start = from_paris(today.and_hms_opt(0, 0, 0).unwrap_or_default());
+        let day_end = from_paris(
+            (today + Duration::days(1))
+                .and_hms_opt(0, 0, 0)
+                .unwrap_or_default(),
+        );
+        let mut samples = Vec::new();
+        for site in &self.model.sites {
+            let desks: Vec<_> = self
+                .model
+                .desks
+                .iter()
+                .filter(|d| d.site == site.id)
+                .collect();
+            let ids: Vec<&str> = desks.iter().map(|d| d.id.as_str()).collect();
+            let (taken, ex) = tokio::try_join!(
+                self.taken(&self.db, &ids, day_start, day_end),
+                self.exceptions(&ids, day_start, day_end)
+            )?;
+            let (mut open_units, mut taken_units) = (0u32, 0u32);
+            for d in &desks {
+                let mut open = self.model.open_units(d, day_start, day_end);
+                self.apply_exceptions(&d.id, &mut open, &ex, day_start, day_end);
+                open_units += open.len() as u32;
+                if let Some(t) = taken.get(&d.id) {
+                    taken_units += t.intersection(&open).count() as u32;
+                }
+            }
+            for t in self.model.types.iter().filter(|t| t.public) {
+                if self.model.desks_for(&site.id, t).next().is_none() {
+                    continue;
+                }
+                let (from, to) = self.window(t, false);
+                let next = self
+                    .availability(
+                        &t.id,
+                        std::slice::from_ref(&site.id),
+                        1,
+                        from,
+                        to,
+                        1,
+                        false,
+                        false,
+                    )
+                    .await?;
+                samples.push(AvailabilitySampled {
+                    appointment_type: t.id.clone(),
+                    site_id: site.id.clone(),
+                    sampled_time: Some(timestamp(now)),
+                    next_free_time: next.first().map(|s| timestamp(s.start)),
+                    day: today.format("%Y-%m-%d").to_string(),
+                    open_units,
+                    taken_units,
+                });
+            }
+        }
+        if samples.is_empty() {
+            return Ok(0);
+        }
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(internal_err("sample availability"))?;
+        for s in &samples {
+            let staged = self.outbox.domain_event(
+                "appointment",
+                "appointment_availability_sampled",
+                format!("sites/{}", s.site_id),
+                s,
+            );
+            self.outbox
+                .stage(&txn, &staged)
+                .await
+                .map_err(internal_err("sample availability"))?;
+        }
+        txn.commit()
+            .await
+            .map_err(internal_err("sample availability"))?;
+        self.outbox.notify();
+        Ok(samples.len())
+    }
+}

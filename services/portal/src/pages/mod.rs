@@ -2,6 +2,7 @@
 
 mod citizens;
 mod fiche;
+mod indicators;
 mod intake;
 mod login;
 mod queue;
@@ -26,6 +27,8 @@ pub struct Layout {
     /// The navigation entry of the page (`file`, `recherche`…).
     pub nav: &'static str,
     pub flash: Option<String>,
+    /// Supervisors and admins see the indicators.
+    pub supervisor: bool,
 }
 
 impl Layout {
@@ -36,6 +39,7 @@ impl Layout {
             csrf: agent.csrf.clone(),
             nav,
             flash: web::flash(headers),
+            supervisor: indicators::may_read(agent),
         }
     }
 }
@@ -118,6 +122,10 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/recherche", get(search::form).post(search::search))
         .route("/citoyens/a-confirmer", get(citizens::page))
         .route("/nouvelle-demande", get(intake::form).post(intake::submit))
+        .route("/indicateurs", get(indicators::page))
+        .route("/indicateurs/direct", get(indicators::live))
+        .route("/indicateurs/export.csv", get(indicators::export))
+        .route("/indicateurs/{key}/elements", get(indicators::items))
         .route("/static/{file}", get(asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(

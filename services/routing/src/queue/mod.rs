@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, DurationRound, TimeZone, Utc};
-use guichet_platform::db::is_unique_violation;
+use guichet_platform::db::{Sql, is_unique_violation};
 use guichet_platform::outbox::Outbox;
 use guichet_proto::convert::timestamp;
 use guichet_proto::events::v1 as ev;
@@ -35,7 +35,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, FromQueryResult, QueryFilter, QueryOrder,
-    QuerySelect, Set, Statement, TransactionTrait, Value,
+    QuerySelect, Set, TransactionTrait,
 };
 use tokio::sync::watch;
 
@@ -187,53 +187,6 @@ pub fn item_event(
         reason: reason.to_owned(),
         dossier_reference: item.dossier_reference.clone(),
         correlation: item.correlation.clone(),
-    }
-}
-
-/// A raw statement with placeholders in the backend's style.
-struct Sql {
-    backend: DbBackend,
-    text: String,
-    values: Vec<Value>,
-}
-
-impl Sql {
-    fn new(backend: DbBackend) -> Sql {
-        Sql {
-            backend,
-            text: String::new(),
-            values: Vec::new(),
-        }
-    }
-
-    fn push(&mut self, s: &str) -> &mut Self {
-        self.text.push_str(s);
-        self
-    }
-
-    fn bind(&mut self, v: impl Into<Value>) -> &mut Self {
-        self.values.push(v.into());
-        if self.backend == DbBackend::Postgres {
-            let n = self.values.len();
-            self.text.push_str(&format!("${n}"));
-        } else {
-            self.text.push('?');
-        }
-        self
-    }
-
-    fn list(&mut self, items: &[String]) -> &mut Self {
-        for (i, v) in items.iter().enumerate() {
-            if i > 0 {
-                self.push(", ");
-            }
-            self.bind(v.clone());
-        }
-        self
-    }
-
-    fn build(self) -> Statement {
-        Statement::from_sql_and_values(self.backend, self.text, self.values)
     }
 }
 
