@@ -32,6 +32,7 @@ bench:
 	$(CARGO) run --release -p guichet -- classify
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 	$(CARGO) run --release -p guichet -- bench-portal
+	$(CARGO) run --release -p guichet -- bench-public
 	$(CARGO) run --release -p guichet -- bench-indicators
 	$(CARGO) bench -p guichet-appointment --bench rush
 

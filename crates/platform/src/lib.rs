@@ -20,6 +20,7 @@ pub mod grpc;
 pub mod jobs;
 pub mod migration;
 pub mod names;
+pub mod net;
 pub mod objects;
 pub mod outbox;
 pub mod reference;

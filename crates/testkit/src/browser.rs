@@ -44,6 +44,16 @@ impl Browser {
     /// Start chromedriver and a headless chromium; `None` (with a notice)
     /// when they are not installed.
     pub async fn start() -> Option<Browser> {
+        Browser::launch(true).await
+    }
+
+    /// The same, with JavaScript turned off in the browser: for the flows
+    /// that must work without it.
+    pub async fn start_without_javascript() -> Option<Browser> {
+        Browser::launch(false).await
+    }
+
+    async fn launch(javascript: bool) -> Option<Browser> {
         let (Some(chromium), Some(driver)) = (first_existing(CHROMIUM), first_existing(DRIVER))
         else {
             if std::env::var("GUICHET_TEST_REQUIRE_BROWSER").is_ok_and(|v| v == "1") {
@@ -67,6 +77,7 @@ impl Browser {
                 "binary": chromium,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--window-size=1280,1000", "--lang=fr-FR"],
+                "prefs": { "profile.managed_default_content_settings.javascript": if javascript { 1 } else { 2 } },
             }),
         );
         let url = format!("http://127.0.0.1:{port}");

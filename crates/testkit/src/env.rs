@@ -131,6 +131,12 @@ impl TestEnv {
             ("GUICHET__SIGNATURE__HTTP_ADDR".into(), "127.0.0.1:0".into()),
             // The portal on a random port.
             ("GUICHET__PORTAL__HTTP_ADDR".into(), "127.0.0.1:0".into()),
+            // The citizens' pages too; forms may come back at once.
+            (
+                "GUICHET__PORTAL__PUBLIC__HTTP_ADDR".into(),
+                "127.0.0.1:0".into(),
+            ),
+            ("GUICHET__PORTAL__PUBLIC__MIN_FORM_SECS".into(), "0".into()),
             (
                 "GUICHET__SIGNATURE__CODE_SECRET".into(),
                 SIGNATURE_CODE_SECRET.into(),

@@ -48,6 +48,7 @@ fn model(database_url: String) -> Config {
         noshow_window_days: 180,
         retention_days: 365,
         http_addr: String::new(),
+        manage_link_days: 7,
         ants: AntsConfig {
             auth_token: String::new().into(),
             coordination_url: String::new(),

@@ -50,6 +50,9 @@ pub struct Config {
     pub noshow_window_days: u32,
     /// HTTP endpoints (ANTS editor API, desk agenda feeds); empty: none.
     pub http_addr: String,
+    /// A citizen's link (the secret of `manage_url`) shows the booking
+    /// until this many days after the appointment, then it has expired.
+    pub manage_link_days: u32,
     /// Bookings (with the contact details they hold) and waiting-list
     /// entries are deleted this many days after they ended (0: kept).
     pub retention_days: u32,
@@ -226,6 +229,12 @@ impl Config {
                 "must be an http(s) URL",
             ));
         }
+        if !(1..=365).contains(&self.manage_link_days) {
+            return Err(ConfigError::invalid(
+                "appointment.manage_link_days",
+                "must be between 1 and 365",
+            ));
+        }
         if !self.http_addr.is_empty() && self.http_addr.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::invalid(
                 "appointment.http_addr",
@@ -377,6 +386,7 @@ pub mod tests_support {
             noshow_window_days: 180,
             retention_days: 365,
             http_addr: String::new(),
+            manage_link_days: 7,
             ants: AntsConfig {
                 auth_token: SecretString::from(""),
                 coordination_url: String::new(),

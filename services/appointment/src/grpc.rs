@@ -336,8 +336,32 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         request: Request<pb::GetBookingRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
         caller(&request)?;
-        let id = id_field(&request.into_inner().id, "id")?;
-        let b = self.core.get(&id).await?;
+        let r = request.into_inner();
+        let id = id_field(&r.id, "id")?;
+        let token = r.cancel_token.trim();
+        let b = if token.is_empty() {
+            self.core.get(&id).await?
+        } else {
+            self.core.by_link(&id, token).await?
+        };
+        self.out(b, false).await
+    }
+
+    async fn revoke_booking_link(
+        &self,
+        request: Request<pb::RevokeBookingLinkRequest>,
+    ) -> Result<Response<pb::Booking>, Status> {
+        let c = caller(&request)?;
+        let r = request.into_inner();
+        let b = self
+            .core
+            .revoke_link(
+                &c,
+                &id_field(&r.id, "id")?,
+                r.cancel_token.trim(),
+                key(&r.request_id, "request_id")?,
+            )
+            .await?;
         self.out(b, false).await
     }
 

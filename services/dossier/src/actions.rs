@@ -408,11 +408,18 @@ impl ActionRunner {
         let catalog = self.store.catalog();
         let def = catalog.get(&d.process_id, d.process_version as u32);
         let key = p.key();
+        let mut variables = self.variables(d, def, &r.citizen);
+        // The code of "Suivre ma demande", for templates that give it.
+        let follow_code = crate::follow::Follow::new(self.store.db().clone())
+            .code(&d.id)
+            .await
+            .map_err(|e| Failure::transient(format!("follow code: {e}")))?;
+        variables.insert("follow_code".to_owned(), follow_code);
         let req = NotificationRequest {
             id: key.clone(),
             target: Some(target),
             template: p.template.clone(),
-            variables: self.variables(d, def, &r.citizen),
+            variables,
             dossier_id: d.id.clone(),
             auto_submitted: "auto-generated".into(),
             reference: d.reference.clone(),

@@ -13,6 +13,7 @@ pub mod config;
 pub mod db;
 pub mod domain;
 pub mod engine;
+pub mod follow;
 pub mod grpc;
 pub mod privacy;
 pub mod records;

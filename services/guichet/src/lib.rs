@@ -10,6 +10,7 @@ pub mod bench;
 pub mod indicators_bench;
 pub mod nats;
 pub mod portal_bench;
+pub mod public_bench;
 pub mod roles;
 pub mod town;
 
@@ -606,6 +607,12 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
     }
     let content: String = known.iter().map(|(l, p)| format!("{l} {p}\n")).collect();
     write_secret(&path, &content)?;
+    if !portal.public_url.is_empty() {
+        lines.push_str(&format!(
+            "\n  citizens {}/rendez-vous (Prendre rendez-vous; the links of SMS and emails open here)",
+            portal.public_url
+        ));
+    }
     Ok(lines)
 }
 

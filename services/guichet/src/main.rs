@@ -118,6 +118,21 @@ enum Command {
         #[arg(long, default_value = "warn")]
         log_filter: String,
     },
+    /// Benchmark the citizens' pages: `citizens` citizens released at once
+    /// on `slots` free passport slots through the HTTP pages (booking p50/p99,
+    /// attempts/s, exactly one booking per slot), then the same rush on the
+    /// engine alone over gRPC in the same run. Needs NATS at bus.url; runs
+    /// on SQLite in a temporary directory.
+    BenchPublic {
+        #[arg(long, default_value_t = 500)]
+        citizens: usize,
+        #[arg(long, default_value_t = 50)]
+        slots: usize,
+        /// Log filter while benchmarking (logs go to stderr; the rush makes
+        /// sqlx warn of slow pool acquires, which are the measured wait).
+        #[arg(long, default_value = "warn,sqlx=error")]
+        log_filter: String,
+    },
     /// Benchmark the indicators: a generated year of a town of 50,000
     /// ingested from JetStream on SQLite and PostgreSQL (events/s), and
     /// every indicator queried for the year cut by procedure (p50/p99).
@@ -336,6 +351,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
             .await
         }
+        Command::BenchPublic {
+            citizens,
+            slots,
+            log_filter,
+        } => {
+            let mut telemetry = config.telemetry.clone();
+            telemetry.log_filter = log_filter;
+            let _telemetry = guichet_platform::telemetry::init(&telemetry)?;
+            guichet::public_bench::run(guichet::public_bench::PublicBenchOptions {
+                citizens,
+                slots,
+                nats_url: config.bus.url.clone(),
+            })
+            .await
+        }
         Command::Token {
             roles,
             subject,
@@ -372,6 +402,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             config.ensure_dev_signing_key(true)?;
             config.ensure_dev_signature_keys()?;
             let cti_token = config.ensure_dev_cti_token()?;
+            // The links in appointment messages open the citizens' pages of
+            // this machine unless the town set its own address.
+            if config.appointment.public_base_url == "https://rendez-vous.mairie.example.fr"
+                && config.portal.public.enabled()
+            {
+                config.appointment.public_base_url = config
+                    .portal
+                    .public
+                    .base_url(config.portal.public.http_addr.parse().ok());
+            }
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
             let nats = guichet::nats::ensure(&config.bus.url, &config.data_dir).await?;
             let shutdown = guichet_platform::shutdown::on_signal();

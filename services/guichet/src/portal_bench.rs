@@ -120,6 +120,7 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
         ("GUICHET__SERVER__GRPC_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__SERVER__ADMIN_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__PORTAL__HTTP_ADDR", "127.0.0.1:0".into()),
+        ("GUICHET__PORTAL__PUBLIC__HTTP_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__COUNTER__HTTP_ADDR", "127.0.0.1:0".into()),
         ("GUICHET__BUS__URL", opts.nats_url.clone()),
         ("GUICHET__BUS__SUBJECT_PREFIX", format!("benchp{id}")),

@@ -60,6 +60,16 @@ pub fn paris_day(t: DateTime<Utc>) -> String {
         .to_string()
 }
 
+/// A ticket page's secret: 32 URL-safe random characters (192 bits).
+fn public_token() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 pub(crate) fn secs(from: DateTime<Utc>, to: DateTime<Utc>) -> u32 {
     u32::try_from((to - from).num_seconds().max(0)).unwrap_or(u32::MAX)
 }
@@ -165,6 +175,7 @@ impl CounterApi {
             transferred_from: Set(None),
             booking_id: Set(appointment.as_ref().map(|a| a.booking_id.clone())),
             appointment_at: Set(appointment.as_ref().map(|a| a.start)),
+            public_token: Set(Some(public_token())),
         }
         .insert(&txn)
         .await;

@@ -21,14 +21,7 @@ const DESKS: &[Role] = &[Role::Agent, Role::Supervisor];
 const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
 
 pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
-    let status = match t.status.as_str() {
-        "waiting" => pb::TicketStatus::Waiting,
-        "called" => pb::TicketStatus::Called,
-        "in_service" => pb::TicketStatus::InService,
-        "done" => pb::TicketStatus::Done,
-        "no_show" => pb::TicketStatus::NoShow,
-        _ => pb::TicketStatus::Unspecified,
-    };
+    let status = status_pb(&t.status);
     pb::Ticket {
         issued_at: Some(timestamp(t.issued_at)),
         id: t.id,
@@ -52,6 +45,18 @@ pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
         transferred_from: t.transferred_from.unwrap_or_default(),
         booking_id: t.booking_id.unwrap_or_default(),
         appointment_time: t.appointment_at.map(timestamp),
+        public_token: t.public_token.unwrap_or_default(),
+    }
+}
+
+fn status_pb(s: &str) -> pb::TicketStatus {
+    match s {
+        "waiting" => pb::TicketStatus::Waiting,
+        "called" => pb::TicketStatus::Called,
+        "in_service" => pb::TicketStatus::InService,
+        "done" => pb::TicketStatus::Done,
+        "no_show" => pb::TicketStatus::NoShow,
+        _ => pb::TicketStatus::Unspecified,
     }
 }
 
@@ -217,6 +222,56 @@ impl pb::counter_service_server::CounterService for CounterApi {
         require(&request, READERS)?;
         let t = self.ticket(&request.into_inner().ticket_id).await?;
         Ok(Response::new(ticket_pb(t)))
+    }
+
+    async fn get_ticket_position(
+        &self,
+        request: Request<pb::GetTicketPositionRequest>,
+    ) -> Result<Response<pb::TicketPosition>, Status> {
+        require(&request, READERS)?;
+        let token = request.into_inner().public_token;
+        let (t, w) = self.position(token.trim()).await?;
+        Ok(Response::new(pb::TicketPosition {
+            status: status_pb(&t.status) as i32,
+            number: t.number,
+            service: t.service,
+            site: t.site,
+            ahead: w.ahead,
+            estimated_wait_seconds: w.estimate,
+            desk: t.desk.unwrap_or_default(),
+            call_time: t.call_time.map(timestamp),
+            recalls: u32::try_from(t.recalls).unwrap_or(0),
+            open_desks: w.open_desks,
+        }))
+    }
+
+    async fn list_waiting_times(
+        &self,
+        request: Request<pb::ListWaitingTimesRequest>,
+    ) -> Result<Response<pb::ListWaitingTimesResponse>, Status> {
+        require(&request, READERS)?;
+        let site = request.into_inner().site;
+        let site = if site.trim().is_empty() {
+            self.config.default_site.clone()
+        } else {
+            site.trim().to_owned()
+        };
+        let services = self.waiting_times(&site).await?;
+        Ok(Response::new(pb::ListWaitingTimesResponse {
+            site,
+            services: services
+                .into_iter()
+                .map(|(service, w)| pb::ServiceWaiting {
+                    service,
+                    waiting: w.waiting,
+                    open_desks: w.open_desks,
+                    average_service_seconds: w.average_service,
+                    estimated_wait_seconds: w.estimate,
+                    longest_wait_seconds: w.longest,
+                })
+                .collect(),
+            compute_time: Some(timestamp(self.clock.now())),
+        }))
     }
 
     type WatchBoardStream = board::BoardStream;

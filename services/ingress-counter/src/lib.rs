@@ -28,6 +28,7 @@ pub mod error;
 pub mod grpc;
 pub mod http;
 pub mod visits;
+pub mod waits;
 
 use std::sync::Arc;
 

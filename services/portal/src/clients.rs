@@ -4,7 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use guichet_platform::auth::Authenticator;
+use guichet_platform::auth::{Authenticator, Role};
+use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
@@ -39,9 +40,13 @@ pub struct Clients {
     pub routing: QueueServiceClient<Ch>,
     pub dossier: DossierServiceClient<Ch>,
     pub counter: CounterServiceClient<Ch>,
+    /// Called only for the citizens' pages, as `service`.
+    pub appointment: AppointmentServiceClient<Ch>,
     pub indicators: IndicatorServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
+    /// The identity of the citizens' pages' calls.
+    service_subject: String,
 }
 
 impl Clients {
@@ -61,12 +66,17 @@ impl Clients {
                 channel("portal.counter_url", &config.counter_url)?,
                 creds.clone(),
             ),
+            appointment: AppointmentServiceClient::with_interceptor(
+                channel("portal.appointment_url", &config.appointment_url)?,
+                creds.clone(),
+            ),
             indicators: IndicatorServiceClient::with_interceptor(
                 channel("portal.indicators_url", &config.indicators_url)?,
                 creds,
             ),
             auth,
             ttl: Duration::from_secs(u64::from(config.token_ttl_secs)),
+            service_subject: config.public.service_subject.clone(),
         })
     }
 
@@ -74,6 +84,20 @@ impl Clients {
     pub fn request<T>(&self, agent: &Session, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         let token = agent.token(&self.auth, self.ttl);
+        if let Ok(value) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", value);
+        }
+        req
+    }
+
+    /// `message` as a request of the citizens' pages: the portal's own
+    /// `service` identity, held by the roles to the public rules (public
+    /// appointment types, booking delays, no-show policy, link secrets).
+    pub fn public<T>(&self, message: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(message);
+        let token = self
+            .auth
+            .issue(&self.service_subject, &[Role::Service], &[], self.ttl);
         if let Ok(value) = format!("Bearer {token}").parse() {
             req.metadata_mut().insert("authorization", value);
         }

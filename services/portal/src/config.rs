@@ -19,6 +19,7 @@ pub struct Config {
     pub routing_url: String,
     pub dossier_url: String,
     pub counter_url: String,
+    pub appointment_url: String,
     /// The indicators role (the supervisors' dashboard).
     #[serde(default = "default_indicators_url")]
     pub indicators_url: String,
@@ -37,6 +38,48 @@ pub struct Config {
     /// Whether local accounts may log in (towns without a provider).
     pub local_accounts: bool,
     pub oidc: OidcConfig,
+    /// The citizens' pages (booking, my appointment, follow my request,
+    /// my ticket), on a listener of their own.
+    pub public: PublicConfig,
+}
+
+/// `[portal.public]`: the citizens' pages. They hold no agent session:
+/// the portal calls the roles as `service` for them, and every limit that
+/// protects a rush or a bot is here.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicConfig {
+    /// Where the citizens' pages are served; empty: not served.
+    pub http_addr: String,
+    /// The address citizens reach them at (`https://rendez-vous.ville.fr`);
+    /// empty: `http://<http_addr>`.
+    pub public_url: String,
+    /// The service identity the portal calls the roles with for citizens.
+    pub service_subject: String,
+    /// Keys the visitor cookie and the forms' tokens (HMAC); at least 32
+    /// characters. Empty: a random key per process (set one when several
+    /// replicas serve the pages, so a form served by one is accepted by
+    /// another).
+    pub secret: SecretString,
+    /// Proxies whose `X-Forwarded-For` is believed (the town's reverse
+    /// proxy), for the per-address limits.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Requests per minute from one address (every page), then 429.
+    pub requests_per_minute: u32,
+    /// Forms sent per hour from one address (bookings, cancellations,
+    /// searches), then 429.
+    pub forms_per_hour: u32,
+    /// Booking attempts (a slot taken, a form refused) per visitor
+    /// session, then the session must start again.
+    pub attempts_per_session: u32,
+    /// Bookings made per visitor session.
+    pub bookings_per_session: u32,
+    /// A booking form sent back sooner than this after it was served is
+    /// refused as a bot's (a person reads and types); 0: no check.
+    pub min_form_secs: u32,
+    /// Free slots shown first ("les prochains créneaux").
+    pub next_slots: u32,
 }
 
 /// The town's OpenID Connect provider (Keycloak, Entra ID, Authentik,
@@ -74,6 +117,7 @@ impl Config {
             ("portal.routing_url", &self.routing_url),
             ("portal.dossier_url", &self.dossier_url),
             ("portal.counter_url", &self.counter_url),
+            ("portal.appointment_url", &self.appointment_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(
@@ -117,6 +161,7 @@ impl Config {
                 ));
             }
         }
+        self.public.validate()?;
         if self.oidc.enabled() {
             let o = &self.oidc;
             if !(o.issuer_url.starts_with("https://") || o.issuer_url.starts_with("http://")) {
@@ -153,6 +198,82 @@ impl Config {
             format!("http://{bound}")
         } else {
             url.to_owned()
+        }
+    }
+}
+
+impl PublicConfig {
+    pub fn enabled(&self) -> bool {
+        !self.http_addr.trim().is_empty()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled() {
+            guichet_platform::config::parse_addr("portal.public.http_addr", &self.http_addr)?;
+        }
+        let url = self.public_url.trim();
+        if !(url.is_empty() || url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::invalid(
+                "portal.public.public_url",
+                "must be an http:// or https:// URL, or empty",
+            ));
+        }
+        if self.service_subject.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "portal.public.service_subject",
+                "must name the portal's service identity",
+            ));
+        }
+        let secret = self.secret.expose_secret();
+        if !secret.is_empty() && secret.len() < 32 {
+            return Err(ConfigError::invalid(
+                "portal.public.secret",
+                "must be at least 32 characters (or empty: a random key per process)",
+            ));
+        }
+        for (i, p) in self.trusted_proxies.iter().enumerate() {
+            if p.parse::<std::net::IpAddr>().is_err() {
+                return Err(ConfigError::invalid(
+                    format!("portal.public.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP address"),
+                ));
+            }
+        }
+        for (key, v) in [
+            (
+                "portal.public.requests_per_minute",
+                self.requests_per_minute,
+            ),
+            ("portal.public.forms_per_hour", self.forms_per_hour),
+            (
+                "portal.public.attempts_per_session",
+                self.attempts_per_session,
+            ),
+            (
+                "portal.public.bookings_per_session",
+                self.bookings_per_session,
+            ),
+        ] {
+            if v == 0 {
+                return Err(ConfigError::invalid(key, "must be at least 1"));
+            }
+        }
+        if !(1..=50).contains(&self.next_slots) {
+            return Err(ConfigError::invalid(
+                "portal.public.next_slots",
+                "must be between 1 and 50",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The base URL citizens reach the pages at.
+    pub fn base_url(&self, bound: Option<std::net::SocketAddr>) -> String {
+        let url = self.public_url.trim().trim_end_matches('/');
+        match (url.is_empty(), bound) {
+            (false, _) => url.to_owned(),
+            (true, Some(a)) => format!("http://{a}"),
+            (true, None) => String::new(),
         }
     }
 }

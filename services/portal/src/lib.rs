@@ -17,6 +17,7 @@ pub mod db;
 pub mod live;
 pub mod oidc;
 mod pages;
+pub mod public;
 pub mod session;
 pub mod views;
 pub mod web;
@@ -55,6 +56,7 @@ impl RoleSpec for Spec {
             ("routing", &mut config.routing_url),
             ("dossier", &mut config.dossier_url),
             ("ingress-counter", &mut config.counter_url),
+            ("appointment", &mut config.appointment_url),
             ("indicators", &mut config.indicators_url),
         ] {
             if let Some(local) = local.url_of(role) {
@@ -73,6 +75,8 @@ pub struct Service {
     app: web::App,
     listener: tokio::net::TcpListener,
     addr: std::net::SocketAddr,
+    /// The citizens' pages' own listener (`portal.public.http_addr`).
+    public: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
 }
 
 /// What tests and `guichet up` reach the portal through.
@@ -81,6 +85,8 @@ pub struct PortalHandle {
     pub db: sea_orm::DatabaseConnection,
     pub base_url: String,
     pub live: live::Live,
+    /// Where citizens reach their pages (empty when not served).
+    pub public_url: String,
 }
 
 pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
@@ -97,6 +103,20 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             )
         })?;
     let addr = listener.local_addr()?;
+    let public = if config.public.enabled() {
+        let l = tokio::net::TcpListener::bind(&config.public.http_addr)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on portal.public.http_addr {}: {e}",
+                    config.public.http_addr
+                )
+            })?;
+        let a = l.local_addr()?;
+        Some((l, a))
+    } else {
+        None
+    };
     let base = config.base_url(addr);
     let oidc = if config.oidc.enabled() {
         Some(oidc::Provider::new(config.oidc.clone(), &base)?)
@@ -120,6 +140,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         app,
         listener,
         addr,
+        public,
     })
 }
 
@@ -127,7 +148,14 @@ impl RoleService for Service {
     fn register(&self, _server: &mut GrpcServer) {}
 
     fn listeners(&self) -> Vec<Listener> {
-        vec![Listener::http(self.addr)]
+        let mut l = vec![Listener::http(self.addr)];
+        if let Some((_, addr)) = &self.public {
+            l.push(Listener {
+                name: "public",
+                addr: *addr,
+            });
+        }
+        l
     }
 
     fn handles(&self, handles: &mut Handles) {
@@ -135,20 +163,40 @@ impl RoleService for Service {
             db: self.app.db.clone(),
             base_url: self.app.config.base_url(self.addr),
             live: self.app.live.clone(),
+            public_url: self
+                .app
+                .config
+                .public
+                .base_url(self.public.as_ref().map(|(_, a)| *a)),
         });
     }
 
     fn run(self: Box<Self>, shutdown: CancellationToken) -> BoxFuture<'static, anyhow::Result<()>> {
         guichet_platform::role::boxed(async move {
             let app = self.app.clone();
+            let public_listener = self.public;
             let router = pages::router(app.clone(), shutdown.clone());
             let follow = app.live.clone().follow(app.bus.clone(), shutdown.clone());
             let purge = purge_loop(app.clone(), shutdown.clone());
             let http = axum::serve(self.listener, router)
                 .with_graceful_shutdown(shutdown.clone().cancelled_owned());
             tracing::info!(addr = %self.addr, "portal listening");
-            let (served, (), ()) = tokio::join!(http, follow, purge);
+            let citizens = async {
+                let Some((listener, addr)) = public_listener else {
+                    return Ok(());
+                };
+                let router = public::router(public::Public::new(app.clone()), shutdown.clone());
+                tracing::info!(%addr, "citizens' pages listening");
+                axum::serve(
+                    listener,
+                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .await
+            };
+            let (served, public_served, (), ()) = tokio::join!(http, citizens, follow, purge);
             served?;
+            public_served?;
             Ok(())
         })
     }

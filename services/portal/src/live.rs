@@ -39,6 +39,11 @@ impl Live {
         Live { tx }
     }
 
+    /// A receiver of every change (the citizens' ticket pages pick theirs).
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.tx.subscribe()
+    }
+
     pub fn send(&self, change: Change) {
         let _ = self.tx.send(change);
     }
@@ -48,16 +53,23 @@ impl Live {
         self.tx.receiver_count()
     }
 
-    /// Follow the routing role's events until `shutdown`; resubscribes when
-    /// the subscription ends (NATS reconnects on its own).
+    /// Follow the routing role's events (the queue) and the counter's (the
+    /// citizens' ticket pages) until `shutdown`; resubscribes when the
+    /// subscription ends (NATS reconnects on its own).
     pub async fn follow(self, bus: guichet_platform::bus::Bus, shutdown: CancellationToken) {
-        let subject = bus.subject("events.routing.>");
+        let subject = bus.subject("events.>");
+        let counter = bus.subject("events.counter.");
+        let routing = bus.subject("events.routing.");
         while !shutdown.is_cancelled() {
             match bus.client().subscribe(subject.clone()).await {
                 Ok(mut sub) => loop {
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         msg = sub.next() => match msg {
+                            Some(msg) if msg.subject.as_str().starts_with(&counter) => {
+                                self.send(Change { kind: "counter", id: String::new() });
+                            }
+                            Some(msg) if !msg.subject.as_str().starts_with(&routing) => {}
                             Some(msg) => {
                                 let id = msg
                                     .headers
@@ -72,7 +84,7 @@ impl Live {
                         }
                     }
                 },
-                Err(e) => tracing::warn!(error = %e, "cannot subscribe to routing events"),
+                Err(e) => tracing::warn!(error = %e, "cannot subscribe to the live events"),
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -88,6 +100,8 @@ impl Live {
     ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>> + use<>> {
         let rx = self.tx.subscribe();
         let events = tokio_stream::wrappers::BroadcastStream::new(rx)
+            // The queue pages follow the queue only.
+            .filter(|c| futures::future::ready(!matches!(c, Ok(c) if c.kind == "counter")))
             .map(|change| {
                 let event = match change {
                     Ok(c) => Event::default().event(c.kind).data(c.id),

@@ -35,6 +35,7 @@ pub fn router(core: Core) -> Router {
         .filter_map(|p| p.parse().ok())
         .collect();
     Router::new()
+        .route("/signature.css", get(stylesheet))
         .route("/s/{token}", get(show))
         .route("/s/{token}/document", get(document))
         .route("/s/{token}/code", post(send_code))
@@ -43,34 +44,7 @@ pub fn router(core: Core) -> Router {
         .with_state(App { core, trusted })
 }
 
-/// The client address: the peer, or — when the peer is a trusted proxy —
-/// the right-most X-Forwarded-For entry that is not a trusted proxy.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
-    if !trusted.contains(&peer) {
-        return peer;
-    }
-    let mut ip = peer;
-    for h in headers.get_all("x-forwarded-for") {
-        let Ok(v) = h.to_str() else { continue };
-        for part in v.split(',').rev() {
-            match part.trim().parse::<IpAddr>() {
-                Ok(p) if trusted.contains(&p) => continue,
-                Ok(p) => return p,
-                Err(_) => return ip,
-            }
-        }
-    }
-    // Only proxies in the chain: keep the last one seen.
-    if let Some(first) = headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
-        .and_then(|p| p.trim().parse().ok())
-    {
-        ip = first;
-    }
-    ip
-}
+pub use guichet_platform::net::client_ip;
 
 fn origin(app: &App, peer: SocketAddr, headers: &HeaderMap) -> Origin {
     Origin {
@@ -101,6 +75,36 @@ pub fn esc(s: &str) -> String {
     out
 }
 
+/// The design of the citizens' pages (the portal's style sheet, one
+/// source), with the few rules of these pages.
+const STYLE: &str = concat!(
+    include_str!("../../portal/static/guichet.css"),
+    "
+/* The signing pages. */
+.box { background: var(--paper); border: 1px solid var(--line); border-radius: var(--radius); padding: var(--space); margin: var(--space) 0; }
+.msg, .err { border-left: 6px solid; border-radius: var(--radius); padding: .5rem var(--space); }
+.msg { background: var(--ok-bg); color: var(--ok-ink); }
+.err { background: var(--danger-bg); color: var(--danger-ink); }
+.signature main button { font: inherit; font-weight: 600; min-height: 44px; min-width: 44px; padding: .5rem 1rem; border-radius: var(--radius); border: 2px solid var(--brand); background: var(--brand); color: var(--brand-ink); cursor: pointer; margin: .25rem 0; }
+.signature main label { display: flex; align-items: center; gap: .5rem; min-height: 44px; margin: .5rem 0; }
+.signature main input[type=checkbox] { width: 1.75rem; height: 1.75rem; flex: none; margin: 0; }
+.signature #code { font-size: 1.3rem; letter-spacing: .3rem; width: 9rem; }
+.box a { display: inline-block; min-height: 44px; line-height: 44px; }
+.signature code { word-break: break-all; }
+"
+);
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        STYLE,
+    )
+        .into_response()
+}
+
 fn html(
     status: StatusCode,
     title: &str,
@@ -113,30 +117,24 @@ fn html(
         format!(r#"<img src="{}" alt="" height="48"> "#, esc(&town.logo_url))
     };
     let page = format!(
-        r#"<!doctype html>
+        r##"<!doctype html>
 <html lang="fr">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title} – {town}</title>
-<style>
-body{{font-family:system-ui,sans-serif;max-width:40rem;margin:1rem auto;padding:0 1rem;line-height:1.5;color:#1e1e1e}}
-h1{{font-size:1.4rem}} .box{{border:1px solid #888;padding:1rem;margin:1rem 0;border-radius:.3rem}}
-.msg{{background:#eef4ff;border-left:.3rem solid #000091;padding:.5rem 1rem}}
-.err{{background:#ffe9e9;border-left:.3rem solid #c9191e;padding:.5rem 1rem}}
-button{{font-size:1rem;padding:.5rem 1rem;min-height:44px;min-width:44px}} input[type=text]{{font-size:1.3rem;letter-spacing:.3rem;width:9rem;min-height:44px}}
-label{{display:flex;align-items:center;gap:.5rem;min-height:44px;margin:.5rem 0}} input[type=checkbox]{{width:1.75rem;height:1.75rem;flex:none;margin:0}}
-.box a{{display:inline-block;min-height:44px;line-height:44px}} code{{word-break:break-all}}
-</style>
+<link rel="stylesheet" href="/signature.css">
 </head>
-<body>
-<header><p>{logo}{town} – signature électronique</p></header>
-<main>
+<body class="public signature">
+<a class="skip" href="#contenu">Aller au contenu</a>
+<header class="header" role="banner"><div class="header__brand"><span>{logo}{town} <span class="header__town">— signature électronique</span></span></div></header>
+<main id="contenu" tabindex="-1" class="public__main">
 <h1>{title}</h1>
 {body}
 </main>
+<footer class="footer" role="contentinfo"><p>{town} — signature électronique par code SMS, sans compte. Besoin d'aide ? Appelez la mairie.</p></footer>
 </body>
-</html>"#,
+</html>"##,
         title = esc(title),
         town = esc(&town.hall()),
     );
@@ -161,7 +159,7 @@ fn secure_headers(h: &mut HeaderMap) {
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; img-src https:; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+            "default-src 'none'; img-src https:; style-src 'self'; form-action 'self'; frame-ancestors 'none'",
         ),
     );
     h.insert(

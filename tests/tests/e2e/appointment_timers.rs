@@ -370,13 +370,17 @@ async fn appointment_bookings_and_their_contacts_are_purged_after_the_retention_
     f.clock.set(utc(2027, 7, 24, 9, 16));
     assert_eq!(f.core.purge_expired().await.unwrap(), 1);
     let err = agent
-        .get_booking(pb::GetBookingRequest { id: old.id.clone() })
+        .get_booking(pb::GetBookingRequest {
+            id: old.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     agent
         .get_booking(pb::GetBookingRequest {
             id: recent.id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap();

@@ -108,7 +108,10 @@ async fn check_in_scenario(backend: Backend) {
     let seen = f
         .agent()
         .await
-        .get_booking(apb::GetBookingRequest { id: b1.id.clone() })
+        .get_booking(apb::GetBookingRequest {
+            id: b1.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

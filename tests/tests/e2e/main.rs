@@ -24,6 +24,7 @@ mod intake;
 mod notification_delivery;
 mod objects_s3;
 mod portal;
+mod public;
 mod routing_correlation;
 mod routing_intake;
 mod routing_offers;

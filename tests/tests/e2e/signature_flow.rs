@@ -392,13 +392,17 @@ async fn citizen_signs_on_the_pages(backend: Backend) {
         page[sentence..].contains("Télécharger le document signé"),
         "{page}"
     );
+    // (The rules are in the citizens' style sheet the page links.)
+    assert!(page.contains(r#"href="/signature.css""#), "{page}");
+    let (status, css) = browser.get("/signature.css").await;
+    assert_eq!(status, 200);
     assert!(
-        page.contains("button{font-size:1rem;padding:.5rem 1rem;min-height:44px;min-width:44px}"),
-        "{page}"
+        css.contains(".signature main button { font: inherit; font-weight: 600; min-height: 44px; min-width: 44px;"),
+        "{css}"
     );
     assert!(
-        page.contains("label{display:flex;align-items:center;gap:.5rem;min-height:44px"),
-        "{page}"
+        css.contains(".signature main label { display: flex; align-items: center; gap: .5rem; min-height: 44px;"),
+        "{css}"
     );
 
     let done = agent

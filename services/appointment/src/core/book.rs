@@ -51,6 +51,21 @@ impl Core {
                 ));
             }
         }
+        if !caller.agent {
+            // A number already holding an appointment here is told plainly
+            // (the national anti-duplicate API catches those of other towns).
+            for app in &nb.application_ids {
+                if !self.bookings_for_application(app).await?.is_empty() {
+                    return Err(failed_precondition(
+                        "APPLICATION_BOOKED",
+                        "application_ids",
+                        format!(
+                            "Le numéro de pré-demande {app} a déjà un rendez-vous : gérez-le depuis le lien reçu, ou annulez-le avant d'en prendre un autre."
+                        ),
+                    ));
+                }
+            }
+        }
         if !t.ants_reason.is_empty() && nb.application_ids.len() > nb.people as usize {
             return Err(invalid_argument(
                 "application_ids",

@@ -2,16 +2,95 @@
 
 use super::*;
 
+/// Whether `token` is the booking's link secret (constant time).
+fn link_matches(b: &booking::Model, token: &str) -> bool {
+    !token.is_empty()
+        && token.len() == b.cancel_token.len()
+        && guichet_platform::secret::constant_time_eq(token.as_bytes(), b.cancel_token.as_bytes())
+}
+
 impl Core {
+    /// The booking behind a citizen's link: the secret must match and the
+    /// link must not have expired (`manage_link_days` after the
+    /// appointment). Any failure is NOT_FOUND, as for an unknown booking,
+    /// so the answer tells nothing of which part was wrong.
+    pub async fn by_link(&self, id: &str, token: &str) -> Result<booking::Model, Error> {
+        let b = booking::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await
+            .map_err(internal_err("get booking"))?;
+        let expired = |b: &booking::Model| {
+            self.now() > b.end_at + Duration::days(i64::from(self.config.manage_link_days))
+        };
+        match b {
+            Some(b) if link_matches(&b, token) && !expired(&b) => Ok(b),
+            _ => Err(not_found("booking", id)),
+        }
+    }
+
+    /// Replace the link secret: the old link stops working; the new one
+    /// goes to the booking's contacts only (a confirmation message), never
+    /// to the caller, so whoever held a leaked link cannot follow it.
+    pub async fn revoke_link(
+        &self,
+        caller: &Caller,
+        id: &str,
+        token: &str,
+        request_id: Option<String>,
+    ) -> Result<booking::Model, Error> {
+        if let Some(b) = self.replay(&request_id).await? {
+            return Ok(b);
+        }
+        let b = if !token.is_empty() || !caller.agent {
+            self.by_link(id, token).await?
+        } else {
+            self.get(id).await?
+        };
+        if b.status != BOOKED {
+            return Err(failed_precondition(
+                "STATUS",
+                "booking",
+                format!(
+                    "the link of a booking in status {} is not renewed",
+                    b.status
+                ),
+            ));
+        }
+        let txn = self.db.begin().await.map_err(internal_err("revoke link"))?;
+        let new_token = random_string(b"abcdefghijkmnopqrstuvwxyz0123456789", 32);
+        let res = booking::Entity::update_many()
+            .col_expr(booking::Column::CancelToken, Expr::value(new_token.clone()))
+            .col_expr(booking::Column::Version, Expr::value(b.version + 1))
+            .col_expr(booking::Column::UpdatedAt, Expr::value(self.now()))
+            .filter(booking::Column::Id.eq(b.id.as_str()))
+            .filter(booking::Column::Version.eq(b.version))
+            .exec(&txn)
+            .await
+            .map_err(internal_err("revoke link"))?;
+        if res.rows_affected != 1 {
+            return Err(Error::Conflict(
+                "the booking changed meanwhile, retry".into(),
+            ));
+        }
+        let mut updated = b.clone();
+        updated.cancel_token = new_token;
+        updated.version += 1;
+        updated.updated_at = self.now();
+        self.record_action(&txn, &request_id, &b.id, "revoke_link")
+            .await
+            .map_err(internal_err("revoke link"))?;
+        self.stage_notifications(&txn, &updated, "appointment-confirmation")
+            .await
+            .map_err(internal_err("revoke link"))?;
+        txn.commit().await.map_err(internal_err("revoke link"))?;
+        self.outbox.notify();
+        tracing::info!(booking_id = %b.id, actor = %caller.subject, "appointment link revoked");
+        Ok(updated)
+    }
+
     /// Check the citizen's link secret and the cancellable-until limit.
     pub(super) fn citizen_may_change(&self, b: &booking::Model, token: &str) -> Result<(), Error> {
-        if token.is_empty()
-            || token.len() != b.cancel_token.len()
-            || !guichet_platform::secret::constant_time_eq(
-                token.as_bytes(),
-                b.cancel_token.as_bytes(),
-            )
-        {
+        if !link_matches(b, token) {
             return Err(Error::Denied("Lien d'annulation invalide.".into()));
         }
         let t = self.kind(&b.type_id, "appointment_type")?;

@@ -293,11 +293,12 @@ impl Core {
             .unwrap_or_default();
         let (day, hour) = french_date_time(slot.start);
         let link = format!(
-            "{}/rendez-vous/nouveau?type={}&site={}&debut={}",
+            "{}/rendez-vous/nouveau?type={}&site={}&debut={}&personnes={}",
             self.config.public_base_url.trim_end_matches('/'),
             w.type_id,
             slot.site,
-            slot.start.format("%Y-%m-%dT%H:%M:%SZ")
+            slot.start.format("%Y-%m-%dT%H:%M:%SZ"),
+            Ord::max(w.people, 1)
         );
         let variables = HashMap::from([
             ("town_name".to_owned(), self.config.town.hall()),

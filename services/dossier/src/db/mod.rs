@@ -5,6 +5,7 @@ mod m0001_init;
 mod m0002_process_engine;
 mod m0003_contact_claims;
 mod m0004_durable_jobs;
+mod m0005_follow_key;
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_process_engine::Migration),
             Box::new(m0003_contact_claims::Migration),
             Box::new(m0004_durable_jobs::Migration),
+            Box::new(m0005_follow_key::Migration),
         ]
     }
 }

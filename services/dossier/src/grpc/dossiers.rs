@@ -69,6 +69,8 @@ pub(super) fn dossier_message(
         state: d.state,
         create_time: Some(timestamp(d.created_at)),
         update_time: Some(timestamp(d.updated_at)),
+        // Set by the API, which holds the follow key.
+        follow_code: String::new(),
     }
 }
 

@@ -8,6 +8,7 @@ mod audit;
 mod citizens;
 mod documents;
 mod dossiers;
+mod follow;
 mod processes;
 mod timelines;
 
@@ -61,6 +62,8 @@ fn in_group(p: &Principal, group: &str) -> bool {
 pub struct DossierApi {
     store: Store,
     config: Arc<Config>,
+    /// The follow codes of "Suivre ma demande".
+    follow: crate::follow::Follow,
 }
 
 fn opt_ts(t: Option<chrono::DateTime<Utc>>) -> Option<prost_types::Timestamp> {
@@ -70,6 +73,7 @@ fn opt_ts(t: Option<chrono::DateTime<Utc>>) -> Option<prost_types::Timestamp> {
 impl DossierApi {
     pub fn new(store: Store, config: Config) -> Self {
         DossierApi {
+            follow: crate::follow::Follow::new(store.db().clone()),
             store,
             config: Arc::new(config),
         }
@@ -100,14 +104,22 @@ impl DossierApi {
             .await
             .map_err(internal_err("dossier citizens"))?;
         let catalog = self.store.catalog();
-        Ok(ds
+        let mut out: Vec<pb::Dossier> = ds
             .into_iter()
             .map(|d| {
                 let links = links.remove(&d.id).unwrap_or_default();
                 let other_citizen_ids = others.remove(&d.id).unwrap_or_default();
                 dossier_message(&catalog, d, links, other_citizen_ids)
             })
-            .collect())
+            .collect();
+        for d in &mut out {
+            d.follow_code = self
+                .follow
+                .code(&d.id)
+                .await
+                .map_err(internal_err("follow code"))?;
+        }
+        Ok(out)
     }
 
     /// The dossier if the caller may read it (restricted processes: members
@@ -321,6 +333,14 @@ impl pb::dossier_service_server::DossierService for DossierApi {
         request: Request<pb::GetDossierRequest>,
     ) -> Result<Response<pb::Dossier>, Status> {
         dossiers::get_dossier(self, request).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn follow_dossier(
+        &self,
+        request: Request<pb::FollowDossierRequest>,
+    ) -> Result<Response<pb::FollowedDossier>, Status> {
+        follow::follow_dossier(self, request).await
     }
 
     #[tracing::instrument(skip_all)]

@@ -35,6 +35,8 @@ pub mod ticket {
         /// Appointment check-in: the booking and its start.
         pub booking_id: Option<String>,
         pub appointment_at: Option<DateTimeUtc>,
+        /// Secret of the citizen's ticket page (the kiosk's QR code).
+        pub public_token: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,7 @@ pub mod entities;
 mod m0001_init;
 mod m0002_visits;
 mod m0003_appointments;
+mod m0004_public_token;
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_init::Migration),
             Box::new(m0002_visits::Migration),
             Box::new(m0003_appointments::Migration),
+            Box::new(m0004_public_token::Migration),
         ]
     }
 }

@@ -78,6 +78,8 @@ pub struct DossierView {
     pub id: String,
     pub citizen_id: String,
     pub reference: String,
+    /// What the citizen follows the dossier with on the public pages.
+    pub follow_code: String,
     pub process: String,
     pub version: u32,
     pub state: String,
@@ -298,6 +300,7 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         id: d.id.clone(),
         citizen_id: d.citizen_id.clone(),
         reference: d.reference.clone(),
+        follow_code: d.follow_code.clone(),
         process: d.process_title.clone(),
         version: d.process_version,
         state: d.state_title.clone(),

@@ -154,7 +154,7 @@ async fn events(
 }
 
 /// The vendored scripts and the style sheet, compiled in.
-async fn asset(Path(file): Path<String>) -> Response {
+pub(crate) async fn asset(Path(file): Path<String>) -> Response {
     let (body, ty): (&'static [u8], &str) = match file.as_str() {
         "guichet.css" => (
             include_bytes!("../../static/guichet.css"),
@@ -162,6 +162,10 @@ async fn asset(Path(file): Path<String>) -> Response {
         ),
         "portal.js" => (
             include_bytes!("../../static/portal.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        "public.js" => (
+            include_bytes!("../../static/public.js"),
             "text/javascript; charset=utf-8",
         ),
         "htmx-2.0.11.min.js" => (
