@@ -599,7 +599,10 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
         known.insert(login.to_owned(), password.clone());
         lines.push_str(&format!("\n           {login} / {password}  ({name})"));
     }
-    if app.handle::<guichet_indicators::IndicatorsHandle>().is_some() {
+    if app
+        .handle::<guichet_indicators::IndicatorsHandle>()
+        .is_some()
+    {
         lines.push_str(&format!(
             "\n           the supervisors' indicators: {}/indicateurs (superviseur)",
             portal.base_url.trim_end_matches('/')
