@@ -49,7 +49,8 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn pg_url_for(admin: &str, db: &str) -> String {
+/// The URL of database `db` on the server of `admin`.
+pub(crate) fn pg_url_for(admin: &str, db: &str) -> String {
     match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{db}"),
         None => format!("{admin}/{db}"),

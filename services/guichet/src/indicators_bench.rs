@@ -20,7 +20,7 @@ use sea_orm::{ConnectionTrait, Database};
 use tokio_util::sync::CancellationToken;
 
 use crate::GuichetConfig;
-use crate::bench::percentile;
+use crate::bench::{percentile, pg_url_for};
 
 pub struct IndicatorsBenchOptions {
     /// 1.0: a town of 50,000 for a year.
@@ -410,13 +410,6 @@ async fn publish_year(p: &mut Publisher, scale: f64) -> anyhow::Result<usize> {
 
 fn rng_site(i: usize) -> bool {
     !i.is_multiple_of(3)
-}
-
-fn pg_url_for(admin: &str, db: &str) -> String {
-    match admin.rsplit_once('/') {
-        Some((base, _)) => format!("{base}/{db}"),
-        None => format!("{admin}/{db}"),
-    }
 }
 
 pub async fn run(opts: IndicatorsBenchOptions) -> anyhow::Result<()> {

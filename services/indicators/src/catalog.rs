@@ -140,6 +140,29 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
         item: REQUEST_ITEM,
         closed: "",
     };
+    // The telephone's offered, answered, abandoned… calls.
+    let call = Indicator {
+        family: "telephone",
+        from: CALLS,
+        time: "c.started_s",
+        cuts: vec![("queue", "c.queue")],
+        item: CALL_ITEM,
+        ..base.clone()
+    };
+    // Served counter visits, by the time their ticket was taken.
+    let served = Indicator {
+        family: "counter",
+        from: VISITS,
+        time: "v.issued_s",
+        filter: "v.outcome = 'done'".into(),
+        cuts: vec![
+            ("service", "v.service"),
+            ("site", "v.site"),
+            ("desk", "v.desk"),
+        ],
+        item: VISIT_ITEM,
+        ..base.clone()
+    };
     let request_pct = |key, label, p: u32, first: bool| Indicator {
         key,
         family: "requests",
@@ -292,12 +315,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                 "Inbound, unblocked calls started in the period, excluding callers who hang up \
                  within {short} s of waiting."
             ),
-            from: CALLS,
-            time: "c.started_s",
             filter: offered.clone(),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.answered",
@@ -305,12 +324,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
             label: "Appels décrochés",
             definition: "Appels entrants présentés et décrochés par un agent.".into(),
             definition_en: "Offered inbound calls answered by an agent.".into(),
-            from: CALLS,
-            time: "c.started_s",
             filter: "c.direction = 'in' AND c.blocked = 0 AND c.missed = 0".into(),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.abandoned",
@@ -323,12 +338,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
             definition_en: format!(
                 "Offered inbound calls the caller left unanswered after at least {short} s."
             ),
-            from: CALLS,
-            time: "c.started_s",
             filter: format!("{offered} AND c.missed = 1"),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.abandonment_rate",
@@ -343,13 +354,9 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
             definition_en: format!(
                 "Abandoned over offered calls (callers hanging up within {short} s excluded)."
             ),
-            from: CALLS,
-            time: "c.started_s",
             flag: "c.missed".into(),
             filter: offered.clone(),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.average_speed_of_answer",
@@ -362,13 +369,9 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                 .into(),
             definition_en:
                 "Mean wait from arrival to answer over answered calls (calendar seconds).".into(),
-            from: CALLS,
-            time: "c.started_s",
             value: "c.waiting_s".into(),
             filter: "c.direction = 'in' AND c.blocked = 0 AND c.missed = 0".into(),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.service_level",
@@ -383,13 +386,9 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
             definition_en: format!(
                 "Share of offered calls answered within {level} s (the town's target: {target} %)."
             ),
-            from: CALLS,
-            time: "c.started_s",
             flag: format!("CASE WHEN c.missed = 0 AND c.waiting_s <= {level} THEN 1 ELSE 0 END"),
             filter: offered.clone(),
-            cuts: vec![("queue", "c.queue")],
-            item: CALL_ITEM,
-            ..base.clone()
+            ..call.clone()
         },
         Indicator {
             key: "calls.callbacks_within_sla",
@@ -433,17 +432,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
             definition_en: "Wait from ticket (or transfer) to service start, p50 (nearest rank), \
                             served visits whose ticket was taken in the period."
                 .into(),
-            from: VISITS,
-            time: "v.issued_s",
             value: "v.waiting_s".into(),
-            filter: "v.outcome = 'done'".into(),
-            cuts: vec![
-                ("service", "v.service"),
-                ("site", "v.site"),
-                ("desk", "v.desk"),
-            ],
-            item: VISIT_ITEM,
-            ..base.clone()
+            ..served.clone()
         },
         Indicator {
             key: "counter.wait_p90",
@@ -456,17 +446,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                 .into(),
             definition_en: "Wait from ticket to service start, p90 (nearest rank), served visits."
                 .into(),
-            from: VISITS,
-            time: "v.issued_s",
             value: "v.waiting_s".into(),
-            filter: "v.outcome = 'done'".into(),
-            cuts: vec![
-                ("service", "v.service"),
-                ("site", "v.site"),
-                ("desk", "v.desk"),
-            ],
-            item: VISIT_ITEM,
-            ..base.clone()
+            ..served.clone()
         },
         Indicator {
             key: "counter.service_time",
@@ -478,17 +459,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                          servies dont le ticket a été pris dans la période."
                 .into(),
             definition_en: "Mean time from service start to finish, served visits.".into(),
-            from: VISITS,
-            time: "v.issued_s",
             value: "v.service_s".into(),
-            filter: "v.outcome = 'done'".into(),
-            cuts: vec![
-                ("service", "v.service"),
-                ("site", "v.site"),
-                ("desk", "v.desk"),
-            ],
-            item: VISIT_ITEM,
-            ..base.clone()
+            ..served.clone()
         },
         Indicator {
             key: "counter.tickets_per_hour",
