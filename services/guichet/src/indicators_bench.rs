@@ -330,6 +330,7 @@ async fn publish_year(p: &mut Publisher, scale: f64) -> anyhow::Result<usize> {
                 desk: format!("guichet-{}", i % 4),
                 call_time: Some(timestamp(arrived + secs(u64::from(wait)))),
                 recall: 0,
+                ..Default::default()
             },
         )
         .await?;

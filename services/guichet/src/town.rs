@@ -39,6 +39,7 @@ pub const TOWN_KEYS: &[(&str, &[&str])] = &[
         "counter",
         &[
             "services",
+            "service_labels",
             "default_service",
             "default_site",
             "priorities",

@@ -15,6 +15,11 @@ pub struct Config {
     /// or the directory `town_dir` names).
     #[serde(default)]
     pub services: BTreeMap<String, String>,
+    /// What a citizen reads for each service at the kiosk and on the
+    /// board (`passeports = "Passeports et cartes d'identité"`); a service
+    /// without one shows its name.
+    #[serde(default)]
+    pub service_labels: BTreeMap<String, String>,
     /// Service of a ticket issued without one.
     pub default_service: String,
     /// Site of a ticket issued without one.
@@ -47,7 +52,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// The French label of `service` (its name when none is configured).
+    pub fn service_label(&self, service: &str) -> String {
+        match self.service_labels.get(service) {
+            Some(label) => label.clone(),
+            None => {
+                let name = service.replace(['-', '_'], " ");
+                let mut c = name.chars();
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
+            }
+        }
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (name, label) in &self.service_labels {
+            if !self.services.contains_key(name) {
+                return Err(ConfigError::invalid(
+                    format!("counter.service_labels.{name}"),
+                    format!("`{name}` is not one of counter.services"),
+                ));
+            }
+            if label.trim().is_empty() || label.chars().count() > 80 {
+                return Err(ConfigError::invalid(
+                    format!("counter.service_labels.{name}"),
+                    "must be 1 to 80 characters",
+                ));
+            }
+        }
         validate_database_url("counter.database_url", &self.database_url)?;
         for (name, letter) in &self.services {
             if letter.len() != 1 || !letter.chars().all(|c| c.is_ascii_uppercase()) {

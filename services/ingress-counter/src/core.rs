@@ -176,6 +176,7 @@ impl CounterApi {
             booking_id: Set(appointment.as_ref().map(|a| a.booking_id.clone())),
             appointment_at: Set(appointment.as_ref().map(|a| a.start)),
             public_token: Set(Some(public_token())),
+            agent_id: Set(None),
         }
         .insert(&txn)
         .await;

@@ -46,6 +46,7 @@ pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
         booking_id: t.booking_id.unwrap_or_default(),
         appointment_time: t.appointment_at.map(timestamp),
         public_token: t.public_token.unwrap_or_default(),
+        agent_id: t.agent_id.unwrap_or_default(),
     }
 }
 
@@ -69,12 +70,23 @@ impl pb::counter_service_server::CounterService for CounterApi {
     ) -> Result<Response<pb::Ticket>, Status> {
         let caller = require(&request, ISSUERS)?;
         let req = request.into_inner();
-        let citizen = parse_hint(req.citizen.as_ref(), "citizen")?;
-        if citizen.given_name.is_empty() && citizen.family_name.is_empty() {
-            return Err(invalid_argument(
-                "citizen.family_name",
-                "a walk-in citizen gives at least a name",
-            ));
+        // A kiosk may issue an anonymous ticket: the desk qualifies it.
+        let kiosk = caller.roles.contains(&Role::Service);
+        let empty = req.citizen.as_ref().is_none_or(|h| {
+            h.given_name.trim().is_empty()
+                && h.family_name.trim().is_empty()
+                && h.phones.iter().all(|p| p.trim().is_empty())
+                && h.emails.iter().all(|e| e.trim().is_empty())
+                && h.address.is_none()
+        });
+        if !(kiosk && empty) {
+            let citizen = parse_hint(req.citizen.as_ref(), "citizen")?;
+            if citizen.given_name.is_empty() && citizen.family_name.is_empty() {
+                return Err(invalid_argument(
+                    "citizen.family_name",
+                    "a walk-in citizen gives at least a name",
+                ));
+            }
         }
         let reason = req.reason.trim();
         if reason.chars().count() > 2000 {
@@ -152,8 +164,8 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::CallNextRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
-        self.call_next_ticket(request.into_inner())
+        let caller = require(&request, DESKS)?;
+        self.call_next_ticket(request.into_inner(), &caller.subject)
             .await
             .map(Response::new)
             .map_err(Status::from)
@@ -301,5 +313,74 @@ impl pb::counter_service_server::CounterService for CounterApi {
             .await
             .map(Response::new)
             .map_err(Status::from)
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<pb::ListTicketsRequest>,
+    ) -> Result<Response<pb::ListTicketsResponse>, Status> {
+        require(&request, READERS)?;
+        let req = request.into_inner();
+        let site = self.checked_site(&req.site)?;
+        let statuses = req
+            .statuses
+            .iter()
+            .map(|s| match pb::TicketStatus::try_from(*s) {
+                Ok(pb::TicketStatus::Unspecified) | Err(_) => Err(invalid_argument(
+                    "statuses",
+                    format!("`{s}` is not a ticket status"),
+                )),
+                Ok(s) => Ok(status_db(s)),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let limit = match req.limit {
+            0 => 50,
+            n if n <= 500 => u64::from(n),
+            _ => return Err(invalid_argument("limit", "must be at most 500")),
+        };
+        let tickets = self
+            .tickets_of_today(&site, req.desk.trim(), &statuses, &req.services, limit)
+            .await?
+            .into_iter()
+            .map(|t| pb::Ticket {
+                public_token: String::new(),
+                ..ticket_pb(t)
+            })
+            .collect();
+        Ok(Response::new(pb::ListTicketsResponse { site, tickets }))
+    }
+
+    async fn list_services(
+        &self,
+        request: Request<pb::ListServicesRequest>,
+    ) -> Result<Response<pb::ListServicesResponse>, Status> {
+        require(&request, READERS)?;
+        let c = &self.config;
+        Ok(Response::new(pb::ListServicesResponse {
+            services: c
+                .services
+                .iter()
+                .map(|(name, letter)| pb::CounterServiceInfo {
+                    name: name.clone(),
+                    letter: letter.clone(),
+                    label: c.service_label(name),
+                })
+                .collect(),
+            default_service: c.default_service.clone(),
+            default_site: c.default_site.clone(),
+            priorities: c.priorities.keys().cloned().collect(),
+        }))
+    }
+}
+
+/// The stored name of a ticket status.
+fn status_db(s: pb::TicketStatus) -> &'static str {
+    match s {
+        pb::TicketStatus::Waiting => "waiting",
+        pb::TicketStatus::Called => "called",
+        pb::TicketStatus::InService => "in_service",
+        pb::TicketStatus::Done => "done",
+        pb::TicketStatus::NoShow => "no_show",
+        pb::TicketStatus::Unspecified => "",
     }
 }

@@ -39,6 +39,48 @@ impl CounterApi {
             .ok_or_else(|| not_found("ticket", id))
     }
 
+    /// Today's tickets of `site` (Paris day): only at `desk` when given,
+    /// of `statuses` and `services` when given; waiting ones in calling
+    /// order when only those are asked, else the latest called first.
+    pub(crate) async fn tickets_of_today(
+        &self,
+        site: &str,
+        desk: &str,
+        statuses: &[&str],
+        services: &[String],
+        limit: u64,
+    ) -> Result<Vec<ticket::Model>, Error> {
+        let today = crate::paris_day(self.clock.now());
+        let mut q = ticket::Entity::find()
+            .filter(ticket::Column::Day.eq(today))
+            .filter(ticket::Column::Site.eq(site));
+        if !desk.is_empty() {
+            q = q.filter(ticket::Column::Desk.eq(desk));
+        }
+        if !statuses.is_empty() {
+            q = q.filter(ticket::Column::Status.is_in(statuses.iter().copied()));
+        }
+        let services: Vec<&str> = services
+            .iter()
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !services.is_empty() {
+            q = q.filter(ticket::Column::Service.is_in(services));
+        }
+        q = if !statuses.is_empty() && statuses.iter().all(|s| *s == "waiting") {
+            q.order_by_asc(ticket::Column::RankAt)
+        } else {
+            q.order_by_desc(ticket::Column::CallTime)
+                .order_by_desc(ticket::Column::IssuedAt)
+        };
+        q.order_by_asc(ticket::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(internal_err("list tickets"))
+    }
+
     fn site_or_default<'a>(&'a self, site: &'a str) -> &'a str {
         if site.trim().is_empty() {
             &self.config.default_site
@@ -47,9 +89,11 @@ impl CounterApi {
         }
     }
 
+    /// Call the next ticket to `req.desk` for `agent` (the caller).
     pub(crate) async fn call_next_ticket(
         &self,
         req: pb::CallNextRequest,
+        agent: &str,
     ) -> Result<pb::Ticket, Error> {
         let desk = req.desk.trim();
         check_name("desk", desk)?;
@@ -92,7 +136,7 @@ impl CounterApi {
                 ));
             }
             for c in candidates {
-                if let Some(t) = self.try_call(c, desk).await? {
+                if let Some(t) = self.try_call(c, desk, agent).await? {
                     metrics::counter!("guichet_counter_calls_total", "service" => t.service.clone())
                         .increment(1);
                     tracing::info!(ticket_id = %t.id, desk, "ticket called");
@@ -104,13 +148,19 @@ impl CounterApi {
     }
 
     /// Claim `c` for `desk` if it still waits; stage its board call.
-    async fn try_call(&self, c: ticket::Model, desk: &str) -> Result<Option<ticket::Model>, Error> {
+    async fn try_call(
+        &self,
+        c: ticket::Model,
+        desk: &str,
+        agent: &str,
+    ) -> Result<Option<ticket::Model>, Error> {
         let now = self.clock.now();
         let txn = self.db.begin().await.map_err(internal_err("call next"))?;
         let res = ticket::Entity::update_many()
             .col_expr(ticket::Column::Status, Expr::value("called"))
             .col_expr(ticket::Column::Desk, Expr::value(desk.to_owned()))
             .col_expr(ticket::Column::CallTime, Expr::value(now))
+            .col_expr(ticket::Column::AgentId, Expr::value(agent.to_owned()))
             .filter(ticket::Column::Id.eq(c.id.as_str()))
             .filter(ticket::Column::Status.eq("waiting"))
             .exec(&txn)
@@ -123,6 +173,7 @@ impl CounterApi {
             status: "called".into(),
             desk: Some(desk.to_owned()),
             call_time: Some(now),
+            agent_id: Some(agent.to_owned()),
             ..c
         };
         let staged = self.board_event(&t, now);
@@ -152,6 +203,8 @@ impl CounterApi {
                 desk: t.desk.clone().unwrap_or_default(),
                 call_time: Some(timestamp(now)),
                 recall: u32::try_from(t.recalls).unwrap_or(0),
+                agent_id: t.agent_id.clone().unwrap_or_default(),
+                intake_event_id: t.intake_event_id.clone(),
             },
         );
         staged.event.time = now;
@@ -181,6 +234,8 @@ impl CounterApi {
                 issued_at: Some(timestamp(t.issued_at)),
                 end_time: Some(timestamp(now)),
                 recalls: u32::try_from(t.recalls).unwrap_or(0),
+                intake_event_id: t.intake_event_id.clone(),
+                agent_id: t.agent_id.clone().unwrap_or_default(),
             },
         );
         staged.event.time = now;

@@ -124,6 +124,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         None
     };
     let clients = clients::Clients::new(&config, deps.auth.clone())?;
+    let public_url = config.public.base_url(public.as_ref().map(|(_, a)| *a));
     let app = web::App {
         config: Arc::new(config),
         db,
@@ -135,6 +136,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         oidc,
         town: deps.town.clone(),
         catalog: catalog::Catalog::default(),
+        public_url,
     };
     Ok(Service {
         app,

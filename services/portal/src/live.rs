@@ -93,20 +93,22 @@ impl Live {
         }
     }
 
-    /// The SSE stream of one page, ended at `stop` (process shutdown).
+    /// The SSE stream of one page, ended at `stop` (process shutdown): the
+    /// changes of `kind` only (`queue` for the queue pages, `counter` for
+    /// the desks, the kiosk and the waiting-room board).
     pub fn stream(
         &self,
         stop: CancellationToken,
+        kind: &'static str,
     ) -> Sse<impl futures::Stream<Item = Result<Event, Infallible>> + use<>> {
         let rx = self.tx.subscribe();
         let events = tokio_stream::wrappers::BroadcastStream::new(rx)
-            // The queue pages follow the queue only.
-            .filter(|c| futures::future::ready(!matches!(c, Ok(c) if c.kind == "counter")))
-            .map(|change| {
+            .filter(move |c| futures::future::ready(!matches!(c, Ok(c) if c.kind != kind)))
+            .map(move |change| {
                 let event = match change {
                     Ok(c) => Event::default().event(c.kind).data(c.id),
                     // Lagged: the page refreshes everything once.
-                    Err(_) => Event::default().event("queue").data(""),
+                    Err(_) => Event::default().event(kind).data(""),
                 };
                 Ok(event)
             })

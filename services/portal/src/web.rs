@@ -33,6 +33,9 @@ pub struct App {
     pub town: guichet_platform::town::Town,
     /// Process titles by id, for the queue's rows.
     pub catalog: crate::catalog::Catalog,
+    /// Where citizens reach their pages (the kiosk's QR codes); empty when
+    /// they are not served.
+    pub public_url: String,
 }
 
 impl App {
@@ -284,7 +287,15 @@ pub fn precondition(status: &tonic::Status) -> Option<&'static str> {
         .r#type
         .clone();
     // The kinds the pages tell apart.
-    ["TRANSITION", "GUARD", "CAPACITY", "PRESENCE"]
-        .into_iter()
-        .find(|k| *k == kind)
+    [
+        "TRANSITION",
+        "GUARD",
+        "CAPACITY",
+        "PRESENCE",
+        "TOO_EARLY",
+        "OTHER_SITE",
+        "BOOKING_STATUS",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
 }

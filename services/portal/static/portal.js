@@ -27,20 +27,69 @@
   function live() {
     var el = document.querySelector("[data-live]");
     if (!el || !window.EventSource) { return; }
+    var kind = el.getAttribute("data-live-kind") || "queue";
     var source = new EventSource(el.getAttribute("data-live"));
     var fire = function () {
-      document.body.dispatchEvent(new CustomEvent("guichet:queue", { bubbles: true }));
+      document.body.dispatchEvent(new CustomEvent("guichet:" + kind, { bubbles: true }));
     };
     source.addEventListener("open", fire);
-    source.addEventListener("queue", fire);
+    source.addEventListener(kind, fire);
+  }
+
+  // The kiosk's ticket page goes back to the welcome page after a while.
+  function returnAfter() {
+    var el = document.querySelector("[data-return-after]");
+    if (!el) { return; }
+    var secs = parseInt(el.getAttribute("data-return-after"), 10) || 30;
+    setTimeout(function () { window.location.assign(el.getAttribute("href")); }, secs * 1000);
+  }
+
+  // The waiting-room board: a chime when a new call (or a recall) comes,
+  // once the sound is switched on (browsers play sound only after a touch).
+  var chime = { on: false, key: null, ctx: null };
+  function ring() {
+    if (!chime.on || !window.AudioContext) { return; }
+    chime.ctx = chime.ctx || new window.AudioContext();
+    var ctx = chime.ctx;
+    [660, 880].forEach(function (freq, i) {
+      var osc = ctx.createOscillator();
+      var gain = ctx.createGain();
+      var start = ctx.currentTime + i * 0.35;
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.0001, start);
+      gain.gain.exponentialRampToValueAtTime(0.4, start + 0.03);
+      gain.gain.exponentialRampToValueAtTime(0.0001, start + 0.6);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(start);
+      osc.stop(start + 0.65);
+    });
+  }
+  function checkChime() {
+    var el = document.querySelector("[data-chime-key]");
+    var key = el ? el.getAttribute("data-chime-key") : "";
+    if (chime.key !== null && key && key !== chime.key) { ring(); }
+    chime.key = key;
+  }
+  function chimeToggle() {
+    var b = document.querySelector("[data-chime-toggle]");
+    if (!b) { return; }
+    checkChime();
+    b.addEventListener("click", function () {
+      chime.on = !chime.on;
+      b.setAttribute("aria-pressed", chime.on ? "true" : "false");
+      b.textContent = chime.on ? "Couper le son" : "Activer le son";
+      if (chime.on) { ring(); }
+    });
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     live();
+    returnAfter();
+    chimeToggle();
     focusErrors();
     tick();
     setInterval(tick, 1000);
   });
   // After a live refresh, the countdowns of new offers start at once.
-  document.addEventListener("htmx:afterSwap", tick);
+  document.addEventListener("htmx:afterSwap", function () { tick(); checkChime(); });
 })();

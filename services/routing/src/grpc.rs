@@ -595,13 +595,21 @@ impl pb::queue_service_server::QueueService for QueueApi {
     ) -> Result<Response<pb::WorkItem>, Status> {
         require(&request, READERS)?;
         let req = request.into_inner();
-        let id = required_id(&req.id)?;
-        let item = self
-            .queue
-            .get(id)
-            .await
-            .map_err(internal_err("get work item"))?
-            .ok_or_else(|| not_found("work item", id))?;
+        let by_event = req.intake_event_id.trim();
+        let item = if req.id.trim().is_empty() && !by_event.is_empty() {
+            self.queue
+                .by_intake_event(by_event)
+                .await
+                .map_err(internal_err("get work item"))?
+                .ok_or_else(|| not_found("work item of intake event", by_event))?
+        } else {
+            let id = required_id(&req.id)?;
+            self.queue
+                .get(id)
+                .await
+                .map_err(internal_err("get work item"))?
+                .ok_or_else(|| not_found("work item", id))?
+        };
         Ok(Response::new(item_pb(item)))
     }
 

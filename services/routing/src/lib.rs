@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod classification;
 pub mod config;
 pub mod db;
+pub mod desk;
 pub mod grpc;
 pub mod intake;
 pub mod queue;
@@ -253,6 +254,30 @@ impl Service {
                 .await;
             if let Err(error) = res {
                 tracing::error!(%error, "citizen merge consumer stopped");
+            }
+        });
+
+        // The counter desks: a walk-in's request follows its ticket.
+        let desks = bus.clone();
+        let queue = self.api.queue.clone();
+        let stop = shutdown.clone();
+        tasks.spawn_infallible(async move {
+            let filter = desks.subject("events.counter.>");
+            let res = desks
+                .consume(
+                    StreamKind::Events,
+                    desk::CONSUMER,
+                    filter,
+                    1,
+                    stop,
+                    move |event| {
+                        let queue = queue.clone();
+                        async move { desk::handle(&queue, event).await }
+                    },
+                )
+                .await;
+            if let Err(error) = res {
+                tracing::error!(%error, "counter desk consumer stopped");
             }
         });
 

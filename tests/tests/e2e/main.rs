@@ -12,6 +12,7 @@ mod config;
 mod counter_checkin;
 mod counter_desks;
 mod deploy;
+mod desks;
 mod dossier_api;
 mod dossier_store;
 mod email_imap;

@@ -652,7 +652,10 @@ async fn work_items_follow_a_citizen_merge() {
             let want = kept.citizen_id.clone();
             async move {
                 let it = q
-                    .get_work_item(qpb::GetWorkItemRequest { id })
+                    .get_work_item(qpb::GetWorkItemRequest {
+                        id,
+                        ..Default::default()
+                    })
                     .await
                     .ok()?
                     .into_inner();

@@ -12,7 +12,10 @@ use crate::routing_queue::{available, event_types_until, item, setup, t0};
 async fn get(addr: std::net::SocketAddr, token: &str, id: &str) -> qpb::WorkItem {
     queue_client(addr, token)
         .await
-        .get_work_item(qpb::GetWorkItemRequest { id: id.into() })
+        .get_work_item(qpb::GetWorkItemRequest {
+            id: id.into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -195,7 +195,10 @@ async fn ordering(backend: Backend) {
     assert_eq!(done.escalated, 1);
     let mut q = queue_client(r.grpc_addr, &agent).await;
     let dd = q
-        .get_work_item(qpb::GetWorkItemRequest { id: d.id.clone() })
+        .get_work_item(qpb::GetWorkItemRequest {
+            id: d.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -206,7 +209,10 @@ async fn ordering(backend: Backend) {
         "base + breach bump + 2 ageing steps"
     );
     let aa = q
-        .get_work_item(qpb::GetWorkItemRequest { id: a.id.clone() })
+        .get_work_item(qpb::GetWorkItemRequest {
+            id: a.id.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

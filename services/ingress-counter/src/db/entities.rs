@@ -37,6 +37,8 @@ pub mod ticket {
         pub appointment_at: Option<DateTimeUtc>,
         /// Secret of the citizen's ticket page (the kiosk's QR code).
         pub public_token: Option<String>,
+        /// The agent who last called it to a desk.
+        pub agent_id: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

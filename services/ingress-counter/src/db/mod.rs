@@ -5,6 +5,7 @@ mod m0001_init;
 mod m0002_visits;
 mod m0003_appointments;
 mod m0004_public_token;
+mod m0005_agent;
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_visits::Migration),
             Box::new(m0003_appointments::Migration),
             Box::new(m0004_public_token::Migration),
+            Box::new(m0005_agent::Migration),
         ]
     }
 }

@@ -94,3 +94,30 @@ pub mod preference {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod device {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "devices")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        /// SHA-256 of the device cookie's secret.
+        pub secret_hash: String,
+        /// `borne` (kiosk) or `ecran` (waiting-room board).
+        pub kind: String,
+        pub site: String,
+        pub label: String,
+        pub csrf: String,
+        pub created_by: String,
+        pub create_time: DateTimeUtc,
+        pub last_seen_time: DateTimeUtc,
+        pub revoke_time: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

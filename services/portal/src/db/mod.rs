@@ -1,9 +1,11 @@
 //! The portal's own tables: local accounts, server-side sessions, the OIDC
-//! logins in flight and each agent's preferences. It keeps nothing of the
+//! logins in flight, each agent's preferences and the hall's devices
+//! (kiosks, boards). It keeps nothing of the
 //! other roles' data.
 
 pub mod entities;
 mod m0001_init;
+mod m0002_devices;
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +14,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_init::Migration)]
+        vec![
+            Box::new(m0001_init::Migration),
+            Box::new(m0002_devices::Migration),
+        ]
     }
 }

@@ -487,10 +487,13 @@ async fn fiche(
     if let Subject::Item(id) = &subject {
         let mut c = app.clients.routing.clone();
         match c
-            .get_work_item(
-                app.clients
-                    .request(agent, rpb::GetWorkItemRequest { id: id.clone() }),
-            )
+            .get_work_item(app.clients.request(
+                agent,
+                rpb::GetWorkItemRequest {
+                    id: id.clone(),
+                    ..Default::default()
+                },
+            ))
             .await
         {
             Ok(r) => {

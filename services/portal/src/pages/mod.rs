@@ -1,7 +1,10 @@
 //! The pages and their routes.
 
 mod citizens;
+mod desk;
+mod devices;
 mod fiche;
+mod hall;
 mod indicators;
 mod intake;
 mod login;
@@ -27,7 +30,7 @@ pub struct Layout {
     /// The navigation entry of the page (`file`, `recherche`…).
     pub nav: &'static str,
     pub flash: Option<String>,
-    /// Supervisors and admins see the indicators.
+    /// Supervisors and admins see the indicators and the hall's devices.
     pub supervisor: bool,
 }
 
@@ -126,6 +129,20 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/indicateurs/direct", get(indicators::live))
         .route("/indicateurs/export.csv", get(indicators::export))
         .route("/indicateurs/{key}/elements", get(indicators::items))
+        .route("/guichet", get(desk::page))
+        .route("/guichet/reglages", post(desk::save))
+        .route("/guichet/appeler", post(desk::call_next))
+        .route("/guichet/attente", get(desk::waiting_fragment))
+        .route("/guichet/evenements", get(desk::events))
+        .route("/guichet/ticket/{id}/{step}", post(desk::act))
+        .route("/appareils", get(devices::page).post(devices::enrol))
+        .route("/appareils/{id}/retirer", post(devices::revoke))
+        .route("/borne", get(hall::kiosk))
+        .route("/borne/ticket", post(hall::take_ticket))
+        .route("/borne/rendez-vous", post(hall::check_in))
+        .route("/ecran", get(hall::board))
+        .route("/ecran/appels", get(hall::board_calls))
+        .route("/ecran/evenements", get(hall::board_events))
         .route("/static/{file}", get(asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
@@ -150,7 +167,7 @@ async fn events(
     _agent: Agent,
     axum::Extension(stop): axum::Extension<CancellationToken>,
 ) -> Response {
-    app.live.stream(stop).into_response()
+    app.live.stream(stop, "queue").into_response()
 }
 
 /// The vendored scripts and the style sheet, compiled in.

@@ -385,3 +385,89 @@ impl Queue {
         self.commit(res).await
     }
 }
+
+/// The counter desks: a walk-in's request follows its ticket. The counter's
+/// events are the truth of who stands at which desk, so these steps apply
+/// from any open state and to whoever held the item.
+impl Queue {
+    /// The ticket was called by `agent_id`: its request is theirs (from the
+    /// queue, an offer, or the desk that transferred the ticket). `None`
+    /// when it already was.
+    pub async fn desk_called(
+        &self,
+        id: &str,
+        agent_id: &str,
+    ) -> Result<Option<work_item::Model>, QueueError> {
+        use work_item::Column as C;
+        let current = self.get(id).await?.ok_or(QueueError::NotFound)?;
+        if current.status == ASSIGNED && current.agent_id.as_deref() == Some(agent_id) {
+            return Ok(None);
+        }
+        if !OPEN.contains(&current.status.as_str()) {
+            return Ok(None);
+        }
+        let now = self.now();
+        let (item, txn) = self
+            .step(
+                id,
+                &OPEN,
+                None,
+                None,
+                vec![
+                    (C::Status, Expr::value(ASSIGNED)),
+                    (C::AgentId, Expr::value(Some(agent_id.to_owned()))),
+                    (C::AssignTime, Expr::value(Some(now))),
+                    (C::OfferTime, Expr::value(Option::<DateTime<Utc>>::None)),
+                    (C::OfferExpires, Expr::value(Option::<DateTime<Utc>>::None)),
+                    (C::UpdatedAt, Expr::value(now)),
+                ],
+                "assigned",
+                "",
+                "appelé au guichet",
+            )
+            .await?;
+        self.agent_assigned(&txn, agent_id, now).await?;
+        self.commit((item, txn)).await.map(Some)
+    }
+
+    /// The visit ended at the desk: the request is completed with
+    /// `outcome` unless it already was closed (the agent completed it from
+    /// the fiche with her own words). `None` when nothing changed.
+    pub async fn desk_ended(
+        &self,
+        id: &str,
+        agent_id: &str,
+        outcome: &str,
+    ) -> Result<Option<work_item::Model>, QueueError> {
+        use work_item::Column as C;
+        let current = self.get(id).await?.ok_or(QueueError::NotFound)?;
+        if !OPEN.contains(&current.status.as_str()) {
+            return Ok(None);
+        }
+        let now = self.now();
+        let holder = current
+            .agent_id
+            .clone()
+            .or_else(|| (!agent_id.is_empty()).then(|| agent_id.to_owned()));
+        let res = self
+            .step(
+                id,
+                &OPEN,
+                None,
+                None,
+                vec![
+                    (C::Status, Expr::value(COMPLETED)),
+                    (C::AgentId, Expr::value(holder)),
+                    (C::Outcome, Expr::value(Some(outcome.to_owned()))),
+                    (C::CompleteTime, Expr::value(Some(now))),
+                    (C::OfferExpires, Expr::value(Option::<DateTime<Utc>>::None)),
+                    (C::UpdatedAt, Expr::value(now)),
+                ],
+                "completed",
+                "",
+                "",
+            )
+            .await?;
+        self.commit(res).await.map(Some)
+    }
+}

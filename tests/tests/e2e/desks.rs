@@ -1,0 +1,570 @@
+//! The counter desk, the kiosk and the waiting-room board in the portal,
+//! across the real roles: a supervisor enrols a kiosk and a board; a
+//! citizen takes an anonymous ticket at the kiosk and gets its QR code;
+//! another checks in for her appointment by phone; the agent at "Mon
+//! guichet" calls the next ticket and the board shows it live, without a
+//! reload; the called ticket's request is handed to the agent (nobody else
+//! takes it from the unified queue), its fiche opens from the desk, and
+//! finishing the visit with an outcome completes the request with her
+//! words; a no-show completes it too. A removed kiosk opens nothing. axe-core
+//! runs on every page. Without a browser, the same hand-over is checked
+//! over gRPC on SQLite and PostgreSQL, with transfers between desks.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use guichet_platform::auth::Role as AuthRole;
+use guichet_platform::clock::ManualClock;
+use guichet_portal::PortalHandle;
+use guichet_portal::accounts::{self, NewAccount};
+use guichet_proto::appointment::v1 as apb;
+use guichet_testkit::browser::{Browser, fantoccini::Locator};
+use guichet_testkit::proto::counter::v1 as cpb;
+use guichet_testkit::proto::routing::v1 as qpb;
+use guichet_testkit::*;
+
+const PASSWORD: &str = "un mot de passe de test";
+
+async fn account(portal: &PortalHandle, login: &str, name: &str, roles: &[AuthRole]) -> String {
+    accounts::add(
+        &portal.db,
+        NewAccount {
+            login: login.into(),
+            display_name: name.into(),
+            roles: roles.to_vec(),
+            groups: Vec::new(),
+            password: PASSWORD.into(),
+        },
+    )
+    .await
+    .expect("add account")
+    .id
+}
+
+async fn log_in(b: &Browser, base: &str, login: &str) {
+    b.goto(&format!("{base}/connexion")).await;
+    b.fill("login", login).await;
+    b.fill("password", PASSWORD).await;
+    b.click_text("Se connecter").await;
+    b.wait_text("Se déconnecter", Duration::from_secs(10)).await;
+}
+
+/// The work item of an intake event, once routing has it in `status`.
+async fn item_in(
+    app: &guichet::RunningApp,
+    token: &str,
+    intake_event_id: &str,
+    status: qpb::WorkItemStatus,
+) -> qpb::WorkItem {
+    let q = queue_client(app.grpc_addr, token).await;
+    eventually(
+        &format!("the ticket's request {status:?}"),
+        Duration::from_secs(30),
+        || {
+            let mut q = q.clone();
+            let id = intake_event_id.to_owned();
+            async move {
+                let item = q
+                    .get_work_item(qpb::GetWorkItemRequest {
+                        intake_event_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (item.status() == status).then_some(item)
+            }
+        },
+    )
+    .await
+}
+
+async fn click_id(b: &Browser, id: &str) {
+    b.client
+        .find(Locator::Id(id))
+        .await
+        .unwrap_or_else(|e| panic!("#{id}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+/// Enrol the browser as a device; the supervisor's session ends.
+async fn enrol(b: &Browser, base: &str, kind: &str, label: &str) {
+    log_in(b, base, "chef").await;
+    b.goto(&format!("{base}/appareils")).await;
+    b.check_page(&format!("appareils-{kind}")).await;
+    click_id(b, &format!("kind-{kind}")).await;
+    b.fill("label", label).await;
+    b.click_text("Activer ce navigateur").await;
+}
+
+#[tokio::test]
+async fn a_walk_in_goes_from_the_kiosk_to_the_board_and_the_desk_in_the_browser() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(kiosk) = Browser::start().await else {
+        return;
+    };
+    let Some(board) = Browser::start().await else {
+        return;
+    };
+    let Some(desk) = Browser::start().await else {
+        return;
+    };
+    // Monday 4 January 2027, 09:00 in Paris.
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2027, 1, 4, 8, 0, 0).unwrap());
+    let mut config = env.config();
+    config.counter.recalls_before_no_show = 1;
+    let app = env.spawn_on_clock(&all_roles(), config, &clock).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "chef", "Claire Chef", &[AuthRole::Supervisor]).await;
+    let marie = account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+    let counter = counter_client(app.grpc_addr, &token).await;
+
+    // A passport appointment at 09:30, booked by phone.
+    let booked = appointment_client(app.grpc_addr, &env.token("agent-9", &[TokenRole::Agent]))
+        .await
+        .book_appointment(apb::BookAppointmentRequest {
+            appointment_type: "passeport-depot".into(),
+            site_id: "mairie".into(),
+            start_time: Some(guichet_proto::convert::timestamp(
+                Utc.with_ymd_and_hms(2027, 1, 4, 8, 30, 0).unwrap(),
+            )),
+            people: 1,
+            citizen_id: "citoyen-rdv".into(),
+            contact: Some(apb::Contact {
+                phone: "06 12 34 56 78".into(),
+                email: String::new(),
+            }),
+            request_id: "rdv-1".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("book")
+        .into_inner();
+
+    // An agent may not manage devices.
+    log_in(&desk, &base, "marie").await;
+    desk.goto(&format!("{base}/appareils")).await;
+    desk.wait_text("Seuls les superviseurs", Duration::from_secs(10))
+        .await;
+    // A browser that is not enrolled opens no kiosk.
+    kiosk.goto(&format!("{base}/borne")).await;
+    kiosk
+        .wait_text("Cet appareil n'est pas activé", Duration::from_secs(10))
+        .await;
+
+    // The supervisor enrols the kiosk and the board; her session ends.
+    enrol(&kiosk, &base, "borne", "Borne du hall").await;
+    kiosk
+        .wait_text("Prendre un ticket", Duration::from_secs(10))
+        .await;
+    assert_eq!(kiosk.current_path().await, "/borne");
+    kiosk.check_page("borne").await;
+    kiosk.goto(&format!("{base}/file")).await;
+    assert!(
+        kiosk.current_path().await.starts_with("/connexion"),
+        "the kiosk is left signed in"
+    );
+    kiosk.goto(&format!("{base}/borne")).await;
+    enrol(&board, &base, "ecran", "Écran salle 1").await;
+    board
+        .wait_text(
+            "Les numéros appelés s'afficheront ici",
+            Duration::from_secs(10),
+        )
+        .await;
+    board.check_page("ecran-vide").await;
+    // A board opens no kiosk page.
+    board.goto(&format!("{base}/borne")).await;
+    board
+        .wait_text("Cet appareil n'est pas activé", Duration::from_secs(10))
+        .await;
+    board.goto(&format!("{base}/ecran")).await;
+    board
+        .wait_text("Les numéros appelés", Duration::from_secs(10))
+        .await;
+    board
+        .client
+        .execute("window.guichetMarker = 'same page';", vec![])
+        .await
+        .unwrap();
+
+    // A walk-in takes an anonymous passport ticket; a double touch would
+    // give the same one.
+    kiosk.click_text("Passeports et cartes d'identité").await;
+    let text = kiosk
+        .wait_text("Votre ticket", Duration::from_secs(10))
+        .await;
+    assert!(text.contains("P001"), "{text}");
+    assert!(text.contains("Vous êtes le prochain"), "{text}");
+    let qr = kiosk
+        .client
+        .find(Locator::Css(".kiosk__qr img"))
+        .await
+        .expect("QR code")
+        .attr("src")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(qr.starts_with("data:image/svg+xml;base64,"), "{qr}");
+    let caption = kiosk
+        .client
+        .find(Locator::Css(".kiosk__qr figcaption"))
+        .await
+        .unwrap()
+        .html(true)
+        .await
+        .unwrap();
+    assert!(caption.contains("/ticket/"), "{caption}");
+    kiosk.check_page("borne-ticket").await;
+    kiosk.click_text("Terminer").await;
+
+    // The appointment checks in by phone at 09:05.
+    clock.set(Utc.with_ymd_and_hms(2027, 1, 4, 8, 5, 0).unwrap());
+    kiosk.fill("telephone", "0612345678").await;
+    kiosk.click_text("Enregistrer mon arrivée").await;
+    let text = kiosk
+        .wait_text("Votre ticket", Duration::from_secs(10))
+        .await;
+    assert!(text.contains("h30 est enregistré"), "{text}");
+    assert!(text.contains("P002"), "{text}");
+    kiosk.goto(&format!("{base}/borne")).await;
+    // An unknown reference is told in French.
+    kiosk.fill("reference", "RDV-ZZZZZZZZ").await;
+    kiosk.click_text("Enregistrer mon arrivée").await;
+    kiosk
+        .wait_text(
+            "Aucun rendez-vous aujourd'hui ne correspond",
+            Duration::from_secs(10),
+        )
+        .await;
+    kiosk.check_page("borne-erreur").await;
+
+    let tickets = counter
+        .clone()
+        .list_tickets(cpb::ListTicketsRequest {
+            statuses: vec![cpb::TicketStatus::Waiting as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tickets;
+    // The appointment ranks ahead of the walk-in (its priority window).
+    let numbers: Vec<&str> = tickets.iter().map(|t| t.number.as_str()).collect();
+    assert_eq!(numbers, ["P002", "P001"]);
+    assert!(tickets.iter().all(|t| t.public_token.is_empty()));
+    let walk_in = tickets[1].clone();
+    let with_rdv = tickets[0].clone();
+    assert_eq!(with_rdv.booking_id, booked.id);
+    item_in(
+        &app,
+        &token,
+        &walk_in.intake_event_id,
+        qpb::WorkItemStatus::Pending,
+    )
+    .await;
+
+    // Marie sets up her desk.
+    desk.goto(&format!("{base}/guichet")).await;
+    desk.wait_text("Choisir mon guichet", Duration::from_secs(10))
+        .await;
+    desk.check_page("guichet-reglages").await;
+    desk.fill("guichet", "3").await;
+    click_id(&desk, "service-passeports").await;
+    desk.click_text("Enregistrer").await;
+    desk.wait_text("Vous êtes au guichet 3.", Duration::from_secs(10))
+        .await;
+    desk.check_page("guichet").await;
+
+    // She calls the next: the appointment first; the board shows it live.
+    desk.click_text("Appeler le suivant").await;
+    desk.wait_text("Ticket P002 appelé au guichet 3.", Duration::from_secs(10))
+        .await;
+    let text = board.wait_text("P002", Duration::from_secs(10)).await;
+    assert!(text.contains("guichet 3"), "{text}");
+    assert!(
+        !text.contains("Martin") && !text.contains("06 12"),
+        "{text}"
+    );
+    let marker = board
+        .client
+        .execute("return window.guichetMarker || '';", vec![])
+        .await
+        .unwrap();
+    assert_eq!(marker.as_str(), Some("same page"), "the board reloaded");
+    board.check_page("ecran").await;
+
+    // The called ticket's request is hers; its fiche opens from the desk.
+    let item = item_in(
+        &app,
+        &token,
+        &with_rdv.intake_event_id,
+        qpb::WorkItemStatus::Assigned,
+    )
+    .await;
+    assert_eq!(item.agent_id, marie);
+    desk.goto(&format!("{base}/guichet")).await;
+    desk.wait_text("Ouvrir la fiche de la demande", Duration::from_secs(10))
+        .await;
+    desk.click_text("Commencer la réception").await;
+    desk.wait_text(
+        "Réception du ticket P002 commencée.",
+        Duration::from_secs(10),
+    )
+    .await;
+    desk.check_page("guichet-en-cours").await;
+    desk.click_text("Ouvrir la fiche de la demande").await;
+    let fiche = format!("/demande/{}", item.id);
+    eventually("the fiche opens", Duration::from_secs(10), || {
+        let desk = &desk;
+        let fiche = fiche.clone();
+        async move { (desk.current_path().await == fiche).then_some(()) }
+    })
+    .await;
+    desk.wait_text("P002", Duration::from_secs(10)).await;
+    desk.check_page("guichet-fiche").await;
+    desk.goto(&format!("{base}/guichet")).await;
+    desk.fill("resultat", "Dossier de passeport déposé, pièces complètes")
+        .await;
+    desk.click_text("Terminer").await;
+    desk.wait_text("Ticket P002 terminé.", Duration::from_secs(10))
+        .await;
+    let done = item_in(
+        &app,
+        &token,
+        &with_rdv.intake_event_id,
+        qpb::WorkItemStatus::Completed,
+    )
+    .await;
+    assert_eq!(
+        done.outcome,
+        "Dossier de passeport déposé, pièces complètes"
+    );
+    assert_eq!(done.agent_id, marie);
+
+    // The walk-in does not come: recalled, then absent; the visit's end
+    // completes its request.
+    desk.click_text("Appeler le suivant").await;
+    desk.wait_text("Ticket P001 appelé au guichet 3.", Duration::from_secs(10))
+        .await;
+    desk.click_text("Absent").await;
+    desk.wait_text("Rappelez d'abord le ticket", Duration::from_secs(10))
+        .await;
+    desk.click_text("Rappeler").await;
+    desk.wait_text("Ticket P001 rappelé.", Duration::from_secs(10))
+        .await;
+    board
+        .wait_text("Rappel — guichet 3", Duration::from_secs(10))
+        .await;
+    desk.click_text("Absent").await;
+    desk.wait_text("Ticket P001 noté absent.", Duration::from_secs(10))
+        .await;
+    let gone = item_in(
+        &app,
+        &token,
+        &walk_in.intake_event_id,
+        qpb::WorkItemStatus::Completed,
+    )
+    .await;
+    assert_eq!(gone.outcome, "Ticket P001 : absent après 1 rappel(s)");
+    let rows = desk
+        .client
+        .execute(
+            "return Array.from(document.querySelectorAll('section[aria-labelledby=recus-titre] tbody tr')).map(r => r.cells[0].innerText + ' ' + r.cells[2].innerText);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, serde_json::json!(["P001 Absent", "P002 Reçu"]));
+    desk.click_text("Appeler le suivant").await;
+    desk.wait_text(
+        "Personne n'attend pour vos services.",
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // The supervisor removes the kiosk: it opens nothing any more.
+    log_in(&desk, &base, "chef").await;
+    desk.goto(&format!("{base}/appareils")).await;
+    desk.wait_text("Borne du hall", Duration::from_secs(10))
+        .await;
+    desk.click_text("Retirer Borne du hall").await;
+    desk.wait_text("Appareil retiré.", Duration::from_secs(10))
+        .await;
+    kiosk.goto(&format!("{base}/borne")).await;
+    kiosk
+        .wait_text("Cet appareil n'est pas activé", Duration::from_secs(10))
+        .await;
+
+    kiosk.close().await;
+    board.close().await;
+    desk.close().await;
+}
+
+/// Over gRPC: a called ticket's request goes to the agent who called it,
+/// follows a transfer to the next desk's agent, and ends with the visit;
+/// a kiosk may issue an anonymous ticket, an agent may not.
+async fn desk_hand_over(backend: Backend) {
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let kiosk_token = env.token("borne-1", &[TokenRole::Service]);
+    let a1 = env.token("agent-1", &[TokenRole::Agent]);
+    let a2 = env.token("agent-2", &[TokenRole::Agent]);
+    let mut kiosk = counter_client(app.grpc_addr, &kiosk_token).await;
+    let mut desk1 = counter_client(app.grpc_addr, &a1).await;
+    let mut desk2 = counter_client(app.grpc_addr, &a2).await;
+
+    let services = kiosk
+        .list_services(cpb::ListServicesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let passeports = services
+        .services
+        .iter()
+        .find(|s| s.name == "passeports")
+        .expect("passports service");
+    assert_eq!(passeports.letter, "P");
+    assert_eq!(passeports.label, "Passeports et cartes d'identité");
+    assert_eq!(services.default_site, "mairie");
+
+    let anonymous = cpb::IssueTicketRequest {
+        citizen: Some(Default::default()),
+        service: "general".into(),
+        ..Default::default()
+    };
+    let err = desk1.issue_ticket(anonymous.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let t = kiosk.issue_ticket(anonymous).await.unwrap().into_inner();
+    assert_eq!(t.number, "G001");
+    let pending = item_in(&app, &a1, &t.intake_event_id, qpb::WorkItemStatus::Pending).await;
+    assert_eq!(pending.correlation, "none");
+
+    let called = desk1
+        .call_next(cpb::CallNextRequest {
+            desk: "1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(called.id, t.id);
+    assert_eq!(called.agent_id, "agent-1");
+    let held = item_in(&app, &a1, &t.intake_event_id, qpb::WorkItemStatus::Assigned).await;
+    assert_eq!(held.agent_id, "agent-1");
+    // Nobody takes it from the unified queue meanwhile.
+    let mut q2 = queue_client(app.grpc_addr, &a2).await;
+    q2.set_presence(qpb::SetPresenceRequest {
+        presence: qpb::Presence::Available as i32,
+        accept_offers: false,
+    })
+    .await
+    .unwrap();
+    let err = q2
+        .take_next(qpb::TakeNextRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+
+    // The desk's list shows it; the board's calls carry no token.
+    let at_desk = desk1
+        .list_tickets(cpb::ListTicketsRequest {
+            desk: "1".into(),
+            statuses: vec![cpb::TicketStatus::Called as i32],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(at_desk.site, "mairie");
+    assert_eq!(at_desk.tickets.len(), 1);
+    assert!(at_desk.tickets[0].public_token.is_empty());
+    let err = desk1
+        .list_tickets(cpb::ListTicketsRequest {
+            statuses: vec![99],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("statuses"), "{err:?}");
+
+    // Transferred to passports: the next desk's agent gets the request.
+    desk1
+        .transfer_ticket(cpb::TransferTicketRequest {
+            ticket_id: t.id.clone(),
+            service: "passeports".into(),
+        })
+        .await
+        .unwrap();
+    let again = desk2
+        .call_next(cpb::CallNextRequest {
+            desk: "2".into(),
+            services: vec!["passeports".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.id, t.id);
+    let q = queue_client(app.grpc_addr, &a2).await;
+    eventually(
+        "the request follows the transfer",
+        Duration::from_secs(30),
+        || {
+            let mut q = q.clone();
+            let id = t.intake_event_id.clone();
+            async move {
+                let i = q
+                    .get_work_item(qpb::GetWorkItemRequest {
+                        intake_event_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                (i.agent_id == "agent-2").then_some(())
+            }
+        },
+    )
+    .await;
+    desk2
+        .start_service(cpb::TicketActionRequest {
+            ticket_id: t.id.clone(),
+        })
+        .await
+        .unwrap();
+    desk2
+        .finish_service(cpb::TicketActionRequest {
+            ticket_id: t.id.clone(),
+        })
+        .await
+        .unwrap();
+    let done = item_in(
+        &app,
+        &a2,
+        &t.intake_event_id,
+        qpb::WorkItemStatus::Completed,
+    )
+    .await;
+    assert_eq!(done.agent_id, "agent-2");
+    assert_eq!(done.outcome, "Ticket G001 : reçu au guichet 2");
+}
+
+#[tokio::test]
+async fn a_called_ticket_hands_its_request_to_the_desk_agent() {
+    desk_hand_over(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_called_ticket_hands_its_request_to_the_desk_agent_postgres() {
+    desk_hand_over(Backend::Postgres).await;
+}
