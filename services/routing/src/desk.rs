@@ -6,6 +6,7 @@
 //! redelivered event changes nothing.
 
 use guichet_platform::bus::{HandlerError, IncomingEvent};
+use guichet_proto::convert::datetime;
 use guichet_proto::events::v1::{TicketCalled, VisitEnded};
 use prost::Message;
 
@@ -22,7 +23,9 @@ pub async fn handle(queue: &Queue, event: IncomingEvent) -> Result<(), HandlerEr
             return Ok(());
         }
         let item = item_of(queue, &e.intake_event_id).await?;
-        match queue.desk_called(&item.id, &e.agent_id).await {
+        match queue
+            .desk_called(&item.id, &e.agent_id, e.call_time.as_ref().and_then(datetime))
+            .await {
             Ok(Some(_)) => {
                 metrics::counter!("guichet_routing_desk_total", "step" => "called").increment(1);
                 tracing::info!(work_item_id = %item.id, ticket_id = %e.ticket_id, "walk-in request handed to its desk");
@@ -45,7 +48,14 @@ pub async fn handle(queue: &Queue, event: IncomingEvent) -> Result<(), HandlerEr
             ),
             _ => format!("Ticket {} : reçu au guichet {}", e.ticket_number, e.desk),
         };
-        match queue.desk_ended(&item.id, &e.agent_id, &outcome).await {
+        match queue
+            .desk_ended(
+                &item.id,
+                &e.agent_id,
+                &outcome,
+                e.end_time.as_ref().and_then(datetime),
+            )
+            .await {
             Ok(Some(_)) => {
                 metrics::counter!("guichet_routing_desk_total", "step" => "ended").increment(1);
                 tracing::info!(work_item_id = %item.id, ticket_id = %e.ticket_id, "walk-in request completed with its visit");

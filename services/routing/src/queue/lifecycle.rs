@@ -390,13 +390,14 @@ impl Queue {
 /// events are the truth of who stands at which desk, so these steps apply
 /// from any open state and to whoever held the item.
 impl Queue {
-    /// The ticket was called by `agent_id`: its request is theirs (from the
-    /// queue, an offer, or the desk that transferred the ticket). `None`
-    /// when it already was.
+    /// The ticket was called by `agent_id` at `at`: its request is theirs
+    /// (from the queue, an offer, or the desk that transferred the ticket).
+    /// `None` when it already was.
     pub async fn desk_called(
         &self,
         id: &str,
         agent_id: &str,
+        at: Option<DateTime<Utc>>,
     ) -> Result<Option<work_item::Model>, QueueError> {
         use work_item::Column as C;
         let current = self.get(id).await?.ok_or(QueueError::NotFound)?;
@@ -406,7 +407,9 @@ impl Queue {
         if !OPEN.contains(&current.status.as_str()) {
             return Ok(None);
         }
-        let now = self.now();
+        // The desk's time, not this consumer's: a late delivery does not
+        // move the first touch.
+        let now = micros(at.unwrap_or_else(|| self.now()).max(current.enter_time));
         let (item, txn) = self
             .step(
                 id,
@@ -430,7 +433,7 @@ impl Queue {
         self.commit((item, txn)).await.map(Some)
     }
 
-    /// The visit ended at the desk: the request is completed with
+    /// The visit ended at the desk at `at`: the request is completed with
     /// `outcome` unless it already was closed (the agent completed it from
     /// the fiche with her own words). `None` when nothing changed.
     pub async fn desk_ended(
@@ -438,13 +441,14 @@ impl Queue {
         id: &str,
         agent_id: &str,
         outcome: &str,
+        at: Option<DateTime<Utc>>,
     ) -> Result<Option<work_item::Model>, QueueError> {
         use work_item::Column as C;
         let current = self.get(id).await?.ok_or(QueueError::NotFound)?;
         if !OPEN.contains(&current.status.as_str()) {
             return Ok(None);
         }
-        let now = self.now();
+        let now = micros(at.unwrap_or_else(|| self.now()).max(current.enter_time));
         let holder = current
             .agent_id
             .clone()
