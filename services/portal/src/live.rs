@@ -67,7 +67,10 @@ impl Live {
                         _ = shutdown.cancelled() => return,
                         msg = sub.next() => match msg {
                             Some(msg) if msg.subject.as_str().starts_with(&counter) => {
-                                self.send(Change { kind: "counter", id: String::new() });
+                                // The event's type (`ticket_called`…): never
+                                // empty, or browsers drop the SSE event.
+                                let ty = msg.subject.as_str()[counter.len()..].to_owned();
+                                self.send(Change { kind: "counter", id: ty });
                             }
                             Some(msg) if !msg.subject.as_str().starts_with(&routing) => {}
                             Some(msg) => {
@@ -105,10 +108,13 @@ impl Live {
         let events = tokio_stream::wrappers::BroadcastStream::new(rx)
             .filter(move |c| futures::future::ready(!matches!(c, Ok(c) if c.kind != kind)))
             .map(move |change| {
+                // An SSE event with empty data is never dispatched by the
+                // browser: always send something.
                 let event = match change {
-                    Ok(c) => Event::default().event(c.kind).data(c.id),
+                    Ok(c) if !c.id.is_empty() => Event::default().event(c.kind).data(c.id),
+                    Ok(c) => Event::default().event(c.kind).data("*"),
                     // Lagged: the page refreshes everything once.
-                    Err(_) => Event::default().event(kind).data(""),
+                    Err(_) => Event::default().event(kind).data("*"),
                 };
                 Ok(event)
             })

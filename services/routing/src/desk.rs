@@ -24,8 +24,13 @@ pub async fn handle(queue: &Queue, event: IncomingEvent) -> Result<(), HandlerEr
         }
         let item = item_of(queue, &e.intake_event_id).await?;
         match queue
-            .desk_called(&item.id, &e.agent_id, e.call_time.as_ref().and_then(datetime))
-            .await {
+            .desk_called(
+                &item.id,
+                &e.agent_id,
+                e.call_time.as_ref().and_then(datetime),
+            )
+            .await
+        {
             Ok(Some(_)) => {
                 metrics::counter!("guichet_routing_desk_total", "step" => "called").increment(1);
                 tracing::info!(work_item_id = %item.id, ticket_id = %e.ticket_id, "walk-in request handed to its desk");
@@ -55,7 +60,8 @@ pub async fn handle(queue: &Queue, event: IncomingEvent) -> Result<(), HandlerEr
                 &outcome,
                 e.end_time.as_ref().and_then(datetime),
             )
-            .await {
+            .await
+        {
             Ok(Some(_)) => {
                 metrics::counter!("guichet_routing_desk_total", "step" => "ended").increment(1);
                 tracing::info!(work_item_id = %item.id, ticket_id = %e.ticket_id, "walk-in request completed with its visit");

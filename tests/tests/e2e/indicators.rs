@@ -166,23 +166,27 @@ async fn the_scripted_day(backend: Backend) {
         .await
         .unwrap();
     // The desk's end of visit completes Monday's request.
-    eventually("Monday's walk-in completed by its visit", Duration::from_secs(30), || {
-        let q = q.clone();
-        async move {
-            q.clone()
-                .list_work_items(qpb::ListWorkItemsRequest {
-                    page_size: 10,
-                    status: qpb::WorkItemStatus::Completed as i32,
-                    ..Default::default()
-                })
-                .await
-                .ok()?
-                .into_inner()
-                .items
-                .into_iter()
-                .next()
-        }
-    })
+    eventually(
+        "Monday's walk-in completed by its visit",
+        Duration::from_secs(30),
+        || {
+            let q = q.clone();
+            async move {
+                q.clone()
+                    .list_work_items(qpb::ListWorkItemsRequest {
+                        page_size: 10,
+                        status: qpb::WorkItemStatus::Completed as i32,
+                        ..Default::default()
+                    })
+                    .await
+                    .ok()?
+                    .into_inner()
+                    .items
+                    .into_iter()
+                    .next()
+            }
+        },
+    )
     .await;
 
     // Tuesday, 08:30: the agent starts.
@@ -387,21 +391,25 @@ async fn the_scripted_day(backend: Backend) {
     let followed = |intake_event_id: String, status: qpb::WorkItemStatus| {
         let q = q.clone();
         async move {
-            eventually("the walk-in's request follows its visit", Duration::from_secs(30), || {
-                let mut q = q.clone();
-                let id = intake_event_id.clone();
-                async move {
-                    let i = q
-                        .get_work_item(qpb::GetWorkItemRequest {
-                            intake_event_id: id,
-                            ..Default::default()
-                        })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    (i.status() == status).then_some(())
-                }
-            })
+            eventually(
+                "the walk-in's request follows its visit",
+                Duration::from_secs(30),
+                || {
+                    let mut q = q.clone();
+                    let id = intake_event_id.clone();
+                    async move {
+                        let i = q
+                            .get_work_item(qpb::GetWorkItemRequest {
+                                intake_event_id: id,
+                                ..Default::default()
+                            })
+                            .await
+                            .ok()?
+                            .into_inner();
+                        (i.status() == status).then_some(())
+                    }
+                },
+            )
             .await
         }
     };
@@ -570,7 +578,9 @@ async fn the_scripted_day(backend: Backend) {
         1080.0
     ));
     assert!(close(
-        figure(&ind, "requests.first_touch_p90", &counter_items).await.0,
+        figure(&ind, "requests.first_touch_p90", &counter_items)
+            .await
+            .0,
         1680.0
     ));
     assert!(close(
