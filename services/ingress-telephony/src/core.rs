@@ -223,6 +223,7 @@ fn call_event(c: &call::Model, event_id: &str) -> IntakeEvent {
             anonymous: c.anonymous,
             source: c.source.clone(),
             voicemail: c.voicemail,
+            answered_agent_id: c.answered_agent_id.clone().unwrap_or_default(),
         })),
     }
 }
@@ -362,6 +363,7 @@ impl TelephonyApi {
             queue: Set(p.queue.clone()),
             state: Set(if blocked { "ended" } else { "ringing" }.to_owned()),
             answered_by: Set(String::new()),
+            answered_agent_id: Set(None),
             cause: Set(if blocked {
                 "blocked".to_owned()
             } else {
@@ -378,6 +380,12 @@ impl TelephonyApi {
             answered_at: Set(None),
             ended_at: Set(blocked.then_some(now)),
         };
+        // The agents it rings at: their pages pop the caller's fiche.
+        let ringing = if blocked || direction == Direction::Out {
+            Vec::new()
+        } else {
+            self.agents_of(&p.users).await.map_err(internal_cti)?
+        };
         let txn = self.db.begin().await.map_err(internal_cti)?;
         let inserted = match row.insert(&txn).await {
             Ok(c) => {
@@ -385,8 +393,16 @@ impl TelephonyApi {
                 if let Some(e) = &ended {
                     self.outbox.stage(&txn, e).await.map_err(internal_cti)?;
                 }
+                let pop =
+                    (!ringing.is_empty()).then(|| self.ringing_event(&c.call_id, &ringing, now));
+                if let Some(e) = &pop {
+                    self.outbox.stage(&txn, e).await.map_err(internal_cti)?;
+                }
                 txn.commit().await.map_err(internal_cti)?;
                 if let Some(e) = ended {
+                    self.publish(&e).await;
+                }
+                if let Some(e) = pop {
                     self.publish(&e).await;
                 }
                 Ok(c)
@@ -429,6 +445,18 @@ impl TelephonyApi {
         } else {
             p.users.join(", ")
         };
+        let mut answering = p.users.clone();
+        answering.push(p.answering_number.clone());
+        let agent = if c.direction == "in" {
+            self.agents_of(&answering)
+                .await
+                .map_err(internal_cti)?
+                .into_iter()
+                .next()
+        } else {
+            None
+        };
+        let txn = self.db.begin().await.map_err(internal_cti)?;
         let res = call::Entity::update_many()
             .col_expr(call::Column::State, Expr::value("answered"))
             .col_expr(call::Column::AnsweredAt, Expr::value(now))
@@ -436,14 +464,25 @@ impl TelephonyApi {
                 call::Column::AnsweredBy,
                 Expr::value(answered_by.chars().take(200).collect::<String>()),
             )
+            .col_expr(call::Column::AnsweredAgentId, Expr::value(agent.clone()))
             .col_expr(call::Column::Voicemail, Expr::value(self.is_voicemail(&p)))
             .filter(call::Column::CallId.eq(c.call_id.as_str()))
             .filter(call::Column::State.eq("ringing"))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(internal_cti)?;
         if res.rows_affected == 0 {
             return Ok(CtiReply::Ignored);
+        }
+        let pop = agent
+            .as_deref()
+            .map(|a| self.answered_event(&c.call_id, a, now));
+        if let Some(e) = &pop {
+            self.outbox.stage(&txn, e).await.map_err(internal_cti)?;
+        }
+        txn.commit().await.map_err(internal_cti)?;
+        if let Some(e) = pop {
+            self.publish(&e).await;
         }
         tracing::info!(call_id = %c.call_id, "call answered");
         Ok(CtiReply::Accepted)
@@ -622,6 +661,7 @@ impl TelephonyApi {
                 queue: String::new(),
                 state: "ended".into(),
                 answered_by: String::new(),
+                answered_agent_id: None,
                 cause: r.disposition.clone(),
                 voicemail: false,
                 missed: !outbound && !answered,

@@ -2,7 +2,7 @@
 //! reading a call.
 
 use guichet_platform::auth::{Role, require};
-use guichet_platform::grpc::{internal_err, not_found};
+use guichet_platform::grpc::{internal_err, invalid_argument, not_found};
 use guichet_proto::convert::timestamp;
 use guichet_proto::telephony::v1 as pb;
 use tonic::{Request, Response as GrpcResponse, Status};
@@ -51,8 +51,14 @@ fn call_pb(c: call::Model) -> pb::Call {
         started_at: Some(timestamp(c.started_at)),
         answered_at: c.answered_at.map(timestamp),
         ended_at: c.ended_at.map(timestamp),
+        caller_phone: c.citizen_phone.unwrap_or_default(),
+        caller_name: c.caller_name,
+        answered_agent_id: c.answered_agent_id.unwrap_or_default(),
     }
 }
+
+/// Who may read the extension mapping.
+const MAPPING_READERS: &[Role] = &[Role::Supervisor, Role::Admin];
 
 #[tonic::async_trait]
 impl pb::telephony_service_server::TelephonyService for TelephonyApi {
@@ -90,5 +96,64 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
             .map_err(internal_err("get call"))?
             .ok_or_else(|| not_found("call", &id))?;
         Ok(GrpcResponse::new(call_pb(c)))
+    }
+
+    async fn list_extensions(
+        &self,
+        request: Request<pb::ListExtensionsRequest>,
+    ) -> Result<GrpcResponse<pb::ListExtensionsResponse>, Status> {
+        require(&request, MAPPING_READERS)?;
+        let extensions = self
+            .list_extensions()
+            .await
+            .map_err(internal_err("list extensions"))?
+            .into_iter()
+            .map(crate::extensions::extension_pb)
+            .collect();
+        Ok(GrpcResponse::new(pb::ListExtensionsResponse { extensions }))
+    }
+
+    async fn set_extension(
+        &self,
+        request: Request<pb::SetExtensionRequest>,
+    ) -> Result<GrpcResponse<pb::Extension>, Status> {
+        let caller = require(&request, &[Role::Admin])?;
+        let req = request.into_inner();
+        let ext = req.extension.trim();
+        if !crate::extensions::valid_extension(ext) {
+            return Err(invalid_argument(
+                "extension",
+                "must be 1 to 100 printable characters",
+            ));
+        }
+        let agent = req.agent_id.trim();
+        if !crate::extensions::valid_extension(agent) {
+            return Err(invalid_argument(
+                "agent_id",
+                "must be 1 to 100 printable characters",
+            ));
+        }
+        let e = self
+            .set_extension(ext, agent, &caller.subject)
+            .await
+            .map_err(internal_err("set extension"))?;
+        tracing::info!(extension = %e.extension, "PBX extension mapped");
+        Ok(GrpcResponse::new(crate::extensions::extension_pb(e)))
+    }
+
+    async fn delete_extension(
+        &self,
+        request: Request<pb::DeleteExtensionRequest>,
+    ) -> Result<GrpcResponse<pb::DeleteExtensionResponse>, Status> {
+        require(&request, &[Role::Admin])?;
+        let ext = request.into_inner().extension;
+        if !self
+            .delete_extension(ext.trim())
+            .await
+            .map_err(internal_err("delete extension"))?
+        {
+            return Err(not_found("extension", &ext));
+        }
+        Ok(GrpcResponse::new(pb::DeleteExtensionResponse {}))
     }
 }

@@ -22,6 +22,7 @@ mod core;
 pub mod cti;
 pub mod db;
 pub mod error;
+mod extensions;
 pub mod grpc;
 pub mod http;
 

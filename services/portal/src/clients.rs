@@ -10,6 +10,7 @@ use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
+use guichet_proto::telephony::v1::telephony_service_client::TelephonyServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
@@ -43,6 +44,7 @@ pub struct Clients {
     /// Called only for the citizens' pages, as `service`.
     pub appointment: AppointmentServiceClient<Ch>,
     pub indicators: IndicatorServiceClient<Ch>,
+    pub telephony: TelephonyServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -72,6 +74,10 @@ impl Clients {
             ),
             indicators: IndicatorServiceClient::with_interceptor(
                 channel("portal.indicators_url", &config.indicators_url)?,
+                creds.clone(),
+            ),
+            telephony: TelephonyServiceClient::with_interceptor(
+                channel("portal.telephony_url", &config.telephony_url)?,
                 creds,
             ),
             auth,

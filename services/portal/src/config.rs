@@ -23,6 +23,9 @@ pub struct Config {
     /// The indicators role (the supervisors' dashboard).
     #[serde(default = "default_indicators_url")]
     pub indicators_url: String,
+    /// The telephony role (screen pop, the PBX extension mapping).
+    #[serde(default = "default_indicators_url")]
+    pub telephony_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -118,6 +121,8 @@ impl Config {
             ("portal.dossier_url", &self.dossier_url),
             ("portal.counter_url", &self.counter_url),
             ("portal.appointment_url", &self.appointment_url),
+            ("portal.indicators_url", &self.indicators_url),
+            ("portal.telephony_url", &self.telephony_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(

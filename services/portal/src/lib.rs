@@ -58,6 +58,7 @@ impl RoleSpec for Spec {
             ("ingress-counter", &mut config.counter_url),
             ("appointment", &mut config.appointment_url),
             ("indicators", &mut config.indicators_url),
+            ("ingress-telephony", &mut config.telephony_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

@@ -82,8 +82,24 @@
     });
   }
 
+  // Screen pop: a call ringing at (or answered by) this agent shows the
+  // caller's fiche, or a new request for an unknown number, on whatever
+  // page she has open.
+  function calls() {
+    var zone = document.querySelector("[data-calls]");
+    if (!zone || !window.EventSource || !window.htmx) { return; }
+    var source = new EventSource(zone.getAttribute("data-calls"));
+    source.addEventListener("call", function (e) {
+      window.htmx.ajax("GET", "/appel/" + encodeURIComponent(e.data), { target: zone, swap: "innerHTML" });
+    });
+    zone.addEventListener("click", function (e) {
+      if (e.target && e.target.hasAttribute("data-call-close")) { zone.innerHTML = ""; }
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     live();
+    calls();
     returnAfter();
     chimeToggle();
     focusErrors();

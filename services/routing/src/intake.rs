@@ -211,7 +211,9 @@ pub fn answered_call(event: &IntakeEvent, received_at: DateTime<Utc>) -> Option<
     }
     let assign_time = received_at + chrono::Duration::seconds(i64::from(t.waiting_seconds));
     Some(Handled {
-        agent: if t.answered_by.is_empty() {
+        agent: if !t.answered_agent_id.is_empty() {
+            t.answered_agent_id.clone()
+        } else if t.answered_by.is_empty() {
             "pbx".to_owned()
         } else {
             t.answered_by.clone()

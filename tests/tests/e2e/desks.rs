@@ -581,3 +581,196 @@ async fn a_called_ticket_hands_its_request_to_the_desk_agent() {
 async fn a_called_ticket_hands_its_request_to_the_desk_agent_postgres() {
     desk_hand_over(Backend::Postgres).await;
 }
+
+/// Screen pop: a call ringing at Marie's extension shows the caller's fiche
+/// on her page and not on Paul's; an unknown number at Paul's opens a new
+/// request with the number filled in; the answered call's request is
+/// assigned to Marie (her PBX extension is mapped by the admin).
+#[tokio::test]
+async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(admin) = Browser::start().await else {
+        return;
+    };
+    let Some(paul_b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "adele", "Adèle Admin", &[AuthRole::Admin]).await;
+    let marie = account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let paul = account(&portal, "paul", "Paul Petit", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+    let tel = cti_addr(&app);
+
+    // A known citizen: Jean Dupont came to the counter with his phone.
+    let t = counter_client(app.grpc_addr, &env.token("agent-9", &[TokenRole::Agent]))
+        .await
+        .issue_ticket(ticket_request(
+            "Jean",
+            "Dupont",
+            "06 12 34 56 78",
+            "carte d'identité",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    item_in(
+        &app,
+        &token,
+        &t.intake_event_id,
+        qpb::WorkItemStatus::Pending,
+    )
+    .await;
+
+    // An agent may not map extensions; the admin maps 201 to Marie and
+    // 202 to Paul (typed as a subject).
+    log_in(&admin, &base, "marie").await;
+    admin.goto(&format!("{base}/telephonie/postes")).await;
+    admin
+        .wait_text("Seuls les administrateurs", Duration::from_secs(10))
+        .await;
+    admin.goto(&format!("{base}/file")).await;
+    admin.click_text("Se déconnecter").await;
+    admin
+        .wait_text("Connexion au portail", Duration::from_secs(10))
+        .await;
+    log_in(&admin, &base, "adele").await;
+    admin.goto(&format!("{base}/telephonie/postes")).await;
+    admin
+        .wait_text("Aucun poste", Duration::from_secs(10))
+        .await;
+    admin.check_page("postes-vide").await;
+    admin.fill("poste", "201").await;
+    admin
+        .client
+        .find(Locator::Css(&format!("#compte option[value='{marie}']")))
+        .await
+        .expect("Marie in the accounts")
+        .click()
+        .await
+        .unwrap();
+    admin.click_text("Associer").await;
+    admin
+        .wait_text("Poste 201 associé.", Duration::from_secs(10))
+        .await;
+    admin.fill("poste", "202").await;
+    admin.fill("agent", &paul).await;
+    admin.click_text("Associer").await;
+    admin
+        .wait_text("Poste 202 associé.", Duration::from_secs(10))
+        .await;
+    let text = admin.text().await;
+    assert!(
+        text.contains("Marie Durand (marie)") && text.contains("Paul Petit (paul)"),
+        "{text}"
+    );
+    admin.check_page("postes").await;
+    admin.click_text("Se déconnecter").await;
+    admin
+        .wait_text("Connexion au portail", Duration::from_secs(10))
+        .await;
+
+    // Marie (in the first browser) and Paul each have their queue open.
+    let marie_b = admin;
+    log_in(&marie_b, &base, "marie").await;
+    log_in(&paul_b, &base, "paul").await;
+    for b in [&marie_b, &paul_b] {
+        b.goto(&format!("{base}/file")).await;
+        b.wait_text("File unique", Duration::from_secs(10)).await;
+    }
+    // The pages' call streams are open before the phone rings.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let (status, _) = cti_json(
+        tel,
+        CTI_TOKEN,
+        serde_json::json!({"event":"newCall","from":"0612345678","to":"0143986500","direction":"in","callId":"pop-1","user":["201"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = marie_b
+        .wait_text("Appel entrant : +33612345678", Duration::from_secs(10))
+        .await;
+    assert!(text.contains("DUPONT Jean"), "{text}");
+    assert!(text.contains("Ouvrir la fiche"), "{text}");
+    marie_b.check_page("appel-entrant-connu").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !paul_b.text().await.contains("Appel entrant"),
+        "the call popped on another agent's page"
+    );
+
+    // An unknown number at Paul's extension: a new request, number filled.
+    let (status, _) = cti_json(
+        tel,
+        CTI_TOKEN,
+        serde_json::json!({"event":"newCall","from":"0698765432","to":"0143986500","direction":"in","callId":"pop-2","user":["202"]}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    paul_b
+        .wait_text("Numéro inconnu", Duration::from_secs(10))
+        .await;
+    paul_b.check_page("appel-entrant-inconnu").await;
+    paul_b.click_text("Nouvelle demande pour cet appel").await;
+    paul_b
+        .wait_text("Nouvelle demande", Duration::from_secs(10))
+        .await;
+    let phone = paul_b
+        .client
+        .find(Locator::Id("telephone"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(phone.as_deref(), Some("+33698765432"));
+    assert!(
+        !paul_b.current_path().await.contains("698765432"),
+        "the number is in the URL"
+    );
+
+    // Marie answers (the PBX names her extension) and hangs up: the
+    // answered call's request is hers.
+    let (status, _) = cti_json(
+        tel,
+        CTI_TOKEN,
+        serde_json::json!({"event":"answer","from":"0612345678","to":"0143986500","direction":"in","callId":"pop-1","user":["201"],"answeringNumber":"201"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    marie_b
+        .wait_text("Appel en cours : +33612345678", Duration::from_secs(10))
+        .await;
+    let (status, _) = cti_json(
+        tel,
+        CTI_TOKEN,
+        serde_json::json!({"event":"hangup","from":"0612345678","to":"0143986500","direction":"in","callId":"pop-1","cause":"normalClearing"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let call = telephony_client(app.grpc_addr, &token)
+        .await
+        .get_call(guichet_testkit::proto::telephony::v1::GetCallRequest {
+            call_id: "pop-1".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(call.answered_agent_id, marie);
+    let handled = item_in(
+        &app,
+        &token,
+        &call.intake_event_id,
+        qpb::WorkItemStatus::Completed,
+    )
+    .await;
+    assert_eq!(handled.agent_id, marie);
+
+    marie_b.close().await;
+    paul_b.close().await;
+}

@@ -22,6 +22,8 @@ pub mod call {
         /// "ringing", "answered", "ended".
         pub state: String,
         pub answered_by: String,
+        /// The guichet agent mapped to the answering PBX user.
+        pub answered_agent_id: Option<String>,
         pub cause: String,
         pub voicemail: bool,
         pub missed: bool,
@@ -57,6 +59,26 @@ pub mod callback {
         pub requested_by: String,
         pub intake_event_id: String,
         pub requested_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod extension {
+    use sea_orm::entity::prelude::*;
+
+    /// A PBX user or extension mapped to a guichet agent.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "extensions")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub extension: String,
+        pub agent_id: String,
+        pub updated_by: String,
+        pub update_time: DateTimeUtc,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

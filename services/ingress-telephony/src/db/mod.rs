@@ -3,6 +3,7 @@
 pub mod entities;
 mod m0001_init;
 mod m0002_caller_name;
+mod m0003_extensions;
 
 use sea_orm_migration::prelude::*;
 
@@ -14,6 +15,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_init::Migration),
             Box::new(m0002_caller_name::Migration),
+            Box::new(m0003_extensions::Migration),
         ]
     }
 }

@@ -6,7 +6,7 @@
 //! twice records one request.
 
 use axum::Form;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use guichet_platform::contact::{Email, Phone, clean_name};
@@ -61,16 +61,48 @@ impl IntakePage {
     }
 }
 
-pub async fn form(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
+#[derive(Deserialize, Default)]
+pub struct FromCall {
+    /// A popped call: its caller's number and name fill the form.
+    #[serde(default)]
+    appel: String,
+}
+
+pub async fn form(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Query(from): Query<FromCall>,
+) -> Response {
+    let mut v = Values {
+        jeton: uuid::Uuid::now_v7().to_string(),
+        canal: "telephony".into(),
+        ..Default::default()
+    };
+    if !from.appel.trim().is_empty() {
+        let mut t = app.clients.telephony.clone();
+        if let Ok(call) = t
+            .get_call(app.clients.request(
+                &agent,
+                guichet_proto::telephony::v1::GetCallRequest {
+                    call_id: from.appel.trim().to_owned(),
+                },
+            ))
+            .await
+        {
+            let call = call.into_inner();
+            v.telephone = call.caller_phone;
+            let name = guichet_platform::names::split_name(&call.caller_name);
+            v.prenom = name.given;
+            v.nom = name.family;
+            v.objet = "Appel reçu".into();
+        }
+    }
     respond(
         &app,
         &IntakePage {
             layout: Layout::new(&app, &agent, "nouvelle", &headers),
-            v: Values {
-                jeton: uuid::Uuid::now_v7().to_string(),
-                canal: "telephony".into(),
-                ..Default::default()
-            },
+            v,
             errors: Vec::new(),
         },
     )

@@ -1,5 +1,6 @@
 //! The pages and their routes.
 
+mod calls;
 mod citizens;
 mod desk;
 mod devices;
@@ -32,6 +33,8 @@ pub struct Layout {
     pub flash: Option<String>,
     /// Supervisors and admins see the indicators and the hall's devices.
     pub supervisor: bool,
+    /// Admins map the PBX extensions.
+    pub admin: bool,
 }
 
 impl Layout {
@@ -43,6 +46,7 @@ impl Layout {
             nav,
             flash: web::flash(headers),
             supervisor: indicators::may_read(agent),
+            admin: calls::may_map(agent),
         }
     }
 }
@@ -135,6 +139,13 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/guichet/attente", get(desk::waiting_fragment))
         .route("/guichet/evenements", get(desk::events))
         .route("/guichet/ticket/{id}/{step}", post(desk::act))
+        .route("/appel/{id}", get(calls::pop))
+        .route("/appels/evenements", get(calls::events))
+        .route(
+            "/telephonie/postes",
+            get(calls::extensions).post(calls::set_extension),
+        )
+        .route("/telephonie/postes/retirer", post(calls::delete_extension))
         .route("/appareils", get(devices::page).post(devices::enrol))
         .route("/appareils/{id}/retirer", post(devices::revoke))
         .route("/borne", get(hall::kiosk))
