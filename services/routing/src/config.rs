@@ -35,6 +35,9 @@ pub struct Config {
     pub offer_timeout_secs: u64,
     /// Offers in a row an agent may let time out before being set away.
     pub max_missed_offers: i32,
+    /// Callbacks without an answer after which a missed call's request is
+    /// closed with that reason (the town's procedure).
+    pub callback_attempts: i32,
     /// An open dossier of the same citizen and process updated within this
     /// window receives a new request instead of a new dossier.
     pub correlation_window_hours: u32,
@@ -157,6 +160,12 @@ impl Config {
             if v == 0 {
                 return Err(ConfigError::invalid(k, "must be positive"));
             }
+        }
+        if !(1..=10).contains(&self.callback_attempts) {
+            return Err(ConfigError::invalid(
+                "routing.callback_attempts",
+                "must be 1 to 10",
+            ));
         }
         if self.max_missed_offers < 1 {
             return Err(ConfigError::invalid(

@@ -259,6 +259,8 @@ pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
         candidates,
         rule_id: m.rule_id,
         correlation: m.correlation,
+        callback_attempts: u32::try_from(m.callback_attempts).unwrap_or(0),
+        callback_unanswered: u32::try_from(m.callback_unanswered).unwrap_or(0),
     }
 }
 
@@ -670,6 +672,114 @@ impl pb::queue_service_server::QueueService for QueueApi {
             .increment(1);
         tracing::info!(work_item_id = %done.id, agent_id = %caller.subject, "work item completed");
         Ok(Response::new(item_pb(done)))
+    }
+
+    #[tracing::instrument(skip_all, fields(work_item_id = tracing::field::Empty))]
+    async fn record_callback_attempt(
+        &self,
+        request: Request<pb::RecordCallbackAttemptRequest>,
+    ) -> Result<Response<pb::CallbackAttempt>, Status> {
+        let caller = require(&request, AGENTS)?;
+        let req = request.into_inner();
+        let id = required_id(&req.id)?;
+        tracing::Span::current().record("work_item_id", id);
+        let outcome = match pb::CallbackOutcome::try_from(req.outcome) {
+            Ok(pb::CallbackOutcome::Unspecified) | Err(_) => {
+                return Err(invalid_argument(
+                    "outcome",
+                    "must be ANSWERED, NO_ANSWER or VOICEMAIL",
+                ));
+            }
+            Ok(o) => o,
+        };
+        let note = req.note.trim();
+        if note.chars().count() > 2000 {
+            return Err(invalid_argument("note", "must be at most 2000 characters"));
+        }
+        let item = self
+            .queue
+            .get(id)
+            .await
+            .map_err(internal_err("record callback attempt"))?
+            .ok_or_else(|| not_found("work item", id))?;
+        if !matches!(item.status.as_str(), queue::ASSIGNED | queue::WRAPPING)
+            || item.agent_id.as_deref() != Some(caller.subject.as_str())
+        {
+            return Err(failed_precondition(
+                "ASSIGNMENT",
+                &format!("work-items/{id}"),
+                "cette demande ne vous est pas attribuée",
+            ));
+        }
+        if item.channel != "telephony" {
+            return Err(failed_precondition(
+                "CHANNEL",
+                &format!("work-items/{id}"),
+                "on ne rappelle que les demandes reçues par téléphone",
+            ));
+        }
+        let limit = self.queue.settings().callback_attempts;
+        let n = item.callback_attempts + 1;
+        let answered = outcome == pb::CallbackOutcome::Answered;
+        let unanswered = item.callback_unanswered + i32::from(!answered);
+        let what = match outcome {
+            pb::CallbackOutcome::Answered => "le citoyen a répondu".to_owned(),
+            pb::CallbackOutcome::Voicemail => format!(
+                "messagerie vocale, message laissé (tentative sans réponse {unanswered} sur {limit})"
+            ),
+            _ => format!("pas de réponse (tentative sans réponse {unanswered} sur {limit})"),
+        };
+        let closing = format!("Rappel sans réponse après {limit} tentatives : demande close");
+        let mut text = format!("Rappel n° {n} : {what}");
+        if !note.is_empty() {
+            text.push_str(&format!(" — {note}"));
+        }
+        if !answered && unanswered >= limit {
+            text.push_str(&format!(". {closing}."));
+        }
+        // On the timeline first (idempotent on the attempt's number), then
+        // counted: a retry after a failure in between records it once.
+        if !item.dossier_id.is_empty() || !item.citizen_id.is_empty() {
+            let mut dossier = self.dossier.clone();
+            dossier
+                .record_contact(dpb::RecordContactRequest {
+                    dossier_id: item.dossier_id.clone(),
+                    citizen_id: if item.dossier_id.is_empty() {
+                        item.citizen_id.clone()
+                    } else {
+                        String::new()
+                    },
+                    kind: dpb::EntryKind::Contact as i32,
+                    channel: Channel::Telephony as i32,
+                    occur_time: None,
+                    summary: text.clone(),
+                    actor: caller.subject.clone(),
+                    source_event_id: format!("callback-attempt:{}:{n}", item.id),
+                })
+                .await
+                .map_err(|s| unavailable("record the callback on the timeline", s.message()))?;
+        }
+        let done = self
+            .queue
+            .callback_attempt(id, &caller.subject, n, answered, &closing)
+            .await
+            .map_err(queue_err("record callback attempt", id))?;
+        metrics::counter!("guichet_routing_callback_attempts_total", "outcome" => match outcome {
+            pb::CallbackOutcome::Answered => "answered",
+            pb::CallbackOutcome::Voicemail => "voicemail",
+            _ => "no_answer",
+        })
+        .increment(1);
+        if done.closed {
+            tracing::info!(work_item_id = %id, attempts = n, "callback request closed after unanswered attempts");
+        }
+        Ok(Response::new(pb::CallbackAttempt {
+            attempt: u32::try_from(done.attempt).unwrap_or(0),
+            unanswered: u32::try_from(done.unanswered).unwrap_or(0),
+            closed: done.closed,
+            item: Some(item_pb(done.item)),
+            text,
+        }))
     }
 
     async fn resolve_citizen_candidate(

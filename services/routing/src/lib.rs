@@ -95,6 +95,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         capacity: config.capacity.clone(),
         offer_timeout: chrono::Duration::seconds(config.offer_timeout_secs as i64),
         max_missed_offers: config.max_missed_offers,
+        callback_attempts: config.callback_attempts,
         sla_near_bump: config.sla_near_bump,
         sla_breach_bump: config.sla_breach_bump,
     };

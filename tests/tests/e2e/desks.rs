@@ -549,6 +549,28 @@ async fn desk_hand_over(backend: Backend) {
         },
     )
     .await;
+    // Only a telephony request is called back; an outcome is required.
+    let mut q2 = queue_client(app.grpc_addr, &a2).await;
+    let held = item_in(&app, &a2, &t.intake_event_id, qpb::WorkItemStatus::Assigned).await;
+    let err = q2
+        .record_callback_attempt(qpb::RecordCallbackAttemptRequest {
+            id: held.id.clone(),
+            outcome: 0,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("outcome"), "{err:?}");
+    let err = q2
+        .record_callback_attempt(qpb::RecordCallbackAttemptRequest {
+            id: held.id.clone(),
+            outcome: qpb::CallbackOutcome::NoAnswer as i32,
+            note: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
     desk2
         .start_service(cpb::TicketActionRequest {
             ticket_id: t.id.clone(),
@@ -618,13 +640,21 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
         .await
         .unwrap()
         .into_inner();
-    item_in(
+    let visit = item_in(
         &app,
         &token,
         &t.intake_event_id,
         qpb::WorkItemStatus::Pending,
     )
     .await;
+    queue_client(app.grpc_addr, &token)
+        .await
+        .cancel_work_item(qpb::CancelWorkItemRequest {
+            id: visit.id,
+            reason: "Reçu à l'accueil".into(),
+        })
+        .await
+        .unwrap();
 
     // An agent may not map extensions; the admin maps 201 to Marie and
     // 202 to Paul (typed as a subject).
@@ -770,6 +800,117 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
     )
     .await;
     assert_eq!(handled.agent_id, marie);
+
+    // Paul's caller hangs up unanswered: a callback request. Paul calls
+    // back three times without an answer; the third closes the request.
+    let (status, _) = cti_json(
+        tel,
+        CTI_TOKEN,
+        serde_json::json!({"event":"hangup","from":"0698765432","to":"0143986500","direction":"in","callId":"pop-2","cause":"noAnswer"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let missed = telephony_client(app.grpc_addr, &token)
+        .await
+        .get_call(guichet_testkit::proto::telephony::v1::GetCallRequest {
+            call_id: "pop-2".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let callback = item_in(
+        &app,
+        &token,
+        &missed.intake_event_id,
+        qpb::WorkItemStatus::Pending,
+    )
+    .await;
+    paul_b.goto(&format!("{base}/file")).await;
+    paul_b
+        .client
+        .find(Locator::Css("#presence option[value='available']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    paul_b.click_text("Enregistrer").await;
+    paul_b
+        .wait_text("Actuellement : Disponible", Duration::from_secs(10))
+        .await;
+    paul_b.click_text("Prendre la suivante").await;
+    paul_b
+        .wait_text("Rappel du citoyen", Duration::from_secs(10))
+        .await;
+    assert_eq!(
+        paul_b.current_path().await,
+        format!("/demande/{}", callback.id)
+    );
+    paul_b.check_page("rappel").await;
+    for n in 1..=2 {
+        paul_b.click_text("Enregistrer le rappel").await;
+        paul_b
+            .wait_text(
+                &format!("Rappel n° {n} : pas de réponse (tentative sans réponse {n} sur 3)."),
+                Duration::from_secs(10),
+            )
+            .await;
+    }
+    let text = paul_b.text().await;
+    assert!(text.contains("2 déjà faits, 2 sans réponse"), "{text}");
+    click_id(&paul_b, "rappel-messagerie").await;
+    paul_b
+        .fill("rappel-note", "Message : rappeler la mairie")
+        .await;
+    paul_b.click_text("Enregistrer le rappel").await;
+    paul_b
+        .wait_text(
+            "Rappel sans réponse après 3 tentatives : demande close",
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(paul_b.current_path().await, "/file");
+    let closed = item_in(
+        &app,
+        &token,
+        &missed.intake_event_id,
+        qpb::WorkItemStatus::Completed,
+    )
+    .await;
+    assert_eq!(
+        closed.outcome,
+        "Rappel sans réponse après 3 tentatives : demande close"
+    );
+    assert_eq!(
+        (closed.callback_attempts, closed.callback_unanswered),
+        (3, 3)
+    );
+    // The three attempts are on the citizen's timeline.
+    let timeline = dossier_client(app.grpc_addr, &token)
+        .await
+        .list_citizen_timeline(
+            guichet_testkit::proto::dossier::v1::ListCitizenTimelineRequest {
+                citizen_id: closed.citizen_id.clone(),
+                page_size: 20,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    let attempts: Vec<&str> = timeline
+        .iter()
+        .map(|e| e.summary.as_str())
+        .filter(|s| s.starts_with("Rappel n°"))
+        .collect();
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(
+        attempts[0].contains(
+            "messagerie vocale, message laissé (tentative sans réponse 3 sur 3) — Message : rappeler la mairie"
+        ),
+        "{attempts:?}"
+    );
 
     marie_b.close().await;
     paul_b.close().await;

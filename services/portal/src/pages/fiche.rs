@@ -32,6 +32,8 @@ pub struct ItemView {
     pub correlation: String,
     pub candidates: Vec<Candidate>,
     pub open: bool,
+    /// A telephony request she holds: callbacks made and unanswered.
+    pub callback: Option<(u32, u32)>,
 }
 
 pub struct CitizenView {
@@ -530,6 +532,9 @@ async fn fiche(
                         .unwrap_or_default(),
                     correlation: correlation(&w.correlation).to_owned(),
                     candidates,
+                    callback: (open
+                        && w.channel == guichet_proto::intake::v1::Channel::Telephony as i32)
+                        .then_some((w.callback_attempts, w.callback_unanswered)),
                     open,
                     row: r,
                 });
@@ -1174,5 +1179,63 @@ mod tests {
                 "Rappelez la démarche en ligne",
             ]
         );
+    }
+}
+
+#[derive(serde::Deserialize)]
+pub struct CallbackForm {
+    csrf: String,
+    #[serde(default)]
+    issue: String,
+    #[serde(default)]
+    note: String,
+}
+
+/// A callback made on the request: its outcome on the timeline; the request
+/// closes after the town's number of unanswered attempts.
+pub async fn callback(
+    State(app): State<App>,
+    agent: Agent,
+    Path(id): Path<String>,
+    Form(f): Form<CallbackForm>,
+) -> Response {
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let outcome = match f.issue.as_str() {
+        "repondu" => rpb::CallbackOutcome::Answered,
+        "messagerie" => rpb::CallbackOutcome::Voicemail,
+        _ => rpb::CallbackOutcome::NoAnswer,
+    };
+    let mut c = app.clients.routing.clone();
+    match c
+        .record_callback_attempt(app.clients.request(
+            &agent,
+            rpb::RecordCallbackAttemptRequest {
+                id: id.clone(),
+                outcome: outcome as i32,
+                note: f.note.trim().to_owned(),
+            },
+        ))
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            let to = if r.closed {
+                "/file".to_owned()
+            } else {
+                format!("/demande/{id}")
+            };
+            web::redirect_with(
+                &to,
+                &format!("{}.", r.text.trim_end_matches('.')),
+                app.config.secure_cookies,
+            )
+        }
+        Err(e) => web::redirect_with(
+            &format!("/demande/{id}"),
+            &web::explain(&e, "La file d'attente"),
+            app.config.secure_cookies,
+        ),
     }
 }

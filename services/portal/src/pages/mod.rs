@@ -116,6 +116,7 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/demande/{id}", get(fiche::work_item))
         .route("/demande/{id}/terminer", post(fiche::complete))
         .route("/demande/{id}/transferer", post(fiche::transfer))
+        .route("/demande/{id}/rappel", post(fiche::callback))
         .route("/demande/{id}/candidat", post(citizens::resolve))
         .route("/dossier/{id}", get(fiche::dossier))
         .route("/dossier/{id}/etape", post(fiche::transition))

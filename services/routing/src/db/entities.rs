@@ -49,6 +49,8 @@ pub mod work_item {
         /// Citizens the request may belong to, for the agent to confirm:
         /// JSON `[{"citizen_id", "confidence", "why"}]`.
         pub candidates: String,
+        pub callback_attempts: i32,
+        pub callback_unanswered: i32,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

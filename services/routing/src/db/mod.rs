@@ -4,6 +4,7 @@ pub mod entities;
 mod m0001_init;
 mod m0002_unified_queue;
 mod m0003_citizen_candidates;
+mod m0004_callback_attempts;
 
 use sea_orm_migration::prelude::*;
 
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_init::Migration),
             Box::new(m0002_unified_queue::Migration),
             Box::new(m0003_citizen_candidates::Migration),
+            Box::new(m0004_callback_attempts::Migration),
         ]
     }
 }

@@ -475,3 +475,82 @@ impl Queue {
         self.commit(res).await.map(Some)
     }
 }
+
+/// What a callback attempt did.
+pub struct Attempted {
+    pub item: work_item::Model,
+    pub attempt: i32,
+    pub unanswered: i32,
+    pub closed: bool,
+}
+
+impl Queue {
+    /// Count a callback attempt on `id`, held by `agent_id`: the attempt
+    /// `n` (its number, known to the caller) applies once; the request is
+    /// completed with `closing` when `unanswered` reaches the town's limit.
+    pub async fn callback_attempt(
+        &self,
+        id: &str,
+        agent_id: &str,
+        n: i32,
+        answered: bool,
+        closing: &str,
+    ) -> Result<Attempted, QueueError> {
+        use work_item::Column as C;
+        let current = self.get(id).await?.ok_or(QueueError::NotFound)?;
+        let unanswered = current.callback_unanswered + i32::from(!answered);
+        let close = !answered && unanswered >= self.settings.callback_attempts;
+        let now = self.now();
+        let mut update = vec![
+            (C::CallbackAttempts, Expr::value(n)),
+            (C::CallbackUnanswered, Expr::value(unanswered)),
+            (C::UpdatedAt, Expr::value(now)),
+        ];
+        let only_once = Condition::all().add(C::CallbackAttempts.eq(n - 1));
+        if close {
+            update.extend([
+                (C::Status, Expr::value(COMPLETED)),
+                (C::Outcome, Expr::value(Some(closing.to_owned()))),
+                (C::CompleteTime, Expr::value(Some(now))),
+            ]);
+            let res = self
+                .step(
+                    id,
+                    &[ASSIGNED, WRAPPING],
+                    Some(agent_id),
+                    Some(only_once),
+                    update,
+                    "completed",
+                    "",
+                    "",
+                )
+                .await?;
+            let item = self.commit(res).await?;
+            return Ok(Attempted {
+                item,
+                attempt: n,
+                unanswered,
+                closed: true,
+            });
+        }
+        let mut q = work_item::Entity::update_many()
+            .filter(C::Id.eq(id))
+            .filter(C::Status.is_in([ASSIGNED, WRAPPING]))
+            .filter(C::AgentId.eq(agent_id))
+            .filter(only_once);
+        for (col, v) in update {
+            q = q.col_expr(col, v);
+        }
+        if q.exec(&self.db).await?.rows_affected == 0 {
+            return Err(self.refused(id, "Rappel").await);
+        }
+        self.changed();
+        let item = self.get(id).await?.ok_or(QueueError::NotFound)?;
+        Ok(Attempted {
+            item,
+            attempt: n,
+            unanswered,
+            closed: false,
+        })
+    }
+}

@@ -20,6 +20,7 @@
 
 mod agents;
 mod lifecycle;
+pub use lifecycle::Attempted;
 mod maintenance;
 mod stats;
 
@@ -82,6 +83,8 @@ pub struct Settings {
     pub max_missed_offers: i32,
     pub sla_near_bump: i32,
     pub sla_breach_bump: i32,
+    /// Callbacks without an answer after which a request closes.
+    pub callback_attempts: i32,
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +414,8 @@ impl Queue {
                 candidates: Set(
                     serde_json::to_string(&item.candidates).unwrap_or_else(|_| "[]".into())
                 ),
+                callback_attempts: Set(0),
+                callback_unanswered: Set(0),
             }
             .insert(&txn)
             .await;
