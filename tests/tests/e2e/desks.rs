@@ -915,3 +915,163 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
     marie_b.close().await;
     paul_b.close().await;
 }
+
+/// The appointment desk: an agent books for the citizen from her dossier
+/// (type, site, people, a free slot), the booking shows in the day's
+/// agenda with the citizen's name and reaches the dossier's timeline, and
+/// the desk marks it seen.
+#[tokio::test]
+async fn an_agent_books_from_the_dossier_and_works_the_agenda() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    // Monday 4 January 2027, 09:00 in Paris.
+    let clock = ManualClock::new(Utc.with_ymd_and_hms(2027, 1, 4, 8, 0, 0).unwrap());
+    let app = env.spawn_on_clock(&all_roles(), env.config(), &clock).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+    let t = counter_client(app.grpc_addr, &env.token("agent-9", &[TokenRole::Agent]))
+        .await
+        .issue_ticket(ticket_request(
+            "Jean",
+            "Dupont",
+            "06 12 34 56 78",
+            "carte d'identité",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let item = item_in(
+        &app,
+        &token,
+        &t.intake_event_id,
+        qpb::WorkItemStatus::Pending,
+    )
+    .await;
+    assert!(!item.dossier_id.is_empty(), "{item:?}");
+
+    log_in(&b, &base, "marie").await;
+    b.goto(&format!("{base}/dossier/{}", item.dossier_id)).await;
+    b.click_text("Prendre un rendez-vous").await;
+    b.wait_text(
+        "Prendre un rendez-vous pour DUPONT Jean",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.client
+        .find(Locator::Css("#type option[value='cni-depot']"))
+        .await
+        .expect("the CNI type")
+        .click()
+        .await
+        .unwrap();
+    b.client
+        .find(Locator::Css("#site option[value='mairie']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.click_text("Voir les créneaux").await;
+    b.wait_text("Créneaux libres", Duration::from_secs(10))
+        .await;
+    b.check_page("rendez-vous-creneaux").await;
+    // Booking without a slot is told.
+    b.click_text("Réserver").await;
+    b.wait_text("Choisissez un créneau.", Duration::from_secs(10))
+        .await;
+    b.click_text("Voir les créneaux").await;
+    b.wait_text("Créneaux libres", Duration::from_secs(10))
+        .await;
+    let first = b
+        .client
+        .find(Locator::Css(".slot input"))
+        .await
+        .expect("a free slot");
+    let value = first.attr("value").await.unwrap().unwrap_or_default();
+    first.click().await.unwrap();
+    b.click_text("Réserver").await;
+    let text = b.wait_text("réservé le", Duration::from_secs(10)).await;
+    assert!(b.current_path().await.starts_with("/agenda?"), "{text}");
+    assert!(text.contains("DUPONT Jean"), "{text}");
+    assert!(text.contains("Attendu"), "{text}");
+    assert!(
+        text.contains("1 rendez-vous : 1 attendu(s) ou arrivé(s)"),
+        "{text}"
+    );
+    b.check_page("agenda").await;
+    let start = value.split_once('|').unwrap().1.to_owned();
+    let bookings = appointment_client(app.grpc_addr, &token)
+        .await
+        .list_bookings(apb::ListBookingsRequest {
+            filter: Some(apb::BookingFilter {
+                dossier_id: item.dossier_id.clone(),
+                ..Default::default()
+            }),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .bookings;
+    assert_eq!(bookings.len(), 1);
+    let booked = &bookings[0];
+    assert_eq!(booked.slot.as_ref().unwrap().appointment_type, "cni-depot");
+    assert_eq!(
+        booked
+            .slot
+            .as_ref()
+            .unwrap()
+            .start_time
+            .as_ref()
+            .map(|t| t.seconds),
+        Some(
+            chrono::DateTime::parse_from_rfc3339(&start)
+                .unwrap()
+                .timestamp()
+        )
+    );
+    // On the dossier's timeline.
+    let d = dossier_client(app.grpc_addr, &token).await;
+    eventually(
+        "the booking on the timeline",
+        Duration::from_secs(30),
+        || {
+            let mut d = d.clone();
+            let id = item.dossier_id.clone();
+            async move {
+                d.list_dossier_timeline(
+                    guichet_testkit::proto::dossier::v1::ListDossierTimelineRequest {
+                        dossier_id: id,
+                        page_size: 50,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .ok()?
+                .into_inner()
+                .entries
+                .iter()
+                .any(|e| e.summary.starts_with("Rendez-vous"))
+                .then_some(())
+            }
+        },
+    )
+    .await;
+    // The desk marks it seen.
+    b.click_text(&format!("Reçu {}", booked.reference)).await;
+    b.wait_text(
+        &format!("Rendez-vous {} : reçu.", booked.reference),
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = b.text().await;
+    assert!(text.contains("1 reçu(s)"), "{text}");
+    b.close().await;
+}

@@ -1,5 +1,6 @@
 //! The pages and their routes.
 
+mod agenda;
 mod calls;
 mod citizens;
 mod desk;
@@ -140,6 +141,12 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/guichet/attente", get(desk::waiting_fragment))
         .route("/guichet/evenements", get(desk::events))
         .route("/guichet/ticket/{id}/{step}", post(desk::act))
+        .route("/agenda", get(agenda::page))
+        .route("/agenda/{id}/{step}", post(agenda::act))
+        .route(
+            "/dossier/{id}/rendez-vous",
+            get(agenda::book_form).post(agenda::book),
+        )
         .route("/appel/{id}", get(calls::pop))
         .route("/appels/evenements", get(calls::events))
         .route(
