@@ -10,6 +10,7 @@ use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
+use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use guichet_proto::telephony::v1::telephony_service_client::TelephonyServiceClient;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
@@ -45,6 +46,7 @@ pub struct Clients {
     pub appointment: AppointmentServiceClient<Ch>,
     pub indicators: IndicatorServiceClient<Ch>,
     pub telephony: TelephonyServiceClient<Ch>,
+    pub signature: SignatureServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -78,6 +80,10 @@ impl Clients {
             ),
             telephony: TelephonyServiceClient::with_interceptor(
                 channel("portal.telephony_url", &config.telephony_url)?,
+                creds.clone(),
+            ),
+            signature: SignatureServiceClient::with_interceptor(
+                channel("portal.signature_url", &config.signature_url)?,
                 creds,
             ),
             auth,

@@ -26,6 +26,9 @@ pub struct Config {
     /// The telephony role (screen pop, the PBX extension mapping).
     #[serde(default = "default_indicators_url")]
     pub telephony_url: String,
+    /// The signature role (a dossier's signature requests).
+    #[serde(default = "default_indicators_url")]
+    pub signature_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -123,6 +126,7 @@ impl Config {
             ("portal.appointment_url", &self.appointment_url),
             ("portal.indicators_url", &self.indicators_url),
             ("portal.telephony_url", &self.telephony_url),
+            ("portal.signature_url", &self.signature_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(

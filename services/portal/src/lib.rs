@@ -59,6 +59,7 @@ impl RoleSpec for Spec {
             ("appointment", &mut config.appointment_url),
             ("indicators", &mut config.indicators_url),
             ("ingress-telephony", &mut config.telephony_url),
+            ("signature", &mut config.signature_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

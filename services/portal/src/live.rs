@@ -64,6 +64,7 @@ impl Live {
         let counter = bus.subject("events.counter.");
         let routing = bus.subject("events.routing.");
         let telephony = bus.subject("events.telephony.call_");
+        let signature = bus.subject("events.signature.");
         while !shutdown.is_cancelled() {
             match bus.client().subscribe(subject.clone()).await {
                 Ok(mut sub) => loop {
@@ -75,6 +76,10 @@ impl Live {
                                 // empty, or browsers drop the SSE event.
                                 let ty = msg.subject.as_str()[counter.len()..].to_owned();
                                 self.send(Change { kind: "counter", id: ty, to: Vec::new() });
+                            }
+                            Some(msg) if msg.subject.as_str().starts_with(&signature) => {
+                                let ty = msg.subject.as_str()[signature.len()..].to_owned();
+                                self.send(Change { kind: "signature", id: ty, to: Vec::new() });
                             }
                             Some(msg) if msg.subject.as_str().starts_with(&telephony) => {
                                 if let Some(c) = call_change(&msg) {

@@ -1075,3 +1075,133 @@ async fn an_agent_books_from_the_dossier_and_works_the_agenda() {
     assert!(text.contains("1 reçu(s)"), "{text}");
     b.close().await;
 }
+
+/// A signature requested from the dossier: the agent prepares it (a PDF
+/// of the dossier, the citizen's mobile prefilled), the citizen signs on
+/// the signing page with the code from the SMS, the agent's open page
+/// shows "Signé" live, and the evidence verifies.
+#[tokio::test]
+async fn a_signature_requested_from_the_dossier_completes_with_the_sms_code() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(agent_b) = Browser::start().await else {
+        return;
+    };
+    let Some(citizen_b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+    let t = counter_client(app.grpc_addr, &env.token("agent-9", &[TokenRole::Agent]))
+        .await
+        .issue_ticket(ticket_request(
+            "Amélie",
+            "Poulain",
+            "06 12 34 56 78",
+            "contrat de crèche",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let item = item_in(
+        &app,
+        &token,
+        &t.intake_event_id,
+        qpb::WorkItemStatus::Pending,
+    )
+    .await;
+    assert!(!item.dossier_id.is_empty(), "{item:?}");
+    dossier_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service]))
+        .await
+        .add_document(guichet_testkit::proto::dossier::v1::AddDocumentRequest {
+            dossier_id: item.dossier_id.clone(),
+            filename: "avenant.pdf".into(),
+            media_type: "application/pdf".into(),
+            document_type: "avenant".into(),
+            content: crate::signature_flow::avenant_pdf(&env.id),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    log_in(&agent_b, &base, "marie").await;
+    agent_b
+        .goto(&format!("{base}/dossier/{}", item.dossier_id))
+        .await;
+    agent_b.click_text("Signatures").await;
+    agent_b
+        .wait_text("Aucune demande de signature", Duration::from_secs(10))
+        .await;
+    let phone = agent_b
+        .client
+        .find(Locator::Id("telephone"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(phone.as_deref(), Some("+33612345678"));
+    agent_b.check_page("signatures-vide").await;
+    agent_b.fill("titre", "Avenant au contrat d'accueil").await;
+    agent_b.click_text("Envoyer la demande de signature").await;
+    agent_b
+        .wait_text(
+            "Demande de signature « Avenant au contrat d'accueil » envoyée",
+            Duration::from_secs(10),
+        )
+        .await;
+    agent_b
+        .wait_text("En attente de signature", Duration::from_secs(10))
+        .await;
+    agent_b.check_page("signatures-en-attente").await;
+
+    // The citizen signs with the code of the SMS.
+    let code = crate::signature_flow::read_sms_code(&env, "+33612345678", 1).await;
+    let sms = env
+        .sms_sink()
+        .into_iter()
+        .find(|m| m["template"] == "signature-code")
+        .expect("the signing SMS");
+    let text = sms["text"].as_str().unwrap().to_owned();
+    let link = text
+        .split_whitespace()
+        .find(|w| w.contains("/s/"))
+        .unwrap_or_else(|| panic!("no signing link in {text}"));
+    let path = &link[link.find("/s/").unwrap()..];
+    let pages = http_addr_of(&app, guichet::Role::Signature);
+    citizen_b.goto(&format!("http://{pages}{path}")).await;
+    citizen_b
+        .wait_text("Avenant au contrat d'accueil", Duration::from_secs(10))
+        .await;
+    citizen_b
+        .client
+        .find(Locator::Css("input[name='consent']"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    citizen_b.fill("code", &code).await;
+    citizen_b.click_text("Signer le document").await;
+    citizen_b
+        .wait_text("Votre signature est enregistrée", Duration::from_secs(10))
+        .await;
+
+    // The agent's open page follows: signed, with its evidence verified.
+    agent_b.wait_text("Signé", Duration::from_secs(15)).await;
+    agent_b
+        .click_text("Voir la preuve et sa vérification")
+        .await;
+    agent_b
+        .wait_text("Preuve valide", Duration::from_secs(10))
+        .await;
+    let text = agent_b.text().await;
+    assert!(text.contains("Amélie Poulain"), "{text}");
+    agent_b.check_page("signature-preuve").await;
+    agent_b.close().await;
+    citizen_b.close().await;
+}

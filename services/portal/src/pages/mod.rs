@@ -12,6 +12,7 @@ mod intake;
 mod login;
 mod queue;
 mod search;
+mod signatures;
 
 use std::sync::Arc;
 
@@ -147,6 +148,14 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
             "/dossier/{id}/rendez-vous",
             get(agenda::book_form).post(agenda::book),
         )
+        .route(
+            "/dossier/{id}/signatures",
+            get(signatures::page).post(signatures::create),
+        )
+        .route("/dossier/{id}/signatures/liste", get(signatures::list))
+        .route("/signatures/evenements", get(signatures::events))
+        .route("/signature/{id}", get(signatures::evidence))
+        .route("/signature/{id}/{step}", post(signatures::act))
         .route("/appel/{id}", get(calls::pop))
         .route("/appels/evenements", get(calls::events))
         .route(
