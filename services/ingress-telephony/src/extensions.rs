@@ -90,6 +90,33 @@ impl TelephonyApi {
         staged
     }
 
+    /// The calls that began in `[start, end)`, newest first.
+    pub(crate) async fn calls_between(
+        &self,
+        start: DateTime<Utc>,
+        end: DateTime<Utc>,
+        missed_only: bool,
+        limit: u64,
+    ) -> Result<Vec<crate::db::entities::call::Model>, sea_orm::DbErr> {
+        use crate::db::entities::call;
+        use sea_orm::QuerySelect;
+        let mut q = call::Entity::find()
+            .filter(call::Column::StartedAt.gte(start))
+            .filter(call::Column::StartedAt.lt(end));
+        if missed_only {
+            q = q.filter(
+                sea_orm::Condition::any()
+                    .add(call::Column::Missed.eq(true))
+                    .add(call::Column::Voicemail.eq(true))
+                    .add(call::Column::CallbackRequested.eq(true)),
+            );
+        }
+        q.order_by_desc(call::Column::StartedAt)
+            .limit(limit)
+            .all(&self.db)
+            .await
+    }
+
     pub(crate) async fn list_extensions(&self) -> Result<Vec<extension::Model>, sea_orm::DbErr> {
         extension::Entity::find()
             .order_by_asc(extension::Column::Extension)

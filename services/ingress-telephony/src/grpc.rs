@@ -98,6 +98,39 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         Ok(GrpcResponse::new(call_pb(c)))
     }
 
+    async fn list_calls(
+        &self,
+        request: Request<pb::ListCallsRequest>,
+    ) -> Result<GrpcResponse<pb::ListCallsResponse>, Status> {
+        require(&request, &[Role::Agent, Role::Supervisor, Role::Admin])?;
+        let req = request.into_inner();
+        let (Some(start), Some(end)) = (
+            req.start_time.as_ref().and_then(guichet_proto::convert::datetime),
+            req.end_time.as_ref().and_then(guichet_proto::convert::datetime),
+        ) else {
+            return Err(invalid_argument("start_time", "start_time and end_time are required"));
+        };
+        if end <= start || end - start > chrono::Duration::days(31) {
+            return Err(invalid_argument(
+                "end_time",
+                "must be after start_time, at most 31 days later",
+            ));
+        }
+        let limit = match req.limit {
+            0 => 200,
+            n if n <= 1000 => u64::from(n),
+            _ => return Err(invalid_argument("limit", "must be at most 1000")),
+        };
+        let calls = self
+            .calls_between(start, end, req.missed_only, limit)
+            .await
+            .map_err(internal_err("list calls"))?
+            .into_iter()
+            .map(call_pb)
+            .collect();
+        Ok(GrpcResponse::new(pb::ListCallsResponse { calls }))
+    }
+
     async fn list_extensions(
         &self,
         request: Request<pb::ListExtensionsRequest>,

@@ -375,3 +375,147 @@ pub async fn delete_extension(
         }
     }
 }
+
+pub struct CallRow {
+    pub time: String,
+    pub direction: &'static str,
+    pub number: String,
+    pub name: String,
+    pub waited: String,
+    pub talked: String,
+    pub outcome: String,
+    pub tag: &'static str,
+}
+
+#[derive(askama::Template)]
+#[template(path = "calls.html")]
+struct JournalPage {
+    layout: Layout,
+    calls: Section<Vec<CallRow>>,
+    counts: String,
+    callbacks: Section<super::queue::Rows>,
+}
+
+fn secs(s: u32) -> String {
+    if s < 60 {
+        format!("{s} s")
+    } else {
+        format!("{} min {:02}", s / 60, s % 60)
+    }
+}
+
+fn call_row(c: tpb::Call) -> CallRow {
+    let (outcome, tag) = if c.blocked {
+        ("Bloqué".to_owned(), "neutral")
+    } else if c.state != "ended" {
+        (if c.state == "answered" { "En cours" } else { "Sonne" }.to_owned(), "info")
+    } else if c.voicemail {
+        ("Messagerie".to_owned(), "warn")
+    } else if c.callback_requested {
+        ("Rappel demandé".to_owned(), "warn")
+    } else if c.missed {
+        ("Manqué".to_owned(), "danger")
+    } else if c.answered_by.is_empty() {
+        ("Répondu".to_owned(), "ok")
+    } else {
+        (format!("Répondu ({})", c.answered_by), "ok")
+    };
+    CallRow {
+        time: views::ts(&c.started_at)
+            .map(|t| guichet_platform::calendar::to_paris(t).format("%H:%M").to_string())
+            .unwrap_or_default(),
+        direction: if c.direction == "out" { "Sortant" } else { "Entrant" },
+        number: if c.caller_phone.is_empty() {
+            "numéro masqué".into()
+        } else {
+            c.caller_phone
+        },
+        name: c.caller_name,
+        waited: if c.state == "ended" { secs(c.waiting_seconds) } else { String::new() },
+        talked: if c.state == "ended" && c.talk_seconds > 0 { secs(c.talk_seconds) } else { String::new() },
+        outcome,
+        tag,
+    }
+}
+
+/// Journal d'appels: the day's calls with their waiting and talk times, and
+/// the callback requests waiting in the queue with their SLA.
+pub async fn journal(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
+    use chrono::{Duration, NaiveTime};
+    use guichet_platform::calendar::{from_paris, to_paris};
+    use guichet_proto::convert::timestamp;
+    use guichet_proto::routing::v1 as rpb;
+    let day = to_paris(app.now()).date();
+    let start = from_paris(day.and_time(NaiveTime::MIN));
+    let end = from_paris((day + Duration::days(1)).and_time(NaiveTime::MIN));
+    let mut t = app.clients.telephony.clone();
+    let listed = t
+        .list_calls(app.clients.request(
+            &agent,
+            tpb::ListCallsRequest {
+                start_time: Some(timestamp(start)),
+                end_time: Some(timestamp(end)),
+                missed_only: false,
+                limit: 500,
+            },
+        ))
+        .await
+        .map(|r| r.into_inner().calls);
+    let counts = listed
+        .as_ref()
+        .map(|calls| {
+            let inbound: Vec<_> = calls.iter().filter(|c| c.direction != "out" && !c.blocked).collect();
+            let missed = inbound.iter().filter(|c| c.missed || c.voicemail).count();
+            format!(
+                "{} appel(s) reçu(s), {} répondu(s), {missed} manqué(s) ; {} sortant(s)",
+                inbound.len(),
+                inbound.iter().filter(|c| c.answered_at.is_some()).count(),
+                calls.iter().filter(|c| c.direction == "out").count()
+            )
+        })
+        .unwrap_or_default();
+    let calls = Section::from(
+        listed.map(|c| c.into_iter().map(call_row).collect()),
+        "La téléphonie",
+    );
+    let mut r = app.clients.routing.clone();
+    let titles = app.catalog.titles(&app.clients, &agent).await;
+    let mut callbacks = Vec::new();
+    let mut error = None;
+    for status in [rpb::WorkItemStatus::Pending, rpb::WorkItemStatus::Offered, rpb::WorkItemStatus::Assigned] {
+        match r
+            .list_work_items(app.clients.request(
+                &agent,
+                rpb::ListWorkItemsRequest {
+                    status: status as i32,
+                    channel: guichet_proto::intake::v1::Channel::Telephony as i32,
+                    page_size: 100,
+                    ..Default::default()
+                },
+            ))
+            .await
+        {
+            Ok(l) => callbacks.extend(
+                l.into_inner()
+                    .items
+                    .iter()
+                    .map(|w| super::queue::row(&app, w, &titles, &Default::default())),
+            ),
+            Err(e) => error = Some(e),
+        }
+    }
+    let callbacks = match error {
+        Some(e) if callbacks.is_empty() => Section::from(Err(e), "La file d'attente"),
+        _ => Section::done(super::queue::Rows {
+            items: callbacks,
+            next: None,
+        }),
+    };
+    let page = JournalPage {
+        layout: Layout::new(&app, &agent, "appels", &headers),
+        calls,
+        counts,
+        callbacks,
+    };
+    respond(&app, &page)
+}

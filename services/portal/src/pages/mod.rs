@@ -156,6 +156,7 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/signatures/evenements", get(signatures::events))
         .route("/signature/{id}", get(signatures::evidence))
         .route("/signature/{id}/{step}", post(signatures::act))
+        .route("/appels", get(calls::journal))
         .route("/appel/{id}", get(calls::pop))
         .route("/appels/evenements", get(calls::events))
         .route(
