@@ -178,13 +178,16 @@ fn to_json(v: Value) -> serde_json::Value {
     }
 }
 
+/// One statement's op and rows.
+type Group = (&'static Op, Vec<Vec<Value>>);
+
 /// Write `writes` (in event order) in as few statements as their order
 /// allows.
 pub async fn flush(conn: &impl ConnectionTrait, writes: Vec<Write>) -> Result<(), DbErr> {
     // Round of each write: how many earlier writes touched its row.
     let mut seen: HashMap<(&'static str, String), usize> = HashMap::new();
     // (round, op) → rows; ops are told apart by address (each is a static).
-    let mut groups: BTreeMap<(usize, usize), (&'static Op, Vec<Vec<Value>>)> = BTreeMap::new();
+    let mut groups: BTreeMap<(usize, usize), Group> = BTreeMap::new();
     for w in writes {
         let round = seen.entry((w.op.table, w.key)).or_insert(0);
         let group = groups

@@ -165,11 +165,7 @@ impl MigrationName for Init {
 #[async_trait::async_trait]
 impl MigrationTrait for Init {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for ddl in DDL {
-            db.execute_unprepared(ddl).await?;
-        }
-        Ok(())
+        execute_all(m, DDL).await
     }
 }
 
@@ -204,10 +200,14 @@ impl MigrationName for CoveringIndexes {
 #[async_trait::async_trait]
 impl MigrationTrait for CoveringIndexes {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for ddl in COVERING {
-            db.execute_unprepared(ddl).await?;
-        }
-        Ok(())
+        execute_all(m, COVERING).await
     }
+}
+
+async fn execute_all(m: &SchemaManager<'_>, ddl: &[&str]) -> Result<(), DbErr> {
+    let db = m.get_connection();
+    for statement in ddl {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
 }

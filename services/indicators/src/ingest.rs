@@ -111,6 +111,14 @@ fn w(op: &'static Op, key: impl Into<String>, values: Vec<Value>) -> Write {
     }
 }
 
+/// A `visit_fact` row: the ticket (id, number, service, site, desk), then
+/// issued, called, ended, waiting, service time and outcome.
+fn visit(op: &'static Op, ticket: [String; 5], rest: [Value; 6]) -> Write {
+    let key = ticket[0].clone();
+    let values = ticket.into_iter().map(Value::from).chain(rest).collect();
+    w(op, key, values)
+}
+
 impl Ingest {
     /// Apply a batch in one transaction; returns each event's outcome.
     ///
@@ -311,45 +319,31 @@ impl Ingest {
             Kind::TicketCalled => {
                 let m: ev::TicketCalled = body(e)?;
                 let called = ts(&m.call_time).unwrap_or(secs(at));
-                vec![w(
-                    &TICKET_CALLED,
-                    m.ticket_id.clone(),
-                    vec![
-                        m.ticket_id.into(),
-                        m.ticket_number.into(),
-                        m.service.into(),
-                        m.site.into(),
-                        m.desk.into(),
-                        called.into(),
-                        called.into(),
-                        opt(None),
-                        0i64.into(),
-                        0i64.into(),
-                        "called".into(),
-                    ],
-                )]
+                let ticket = [m.ticket_id, m.ticket_number, m.service, m.site, m.desk];
+                let rest = [
+                    called.into(),
+                    called.into(),
+                    opt(None),
+                    0i64.into(),
+                    0i64.into(),
+                    "called".into(),
+                ];
+                vec![visit(&TICKET_CALLED, ticket, rest)]
             }
             Kind::VisitEnded => {
                 let m: ev::VisitEnded = body(e)?;
                 let ended = ts(&m.end_time).unwrap_or(secs(at));
                 let issued = ts(&m.issued_at).unwrap_or(ended);
-                vec![w(
-                    &VISIT_ENDED,
-                    m.ticket_id.clone(),
-                    vec![
-                        m.ticket_id.into(),
-                        m.ticket_number.into(),
-                        m.service.into(),
-                        m.site.into(),
-                        m.desk.into(),
-                        issued.into(),
-                        opt(None),
-                        ended.into(),
-                        i64::from(m.waiting_seconds).into(),
-                        i64::from(m.service_seconds).into(),
-                        m.outcome.into(),
-                    ],
-                )]
+                let ticket = [m.ticket_id, m.ticket_number, m.service, m.site, m.desk];
+                let rest = [
+                    issued.into(),
+                    opt(None),
+                    ended.into(),
+                    i64::from(m.waiting_seconds).into(),
+                    i64::from(m.service_seconds).into(),
+                    m.outcome.into(),
+                ];
+                vec![visit(&VISIT_ENDED, ticket, rest)]
             }
             Kind::Appointment => {
                 let m: ev::AppointmentChanged = body(e)?;

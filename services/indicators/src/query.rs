@@ -103,6 +103,9 @@ struct Agg {
     values: Vec<i64>,
 }
 
+/// (cut value, bucket index) → its items summed up.
+type Groups = BTreeMap<(String, usize), Agg>;
+
 #[derive(Clone)]
 pub struct Engine {
     pub db: DatabaseConnection,
@@ -298,7 +301,7 @@ impl Engine {
     /// ` FROM … WHERE …`: the items of `i` in the period (for a backlog:
     /// opened before its end, not closed before its start), with the
     /// query's filters and, for a drill-down, the chosen cut value.
-    fn from_where(&self, sql: &mut Sql, i: &Indicator, q: &Query, cut_value: Option<&str>) {
+    fn push_from_where(sql: &mut Sql, i: &Indicator, q: &Query, cut_value: Option<&str>) {
         // The dossier join only when the cut or a filter reads the dossier.
         let uses_dossier = Self::cut_expr(i, &q.cut).is_some_and(|e| e.contains("d."))
             || q.filters
@@ -355,7 +358,7 @@ impl Engine {
             Self::cut_sql(i, q),
             i.flag
         ));
-        self.from_where(&mut sql, i, q, Some(cut_value));
+        Self::push_from_where(&mut sql, i, q, Some(cut_value));
         let rows = self.db.query_all_raw(sql.build()).await?;
         rows.iter().map(read_row).collect()
     }
@@ -410,7 +413,7 @@ impl Engine {
         i: &Indicator,
         q: &Query,
         ends: &[i64],
-    ) -> Result<BTreeMap<(String, usize), Agg>, DbErr> {
+    ) -> Result<Groups, DbErr> {
         let backend = conn.get_database_backend();
         let mut sql = Sql::new(backend);
         // Items are in the period: before its end, the last bucket's end.
@@ -442,7 +445,7 @@ impl Engine {
             Stat::Count | Stat::PerOpenHour | Stat::OpenAtEnd => {}
         }
         sql.push(&select);
-        self.from_where(&mut sql, i, q, None);
+        Self::push_from_where(&mut sql, i, q, None);
         sql.push(" GROUP BY 1, 2");
         let mut groups = BTreeMap::new();
         for r in conn.query_all_raw(sql.build()).await? {
@@ -488,7 +491,7 @@ impl Engine {
         i: &Indicator,
         q: &Query,
         ends: &[i64],
-    ) -> Result<BTreeMap<(String, usize), Agg>, DbErr> {
+    ) -> Result<Groups, DbErr> {
         let n = ends.len();
         let by_age = q.cut == "age";
         // Open at the end e of bucket k: opened before it (k ≥ a), not
@@ -512,7 +515,7 @@ impl Engine {
         select += ", CAST(COUNT(*) AS BIGINT) AS n";
         let mut sql = Sql::new(conn.get_database_backend());
         sql.push(&select);
-        self.from_where(&mut sql, i, q, None);
+        Self::push_from_where(&mut sql, i, q, None);
         sql.push(&group);
         // Per cut value (or age class): +n where items start counting, −n
         // where they stop.
@@ -566,7 +569,7 @@ impl Engine {
         q: &Query,
         buckets: &[DateTime<Utc>],
         ends: &[DateTime<Utc>],
-        mut groups: BTreeMap<(String, usize), Agg>,
+        mut groups: Groups,
     ) -> Vec<Figure> {
         let mut cuts: BTreeSet<String> = groups.keys().map(|(c, _)| c.clone()).collect();
         if cuts.is_empty() {
