@@ -3,7 +3,8 @@
 //!
 //! An indicator reads one fact table (with its joins): each row is one item
 //! (a request, a call, a visit…) placed in the period by one time column,
-//! with a value (seconds, days, units) and, for ratios, a 0/1 flag. The
+//! with a value (a whole number: seconds, units; shown divided by `per`,
+//! so days are seconds over 86,400) and, for ratios, a 0/1 flag. The
 //! statistic turns a bucket's items into the figure. Percentiles are
 //! nearest-rank: p90 is the smallest value that at least 90 % of the items
 //! do not exceed (an actual value of an item, never an interpolation).
@@ -61,7 +62,10 @@ pub struct Indicator {
     pub from: &'static str,
     /// Unix seconds that place an item in the period.
     pub time: &'static str,
+    /// A whole number (seconds, units), so sums stay exact.
     pub value: String,
+    /// What the value is divided by to be shown (86,400: seconds → days).
+    pub per: f64,
     pub flag: String,
     pub filter: String,
     /// Dimension → SQL expression of the item's value for it.
@@ -134,6 +138,7 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
         from: REQUESTS,
         time: "r.received_s",
         value: "0".into(),
+        per: 1.0,
         flag: "0".into(),
         filter: "1 = 1".into(),
         cuts: request_cuts("r.first_agent"),
@@ -499,7 +504,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                 .into(),
             from: "appointment_sample s",
             time: "s.sampled_s",
-            value: "(s.next_free_s - s.sampled_s) / 86400.0".into(),
+            value: "s.next_free_s - s.sampled_s".into(),
+            per: 86_400.0,
             filter: "s.next_free_s IS NOT NULL".into(),
             cuts: vec![
                 ("appointment_type", "s.appointment_type"),
@@ -538,7 +544,8 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                 "Days from booking to the appointment time, p50, bookings of the period.".into(),
             from: APPOINTMENTS,
             time: "p.booked_s",
-            value: "(p.start_s - p.booked_s) / 86400.0".into(),
+            value: "p.start_s - p.booked_s".into(),
+            per: 86_400.0,
             cuts: vec![
                 ("appointment_type", "p.appointment_type"),
                 ("site", "p.site"),

@@ -11,7 +11,7 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Init)]
+        vec![Box::new(Init), Box::new(CoveringIndexes)]
     }
 }
 
@@ -165,10 +165,49 @@ impl MigrationName for Init {
 #[async_trait::async_trait]
 impl MigrationTrait for Init {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let db = m.get_connection();
-        for ddl in DDL {
-            db.execute_unprepared(ddl).await?;
-        }
-        Ok(())
+        execute_all(m, DDL).await
     }
+}
+
+/// Indexes that hold every column the figures of a period read, led by
+/// the time that places an item: a year's query reads the index alone, in
+/// time order, instead of looking each item's row up (SQLite went from
+/// ~130 ms to ~25 ms for a quarter of the bench's year). Each replaces
+/// the index on its time column alone.
+struct CoveringIndexes;
+
+const COVERING: &[&str] = &[
+    "CREATE INDEX IF NOT EXISTS request_fact_received_cover ON request_fact (received_s, \
+     process_id, channel, touch_work_s, resolve_work_s, completed_s, sla_due_s, sla_breached, \
+     dossier_id, id)",
+    "CREATE INDEX IF NOT EXISTS dossier_fact_opened_cover ON dossier_fact (opened_s, closed_s, \
+     process_id, process_version, domain)",
+    "CREATE INDEX IF NOT EXISTS call_fact_started_cover ON call_fact (started_s, direction, \
+     blocked, missed, waiting_s, queue)",
+    // Their first column alone: now a prefix of the above, one less index
+    // to write per event.
+    "DROP INDEX IF EXISTS request_fact_received",
+    "DROP INDEX IF EXISTS dossier_fact_opened",
+    "DROP INDEX IF EXISTS call_fact_started",
+];
+
+impl MigrationName for CoveringIndexes {
+    fn name(&self) -> &str {
+        "m0002_indicators_covering_indexes"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for CoveringIndexes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        execute_all(m, COVERING).await
+    }
+}
+
+async fn execute_all(m: &SchemaManager<'_>, ddl: &[&str]) -> Result<(), DbErr> {
+    let db = m.get_connection();
+    for statement in ddl {
+        db.execute_unprepared(statement).await?;
+    }
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! gRPC `IndicatorService`: supervisors, admins and other municipal
 //! systems read the figures; agents do not.
 
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -130,6 +131,7 @@ impl IndicatorApi {
             filters: filters(&r.filters),
         };
         let (a, b) = (mk(rs, re), mk(cs, ce));
+        // Both periods take the same cut, filters and indicators.
         self.engine.check(&a).map_err(refusal)?;
         let (fa, _) = self
             .engine
@@ -141,37 +143,38 @@ impl IndicatorApi {
             .figures(&b)
             .await
             .map_err(internal_err("read figures"))?;
-        let mut keys: Vec<(&'static str, String)> = fa
-            .iter()
-            .chain(fb.iter())
-            .map(|f| (f.indicator, f.cut_value.clone()))
-            .collect();
-        // Keep the catalog's order, then the cut values'.
+        // (catalog position, cut value) → the figure of each period (one
+        // bucket each: the whole period).
         let order = |k: &str| self.engine.indicators.iter().position(|i| i.key == k);
-        keys.sort_by(|x, y| (order(x.0), &x.1).cmp(&(order(y.0), &y.1)));
-        keys.dedup();
-        let comparisons = keys
+        let mut pairs: BTreeMap<(Option<usize>, String), [Option<&query::Figure>; 2]> =
+            BTreeMap::new();
+        for (side, figures) in [&fa, &fb].into_iter().enumerate() {
+            for f in figures {
+                let pair = pairs
+                    .entry((order(f.indicator), f.cut_value.clone()))
+                    .or_default();
+                pair[side] = pair[side].or(Some(f));
+            }
+        }
+        // Cut, a period without data gives one '' row of zeros: dropped
+        // where the other period has cut values for that indicator.
+        if !r.cut.is_empty() {
+            let with_values: HashSet<Option<usize>> = pairs
+                .keys()
+                .filter(|(_, c)| !c.is_empty())
+                .map(|(i, _)| *i)
+                .collect();
+            pairs.retain(|(i, c), _| !c.is_empty() || !with_values.contains(i));
+        }
+        let comparisons = pairs
             .into_iter()
-            .filter(|(i, c)| {
-                !(c.is_empty() && !r.cut.is_empty() && {
-                    // A cut with data has no "" row except when both are empty.
-                    fa.iter()
-                        .chain(fb.iter())
-                        .any(|f| f.indicator == *i && !f.cut_value.is_empty())
-                })
-            })
-            .map(|(i, c)| {
-                let find = |v: &[query::Figure]| {
-                    v.iter()
-                        .find(|f| f.indicator == i && f.cut_value == c)
-                        .cloned()
-                };
-                let (x, y) = (find(&fa), find(&fb));
+            .map(|((_, c), [x, y])| {
+                let indicator = x.or(y).map(|f| f.indicator).unwrap_or_default();
                 let (xv, xn) = x.map(|f| (f.value, f.count)).unwrap_or((0.0, 0));
                 let (yv, yn) = y.map(|f| (f.value, f.count)).unwrap_or((0.0, 0));
                 let change = (xn > 0 && yn > 0 && xv != 0.0).then(|| yv / xv - 1.0);
                 pb::Comparison {
-                    indicator: i.to_owned(),
+                    indicator: indicator.to_owned(),
                     cut_value: c,
                     reference: xv,
                     compared: yv,

@@ -10,11 +10,16 @@
 //! is counted as skipped, logged with its id and recorded, and never
 //! blocks the consumer.
 //!
+//! A batch is written in few statements: one that records its event ids
+//! (and returns the new ones), then multi-row upserts per fact table
+//! ([`crate::batch`]), the events of one row applied in their order.
+//!
 //! Events of one entity come from one role's outbox, which publishes them
 //! in commit order, so within an entity the facts are applied in order;
 //! facts from several roles (a request and its dossier) are joined at
 //! query time, never at ingest.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -24,16 +29,13 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use guichet_platform::bus::{Bus, IncomingEvent, StreamKind};
 use guichet_platform::calendar::BusinessCalendar;
-use guichet_platform::db::Sql;
 use guichet_proto::convert::datetime;
 use guichet_proto::events::v1 as ev;
 use prost::Message;
-use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, TransactionTrait, TryGetable,
-    Value,
-};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait, TryGetable, Value};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+
+use crate::batch::{self, Op, Shape, Write};
 
 /// Counters of what the consumer did since the role started.
 #[derive(Debug, Default)]
@@ -77,14 +79,77 @@ fn opt(v: Option<i64>) -> Value {
     Value::BigInt(v)
 }
 
+/// What one event of a batch comes to, before anything is written.
+struct Plan {
+    /// The id recorded in `applied_event`, with its type, stream sequence
+    /// and whether it is recorded as skipped; None: an event no indicator
+    /// needs, not recorded.
+    record: Option<Record>,
+    /// The fact rows it writes once applied.
+    writes: Vec<Write>,
+    /// Why its body cannot be read (then recorded as skipped).
+    malformed: Option<String>,
+}
+
+type Record = (String, String, u64, bool);
+
+impl Plan {
+    fn skipped(id: String, ty: String, seq: u64) -> Plan {
+        Plan {
+            record: Some((id, ty, seq, true)),
+            writes: Vec::new(),
+            malformed: None,
+        }
+    }
+}
+
+fn w(op: &'static Op, key: impl Into<String>, values: Vec<Value>) -> Write {
+    Write {
+        op,
+        key: key.into(),
+        values,
+    }
+}
+
+/// A `visit_fact` row: the ticket (id, number, service, site, desk), then
+/// issued, called, ended, waiting, service time and outcome.
+fn visit(op: &'static Op, ticket: [String; 5], rest: [Value; 6]) -> Write {
+    let key = ticket[0].clone();
+    let values = ticket.into_iter().map(Value::from).chain(rest).collect();
+    w(op, key, values)
+}
+
 impl Ingest {
     /// Apply a batch in one transaction; returns each event's outcome.
-    pub async fn apply_batch(&self, batch: &[Incoming]) -> Result<Vec<Outcome>, DbErr> {
+    ///
+    /// The batch's event ids are recorded in one statement that returns
+    /// those never recorded before; the facts of these events are then
+    /// written together, in event order for each row ([`batch::flush`]).
+    pub async fn apply_batch(&self, items: &[Incoming]) -> Result<Vec<Outcome>, DbErr> {
+        let plans: Vec<Plan> = items.iter().map(|item| self.plan(item)).collect();
         let txn = self.db.begin().await?;
-        let mut out = Vec::with_capacity(batch.len());
-        for item in batch {
-            out.push(self.apply_one(&txn, item).await?);
+        let mut fresh = record(&txn, plans.iter().filter_map(|p| p.record.as_ref())).await?;
+        let mut out = Vec::with_capacity(plans.len());
+        let mut writes = Vec::new();
+        for p in plans {
+            let outcome = match &p.record {
+                None => Outcome::Ignored,
+                // An id twice in a batch is new the first time only.
+                Some((id, _, _, _)) if !fresh.remove(id) => Outcome::Duplicate,
+                Some((id, ty, _, true)) => {
+                    if let Some(reason) = &p.malformed {
+                        tracing::warn!(event_id = %id, ce_type = %ty, %reason, "malformed event skipped");
+                    }
+                    Outcome::Skipped
+                }
+                Some(_) => {
+                    writes.extend(p.writes);
+                    Outcome::Applied
+                }
+            };
+            out.push(outcome);
         }
+        batch::flush(&txn, writes).await?;
         txn.commit().await?;
         for o in &out {
             self.count(*o);
@@ -117,7 +182,8 @@ impl Ingest {
                     };
                     tracing::error!(event_id = %id, %error, "event cannot be applied, skipped");
                     let txn = self.db.begin().await?;
-                    if self.record(&txn, &id, &ty, seq, true).await? {
+                    let r = (id, ty, seq, true);
+                    if record(&txn, std::iter::once(&r)).await?.contains(&r.0) {
                         txn.commit().await?;
                         self.count(Outcome::Skipped);
                     }
@@ -127,398 +193,244 @@ impl Ingest {
         Ok(())
     }
 
-    /// Record an event id; false when it was already recorded.
-    async fn record(
-        &self,
-        txn: &DatabaseTransaction,
-        id: &str,
-        ty: &str,
-        seq: u64,
-        skipped: bool,
-    ) -> Result<bool, DbErr> {
-        let mut sql = Sql::new(txn.get_database_backend());
-        sql.push("INSERT INTO applied_event (id, ce_type, stream_sequence, skipped) VALUES (")
-            .bind(id)
-            .push(", ")
-            .bind(ty)
-            .push(", ")
-            .bind(seq as i64)
-            .push(", ")
-            .bind(i32::from(skipped))
-            .push(") ON CONFLICT (id) DO NOTHING");
-        Ok(txn.execute_raw(sql.build()).await?.rows_affected() == 1)
-    }
-
-    async fn apply_one(
-        &self,
-        txn: &DatabaseTransaction,
-        item: &Incoming,
-    ) -> Result<Outcome, DbErr> {
+    /// What an event comes to: its record and its rows (nothing written).
+    fn plan(&self, item: &Incoming) -> Plan {
         let e = match item {
             Ok(e) => e,
             Err((seq, reason)) => {
                 tracing::warn!(stream_sequence = seq, %reason, "unreadable event skipped");
-                let id = format!("stream-{seq}");
-                return Ok(if self.record(txn, &id, "", *seq, true).await? {
-                    Outcome::Skipped
-                } else {
-                    Outcome::Duplicate
-                });
+                return Plan::skipped(format!("stream-{seq}"), String::new(), *seq);
             }
         };
         let Some(kind) = Kind::of(&e.ty) else {
             tracing::warn!(event_id = %e.id, ce_type = %e.ty, "unknown event type skipped");
-            return Ok(
-                if self
-                    .record(txn, &e.id, &e.ty, e.stream_sequence, true)
-                    .await?
-                {
-                    Outcome::Skipped
-                } else {
-                    Outcome::Duplicate
-                },
-            );
+            return Plan::skipped(e.id.clone(), e.ty.clone(), e.stream_sequence);
         };
         if kind == Kind::Other {
-            return Ok(Outcome::Ignored);
+            return Plan {
+                record: None,
+                writes: Vec::new(),
+                malformed: None,
+            };
         }
-        let span = tracing::info_span!(
-            "apply",
-            messaging.message.id = %e.id,
-            cloudevents.event_type = %e.ty,
-        );
-        async {
-            if !self.record(txn, &e.id, &e.ty, e.stream_sequence, false).await? {
-                return Ok(Outcome::Duplicate);
-            }
-            let at = e.time.unwrap_or_else(Utc::now);
-            match self.apply_kind(txn, kind, e, at).await {
-                Ok(()) => Ok(Outcome::Applied),
-                Err(Bad::Db(err)) => Err(err),
-                Err(Bad::Body(reason)) => {
-                    tracing::warn!(event_id = %e.id, ce_type = %e.ty, %reason, "malformed event skipped");
-                    let mut sql = Sql::new(txn.get_database_backend());
-                    sql.push("UPDATE applied_event SET skipped = 1 WHERE id = ")
-                        .bind(e.id.as_str());
-                    txn.execute_raw(sql.build()).await?;
-                    Ok(Outcome::Skipped)
-                }
-            }
+        let at = e.time.unwrap_or_else(Utc::now);
+        let (writes, malformed) = match self.writes(kind, e, at) {
+            Ok(writes) => (writes, None),
+            Err(reason) => (Vec::new(), Some(reason)),
+        };
+        Plan {
+            record: Some((
+                e.id.clone(),
+                e.ty.clone(),
+                e.stream_sequence,
+                malformed.is_some(),
+            )),
+            writes,
+            malformed,
         }
-        .instrument(span)
-        .await
     }
 
-    async fn apply_kind(
+    /// The fact rows an event writes; Err: its body cannot be read.
+    fn writes(
         &self,
-        txn: &DatabaseTransaction,
         kind: Kind,
         e: &IncomingEvent,
         at: DateTime<Utc>,
-    ) -> Result<(), Bad> {
-        fn body<M: Message + Default>(e: &IncomingEvent) -> Result<M, Bad> {
-            M::decode(e.body.clone()).map_err(|err| Bad::Body(format!("undecodable body: {err}")))
+    ) -> Result<Vec<Write>, String> {
+        fn body<M: Message + Default>(e: &IncomingEvent) -> Result<M, String> {
+            M::decode(e.body.clone()).map_err(|err| format!("undecodable body: {err}"))
         }
-        match kind {
-            Kind::WorkItem => self.work_item(txn, body(e)?, at).await?,
+        Ok(match kind {
+            Kind::WorkItem => vec![self.work_item(body(e)?, at)?],
             Kind::SlaBreached => {
                 let m: ev::WorkItemEscalated = body(e)?;
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push("UPDATE request_fact SET sla_breached = 1 WHERE id = ")
-                    .bind(m.work_item_id);
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &SLA_BREACHED,
+                    m.work_item_id.clone(),
+                    vec![m.work_item_id.into()],
+                )]
             }
             Kind::Presence => {
                 let m: ev::AgentPresenceChanged = body(e)?;
                 let changed = ts(&m.changed_at).unwrap_or(secs(at));
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push("INSERT INTO agent_presence (agent_id, presence, changed_s) VALUES (")
-                    .bind(m.agent_id)
-                    .push(", ")
-                    .bind(m.presence)
-                    .push(", ")
-                    .bind(changed)
-                    .push(
-                        ") ON CONFLICT (agent_id) DO UPDATE SET presence = excluded.presence, \
-                         changed_s = excluded.changed_s WHERE excluded.changed_s >= agent_presence.changed_s",
-                    );
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &PRESENCE,
+                    m.agent_id.clone(),
+                    vec![m.agent_id.into(), m.presence.into(), changed.into()],
+                )]
             }
             Kind::DossierOpened => {
                 let m: ev::DossierOpened = body(e)?;
                 let opened = ts(&m.opened_time).unwrap_or(secs(at));
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO dossier_fact (id, reference, process_id, process_version, domain, \
-                     state, opened_s, closed_s, reopened) VALUES (",
-                )
-                .bind(m.dossier_id)
-                .push(", ")
-                .bind(m.reference)
-                .push(", ")
-                .bind(m.process_id)
-                .push(", ")
-                .bind(m.process_version as i32)
-                .push(", ")
-                .bind(m.domain)
-                .push(", ")
-                .bind(m.state)
-                .push(", ")
-                .bind(opened)
-                .push(", NULL, 0) ON CONFLICT (id) DO NOTHING");
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &DOSSIER_OPENED,
+                    m.dossier_id.clone(),
+                    vec![
+                        m.dossier_id.into(),
+                        m.reference.into(),
+                        m.process_id.into(),
+                        (m.process_version as i32).into(),
+                        m.domain.into(),
+                        m.state.into(),
+                        opened.into(),
+                        opt(None),
+                        0i32.into(),
+                    ],
+                )]
             }
             Kind::DossierState => {
                 let m: ev::DossierStateChanged = body(e)?;
                 let when = ts(&m.occur_time).unwrap_or(secs(at));
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push("UPDATE dossier_fact SET state = ")
-                    .bind(m.to_state)
-                    .push(", process_version = ")
-                    .bind(m.process_version as i32)
-                    .push(", closed_s = ")
-                    .bind(opt(m.closed.then_some(when)));
-                if m.cause == "reopen" {
-                    sql.push(", reopened = reopened + 1");
-                }
-                sql.push(" WHERE id = ").bind(m.dossier_id);
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &DOSSIER_STATE,
+                    m.dossier_id.clone(),
+                    vec![
+                        m.dossier_id.into(),
+                        m.to_state.into(),
+                        (m.process_version as i32).into(),
+                        opt(m.closed.then_some(when)),
+                        i32::from(m.cause == "reopen").into(),
+                    ],
+                )]
             }
             Kind::CallEnded => {
                 let m: ev::CallEnded = body(e)?;
                 let started = ts(&m.started_at).unwrap_or(secs(at));
                 let ended = ts(&m.ended_at).unwrap_or(started);
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO call_fact (id, direction, queue, started_s, ended_s, waiting_s, \
-                     talk_s, missed, voicemail, blocked, callback_requested, intake_event_id) VALUES (",
-                )
-                .bind(m.call_id)
-                .push(", ")
-                .bind(m.direction)
-                .push(", ")
-                .bind(m.queue)
-                .push(", ")
-                .bind(started)
-                .push(", ")
-                .bind(ended)
-                .push(", ")
-                .bind(i64::from(m.waiting_seconds))
-                .push(", ")
-                .bind(i64::from(m.talk_seconds))
-                .push(", ")
-                .bind(i32::from(m.missed))
-                .push(", ")
-                .bind(i32::from(m.voicemail))
-                .push(", ")
-                .bind(i32::from(m.blocked))
-                .push(", ")
-                .bind(i32::from(m.callback_requested))
-                .push(", ")
-                .bind(m.intake_event_id)
-                .push(
-                    ") ON CONFLICT (id) DO UPDATE SET ended_s = excluded.ended_s, \
-                     waiting_s = excluded.waiting_s, talk_s = excluded.talk_s, missed = excluded.missed, \
-                     voicemail = excluded.voicemail, callback_requested = excluded.callback_requested, \
-                     intake_event_id = excluded.intake_event_id",
-                );
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &CALL,
+                    m.call_id.clone(),
+                    vec![
+                        m.call_id.into(),
+                        m.direction.into(),
+                        m.queue.into(),
+                        started.into(),
+                        ended.into(),
+                        i64::from(m.waiting_seconds).into(),
+                        i64::from(m.talk_seconds).into(),
+                        i32::from(m.missed).into(),
+                        i32::from(m.voicemail).into(),
+                        i32::from(m.blocked).into(),
+                        i32::from(m.callback_requested).into(),
+                        m.intake_event_id.into(),
+                    ],
+                )]
             }
             Kind::TicketCalled => {
                 let m: ev::TicketCalled = body(e)?;
                 let called = ts(&m.call_time).unwrap_or(secs(at));
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO visit_fact (id, ticket_number, service, site, desk, issued_s, \
-                     called_s, ended_s, waiting_s, service_s, outcome) VALUES (",
-                )
-                .bind(m.ticket_id)
-                .push(", ")
-                .bind(m.ticket_number)
-                .push(", ")
-                .bind(m.service)
-                .push(", ")
-                .bind(m.site)
-                .push(", ")
-                .bind(m.desk)
-                .push(", ")
-                .bind(called)
-                .push(", ")
-                .bind(called)
-                .push(
-                    ", NULL, 0, 0, 'called') ON CONFLICT (id) DO UPDATE SET \
-                     called_s = COALESCE(visit_fact.called_s, excluded.called_s), desk = excluded.desk",
-                );
-                txn.execute_raw(sql.build()).await?;
+                let ticket = [m.ticket_id, m.ticket_number, m.service, m.site, m.desk];
+                let rest = [
+                    called.into(),
+                    called.into(),
+                    opt(None),
+                    0i64.into(),
+                    0i64.into(),
+                    "called".into(),
+                ];
+                vec![visit(&TICKET_CALLED, ticket, rest)]
             }
             Kind::VisitEnded => {
                 let m: ev::VisitEnded = body(e)?;
                 let ended = ts(&m.end_time).unwrap_or(secs(at));
                 let issued = ts(&m.issued_at).unwrap_or(ended);
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO visit_fact (id, ticket_number, service, site, desk, issued_s, \
-                     called_s, ended_s, waiting_s, service_s, outcome) VALUES (",
-                )
-                .bind(m.ticket_id)
-                .push(", ")
-                .bind(m.ticket_number)
-                .push(", ")
-                .bind(m.service)
-                .push(", ")
-                .bind(m.site)
-                .push(", ")
-                .bind(m.desk)
-                .push(", ")
-                .bind(issued)
-                .push(", NULL, ")
-                .bind(ended)
-                .push(", ")
-                .bind(i64::from(m.waiting_seconds))
-                .push(", ")
-                .bind(i64::from(m.service_seconds))
-                .push(", ")
-                .bind(m.outcome)
-                .push(
-                    ") ON CONFLICT (id) DO UPDATE SET service = excluded.service, desk = excluded.desk, \
-                     issued_s = excluded.issued_s, ended_s = excluded.ended_s, \
-                     waiting_s = excluded.waiting_s, service_s = excluded.service_s, \
-                     outcome = excluded.outcome",
-                );
-                txn.execute_raw(sql.build()).await?;
+                let ticket = [m.ticket_id, m.ticket_number, m.service, m.site, m.desk];
+                let rest = [
+                    issued.into(),
+                    opt(None),
+                    ended.into(),
+                    i64::from(m.waiting_seconds).into(),
+                    i64::from(m.service_seconds).into(),
+                    m.outcome.into(),
+                ];
+                vec![visit(&VISIT_ENDED, ticket, rest)]
             }
             Kind::Appointment => {
                 let m: ev::AppointmentChanged = body(e)?;
                 let when = ts(&m.occurred_time).unwrap_or(secs(at));
                 let start = ts(&m.start_time).unwrap_or(when);
                 let status = m.status.as_str();
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO appointment_fact (id, reference, appointment_type, site, dossier_id, \
-                     status, people, booked_s, start_s, checked_in_s, seen_s, cancelled_s) VALUES (",
-                )
-                .bind(m.booking_id.as_str())
-                .push(", ")
-                .bind(m.reference.as_str())
-                .push(", ")
-                .bind(m.appointment_type.as_str())
-                .push(", ")
-                .bind(m.site_id.as_str())
-                .push(", ")
-                .bind(m.dossier_id.as_str())
-                .push(", ")
-                .bind(status)
-                .push(", ")
-                .bind(m.people as i32)
-                .push(", ")
-                .bind(when)
-                .push(", ")
-                .bind(start)
-                .push(", ")
-                .bind(opt((status == "checked_in").then_some(when)))
-                .push(", ")
-                .bind(opt((status == "seen").then_some(when)))
-                .push(", ")
-                .bind(opt(status.starts_with("cancelled").then_some(when)))
-                .push(
-                    ") ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                     people = excluded.people, start_s = excluded.start_s, site = excluded.site, \
-                     dossier_id = excluded.dossier_id, \
-                     checked_in_s = COALESCE(appointment_fact.checked_in_s, excluded.checked_in_s), \
-                     seen_s = COALESCE(appointment_fact.seen_s, excluded.seen_s), \
-                     cancelled_s = excluded.cancelled_s",
-                );
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &APPOINTMENT,
+                    m.booking_id.clone(),
+                    vec![
+                        m.booking_id.as_str().into(),
+                        m.reference.as_str().into(),
+                        m.appointment_type.as_str().into(),
+                        m.site_id.as_str().into(),
+                        m.dossier_id.as_str().into(),
+                        status.into(),
+                        (m.people as i32).into(),
+                        when.into(),
+                        start.into(),
+                        opt((status == "checked_in").then_some(when)),
+                        opt((status == "seen").then_some(when)),
+                        opt(status.starts_with("cancelled").then_some(when)),
+                    ],
+                )]
             }
             Kind::Availability => {
                 let m: ev::AvailabilitySampled = body(e)?;
                 let sampled = ts(&m.sampled_time).unwrap_or(secs(at));
                 let day = chrono::NaiveDate::parse_from_str(&m.day, "%Y-%m-%d")
-                    .map_err(|_| Bad::Body(format!("day `{}` is not YYYY-MM-DD", m.day)))?;
+                    .map_err(|_| format!("day `{}` is not YYYY-MM-DD", m.day))?;
                 let day_s = secs(guichet_platform::calendar::from_paris(
                     day.and_hms_opt(0, 0, 0).unwrap_or_default(),
                 ));
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO appointment_sample (appointment_type, site, sampled_s, next_free_s) VALUES (",
-                )
-                .bind(m.appointment_type.as_str())
-                .push(", ")
-                .bind(m.site_id.as_str())
-                .push(", ")
-                .bind(sampled)
-                .push(", ")
-                .bind(opt(ts(&m.next_free_time)))
-                .push(") ON CONFLICT (appointment_type, site, sampled_s) DO NOTHING");
-                txn.execute_raw(sql.build()).await?;
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO appointment_day (site, day, day_s, sampled_s, open_units, taken_units) VALUES (",
-                )
-                .bind(m.site_id.as_str())
-                .push(", ")
-                .bind(m.day.as_str())
-                .push(", ")
-                .bind(day_s)
-                .push(", ")
-                .bind(sampled)
-                .push(", ")
-                .bind(m.open_units as i32)
-                .push(", ")
-                .bind(m.taken_units as i32)
-                .push(
-                    ") ON CONFLICT (site, day) DO UPDATE SET sampled_s = excluded.sampled_s, \
-                     open_units = excluded.open_units, taken_units = excluded.taken_units \
-                     WHERE excluded.sampled_s >= appointment_day.sampled_s",
-                );
-                txn.execute_raw(sql.build()).await?;
+                vec![
+                    w(
+                        &SAMPLE,
+                        format!("{}\n{}\n{sampled}", m.appointment_type, m.site_id),
+                        vec![
+                            m.appointment_type.as_str().into(),
+                            m.site_id.as_str().into(),
+                            sampled.into(),
+                            opt(ts(&m.next_free_time)),
+                        ],
+                    ),
+                    w(
+                        &DAY,
+                        format!("{}\n{}", m.site_id, m.day),
+                        vec![
+                            m.site_id.as_str().into(),
+                            m.day.as_str().into(),
+                            day_s.into(),
+                            sampled.into(),
+                            (m.open_units as i32).into(),
+                            (m.taken_units as i32).into(),
+                        ],
+                    ),
+                ]
             }
             Kind::Signature => {
                 let m: ev::SignatureChanged = body(e)?;
                 let when = ts(&m.occurred_time).unwrap_or(secs(at));
                 let status = m.status.as_str();
                 let ended = matches!(status, "declined" | "expired" | "cancelled");
-                let mut sql = Sql::new(txn.get_database_backend());
-                sql.push(
-                    "INSERT INTO signature_fact (id, dossier_id, template, status, requested_s, \
-                     completed_s, ended_s) VALUES (",
-                )
-                .bind(m.signature_request_id.as_str())
-                .push(", ")
-                .bind(m.dossier_id.as_str())
-                .push(", ")
-                .bind(m.process_template.as_str())
-                .push(", ")
-                .bind(status)
-                .push(", ")
-                .bind(when)
-                .push(", ")
-                .bind(opt((status == "signed").then_some(when)))
-                .push(", ")
-                .bind(opt(ended.then_some(when)))
-                .push(
-                    ") ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
-                     completed_s = COALESCE(signature_fact.completed_s, excluded.completed_s), \
-                     ended_s = COALESCE(excluded.ended_s, signature_fact.ended_s)",
-                );
-                txn.execute_raw(sql.build()).await?;
+                vec![w(
+                    &SIGNATURE,
+                    m.signature_request_id.clone(),
+                    vec![
+                        m.signature_request_id.as_str().into(),
+                        m.dossier_id.as_str().into(),
+                        m.process_template.as_str().into(),
+                        status.into(),
+                        when.into(),
+                        opt((status == "signed").then_some(when)),
+                        opt(ended.then_some(when)),
+                    ],
+                )]
             }
-            Kind::Other => {}
-        }
-        Ok(())
+            Kind::Other => Vec::new(),
+        })
     }
 
-    async fn work_item(
-        &self,
-        txn: &DatabaseTransaction,
-        m: ev::WorkItemChanged,
-        at: DateTime<Utc>,
-    ) -> Result<(), Bad> {
+    fn work_item(&self, m: ev::WorkItemChanged, at: DateTime<Utc>) -> Result<Write, String> {
         let received = m
             .entered_at
             .as_ref()
             .and_then(datetime)
-            .ok_or_else(|| Bad::Body("entered_at is missing".into()))?;
+            .ok_or_else(|| "entered_at is missing".to_owned())?;
         let assigned = m.assigned_at.as_ref().and_then(datetime);
         let completed = m.completed_at.as_ref().and_then(datetime);
         let work = |t: Option<DateTime<Utc>>| {
@@ -539,83 +451,276 @@ impl Ingest {
         } else {
             String::new()
         };
-        let mut sql = Sql::new(txn.get_database_backend());
-        sql.push(
-            "INSERT INTO request_fact (id, intake_event_id, channel, process_id, queue_id, \
-             dossier_id, dossier_reference, status, received_s, first_touch_s, first_agent, \
-             completed_s, completed_agent, outcome, cancelled_s, sla_due_s, sla_breached, \
-             touch_work_s, resolve_work_s, changed_s) VALUES (",
-        )
-        .bind(m.work_item_id)
-        .push(", ")
-        .bind(m.intake_event_id)
-        .push(", ")
-        .bind(m.channel)
-        .push(", ")
-        .bind(m.process_id)
-        .push(", ")
-        .bind(m.queue_id)
-        .push(", ")
-        .bind(m.dossier_id)
-        .push(", ")
-        .bind(m.dossier_reference)
-        .push(", ")
-        .bind(m.status)
-        .push(", ")
-        .bind(secs(received))
-        .push(", ")
-        .bind(opt(assigned.map(secs)))
-        .push(", ")
-        .bind(first_agent)
-        .push(", ")
-        .bind(opt(completed.map(secs)))
-        .push(", ")
-        .bind(completed_agent)
-        .push(", ")
-        .bind(m.outcome)
-        .push(", ")
-        .bind(opt(ts(&m.cancelled_at)))
-        .push(", ")
-        .bind(opt(ts(&m.sla_due_at)))
-        .push(", 0, ")
-        .bind(opt(work(assigned)))
-        .push(", ")
-        .bind(opt(work(completed)))
-        .push(", ")
-        .bind(changed)
-        .push(
-            ") ON CONFLICT (id) DO UPDATE SET \
-             channel = excluded.channel, process_id = excluded.process_id, \
-             queue_id = excluded.queue_id, \
-             dossier_id = CASE WHEN excluded.dossier_id <> '' THEN excluded.dossier_id ELSE request_fact.dossier_id END, \
-             dossier_reference = CASE WHEN excluded.dossier_reference <> '' THEN excluded.dossier_reference ELSE request_fact.dossier_reference END, \
-             status = excluded.status, \
-             first_touch_s = COALESCE(request_fact.first_touch_s, excluded.first_touch_s), \
-             touch_work_s = COALESCE(request_fact.touch_work_s, excluded.touch_work_s), \
-             first_agent = CASE WHEN request_fact.first_agent <> '' THEN request_fact.first_agent ELSE excluded.first_agent END, \
-             completed_s = excluded.completed_s, completed_agent = excluded.completed_agent, \
-             resolve_work_s = excluded.resolve_work_s, \
-             outcome = excluded.outcome, cancelled_s = excluded.cancelled_s, \
-             sla_due_s = excluded.sla_due_s, changed_s = excluded.changed_s \
-             WHERE excluded.changed_s >= request_fact.changed_s",
-        );
-        txn.execute_raw(sql.build()).await?;
-        Ok(())
+        Ok(w(
+            &REQUEST,
+            m.work_item_id.clone(),
+            vec![
+                m.work_item_id.into(),
+                m.intake_event_id.into(),
+                m.channel.into(),
+                m.process_id.into(),
+                m.queue_id.into(),
+                m.dossier_id.into(),
+                m.dossier_reference.into(),
+                m.status.into(),
+                secs(received).into(),
+                opt(assigned.map(secs)),
+                first_agent.into(),
+                opt(completed.map(secs)),
+                completed_agent.into(),
+                m.outcome.into(),
+                opt(ts(&m.cancelled_at)),
+                opt(ts(&m.sla_due_at)),
+                0i32.into(),
+                opt(work(assigned)),
+                opt(work(completed)),
+                changed.into(),
+            ],
+        ))
     }
 }
 
-/// Why an event was not applied.
-enum Bad {
-    Db(DbErr),
-    /// The body cannot be read: skipped, never retried.
-    Body(String),
+/// Record event ids (the first of each id); returns those not recorded
+/// before.
+async fn record<'a>(
+    conn: &impl ConnectionTrait,
+    records: impl Iterator<Item = &'a Record>,
+) -> Result<HashSet<String>, DbErr> {
+    let mut once = HashSet::new();
+    let rows = records
+        .filter(|r| once.insert(r.0.as_str()))
+        .map(|(id, ty, seq, skipped)| {
+            vec![
+                id.as_str().into(),
+                ty.as_str().into(),
+                (*seq as i64).into(),
+                i32::from(*skipped).into(),
+            ]
+        })
+        .collect();
+    let mut fresh = HashSet::new();
+    for statement in batch::statements(conn.get_database_backend(), &APPLIED, rows, " RETURNING id")
+    {
+        for row in conn.query_all_raw(statement).await? {
+            fresh.insert(row.try_get::<String>("", "id")?);
+        }
+    }
+    Ok(fresh)
 }
 
-impl From<DbErr> for Bad {
-    fn from(e: DbErr) -> Bad {
-        Bad::Db(e)
-    }
-}
+static APPLIED: Op = Op {
+    table: "applied_event",
+    columns: &["id", "ce_type", "stream_sequence", "skipped"],
+    shape: Shape::Upsert("ON CONFLICT (id) DO NOTHING"),
+};
+
+static REQUEST: Op = Op {
+    table: "request_fact",
+    columns: &[
+        "id",
+        "intake_event_id",
+        "channel",
+        "process_id",
+        "queue_id",
+        "dossier_id",
+        "dossier_reference",
+        "status",
+        "received_s",
+        "first_touch_s",
+        "first_agent",
+        "completed_s",
+        "completed_agent",
+        "outcome",
+        "cancelled_s",
+        "sla_due_s",
+        "sla_breached",
+        "touch_work_s",
+        "resolve_work_s",
+        "changed_s",
+    ],
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET \
+         channel = excluded.channel, process_id = excluded.process_id, \
+         queue_id = excluded.queue_id, \
+         dossier_id = CASE WHEN excluded.dossier_id <> '' THEN excluded.dossier_id ELSE request_fact.dossier_id END, \
+         dossier_reference = CASE WHEN excluded.dossier_reference <> '' THEN excluded.dossier_reference ELSE request_fact.dossier_reference END, \
+         status = excluded.status, \
+         first_touch_s = COALESCE(request_fact.first_touch_s, excluded.first_touch_s), \
+         touch_work_s = COALESCE(request_fact.touch_work_s, excluded.touch_work_s), \
+         first_agent = CASE WHEN request_fact.first_agent <> '' THEN request_fact.first_agent ELSE excluded.first_agent END, \
+         completed_s = excluded.completed_s, completed_agent = excluded.completed_agent, \
+         resolve_work_s = excluded.resolve_work_s, \
+         outcome = excluded.outcome, cancelled_s = excluded.cancelled_s, \
+         sla_due_s = excluded.sla_due_s, changed_s = excluded.changed_s \
+         WHERE excluded.changed_s >= request_fact.changed_s",
+    ),
+};
+
+static SLA_BREACHED: Op = Op {
+    table: "request_fact",
+    columns: &["id"],
+    shape: Shape::Update("sla_breached = 1"),
+};
+
+static PRESENCE: Op = Op {
+    table: "agent_presence",
+    columns: &["agent_id", "presence", "changed_s"],
+    shape: Shape::Upsert(
+        "ON CONFLICT (agent_id) DO UPDATE SET presence = excluded.presence, \
+         changed_s = excluded.changed_s WHERE excluded.changed_s >= agent_presence.changed_s",
+    ),
+};
+
+static DOSSIER_OPENED: Op = Op {
+    table: "dossier_fact",
+    columns: &[
+        "id",
+        "reference",
+        "process_id",
+        "process_version",
+        "domain",
+        "state",
+        "opened_s",
+        "closed_s",
+        "reopened",
+    ],
+    shape: Shape::Upsert("ON CONFLICT (id) DO NOTHING"),
+};
+
+/// A state change; `v.column5` is 1 when the dossier was reopened.
+static DOSSIER_STATE: Op = Op {
+    table: "dossier_fact",
+    columns: &["id", "state", "process_version", "closed_s", "reopened"],
+    shape: Shape::Update(
+        "state = v.column2, process_version = v.column3, closed_s = v.column4, \
+         reopened = reopened + v.column5",
+    ),
+};
+
+static CALL: Op = Op {
+    table: "call_fact",
+    columns: &[
+        "id",
+        "direction",
+        "queue",
+        "started_s",
+        "ended_s",
+        "waiting_s",
+        "talk_s",
+        "missed",
+        "voicemail",
+        "blocked",
+        "callback_requested",
+        "intake_event_id",
+    ],
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET ended_s = excluded.ended_s, \
+         waiting_s = excluded.waiting_s, talk_s = excluded.talk_s, missed = excluded.missed, \
+         voicemail = excluded.voicemail, callback_requested = excluded.callback_requested, \
+         intake_event_id = excluded.intake_event_id",
+    ),
+};
+
+const VISIT_COLUMNS: &[&str] = &[
+    "id",
+    "ticket_number",
+    "service",
+    "site",
+    "desk",
+    "issued_s",
+    "called_s",
+    "ended_s",
+    "waiting_s",
+    "service_s",
+    "outcome",
+];
+
+static TICKET_CALLED: Op = Op {
+    table: "visit_fact",
+    columns: VISIT_COLUMNS,
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET \
+         called_s = COALESCE(visit_fact.called_s, excluded.called_s), desk = excluded.desk",
+    ),
+};
+
+static VISIT_ENDED: Op = Op {
+    table: "visit_fact",
+    columns: VISIT_COLUMNS,
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET service = excluded.service, desk = excluded.desk, \
+         issued_s = excluded.issued_s, ended_s = excluded.ended_s, \
+         waiting_s = excluded.waiting_s, service_s = excluded.service_s, \
+         outcome = excluded.outcome",
+    ),
+};
+
+static APPOINTMENT: Op = Op {
+    table: "appointment_fact",
+    columns: &[
+        "id",
+        "reference",
+        "appointment_type",
+        "site",
+        "dossier_id",
+        "status",
+        "people",
+        "booked_s",
+        "start_s",
+        "checked_in_s",
+        "seen_s",
+        "cancelled_s",
+    ],
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+         people = excluded.people, start_s = excluded.start_s, site = excluded.site, \
+         dossier_id = excluded.dossier_id, \
+         checked_in_s = COALESCE(appointment_fact.checked_in_s, excluded.checked_in_s), \
+         seen_s = COALESCE(appointment_fact.seen_s, excluded.seen_s), \
+         cancelled_s = excluded.cancelled_s",
+    ),
+};
+
+static SAMPLE: Op = Op {
+    table: "appointment_sample",
+    columns: &["appointment_type", "site", "sampled_s", "next_free_s"],
+    shape: Shape::Upsert("ON CONFLICT (appointment_type, site, sampled_s) DO NOTHING"),
+};
+
+static DAY: Op = Op {
+    table: "appointment_day",
+    columns: &[
+        "site",
+        "day",
+        "day_s",
+        "sampled_s",
+        "open_units",
+        "taken_units",
+    ],
+    shape: Shape::Upsert(
+        "ON CONFLICT (site, day) DO UPDATE SET sampled_s = excluded.sampled_s, \
+         open_units = excluded.open_units, taken_units = excluded.taken_units \
+         WHERE excluded.sampled_s >= appointment_day.sampled_s",
+    ),
+};
+
+static SIGNATURE: Op = Op {
+    table: "signature_fact",
+    columns: &[
+        "id",
+        "dossier_id",
+        "template",
+        "status",
+        "requested_s",
+        "completed_s",
+        "ended_s",
+    ],
+    shape: Shape::Upsert(
+        "ON CONFLICT (id) DO UPDATE SET status = excluded.status, \
+         completed_s = COALESCE(signature_fact.completed_s, excluded.completed_s), \
+         ended_s = COALESCE(excluded.ended_s, signature_fact.ended_s)",
+    ),
+};
 
 /// The events the indicators read, by CloudEvents type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,6 +12,7 @@
 //! table as CSV; each indicator has a published definition
 //! ([`catalog`]). Live gauges of the queue are on `/metrics`.
 
+pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod csv;

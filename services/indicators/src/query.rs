@@ -1,7 +1,10 @@
-//! Figures from the fact tables: one SQL read per indicator (the items of
-//! the period, with their bucket time, cut value, value and flag), then the
-//! statistic per bucket and cut value in Rust, so both backends give the
-//! very same figures (percentiles included).
+//! Figures from the fact tables: one SQL read per indicator that groups
+//! the period's items by bucket and cut value in the database (a CASE over
+//! the bucket ends, which follow the Paris calendar, places each item) and
+//! returns per group what its statistic needs: the count, sums of values
+//! and flags, or, for a percentile, the group's values. Values are whole
+//! numbers (seconds, units), so the sums are exact and the nearest-rank
+//! percentile is picked in Rust the same way on both backends.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,7 +12,9 @@ use std::sync::Arc;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Timelike, Utc};
 use guichet_platform::calendar::{BusinessCalendar, from_paris, to_paris};
 use guichet_platform::db::Sql;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, QueryResult};
+use sea_orm::{
+    ConnectionTrait, DatabaseBackend, DatabaseConnection, DbErr, QueryResult, TransactionTrait,
+};
 
 use crate::catalog::{DIMENSIONS, Indicator, Stat};
 
@@ -75,14 +80,31 @@ fn refused(field: &str, reason: impl Into<String>) -> Refused {
     }
 }
 
-/// One item as read.
+/// One item as read (drill-down).
 struct Row {
     t: i64,
     c: String,
     v: f64,
     f: i64,
-    item: Option<(String, String, String)>,
+    item: (String, String, String),
 }
+
+/// The items of one bucket and cut value, as the database sums them up.
+#[derive(Default)]
+struct Agg {
+    n: u64,
+    /// Sum of the values.
+    sum: f64,
+    /// Items whose flag is not 0.
+    flagged: u64,
+    /// Sum of the flags.
+    flags: i64,
+    /// The values themselves (percentiles), unsorted.
+    values: Vec<i64>,
+}
+
+/// (cut value, bucket index) → its items summed up.
+type Groups = BTreeMap<(String, usize), Agg>;
 
 #[derive(Clone)]
 pub struct Engine {
@@ -137,13 +159,18 @@ impl Granularity {
     }
 }
 
+/// The rank (1-based) of the nearest-rank percentile `p` of `n` values.
+fn nearest_rank(n: usize, p: u32) -> usize {
+    let rank = ((f64::from(p) / 100.0) * n as f64).ceil() as usize;
+    rank.clamp(1, n.max(1))
+}
+
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: u32) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
-    let rank = ((f64::from(p) / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
+    sorted[nearest_rank(sorted.len(), p) - 1]
 }
 
 fn age_bucket(age: i64) -> &'static str {
@@ -156,12 +183,42 @@ fn age_bucket(age: i64) -> &'static str {
     }
 }
 
+/// The backlog's age classes: the label and the age (seconds) it starts at.
+const AGES: [(&str, i64); 3] = [
+    ("moins de 7 jours", 0),
+    ("7 à 30 jours", 7 * 86_400),
+    ("plus de 30 jours", 30 * 86_400),
+];
+
+/// SQL for the number of `ends` (ascending Unix seconds) at or before the
+/// integer `x`: for a time, the index of its bucket (bucket k ends at
+/// `ends[k]`). A balanced CASE, so a row costs log2(buckets) comparisons.
+fn bucket_index(x: &str, ends: &[i64]) -> String {
+    fn tree(x: &str, ends: &[i64], lo: usize, hi: usize, out: &mut String) {
+        if lo == hi {
+            out.push_str(&lo.to_string());
+            return;
+        }
+        let mid = (lo + hi) / 2;
+        out.push_str(&format!("CASE WHEN {x} < {} THEN ", ends[mid]));
+        tree(x, ends, lo, mid, out);
+        out.push_str(" ELSE ");
+        tree(x, ends, mid + 1, hi, out);
+        out.push_str(" END");
+    }
+    let mut out = String::from("CAST(");
+    tree(x, ends, 0, ends.len(), &mut out);
+    out.push_str(" AS BIGINT)");
+    out
+}
+
 impl Engine {
     pub fn indicator(&self, key: &str) -> Option<&Indicator> {
         self.indicators.iter().find(|i| i.key == key)
     }
 
-    /// Check a query: the period, the cut, the filters, the indicators.
+    /// Check a query: the period, the cut, the filters, the indicators, and
+    /// how many buckets it makes.
     pub fn check(&self, q: &Query) -> Result<(), Refused> {
         if q.start >= q.end {
             return Err(refused("period", "the period must end after it starts"));
@@ -195,30 +252,18 @@ impl Engine {
                 ));
             }
         }
-        let mut n = 0;
-        let mut b = q.granularity.floor(q.start, q.start);
-        while b < q.end {
-            n += 1;
-            if n > MAX_BUCKETS {
-                return Err(refused(
-                    "granularity",
-                    format!("more than {MAX_BUCKETS} buckets: choose a coarser granularity"),
-                ));
-            }
-            b = q.granularity.next(b, q.end);
+        if bucket_starts(q).nth(MAX_BUCKETS).is_some() {
+            return Err(refused(
+                "granularity",
+                format!("more than {MAX_BUCKETS} buckets: choose a coarser granularity"),
+            ));
         }
         Ok(())
     }
 
     /// The bucket starts of the period.
     pub fn buckets(&self, q: &Query) -> Vec<DateTime<Utc>> {
-        let mut out = Vec::new();
-        let mut b = q.granularity.floor(q.start, q.start);
-        while b < q.end {
-            out.push(b);
-            b = q.granularity.next(b, q.end);
-        }
-        out
+        bucket_starts(q).collect()
     }
 
     /// The indicators a query asks for, and those left out because they
@@ -245,36 +290,18 @@ impl Engine {
         i.cuts.iter().find(|(k, _)| *k == dim).map(|(_, e)| *e)
     }
 
-    async fn rows(
-        &self,
-        i: &Indicator,
-        q: &Query,
-        cut_value: Option<&str>,
-        items: bool,
-    ) -> Result<Vec<Row>, DbErr> {
-        let backend = self.db.get_database_backend();
-        let mut sql = Sql::new(backend);
-        let cut = match Self::cut_expr(i, &q.cut) {
+    /// The SQL of the query's cut value for `i` ('' without a cut).
+    fn cut_sql(i: &Indicator, q: &Query) -> String {
+        match Self::cut_expr(i, &q.cut) {
             Some(e) if !e.is_empty() => format!("COALESCE(CAST({e} AS TEXT), '')"),
             _ => "''".into(),
-        };
-        let value = if i.stat == Stat::OpenAtEnd {
-            format!("COALESCE({}, -1)", i.closed)
-        } else {
-            i.value.clone()
-        };
-        sql.push(&format!(
-            "SELECT CAST({} AS BIGINT) AS t, {cut} AS c, CAST({value} AS DOUBLE PRECISION) AS v, \
-             CAST({} AS BIGINT) AS f",
-            i.time, i.flag
-        ));
-        if items {
-            let (_, id, dossier, reference) = i.item;
-            sql.push(&format!(
-                ", CAST({id} AS TEXT) AS id, COALESCE(CAST({dossier} AS TEXT), '') AS dossier, \
-                 COALESCE(CAST({reference} AS TEXT), '') AS reference"
-            ));
         }
+    }
+
+    /// ` FROM … WHERE …`: the items of `i` in the period (for a backlog:
+    /// opened before its end, not closed before its start), with the
+    /// query's filters and, for a drill-down, the chosen cut value.
+    fn push_from_where(sql: &mut Sql, i: &Indicator, q: &Query, cut_value: Option<&str>) {
         // The dossier join only when the cut or a filter reads the dossier.
         let uses_dossier = Self::cut_expr(i, &q.cut).is_some_and(|e| e.contains("d."))
             || q.filters
@@ -311,93 +338,272 @@ impl Engine {
             sql.push(&format!(" AND COALESCE(CAST({e} AS TEXT), '') = "))
                 .bind(v);
         }
+    }
+
+    /// The items behind a figure, one row each (drill-down).
+    async fn rows(&self, i: &Indicator, q: &Query, cut_value: &str) -> Result<Vec<Row>, DbErr> {
+        let mut sql = Sql::new(self.db.get_database_backend());
+        let value = if i.stat == Stat::OpenAtEnd {
+            format!("COALESCE({}, -1)", i.closed)
+        } else {
+            i.value.clone()
+        };
+        let (_, id, dossier, reference) = i.item;
+        sql.push(&format!(
+            "SELECT CAST({} AS BIGINT) AS t, {} AS c, CAST({value} AS DOUBLE PRECISION) AS v, \
+             CAST({} AS BIGINT) AS f, CAST({id} AS TEXT) AS id, \
+             COALESCE(CAST({dossier} AS TEXT), '') AS dossier, \
+             COALESCE(CAST({reference} AS TEXT), '') AS reference",
+            i.time,
+            Self::cut_sql(i, q),
+            i.flag
+        ));
+        Self::push_from_where(&mut sql, i, q, Some(cut_value));
         let rows = self.db.query_all_raw(sql.build()).await?;
-        rows.iter().map(|r| read_row(r, items)).collect()
+        rows.iter().map(read_row).collect()
     }
 
     /// The figures of a query (checked first), and the indicators left out.
+    ///
+    /// On PostgreSQL they are read in one transaction without JIT: a
+    /// year's GROUP BY runs in tens of milliseconds, compiling it took
+    /// longer than that.
     pub async fn figures(&self, q: &Query) -> Result<(Vec<Figure>, Vec<&'static str>), DbErr> {
+        if self.db.get_database_backend() != DatabaseBackend::Postgres {
+            return self.figures_on(&self.db, q).await;
+        }
+        let txn = self.db.begin().await?;
+        txn.execute_unprepared("SET LOCAL jit = off").await?;
+        let figures = self.figures_on(&txn, q).await?;
+        txn.commit().await?;
+        Ok(figures)
+    }
+
+    async fn figures_on(
+        &self,
+        conn: &impl ConnectionTrait,
+        q: &Query,
+    ) -> Result<(Vec<Figure>, Vec<&'static str>), DbErr> {
         let buckets = self.buckets(q);
+        // Bucket k ends where k + 1 starts; the last one with the period.
+        let ends: Vec<DateTime<Utc>> = (0..buckets.len())
+            .map(|k| buckets.get(k + 1).copied().unwrap_or(q.end).min(q.end))
+            .collect();
+        let ends_s: Vec<i64> = ends.iter().map(DateTime::timestamp).collect();
         let (selected, not_cut) = self.selected(q);
         let mut out = Vec::new();
         for i in selected {
-            let rows = self.rows(i, q, None, false).await?;
-            out.extend(self.compute(i, q, &buckets, &rows));
+            let groups = if i.stat == Stat::OpenAtEnd {
+                self.open_at_end(conn, i, q, &ends_s).await?
+            } else {
+                self.aggregates(conn, i, q, &ends_s).await?
+            };
+            out.extend(self.compute(i, q, &buckets, &ends, groups));
         }
         Ok((out, not_cut))
     }
 
+    /// Per (cut value, bucket), the sums a statistic needs, summed up by
+    /// the database: each item is placed in its bucket by a CASE over the
+    /// bucket ends, so only the groups travel (and, for a percentile, each
+    /// group's values as one text).
+    async fn aggregates(
+        &self,
+        conn: &impl ConnectionTrait,
+        i: &Indicator,
+        q: &Query,
+        ends: &[i64],
+    ) -> Result<Groups, DbErr> {
+        let backend = conn.get_database_backend();
+        let mut sql = Sql::new(backend);
+        // Items are in the period: before its end, the last bucket's end.
+        let bucket = bucket_index(i.time, &ends[..ends.len().saturating_sub(1)]);
+        let value = format!("CAST(COALESCE({}, 0) AS BIGINT)", i.value);
+        let flag = format!("COALESCE(CAST({} AS BIGINT), 0)", i.flag);
+        let mut select = format!(
+            "SELECT {bucket} AS b, {} AS c, CAST(COUNT(*) AS BIGINT) AS n",
+            Self::cut_sql(i, q)
+        );
+        match i.stat {
+            Stat::Mean => select += &format!(", CAST(SUM({value}) AS DOUBLE PRECISION) AS sv"),
+            Stat::RatioOfSums => {
+                select += &format!(", CAST(SUM({value}) AS DOUBLE PRECISION) AS sv");
+                select += &format!(", CAST(SUM({flag}) AS BIGINT) AS sf");
+            }
+            Stat::Ratio => {
+                select +=
+                    &format!(", CAST(SUM(CASE WHEN {flag} <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS nf")
+            }
+            Stat::Percentile(_) => {
+                let concat = if backend == DatabaseBackend::Postgres {
+                    "STRING_AGG"
+                } else {
+                    "GROUP_CONCAT"
+                };
+                select += &format!(", {concat}(CAST({value} AS TEXT), ',') AS vs");
+            }
+            Stat::Count | Stat::PerOpenHour | Stat::OpenAtEnd => {}
+        }
+        sql.push(&select);
+        Self::push_from_where(&mut sql, i, q, None);
+        sql.push(" GROUP BY 1, 2");
+        let mut groups = BTreeMap::new();
+        for r in conn.query_all_raw(sql.build()).await? {
+            let mut agg = Agg {
+                n: r.try_get::<i64>("", "n")? as u64,
+                ..Agg::default()
+            };
+            match i.stat {
+                Stat::Mean => agg.sum = r.try_get::<Option<f64>>("", "sv")?.unwrap_or(0.0),
+                Stat::RatioOfSums => {
+                    agg.sum = r.try_get::<Option<f64>>("", "sv")?.unwrap_or(0.0);
+                    agg.flags = r.try_get::<Option<i64>>("", "sf")?.unwrap_or(0);
+                }
+                Stat::Ratio => {
+                    agg.flagged = r.try_get::<Option<i64>>("", "nf")?.unwrap_or(0) as u64
+                }
+                Stat::Percentile(_) => {
+                    agg.values = r
+                        .try_get::<String>("", "vs")?
+                        .split(',')
+                        .map(|v| {
+                            v.parse::<i64>()
+                                .map_err(|e| DbErr::Custom(format!("{}: value `{v}`: {e}", i.key)))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                Stat::Count | Stat::PerOpenHour | Stat::OpenAtEnd => {}
+            }
+            let k = r.try_get::<i64>("", "b")? as usize;
+            groups.insert((r.try_get::<String>("", "c")?, k), agg);
+        }
+        Ok(groups)
+    }
+
+    /// Per (cut value, bucket), the items open at the bucket's end. The
+    /// database groups the items by the first bucket whose end they are
+    /// open at and the first they are no longer (and, cut by age, where
+    /// they turn 7 and 30 days old); an item counts at the ends of the
+    /// buckets in between.
+    async fn open_at_end(
+        &self,
+        conn: &impl ConnectionTrait,
+        i: &Indicator,
+        q: &Query,
+        ends: &[i64],
+    ) -> Result<Groups, DbErr> {
+        let n = ends.len();
+        let by_age = q.cut == "age";
+        // Open at the end e of bucket k: opened before it (k ≥ a), not
+        // closed before it (k < z); younger than `age` there: e < t + age,
+        // that is e ≤ t + age − 1 (whole seconds).
+        let mut select = format!(
+            "SELECT {} AS c, {} AS a, CAST(CASE WHEN {closed} IS NULL THEN {n} ELSE {} END AS BIGINT) AS z",
+            Self::cut_sql(i, q),
+            bucket_index(i.time, ends),
+            bucket_index(i.closed, ends),
+            closed = i.closed,
+        );
+        let mut group = String::from(" GROUP BY 1, 2, 3");
+        if by_age {
+            for (k, (_, age)) in AGES.iter().enumerate().skip(1) {
+                let older = format!("({} + {})", i.time, age - 1);
+                select += &format!(", {} AS g{k}", bucket_index(&older, ends));
+                group += &format!(", {}", k + 3);
+            }
+        }
+        select += ", CAST(COUNT(*) AS BIGINT) AS n";
+        let mut sql = Sql::new(conn.get_database_backend());
+        sql.push(&select);
+        Self::push_from_where(&mut sql, i, q, None);
+        sql.push(&group);
+        // Per cut value (or age class): +n where items start counting, −n
+        // where they stop.
+        let mut steps: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        let mut add = |c: &str, lo: usize, hi: usize, count: i64| {
+            if lo < hi {
+                let s = steps.entry(c.to_owned()).or_insert_with(|| vec![0; n + 1]);
+                s[lo] += count;
+                s[hi] -= count;
+            }
+        };
+        for r in conn.query_all_raw(sql.build()).await? {
+            let at = |col: &str| {
+                r.try_get::<i64>("", col)
+                    .map(|v| (v.max(0) as usize).min(n))
+            };
+            let (a, z) = (at("a")?, at("z")?);
+            let count = r.try_get::<i64>("", "n")?;
+            if by_age {
+                let bounds = [0, at("g1")?, at("g2")?, n];
+                for (k, (label, _)) in AGES.iter().enumerate() {
+                    add(label, a.max(bounds[k]), z.min(bounds[k + 1]), count);
+                }
+            } else {
+                add(&r.try_get::<String>("", "c")?, a, z, count);
+            }
+        }
+        let mut groups = BTreeMap::new();
+        for (c, s) in steps {
+            let mut open = 0;
+            for (k, step) in s.iter().take(n).enumerate() {
+                open += step;
+                if open > 0 {
+                    let agg = Agg {
+                        n: open as u64,
+                        ..Agg::default()
+                    };
+                    groups.insert((c.clone(), k), agg);
+                }
+            }
+        }
+        Ok(groups)
+    }
+
+    /// The figures of `i` for every cut value and bucket, from the groups
+    /// (a cut value without any item gives no figures; no item at all, one
+    /// row of zeros per bucket).
     fn compute(
         &self,
         i: &Indicator,
         q: &Query,
         buckets: &[DateTime<Utc>],
-        rows: &[Row],
+        ends: &[DateTime<Utc>],
+        mut groups: Groups,
     ) -> Vec<Figure> {
-        // (cut value, bucket index) → items.
-        let mut groups: BTreeMap<(String, usize), Vec<&Row>> = BTreeMap::new();
-        let mut cuts: BTreeSet<String> = BTreeSet::new();
-        let end_of = |k: usize| buckets.get(k + 1).copied().unwrap_or(q.end).min(q.end);
-        if i.stat == Stat::OpenAtEnd {
-            for (k, _) in buckets.iter().enumerate() {
-                let e = end_of(k).timestamp();
-                for r in rows
-                    .iter()
-                    .filter(|r| r.t < e && (r.v < 0.0 || r.v as i64 >= e))
-                {
-                    let c = if q.cut == "age" {
-                        age_bucket(e - r.t).to_owned()
-                    } else {
-                        r.c.clone()
-                    };
-                    cuts.insert(c.clone());
-                    groups.entry((c, k)).or_default().push(r);
-                }
-            }
-        } else {
-            for r in rows {
-                let Some(t) = DateTime::from_timestamp(r.t, 0) else {
-                    continue;
-                };
-                let b = q.granularity.floor(t, q.start);
-                let Ok(k) = buckets.binary_search(&b) else {
-                    continue;
-                };
-                cuts.insert(r.c.clone());
-                groups.entry((r.c.clone(), k)).or_default().push(r);
-            }
-        }
+        let mut cuts: BTreeSet<String> = groups.keys().map(|(c, _)| c.clone()).collect();
         if cuts.is_empty() {
             cuts.insert(String::new());
         }
         let mut out = Vec::new();
         for c in &cuts {
             for (k, b) in buckets.iter().enumerate() {
-                let items = groups
-                    .get(&(c.clone(), k))
-                    .map(Vec::as_slice)
-                    .unwrap_or(&[]);
-                let n = items.len();
+                let mut g = groups.remove(&(c.clone(), k)).unwrap_or_default();
+                let n = g.n;
                 let value = match i.stat {
                     _ if n == 0 => 0.0,
                     Stat::Count | Stat::OpenAtEnd => n as f64,
-                    Stat::Mean => items.iter().map(|r| r.v).sum::<f64>() / n as f64,
+                    Stat::Mean => g.sum / n as f64 / i.per,
                     Stat::Percentile(p) => {
-                        let mut v: Vec<f64> = items.iter().map(|r| r.v).collect();
-                        v.sort_by(f64::total_cmp);
-                        percentile(&v, p)
+                        g.values.sort_unstable();
+                        match g.values.get(nearest_rank(g.values.len(), p) - 1) {
+                            Some(v) => *v as f64 / i.per,
+                            None => 0.0,
+                        }
                     }
-                    Stat::Ratio => items.iter().filter(|r| r.f != 0).count() as f64 / n as f64,
+                    Stat::Ratio => g.flagged as f64 / n as f64,
                     Stat::RatioOfSums => {
-                        let den: f64 = items.iter().map(|r| r.v).sum();
-                        let num: i64 = items.iter().map(|r| r.f).sum();
-                        if den > 0.0 { num as f64 / den } else { 0.0 }
+                        if g.sum > 0.0 {
+                            g.flags as f64 / g.sum
+                        } else {
+                            0.0
+                        }
                     }
                     Stat::PerOpenHour => {
                         let from = (*b).max(q.start);
                         let hours = self
                             .calendar
-                            .working_time_between(from, end_of(k))
+                            .working_time_between(from, ends[k])
                             .num_seconds() as f64
                             / 3600.0;
                         if hours > 0.0 { n as f64 / hours } else { 0.0 }
@@ -408,7 +614,7 @@ impl Engine {
                     cut_value: c.clone(),
                     bucket: *b,
                     value,
-                    count: n as u64,
+                    count: n,
                     empty: n == 0,
                 });
             }
@@ -425,7 +631,7 @@ impl Engine {
         offset: usize,
         limit: usize,
     ) -> Result<(Vec<Item>, usize), DbErr> {
-        let rows = self.rows(i, q, Some(cut_value), true).await?;
+        let rows = self.rows(i, q, cut_value).await?;
         let end = q.end.timestamp();
         let mut kept: Vec<Item> = rows
             .into_iter()
@@ -445,7 +651,7 @@ impl Engine {
                 if !q.cut.is_empty() && c != cut_value {
                     return None;
                 }
-                let (id, dossier_id, dossier_reference) = r.item.unwrap_or_default();
+                let (id, dossier_id, dossier_reference) = r.item;
                 Some(Item {
                     kind: i.item.0,
                     id,
@@ -455,7 +661,7 @@ impl Engine {
                     value: if i.stat == Stat::OpenAtEnd {
                         (end - r.t) as f64
                     } else {
-                        r.v
+                        r.v / i.per
                     },
                     counted: r.f != 0,
                     cut_value: c,
@@ -469,22 +675,25 @@ impl Engine {
     }
 }
 
-fn read_row(r: &QueryResult, items: bool) -> Result<Row, DbErr> {
-    let item = if items {
-        Some((
-            r.try_get::<String>("", "id")?,
-            r.try_get::<String>("", "dossier")?,
-            r.try_get::<String>("", "reference")?,
-        ))
-    } else {
-        None
-    };
+/// The bucket starts of a query's period (Paris calendar).
+fn bucket_starts(q: &Query) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    std::iter::successors(Some(q.granularity.floor(q.start, q.start)), |b| {
+        Some(q.granularity.next(*b, q.end))
+    })
+    .take_while(|b| *b < q.end)
+}
+
+fn read_row(r: &QueryResult) -> Result<Row, DbErr> {
     Ok(Row {
         t: r.try_get::<i64>("", "t")?,
         c: r.try_get::<String>("", "c")?,
         v: r.try_get::<Option<f64>>("", "v")?.unwrap_or(0.0),
         f: r.try_get::<Option<i64>>("", "f")?.unwrap_or(0),
-        item,
+        item: (
+            r.try_get::<String>("", "id")?,
+            r.try_get::<String>("", "dossier")?,
+            r.try_get::<String>("", "reference")?,
+        ),
     })
 }
 
@@ -537,6 +746,60 @@ mod tests {
         assert_eq!(percentile(&[7.0], 90), 7.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0], 50), 2.0);
         assert_eq!(percentile(&[], 50), 0.0);
+    }
+
+    /// The SQL that places an item puts it in the bucket the Paris
+    /// calendar gives it, for every granularity over a year with both DST
+    /// changes (hours aside: the repeated autumn hour is its own bucket).
+    #[tokio::test]
+    async fn sql_bucket_index_matches_the_calendar() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let at = |s: &str| {
+            DateTime::parse_from_rfc3339(s)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap()
+        };
+        for granularity in [Granularity::Week, Granularity::Month, Granularity::Day] {
+            let q = Query {
+                start: at("2025-01-01T10:00:00Z"),
+                end: at("2026-01-01T00:00:00Z"),
+                granularity,
+                cut: String::new(),
+                indicators: vec![],
+                filters: vec![],
+            };
+            let buckets: Vec<DateTime<Utc>> = bucket_starts(&q).collect();
+            let ends: Vec<i64> = buckets[1..].iter().map(DateTime::timestamp).collect();
+            let times: Vec<i64> = (0..500)
+                .map(|k| q.start.timestamp() + k * 63_113 + (k * k) % 3_600)
+                .filter(|t| *t < q.end.timestamp())
+                .collect();
+            let list = times
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "WITH x(t) AS (VALUES ({})) SELECT t, {} AS k FROM x",
+                list.replace(", ", "), ("),
+                bucket_index("t", &ends)
+            );
+            let rows = db
+                .query_all_raw(sea_orm::Statement::from_string(
+                    sea_orm::DatabaseBackend::Sqlite,
+                    sql,
+                ))
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), times.len());
+            for r in rows {
+                let t: i64 = r.try_get("", "t").unwrap();
+                let k: i64 = r.try_get("", "k").unwrap();
+                let time = DateTime::from_timestamp(t, 0).unwrap();
+                let expected = buckets.binary_search(&granularity.floor(time, q.start));
+                assert_eq!(Ok(k as usize), expected, "{granularity:?} {time}");
+            }
+        }
     }
 
     #[test]
