@@ -105,10 +105,17 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         require(&request, &[Role::Agent, Role::Supervisor, Role::Admin])?;
         let req = request.into_inner();
         let (Some(start), Some(end)) = (
-            req.start_time.as_ref().and_then(guichet_proto::convert::datetime),
-            req.end_time.as_ref().and_then(guichet_proto::convert::datetime),
+            req.start_time
+                .as_ref()
+                .and_then(guichet_proto::convert::datetime),
+            req.end_time
+                .as_ref()
+                .and_then(guichet_proto::convert::datetime),
         ) else {
-            return Err(invalid_argument("start_time", "start_time and end_time are required"));
+            return Err(invalid_argument(
+                "start_time",
+                "start_time and end_time are required",
+            ));
         };
         if end <= start || end - start > chrono::Duration::days(31) {
             return Err(invalid_argument(

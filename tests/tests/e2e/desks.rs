@@ -912,6 +912,22 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
         "{attempts:?}"
     );
 
+    // The day's call log: the answered call and the missed one.
+    marie_b.goto(&format!("{base}/appels")).await;
+    let text = marie_b
+        .wait_text("Appels du jour", Duration::from_secs(10))
+        .await;
+    assert!(
+        text.contains("2 appel(s) reçu(s), 1 répondu(s), 1 manqué(s)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Répondu (201)") && text.contains("Manqué"),
+        "{text}"
+    );
+    assert!(text.contains("+33698765432"), "{text}");
+    marie_b.check_page("journal-appels").await;
+
     marie_b.close().await;
     paul_b.close().await;
 }

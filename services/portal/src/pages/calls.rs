@@ -408,7 +408,15 @@ fn call_row(c: tpb::Call) -> CallRow {
     let (outcome, tag) = if c.blocked {
         ("Bloqué".to_owned(), "neutral")
     } else if c.state != "ended" {
-        (if c.state == "answered" { "En cours" } else { "Sonne" }.to_owned(), "info")
+        (
+            if c.state == "answered" {
+                "En cours"
+            } else {
+                "Sonne"
+            }
+            .to_owned(),
+            "info",
+        )
     } else if c.voicemail {
         ("Messagerie".to_owned(), "warn")
     } else if c.callback_requested {
@@ -422,17 +430,33 @@ fn call_row(c: tpb::Call) -> CallRow {
     };
     CallRow {
         time: views::ts(&c.started_at)
-            .map(|t| guichet_platform::calendar::to_paris(t).format("%H:%M").to_string())
+            .map(|t| {
+                guichet_platform::calendar::to_paris(t)
+                    .format("%H:%M")
+                    .to_string()
+            })
             .unwrap_or_default(),
-        direction: if c.direction == "out" { "Sortant" } else { "Entrant" },
+        direction: if c.direction == "out" {
+            "Sortant"
+        } else {
+            "Entrant"
+        },
         number: if c.caller_phone.is_empty() {
             "numéro masqué".into()
         } else {
             c.caller_phone
         },
         name: c.caller_name,
-        waited: if c.state == "ended" { secs(c.waiting_seconds) } else { String::new() },
-        talked: if c.state == "ended" && c.talk_seconds > 0 { secs(c.talk_seconds) } else { String::new() },
+        waited: if c.state == "ended" {
+            secs(c.waiting_seconds)
+        } else {
+            String::new()
+        },
+        talked: if c.state == "ended" && c.talk_seconds > 0 {
+            secs(c.talk_seconds)
+        } else {
+            String::new()
+        },
         outcome,
         tag,
     }
@@ -464,7 +488,10 @@ pub async fn journal(State(app): State<App>, agent: Agent, headers: HeaderMap) -
     let counts = listed
         .as_ref()
         .map(|calls| {
-            let inbound: Vec<_> = calls.iter().filter(|c| c.direction != "out" && !c.blocked).collect();
+            let inbound: Vec<_> = calls
+                .iter()
+                .filter(|c| c.direction != "out" && !c.blocked)
+                .collect();
             let missed = inbound.iter().filter(|c| c.missed || c.voicemail).count();
             format!(
                 "{} appel(s) reçu(s), {} répondu(s), {missed} manqué(s) ; {} sortant(s)",
@@ -482,7 +509,11 @@ pub async fn journal(State(app): State<App>, agent: Agent, headers: HeaderMap) -
     let titles = app.catalog.titles(&app.clients, &agent).await;
     let mut callbacks = Vec::new();
     let mut error = None;
-    for status in [rpb::WorkItemStatus::Pending, rpb::WorkItemStatus::Offered, rpb::WorkItemStatus::Assigned] {
+    for status in [
+        rpb::WorkItemStatus::Pending,
+        rpb::WorkItemStatus::Offered,
+        rpb::WorkItemStatus::Assigned,
+    ] {
         match r
             .list_work_items(app.clients.request(
                 &agent,
