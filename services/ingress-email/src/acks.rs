@@ -252,7 +252,13 @@ impl EmailApi {
             in_reply_to: Set(in_reply_to.clone()),
             references: Set(references.join(" ")),
             subject: Set(o.subject.clone()),
-            from_address: Set(o.answered.to_address.clone()),
+            // The town's address: the one the citizen wrote to, or the
+            // one the thread's latest (outbound) message came from.
+            from_address: Set(if o.answered.direction == "out" {
+                o.answered.from_address.clone()
+            } else {
+                o.answered.to_address.clone()
+            }),
             to_address: Set(o.to.clone()),
             text_clean: Set(o.text.clone()),
             text_full: Set(o.text.clone()),

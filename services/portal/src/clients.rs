@@ -8,6 +8,7 @@ use guichet_platform::auth::{Authenticator, Role};
 use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::email::v1::email_service_client::EmailServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
 use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
@@ -47,6 +48,7 @@ pub struct Clients {
     pub indicators: IndicatorServiceClient<Ch>,
     pub telephony: TelephonyServiceClient<Ch>,
     pub signature: SignatureServiceClient<Ch>,
+    pub email: EmailServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -84,6 +86,10 @@ impl Clients {
             ),
             signature: SignatureServiceClient::with_interceptor(
                 channel("portal.signature_url", &config.signature_url)?,
+                creds.clone(),
+            ),
+            email: EmailServiceClient::with_interceptor(
+                channel("portal.email_url", &config.email_url)?,
                 creds,
             ),
             auth,

@@ -29,6 +29,9 @@ pub struct Config {
     /// The signature role (a dossier's signature requests).
     #[serde(default = "default_indicators_url")]
     pub signature_url: String,
+    /// The email role (a dossier's thread, the agents' answers).
+    #[serde(default = "default_indicators_url")]
+    pub email_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -127,6 +130,7 @@ impl Config {
             ("portal.indicators_url", &self.indicators_url),
             ("portal.telephony_url", &self.telephony_url),
             ("portal.signature_url", &self.signature_url),
+            ("portal.email_url", &self.email_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(

@@ -60,6 +60,7 @@ impl RoleSpec for Spec {
             ("indicators", &mut config.indicators_url),
             ("ingress-telephony", &mut config.telephony_url),
             ("signature", &mut config.signature_url),
+            ("ingress-email", &mut config.email_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

@@ -1221,3 +1221,179 @@ async fn a_signature_requested_from_the_dossier_completes_with_the_sms_code() {
     agent_b.close().await;
     citizen_b.close().await;
 }
+
+/// An email answered from the dossier: the admin writes a text module, the
+/// agent reads the citizen's message in the thread, fills the answer from
+/// the module (placeholders filled), previews it and sends it; it reaches
+/// a real SMTP server threaded to the citizen's message, with the
+/// reference, and the thread shows it.
+#[tokio::test]
+async fn an_email_answered_from_the_dossier_reaches_the_citizen_threaded() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let outbound = SmtpSink::start(env.dir.path()).await;
+    let port = outbound.port.to_string();
+    let email = crate::email_smtp::spawn_email(
+        &env,
+        &all_roles(),
+        &[
+            ("GUICHET__NOTIFICATION__EMAIL__TRANSPORT", "smtp"),
+            ("GUICHET__NOTIFICATION__EMAIL__SMTP_HOST", "127.0.0.1"),
+            ("GUICHET__NOTIFICATION__EMAIL__SMTP_PORT", port.as_str()),
+            (
+                "GUICHET__NOTIFICATION__EMAIL__FROM",
+                "Mairie de Villeneuve <contact@ville.fr>",
+            ),
+        ],
+    )
+    .await;
+    let app = &email.app;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "adele", "Adèle Admin", &[AuthRole::Admin]).await;
+    account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+
+    // The citizen writes; the acknowledgement leaves first.
+    let sent = guichet_testkit::email::send(
+        email.smtp,
+        false,
+        None,
+        "helene.lefevre@example.fr",
+        &[crate::email_smtp::CITY],
+        &[guichet_testkit::email::fixture("01-simple-utf8.eml")],
+    )
+    .await;
+    assert_eq!(sent[0].code, 250);
+    outbound.wait_for(1).await;
+    let q = queue_client(app.grpc_addr, &token).await;
+    let item = eventually("the email routed", Duration::from_secs(30), || {
+        let mut q = q.clone();
+        async move {
+            q.list_work_items(qpb::ListWorkItemsRequest {
+                channel: guichet_testkit::proto::intake::v1::Channel::Email as i32,
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .items
+            .into_iter()
+            .find(|i| !i.dossier_id.is_empty())
+        }
+    })
+    .await;
+
+    // The admin writes a module for every procedure.
+    log_in(&b, &base, "adele").await;
+    b.goto(&format!("{base}/modeles")).await;
+    b.wait_text("Aucun modèle.", Duration::from_secs(10)).await;
+    b.fill("titre", "Accusé de prise en charge").await;
+    b.fill(
+        "texte",
+        "Bonjour {prenom} {nom},\nvotre demande {reference} est prise en charge.\n{agent}, {mairie}",
+    )
+    .await;
+    b.click_text("Enregistrer le modèle").await;
+    b.wait_text(
+        "Modèle « Accusé de prise en charge » enregistré.",
+        Duration::from_secs(10),
+    )
+    .await;
+    b.check_page("modeles").await;
+    b.click_text("Se déconnecter").await;
+    b.wait_text("Connexion au portail", Duration::from_secs(10))
+        .await;
+
+    // Marie answers from the dossier.
+    log_in(&b, &base, "marie").await;
+    b.goto(&format!("{base}/dossier/{}", item.dossier_id)).await;
+    b.click_text("Courriels").await;
+    let text = b.wait_text("Échanges", Duration::from_secs(10)).await;
+    assert!(text.contains("helene.lefevre@example.fr"), "{text}");
+    assert!(
+        text.contains("Envoyé"),
+        "the acknowledgement is in the thread: {text}"
+    );
+    b.click_text("Utiliser ce modèle").await;
+    b.wait_text("Texte de la réponse", Duration::from_secs(10))
+        .await;
+    let filled = b
+        .client
+        .find(Locator::Id("texte"))
+        .await
+        .unwrap()
+        .prop("value")
+        .await
+        .unwrap()
+        .unwrap_or_default();
+    assert!(filled.starts_with("Bonjour Hélène Lefèvre,"), "{filled}");
+    assert!(filled.contains(&item.dossier_reference), "{filled}");
+    assert!(
+        filled.contains("Marie Durand, Mairie de Villeneuve"),
+        "{filled}"
+    );
+    b.click_text("Aperçu").await;
+    b.wait_text("Aperçu de la réponse", Duration::from_secs(10))
+        .await;
+    b.check_page("courriels-apercu").await;
+    b.click_text("Envoyer la réponse").await;
+    b.wait_text(
+        "Réponse envoyée à helene.lefevre@example.fr.",
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = b.text().await;
+    assert!(
+        text.contains(
+            "de contact@ville.fr à helene.lefevre@example.fr\nRe: Demande d'acte de naissance"
+        ),
+        "{text}"
+    );
+    b.check_page("courriels").await;
+
+    // It reaches her mail server, threaded to her message.
+    let raw = eventually(
+        "the answer on the SMTP server",
+        Duration::from_secs(30),
+        || {
+            let all = outbound.messages();
+            async move {
+                all.into_iter().find(|raw| {
+                    mail_parser::MessageParser::default()
+                        .parse(raw)
+                        .and_then(|m| m.body_text(0).map(|t| t.contains("est prise en charge")))
+                        .unwrap_or(false)
+                })
+            }
+        },
+    )
+    .await;
+    let reply = mail_parser::MessageParser::default()
+        .parse(&raw)
+        .expect("a MIME message");
+    // In the citizen's thread: her message heads its references (the
+    // email role answers the thread's latest message, here the
+    // acknowledgement).
+    let references: Vec<String> = reply
+        .references()
+        .as_text_list()
+        .map(|l| l.iter().map(|r| r.to_string()).collect())
+        .or_else(|| reply.references().as_text().map(|r| vec![r.to_owned()]))
+        .unwrap_or_default();
+    assert_eq!(
+        references.first().map(String::as_str),
+        Some("c01@example.fr"),
+        "{references:?}"
+    );
+    let subject = reply.subject().unwrap_or_default().to_owned();
+    assert!(subject.contains(&item.dossier_reference), "{subject}");
+    let body = reply.body_text(0).unwrap_or_default().to_string();
+    assert!(body.contains("est prise en charge"), "{body}");
+    b.close().await;
+}

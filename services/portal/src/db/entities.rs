@@ -121,3 +121,26 @@ pub mod device {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod text_module {
+    use sea_orm::entity::prelude::*;
+
+    /// A French answer model; `{prenom}`, `{nom}`, `{reference}`, `{agent}`
+    /// and `{mairie}` are filled in when an agent uses it.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "text_modules")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub process_id: String,
+        pub title: String,
+        pub body: String,
+        pub updated_by: String,
+        pub update_time: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,6 +6,7 @@
 pub mod entities;
 mod m0001_init;
 mod m0002_devices;
+mod m0003_text_modules;
 
 use sea_orm_migration::prelude::*;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_init::Migration),
             Box::new(m0002_devices::Migration),
+            Box::new(m0003_text_modules::Migration),
         ]
     }
 }

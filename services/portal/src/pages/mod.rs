@@ -10,6 +10,7 @@ mod hall;
 mod indicators;
 mod intake;
 mod login;
+mod mail;
 mod queue;
 mod search;
 mod signatures;
@@ -156,6 +157,11 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/signatures/evenements", get(signatures::events))
         .route("/signature/{id}", get(signatures::evidence))
         .route("/signature/{id}/{step}", post(signatures::act))
+        .route(
+            "/dossier/{id}/courriels",
+            get(mail::page).post(mail::answer),
+        )
+        .route("/modeles", get(mail::modules).post(mail::save_module))
         .route("/appels", get(calls::journal))
         .route("/appel/{id}", get(calls::pop))
         .route("/appels/evenements", get(calls::events))
