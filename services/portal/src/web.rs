@@ -207,6 +207,11 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
+/// A page refused to the signed-in agent, saying who may open it.
+pub fn forbidden(who_may: &str) -> Response {
+    error_page(StatusCode::FORBIDDEN, "Accès refusé", who_may)
+}
+
 /// A minimal, self-contained error page (no call to any role).
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Response {
     let body = askama::Template::render(&ErrorPage { title, message })

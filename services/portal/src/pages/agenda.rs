@@ -360,35 +360,12 @@ async fn book_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let mut d = app.clients.dossier.clone();
-    let dossier = match d
-        .get_dossier(app.clients.request(
-            agent,
-            dpb::GetDossierRequest {
-                id: dossier_id.to_owned(),
-            },
-        ))
-        .await
-    {
-        Ok(x) => x.into_inner(),
-        Err(e) => {
-            return web::error_page(
-                StatusCode::NOT_FOUND,
-                "Dossier",
-                &web::explain(&e, "Le service des dossiers"),
-            );
-        }
+    let dossier = match super::lookup::dossier(app, agent, dossier_id).await {
+        Ok(d) => d,
+        Err(r) => return r,
     };
-    let citizen = d
-        .get_citizen(app.clients.request(
-            agent,
-            dpb::GetCitizenRequest {
-                id: dossier.citizen_id.clone(),
-            },
-        ))
-        .await
-        .map(|c| views::citizen_name(&c.into_inner()))
-        .unwrap_or_default();
+    let citizen =
+        views::citizen_name(&super::lookup::citizen(app, agent, &dossier.citizen_id).await);
     let mut a = app.clients.appointment.clone();
     let types: Vec<(String, String)> = a
         .list_appointment_types(app.clients.request(
@@ -538,39 +515,15 @@ pub async fn book(
         )
         .await;
     };
-    let mut d = app.clients.dossier.clone();
-    let dossier = match d
-        .get_dossier(
-            app.clients
-                .request(&agent, dpb::GetDossierRequest { id: id.clone() }),
-        )
-        .await
-    {
-        Ok(x) => x.into_inner(),
-        Err(e) => {
-            return web::error_page(
-                StatusCode::NOT_FOUND,
-                "Dossier",
-                &web::explain(&e, "Le service des dossiers"),
-            );
-        }
+    let dossier = match super::lookup::dossier(&app, &agent, &id).await {
+        Ok(d) => d,
+        Err(r) => return r,
     };
-    let contact = d
-        .get_citizen(app.clients.request(
-            &agent,
-            dpb::GetCitizenRequest {
-                id: dossier.citizen_id.clone(),
-            },
-        ))
-        .await
-        .map(|c| {
-            let c = c.into_inner();
-            apb::Contact {
-                phone: c.phones.first().cloned().unwrap_or_default(),
-                email: c.emails.first().cloned().unwrap_or_default(),
-            }
-        })
-        .unwrap_or_default();
+    let c = super::lookup::citizen(&app, &agent, &dossier.citizen_id).await;
+    let contact = apb::Contact {
+        phone: c.phones.first().cloned().unwrap_or_default(),
+        email: c.emails.first().cloned().unwrap_or_default(),
+    };
     let mut a = app.clients.appointment.clone();
     let res = a
         .book_appointment(app.clients.request(

@@ -247,11 +247,7 @@ async fn render_extensions(
 }
 
 fn admins_only() -> Response {
-    web::error_page(
-        StatusCode::FORBIDDEN,
-        "Accès refusé",
-        "Seuls les administrateurs associent les postes téléphoniques aux agents.",
-    )
+    web::forbidden("Seuls les administrateurs associent les postes téléphoniques aux agents.")
 }
 
 pub async fn extensions(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {

@@ -162,9 +162,7 @@ async fn render_page(
 }
 
 fn forbidden() -> Response {
-    web::error_page(
-        StatusCode::FORBIDDEN,
-        "Accès refusé",
+    web::forbidden(
         "Seuls les superviseurs et les administrateurs gèrent les appareils de l'accueil.",
     )
 }

@@ -101,31 +101,8 @@ struct Context {
 }
 
 async fn context(app: &App, agent: &Agent, id: &str) -> Result<Context, Response> {
-    let mut d = app.clients.dossier.clone();
-    let dossier = d
-        .get_dossier(
-            app.clients
-                .request(agent, dpb::GetDossierRequest { id: id.to_owned() }),
-        )
-        .await
-        .map_err(|e| {
-            web::error_page(
-                StatusCode::NOT_FOUND,
-                "Dossier",
-                &web::explain(&e, "Le service des dossiers"),
-            )
-        })?
-        .into_inner();
-    let citizen = d
-        .get_citizen(app.clients.request(
-            agent,
-            dpb::GetCitizenRequest {
-                id: dossier.citizen_id.clone(),
-            },
-        ))
-        .await
-        .map(|c| c.into_inner())
-        .unwrap_or_default();
+    let dossier = super::lookup::dossier(app, agent, id).await?;
+    let citizen = super::lookup::citizen(app, agent, &dossier.citizen_id).await;
     Ok(Context { dossier, citizen })
 }
 
@@ -196,28 +173,14 @@ async fn render(
         .await
         .map(|l| l.into_iter().map(|m| (m.id, m.title)).collect())
         .unwrap_or_default();
-    let mut d = app.clients.dossier.clone();
-    let documents = d
-        .list_documents(app.clients.request(
-            agent,
-            dpb::ListDocumentsRequest {
-                dossier_id: cx.dossier.id.clone(),
-                page_size: 100,
-                page_token: String::new(),
-            },
-        ))
+    let documents = super::lookup::documents(app, agent, &cx.dossier.id)
         .await
-        .map(|r| {
-            r.into_inner()
-                .documents
-                .into_iter()
-                .map(|doc| {
-                    let checked = attached.contains(&doc.sha256);
-                    (doc.sha256, doc.filename, doc.media_type, checked)
-                })
-                .collect()
+        .into_iter()
+        .map(|doc| {
+            let checked = attached.contains(&doc.sha256);
+            (doc.sha256, doc.filename, doc.media_type, checked)
         })
-        .unwrap_or_default();
+        .collect();
     let page = MailPage {
         layout: Layout::new(app, agent, "", headers),
         citizen: views::citizen_name(&cx.citizen),
@@ -346,20 +309,8 @@ pub async fn answer(
         )
         .await;
     }
-    let mut d = app.clients.dossier.clone();
-    let documents = d
-        .list_documents(app.clients.request(
-            &agent,
-            dpb::ListDocumentsRequest {
-                dossier_id: cx.dossier.id.clone(),
-                page_size: 100,
-                page_token: String::new(),
-            },
-        ))
+    let attachments = super::lookup::documents(&app, &agent, &cx.dossier.id)
         .await
-        .map(|r| r.into_inner().documents)
-        .unwrap_or_default();
-    let attachments = documents
         .into_iter()
         .filter(|doc| attached.contains(&doc.sha256))
         .map(|doc| epb::ReplyAttachment {
@@ -473,11 +424,7 @@ async fn modules_page(
 }
 
 fn admins_only() -> Response {
-    web::error_page(
-        StatusCode::FORBIDDEN,
-        "Accès refusé",
-        "Seuls les administrateurs modifient les modèles de réponse.",
-    )
+    web::forbidden("Seuls les administrateurs modifient les modèles de réponse.")
 }
 
 pub async fn modules(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {

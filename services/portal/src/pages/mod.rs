@@ -10,6 +10,7 @@ mod hall;
 mod indicators;
 mod intake;
 mod login;
+mod lookup;
 mod mail;
 mod queue;
 mod search;

@@ -8,7 +8,6 @@ use axum::Form;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::signature::v1 as spb;
 use serde::Deserialize;
 
@@ -141,62 +140,23 @@ async fn render_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let mut d = app.clients.dossier.clone();
-    let dossier = match d
-        .get_dossier(app.clients.request(
-            agent,
-            dpb::GetDossierRequest {
-                id: dossier_id.to_owned(),
-            },
-        ))
-        .await
-    {
-        Ok(x) => x.into_inner(),
-        Err(e) => {
-            return web::error_page(
-                StatusCode::NOT_FOUND,
-                "Dossier",
-                &web::explain(&e, "Le service des dossiers"),
-            );
-        }
+    let dossier = match super::lookup::dossier(app, agent, dossier_id).await {
+        Ok(d) => d,
+        Err(r) => return r,
     };
-    let documents = d
-        .list_documents(app.clients.request(
-            agent,
-            dpb::ListDocumentsRequest {
-                dossier_id: dossier.id.clone(),
-                page_size: 100,
-                page_token: String::new(),
-            },
-        ))
+    let documents = super::lookup::documents(app, agent, &dossier.id)
         .await
-        .map(|r| {
-            r.into_inner()
-                .documents
-                .into_iter()
-                .filter(|doc| doc.media_type == "application/pdf")
-                .map(|doc| (doc.sha256, doc.filename))
-                .collect()
-        })
-        .unwrap_or_default();
-    let (signer_name, signer_phone) = d
-        .get_citizen(app.clients.request(
-            agent,
-            dpb::GetCitizenRequest {
-                id: dossier.citizen_id.clone(),
-            },
-        ))
-        .await
-        .map(|c| {
-            let c = c.into_inner();
-            (
-                format!("{} {}", c.given_name, c.family_name)
-                    .trim()
-                    .to_owned(),
-                c.phones.first().cloned().unwrap_or_default(),
-            )
-        })
-        .unwrap_or_default();
+        .into_iter()
+        .filter(|doc| doc.media_type == "application/pdf")
+        .map(|doc| (doc.sha256, doc.filename))
+        .collect();
+    let c = super::lookup::citizen(app, agent, &dossier.citizen_id).await;
+    let (signer_name, signer_phone) = (
+        format!("{} {}", c.given_name, c.family_name)
+            .trim()
+            .to_owned(),
+        c.phones.first().cloned().unwrap_or_default(),
+    );
     let page = SignaturesPage {
         layout: Layout::new(app, agent, "", headers),
         list: requests(app, agent, &dossier.id).await,
