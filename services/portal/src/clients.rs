@@ -11,6 +11,7 @@ use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::email::v1::email_service_client::EmailServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
+use guichet_proto::scan::v1::scan_service_client::ScanServiceClient;
 use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use guichet_proto::telephony::v1::telephony_service_client::TelephonyServiceClient;
 use tonic::service::interceptor::InterceptedService;
@@ -49,6 +50,7 @@ pub struct Clients {
     pub telephony: TelephonyServiceClient<Ch>,
     pub signature: SignatureServiceClient<Ch>,
     pub email: EmailServiceClient<Ch>,
+    pub scan: ScanServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -90,6 +92,10 @@ impl Clients {
             ),
             email: EmailServiceClient::with_interceptor(
                 channel("portal.email_url", &config.email_url)?,
+                creds.clone(),
+            ),
+            scan: ScanServiceClient::with_interceptor(
+                channel("portal.scan_url", &config.scan_url)?,
                 creds,
             ),
             auth,

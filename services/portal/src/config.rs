@@ -32,6 +32,9 @@ pub struct Config {
     /// The email role (a dossier's thread, the agents' answers).
     #[serde(default = "default_indicators_url")]
     pub email_url: String,
+    /// The scanned-mail role (the mail room).
+    #[serde(default = "default_indicators_url")]
+    pub scan_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -131,6 +134,7 @@ impl Config {
             ("portal.telephony_url", &self.telephony_url),
             ("portal.signature_url", &self.signature_url),
             ("portal.email_url", &self.email_url),
+            ("portal.scan_url", &self.scan_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(

@@ -61,6 +61,7 @@ impl RoleSpec for Spec {
             ("ingress-telephony", &mut config.telephony_url),
             ("signature", &mut config.signature_url),
             ("ingress-email", &mut config.email_url),
+            ("ingress-scan", &mut config.scan_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

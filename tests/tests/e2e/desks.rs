@@ -1397,3 +1397,107 @@ async fn an_email_answered_from_the_dossier_reaches_the_citizen_threaded() {
     assert!(body.contains("est prise en charge"), "{body}");
     b.close().await;
 }
+
+/// The mail room: a supervisor uploads a letter from the browser (read and
+/// routed: its request opens from the page) and a file the scan role cannot
+/// read (quarantined with its reason in French); reading it again keeps it
+/// there and says why.
+#[tokio::test]
+async fn the_mail_room_uploads_letters_and_works_the_quarantine() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let app = env.spawn(&all_roles()).await;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "chef", "Claire Chef", &[AuthRole::Supervisor]).await;
+    let work = tempfile::tempdir().unwrap();
+    let letter = work.path().join("lettre-dupont.pdf");
+    guichet_testkit::scan::render(
+        &letter,
+        "pdf_text",
+        150,
+        &[guichet_testkit::scan::PageSpec::new(&[
+            (20.0, "Jean Dupont"),
+            (20.0, "12 rue de la Mairie"),
+            (20.0, "94300 Villeneuve"),
+            (20.0, "06 12 34 56 78"),
+            (0.0, ""),
+            (20.0, "Objet : demande d'acte de naissance"),
+            (
+                20.0,
+                "Madame, Monsieur, je souhaite obtenir une copie de mon acte de naissance.",
+            ),
+        ])],
+    );
+    let bad = work.path().join("notes.txt");
+    std::fs::write(&bad, "ceci n'est pas un scan").unwrap();
+
+    log_in(&b, &base, "chef").await;
+    b.goto(&format!("{base}/courrier")).await;
+    b.wait_text("Aucun courrier en quarantaine.", Duration::from_secs(10))
+        .await;
+    b.check_page("courrier-vide").await;
+    let upload = |path: std::path::PathBuf| {
+        let b = &b;
+        async move {
+            b.client
+                .find(Locator::Id("fichier"))
+                .await
+                .unwrap()
+                .send_keys(path.to_str().unwrap())
+                .await
+                .unwrap();
+            b.client
+                .find(Locator::Css("form[action='/courrier/envoyer'] button"))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    upload(letter).await;
+    b.wait_text(
+        "« lettre-dupont.pdf » lu (1 page(s)) : il est dans la file unique.",
+        Duration::from_secs(60),
+    )
+    .await;
+    upload(bad).await;
+    b.wait_text(
+        "« notes.txt » mis en quarantaine : type de fichier non pris en charge",
+        Duration::from_secs(30),
+    )
+    .await;
+    let text = b.text().await;
+    assert!(text.contains("lettre-dupont.pdf"), "{text}");
+    b.check_page("courrier").await;
+    // Its request opens from the mail room (once routed).
+    eventually("the letter's request", Duration::from_secs(30), || {
+        let b = &b;
+        let base = base.clone();
+        async move {
+            b.goto(&format!("{base}/courrier")).await;
+            b.text().await.contains("Ouvrir la demande").then_some(())
+        }
+    })
+    .await;
+    b.click_text("Ouvrir la demande").await;
+    b.wait_text("Demande", Duration::from_secs(10)).await;
+    assert!(b.current_path().await.starts_with("/demande/"));
+
+    // Reading the bad file again: still unreadable, and said so.
+    b.goto(&format!("{base}/courrier")).await;
+    b.click_text("Relire notes.txt").await;
+    b.wait_text(
+        "« notes.txt » reste en quarantaine : type de fichier non pris en charge",
+        Duration::from_secs(30),
+    )
+    .await;
+    let text = b.text().await;
+    assert!(text.contains("déjà relu 1 fois"), "{text}");
+    b.close().await;
+}

@@ -12,6 +12,7 @@ mod intake;
 mod login;
 mod lookup;
 mod mail;
+mod mailroom;
 mod queue;
 mod search;
 mod signatures;
@@ -163,6 +164,12 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
             get(mail::page).post(mail::answer),
         )
         .route("/modeles", get(mail::modules).post(mail::save_module))
+        .route("/courrier", get(mailroom::page))
+        .route(
+            "/courrier/envoyer",
+            post(mailroom::upload).layer(DefaultBodyLimit::max(mailroom::MAX_UPLOAD_BYTES)),
+        )
+        .route("/courrier/{id}/liberer", post(mailroom::release))
         .route("/appels", get(calls::journal))
         .route("/appel/{id}", get(calls::pop))
         .route("/appels/evenements", get(calls::events))
