@@ -138,3 +138,56 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config {
+            database_url: "sqlite::memory:".into(),
+            services: [("passeports", "P"), ("urbanisme", "U"), ("etat-civil", "E")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            service_labels: [(
+                "passeports".to_owned(),
+                "Passeports et cartes d'identité".to_owned(),
+            )]
+            .into_iter()
+            .collect(),
+            default_service: "passeports".into(),
+            default_site: "mairie".into(),
+            http_addr: "127.0.0.1:0".into(),
+            priorities: BTreeMap::new(),
+            recalls_before_no_show: 1,
+            appointment_url: String::new(),
+            appointment_early_minutes: 60,
+            appointment_grace_minutes: 15,
+            appointment_priority_minutes: 10,
+            appointment_services: BTreeMap::new(),
+            appointment_sites: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn services_read_as_their_label_or_their_name() {
+        let c = config();
+        assert_eq!(
+            c.service_label("passeports"),
+            "Passeports et cartes d'identité"
+        );
+        assert_eq!(c.service_label("urbanisme"), "Urbanisme");
+        assert_eq!(c.service_label("etat-civil"), "Etat civil");
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn a_label_for_an_unknown_service_is_refused() {
+        let mut c = config();
+        c.service_labels
+            .insert("cadastre".into(), "Cadastre".into());
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("counter.service_labels.cadastre"), "{err}");
+    }
+}

@@ -246,6 +246,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         Ok(Response::new(pb::TicketPosition {
             status: status_pb(&t.status) as i32,
             number: t.number,
+            service_label: self.config.service_label(&t.service),
             service: t.service,
             site: t.site,
             ahead: w.ahead,
@@ -274,6 +275,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
             services: services
                 .into_iter()
                 .map(|(service, w)| pb::ServiceWaiting {
+                    service_label: self.config.service_label(&service),
                     service,
                     waiting: w.waiting,
                     open_desks: w.open_desks,

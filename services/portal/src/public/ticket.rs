@@ -22,22 +22,6 @@ use tonic::Code;
 
 use super::{Layout, Public, error, respond, unavailable};
 
-/// A counter service in words.
-pub fn service_name(slug: &str) -> String {
-    match slug {
-        "general" => "Accueil général".into(),
-        "passeports" => "Passeports et cartes d'identité".into(),
-        "etat-civil" => "État civil".into(),
-        other => {
-            let mut c = other.replace('-', " ");
-            if let Some(f) = c.get_mut(0..1) {
-                f.make_ascii_uppercase();
-            }
-            c
-        }
-    }
-}
-
 /// "environ 25 minutes", "moins d'une minute".
 pub fn minutes(secs: u32) -> String {
     match secs.div_ceil(60) {
@@ -68,7 +52,7 @@ fn state(t: &cpb::TicketPosition) -> TicketState {
     use cpb::TicketStatus as S;
     TicketState {
         number: t.number.clone(),
-        service: service_name(&t.service),
+        service: t.service_label.clone(),
         status: match S::try_from(t.status).unwrap_or(S::Unspecified) {
             S::Waiting => "waiting",
             S::Called => "called",
@@ -236,7 +220,7 @@ pub async fn waiting_times(
                     .services
                     .iter()
                     .map(|s| ServiceRow {
-                        name: service_name(&s.service),
+                        name: s.service_label.clone(),
                         waiting: s.waiting,
                         wait: if s.waiting == 0 {
                             "pas d'attente".into()
@@ -269,10 +253,5 @@ mod tests {
         assert_eq!(minutes(60), "environ 1 minute");
         assert_eq!(minutes(1500), "environ 25 minutes");
         assert_eq!(minutes(3900), "environ 1 h 05");
-        assert_eq!(
-            service_name("passeports"),
-            "Passeports et cartes d'identité"
-        );
-        assert_eq!(service_name("urbanisme"), "Urbanisme");
     }
 }
