@@ -466,6 +466,11 @@ impl Router {
                 .increment(1);
             tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %item.dossier_id, correlation = target.correlation, rule_id = %class.rule_id, "work item enqueued");
         }
+        // A counter desk may have called (or ended) the ticket before its
+        // request was here.
+        if channel == Channel::Counter {
+            crate::desk::apply_kept(&self.queue, &event.id).await?;
+        }
         Ok(())
     }
 

@@ -1501,3 +1501,99 @@ async fn the_mail_room_uploads_letters_and_works_the_quarantine() {
     assert!(text.contains("déjà relu 1 fois"), "{text}");
     b.close().await;
 }
+
+/// The counter's events and the ticket's intake event travel on two
+/// streams: a desk's steps (the ticket called, then served) that routing
+/// reads before the ticket's request are kept, not retried away, and
+/// reach the request once it is enqueued.
+async fn desk_steps_before_their_request(backend: Backend) {
+    use guichet_platform::bus::IncomingEvent;
+    use guichet_testkit::proto::events::v1 as evpb;
+    use guichet_testkit::proto::intake::v1 as ipb;
+    use prost::Message;
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let app = env
+        .spawn(&[guichet::Role::Dossier, guichet::Role::Routing])
+        .await;
+    let queue: guichet_testkit::routing::queue::Queue = app.handle().expect("routing's queue");
+    let now = Utc::now();
+    let mut visit = intake_at(ipb::Channel::Counter, now);
+    visit.citizen = Some(ipb::CitizenHint {
+        given_name: "Jean".into(),
+        family_name: "Dupont".into(),
+        ..Default::default()
+    });
+    let step = |id: &str, subject: &str, body: Vec<u8>| IncomingEvent {
+        id: id.into(),
+        ty: String::new(),
+        source: "test".into(),
+        subject: "tickets/t1".into(),
+        time: None,
+        nats_subject: format!("guichet.events.counter.{subject}"),
+        body: body.into(),
+        delivered: 1,
+        stream_sequence: 0,
+    };
+    let called = evpb::TicketCalled {
+        ticket_id: "t1".into(),
+        ticket_number: "G001".into(),
+        desk: "1".into(),
+        agent_id: "agent-1".into(),
+        intake_event_id: visit.id.clone(),
+        call_time: Some(guichet_proto::convert::timestamp(
+            now + chrono::Duration::minutes(5),
+        )),
+        ..Default::default()
+    };
+    let ended = evpb::VisitEnded {
+        ticket_id: "t1".into(),
+        ticket_number: "G001".into(),
+        desk: "1".into(),
+        outcome: "done".into(),
+        agent_id: "agent-1".into(),
+        intake_event_id: visit.id.clone(),
+        end_time: Some(guichet_proto::convert::timestamp(
+            now + chrono::Duration::minutes(9),
+        )),
+        ..Default::default()
+    };
+    // Read before the request exists: kept (and a redelivery is harmless).
+    for _ in 0..2 {
+        guichet_testkit::routing::desk::handle(
+            &queue,
+            step("desk-1", "ticket_called", called.encode_to_vec()),
+        )
+        .await
+        .expect("the call is kept, not retried");
+        guichet_testkit::routing::desk::handle(
+            &queue,
+            step("desk-2", "visit_ended", ended.encode_to_vec()),
+        )
+        .await
+        .expect("the end of visit is kept, not retried");
+    }
+    // The ticket's request arrives: the kept steps reach it, in order.
+    env.publish_intake(&visit).await;
+    let a1 = env.token("agent-1", &[TokenRole::Agent]);
+    let done = item_in(&app, &a1, &visit.id, qpb::WorkItemStatus::Completed).await;
+    assert_eq!(done.agent_id, "agent-1");
+    assert_eq!(done.outcome, "Ticket G001 : reçu au guichet 1");
+    let first_touch = views_seconds(&done.assign_time) - views_seconds(&done.enter_time);
+    assert_eq!(first_touch, 300, "the desk's call time is the first touch");
+}
+
+fn views_seconds(t: &Option<prost_types::Timestamp>) -> i64 {
+    t.as_ref().map(|t| t.seconds).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn desk_steps_that_come_before_their_request_are_kept() {
+    desk_steps_before_their_request(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn desk_steps_that_come_before_their_request_are_kept_postgres() {
+    desk_steps_before_their_request(Backend::Postgres).await;
+}

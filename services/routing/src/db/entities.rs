@@ -110,3 +110,26 @@ pub mod message_dossier {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod desk_step {
+    use sea_orm::entity::prelude::*;
+
+    /// A counter desk's step waiting for its request to be enqueued.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "desk_steps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub intake_event_id: String,
+        /// "called" or "ended".
+        pub kind: String,
+        pub agent_id: String,
+        pub outcome: String,
+        pub at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

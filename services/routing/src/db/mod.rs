@@ -5,6 +5,7 @@ mod m0001_init;
 mod m0002_unified_queue;
 mod m0003_citizen_candidates;
 mod m0004_callback_attempts;
+mod m0005_desk_steps;
 
 use sea_orm_migration::prelude::*;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_unified_queue::Migration),
             Box::new(m0003_citizen_candidates::Migration),
             Box::new(m0004_callback_attempts::Migration),
+            Box::new(m0005_desk_steps::Migration),
         ]
     }
 }
