@@ -16,36 +16,19 @@ use chrono::{TimeZone, Utc};
 use guichet_platform::auth::Role as AuthRole;
 use guichet_platform::clock::ManualClock;
 use guichet_portal::PortalHandle;
-use guichet_portal::accounts::{self, NewAccount};
 use guichet_proto::appointment::v1 as apb;
 use guichet_testkit::browser::{Browser, fantoccini::Locator};
 use guichet_testkit::proto::counter::v1 as cpb;
 use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::*;
 
-const PASSWORD: &str = "un mot de passe de test";
-
 async fn account(portal: &PortalHandle, login: &str, name: &str, roles: &[AuthRole]) -> String {
-    accounts::add(
-        &portal.db,
-        NewAccount {
-            login: login.into(),
-            display_name: name.into(),
-            roles: roles.to_vec(),
-            groups: Vec::new(),
-            password: PASSWORD.into(),
-        },
-    )
-    .await
-    .expect("add account")
-    .id
+    crate::portal::account(portal, login, name, roles, &[]).await
 }
 
+/// Log in and wait for the signed-in page.
 async fn log_in(b: &Browser, base: &str, login: &str) {
-    b.goto(&format!("{base}/connexion")).await;
-    b.fill("login", login).await;
-    b.fill("password", PASSWORD).await;
-    b.click_text("Se connecter").await;
+    crate::portal::log_in(b, base, login).await;
     b.wait_text("Se déconnecter", Duration::from_secs(10)).await;
 }
 
@@ -400,9 +383,7 @@ async fn a_walk_in_goes_from_the_kiosk_to_the_board_and_the_desk_in_the_browser(
     .await;
 
     // The supervisor removes the kiosk: it opens nothing any more.
-    desk.click_text("Se déconnecter").await;
-    desk.wait_text("Connexion au portail", Duration::from_secs(10))
-        .await;
+    crate::portal::log_out(&desk).await;
     log_in(&desk, &base, "chef").await;
     desk.goto(&format!("{base}/appareils")).await;
     desk.wait_text("Borne du hall", Duration::from_secs(10))
@@ -664,10 +645,7 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
         .wait_text("Seuls les administrateurs", Duration::from_secs(10))
         .await;
     admin.goto(&format!("{base}/file")).await;
-    admin.click_text("Se déconnecter").await;
-    admin
-        .wait_text("Connexion au portail", Duration::from_secs(10))
-        .await;
+    crate::portal::log_out(&admin).await;
     log_in(&admin, &base, "adele").await;
     admin.goto(&format!("{base}/telephonie/postes")).await;
     admin
@@ -699,10 +677,7 @@ async fn a_call_pops_the_callers_fiche_on_the_right_agents_page() {
         "{text}"
     );
     admin.check_page("postes").await;
-    admin.click_text("Se déconnecter").await;
-    admin
-        .wait_text("Connexion au portail", Duration::from_secs(10))
-        .await;
+    crate::portal::log_out(&admin).await;
 
     // Marie (in the first browser) and Paul each have their queue open.
     let marie_b = admin;
@@ -1306,9 +1281,7 @@ async fn an_email_answered_from_the_dossier_reaches_the_citizen_threaded() {
     )
     .await;
     b.check_page("modeles").await;
-    b.click_text("Se déconnecter").await;
-    b.wait_text("Connexion au portail", Duration::from_secs(10))
-        .await;
+    crate::portal::log_out(&b).await;
 
     // Marie answers from the dossier.
     log_in(&b, &base, "marie").await;

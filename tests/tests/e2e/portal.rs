@@ -21,11 +21,11 @@ use guichet_testkit::proto::intake::v1 as ipb;
 use guichet_testkit::proto::routing::v1 as qpb;
 use guichet_testkit::*;
 
-const PASSWORD: &str = "un mot de passe de test";
+pub(crate) const PASSWORD: &str = "un mot de passe de test";
 const TAB: &str = "\u{E004}";
 const ENTER: &str = "\u{E007}";
 
-async fn account(
+pub(crate) async fn account(
     portal: &PortalHandle,
     login: &str,
     name: &str,
@@ -47,14 +47,14 @@ async fn account(
     .id
 }
 
-async fn log_in(b: &Browser, base: &str, login: &str) {
+pub(crate) async fn log_in(b: &Browser, base: &str, login: &str) {
     b.goto(&format!("{base}/connexion")).await;
     b.fill("login", login).await;
     b.fill("password", PASSWORD).await;
     b.click_text("Se connecter").await;
 }
 
-async fn log_out(b: &Browser) {
+pub(crate) async fn log_out(b: &Browser) {
     b.click_text("Se déconnecter").await;
     b.wait_text("Connexion au portail", Duration::from_secs(10))
         .await;

@@ -19,7 +19,7 @@ use guichet_proto::convert::timestamp;
 use guichet_proto::dossier::v1 as dpb;
 use serde::Deserialize;
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond, respond_with};
 use crate::views;
 use crate::web::{self, Agent, App};
 
@@ -47,6 +47,7 @@ pub struct BookingRow {
     pub tag: &'static str,
     /// Booked or checked in: may be marked seen or absent.
     pub expected: bool,
+    pub state: apb::BookingStatus,
     pub cancellable: bool,
 }
 
@@ -197,6 +198,7 @@ pub async fn page(
                         .unwrap_or(slot.desk_id.clone()),
                     citizen: names.get(&b.citizen_id).cloned().unwrap_or_default(),
                     expected: matches!(st, B::Booked | B::CheckedIn),
+                    state: st,
                     cancellable: st == B::Booked,
                     status,
                     tag,
@@ -215,8 +217,14 @@ pub async fn page(
         .as_ref()
         .map(|r| {
             let expected = r.iter().filter(|b| b.expected).count();
-            let seen = r.iter().filter(|b| b.status == "Reçu").count();
-            let absent = r.iter().filter(|b| b.status == "Absent").count();
+            let seen = r
+                .iter()
+                .filter(|b| b.state == apb::BookingStatus::Seen)
+                .count();
+            let absent = r
+                .iter()
+                .filter(|b| b.state == apb::BookingStatus::NoShow)
+                .count();
             format!("{} rendez-vous : {expected} attendu(s) ou arrivé(s), {seen} reçu(s), {absent} absent(s)", r.len())
         })
         .unwrap_or_default();
@@ -455,9 +463,7 @@ async fn book_page(
         request_id: uuid::Uuid::now_v7().to_string(),
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 pub async fn book_form(

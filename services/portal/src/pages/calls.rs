@@ -16,7 +16,7 @@ use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::telephony::v1 as tpb;
 use serde::Deserialize;
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond, respond_with};
 use crate::views;
 use crate::web::{self, Agent, App};
 
@@ -241,9 +241,7 @@ async fn render_extensions(
         accounts,
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 fn admins_only() -> Response {

@@ -18,7 +18,7 @@ use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, EntityTrait};
 use serde::{Deserialize, Serialize};
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond_with};
 use crate::db::entities::preference;
 use crate::views;
 use crate::web::{self, Agent, App};
@@ -131,6 +131,14 @@ fn status_word(s: i32) -> &'static str {
     }
 }
 
+/// Service name → the label citizens read.
+fn labels_of(l: &cpb::ListServicesResponse) -> BTreeMap<String, String> {
+    l.services
+        .iter()
+        .map(|s| (s.name.clone(), s.label.clone()))
+        .collect()
+}
+
 /// The counter's services and their labels (name → label).
 async fn services(app: &App, agent: &Agent) -> Result<cpb::ListServicesResponse, tonic::Status> {
     let mut c = app.clients.counter.clone();
@@ -225,15 +233,7 @@ async fn render_page(
     let configured = saved.is_some();
     let listed = services(app, agent).await;
     let mut settings = saved.unwrap_or_default();
-    let labels: BTreeMap<String, String> = listed
-        .as_ref()
-        .map(|l| {
-            l.services
-                .iter()
-                .map(|s| (s.name.clone(), s.label.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let labels = listed.as_ref().map(labels_of).unwrap_or_default();
     if settings.site.is_empty()
         && let Ok(l) = &listed
     {
@@ -336,11 +336,7 @@ async fn render_page(
         error,
         all_services,
     };
-    let mut r = respond(app, &page);
-    if status != StatusCode::OK {
-        *r.status_mut() = status;
-    }
-    r
+    respond_with(app, &page, status)
 }
 
 pub async fn page(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
@@ -352,12 +348,7 @@ pub async fn waiting_fragment(State(app): State<App>, agent: Agent) -> Response 
     let settings = settings_of(&app, &agent.subject).await.unwrap_or_default();
     let labels = services(&app, &agent)
         .await
-        .map(|l| {
-            l.services
-                .into_iter()
-                .map(|s| (s.name, s.label))
-                .collect::<BTreeMap<_, _>>()
-        })
+        .map(|l| labels_of(&l))
         .unwrap_or_default();
     let waiting = waiting(&app, &agent, &settings, &labels).await;
     web::render(&WaitingFragment { waiting })

@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use serde::Deserialize;
 
-use super::{Layout, respond};
+use super::{Layout, respond_with};
 use crate::db::entities::device;
 use crate::session;
 use crate::views;
@@ -156,9 +156,7 @@ async fn render_page(
         error,
         load_error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 fn forbidden() -> Response {

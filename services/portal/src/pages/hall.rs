@@ -122,9 +122,7 @@ async fn kiosk_page(
         error,
         checkin_error,
     };
-    let mut r = web::render(&page);
-    *r.status_mut() = status;
-    r
+    (status, web::render(&page)).into_response()
 }
 
 pub async fn kiosk(State(app): State<App>, headers: HeaderMap) -> Response {

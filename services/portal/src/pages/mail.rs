@@ -18,7 +18,7 @@ use sea_orm::{
 };
 use serde::Deserialize;
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond_with};
 use crate::db::entities::text_module;
 use crate::views;
 use crate::web::{self, Agent, App};
@@ -195,9 +195,7 @@ async fn render(
         request_id: uuid::Uuid::now_v7().to_string(),
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 #[derive(Deserialize, Default)]
@@ -418,9 +416,7 @@ async fn modules_page(
         processes: titles.into_iter().collect(),
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 fn admins_only() -> Response {

@@ -13,7 +13,7 @@ use guichet_proto::routing::v1 as rpb;
 use guichet_proto::scan::v1 as spb;
 use serde::Deserialize;
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond_with};
 use crate::views;
 use crate::web::{self, Agent, App};
 
@@ -147,9 +147,7 @@ async fn render(
         letters,
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 pub async fn page(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {

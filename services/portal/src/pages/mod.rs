@@ -98,6 +98,11 @@ pub fn respond<T: askama::Template>(app: &App, t: &T) -> Response {
     web::clear_flash(web::render(t), app.config.secure_cookies)
 }
 
+/// [`respond`] with the page's HTTP status (a refused form, a conflict).
+pub fn respond_with<T: askama::Template>(app: &App, t: &T, status: StatusCode) -> Response {
+    (status, respond(app, t)).into_response()
+}
+
 pub fn router(app: App, stop: CancellationToken) -> Router {
     let frame_ancestors = if app.config.frame_ancestors.is_empty() {
         "'none'".to_owned()

@@ -12,7 +12,7 @@ use guichet_proto::intake::v1::Channel;
 use guichet_proto::routing::v1 as rpb;
 use serde::{Deserialize, Serialize};
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond_with};
 use crate::session::Session;
 use crate::views::{self, Tag};
 use crate::web::{self, Agent, App};
@@ -420,7 +420,7 @@ async fn render_page(
         page_url: format!("/file?{}", f.query("")),
         filters: f,
     };
-    (status, respond(app, &p)).into_response()
+    respond_with(app, &p, status)
 }
 
 pub async fn page(

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use guichet_proto::signature::v1 as spb;
 use serde::Deserialize;
 
-use super::{Layout, Section, respond};
+use super::{Layout, Section, respond, respond_with};
 use crate::views;
 use crate::web::{self, Agent, App};
 
@@ -168,9 +168,7 @@ async fn render_page(
         request_id: uuid::Uuid::now_v7().to_string(),
         error,
     };
-    let mut r = respond(app, &page);
-    *r.status_mut() = status;
-    r
+    respond_with(app, &page, status)
 }
 
 pub async fn page(
