@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
 /// What a caller may do. `admin` may do everything; `supervisor` everything
-/// an `agent` may; `service` is for other municipal systems and guichet's own
-/// roles calling each other.
+/// an `agent` may; `process_owner` may change the town's procedures and
+/// routing rules in the process studio; `service` is for other municipal
+/// systems and guichet's own roles calling each other.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -33,6 +34,8 @@ pub enum Role {
     Supervisor,
     Admin,
     Service,
+    #[serde(rename = "process_owner")]
+    ProcessOwner,
 }
 
 impl Role {
@@ -43,6 +46,7 @@ impl Role {
             Role::Supervisor => "supervisor",
             Role::Admin => "admin",
             Role::Service => "service",
+            Role::ProcessOwner => "process_owner",
         }
     }
 }
@@ -55,8 +59,9 @@ impl std::str::FromStr for Role {
             "supervisor" => Ok(Role::Supervisor),
             "admin" => Ok(Role::Admin),
             "service" => Ok(Role::Service),
+            "process_owner" => Ok(Role::ProcessOwner),
             other => Err(format!(
-                "unknown role `{other}` (agent, supervisor, admin, service)"
+                "unknown role `{other}` (agent, supervisor, admin, service, process_owner)"
             )),
         }
     }

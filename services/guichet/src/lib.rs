@@ -551,13 +551,19 @@ pub async fn dev_accounts(config: &GuichetConfig, app: &RunningApp) -> anyhow::R
         .filter_map(|l| l.split_once(' '))
         .map(|(l, p)| (l.to_owned(), p.to_owned()))
         .collect();
-    let wanted: [(&str, &str, &[AuthRole], &[&str]); 3] = [
+    let wanted: [(&str, &str, &[AuthRole], &[&str]); 4] = [
         ("accueil", "Agent d'accueil", &[AuthRole::Agent], &[]),
         ("ccas", "Agent du CCAS", &[AuthRole::Agent], &["social"]),
         (
             "superviseur",
             "Responsable de l'accueil",
             &[AuthRole::Supervisor],
+            &[],
+        ),
+        (
+            "procedures",
+            "Responsable des procédures",
+            &[AuthRole::Agent, AuthRole::ProcessOwner],
             &[],
         ),
     ];

@@ -16,6 +16,7 @@ mod mailroom;
 mod queue;
 mod search;
 mod signatures;
+mod studio;
 
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct Layout {
     pub supervisor: bool,
     /// Admins map the PBX extensions.
     pub admin: bool,
+    /// Process owners and admins see the process studio.
+    pub studio: bool,
 }
 
 impl Layout {
@@ -52,6 +55,7 @@ impl Layout {
             flash: web::flash(headers),
             supervisor: indicators::may_read(agent),
             admin: calls::may_map(agent),
+            studio: studio::may_edit(agent),
         }
     }
 }
