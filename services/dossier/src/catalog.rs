@@ -153,6 +153,19 @@ pub const GUARDS: &[&str] = &[
     "note_present",
 ];
 
+/// What a transition's guards look at, as known of one dossier (read from
+/// the database by the engine, or given by a process owner's dry run).
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Ids of the document types provided.
+    pub provided_documents: Vec<String>,
+    /// A family name and a way to reach the citizen.
+    pub citizen_identified: bool,
+    pub appointment_booked: bool,
+    pub signature_completed: bool,
+    pub note_present: bool,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransitionDefinition {
@@ -238,6 +251,55 @@ impl ProcessDefinition {
 
     pub fn is_terminal(&self, state: &str) -> bool {
         self.state(state).is_some_and(|s| s.terminal)
+    }
+
+    /// Titles of the required checklist documents of `state` not in
+    /// `provided`.
+    pub fn missing_documents(&self, state: &str, provided: &[String]) -> Vec<String> {
+        let Some(state) = self.state(state) else {
+            return vec![];
+        };
+        state
+            .checklist
+            .iter()
+            .filter_map(|id| self.document(id))
+            .filter(|doc| doc.required && !provided.contains(&doc.id))
+            .map(|doc| doc.title.clone())
+            .collect()
+    }
+
+    /// Guards of `t` (leaving `state`) that do not hold with `facts`, as
+    /// French reasons.
+    pub fn guard_failures(
+        &self,
+        state: &str,
+        t: &TransitionDefinition,
+        facts: &Facts,
+    ) -> Vec<String> {
+        let mut failures = Vec::new();
+        for g in &t.guards {
+            match g.as_str() {
+                "checklist_complete" => {
+                    let missing = self.missing_documents(state, &facts.provided_documents);
+                    if !missing.is_empty() {
+                        failures.push(format!("Pièces manquantes : {}", missing.join(", ")));
+                    }
+                }
+                "citizen_identified" if !facts.citizen_identified => failures
+                    .push("L'usager n'est pas identifié (nom et moyen de contact requis)".into()),
+                "appointment_booked" if !facts.appointment_booked => {
+                    failures.push("Aucun rendez-vous n'est réservé".into())
+                }
+                "signature_completed" if !facts.signature_completed => {
+                    failures.push("La signature n'est pas encore recueillie".into())
+                }
+                "note_present" if !facts.note_present => {
+                    failures.push("Une note est requise sur le dossier".into())
+                }
+                _ => {}
+            }
+        }
+        failures
     }
 
     fn validate(&self) -> Result<(), Invalid> {
@@ -505,26 +567,118 @@ impl ProcessDefinition {
     }
 }
 
-/// Parse and validate one definition file's text.
-pub fn parse_definition(file: &Path, text: &str) -> Result<ProcessDefinition, CatalogError> {
-    let err = |reason: String| CatalogError {
-        file: file.display().to_string(),
-        reason,
-    };
-    let def: ProcessDefinition = toml::from_str(text).map_err(|e| err(e.to_string()))?;
+/// What is wrong with a definition's text, placed in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Where: `toml` for a syntax error, else the field's path
+    /// (`transitions[2].to`, `states[0].actions[1].kind`, `version`…).
+    pub field: String,
+    /// 1-based; 0 when it cannot be placed.
+    pub line: u32,
+    pub message: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if self.line > 0 {
+            write!(f, " (line {})", self.line)?;
+        }
+        Ok(())
+    }
+}
+
+/// The field a line of a definition sets: the array of tables it is in
+/// (with the index of each) and its key.
+fn field_at(text: &str, line: usize) -> String {
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut table = String::new();
+    let mut state_index: Option<usize> = None;
+    let mut action_index = 0usize;
+    let mut key = String::new();
+    for (i, l) in text.lines().enumerate().take(line) {
+        let t = l.trim();
+        if let Some(name) = t.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            let name = name.trim();
+            let n = counts.entry(name.to_owned()).or_default();
+            match name {
+                "states" => {
+                    state_index = Some(*n);
+                    action_index = 0;
+                    table = format!("states[{n}]");
+                }
+                "states.actions" => {
+                    table = format!(
+                        "states[{}].actions[{action_index}]",
+                        state_index.unwrap_or(0)
+                    );
+                    action_index += 1;
+                }
+                other => table = format!("{other}[{n}]"),
+            }
+            *n += 1;
+            key.clear();
+        } else if i + 1 == line
+            && let Some((k, _)) = t.split_once('=')
+        {
+            key = k.trim().to_owned();
+        }
+    }
+    match (table.is_empty(), key.is_empty()) {
+        (true, true) => "process".into(),
+        (true, false) => key,
+        (false, true) => table,
+        (false, false) => format!("{table}.{key}"),
+    }
+}
+
+/// Parse and validate a definition's text, with the same checks as at
+/// load: the first problem, placed at its line and field.
+pub fn check_text(text: &str) -> Result<ProcessDefinition, Problem> {
+    let def: ProcessDefinition = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() as u32 + 1)
+            .unwrap_or(0);
+        Problem {
+            field: if line > 0 {
+                field_at(text, line as usize)
+            } else {
+                "toml".into()
+            },
+            line,
+            message: e.message().trim().to_owned(),
+        }
+    })?;
     def.validate().map_err(|inv| {
-        let line = inv.near.as_deref().and_then(|n| {
-            text.lines()
-                .position(|l| l.contains(n) && !l.trim_start().starts_with('#'))
-                .map(|i| i + 1)
-        });
-        let at = line.map(|l| format!(" (line {l})")).unwrap_or_default();
-        err(format!(
-            "process `{}` v{}: {}{at}",
-            def.id, def.version, inv.reason
-        ))
+        let line = inv
+            .near
+            .as_deref()
+            .and_then(|n| {
+                text.lines()
+                    .position(|l| l.contains(n) && !l.trim_start().starts_with('#'))
+                    .map(|i| i + 1)
+            })
+            .unwrap_or(0);
+        Problem {
+            field: if line > 0 {
+                field_at(text, line)
+            } else {
+                "process".into()
+            },
+            line: line as u32,
+            message: format!("process `{}` v{}: {}", def.id, def.version, inv.reason),
+        }
     })?;
     Ok(def)
+}
+
+/// Parse and validate one definition file's text.
+pub fn parse_definition(file: &Path, text: &str) -> Result<ProcessDefinition, CatalogError> {
+    check_text(text).map_err(|p| CatalogError {
+        file: file.display().to_string(),
+        reason: p.to_string(),
+    })
 }
 
 /// Every loaded definition, by id then version.
@@ -533,6 +687,8 @@ pub struct Catalog {
     processes: BTreeMap<String, BTreeMap<u32, ProcessDefinition>>,
     /// Hash of each version's file text: a published version never changes.
     fingerprints: BTreeMap<(String, u32), (u64, String)>,
+    /// Each version's text, as published.
+    texts: BTreeMap<(String, u32), String>,
 }
 
 fn fingerprint(text: &str) -> u64 {
@@ -552,14 +708,14 @@ pub struct CatalogHandle {
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
 }
 
+/// Where the versions published in the database are said to come from.
+pub const DATABASE: &str = "database";
+
 impl CatalogHandle {
     /// Load `dir`, or the shipped processes when `dir` is empty.
     pub fn load(dir: &Path) -> Result<CatalogHandle, CatalogError> {
-        let (catalog, dir) = if dir.as_os_str().is_empty() {
-            (Catalog::shipped()?, None)
-        } else {
-            (Catalog::load_dir(dir)?, Some(dir.to_owned()))
-        };
+        let dir = (!dir.as_os_str().is_empty()).then(|| dir.to_owned());
+        let catalog = Catalog::from_texts(base_texts(dir.as_deref())?)?;
         Ok(CatalogHandle {
             dir,
             current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))),
@@ -574,6 +730,11 @@ impl CatalogHandle {
         }
     }
 
+    /// The directory of the deployment's process files, if it has one.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
+    }
+
     pub fn current(&self) -> std::sync::Arc<Catalog> {
         self.current
             .read()
@@ -581,15 +742,21 @@ impl CatalogHandle {
             .clone()
     }
 
-    /// Re-read the directory. The new catalog replaces the running one only
-    /// if every file is valid and no published version was edited or
-    /// removed (dossiers stay on their version); otherwise the running
-    /// catalog stays and the error says why. Returns whether anything changed.
-    pub fn reload(&self) -> Result<bool, CatalogError> {
-        let Some(dir) = &self.dir else {
-            return Ok(false);
-        };
-        let next = Catalog::load_dir(dir)?;
+    /// Re-read the files (the directory, or the shipped processes) and add
+    /// the versions `published` in the database, as `(process, version,
+    /// text)`. The new catalog replaces the running one only if every text
+    /// is valid and no published version was edited or removed (dossiers
+    /// stay on their version); otherwise the running catalog stays and the
+    /// error says why. Returns whether anything changed.
+    pub fn reload_with(&self, published: &[(String, u32, String)]) -> Result<bool, CatalogError> {
+        let mut texts = base_texts(self.dir.as_deref())?;
+        texts.extend(published.iter().map(|(id, version, text)| {
+            (
+                std::path::PathBuf::from(format!("{DATABASE}:{id}.v{version}")),
+                text.clone(),
+            )
+        }));
+        let next = Catalog::from_texts(texts)?;
         let current = self.current();
         for ((id, version), (fp, file)) in &current.fingerprints {
             match next.fingerprints.get(&(id.clone(), *version)) {
@@ -620,6 +787,33 @@ impl CatalogHandle {
     }
 }
 
+/// The texts of the files: every `*.toml` of `dir`, or the shipped ones.
+fn base_texts(dir: Option<&Path>) -> Result<Vec<(std::path::PathBuf, String)>, CatalogError> {
+    let Some(dir) = dir else {
+        return Ok(SHIPPED_PROCESSES
+            .iter()
+            .map(|(name, text)| (Path::new("processes").join(name), (*text).to_owned()))
+            .collect());
+    };
+    let err = |file: &Path, reason: String| CatalogError {
+        file: file.display().to_string(),
+        reason,
+    };
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read directory: {e}")))?;
+    let mut files: Vec<_> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut texts = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).map_err(|e| err(&file, e.to_string()))?;
+        texts.push((file, text));
+    }
+    Ok(texts)
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("process catalog: {file}: {reason}")]
 pub struct CatalogError {
@@ -630,32 +824,12 @@ pub struct CatalogError {
 impl Catalog {
     /// Load every `*.toml` file of `dir`.
     pub fn load_dir(dir: &Path) -> Result<Catalog, CatalogError> {
-        let err = |file: &Path, reason: String| CatalogError {
-            file: file.display().to_string(),
-            reason,
-        };
-        let entries =
-            std::fs::read_dir(dir).map_err(|e| err(dir, format!("cannot read directory: {e}")))?;
-        let mut files: Vec<_> = entries
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
-            .collect();
-        files.sort();
-        let mut texts = Vec::new();
-        for file in files {
-            let text = std::fs::read_to_string(&file).map_err(|e| err(&file, e.to_string()))?;
-            texts.push((file, text));
-        }
-        Catalog::from_texts(texts)
+        Catalog::from_texts(base_texts(Some(dir))?)
     }
 
     /// The process definitions shipped with guichet (embedded at build).
     pub fn shipped() -> Result<Catalog, CatalogError> {
-        Catalog::from_texts(
-            SHIPPED_PROCESSES
-                .iter()
-                .map(|(name, text)| (Path::new("processes").join(name), (*text).to_owned())),
-        )
+        Catalog::from_texts(base_texts(None)?)
     }
 
     fn from_texts(
@@ -672,6 +846,9 @@ impl Catalog {
                 (def.id.clone(), def.version),
                 (fingerprint(&text), file.display().to_string()),
             );
+            catalog
+                .texts
+                .insert((def.id.clone(), def.version), text.clone());
             let versions = catalog.processes.entry(def.id.clone()).or_default();
             if versions.contains_key(&def.version) {
                 return Err(err(
@@ -720,6 +897,20 @@ impl Catalog {
     pub fn is_empty(&self) -> bool {
         self.processes.is_empty()
     }
+
+    /// A version's text, and where it comes from (`processes/x.toml`, a
+    /// file of the deployment's directory, or `database`).
+    pub fn source_of(&self, id: &str, version: u32) -> Option<(&str, String)> {
+        let key = (id.to_owned(), version);
+        let text = self.texts.get(&key)?;
+        let file = &self.fingerprints.get(&key)?.1;
+        let origin = if file.starts_with(DATABASE) {
+            DATABASE.to_owned()
+        } else {
+            file.clone()
+        };
+        Some((text.as_str(), origin))
+    }
 }
 
 #[cfg(test)]
@@ -737,7 +928,7 @@ mod tests {
         let handle = CatalogHandle::load(Path::new("")).unwrap();
         assert_eq!(handle.current().len(), shipped.len());
         assert_eq!(handle.source(), "the shipped processes");
-        assert!(!handle.reload().unwrap(), "nothing to reload");
+        assert!(!handle.reload_with(&[]).unwrap(), "nothing to reload");
     }
 
     #[test]
@@ -870,7 +1061,7 @@ roles = ["agent"]
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("petit.toml"), SMALL).unwrap();
         let handle = CatalogHandle::load(dir.path()).unwrap();
-        assert!(!handle.reload().unwrap(), "nothing changed");
+        assert!(!handle.reload_with(&[]).unwrap(), "nothing changed");
 
         // A broken new file: refused, the running catalog stays.
         std::fs::write(
@@ -880,7 +1071,7 @@ roles = ["agent"]
         .unwrap();
         assert!(
             handle
-                .reload()
+                .reload_with(&[])
                 .unwrap_err()
                 .to_string()
                 .contains("autre.toml")
@@ -894,7 +1085,7 @@ roles = ["agent"]
             SMALL.replace("Petite", "Grande"),
         )
         .unwrap();
-        let e = handle.reload().unwrap_err().to_string();
+        let e = handle.reload_with(&[]).unwrap_err().to_string();
         assert!(e.contains("already published"), "{e}");
         assert_eq!(
             handle.current().get_latest("petit").unwrap().title,
@@ -908,7 +1099,7 @@ roles = ["agent"]
             SMALL.replace("version = 1", "version = 2"),
         )
         .unwrap();
-        assert!(handle.reload().unwrap());
+        assert!(handle.reload_with(&[]).unwrap());
         assert_eq!(handle.current().get_latest("petit").unwrap().version, 2);
         assert_eq!(handle.current().versions("petit"), vec![1, 2]);
     }

@@ -45,6 +45,16 @@ pub struct Config {
     /// the state change that planned them).
     #[serde(default = "default_action_interval")]
     pub action_interval_secs: u64,
+    /// Where the process studio publishes a new version: `database` (every
+    /// replica reads it from there), or `directory` (a file
+    /// `<id>.v<version>.toml` in `processes_dir`, for towns that keep their
+    /// processes as reviewed files).
+    #[serde(default = "default_studio_writes")]
+    pub studio_writes: String,
+}
+
+fn default_studio_writes() -> String {
+    crate::catalog::DATABASE.into()
 }
 
 fn default_action_interval() -> u64 {
@@ -100,6 +110,22 @@ impl Config {
                 "dossier.identity_auto_link",
                 "must be between 0.5 and 1.0 (1.0: never link automatically)",
             ));
+        }
+        match self.studio_writes.as_str() {
+            "database" => {}
+            "directory" if !self.processes_dir.as_os_str().is_empty() => {}
+            "directory" => {
+                return Err(ConfigError::invalid(
+                    "dossier.studio_writes",
+                    "`directory` needs dossier.processes_dir",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    "dossier.studio_writes",
+                    "must be `database` or `directory`",
+                ));
+            }
         }
         if self.default_process.is_empty() {
             return Err(ConfigError::invalid(

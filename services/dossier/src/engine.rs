@@ -14,7 +14,7 @@ use sea_orm::{
     ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
-use crate::catalog::{ProcessDefinition, StateDefinition, TransitionDefinition};
+use crate::catalog::{Facts, ProcessDefinition, StateDefinition, TransitionDefinition};
 use crate::db::entities::{citizen, document, dossier, link, timeline, timer, transition};
 use crate::store::{NewEntry, Store, insert_entry};
 
@@ -242,68 +242,50 @@ impl Store {
         Ok(())
     }
 
-    /// Guards of `t` that do not hold for `d`, as French reasons.
+    /// Guards of `t` that do not hold for `d`, as French reasons. Reads
+    /// only what `t`'s guards look at.
     pub async fn guard_failures(
         &self,
         d: &dossier::Model,
         def: &ProcessDefinition,
         t: &TransitionDefinition,
     ) -> Result<Vec<String>, DbErr> {
-        let mut failures = Vec::new();
-        for g in &t.guards {
-            match g.as_str() {
-                "checklist_complete" => {
-                    let missing = self.missing_documents(d, def).await?;
-                    if !missing.is_empty() {
-                        failures.push(format!("Pièces manquantes : {}", missing.join(", ")));
-                    }
-                }
-                "citizen_identified" => {
-                    let c = citizen::Entity::find_by_id(d.citizen_id.clone())
-                        .one(self.db())
-                        .await?;
-                    let reachable = match &c {
-                        Some(c) => {
-                            !c.family_name.is_empty()
-                                && (!c.address_key.is_empty()
-                                    || self.has_contact_point(&c.id).await?)
-                        }
-                        None => false,
-                    };
-                    if !reachable {
-                        failures.push(
-                            "L'usager n'est pas identifié (nom et moyen de contact requis)".into(),
-                        );
-                    }
-                }
-                "appointment_booked"
-                    if !self
-                        .has_link(&d.id, "appointment", &["cancelled", "no_show"], None)
-                        .await? =>
-                {
-                    failures.push("Aucun rendez-vous n'est réservé".into());
-                }
-                "signature_completed"
-                    if !self
-                        .has_link(&d.id, "signature", &[], Some("signed"))
-                        .await? =>
-                {
-                    failures.push("La signature n'est pas encore recueillie".into());
-                }
-                "note_present" => {
-                    let notes = timeline::Entity::find()
-                        .filter(timeline::Column::DossierId.eq(d.id.clone()))
-                        .filter(timeline::Column::Kind.eq("note"))
-                        .count(self.db())
-                        .await?;
-                    if notes == 0 {
-                        failures.push("Une note est requise sur le dossier".into());
-                    }
-                }
-                _ => {}
-            }
+        let needs = |g: &str| t.guards.iter().any(|x| x == g);
+        let mut facts = Facts::default();
+        if needs("checklist_complete") {
+            facts.provided_documents = self.provided_document_types(&d.id).await?;
         }
-        Ok(failures)
+        if needs("citizen_identified") {
+            let c = citizen::Entity::find_by_id(d.citizen_id.clone())
+                .one(self.db())
+                .await?;
+            facts.citizen_identified = match &c {
+                Some(c) => {
+                    !c.family_name.is_empty()
+                        && (!c.address_key.is_empty() || self.has_contact_point(&c.id).await?)
+                }
+                None => false,
+            };
+        }
+        if needs("appointment_booked") {
+            facts.appointment_booked = self
+                .has_link(&d.id, "appointment", &["cancelled", "no_show"], None)
+                .await?;
+        }
+        if needs("signature_completed") {
+            facts.signature_completed = self
+                .has_link(&d.id, "signature", &[], Some("signed"))
+                .await?;
+        }
+        if needs("note_present") {
+            facts.note_present = timeline::Entity::find()
+                .filter(timeline::Column::DossierId.eq(d.id.clone()))
+                .filter(timeline::Column::Kind.eq("note"))
+                .count(self.db())
+                .await?
+                > 0;
+        }
+        Ok(def.guard_failures(&d.state, t, &facts))
     }
 
     /// Titles of the required checklist documents of the current state not
@@ -314,16 +296,7 @@ impl Store {
         def: &ProcessDefinition,
     ) -> Result<Vec<String>, DbErr> {
         let provided = self.provided_document_types(&d.id).await?;
-        let Some(state) = def.state(&d.state) else {
-            return Ok(vec![]);
-        };
-        Ok(state
-            .checklist
-            .iter()
-            .filter_map(|id| def.document(id))
-            .filter(|doc| doc.required && !provided.contains(&doc.id))
-            .map(|doc| doc.title.clone())
-            .collect())
+        Ok(def.missing_documents(&d.state, &provided))
     }
 
     pub async fn provided_document_types(&self, dossier_id: &str) -> Result<Vec<String>, DbErr> {

@@ -18,6 +18,7 @@ pub mod grpc;
 pub mod privacy;
 pub mod records;
 pub mod store;
+pub mod studio;
 
 use std::sync::Arc;
 
@@ -27,6 +28,7 @@ use guichet_platform::grpc::GrpcServer;
 use guichet_platform::role::{BoxFuture, RoleService, RoleSpec};
 use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::dossier::v1::dossier_service_server::DossierServiceServer;
+use guichet_proto::dossier::v1::process_studio_service_server::ProcessStudioServiceServer;
 use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
 use tokio_util::sync::CancellationToken;
 
@@ -112,6 +114,8 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         objects: deps.objects.clone(),
     })
     .with_identity_auto_link(config.identity_auto_link);
+    // The versions published from the studio, before the first call.
+    store.reload_catalog().await?;
     let credentials = || ServiceCredentials::new(deps.auth.clone(), "guichet-dossier");
     let signature = if config.signature_url.is_empty() {
         None
@@ -155,6 +159,10 @@ impl RoleService for Service {
     /// Mount the gRPC API (behind the bearer-token interceptor).
     fn register(&self, server: &mut GrpcServer) {
         server.add(DossierServiceServer::with_interceptor(
+            self.api.clone(),
+            AuthInterceptor::new(self.auth.clone()),
+        ));
+        server.add(ProcessStudioServiceServer::with_interceptor(
             self.api.clone(),
             AuthInterceptor::new(self.auth.clone()),
         ));
@@ -215,7 +223,7 @@ impl Service {
                     }
                 }
                 _ = reload.tick(), if cfg.catalog_reload_secs > 0 => {
-                    match store.catalog_handle().reload() {
+                    match store.reload_catalog().await {
                         Ok(true) => {
                             metrics::counter!("guichet_dossier_catalog_reloads_total", "result" => "changed").increment(1);
                             tracing::info!(definitions = store.catalog().len(), "process catalog reloaded");

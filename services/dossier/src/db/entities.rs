@@ -304,3 +304,51 @@ pub mod party {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod process_draft {
+    use sea_orm::entity::prelude::*;
+
+    /// A process version being worked on in the studio (one per process).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "process_drafts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub process_id: String,
+        pub base_version: i32,
+        pub version: i32,
+        pub text: String,
+        pub author: String,
+        pub created_at: DateTimeUtc,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod process_publication {
+    use sea_orm::entity::prelude::*;
+
+    /// A version published from the studio or imported.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "process_publications")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub process_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub version: i32,
+        pub text: String,
+        pub published_by: String,
+        pub reason: String,
+        /// `database`, or the file it was written to.
+        pub written_to: String,
+        pub published_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -6,6 +6,7 @@ mod m0002_process_engine;
 mod m0003_contact_claims;
 mod m0004_durable_jobs;
 mod m0005_follow_key;
+mod m0006_process_studio;
 
 use sea_orm_migration::prelude::*;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_contact_claims::Migration),
             Box::new(m0004_durable_jobs::Migration),
             Box::new(m0005_follow_key::Migration),
+            Box::new(m0006_process_studio::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ mod documents;
 mod dossiers;
 mod follow;
 mod processes;
+mod studio;
 mod timelines;
 
 use std::sync::Arc;
@@ -44,6 +45,10 @@ const READERS: &[Role] = &[Role::Agent, Role::Service];
 /// Who records requests: routing and other systems, and agents at the desk.
 const WRITERS: &[Role] = &[Role::Agent, Role::Service];
 const SUPERVISORS: &[Role] = &[Role::Supervisor];
+/// Who reads the process catalog: readers, and process owners in the studio.
+const CATALOG_READERS: &[Role] = &[Role::Agent, Role::Service, Role::ProcessOwner];
+/// Who moves open dossiers to a new version of their process.
+const MIGRATORS: &[Role] = &[Role::Supervisor, Role::ProcessOwner];
 const ADMINS: &[Role] = &[Role::Admin];
 
 /// Whether `p` may read `d`: restricted processes are for members of their

@@ -16,16 +16,7 @@ pub(super) fn process_pb(p: &ProcessDefinition, versions: Vec<u32>) -> pb::Proce
             .map(|c| c as i32)
             .collect(),
         initial_state: p.initial_state.clone(),
-        states: p
-            .states
-            .iter()
-            .map(|s| pb::ProcessState {
-                id: s.id.clone(),
-                title: s.title.clone(),
-                terminal: s.terminal,
-                guidance: s.guidance.trim().to_owned(),
-            })
-            .collect(),
+        states: p.states.iter().map(|s| state_pb(p, s)).collect(),
         transitions: p
             .transitions
             .iter()
@@ -42,6 +33,55 @@ pub(super) fn process_pb(p: &ProcessDefinition, versions: Vec<u32>) -> pb::Proce
         restricted_group: p.restricted_group.clone().unwrap_or_default(),
         reopen_on_reference: p.reopen_on_reference,
         versions,
+        documents: p
+            .documents
+            .iter()
+            .map(|d| pb::ProcessDocument {
+                id: d.id.clone(),
+                title: d.title.clone(),
+                required: d.required,
+            })
+            .collect(),
+        timers: p
+            .timers
+            .iter()
+            .map(|t| pb::ProcessTimer {
+                state: t.state.clone(),
+                after_days: t.after_days.unwrap_or_default(),
+                after_working_days: t.after_working_days.unwrap_or_default(),
+                kind: t.kind.clone(),
+                to_state: t.to.clone().unwrap_or_default(),
+                reason: t.reason.clone().unwrap_or_default(),
+                template: t.template.clone().unwrap_or_default(),
+            })
+            .collect(),
+        reopen_state: p.reopen_state.clone().unwrap_or_default(),
+    }
+}
+
+pub(super) fn state_pb(
+    p: &ProcessDefinition,
+    s: &crate::catalog::StateDefinition,
+) -> pb::ProcessState {
+    pb::ProcessState {
+        id: s.id.clone(),
+        title: s.title.clone(),
+        terminal: s.terminal,
+        guidance: s.guidance.trim().to_owned(),
+        checklist: s.checklist.clone(),
+        sla_days: s.sla_days.unwrap_or_default(),
+        sla_working_hours: s.sla_working_hours.unwrap_or_default(),
+        actions: s
+            .actions
+            .iter()
+            .map(|a| pb::ProcessAction {
+                kind: a.kind.clone(),
+                appointment_type: a.appointment_type.clone().unwrap_or_default(),
+                template: a.template.clone().unwrap_or_default(),
+                document: a.document.clone().unwrap_or_default(),
+                description: a.describe(p),
+            })
+            .collect(),
     }
 }
 
@@ -49,7 +89,7 @@ pub(super) async fn list_processes(
     api: &DossierApi,
     request: Request<pb::ListProcessesRequest>,
 ) -> Result<Response<pb::ListProcessesResponse>, Status> {
-    require(&request, READERS)?;
+    require(&request, CATALOG_READERS)?;
     let domain = request.into_inner().domain;
     let catalog = api.store.catalog();
     let processes = catalog
@@ -64,7 +104,7 @@ pub(super) async fn get_process(
     api: &DossierApi,
     request: Request<pb::GetProcessRequest>,
 ) -> Result<Response<pb::Process>, Status> {
-    require(&request, READERS)?;
+    require(&request, CATALOG_READERS)?;
     let req = request.into_inner();
     let id = non_empty(&req.id).ok_or_else(|| invalid_argument("id", "is required"))?;
     let catalog = api.store.catalog();
@@ -81,7 +121,7 @@ pub(super) async fn migrate_dossiers(
     api: &DossierApi,
     request: Request<pb::MigrateDossiersRequest>,
 ) -> Result<Response<pb::MigrateDossiersResponse>, Status> {
-    let p = require(&request, SUPERVISORS)?;
+    let p = require(&request, MIGRATORS)?;
     let req = request.into_inner();
     let id =
         non_empty(&req.process_id).ok_or_else(|| invalid_argument("process_id", "is required"))?;
