@@ -391,11 +391,13 @@ pub fn apply_edit(text: &str, edit: &Edit) -> Result<String, EditError> {
     Ok(doc.to_string())
 }
 
-/// Every problem of a draft's text (the validation stops at the first).
+/// A draft's text read as a definition when its TOML reads (even if the
+/// validation refuses it, so the forms can still show it), and its
+/// problems (the validation stops at the first).
 pub fn problems(text: &str) -> (Option<ProcessDefinition>, Vec<Problem>) {
     match check_text(text) {
         Ok(def) => (Some(def), vec![]),
-        Err(p) => (None, vec![p]),
+        Err(p) => (toml::from_str(text).ok(), vec![p]),
     }
 }
 

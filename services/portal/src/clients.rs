@@ -8,6 +8,7 @@ use guichet_platform::auth::{Authenticator, Role};
 use guichet_proto::appointment::v1::appointment_service_client::AppointmentServiceClient;
 use guichet_proto::counter::v1::counter_service_client::CounterServiceClient;
 use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
+use guichet_proto::dossier::v1::process_studio_service_client::ProcessStudioServiceClient;
 use guichet_proto::email::v1::email_service_client::EmailServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
@@ -43,6 +44,8 @@ impl tonic::service::Interceptor for AgentOnly {
 pub struct Clients {
     pub routing: QueueServiceClient<Ch>,
     pub dossier: DossierServiceClient<Ch>,
+    /// The process studio, served by the dossier role.
+    pub studio: ProcessStudioServiceClient<Ch>,
     pub counter: CounterServiceClient<Ch>,
     /// Called only for the citizens' pages, as `service`.
     pub appointment: AppointmentServiceClient<Ch>,
@@ -67,6 +70,10 @@ impl Clients {
                 creds.clone(),
             ),
             dossier: DossierServiceClient::with_interceptor(
+                channel("portal.dossier_url", &config.dossier_url)?,
+                creds.clone(),
+            ),
+            studio: ProcessStudioServiceClient::with_interceptor(
                 channel("portal.dossier_url", &config.dossier_url)?,
                 creds.clone(),
             ),

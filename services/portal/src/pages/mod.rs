@@ -195,6 +195,32 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/ecran", get(hall::board))
         .route("/ecran/appels", get(hall::board_calls))
         .route("/ecran/evenements", get(hall::board_events))
+        .route("/studio", get(studio::catalog))
+        .route("/studio/export", get(studio::export))
+        .route("/studio/import", post(studio::import))
+        .route("/studio/procedure/{id}", get(studio::process))
+        .route(
+            "/studio/procedure/{id}/brouillon",
+            get(studio::draft).post(studio::create_draft),
+        )
+        .route(
+            "/studio/procedure/{id}/brouillon/modifier",
+            post(studio::edit),
+        )
+        .route(
+            "/studio/procedure/{id}/brouillon/texte",
+            post(studio::save_text),
+        )
+        .route(
+            "/studio/procedure/{id}/brouillon/supprimer",
+            post(studio::delete_draft),
+        )
+        .route("/studio/procedure/{id}/publier", post(studio::publish))
+        .route("/studio/procedure/{id}/essai", get(studio::dry_run))
+        .route(
+            "/studio/procedure/{id}/migration",
+            get(studio::migration).post(studio::migrate),
+        )
         .route("/static/{file}", get(asset))
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(
