@@ -34,7 +34,7 @@ use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::db::entities::{notification, suppression};
-use crate::templates::Catalog;
+use crate::templates::Templates;
 
 pub const QUEUED: &str = "queued";
 pub const SENT: &str = "sent";
@@ -62,7 +62,8 @@ pub struct Core {
     pub db: DatabaseConnection,
     pub outbox: Outbox,
     pub config: Arc<Config>,
-    pub catalog: Arc<Catalog>,
+    /// The running message templates (the studio's wordings on top).
+    pub catalog: Templates,
     pub clock: SharedClock,
     /// Wakes the delivery worker when a request is queued.
     pub wake: Arc<Notify>,

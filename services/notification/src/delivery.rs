@@ -192,6 +192,7 @@ impl Worker {
         let text = self
             .core
             .catalog
+            .current()
             .sms_text(&req.template, vars)
             .map_err(|e| Outcome::Final {
                 status: DEAD_LETTERED,
@@ -237,6 +238,7 @@ impl Worker {
         let rendered = self
             .core
             .catalog
+            .current()
             .render_email(&req.template, vars)
             .map_err(|e| Outcome::Final {
                 status: DEAD_LETTERED,

@@ -182,6 +182,38 @@ impl pb::notification_service_server::NotificationService for NotificationApi {
         tracing::info!(actor = %who.subject, cleared, "suppression cleared by request");
         Ok(Response::new(pb::ClearSuppressionResponse { cleared }))
     }
+
+    #[tracing::instrument(skip_all)]
+    async fn list_templates(
+        &self,
+        req: Request<pb::ListTemplatesRequest>,
+    ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
+        crate::wording::list(&self.core, req).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn get_template(
+        &self,
+        req: Request<pb::GetTemplateRequest>,
+    ) -> Result<Response<pb::MessageTemplate>, Status> {
+        crate::wording::get(&self.core, req).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn update_template(
+        &self,
+        req: Request<pb::UpdateTemplateRequest>,
+    ) -> Result<Response<pb::MessageTemplate>, Status> {
+        crate::wording::update(&self.core, req).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn reset_template(
+        &self,
+        req: Request<pb::ResetTemplateRequest>,
+    ) -> Result<Response<pb::MessageTemplate>, Status> {
+        crate::wording::reset(&self.core, req).await
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ pub mod gsm;
 pub mod http;
 pub mod sms;
 pub mod templates;
+pub mod wording;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,11 +167,13 @@ pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
         outbox: Outbox::new(db.clone(), deps.bus.clone()),
         db,
         config: Arc::new(config),
-        catalog: Arc::new(catalog),
+        catalog: templates::Templates::new(catalog),
         clock: deps.clock.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         replica: format!("notification-{}", uuid::Uuid::now_v7()),
     };
+    // The studio's wordings, before the first message.
+    core.reload_wordings().await?;
     let worker = delivery::Worker {
         core: core.clone(),
         sms,
@@ -303,6 +306,23 @@ impl Service {
         });
 
         tasks.spawn(self.worker.clone().run(shutdown.clone()));
+
+        // The wordings other replicas wrote from the studio.
+        let (core, stop) = (self.core.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        if let Err(error) = core.reload_wordings().await {
+                            tracing::warn!(%error, "template wordings not reloaded, will retry");
+                        }
+                    }
+                }
+            }
+        });
 
         if let Some(listener) = self.http {
             let app = http::router(self.core.clone(), cfg.sms_http.report_token.clone());

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 mod builtin {
     include!(concat!(env!("OUT_DIR"), "/builtin_templates.rs"));
@@ -42,26 +42,26 @@ pub const DOSSIER_VARIABLES: &[&str] = &[
 /// overrides it for one process when present.
 pub const ACKNOWLEDGEMENT: &str = "email-accuse-reception";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct TemplateFile {
     description: String,
     /// RFC 3834 value for emails of this template ("auto-generated",
     /// "auto-replied"); "no" when absent (a person's answer).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     auto_submitted: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     sms: Option<String>,
     /// The SMS is fitted to the GSM-7 alphabet letters too (ô → o, ê → e…):
     /// for messages whose variables (a site, an appointment type, a
     /// document title) would otherwise switch them to UCS-2.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     sms_gsm7: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     email: Option<EmailTemplate>,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct EmailTemplate {
     pub subject: String,
@@ -76,6 +76,148 @@ pub struct Template {
     pub sms: Option<String>,
     pub sms_gsm7: bool,
     pub email: Option<EmailTemplate>,
+    /// Where its wording comes from: `shipped`, `directory`
+    /// (`notification.templates_dir`) or `studio` (the town's process
+    /// owners, kept in the database).
+    pub origin: &'static str,
+}
+
+impl Template {
+    /// The template as a file of `templates_dir` would hold it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&TemplateFile {
+            description: self.description.clone(),
+            auto_submitted: self.auto_submitted.clone(),
+            sms: self.sms.clone(),
+            sms_gsm7: self.sms_gsm7,
+            email: self.email.clone(),
+        })
+        .unwrap_or_default()
+    }
+
+    /// Every variable its texts use.
+    pub fn variables(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let texts = self
+            .sms
+            .iter()
+            .chain(self.email.iter().flat_map(|e| [&e.subject, &e.body]));
+        for t in texts {
+            out.extend(variables_of(t).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// A template's wording as a form sets it.
+#[derive(Debug, Clone, Default)]
+pub struct Wording {
+    pub description: String,
+    pub sms: String,
+    pub email_subject: String,
+    pub email_body: String,
+}
+
+/// The running templates: the shipped ones and `templates_dir`'s (the
+/// base), with the studio's wordings on top, replaced as a whole when those
+/// change.
+#[derive(Debug, Clone)]
+pub struct Templates {
+    base: std::sync::Arc<Catalog>,
+    current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
+}
+
+impl Templates {
+    pub fn new(base: Catalog) -> Templates {
+        let base = std::sync::Arc::new(base);
+        Templates {
+            current: std::sync::Arc::new(std::sync::RwLock::new(base.clone())),
+            base,
+        }
+    }
+
+    pub fn current(&self) -> std::sync::Arc<Catalog> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn base(&self) -> &Catalog {
+        &self.base
+    }
+
+    /// The base with `overrides` (id, TOML) on top. An override this build
+    /// no longer accepts is left out (and logged); the base wording stays.
+    pub fn apply(&self, overrides: &[(String, String)]) {
+        let mut next = (*self.base).clone();
+        for (id, text) in overrides {
+            if let Err(e) = next.add_from(id, text, "studio") {
+                tracing::error!(template = %id, error = %e, "studio wording refused; the base wording stays");
+            }
+        }
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+    }
+
+    /// Check a new wording of `id`: the same checks as a file, and only the
+    /// variables its producers send (those the base wording uses, and the
+    /// dossier's for a process message). Returns its TOML.
+    pub fn check(&self, id: &str, w: &Wording) -> Result<String, TemplateError> {
+        let bad = |field: &str, reason: String| TemplateError::Invalid(field.to_owned(), reason);
+        let base = self.base.get(id);
+        let previous = self.current().get(id).cloned();
+        let auto_submitted = previous
+            .as_ref()
+            .and_then(|t| t.auto_submitted.clone())
+            .or_else(|| Some("auto-generated".into()));
+        let email = match (w.email_subject.trim(), w.email_body.trim()) {
+            ("", "") => None,
+            (subject, body) => Some(EmailTemplate {
+                subject: subject.to_owned(),
+                body: format!("{}\n", body.replace("\r\n", "\n")),
+            }),
+        };
+        let file = TemplateFile {
+            description: w.description.trim().to_owned(),
+            auto_submitted,
+            sms: Some(w.sms.trim().replace("\r\n", "\n")).filter(|s| !s.is_empty()),
+            sms_gsm7: previous.as_ref().is_some_and(|t| t.sms_gsm7),
+            email,
+        };
+        let text = toml::to_string(&file).map_err(|e| bad("template", e.to_string()))?;
+        let mut scratch = Catalog::default();
+        scratch.add_from(id, &text, "studio")?;
+        let checked = scratch.get(id).expect("just added");
+        let mut allowed: BTreeSet<String> =
+            DOSSIER_VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        if let Some(b) = base {
+            allowed.extend(b.variables());
+        }
+        if let Some(p) = &previous {
+            allowed.extend(p.variables());
+        }
+        let unknown: Vec<String> = checked
+            .variables()
+            .into_iter()
+            .filter(|v| !allowed.contains(v))
+            .map(|v| format!("{{{{{v}}}}}"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(bad(
+                "variables",
+                format!(
+                    "{} is not sent with this message (known: {})",
+                    unknown.join(", "),
+                    allowed
+                        .iter()
+                        .map(|v| format!("{{{{{v}}}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+        Ok(text)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +315,7 @@ impl Catalog {
     pub fn load(dir: Option<&Path>) -> Result<Catalog, TemplateError> {
         let mut catalog = Catalog::default();
         for (id, text) in builtin::BUILTIN {
-            catalog.add(id, text)?;
+            catalog.add_from(id, text, "shipped")?;
         }
         if let Some(dir) = dir {
             let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -193,7 +335,7 @@ impl Catalog {
                 let text = std::fs::read_to_string(&p).map_err(|e| {
                     TemplateError::Invalid(p.display().to_string(), format!("cannot read: {e}"))
                 })?;
-                catalog.add(&id, &text)?;
+                catalog.add_from(&id, &text, "directory")?;
             }
         }
         Ok(catalog)
@@ -201,6 +343,16 @@ impl Catalog {
 
     /// Parse and check one template; replaces one of the same id.
     pub fn add(&mut self, id: &str, text: &str) -> Result<(), TemplateError> {
+        self.add_from(id, text, "shipped")
+    }
+
+    /// [`Catalog::add`], saying where the wording comes from.
+    pub fn add_from(
+        &mut self,
+        id: &str,
+        text: &str,
+        origin: &'static str,
+    ) -> Result<(), TemplateError> {
         let bad = |reason: String| TemplateError::Invalid(id.to_owned(), reason);
         if id.is_empty()
             || !id
@@ -250,9 +402,15 @@ impl Catalog {
                 sms: file.sms,
                 sms_gsm7: file.sms_gsm7,
                 email: file.email,
+                origin,
             },
         );
         Ok(())
+    }
+
+    /// Every template, by id.
+    pub fn all(&self) -> impl Iterator<Item = &Template> {
+        self.templates.values()
     }
 
     pub fn get(&self, id: &str) -> Option<&Template> {

@@ -11,6 +11,7 @@ use guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient;
 use guichet_proto::dossier::v1::process_studio_service_client::ProcessStudioServiceClient;
 use guichet_proto::email::v1::email_service_client::EmailServiceClient;
 use guichet_proto::indicators::v1::indicator_service_client::IndicatorServiceClient;
+use guichet_proto::notification::v1::notification_service_client::NotificationServiceClient;
 use guichet_proto::routing::v1::queue_service_client::QueueServiceClient;
 use guichet_proto::scan::v1::scan_service_client::ScanServiceClient;
 use guichet_proto::signature::v1::signature_service_client::SignatureServiceClient;
@@ -54,6 +55,8 @@ pub struct Clients {
     pub signature: SignatureServiceClient<Ch>,
     pub email: EmailServiceClient<Ch>,
     pub scan: ScanServiceClient<Ch>,
+    /// The message wordings of the process studio.
+    pub notification: NotificationServiceClient<Ch>,
     auth: Arc<Authenticator>,
     ttl: Duration,
     /// The identity of the citizens' pages' calls.
@@ -103,6 +106,10 @@ impl Clients {
             ),
             scan: ScanServiceClient::with_interceptor(
                 channel("portal.scan_url", &config.scan_url)?,
+                creds.clone(),
+            ),
+            notification: NotificationServiceClient::with_interceptor(
+                channel("portal.notification_url", &config.notification_url)?,
                 creds,
             ),
             auth,

@@ -35,6 +35,9 @@ pub struct Config {
     /// The scanned-mail role (the mail room).
     #[serde(default = "default_indicators_url")]
     pub scan_url: String,
+    /// The notification role (the process studio's message wordings).
+    #[serde(default = "default_indicators_url")]
+    pub notification_url: String,
     /// A session unused this long ends (the agent logs in again).
     pub session_idle_minutes: u32,
     /// A session ends this long after login, used or not.
@@ -135,6 +138,7 @@ impl Config {
             ("portal.signature_url", &self.signature_url),
             ("portal.email_url", &self.email_url),
             ("portal.scan_url", &self.scan_url),
+            ("portal.notification_url", &self.notification_url),
         ] {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(ConfigError::invalid(

@@ -62,6 +62,7 @@ impl RoleSpec for Spec {
             ("signature", &mut config.signature_url),
             ("ingress-email", &mut config.email_url),
             ("ingress-scan", &mut config.scan_url),
+            ("notification", &mut config.notification_url),
         ] {
             if let Some(local) = local.url_of(role) {
                 *url = local.to_owned();

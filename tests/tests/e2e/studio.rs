@@ -256,6 +256,25 @@ async fn a_process_owner_changes_tries_publishes_and_migrates_the_passport_proce
         (1, "demande")
     );
 
+    // The wording of a message the procedure sends, with its preview.
+    b.goto(&format!("{base}/studio/procedure/passeport")).await;
+    b.click_text("passeport-confirmation-rendez-vous").await;
+    b.wait_text("Aperçu avec des valeurs d'exemple", Duration::from_secs(10))
+        .await;
+    b.check_page("studio-message").await;
+    b.fill("sms", "{{town}} : rendez-vous passeport confirmé, dossier {{reference}}. Apportez l'original de chaque pièce.").await;
+    b.fill("motif", "Rappeler les originaux").await;
+    b.click_text("Enregistrer").await;
+    let text = b
+        .wait_text("Texte enregistré", Duration::from_secs(10))
+        .await;
+    assert!(
+        text.contains(
+            "rendez-vous passeport confirmé, dossier VIN-2026-000123. Apportez l'original"
+        ),
+        "the preview shows the new wording: {text}"
+    );
+
     // Published with a reason, then the open dossiers move with a mapping.
     b.goto(&format!("{base}/studio/procedure/passeport/brouillon"))
         .await;
@@ -691,4 +710,133 @@ async fn a_deployment_that_keeps_processes_as_files_gets_a_file() {
         .into_inner();
     assert_eq!(source.origin, file.display().to_string());
     assert_eq!(source.text, text);
+}
+
+async fn message_wordings(backend: Backend) {
+    use guichet_proto::notification::v1 as npb;
+    let Some(env) = TestEnv::new(backend).await else {
+        return;
+    };
+    let config = env.config_with(&[
+        ("GUICHET__NOTIFICATION__WORKER_INTERVAL_MS", "50"),
+        ("GUICHET__TOWN__NAME", "Villeneuve"),
+    ]);
+    let app = env.spawn_with(&[Role::Notification], config.clone()).await;
+    let owner = env.token("clara", &[AuthRole::ProcessOwner]);
+    let mut n = notification_client(app.grpc_addr, &owner).await;
+    let e = notification_client(app.grpc_addr, &env.token("aline", &[AuthRole::Agent]))
+        .await
+        .update_template(npb::UpdateTemplateRequest {
+            id: "signature-code".into(),
+            description: "Code".into(),
+            sms: "{{code}}".into(),
+            reason: "essai".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    let shipped = n
+        .get_template(npb::GetTemplateRequest {
+            id: "signature-code".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shipped.origin, "shipped");
+    assert!(shipped.variables.contains(&"{{code}}".to_string()));
+    let wording = |sms: &str| npb::UpdateTemplateRequest {
+        id: "signature-code".into(),
+        description: shipped.description.clone(),
+        sms: sms.into(),
+        email_subject: String::new(),
+        email_body: String::new(),
+        reason: "Formulation plus courte, demandée par l'accueil".into(),
+    };
+    // A variable the signature role does not send is refused, naming it.
+    let e = n
+        .update_template(wording("Code {{code}} pour {{iban}}"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(bad_field(&e), "variables");
+    assert!(e.message().contains("{{iban}}"), "{e:?}");
+    let e = n.update_template(wording("Code {{code")).await.unwrap_err();
+    assert_eq!(bad_field(&e), "sms", "{e:?}");
+
+    let changed = n
+        .update_template(wording(
+            "{{town}} : votre code de signature est {{code}} ({{minutes}} min) : {{link}}",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (changed.origin.as_str(), changed.updated_by.as_str()),
+        ("studio", "clara")
+    );
+    assert!(
+        changed
+            .preview_sms
+            .starts_with("Villeneuve : votre code de signature est [code]"),
+        "{}",
+        changed.preview_sms
+    );
+
+    // Another replica has the wording from its start; whichever delivers
+    // sends the town's words.
+    let _other = env.spawn_with(&[Role::Notification], config).await;
+    env.publish_notification(
+        "sms",
+        &npb::NotificationRequest {
+            id: "otp-studio".into(),
+            target: Some(npb::notification_request::Target::Phone(
+                "06 12 34 56 78".into(),
+            )),
+            template: "signature-code".into(),
+            variables: [
+                ("code", "482915"),
+                ("document", "Avenant"),
+                ("minutes", "10"),
+                ("link", "https://signature.example.fr/s/abc"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            dossier_id: "dossier-1".into(),
+            requested_by: "test".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    let sms = env
+        .wait_for_sms("+33612345678", |m| m["template"] == "signature-code")
+        .await;
+    assert_eq!(
+        sms["text"],
+        "Villeneuve : votre code de signature est 482915 (10 min) : https://signature.example.fr/s/abc"
+    );
+
+    let back = n
+        .reset_template(npb::ResetTemplateRequest {
+            id: "signature-code".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (back.origin.as_str(), back.sms.as_str()),
+        ("shipped", shipped.sms.as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_message_wording_changed_in_the_studio_is_sent_by_every_replica() {
+    message_wordings(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_message_wording_changed_in_the_studio_is_sent_by_every_replica_postgres() {
+    message_wordings(Backend::Postgres).await;
 }

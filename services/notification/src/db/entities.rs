@@ -62,3 +62,24 @@ pub mod suppression {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod template_override {
+    use sea_orm::entity::prelude::*;
+
+    /// A template's wording changed from the process studio.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "template_overrides")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub text: String,
+        pub updated_by: String,
+        pub reason: String,
+        pub updated_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

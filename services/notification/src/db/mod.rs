@@ -4,6 +4,7 @@
 
 pub mod entities;
 mod m0001_init;
+mod m0002_template_overrides;
 
 use sea_orm_migration::prelude::*;
 
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_init::Migration)]
+        vec![
+            Box::new(m0001_init::Migration),
+            Box::new(m0002_template_overrides::Migration),
+        ]
     }
 }

@@ -43,6 +43,8 @@ pub struct Layout {
     pub admin: bool,
     /// Process owners and admins see the process studio.
     pub studio: bool,
+    /// Agents (and supervisors, admins) see the front desk's pages.
+    pub desk: bool,
 }
 
 impl Layout {
@@ -56,6 +58,7 @@ impl Layout {
             supervisor: indicators::may_read(agent),
             admin: calls::may_map(agent),
             studio: studio::may_edit(agent),
+            desk: agent.has(guichet_platform::auth::Role::Agent),
         }
     }
 }
@@ -198,6 +201,15 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         .route("/studio", get(studio::catalog))
         .route("/studio/export", get(studio::export))
         .route("/studio/import", post(studio::import))
+        .route("/studio/messages", get(studio::messages))
+        .route(
+            "/studio/messages/{id}",
+            get(studio::message).post(studio::save_message),
+        )
+        .route(
+            "/studio/messages/{id}/retablir",
+            post(studio::reset_message),
+        )
         .route("/studio/procedure/{id}", get(studio::process))
         .route(
             "/studio/procedure/{id}/brouillon",

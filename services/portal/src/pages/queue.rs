@@ -429,6 +429,10 @@ pub async fn page(
     headers: HeaderMap,
     Query(f): Query<Filters>,
 ) -> Response {
+    // A process owner who is not an agent works in the studio.
+    if !agent.has(guichet_platform::auth::Role::Agent) && super::studio::may_edit(&agent) {
+        return axum::response::Redirect::to("/studio").into_response();
+    }
     render_page(&app, &agent, &headers, f, None, StatusCode::OK).await
 }
 

@@ -827,6 +827,8 @@ struct ProcessPage {
     publications: Vec<PublicationRow>,
     has_draft: bool,
     origin: String,
+    /// The message templates the procedure sends.
+    messages: Vec<String>,
 }
 
 /// A version, its open dossiers, and their count by state (titles).
@@ -958,8 +960,10 @@ pub async fn process(
         .max()
         .copied()
         .unwrap_or(process.version);
+    let messages = templates_of(&process);
     let page = ProcessPage {
         layout: Layout::new(&app, &agent, "studio", &headers),
+        messages,
         shown: shown(process, &open),
         latest,
         usage: usage_rows,
@@ -1841,6 +1845,303 @@ pub async fn migrate(
     }
     let apply = field(&f, "appliquer") == "1";
     migration_page(&app, &agent, &headers, &id, &f, Some(apply)).await
+}
+
+// ---------------------------------------------------------------- messages
+
+use guichet_proto::notification::v1 as npb;
+
+const MESSAGES: &str = "Le service des messages";
+
+fn origin_fr(o: &str) -> &'static str {
+    match o {
+        "studio" => "rédaction de la mairie (studio)",
+        "directory" => "fichier de la mairie",
+        _ => "texte livré avec guichet",
+    }
+}
+
+pub struct MessageRow {
+    pub id: String,
+    pub description: String,
+    pub origin: &'static str,
+    pub sms: bool,
+    pub email: bool,
+}
+
+#[derive(askama::Template)]
+#[template(path = "studio_messages.html")]
+struct MessagesPage {
+    layout: Layout,
+    rows: Vec<MessageRow>,
+}
+
+pub async fn messages(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
+    if !may_edit(&agent) {
+        return owners_only();
+    }
+    let mut n = app.clients.notification.clone();
+    let list = match n
+        .list_templates(app.clients.request(&agent, npb::ListTemplatesRequest {}))
+        .await
+    {
+        Ok(r) => r.into_inner().templates,
+        Err(e) => {
+            return web::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Messages",
+                &web::explain(&e, MESSAGES),
+            );
+        }
+    };
+    let rows = list
+        .into_iter()
+        .map(|t| MessageRow {
+            origin: origin_fr(&t.origin),
+            sms: !t.sms.is_empty(),
+            email: !t.email_body.is_empty(),
+            id: t.id,
+            description: t.description,
+        })
+        .collect();
+    let page = MessagesPage {
+        layout: Layout::new(&app, &agent, "studio", &headers),
+        rows,
+    };
+    respond_with(&app, &page, StatusCode::OK)
+}
+
+#[derive(askama::Template)]
+#[template(path = "studio_message.html")]
+struct MessagePage {
+    layout: Layout,
+    id: String,
+    template: npb::MessageTemplate,
+    /// A template not known yet: made for a process's new message.
+    new: bool,
+    origin: &'static str,
+    error: Option<String>,
+    error_field: String,
+}
+
+async fn message_page(
+    app: &App,
+    agent: &Agent,
+    headers: &HeaderMap,
+    id: &str,
+    sent: Option<npb::MessageTemplate>,
+    error: Option<(String, String)>,
+    status: StatusCode,
+) -> Response {
+    let mut n = app.clients.notification.clone();
+    let (template, new) = match n
+        .get_template(
+            app.clients
+                .request(agent, npb::GetTemplateRequest { id: id.to_owned() }),
+        )
+        .await
+    {
+        Ok(r) => (r.into_inner(), false),
+        Err(e) if e.code() == tonic::Code::NotFound => (
+            npb::MessageTemplate {
+                id: id.to_owned(),
+                ..Default::default()
+            },
+            true,
+        ),
+        Err(e) => {
+            return web::error_page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Message",
+                &web::explain(&e, MESSAGES),
+            );
+        }
+    };
+    // A refused form shows what was typed, not the saved wording.
+    let template = match sent {
+        Some(s) => npb::MessageTemplate {
+            description: s.description,
+            sms: s.sms,
+            email_subject: s.email_subject,
+            email_body: s.email_body,
+            ..template
+        },
+        None => template,
+    };
+    let (error, error_field) = match error {
+        Some((m, f)) => (Some(m), f),
+        None => (None, String::new()),
+    };
+    let page = MessagePage {
+        layout: Layout::new(app, agent, "studio", headers),
+        id: id.to_owned(),
+        origin: origin_fr(&template.origin),
+        template,
+        new,
+        error,
+        error_field,
+    };
+    respond_with(app, &page, status)
+}
+
+pub async fn message(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Response {
+    if !may_edit(&agent) {
+        return owners_only();
+    }
+    // The list's "new message" form names the id in its query.
+    if id == "nouveau" {
+        let wanted = field(&q, "id").trim().to_lowercase();
+        let ok = !wanted.is_empty()
+            && wanted
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return web::redirect_with(
+                "/studio/messages",
+                "L'identifiant d'un message s'écrit en minuscules, chiffres et tirets.",
+                app.config.secure_cookies,
+            );
+        }
+        return axum::response::Redirect::to(&format!("/studio/messages/{wanted}")).into_response();
+    }
+    message_page(&app, &agent, &headers, &id, None, None, StatusCode::OK).await
+}
+
+#[derive(serde::Deserialize)]
+pub struct MessageForm {
+    csrf: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    sms: String,
+    #[serde(default)]
+    objet: String,
+    #[serde(default)]
+    courriel: String,
+    #[serde(default)]
+    motif: String,
+}
+
+pub async fn save_message(
+    State(app): State<App>,
+    agent: Agent,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Form(f): Form<MessageForm>,
+) -> Response {
+    if !may_edit(&agent) {
+        return owners_only();
+    }
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let sent = npb::MessageTemplate {
+        description: f.description.clone(),
+        sms: f.sms.clone(),
+        email_subject: f.objet.clone(),
+        email_body: f.courriel.clone(),
+        ..Default::default()
+    };
+    if f.motif.trim().is_empty() {
+        return message_page(
+            &app,
+            &agent,
+            &headers,
+            &id,
+            Some(sent),
+            Some((
+                "Dites pourquoi le texte change : le motif est conservé.".into(),
+                "motif".into(),
+            )),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+    }
+    let mut n = app.clients.notification.clone();
+    match n
+        .update_template(app.clients.request(
+            &agent,
+            npb::UpdateTemplateRequest {
+                id: id.clone(),
+                description: f.description,
+                sms: f.sms,
+                email_subject: f.objet,
+                email_body: f.courriel,
+                reason: f.motif.trim().to_owned(),
+            },
+        ))
+        .await
+    {
+        Ok(_) => web::redirect_with(
+            &format!("/studio/messages/{id}"),
+            "Texte enregistré : les prochains messages l'utilisent.",
+            app.config.secure_cookies,
+        ),
+        Err(e) => {
+            let (message, field) = refusal(&e);
+            message_page(
+                &app,
+                &agent,
+                &headers,
+                &id,
+                Some(sent),
+                Some((message, field)),
+                StatusCode::BAD_REQUEST,
+            )
+            .await
+        }
+    }
+}
+
+pub async fn reset_message(
+    State(app): State<App>,
+    agent: Agent,
+    Path(id): Path<String>,
+    Form(f): Form<CsrfOnly>,
+) -> Response {
+    if !may_edit(&agent) {
+        return owners_only();
+    }
+    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+        return r;
+    }
+    let mut n = app.clients.notification.clone();
+    let message = match n
+        .reset_template(
+            app.clients
+                .request(&agent, npb::ResetTemplateRequest { id: id.clone() }),
+        )
+        .await
+    {
+        Ok(_) => "Texte d'origine rétabli.".to_owned(),
+        Err(e) => web::explain(&e, MESSAGES),
+    };
+    web::redirect_with(
+        &format!("/studio/messages/{id}"),
+        &message,
+        app.config.secure_cookies,
+    )
+}
+
+/// The templates a procedure sends (its actions and reminders).
+fn templates_of(p: &dpb::Process) -> Vec<String> {
+    let mut out: Vec<String> = p
+        .states
+        .iter()
+        .flat_map(|s| s.actions.iter())
+        .map(|a| a.template.clone())
+        .chain(p.timers.iter().map(|t| t.template.clone()))
+        .filter(|t| !t.is_empty())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
