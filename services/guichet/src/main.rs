@@ -43,7 +43,7 @@ enum Command {
     },
     /// Issue a development token signed with the configured key.
     Token {
-        /// agent, supervisor, admin or service (repeatable).
+        /// agent, supervisor, admin, service or process_owner (repeatable).
         #[arg(long = "role", default_value = "agent")]
         roles: Vec<String>,
         /// Token subject: the agent or system id.
