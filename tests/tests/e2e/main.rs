@@ -38,6 +38,7 @@ mod signature_evidence;
 mod signature_flow;
 mod slice;
 mod state_actions;
+mod studio_rules;
 mod telephony_cdr;
 mod telephony_cti;
 mod up;

@@ -41,6 +41,7 @@ pub struct RuleRow {
 
 /// The rules in force, as shown.
 pub struct Running {
+    pub text: String,
     pub version: String,
     pub source: String,
     pub published: Option<String>,
@@ -374,6 +375,7 @@ async fn render(
     };
     let running = Section::from(
         got.map(|g| Running {
+            text: g.text.clone(),
             version: g.version.clone(),
             source: source_fr(&g),
             published: g.publication.as_ref().map(|p| {
