@@ -189,6 +189,38 @@ async fn studio_over_grpc(backend: Backend) {
             .sum::<i64>()
     );
 
+    // Without the funeral-plot rule, the labelled funeral requests go
+    // elsewhere: the accuracy drops by exactly the examples listed.
+    let without: String = SHIPPED
+        .split("[[rule]]")
+        .filter(|block| !block.contains("id = \"concession-funeraire\""))
+        .collect::<Vec<_>>()
+        .join("[[rule]]");
+    let worse = po
+        .try_routing_rules(qpb::TryRoutingRulesRequest {
+            candidate_text: without,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (ra, wa) = (
+        worse.running_accuracy.unwrap(),
+        worse.candidate_accuracy.unwrap(),
+    );
+    assert!(wa.correct < ra.correct, "{ra:?} {wa:?}");
+    assert_eq!(worse.candidate_rules.len(), running.rules.len() - 1);
+    assert!(!worse.corpus_changes.is_empty());
+    assert!(worse.corpus_changes.iter().all(|c| {
+        c.expected_process_id == "concession-funeraire"
+            && c.before_process_id == "concession-funeraire"
+            && c.after_process_id != "concession-funeraire"
+    }), "{:?}", worse.corpus_changes);
+    assert_eq!(
+        (ra.correct - wa.correct) as usize,
+        worse.corpus_changes.len()
+    );
+
     // A broken candidate: refused at its line, the rules in force still tried.
     let (bad, line) = broken();
     let refused = po

@@ -71,7 +71,6 @@ pub struct Outcome {
 
 pub struct ResultRow {
     pub summary: String,
-    pub channel: &'static str,
     pub link: Option<String>,
     pub before: Option<Outcome>,
     pub after: Option<Outcome>,
@@ -253,7 +252,6 @@ fn trial_view(t: &rpb::RulesTrial, titles: &BTreeMap<String, String>) -> Trial {
         .iter()
         .map(|r| ResultRow {
             summary: r.summary.clone(),
-            channel: channel_word(r.channel),
             link: (!r.work_item_id.is_empty()).then(|| format!("/demande/{}", r.work_item_id)),
             before: outcome(&r.before, titles),
             after: outcome(&r.after, titles),
