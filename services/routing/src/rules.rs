@@ -330,19 +330,13 @@ fn line_col(text: &str, offset: usize) -> (u32, u32) {
     }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
-    let col = before
-        .rsplit('\n')
-        .next()
-        .map_or(0, |l| l.chars().count())
-        + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line as u32, col as u32)
 }
 
 /// The TOML reader's and the field decoder's complaints, in French.
 fn syntax_fr(message: &str) -> String {
-    let quoted = |m: &str| -> String {
-        m.split('`').nth(1).unwrap_or_default().to_owned()
-    };
+    let quoted = |m: &str| -> String { m.split('`').nth(1).unwrap_or_default().to_owned() };
     let m = message.trim();
     if m.starts_with("unknown field") {
         format!(
@@ -1243,30 +1237,48 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
         let bad = RULES.replace("queue = \"etat-civil\"", "queue = \"nulle-part\"");
         let err = RuleSet::check(&bad, &queues()).unwrap_err();
         assert_eq!((err.line, err.column), (7, 9), "{err}");
-        assert!(err.to_string().starts_with("line 7, column 9: rule[0] (etat-civil)"));
         assert!(
-            err.message_fr.contains("la file « nulle-part » n'existe pas"),
+            err.to_string()
+                .starts_with("line 7, column 9: rule[0] (etat-civil)")
+        );
+        assert!(
+            err.message_fr
+                .contains("la file « nulle-part » n'existe pas"),
             "{}",
             err.message_fr
         );
         // A condition's refusal points at the rule's conditions.
-        let bad = RULES.replace("channels = [\"telephony\"], ivr", "channels = [\"fax\"], ivr");
+        let bad = RULES.replace(
+            "channels = [\"telephony\"], ivr",
+            "channels = [\"fax\"], ivr",
+        );
         let err = RuleSet::check(&bad, &queues()).unwrap_err();
         assert_eq!(err.line, 15, "{err}");
         assert!(err.message_fr.contains("canal « fax » inconnu"));
         // TOML syntax, and a field that does not exist.
         let err = RuleSet::check("[[rule]]\nid = \"a\"\nprocess = \n", &queues()).unwrap_err();
         assert_eq!(err.line, 3, "{err}");
-        assert!(err.message_fr.starts_with("le texte n'est pas du TOML valide"));
+        assert!(
+            err.message_fr
+                .starts_with("le texte n'est pas du TOML valide")
+        );
         let err = RuleSet::check(
             "[[rule]]\nid = \"a\"\nprocess = \"b\"\nquue = \"accueil\"\n",
             &queues(),
         )
         .unwrap_err();
         assert!(err.line >= 1, "{err}");
-        assert!(err.message_fr.contains("champ inconnu « quue »"), "{}", err.message_fr);
+        assert!(
+            err.message_fr.contains("champ inconnu « quue »"),
+            "{}",
+            err.message_fr
+        );
         let err = RuleSet::check("[[rule]]\nid = \"a\"\n", &queues()).unwrap_err();
-        assert!(err.message_fr.contains("« process » absent"), "{}", err.message_fr);
+        assert!(
+            err.message_fr.contains("« process » absent"),
+            "{}",
+            err.message_fr
+        );
     }
 
     #[test]
@@ -1281,7 +1293,10 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
         );
         let c = set.rules[1].conditions_fr();
         assert!(c.contains(&"canal : telephony".to_string()), "{c:?}");
-        assert!(c.contains(&"choix du serveur vocal : 1".to_string()), "{c:?}");
+        assert!(
+            c.contains(&"choix du serveur vocal : 1".to_string()),
+            "{c:?}"
+        );
         assert!(
             set.rules[2]
                 .conditions_fr()

@@ -23,8 +23,8 @@ use guichet_proto::intake::v1::{Channel, IntakeEvent};
 use guichet_proto::routing::v1 as pb;
 use prost::Message;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Set, TransactionTrait,
 };
 use tonic::{Request, Status};
 
@@ -235,7 +235,11 @@ impl QueueApi {
                     .one(db)
                     .await
                     .map_err(internal_err("find publication"))?;
-                (pb::RulesSource::Database, String::new(), row.map(publication_pb))
+                (
+                    pb::RulesSource::Database,
+                    String::new(),
+                    row.map(publication_pb),
+                )
             }
         };
         Ok(pb::RoutingRules {
@@ -444,7 +448,9 @@ impl QueueApi {
             self.rules()
                 .path()
                 .map(|p| p.display().to_string())
-                .ok_or_else(|| internal("publish rules", "studio_writes = file without rules_file"))?
+                .ok_or_else(|| {
+                    internal("publish rules", "studio_writes = file without rules_file")
+                })?
         } else {
             String::new()
         };
@@ -519,7 +525,8 @@ impl QueueApi {
         let applied = if self.studio.writes_file {
             self.rules().reload()
         } else {
-            self.rules().apply_published(&row.text, publication_of(&row))
+            self.rules()
+                .apply_published(&row.text, publication_of(&row))
         };
         if let Reload::Refused(e) = applied {
             tracing::warn!(error = %e, "published rules refused on this replica");

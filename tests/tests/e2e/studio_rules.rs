@@ -157,11 +157,25 @@ async fn studio_over_grpc(backend: Backend) {
     assert_eq!(tried.recorded_process_id, "a-qualifier");
     assert!(tried.error.is_empty(), "{}", tried.error);
     assert!(tried.changed);
-    let (before, after) = (tried.before.as_ref().unwrap(), tried.after.as_ref().unwrap());
-    assert_eq!((before.rule_id.as_str(), before.process_id.as_str()), ("", "a-qualifier"));
-    assert!(before.reasons[0].contains("à qualifier"), "{:?}", before.reasons);
+    let (before, after) = (
+        tried.before.as_ref().unwrap(),
+        tried.after.as_ref().unwrap(),
+    );
     assert_eq!(
-        (after.rule_id.as_str(), after.process_id.as_str(), after.priority),
+        (before.rule_id.as_str(), before.process_id.as_str()),
+        ("", "a-qualifier")
+    );
+    assert!(
+        before.reasons[0].contains("à qualifier"),
+        "{:?}",
+        before.reasons
+    );
+    assert_eq!(
+        (
+            after.rule_id.as_str(),
+            after.process_id.as_str(),
+            after.priority
+        ),
         ("marche-noel", "occupation-domaine-public", 3)
     );
     assert!(
@@ -211,11 +225,15 @@ async fn studio_over_grpc(backend: Backend) {
     assert!(wa.correct < ra.correct, "{ra:?} {wa:?}");
     assert_eq!(worse.candidate_rules.len(), running.rules.len() - 1);
     assert!(!worse.corpus_changes.is_empty());
-    assert!(worse.corpus_changes.iter().all(|c| {
-        c.expected_process_id == "concession-funeraire"
-            && c.before_process_id == "concession-funeraire"
-            && c.after_process_id != "concession-funeraire"
-    }), "{:?}", worse.corpus_changes);
+    assert!(
+        worse.corpus_changes.iter().all(|c| {
+            c.expected_process_id == "concession-funeraire"
+                && c.before_process_id == "concession-funeraire"
+                && c.after_process_id != "concession-funeraire"
+        }),
+        "{:?}",
+        worse.corpus_changes
+    );
     assert_eq!(
         (ra.correct - wa.correct) as usize,
         worse.corpus_changes.len()
@@ -235,7 +253,11 @@ async fn studio_over_grpc(backend: Backend) {
     assert_eq!(refused.problems.len(), 1);
     let p = &refused.problems[0];
     assert_eq!((p.line, p.column), (line, 9), "{p:?}");
-    assert!(p.message.contains("la file « nulle-part » n'existe pas"), "{}", p.message);
+    assert!(
+        p.message.contains("la file « nulle-part » n'existe pas"),
+        "{}",
+        p.message
+    );
     assert!(refused.candidate_version.is_empty() && refused.candidate_accuracy.is_none());
     assert!(refused.results[0].before.is_some() && refused.results[0].after.is_none());
 
@@ -359,7 +381,11 @@ async fn studio_over_grpc(backend: Backend) {
     env.publish_intake(&next).await;
     let item = routed(r.grpc_addr, &supervisor, &next.id).await;
     assert_eq!(
-        (item.rule_id.as_str(), item.process_id.as_str(), item.priority),
+        (
+            item.rule_id.as_str(),
+            item.process_id.as_str(),
+            item.priority
+        ),
         ("marche-noel", "occupation-domaine-public", 3)
     );
 
@@ -400,8 +426,7 @@ async fn rules_studio_tries_a_change_on_past_requests_and_publishes_it_to_every_
 }
 
 #[tokio::test]
-async fn rules_studio_tries_a_change_on_past_requests_and_publishes_it_to_every_replica_postgres()
-{
+async fn rules_studio_tries_a_change_on_past_requests_and_publishes_it_to_every_replica_postgres() {
     studio_over_grpc(Backend::Postgres).await;
 }
 
@@ -453,14 +478,18 @@ async fn rules_studio_writes_the_rules_file_where_files_are_the_source_of_truth(
     assert_eq!(item.rule_id, "marche-noel");
     // An edit of the file by hand is still read (the file rules).
     std::fs::write(&path, SHIPPED).unwrap();
-    eventually("the file edited by hand applies", Duration::from_secs(10), || {
-        let (owner, want) = (owner.clone(), running.version.clone());
-        let addr = r.grpc_addr;
-        async move {
-            let g = rules_of(addr, &owner).await;
-            (g.version == want).then_some(())
-        }
-    })
+    eventually(
+        "the file edited by hand applies",
+        Duration::from_secs(10),
+        || {
+            let (owner, want) = (owner.clone(), running.version.clone());
+            let addr = r.grpc_addr;
+            async move {
+                let g = rules_of(addr, &owner).await;
+                (g.version == want).then_some(())
+            }
+        },
+    )
     .await;
     s.finish().await;
 }
@@ -546,7 +575,10 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
     assert!(row.contains("règle : marche-noel"), "{row}");
     assert!(row.contains("mot-clé « marché de noël » trouvé"), "{row}");
     assert!(row.contains("Changé"), "{row}");
-    assert!(text.contains("Justesse sur les exemples livrés avec guichet"), "{text}");
+    assert!(
+        text.contains("Justesse sur les exemples livrés avec guichet"),
+        "{text}"
+    );
     assert!(text.contains("Règles essayées"));
     b.check_page("studio-regles-essai").await;
 
@@ -557,14 +589,23 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
     let text = b
         .wait_text(&format!("Ligne {line}, colonne 9"), Duration::from_secs(20))
         .await;
-    assert!(text.contains("la file « nulle-part » n'existe pas"), "{text}");
-    assert!(text.contains(&format!("→ {line} | queue = \"nulle-part\"")), "{text}");
+    assert!(
+        text.contains("la file « nulle-part » n'existe pas"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("→ {line} | queue = \"nulle-part\"")),
+        "{text}"
+    );
     let editor = b.client.find(Locator::Id("texte")).await.unwrap();
     assert_eq!(
         editor.attr("aria-describedby").await.unwrap().as_deref(),
         Some("texte-aide texte-erreur")
     );
-    assert_eq!(editor.attr("aria-invalid").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(
+        editor.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
     b.check_page("studio-regles-erreur").await;
 
     // Published with a reason (required).
@@ -578,10 +619,15 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
         Some("raison-erreur")
     );
     b.check_page("studio-regles-raison").await;
-    b.fill("raison", "Les stands du marché de Noël relèvent du domaine public")
-        .await;
+    b.fill(
+        "raison",
+        "Les stands du marché de Noël relèvent du domaine public",
+    )
+    .await;
     b.click_text("Publier").await;
-    let text = b.wait_text("Règles publiées", Duration::from_secs(20)).await;
+    let text = b
+        .wait_text("Règles publiées", Duration::from_secs(20))
+        .await;
     assert_eq!(b.current_path().await, "/studio/regles");
     assert!(text.contains("une publication du studio"), "{text}");
     assert!(
@@ -610,8 +656,11 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
     let text = b.wait_text("File unique", Duration::from_secs(10)).await;
     assert!(!text.contains("Procédures"), "{text}");
     b.goto(&format!("{base}/studio/regles")).await;
-    b.wait_text("réservé aux responsables de procédures", Duration::from_secs(10))
-        .await;
+    b.wait_text(
+        "réservé aux responsables de procédures",
+        Duration::from_secs(10),
+    )
+    .await;
     b.check_page("studio-regles-refus").await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -643,7 +692,10 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
         .wait_text("Résultat de l'essai", Duration::from_secs(20))
         .await;
     assert!(text.contains("règle : marche-noel"), "{text}");
-    assert!(text.contains("Inchangé"), "the text in force tried on itself");
+    assert!(
+        text.contains("Inchangé"),
+        "the text in force tried on itself"
+    );
     // (axe-core needs JavaScript: the same page was checked above.)
     let png = b.client.screenshot().await.expect("screenshot");
     std::fs::write(b.shots.join("studio-regles-sans-javascript.png"), png).unwrap();

@@ -421,7 +421,9 @@ async fn render(
                     checked: input.picked.contains(&i.id),
                     channel: channel_word(i.channel),
                     process: title(&titles, &i.process_id),
-                    when: views::ts(&i.enter_time).map(views::when).unwrap_or_default(),
+                    when: views::ts(&i.enter_time)
+                        .map(views::when)
+                        .unwrap_or_default(),
                     summary: i.summary,
                     id: i.id,
                 })
