@@ -16,7 +16,10 @@
 //! changes; a file that does not validate is refused whole, the previous
 //! rules stay in force, and the reason is logged, counted and shown by the
 //! dry-run call. With no file configured, the shipped rules
-//! (`config/routing-rules.toml`, embedded) are in force.
+//! (`config/routing-rules.toml`, embedded) are in force. A rule set
+//! published in the studio (`crate::studio`) takes over from the file or
+//! the shipped rules on every replica; a refusal names its line
+//! ([`RulesError`]), in English for the logs and French for the studio.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -346,7 +349,21 @@ fn syntax_fr(message: &str) -> String {
     } else if m.starts_with("missing field") {
         format!("champ obligatoire « {} » absent", quoted(m))
     } else if m.starts_with("invalid type") {
-        format!("valeur d'un type inattendu ({m})")
+        let expected = m.split("expected").nth(1).unwrap_or_default();
+        let want = if expected.contains("i32") || expected.contains("integer") {
+            "un nombre entier"
+        } else if expected.contains("sequence") {
+            "une liste entre crochets, par exemple [\"a\", \"b\"]"
+        } else if expected.contains("bool") {
+            "true ou false"
+        } else if expected.contains("string") {
+            "un texte entre guillemets"
+        } else if expected.contains("struct") || expected.contains("map") {
+            "une table, par exemple { keywords = [\"a\"] }"
+        } else {
+            "une autre sorte de valeur"
+        };
+        format!("valeur inattendue : {want} est attendu ici")
     } else if m.contains("duplicate key") {
         format!("clé « {} » écrite deux fois", quoted(m))
     } else {
@@ -1272,6 +1289,16 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
             err.message_fr.contains("champ inconnu « quue »"),
             "{}",
             err.message_fr
+        );
+        let err = RuleSet::check(
+            "[[rule]]\nid = \"a\"\nprocess = \"b\"\npriority = \"haute\"\n",
+            &queues(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert_eq!(
+            err.message_fr,
+            "valeur inattendue : un nombre entier est attendu ici"
         );
         let err = RuleSet::check("[[rule]]\nid = \"a\"\n", &queues()).unwrap_err();
         assert!(

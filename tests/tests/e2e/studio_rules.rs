@@ -546,6 +546,17 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
     assert!(text.contains("occupation-domaine-public"));
     assert!(text.contains("Aucune publication depuis le studio"));
     b.check_page("studio-regles").await;
+    // The text in force, unfolded.
+    b.client
+        .find(Locator::Css("details summary"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    b.wait_text("id = \"occupation-domaine-public\"", Duration::from_secs(5))
+        .await;
+    b.check_page("studio-regles-texte").await;
 
     // The change, tried on the past request: before and after.
     set_value(&b, "texte", &candidate()).await;
