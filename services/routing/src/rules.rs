@@ -824,7 +824,21 @@ impl Rule {
                 .join(", ")
         };
         if !self.channels.is_empty() {
-            out.push(format!("canal : {}", self.channels.join(", ")));
+            let named: Vec<String> = self
+                .channels
+                .iter()
+                .map(|c| {
+                    let word = match c.as_str() {
+                        "telephony" => "appel",
+                        "email" => "courriel",
+                        "scan" => "courrier",
+                        "counter" => "visite",
+                        other => other,
+                    };
+                    format!("{word} ({c})")
+                })
+                .collect();
+            out.push(format!("canal : {}", named.join(", ")));
         }
         if !self.ivr_choices.is_empty() {
             out.push(format!(
@@ -1319,7 +1333,10 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
             vec!["l'un des mots : « acte de naissance », « état civil », « mariage »"]
         );
         let c = set.rules[1].conditions_fr();
-        assert!(c.contains(&"canal : telephony".to_string()), "{c:?}");
+        assert!(
+            c.contains(&"canal : appel (telephony)".to_string()),
+            "{c:?}"
+        );
         assert!(
             c.contains(&"choix du serveur vocal : 1".to_string()),
             "{c:?}"

@@ -116,6 +116,8 @@ pub struct Problem {
 pub struct HistoryRow {
     pub when: String,
     pub by: String,
+    /// The token subject recorded, when it is not the name shown.
+    pub by_id: String,
     pub reason: String,
     pub version: String,
     pub rules: u32,
@@ -163,11 +165,12 @@ fn source_fr(r: &rpb::RoutingRules) -> String {
     }
 }
 
+/// The publisher's name, else the token subject.
 fn who(p: &rpb::RulesPublication) -> String {
-    if p.author_name.is_empty() || p.author_name == p.author {
+    if p.author_name.is_empty() {
         p.author.clone()
     } else {
-        format!("{} ({})", p.author_name, p.author)
+        p.author_name.clone()
     }
 }
 
@@ -449,6 +452,11 @@ async fn render(
                         .map(views::when)
                         .unwrap_or_default(),
                     by: who(p),
+                    by_id: if who(p) == p.author {
+                        String::new()
+                    } else {
+                        p.author.clone()
+                    },
                     reason: p.reason.clone(),
                     version: p.version.clone(),
                     rules: p.rule_count,
