@@ -430,16 +430,70 @@ async fn rules_studio_tries_a_change_on_past_requests_and_publishes_it_to_every_
     studio_over_grpc(Backend::Postgres).await;
 }
 
+#[test]
+fn the_studio_writes_files_only_where_a_rules_file_is_configured() {
+    let check = |extra: &[(&str, &str)]| {
+        let mut vars = vec![(
+            "GUICHET__AUTH__SIGNING_KEY".to_owned(),
+            SIGNING_KEY.to_owned(),
+        )];
+        vars.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        guichet::GuichetConfig::load(None, vars)
+            .expect("types are right")
+            .validate(&[guichet::Role::Routing])
+            .map_err(|e| e.to_string())
+    };
+    let err = check(&[("GUICHET__ROUTING__STUDIO_WRITES", "file")]).unwrap_err();
+    assert!(err.contains("routing.studio_writes"), "{err}");
+    let err = check(&[("GUICHET__ROUTING__STUDIO_WRITES", "disque")]).unwrap_err();
+    assert!(err.contains("routing.studio_writes"), "{err}");
+    check(&[
+        ("GUICHET__ROUTING__STUDIO_WRITES", "file"),
+        (
+            "GUICHET__ROUTING__RULES_FILE",
+            "/etc/guichet/routing-rules.toml",
+        ),
+    ])
+    .unwrap();
+    check(&[]).unwrap();
+}
+
+/// A town's own labelled requests, measured instead of the shipped ones.
+const TOWN_CORPUS: &str = r#"
+[[request]]
+id = "marche-1"
+channel = "email"
+subject = "Stand au marché de Noël"
+body = "Je voudrais un emplacement pour vendre des jouets."
+expected = "occupation-domaine-public"
+
+[[request]]
+id = "naissance-1"
+channel = "counter"
+body = "Une copie de mon acte de naissance"
+expected = "acte-etat-civil"
+"#;
+
 /// Files as the source of truth: the studio writes the rules file, says
-/// where, and records the publication.
+/// where, and records the publication; the town's own labelled requests
+/// measure the change.
 #[tokio::test]
 async fn rules_studio_writes_the_rules_file_where_files_are_the_source_of_truth() {
+    let corpus_dir = tempfile::tempdir().unwrap();
+    let corpus = corpus_dir.path().join("corpus.toml");
+    std::fs::write(&corpus, TOWN_CORPUS).unwrap();
+    let corpus = corpus.display().to_string();
     let Some(s) = setup(
         Backend::Sqlite,
         Some(SHIPPED),
         &[
             ("GUICHET__ROUTING__RULES_RELOAD_MS", "100"),
             ("GUICHET__ROUTING__STUDIO_WRITES", "file"),
+            ("GUICHET__ROUTING__CORPUS_FILE", &corpus),
         ],
     )
     .await
@@ -453,6 +507,25 @@ async fn rules_studio_writes_the_rules_file_where_files_are_the_source_of_truth(
     assert_eq!(running.source(), qpb::RulesSource::File);
     assert_eq!(running.studio_writes, "file");
     assert_eq!(running.file_path, path.display().to_string());
+    let trial = queue_client(r.grpc_addr, &owner)
+        .await
+        .try_routing_rules(qpb::TryRoutingRulesRequest {
+            candidate_text: candidate(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(trial.corpus, corpus);
+    let (before, after) = (
+        trial.running_accuracy.unwrap(),
+        trial.candidate_accuracy.unwrap(),
+    );
+    assert_eq!((before.total, before.correct, before.to_triage), (2, 1, 1));
+    assert_eq!((after.total, after.correct, after.accuracy), (2, 2, 1.0));
+    assert_eq!(trial.corpus_changes.len(), 1);
+    assert_eq!(trial.corpus_changes[0].id, "marche-1");
+    assert_eq!(trial.corpus_changes[0].before_process_id, "a-qualifier");
     let publication = queue_client(r.grpc_addr, &owner)
         .await
         .publish_routing_rules(qpb::PublishRoutingRulesRequest {
