@@ -708,7 +708,10 @@ async fn a_process_owner_changes_tries_and_publishes_a_routing_rule_in_the_brows
         "Les stands du marché de Noël relèvent du domaine public",
     )
     .await;
-    b.click_text("Publier").await;
+    // From the reason to the button with the keyboard alone.
+    b.keys("\u{E004}").await;
+    assert_eq!(b.focused_text().await, "Publier");
+    b.keys("\u{E007}").await;
     let text = b
         .wait_text("Règles publiées", Duration::from_secs(20))
         .await;
