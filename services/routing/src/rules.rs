@@ -819,7 +819,8 @@ impl Rule {
         let mut out = Vec::new();
         let list = |v: &[(String, Alternatives)]| {
             v.iter()
-                .map(|(k, _)| format!("« {k} »"))
+                // No-break spaces: a guillemet never starts a line.
+                .map(|(k, _)| format!("«\u{a0}{k}\u{a0}»"))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -1330,7 +1331,9 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
         let c = set.rules[0].conditions_fr();
         assert_eq!(
             c,
-            vec!["l'un des mots : « acte de naissance », « état civil », « mariage »"]
+            vec![
+                "l'un des mots : «\u{a0}acte de naissance\u{a0}», «\u{a0}état civil\u{a0}», «\u{a0}mariage\u{a0}»"
+            ]
         );
         let c = set.rules[1].conditions_fr();
         assert!(

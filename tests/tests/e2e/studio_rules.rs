@@ -110,7 +110,7 @@ async fn studio_over_grpc(backend: Backend) {
     assert!(
         rule.conditions
             .iter()
-            .any(|c| c.starts_with("l'un des mots : ") && c.contains("« benne »")),
+            .any(|c| c.starts_with("l'un des mots : ") && c.contains("«\u{a0}benne\u{a0}»")),
         "{:?}",
         rule.conditions
     );
