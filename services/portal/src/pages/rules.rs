@@ -24,8 +24,8 @@ use crate::web::{self, Agent, App};
 
 const WHAT: &str = "L'orientation des demandes";
 
-/// Recent requests offered for a trial.
-const RECENT: i32 = 15;
+/// Recent requests offered for a trial (left to triage, and all).
+const RECENT: i32 = 12;
 
 /// One rule, as read.
 pub struct RuleRow {
@@ -369,6 +369,10 @@ async fn render(
         .get_routing_rules(app.clients.request(agent, rpb::GetRoutingRulesRequest {}))
         .await
         .map(|x| x.into_inner());
+    let triage = got
+        .as_ref()
+        .map(|g| g.triage_process_id.clone())
+        .unwrap_or_default();
     let (text, base) = match (&input.text, &got) {
         (Some(t), _) => (t.clone(), input.base.clone()),
         (None, Ok(g)) => (g.text.clone(), g.version.clone()),
@@ -402,36 +406,53 @@ async fn render(
         }),
         WHAT,
     );
+    // The requests left to triage first (what a rules change is most often
+    // for), then the others, newest first.
+    let mut lists = Vec::new();
+    for process_id in [triage, String::new()] {
+        lists.push(
+            r.list_work_items(app.clients.request(
+                agent,
+                rpb::ListWorkItemsRequest {
+                    page_size: RECENT,
+                    process_id,
+                    ..Default::default()
+                },
+            ))
+            .await
+            .map(|l| l.into_inner().items),
+        );
+    }
     let recent = Section::from(
-        r.list_work_items(app.clients.request(
-            agent,
-            rpb::ListWorkItemsRequest {
-                page_size: RECENT,
-                ..Default::default()
-            },
-        ))
-        .await
-        .map(|l| {
-            let mut items = l.into_inner().items;
-            // Newest first.
-            items.sort_by(|a, b| {
-                let t = |i: &rpb::WorkItem| i.enter_time.as_ref().map(|t| (t.seconds, t.nanos));
-                t(b).cmp(&t(a))
-            });
-            items
-                .into_iter()
-                .map(|i| Recent {
-                    checked: input.picked.contains(&i.id),
-                    channel: channel_word(i.channel),
-                    process: title(&titles, &i.process_id),
-                    when: views::ts(&i.enter_time)
-                        .map(views::when)
-                        .unwrap_or_default(),
-                    summary: i.summary,
-                    id: i.id,
-                })
-                .collect()
-        }),
+        lists
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|lists| {
+                let newest = |mut items: Vec<rpb::WorkItem>| {
+                    items.sort_by(|a, b| {
+                        let t =
+                            |i: &rpb::WorkItem| i.enter_time.as_ref().map(|t| (t.seconds, t.nanos));
+                        t(b).cmp(&t(a))
+                    });
+                    items
+                };
+                let mut seen = std::collections::HashSet::new();
+                lists
+                    .into_iter()
+                    .flat_map(newest)
+                    .filter(|i| seen.insert(i.id.clone()))
+                    .map(|i| Recent {
+                        checked: input.picked.contains(&i.id),
+                        channel: channel_word(i.channel),
+                        process: title(&titles, &i.process_id),
+                        when: views::ts(&i.enter_time)
+                            .map(views::when)
+                            .unwrap_or_default(),
+                        summary: i.summary,
+                        id: i.id,
+                    })
+                    .collect()
+            }),
         "La file d'attente",
     );
     let history = Section::from(
