@@ -37,6 +37,10 @@ pub struct Config {
     /// rules on. Empty: the corpus shipped with guichet.
     #[serde(default)]
     pub corpus_file: String,
+    /// Days a request's classification input (`intake_inputs`, for trying
+    /// rules on past requests) is kept; 0: kept as long as routing runs.
+    #[serde(default = "default_trial_days")]
+    pub trial_inputs_days: u32,
     /// The process of requests no rule classifies ("à qualifier").
     pub triage_process: String,
     /// The unified queue every request enters unless a rule says otherwise.
@@ -85,6 +89,10 @@ pub struct QueueConfig {
     pub ageing_interval_secs: u64,
     #[serde(default)]
     pub ageing_max: i32,
+}
+
+fn default_trial_days() -> u32 {
+    90
 }
 
 fn default_studio_writes() -> String {

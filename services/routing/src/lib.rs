@@ -223,6 +223,30 @@ impl Service {
             }
         });
 
+        // The studio's trial inputs are kept `trial_inputs_days`.
+        if self.config.trial_inputs_days > 0 {
+            let queue = self.api.queue.clone();
+            let stop = shutdown.clone();
+            let days = i64::from(self.config.trial_inputs_days);
+            tasks.spawn_infallible(async move {
+                let every = Duration::from_secs(3600);
+                loop {
+                    let before = queue.now() - chrono::Duration::days(days);
+                    match studio::forget_inputs(queue.db(), before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(inputs = n, "old classification inputs forgotten"),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot forget old classification inputs")
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+        }
+
         // Citizens merged at the dossier role: items follow the kept record.
         bus.ensure_stream(StreamKind::Events).await?;
         let merges = bus.clone();

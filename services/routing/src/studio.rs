@@ -140,6 +140,16 @@ pub async fn apply_newest(rules: &Rules, db: &DatabaseConnection) -> Result<Opti
     Ok(Some(rules.apply_published(&row.text, publication_of(&row))))
 }
 
+/// Forget the classification inputs of requests received before `before`
+/// (the studio can no longer try them); returns how many.
+pub async fn forget_inputs(db: &DatabaseConnection, before: DateTime<Utc>) -> Result<u64, DbErr> {
+    Ok(intake_input::Entity::delete_many()
+        .filter(intake_input::Column::ReceivedAt.lt(before))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
 fn outcome_pb(c: &Classified, rules: usize) -> pb::TrialOutcome {
     let reasons = match c.evaluations.iter().find(|e| e.matched) {
         Some(e) if !c.rule_id.is_empty() => e.reasons.clone(),
@@ -337,8 +347,9 @@ impl QueueApi {
                 recorded_rule_id: item.rule_id.clone(),
                 recorded_process_id: item.process_id.clone(),
                 error: if event.is_none() {
-                    "Le texte de cette demande n'a pas été conservé (elle est arrivée avant le \
-                     studio des règles) : elle ne peut pas être essayée."
+                    "Le texte de cette demande n'est pas conservé (arrivée avant le studio des \
+                     règles, ou plus ancienne que la durée de conservation) : elle ne peut pas être \
+                     essayée."
                         .into()
                 } else {
                     String::new()

@@ -404,6 +404,28 @@ async fn studio_over_grpc(backend: Backend) {
     })
     .await;
 
+    // What classification read is kept a limited time: once forgotten, a
+    // past request can no longer be tried (and says so).
+    let forgotten = routing::studio::forget_inputs(r.queue.db(), t0() + chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(forgotten, 2, "the two requests routed");
+    let late_trial = po
+        .try_routing_rules(qpb::TryRoutingRulesRequest {
+            candidate_text: candidate(),
+            work_item_ids: vec![past_item.id.clone()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        late_trial.results[0].error.contains("n'est pas conservé"),
+        "{:?}",
+        late_trial.results[0]
+    );
+    assert!(late_trial.results[0].before.is_none());
+
     // A replica started later has the published rules from its start.
     r2.stop().await;
     let r3 = env
