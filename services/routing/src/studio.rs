@@ -362,18 +362,29 @@ impl QueueApi {
         let running = self.rules().current();
         let candidate = RuleSet::check(&req.candidate_text, self.rules().queues());
         let triage = self.classifier.triage_process.clone();
-        let running_report = classification::evaluate(&running, &self.studio.corpus, &triage);
+        // The labelled corpus is CPU work: off the async workers.
+        let (running_report, candidate_report) = {
+            let (studio, set, wanted) = (self.studio.clone(), running.clone(), candidate.clone());
+            tokio::task::spawn_blocking(move || {
+                let before = classification::evaluate(&set, &studio.corpus, &triage);
+                let after = wanted
+                    .ok()
+                    .map(|c| classification::evaluate(&c, &studio.corpus, &triage));
+                (before, after)
+            })
+            .await
+            .map_err(internal_err("measure on the labelled corpus"))?
+        };
         let mut trial = pb::RulesTrial {
             running_version: running.version.clone(),
             running_accuracy: Some(accuracy_pb(&running_report)),
             corpus: self.studio.corpus_name.clone(),
             ..Default::default()
         };
-        match &candidate {
-            Ok(set) => {
+        match (&candidate, candidate_report) {
+            (Ok(set), Some(report)) => {
                 trial.candidate_version = set.version.clone();
                 trial.candidate_rules = summaries(set);
-                let report = classification::evaluate(set, &self.studio.corpus, &triage);
                 trial.candidate_accuracy = Some(accuracy_pb(&report));
                 trial.corpus_changes = self
                     .studio
@@ -395,7 +406,9 @@ impl QueueApi {
                     })
                     .collect();
             }
-            Err(e) => trial.problems.push(problem_pb(e)),
+            (Err(e), _) => trial.problems.push(problem_pb(e)),
+            // A valid candidate is always measured.
+            (Ok(_), None) => {}
         }
         for (mut result, event) in tried {
             if let Some(event) = event {
