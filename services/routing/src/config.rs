@@ -23,8 +23,24 @@ pub struct Config {
     /// shipped rules (`config/routing-rules.toml`, embedded).
     #[serde(default)]
     pub rules_file: String,
-    /// How often the rules file is checked for changes.
+    /// How often the rules file (and the database's newest rule set
+    /// published in the studio) is checked for changes.
     pub rules_reload_ms: u64,
+    /// Where the rules studio publishes: `database` (routing's database;
+    /// every replica puts the newest publication in force, over the file or
+    /// the shipped rules) or `file` (the deployment keeps files as the
+    /// source of truth: the studio writes `rules_file`, which must be set).
+    #[serde(default = "default_studio_writes")]
+    pub studio_writes: String,
+    /// The town's labelled requests (TOML, as
+    /// `tests/fixtures/classification/corpus.toml`) the studio measures
+    /// rules on. Empty: the corpus shipped with guichet.
+    #[serde(default)]
+    pub corpus_file: String,
+    /// Days a request's classification input (`intake_inputs`, for trying
+    /// rules on past requests) is kept; 0: kept as long as routing runs.
+    #[serde(default = "default_trial_days")]
+    pub trial_inputs_days: u32,
     /// The process of requests no rule classifies ("à qualifier").
     pub triage_process: String,
     /// The unified queue every request enters unless a rule says otherwise.
@@ -73,6 +89,14 @@ pub struct QueueConfig {
     pub ageing_interval_secs: u64,
     #[serde(default)]
     pub ageing_max: i32,
+}
+
+fn default_trial_days() -> u32 {
+    90
+}
+
+fn default_studio_writes() -> String {
+    "database".into()
 }
 
 fn default_ageing_interval() -> u64 {
@@ -159,6 +183,22 @@ impl Config {
         ] {
             if v == 0 {
                 return Err(ConfigError::invalid(k, "must be positive"));
+            }
+        }
+        match self.studio_writes.as_str() {
+            "database" => {}
+            "file" if !self.rules_file.trim().is_empty() => {}
+            "file" => {
+                return Err(ConfigError::invalid(
+                    "routing.studio_writes",
+                    "`file` needs routing.rules_file: the file the studio writes",
+                ));
+            }
+            _ => {
+                return Err(ConfigError::invalid(
+                    "routing.studio_writes",
+                    "must be `database` or `file`",
+                ));
             }
         }
         if !(1..=10).contains(&self.callback_attempts) {

@@ -34,6 +34,8 @@ pub struct QueueApi {
     pub queue: Queue,
     pub dossier: DossierClient,
     pub classifier: Arc<Classifier>,
+    /// The rules studio: where publications go, the labelled corpus.
+    pub studio: Arc<crate::studio::Studio>,
     /// Cancelled when the role stops: ends the server streams, so they do
     /// not hold up a graceful shutdown.
     pub streams: tokio_util::sync::CancellationToken,
@@ -1086,5 +1088,33 @@ impl pb::queue_service_server::QueueService for QueueApi {
             rules_version: c.rules_version,
             last_reload_error: self.classifier.rules.last_error(),
         }))
+    }
+
+    async fn get_routing_rules(
+        &self,
+        request: Request<pb::GetRoutingRulesRequest>,
+    ) -> Result<Response<pb::RoutingRules>, Status> {
+        self.get_rules(request).await.map(Response::new)
+    }
+
+    async fn try_routing_rules(
+        &self,
+        request: Request<pb::TryRoutingRulesRequest>,
+    ) -> Result<Response<pb::RulesTrial>, Status> {
+        self.try_rules(request).await.map(Response::new)
+    }
+
+    async fn publish_routing_rules(
+        &self,
+        request: Request<pb::PublishRoutingRulesRequest>,
+    ) -> Result<Response<pb::RulesPublication>, Status> {
+        self.publish_rules(request).await.map(Response::new)
+    }
+
+    async fn list_rules_publications(
+        &self,
+        request: Request<pb::ListRulesPublicationsRequest>,
+    ) -> Result<Response<pb::ListRulesPublicationsResponse>, Status> {
+        self.list_publications(request).await.map(Response::new)
     }
 }

@@ -27,9 +27,9 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
-use crate::db::entities::message_dossier;
+use crate::db::entities::{intake_input, message_dossier};
 use crate::queue::{CandidateRef, Handled, NewItem, Queue};
-use crate::rules::{Evaluation, Rules};
+use crate::rules::{Evaluation, RuleSet, Rules};
 
 pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, ServiceCredentials>>;
 
@@ -139,7 +139,12 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn classify(&self, event: &IntakeEvent) -> Classified {
-        let set = self.rules.current();
+        self.classify_with(&self.rules.current(), event)
+    }
+
+    /// [`Classifier::classify`] under another rule set (a candidate tried in
+    /// the studio), with the same defaults and SLA targets.
+    pub fn classify_with(&self, set: &RuleSet, event: &IntakeEvent) -> Classified {
         let (rule, evaluations) = set.classify(event, &self.calendar);
         let (rule_id, process_id, priority, skills, queue_id, rule_sla) = match rule {
             Some(r) => (
@@ -432,6 +437,8 @@ impl Router {
         if let Some(d) = &target.dossier {
             self.attach_documents(&event, d, channel).await?;
         }
+        // What classification read, kept to try other rules on it later.
+        self.keep_input(&event, received_at).await?;
         // 4. One work item in the unified queue.
         let (dossier_id, reference, process_id) = match &target.dossier {
             Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
@@ -471,6 +478,40 @@ impl Router {
         if channel == Channel::Counter {
             crate::desk::apply_kept(&self.queue, &event.id).await?;
         }
+        Ok(())
+    }
+
+    /// Keep the request as classification read it (once per intake event),
+    /// without what no rule reads: the citizen's name and address, and the
+    /// attachments' addresses and names (their media types stay).
+    async fn keep_input(
+        &self,
+        event: &IntakeEvent,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), HandlerError> {
+        let mut kept = event.clone();
+        if let Some(c) = kept.citizen.as_mut() {
+            c.given_name.clear();
+            c.family_name.clear();
+            c.address = None;
+        }
+        for a in &mut kept.attachments {
+            a.sha256.clear();
+            a.filename.clear();
+        }
+        intake_input::Entity::insert(intake_input::ActiveModel {
+            intake_event_id: Set(event.id.clone()),
+            event: Set(kept.encode_to_vec()),
+            received_at: Set(received_at),
+        })
+        .on_conflict(
+            OnConflict::column(intake_input::Column::IntakeEventId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(self.queue.db())
+        .await
+        .map_err(|e| HandlerError::Transient(format!("keep classification input: {e}")))?;
         Ok(())
     }
 

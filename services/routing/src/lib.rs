@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod intake;
 pub mod queue;
 pub mod rules;
+pub mod studio;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -77,9 +78,18 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     let rules = rules::Rules::load(&config.rules_file, queues).map_err(|e| {
         anyhow::anyhow!("configuration error: invalid value for key `routing.rules_file`: {e}")
     })?;
+    let studio = studio::Studio::new(&config).map_err(|e| {
+        anyhow::anyhow!("configuration error: invalid value for key `routing.corpus_file`: {e}")
+    })?;
     let db = deps
         .database::<db::Migrator>("routing", &config.database_url)
         .await?;
+    // The newest rule set published in the studio is in force from the start.
+    if !studio.writes_file
+        && let Some(rules::Reload::Refused(e)) = studio::apply_newest(&rules, &db).await?
+    {
+        tracing::warn!(error = %e, "published classification rules refused, file or shipped rules kept");
+    }
     deps.bus.ensure_stream(StreamKind::Intake).await?;
     deps.bus.ensure_stream(StreamKind::Events).await?;
     deps.bus.ensure_stream(StreamKind::DeadLetter).await?;
@@ -125,6 +135,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         queue,
         dossier,
         classifier,
+        studio: Arc::new(studio),
         streams: CancellationToken::new(),
     };
     Ok(Service {
@@ -211,6 +222,30 @@ impl Service {
                 reload_rules(&api).await;
             }
         });
+
+        // The studio's trial inputs are kept `trial_inputs_days`.
+        if self.config.trial_inputs_days > 0 {
+            let queue = self.api.queue.clone();
+            let stop = shutdown.clone();
+            let days = i64::from(self.config.trial_inputs_days);
+            tasks.spawn_infallible(async move {
+                let every = Duration::from_secs(3600);
+                loop {
+                    let before = queue.now() - chrono::Duration::days(days);
+                    match studio::forget_inputs(queue.db(), before).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(inputs = n, "old classification inputs forgotten"),
+                        Err(error) => {
+                            tracing::warn!(%error, "cannot forget old classification inputs")
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => break,
+                        _ = tokio::time::sleep(every) => {}
+                    }
+                }
+            });
+        }
 
         // Citizens merged at the dossier role: items follow the kept record.
         bus.ensure_stream(StreamKind::Events).await?;
@@ -302,7 +337,20 @@ impl Service {
 }
 
 async fn reload_rules(api: &grpc::QueueApi) {
-    let outcome = api.classifier.rules.reload();
+    let rules = &api.classifier.rules;
+    let outcome = if api.studio.writes_file {
+        rules.reload()
+    } else {
+        // The newest publication, else the file.
+        match studio::apply_newest(rules, api.queue.db()).await {
+            Ok(Some(outcome)) => outcome,
+            Ok(None) => rules.reload(),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the published rules, retrying next tick");
+                return;
+            }
+        }
+    };
     let (version, count, error, ty) = match outcome {
         rules::Reload::Unchanged => return,
         rules::Reload::Loaded(set) => {

@@ -16,7 +16,10 @@
 //! changes; a file that does not validate is refused whole, the previous
 //! rules stay in force, and the reason is logged, counted and shown by the
 //! dry-run call. With no file configured, the shipped rules
-//! (`config/routing-rules.toml`, embedded) are in force.
+//! (`config/routing-rules.toml`, embedded) are in force. A rule set
+//! published in the studio (`crate::studio`) takes over from the file or
+//! the shipped rules on every replica; a refusal names its line
+//! ([`RulesError`]), in English for the logs and French for the studio.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -27,6 +30,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 use guichet_platform::contact::{Phone, name_key};
 use guichet_proto::intake::v1::{IntakeEvent, intake_event};
 use serde::Deserialize;
+use toml::Spanned;
 
 use crate::calendar::{Calendar, SlaTarget, parse_interval};
 use crate::config::CHANNELS;
@@ -35,26 +39,27 @@ use crate::config::CHANNELS;
 #[serde(deny_unknown_fields)]
 struct RulesFile {
     #[serde(default)]
-    rule: Vec<RuleSpec>,
+    rule: Vec<Spanned<RuleSpec>>,
 }
 
+/// A rule as written; the spans place a refusal at its line.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSpec {
-    id: String,
+    id: Spanned<String>,
     #[serde(default)]
     description: String,
-    process: String,
+    process: Spanned<String>,
     #[serde(default)]
-    priority: i32,
+    priority: Option<Spanned<i32>>,
     #[serde(default)]
-    skills: Vec<String>,
+    skills: Option<Spanned<Vec<String>>>,
     #[serde(default)]
-    queue: String,
+    queue: Option<Spanned<String>>,
     #[serde(default)]
-    sla: String,
+    sla: Option<Spanned<String>>,
     #[serde(default)]
-    when: Conditions,
+    when: Option<Spanned<Conditions>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +110,8 @@ pub struct Rule {
     pub skills: Vec<String>,
     pub queue: Option<String>,
     pub sla: Option<SlaTarget>,
+    /// The SLA target as written (`2d`), empty when none.
+    pub sla_text: String,
     channels: Vec<String>,
     ivr_choices: Vec<String>,
     senders: Vec<Sender>,
@@ -276,65 +283,229 @@ fn contains_phrase(haystack: &[String], phrase: &[String]) -> bool {
             .any(|w| w.iter().zip(phrase).all(|(t, k)| word_matches(t, k)))
 }
 
-/// A validated rule set and the version (content hash) it came from.
+/// A validated rule set, the text it was read from and its version
+/// (content hash).
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
     pub version: String,
+    pub text: String,
 }
 
-fn content_version(text: &str) -> String {
+/// The version (fingerprint) of a rules text.
+pub fn content_version(text: &str) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut h);
     format!("{:016x}", h.finish())
 }
 
+/// Why a rules text was refused, and where: line and column (from 1; 0 when
+/// the text as a whole is at fault), in English for the logs and in French
+/// for the process owners who read it in the studio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RulesError {
+    pub line: u32,
+    pub column: u32,
+    pub message: String,
+    pub message_fr: String,
+}
+
+impl std::fmt::Display for RulesError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line > 0 {
+            write!(
+                f,
+                "line {}, column {}: {}",
+                self.line, self.column, self.message
+            )
+        } else {
+            f.write_str(&self.message)
+        }
+    }
+}
+
+/// Line and column (from 1) of a byte offset of `text`.
+fn line_col(text: &str, offset: usize) -> (u32, u32) {
+    let offset = offset.min(text.len());
+    let mut offset = offset;
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line as u32, col as u32)
+}
+
+/// The TOML reader's and the field decoder's complaints, in French.
+fn syntax_fr(message: &str) -> String {
+    let quoted = |m: &str| -> String { m.split('`').nth(1).unwrap_or_default().to_owned() };
+    let m = message.trim();
+    if m.starts_with("unknown field") {
+        format!(
+            "champ inconnu « {} » (vérifiez l'orthographe : id, description, process, priority, skills, queue, sla, when et ses conditions)",
+            quoted(m)
+        )
+    } else if m.starts_with("missing field") {
+        format!("champ obligatoire « {} » absent", quoted(m))
+    } else if m.starts_with("invalid type") {
+        let expected = m.split("expected").nth(1).unwrap_or_default();
+        let want = if expected.contains("i32") || expected.contains("integer") {
+            "un nombre entier"
+        } else if expected.contains("sequence") {
+            "une liste entre crochets, par exemple [\"a\", \"b\"]"
+        } else if expected.contains("bool") {
+            "true ou false"
+        } else if expected.contains("string") {
+            "un texte entre guillemets"
+        } else if expected.contains("struct") || expected.contains("map") {
+            "une table, par exemple { keywords = [\"a\"] }"
+        } else {
+            "une autre sorte de valeur"
+        };
+        format!("valeur inattendue : {want} est attendu ici")
+    } else if m.contains("duplicate key") {
+        format!("clé « {} » écrite deux fois", quoted(m))
+    } else {
+        format!("le texte n'est pas du TOML valide ({m})")
+    }
+}
+
 impl RuleSet {
     /// Parse and validate a rules file; `queues` are the configured queues.
     pub fn parse(text: &str, queues: &HashSet<String>) -> Result<RuleSet, String> {
-        let file: RulesFile = toml::from_str(text).map_err(|e| e.to_string())?;
+        RuleSet::check(text, queues).map_err(|e| e.to_string())
+    }
+
+    /// [`RuleSet::parse`], the refusal placed at its line.
+    pub fn check(text: &str, queues: &HashSet<String>) -> Result<RuleSet, RulesError> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| {
+            let (line, column) = e.span().map_or((0, 0), |s| line_col(text, s.start));
+            RulesError {
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+                message_fr: syntax_fr(e.message()),
+            }
+        })?;
         let mut seen = HashSet::new();
         let mut rules = Vec::new();
-        for (i, r) in file.rule.into_iter().enumerate() {
-            let at = |msg: String| format!("rule[{i}] ({}): {msg}", r.id);
+        for (i, spanned) in file.rule.into_iter().enumerate() {
+            let rule_span = spanned.span();
+            let r = spanned.into_inner();
+            let id = r.id.get_ref().clone();
+            let at = |span: std::ops::Range<usize>, en: String, fr: String| {
+                let (line, column) = line_col(text, span.start);
+                RulesError {
+                    line,
+                    column,
+                    message: format!("rule[{i}] ({id}): {en}"),
+                    message_fr: format!("règle « {id} » : {fr}"),
+                }
+            };
             let slug = |s: &str| {
                 !s.is_empty()
                     && s.chars().all(|c| {
                         c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
                     })
             };
-            if !slug(&r.id) {
-                return Err(at("id must be lower-case letters, digits and '-'".into()));
+            if !slug(&id) {
+                return Err(at(
+                    r.id.span(),
+                    "id must be lower-case letters, digits and '-'".into(),
+                    "l'identifiant s'écrit en minuscules sans accent, chiffres et « - »".into(),
+                ));
             }
-            if !seen.insert(r.id.clone()) {
-                return Err(at("id is used twice".into()));
+            if !seen.insert(id.clone()) {
+                return Err(at(
+                    r.id.span(),
+                    "id is used twice".into(),
+                    "cet identifiant est déjà celui d'une autre règle".into(),
+                ));
             }
-            if !slug(&r.process) {
-                return Err(at("process must be a process id".into()));
+            if !slug(r.process.get_ref()) {
+                return Err(at(
+                    r.process.span(),
+                    "process must be a process id".into(),
+                    format!(
+                        "« {} » n'est pas un identifiant de procédure (minuscules sans accent, chiffres et « - »)",
+                        r.process.get_ref()
+                    ),
+                ));
             }
-            if !(-100..=100).contains(&r.priority) {
-                return Err(at("priority must be between -100 and 100".into()));
-            }
-            if let Some(s) = r.skills.iter().find(|s| !slug(s)) {
-                return Err(at(format!(
-                    "skill `{s}` must be lower-case letters, digits and '-'"
-                )));
-            }
-            let queue = if r.queue.is_empty() {
-                None
-            } else if queues.contains(&r.queue) {
-                Some(r.queue.clone())
-            } else {
-                return Err(at(format!("queue `{}` is not configured", r.queue)));
+            let priority = match &r.priority {
+                Some(p) if !(-100..=100).contains(p.get_ref()) => {
+                    return Err(at(
+                        p.span(),
+                        "priority must be between -100 and 100".into(),
+                        "la priorité est comprise entre -100 et 100".into(),
+                    ));
+                }
+                Some(p) => *p.get_ref(),
+                None => 0,
             };
-            let sla = if r.sla.is_empty() {
-                None
-            } else {
-                Some(SlaTarget::parse(&r.sla).map_err(at)?)
+            let skills = match &r.skills {
+                Some(list) => {
+                    if let Some(s) = list.get_ref().iter().find(|s| !slug(s)) {
+                        return Err(at(
+                            list.span(),
+                            format!("skill `{s}` must be lower-case letters, digits and '-'"),
+                            format!(
+                                "la compétence « {s} » s'écrit en minuscules sans accent, chiffres et « - »"
+                            ),
+                        ));
+                    }
+                    list.get_ref().clone()
+                }
+                None => Vec::new(),
             };
-            let w = r.when;
+            let queue = match &r.queue {
+                None => None,
+                Some(q) if q.get_ref().is_empty() => None,
+                Some(q) if queues.contains(q.get_ref()) => Some(q.get_ref().clone()),
+                Some(q) => {
+                    let mut known: Vec<&str> = queues.iter().map(String::as_str).collect();
+                    known.sort_unstable();
+                    return Err(at(
+                        q.span(),
+                        format!("queue `{}` is not configured", q.get_ref()),
+                        format!(
+                            "la file « {} » n'existe pas (files : {})",
+                            q.get_ref(),
+                            known.join(", ")
+                        ),
+                    ));
+                }
+            };
+            let (sla, sla_text) = match &r.sla {
+                Some(v) if !v.get_ref().is_empty() => (
+                    Some(SlaTarget::parse(v.get_ref()).map_err(|e| {
+                        at(
+                            v.span(),
+                            e,
+                            format!(
+                                "délai « {} » invalide : un nombre suivi de m (minutes), h (heures) ou d (jours ouvrés), par exemple 2d",
+                                v.get_ref()
+                            ),
+                        )
+                    })?),
+                    v.get_ref().trim().to_owned(),
+                ),
+                _ => (None, String::new()),
+            };
+            let (w, when_span) = match r.when {
+                Some(w) => {
+                    let span = w.span();
+                    (w.into_inner(), span)
+                }
+                None => (Conditions::default(), rule_span.clone()),
+            };
             if let Some(c) = w.channels.iter().find(|c| !CHANNELS.contains(&c.as_str())) {
-                return Err(at(format!("unknown channel `{c}`")));
+                return Err(at(
+                    when_span,
+                    format!("unknown channel `{c}`"),
+                    format!("canal « {c} » inconnu (telephony, email, scan ou counter)"),
+                ));
             }
             let mut senders = Vec::new();
             for s in &w.senders {
@@ -346,13 +517,21 @@ impl RuleSet {
                 } else {
                     Sender::Phone(
                         Phone::parse(s)
-                            .map_err(|e| at(format!("sender `{s}` {e}")))?
+                            .map_err(|e| {
+                                at(
+                                    when_span.clone(),
+                                    format!("sender `{s}` {e}"),
+                                    format!(
+                                        "expéditeur « {s} » : ni une adresse, ni un domaine (@…), ni un numéro de téléphone"
+                                    ),
+                                )
+                            })?
                             .as_str()
                             .to_owned(),
                     )
                 });
             }
-            let phrases = |list: &[String]| -> Result<Vec<(String, Alternatives)>, String> {
+            let phrases = |list: &[String]| -> Result<Vec<(String, Alternatives)>, RulesError> {
                 list.iter()
                     .map(|k| {
                         let alternatives: Vec<(String, Vec<String>)> = k
@@ -360,7 +539,13 @@ impl RuleSet {
                             .map(|a| (a.trim().to_owned(), words(a)))
                             .collect();
                         if alternatives.iter().any(|(_, ws)| ws.is_empty()) {
-                            Err(at(format!("keyword `{k}` has an entry without letters")))
+                            Err(at(
+                                when_span.clone(),
+                                format!("keyword `{k}` has an entry without letters"),
+                                format!(
+                                    "le mot-clé « {k} » a une alternative sans lettre (ou faite seulement de mots comme « de », « la »)"
+                                ),
+                            ))
                         } else {
                             Ok((k.trim().to_owned(), alternatives))
                         }
@@ -370,19 +555,29 @@ impl RuleSet {
             let hours = if w.hours.is_empty() {
                 None
             } else {
-                Some(parse_interval(&w.hours).map_err(at)?)
+                Some(parse_interval(&w.hours).map_err(|e| {
+                    at(
+                        when_span.clone(),
+                        e,
+                        format!(
+                            "plage horaire « {} » invalide (attendu HH:MM-HH:MM, par exemple 08:30-12:00)",
+                            w.hours
+                        ),
+                    )
+                })?)
             };
             rules.push(Rule {
                 keywords: phrases(&w.keywords)?,
                 all_keywords: phrases(&w.all_keywords)?,
                 none_keywords: phrases(&w.none_keywords)?,
-                id: r.id,
+                id,
                 description: r.description,
-                process: r.process,
-                priority: r.priority,
-                skills: r.skills,
+                process: r.process.into_inner(),
+                priority,
+                skills,
                 queue,
                 sla,
+                sla_text,
                 channels: w.channels,
                 ivr_choices: w.ivr_choices,
                 senders,
@@ -399,6 +594,7 @@ impl RuleSet {
         Ok(RuleSet {
             rules,
             version: content_version(text),
+            text: text.to_owned(),
         })
     }
 
@@ -616,13 +812,123 @@ impl Rule {
     }
 }
 
-/// The rules in force, and the file they are reloaded from.
+impl Rule {
+    /// What the rule looks at, in French, one condition a line (for the
+    /// studio's table of rules).
+    pub fn conditions_fr(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let list = |v: &[(String, Alternatives)]| {
+            v.iter()
+                // No-break spaces: a guillemet never starts a line.
+                .map(|(k, _)| format!("«\u{a0}{k}\u{a0}»"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !self.channels.is_empty() {
+            let named: Vec<String> = self
+                .channels
+                .iter()
+                .map(|c| {
+                    let word = match c.as_str() {
+                        "telephony" => "appel",
+                        "email" => "courriel",
+                        "scan" => "courrier",
+                        "counter" => "visite",
+                        other => other,
+                    };
+                    format!("{word} ({c})")
+                })
+                .collect();
+            out.push(format!("canal : {}", named.join(", ")));
+        }
+        if !self.ivr_choices.is_empty() {
+            out.push(format!(
+                "choix du serveur vocal : {}",
+                self.ivr_choices.join(", ")
+            ));
+        }
+        if !self.senders.is_empty() {
+            let s: Vec<&str> = self
+                .senders
+                .iter()
+                .map(|s| match s {
+                    Sender::Email(m) | Sender::Domain(m) | Sender::Phone(m) => m.as_str(),
+                })
+                .collect();
+            out.push(format!("expéditeur : {}", s.join(", ")));
+        }
+        if !self.keywords.is_empty() {
+            out.push(format!("l'un des mots : {}", list(&self.keywords)));
+        }
+        if !self.all_keywords.is_empty() {
+            out.push(format!("tous les mots : {}", list(&self.all_keywords)));
+        }
+        if !self.none_keywords.is_empty() {
+            out.push(format!("aucun des mots : {}", list(&self.none_keywords)));
+        }
+        match self.has_attachments {
+            Some(true) => out.push("avec pièce jointe".into()),
+            Some(false) => out.push("sans pièce jointe".into()),
+            None => {}
+        }
+        if !self.attachment_types.is_empty() {
+            out.push(format!(
+                "type de pièce jointe : {}",
+                self.attachment_types.join(", ")
+            ));
+        }
+        if let Some((from, to)) = self.hours {
+            out.push(format!(
+                "reçu entre {} et {}",
+                from.format("%H:%M"),
+                to.format("%H:%M")
+            ));
+        }
+        match self.callback {
+            Some(true) => out.push("appel à rappeler".into()),
+            Some(false) => out.push("pas un appel à rappeler".into()),
+            None => {}
+        }
+        if out.is_empty() {
+            out.push("toute demande".into());
+        }
+        out
+    }
+}
+
+/// A rule set published in the studio (a row of `rules_publications`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publication {
+    pub id: String,
+    /// The publisher's token subject, and the name shown for it.
+    pub author: String,
+    pub author_name: String,
+    pub reason: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Where the rules in force come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `config/routing-rules.toml`, embedded.
+    Shipped,
+    /// `routing.rules_file`.
+    File(PathBuf),
+    /// The newest rule set published in the studio, from routing's database.
+    Published(Publication),
+}
+
+/// The rules in force, and the file (or the database's newest publication)
+/// they are reloaded from.
 pub struct Rules {
     path: Option<PathBuf>,
     queues: HashSet<String>,
     current: RwLock<Arc<RuleSet>>,
+    source: RwLock<Source>,
     /// The last file content tried (loaded or refused), to reload only on change.
     last_seen: RwLock<String>,
+    /// The last publication tried (applied or refused), likewise.
+    last_publication: RwLock<String>,
     last_error: RwLock<String>,
 }
 
@@ -636,25 +942,39 @@ pub enum Reload {
 /// in force when no rules file is configured.
 pub const SHIPPED: &str = include_str!("../../../config/routing-rules.toml");
 
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Rules {
     /// Load the file, or the shipped rules when `path` is empty (a bad file
     /// at start-up is an error naming the key).
     pub fn load(path: &str, queues: HashSet<String>) -> Result<Rules, String> {
+        let path = if path.trim().is_empty() {
+            None
+        } else {
+            Some(PathBuf::from(path))
+        };
         let rules = Rules {
-            path: if path.trim().is_empty() {
-                None
-            } else {
-                Some(PathBuf::from(path))
-            },
+            source: RwLock::new(match &path {
+                Some(p) => Source::File(p.clone()),
+                None => Source::Shipped,
+            }),
+            path,
             queues,
             current: RwLock::new(Arc::new(RuleSet::default())),
             last_seen: RwLock::new(String::new()),
+            last_publication: RwLock::new(String::new()),
             last_error: RwLock::new(String::new()),
         };
         if rules.path.is_none() {
             let set = RuleSet::parse(SHIPPED, &rules.queues)
                 .map_err(|e| format!("the shipped rules: {e}"))?;
-            *rules.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+            *write(&rules.current) = Arc::new(set);
             return Ok(rules);
         }
         if let Reload::Refused(e) = rules.reload() {
@@ -664,17 +984,30 @@ impl Rules {
     }
 
     pub fn current(&self) -> Arc<RuleSet> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.current).clone()
+    }
+
+    pub fn source(&self) -> Source {
+        read(&self.source).clone()
+    }
+
+    /// The rules file, when one is configured.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// The configured queues rules may name.
+    pub fn queues(&self) -> &HashSet<String> {
+        &self.queues
     }
 
     pub fn last_error(&self) -> String {
-        self.last_error
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        read(&self.last_error).clone()
+    }
+
+    /// The id of the last publication applied or refused.
+    pub fn last_publication(&self) -> String {
+        read(&self.last_publication).clone()
     }
 
     /// Re-read the file; apply it if it changed and validates.
@@ -689,27 +1022,49 @@ impl Rules {
                 return self.refuse(msg, String::new());
             }
         };
-        if *self.last_seen.read().unwrap_or_else(|e| e.into_inner()) == text {
+        if *read(&self.last_seen) == text {
             return Reload::Unchanged;
         }
         match RuleSet::parse(&text, &self.queues) {
             Ok(set) => {
                 let set = Arc::new(set);
-                *self.current.write().unwrap_or_else(|e| e.into_inner()) = set.clone();
-                *self.last_seen.write().unwrap_or_else(|e| e.into_inner()) = text;
-                self.last_error
-                    .write()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+                *write(&self.current) = set.clone();
+                *write(&self.source) = Source::File(path.clone());
+                *write(&self.last_seen) = text;
+                write(&self.last_error).clear();
                 Reload::Loaded(set)
             }
             Err(e) => self.refuse(format!("{}: {e}", path.display()), text),
         }
     }
 
+    /// Put a published rule set in force (once per publication): a text
+    /// this replica does not accept (its queues differ) is refused, and the
+    /// rules in force stay.
+    pub fn apply_published(&self, text: &str, publication: Publication) -> Reload {
+        if *read(&self.last_publication) == publication.id {
+            return Reload::Unchanged;
+        }
+        *write(&self.last_publication) = publication.id.clone();
+        match RuleSet::parse(text, &self.queues) {
+            Ok(set) => {
+                let set = Arc::new(set);
+                *write(&self.current) = set.clone();
+                *write(&self.source) = Source::Published(publication);
+                write(&self.last_error).clear();
+                Reload::Loaded(set)
+            }
+            Err(e) => {
+                let msg = format!("published rules {}: {e}", publication.id);
+                *write(&self.last_error) = msg.clone();
+                Reload::Refused(msg)
+            }
+        }
+    }
+
     fn refuse(&self, msg: String, text: String) -> Reload {
-        let mut seen = self.last_seen.write().unwrap_or_else(|e| e.into_inner());
-        let mut err = self.last_error.write().unwrap_or_else(|e| e.into_inner());
+        let mut seen = write(&self.last_seen);
+        let mut err = write(&self.last_error);
         if *seen == text && *err == msg {
             return Reload::Unchanged;
         }
@@ -906,6 +1261,125 @@ when = { keywords = ["crèche"], none_keywords = ["contrat"] }
             .collect();
         let set = RuleSet::parse(text, &queues).unwrap();
         assert!(set.rules.len() >= 5);
+    }
+
+    #[test]
+    fn a_refusal_names_its_line_and_column_in_english_and_french() {
+        // The queue of the first rule is on line 7 of RULES.
+        let bad = RULES.replace("queue = \"etat-civil\"", "queue = \"nulle-part\"");
+        let err = RuleSet::check(&bad, &queues()).unwrap_err();
+        assert_eq!((err.line, err.column), (7, 9), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("line 7, column 9: rule[0] (etat-civil)")
+        );
+        assert!(
+            err.message_fr
+                .contains("la file « nulle-part » n'existe pas"),
+            "{}",
+            err.message_fr
+        );
+        // A condition's refusal points at the rule's conditions.
+        let bad = RULES.replace(
+            "channels = [\"telephony\"], ivr",
+            "channels = [\"fax\"], ivr",
+        );
+        let err = RuleSet::check(&bad, &queues()).unwrap_err();
+        assert_eq!(err.line, 15, "{err}");
+        assert!(err.message_fr.contains("canal « fax » inconnu"));
+        // TOML syntax, and a field that does not exist.
+        let err = RuleSet::check("[[rule]]\nid = \"a\"\nprocess = \n", &queues()).unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        assert!(
+            err.message_fr
+                .starts_with("le texte n'est pas du TOML valide")
+        );
+        let err = RuleSet::check(
+            "[[rule]]\nid = \"a\"\nprocess = \"b\"\nquue = \"accueil\"\n",
+            &queues(),
+        )
+        .unwrap_err();
+        assert!(err.line >= 1, "{err}");
+        assert!(
+            err.message_fr.contains("champ inconnu « quue »"),
+            "{}",
+            err.message_fr
+        );
+        let err = RuleSet::check(
+            "[[rule]]\nid = \"a\"\nprocess = \"b\"\npriority = \"haute\"\n",
+            &queues(),
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert_eq!(
+            err.message_fr,
+            "valeur inattendue : un nombre entier est attendu ici"
+        );
+        let err = RuleSet::check("[[rule]]\nid = \"a\"\n", &queues()).unwrap_err();
+        assert!(
+            err.message_fr.contains("« process » absent"),
+            "{}",
+            err.message_fr
+        );
+    }
+
+    #[test]
+    fn the_table_of_rules_says_what_each_matches_in_french() {
+        let set = RuleSet::parse(RULES, &queues()).unwrap();
+        assert_eq!(set.text, RULES);
+        assert_eq!(set.rules[0].sla_text, "2d");
+        let c = set.rules[0].conditions_fr();
+        assert_eq!(
+            c,
+            vec![
+                "l'un des mots : «\u{a0}acte de naissance\u{a0}», «\u{a0}état civil\u{a0}», «\u{a0}mariage\u{a0}»"
+            ]
+        );
+        let c = set.rules[1].conditions_fr();
+        assert!(
+            c.contains(&"canal : appel (telephony)".to_string()),
+            "{c:?}"
+        );
+        assert!(
+            c.contains(&"choix du serveur vocal : 1".to_string()),
+            "{c:?}"
+        );
+        assert!(
+            set.rules[2]
+                .conditions_fr()
+                .contains(&"avec pièce jointe".to_string())
+        );
+    }
+
+    #[test]
+    fn a_publication_is_put_in_force_once_and_a_refused_one_keeps_the_rules() {
+        let rules = Rules::load("", queues()).unwrap();
+        let shipped = rules.current().version.clone();
+        let publication = |id: &str| Publication {
+            id: id.into(),
+            author: "po-1".into(),
+            author_name: "Paule".into(),
+            reason: "essai".into(),
+            at: Utc::now(),
+        };
+        assert!(matches!(
+            rules.apply_published(RULES, publication("p1")),
+            Reload::Loaded(_)
+        ));
+        assert_eq!(rules.current().text, RULES);
+        assert!(matches!(rules.source(), Source::Published(p) if p.id == "p1"));
+        assert!(matches!(
+            rules.apply_published(RULES, publication("p1")),
+            Reload::Unchanged
+        ));
+        let bad = RULES.replace("queue = \"etat-civil\"", "queue = \"ailleurs\"");
+        assert!(matches!(
+            rules.apply_published(&bad, publication("p2")),
+            Reload::Refused(_)
+        ));
+        assert!(rules.last_error().contains("p2"));
+        assert_eq!(rules.current().text, RULES, "the previous rules stay");
+        assert_ne!(rules.current().version, shipped);
     }
 
     #[test]

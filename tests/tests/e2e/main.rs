@@ -39,6 +39,7 @@ mod signature_flow;
 mod slice;
 mod state_actions;
 mod studio;
+mod studio_rules;
 mod telephony_cdr;
 mod telephony_cti;
 mod up;

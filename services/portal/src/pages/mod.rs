@@ -14,6 +14,7 @@ mod lookup;
 mod mail;
 mod mailroom;
 mod queue;
+mod rules;
 mod search;
 mod signatures;
 mod studio;
@@ -190,6 +191,9 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
             get(calls::extensions).post(calls::set_extension),
         )
         .route("/telephonie/postes/retirer", post(calls::delete_extension))
+        .route("/studio/regles", get(rules::page))
+        .route("/studio/regles/essayer", post(rules::try_rules))
+        .route("/studio/regles/publier", post(rules::publish))
         .route("/appareils", get(devices::page).post(devices::enrol))
         .route("/appareils/{id}/retirer", post(devices::revoke))
         .route("/borne", get(hall::kiosk))

@@ -133,3 +133,53 @@ pub mod desk_step {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod rules_publication {
+    use sea_orm::entity::prelude::*;
+
+    /// A rule set published in the studio: the audit trail, and (newest
+    /// first) the rules every replica puts in force.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "rules_publications")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub version: String,
+        #[sea_orm(column_type = "Text")]
+        pub text: String,
+        pub author: String,
+        pub author_name: String,
+        #[sea_orm(column_type = "Text")]
+        pub reason: String,
+        pub published_at: DateTimeUtc,
+        /// The file written (studio_writes = "file"); empty: the database.
+        pub written_to: String,
+        pub previous_version: String,
+        pub rule_count: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod intake_input {
+    use sea_orm::entity::prelude::*;
+
+    /// What classification read of one request (the intake event, protobuf,
+    /// without the citizen's name and address), to try rules on it later.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "intake_inputs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub intake_event_id: String,
+        pub event: Vec<u8>,
+        pub received_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

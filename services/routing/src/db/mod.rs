@@ -6,6 +6,7 @@ mod m0002_unified_queue;
 mod m0003_citizen_candidates;
 mod m0004_callback_attempts;
 mod m0005_desk_steps;
+mod m0006_rules_studio;
 
 use sea_orm_migration::prelude::*;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_citizen_candidates::Migration),
             Box::new(m0004_callback_attempts::Migration),
             Box::new(m0005_desk_steps::Migration),
+            Box::new(m0006_rules_studio::Migration),
         ]
     }
 }
