@@ -9,11 +9,13 @@ use guichet_platform::auth::{Role, require};
 use guichet_platform::grpc::{internal_err, invalid_argument, not_found};
 use guichet_proto::convert::timestamp;
 use guichet_proto::notification::v1 as pb;
-use sea_orm::{ActiveModelTrait, EntityTrait, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+};
 use tonic::{Request, Response, Status};
 
 use crate::core::Core;
-use crate::db::entities::template_override;
+use crate::db::entities::{template_change, template_override};
 use crate::templates::{DOSSIER_VARIABLES, Template, TemplateError, Wording};
 
 const OWNERS: &[Role] = &[Role::ProcessOwner];
@@ -58,6 +60,22 @@ async fn message(core: &Core, t: &Template) -> Result<pb::MessageTemplate, Statu
         .one(&core.db)
         .await
         .map_err(internal_err("template wording"))?;
+    let changes = template_change::Entity::find()
+        .filter(template_change::Column::TemplateId.eq(t.id.clone()))
+        .order_by_desc(template_change::Column::ChangedAt)
+        .order_by_desc(template_change::Column::Id)
+        .all(&core.db)
+        .await
+        .map_err(internal_err("template changes"))?
+        .into_iter()
+        .map(|c| pb::TemplateChange {
+            action: c.action,
+            actor: c.actor,
+            reason: c.reason,
+            change_time: Some(timestamp(c.changed_at)),
+            text: c.text,
+        })
+        .collect();
     let vars = sample(core, t);
     let catalog = core.catalog.current();
     let sms = catalog.sms_text(&t.id, &vars).unwrap_or_default();
@@ -104,6 +122,7 @@ async fn message(core: &Core, t: &Template) -> Result<pb::MessageTemplate, Statu
             shape.encoding.as_str().to_owned()
         },
         has_base: core.catalog.base().get(&t.id).is_some(),
+        changes,
     })
 }
 
@@ -179,24 +198,31 @@ pub(crate) async fn update(
         )
         .map_err(template_status)?;
     let now = core.clock.now();
+    let reason = req.reason.trim().to_owned();
     let row = template_override::ActiveModel {
         id: Set(id.clone()),
-        text: Set(text),
+        text: Set(text.clone()),
         updated_by: Set(p.subject.clone()),
-        reason: Set(req.reason.trim().to_owned()),
+        reason: Set(reason.clone()),
         updated_at: Set(now),
     };
+    let save = internal_err("save template wording");
+    let txn = core.db.begin().await.map_err(&save)?;
     let exists = template_override::Entity::find_by_id(id.clone())
-        .one(&core.db)
+        .one(&txn)
         .await
-        .map_err(internal_err("template wording"))?
+        .map_err(&save)?
         .is_some();
     if exists {
-        row.update(&core.db).await
+        row.update(&txn).await
     } else {
-        row.insert(&core.db).await
+        row.insert(&txn).await
     }
-    .map_err(internal_err("save template wording"))?;
+    .map_err(&save)?;
+    record_change(&txn, &id, "update", &text, &p.subject, &reason, now)
+        .await
+        .map_err(&save)?;
+    txn.commit().await.map_err(&save)?;
     core.reload_wordings()
         .await
         .map_err(internal_err("reload template wordings"))?;
@@ -212,6 +238,13 @@ pub(crate) async fn reset(
 ) -> Result<Response<pb::MessageTemplate>, Status> {
     let p = require(&request, OWNERS)?;
     let id = id_of(&request.get_ref().id)?;
+    let reason = request.get_ref().reason.trim().to_owned();
+    if reason.is_empty() {
+        return Err(invalid_argument(
+            "reason",
+            "say why the shipped wording comes back",
+        ));
+    }
     if core.catalog.base().get(&id).is_none() {
         return Err(guichet_platform::grpc::failed_precondition(
             "TEMPLATE_BASE",
@@ -219,10 +252,24 @@ pub(crate) async fn reset(
             "this template exists only in the studio: there is no shipped wording to go back to",
         ));
     }
+    let save = internal_err("reset template wording");
+    let txn = core.db.begin().await.map_err(&save)?;
     template_override::Entity::delete_by_id(id.clone())
-        .exec(&core.db)
+        .exec(&txn)
         .await
-        .map_err(internal_err("reset template wording"))?;
+        .map_err(&save)?;
+    record_change(
+        &txn,
+        &id,
+        "reset",
+        "",
+        &p.subject,
+        &reason,
+        core.clock.now(),
+    )
+    .await
+    .map_err(&save)?;
+    txn.commit().await.map_err(&save)?;
     core.reload_wordings()
         .await
         .map_err(internal_err("reload template wordings"))?;
@@ -230,4 +277,27 @@ pub(crate) async fn reset(
     let catalog = core.catalog.current();
     let t = catalog.get(&id).ok_or_else(|| not_found("template", &id))?;
     Ok(Response::new(message(core, t).await?))
+}
+
+async fn record_change(
+    conn: &impl sea_orm::ConnectionTrait,
+    template_id: &str,
+    action: &str,
+    text: &str,
+    actor: &str,
+    reason: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sea_orm::DbErr> {
+    template_change::ActiveModel {
+        id: Set(uuid::Uuid::now_v7().to_string()),
+        template_id: Set(template_id.to_owned()),
+        action: Set(action.to_owned()),
+        text: Set(text.to_owned()),
+        actor: Set(actor.to_owned()),
+        reason: Set(reason.to_owned()),
+        changed_at: Set(at),
+    }
+    .insert(conn)
+    .await
+    .map(|_| ())
 }

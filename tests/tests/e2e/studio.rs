@@ -821,6 +821,7 @@ async fn message_wordings(backend: Backend) {
     let back = n
         .reset_template(npb::ResetTemplateRequest {
             id: "signature-code".into(),
+            reason: "Retour au texte national".into(),
         })
         .await
         .unwrap()
@@ -828,6 +829,28 @@ async fn message_wordings(backend: Backend) {
     assert_eq!(
         (back.origin.as_str(), back.sms.as_str()),
         ("shipped", shipped.sms.as_str())
+    );
+    // Every change is kept: who, what, why.
+    let history: Vec<(&str, &str, &str)> = back
+        .changes
+        .iter()
+        .map(|c| (c.action.as_str(), c.actor.as_str(), c.reason.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        vec![
+            ("reset", "clara", "Retour au texte national"),
+            (
+                "update",
+                "clara",
+                "Formulation plus courte, demandée par l'accueil"
+            ),
+        ]
+    );
+    assert!(
+        back.changes[1]
+            .text
+            .contains("votre code de signature est {{code}}")
     );
 }
 

@@ -83,3 +83,27 @@ pub mod template_override {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod template_change {
+    use sea_orm::entity::prelude::*;
+
+    /// One change of a template's wording from the studio (the audit).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "template_changes")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub template_id: String,
+        /// `update` or `reset`.
+        pub action: String,
+        pub text: String,
+        pub actor: String,
+        pub reason: String,
+        pub changed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

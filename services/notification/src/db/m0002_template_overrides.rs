@@ -29,10 +29,28 @@ impl MigrationTrait for Migration {
                 .col(ts("updated_at"))
                 .to_owned(),
         )
+        .await?;
+        // Every change of a wording, kept: who, when, why, and the text.
+        m.create_table(
+            Table::create()
+                .table(a("template_changes"))
+                .if_not_exists()
+                .col(id_pk())
+                .col(text("template_id"))
+                // update or reset
+                .col(text("action"))
+                .col(ColumnDef::new(a("text")).text().not_null())
+                .col(text("actor"))
+                .col(ColumnDef::new(a("reason")).text().not_null())
+                .col(ts("changed_at"))
+                .to_owned(),
+        )
         .await
     }
 
     async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(a("template_changes")).to_owned())
+            .await?;
         m.drop_table(Table::drop().table(a("template_overrides")).to_owned())
             .await
     }

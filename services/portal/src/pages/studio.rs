@@ -25,6 +25,26 @@ pub fn may_edit(agent: &Session) -> bool {
     agent.has(Role::ProcessOwner)
 }
 
+/// Refuse who may not work in the studio, and a form without its CSRF
+/// token.
+fn refused(agent: &Session, csrf: Option<&str>) -> Option<Response> {
+    if !may_edit(agent) {
+        return Some(owners_only());
+    }
+    csrf.and_then(|c| web::check_csrf(agent, c).err())
+}
+
+/// The page when a role refused to read what it shows: not found, or the
+/// role is unavailable.
+fn unreadable(e: &tonic::Status, title: &str, what: &str) -> Response {
+    let status = if e.code() == tonic::Code::NotFound {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    web::error_page(status, title, &web::explain(e, what))
+}
+
 fn owners_only() -> Response {
     web::forbidden(
         "Seuls les responsables des procédures et les administrateurs ouvrent le studio des procédures.",
@@ -593,16 +613,16 @@ async fn catalog_page(
 }
 
 pub async fn catalog(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     catalog_page(&app, &agent, &headers, None, vec![], StatusCode::OK).await
 }
 
 /// Every published version as a zip of `<id>.v<version>.toml` files.
 pub async fn export(State(app): State<App>, agent: Agent) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     let mut s = app.clients.studio.clone();
     let files = match s
@@ -697,8 +717,8 @@ pub async fn import(
     headers: HeaderMap,
     mut form: Multipart,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     let mut csrf = String::new();
     let mut reason = String::new();
@@ -847,8 +867,8 @@ pub async fn process(
     Path(id): Path<String>,
     Query(q): Query<VersionQuery>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     let mut d = app.clients.dossier.clone();
     let mut s = app.clients.studio.clone();
@@ -864,12 +884,7 @@ pub async fn process(
     {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            let status = if e.code() == tonic::Code::NotFound {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            return web::error_page(status, "Procédure", &web::explain(&e, WHAT));
+            return unreadable(&e, "Procédure", WHAT);
         }
     };
     let usage = s
@@ -1090,8 +1105,8 @@ pub async fn draft(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     draft_page(&app, &agent, &headers, &id, None, StatusCode::OK).await
 }
@@ -1107,10 +1122,7 @@ pub async fn create_draft(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     let mut s = app.clients.studio.clone();
@@ -1248,10 +1260,7 @@ pub async fn edit(
     Path(id): Path<String>,
     Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, field(&f, "csrf")) {
+    if let Some(r) = refused(&agent, Some(field(&f, "csrf"))) {
         return r;
     }
     let edit = match edit_of(&f) {
@@ -1319,10 +1328,7 @@ pub async fn save_text(
     Path(id): Path<String>,
     Form(f): Form<TextForm>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     let mut s = app.clients.studio.clone();
@@ -1377,10 +1383,7 @@ pub async fn delete_draft(
     Path(id): Path<String>,
     Form(f): Form<CsrfOnly>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     let mut s = app.clients.studio.clone();
@@ -1417,10 +1420,7 @@ pub async fn publish(
     Path(id): Path<String>,
     Form(f): Form<PublishForm>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     if f.motif.trim().is_empty() {
@@ -1510,8 +1510,8 @@ pub async fn dry_run(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     let version: u32 = field(&q, "version").parse().unwrap_or(0);
     let mut path = fields(&q, "chemin");
@@ -1562,12 +1562,7 @@ pub async fn dry_run(
             );
         }
         Err(e) => {
-            let status = if e.code() == tonic::Code::NotFound {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            return web::error_page(status, "Essai", &web::explain(&e, WHAT));
+            return unreadable(&e, "Essai", WHAT);
         }
     };
     let res = s
@@ -1671,12 +1666,7 @@ async fn migration_page(
     {
         Ok(r) => r.into_inner(),
         Err(e) => {
-            let status = if e.code() == tonic::Code::NotFound {
-                StatusCode::NOT_FOUND
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            return web::error_page(status, "Migration", &web::explain(&e, WHAT));
+            return unreadable(&e, "Migration", WHAT);
         }
     };
     let mut versions = latest.versions.clone();
@@ -1824,8 +1814,8 @@ pub async fn migration(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     migration_page(&app, &agent, &headers, &id, &q, None).await
 }
@@ -1837,10 +1827,7 @@ pub async fn migrate(
     Path(id): Path<String>,
     Form(f): Form<Vec<(String, String)>>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, field(&f, "csrf")) {
+    if let Some(r) = refused(&agent, Some(field(&f, "csrf"))) {
         return r;
     }
     let apply = field(&f, "appliquer") == "1";
@@ -1877,8 +1864,8 @@ struct MessagesPage {
 }
 
 pub async fn messages(State(app): State<App>, agent: Agent, headers: HeaderMap) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     let mut n = app.clients.notification.clone();
     let list = match n
@@ -1922,6 +1909,8 @@ struct MessagePage {
     origin: &'static str,
     error: Option<String>,
     error_field: String,
+    /// Its changes from the studio: when, who, what, why.
+    history: Vec<(String, String, &'static str, String)>,
 }
 
 async fn message_page(
@@ -1972,8 +1961,27 @@ async fn message_page(
         Some((m, f)) => (Some(m), f),
         None => (None, String::new()),
     };
+    let history = template
+        .changes
+        .iter()
+        .map(|c| {
+            (
+                views::ts(&c.change_time)
+                    .map(views::when)
+                    .unwrap_or_default(),
+                c.actor.clone(),
+                if c.action == "reset" {
+                    "texte d'origine rétabli"
+                } else {
+                    "texte modifié"
+                },
+                c.reason.clone(),
+            )
+        })
+        .collect();
     let page = MessagePage {
         layout: Layout::new(app, agent, "studio", headers),
+        history,
         id: id.to_owned(),
         origin: origin_fr(&template.origin),
         template,
@@ -1991,8 +1999,8 @@ pub async fn message(
     Path(id): Path<String>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
+    if let Some(r) = refused(&agent, None) {
+        return r;
     }
     // The list's "new message" form names the id in its query.
     if id == "nouveau" {
@@ -2035,10 +2043,7 @@ pub async fn save_message(
     Path(id): Path<String>,
     Form(f): Form<MessageForm>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     let sent = npb::MessageTemplate {
@@ -2103,20 +2108,27 @@ pub async fn reset_message(
     State(app): State<App>,
     agent: Agent,
     Path(id): Path<String>,
-    Form(f): Form<CsrfOnly>,
+    Form(f): Form<PublishForm>,
 ) -> Response {
-    if !may_edit(&agent) {
-        return owners_only();
-    }
-    if let Err(r) = web::check_csrf(&agent, &f.csrf) {
+    if let Some(r) = refused(&agent, Some(&f.csrf)) {
         return r;
     }
     let mut n = app.clients.notification.clone();
+    if f.motif.trim().is_empty() {
+        return web::redirect_with(
+            &format!("/studio/messages/{id}"),
+            "Dites pourquoi le texte d'origine revient : le motif est conservé.",
+            app.config.secure_cookies,
+        );
+    }
     let message = match n
-        .reset_template(
-            app.clients
-                .request(&agent, npb::ResetTemplateRequest { id: id.clone() }),
-        )
+        .reset_template(app.clients.request(
+            &agent,
+            npb::ResetTemplateRequest {
+                id: id.clone(),
+                reason: f.motif.trim().to_owned(),
+            },
+        ))
         .await
     {
         Ok(_) => "Texte d'origine rétabli.".to_owned(),
