@@ -119,6 +119,18 @@ async fn a_process_owner_changes_tries_publishes_and_migrates_the_passport_proce
         (first.process_version, first.state.as_str()),
         (1, "demande")
     );
+    let photo = d
+        .add_document(dpb::AddDocumentRequest {
+            dossier_id: first.id.clone(),
+            filename: "photo d'identité.png".into(),
+            media_type: "image/png".into(),
+            document_type: "photo".into(),
+            content: b"\x89PNG une photo".to_vec(),
+            ..Default::default()
+        })
+        .await
+        .expect("add a document")
+        .into_inner();
 
     // The catalog by domain, then the procedure with its open dossiers.
     crate::portal::log_in(&b, &base, "clara").await;
@@ -354,6 +366,40 @@ async fn a_process_owner_changes_tries_publishes_and_migrates_the_passport_proce
         .await;
     assert!(text.contains("Pré-contrôle des pièces"), "{text}");
     b.check_page("studio-fiche-migree").await;
+    // Its documents download from the fiche, as attachments never cached.
+    let link = b
+        .client
+        .find(Locator::Css(&format!("a[href='/document/{}']", photo.id)))
+        .await
+        .expect("the document's link")
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(link, "photo d'identité.png");
+    let got = b
+        .client
+        .execute(
+            "return fetch(arguments[0]).then(async r => [r.status, r.headers.get('content-disposition'), r.headers.get('cache-control'), await r.text()]);",
+            vec![serde_json::json!(format!("/document/{}", photo.id))],
+        )
+        .await
+        .expect("fetch the document");
+    assert_eq!(got[0], 200, "{got}");
+    assert_eq!(
+        got[1],
+        "attachment; filename=\"photo d_identit_.png\"; filename*=UTF-8''photo%20d%27identit%C3%A9.png"
+    );
+    assert_eq!(got[2], "no-store");
+    assert!(got[3].as_str().unwrap().ends_with("PNG une photo"), "{got}");
+    let missing = b
+        .client
+        .execute(
+            "return fetch('/document/nulle-part').then(r => r.status);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing, 404);
     b.close().await;
 }
 

@@ -4,7 +4,7 @@
 
 use axum::Form;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use guichet_proto::dossier::v1 as dpb;
 use guichet_proto::intake::v1::{AttachmentRef, Channel};
@@ -70,6 +70,7 @@ pub struct NextAction {
 }
 
 pub struct Doc {
+    pub id: String,
     pub name: String,
     pub kind: String,
     pub size: String,
@@ -343,6 +344,7 @@ async fn dossier_view(app: &App, agent: &Session, id: &str) -> Result<DossierVie
         documents: documents
             .iter()
             .map(|doc| Doc {
+                id: doc.id.clone(),
                 name: if doc.filename.is_empty() {
                     "(sans nom)".to_owned()
                 } else {
@@ -1237,5 +1239,85 @@ pub async fn callback(
             &web::explain(&e, "La file d'attente"),
             app.config.secure_cookies,
         ),
+    }
+}
+
+/// `name` for a `Content-Disposition` header: an ASCII fallback and the
+/// UTF-8 name (RFC 6266 / 5987).
+fn disposition(name: &str) -> String {
+    let ascii: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._- ".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect();
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
+}
+
+/// A dossier's document, downloaded by an agent who may read the dossier
+/// (the dossier role decides: restricted processes stay in their group).
+/// Always as an attachment, never sniffed (and, as every page of the
+/// portal, never cached).
+pub async fn download(State(app): State<App>, agent: Agent, Path(id): Path<String>) -> Response {
+    let mut d = app.clients.dossier.clone();
+    let res = d
+        .get_document(app.clients.request(
+            &agent,
+            dpb::GetDocumentRequest {
+                id,
+                include_content: true,
+            },
+        ))
+        .await;
+    match res {
+        Ok(r) => {
+            let r = r.into_inner();
+            let doc = r.document.unwrap_or_default();
+            let name = if doc.filename.is_empty() {
+                "document"
+            } else {
+                doc.filename.as_str()
+            };
+            let media_type = match doc.media_type.as_str() {
+                t @ ("application/pdf" | "image/png" | "image/jpeg" | "image/tiff"
+                | "text/plain") => t,
+                _ => "application/octet-stream",
+            };
+            (
+                [
+                    (header::CONTENT_TYPE, media_type.to_owned()),
+                    (header::CONTENT_DISPOSITION, disposition(name)),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+                ],
+                r.content,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let status = match e.code() {
+                tonic::Code::NotFound | tonic::Code::InvalidArgument => StatusCode::NOT_FOUND,
+                tonic::Code::PermissionDenied => StatusCode::FORBIDDEN,
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            web::error_page(
+                status,
+                "Pièce du dossier",
+                &web::explain(&e, "Le service des dossiers"),
+            )
+        }
     }
 }

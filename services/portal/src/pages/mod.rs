@@ -143,6 +143,7 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
             "/dossier/{id}/piece",
             post(fiche::document).layer(DefaultBodyLimit::max(20 * 1024 * 1024)),
         )
+        .route("/document/{id}", get(fiche::download))
         .route("/citoyen/{id}", get(fiche::citizen))
         .route("/citoyen/{id}/dossier", post(fiche::open_dossier))
         .route("/recherche", get(search::form).post(search::search))
