@@ -215,7 +215,7 @@ fn invalid(reason: impl Into<String>, near: Option<&str>) -> Invalid {
     }
 }
 
-fn is_slug(s: &str) -> bool {
+pub(crate) fn is_slug(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
@@ -706,6 +706,17 @@ pub struct CatalogHandle {
     /// The directory it is reloaded from; `None`: the shipped processes.
     dir: Option<std::path::PathBuf>,
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
+    /// Fingerprint of the database versions the running catalog holds: with
+    /// the shipped processes (which cannot change), an unchanged set needs
+    /// no reload.
+    applied: std::sync::Arc<std::sync::Mutex<u64>>,
+}
+
+fn published_fingerprint(published: &[(String, u32, String)]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    published.hash(&mut h);
+    h.finish()
 }
 
 /// Where the versions published in the database are said to come from.
@@ -719,6 +730,7 @@ impl CatalogHandle {
         Ok(CatalogHandle {
             dir,
             current: std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(catalog))),
+            applied: std::sync::Arc::new(std::sync::Mutex::new(published_fingerprint(&[]))),
         })
     }
 
@@ -749,6 +761,11 @@ impl CatalogHandle {
     /// stay on their version); otherwise the running catalog stays and the
     /// error says why. Returns whether anything changed.
     pub fn reload_with(&self, published: &[(String, u32, String)]) -> Result<bool, CatalogError> {
+        let fp = published_fingerprint(published);
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if self.dir.is_none() && *applied == fp {
+            return Ok(false);
+        }
         let mut texts = base_texts(self.dir.as_deref())?;
         texts.extend(published.iter().map(|(id, version, text)| {
             (
@@ -779,6 +796,7 @@ impl CatalogHandle {
                 }
             }
         }
+        *applied = fp;
         if next.fingerprints.len() == current.fingerprints.len() {
             return Ok(false);
         }

@@ -159,10 +159,7 @@ fn set_or_remove(t: &mut Table, key: &str, v: Option<Value>) {
 }
 
 fn slug(field: &str, s: &str) -> Result<(), EditError> {
-    let ok = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
-    if ok {
+    if crate::catalog::is_slug(s) {
         Ok(())
     } else {
         Err(edit_err(

@@ -125,6 +125,9 @@ pub struct Wording {
 pub struct Templates {
     base: std::sync::Arc<Catalog>,
     current: std::sync::Arc<std::sync::RwLock<std::sync::Arc<Catalog>>>,
+    /// The overrides the running catalog was built with: an unchanged set
+    /// is not rebuilt.
+    applied: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
 }
 
 impl Templates {
@@ -133,6 +136,7 @@ impl Templates {
         Templates {
             current: std::sync::Arc::new(std::sync::RwLock::new(base.clone())),
             base,
+            applied: Default::default(),
         }
     }
 
@@ -150,6 +154,10 @@ impl Templates {
     /// The base with `overrides` (id, TOML) on top. An override this build
     /// no longer accepts is left out (and logged); the base wording stays.
     pub fn apply(&self, overrides: &[(String, String)]) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if applied.as_slice() == overrides {
+            return;
+        }
         let mut next = (*self.base).clone();
         for (id, text) in overrides {
             if let Err(e) = next.add_from(id, text, "studio") {
@@ -157,6 +165,7 @@ impl Templates {
             }
         }
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = std::sync::Arc::new(next);
+        *applied = overrides.to_vec();
     }
 
     /// Check a new wording of `id`: the same checks as a file, and only the

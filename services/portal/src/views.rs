@@ -196,6 +196,22 @@ pub fn citizen_name(c: &dpb::Citizen) -> String {
     }
 }
 
+/// The lines of `text` around `line` (1-based; two either side), numbered,
+/// the faulty one marked: where an editor's refusal points. Empty when the
+/// problem has no line (0).
+pub fn excerpt(text: &str, line: u32) -> Vec<(u32, String, bool)> {
+    if line == 0 {
+        return Vec::new();
+    }
+    let from = line.saturating_sub(2).max(1);
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i as u32 + 1, l))
+        .filter(|(n, _)| *n >= from && *n <= line + 2)
+        .map(|(n, l)| (n, l.to_owned(), n == line))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

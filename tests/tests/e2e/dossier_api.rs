@@ -13,7 +13,7 @@ use crate::dossier_store::fixture_processes;
 
 type Client = dpb::dossier_service_client::DossierServiceClient<guichet_testkit::Authed>;
 
-async fn citizen(c: &mut Client, family: &str, phone: &str) -> String {
+pub(crate) async fn citizen(c: &mut Client, family: &str, phone: &str) -> String {
     c.resolve_citizen(dpb::ResolveCitizenRequest {
         hint: Some(CitizenHint {
             given_name: "Marie".into(),
@@ -32,7 +32,7 @@ async fn citizen(c: &mut Client, family: &str, phone: &str) -> String {
     .id
 }
 
-async fn open(c: &mut Client, citizen_id: &str, process: &str) -> dpb::Dossier {
+pub(crate) async fn open(c: &mut Client, citizen_id: &str, process: &str) -> dpb::Dossier {
     c.open_dossier(dpb::OpenDossierRequest {
         citizen_id: citizen_id.into(),
         process_id: process.into(),

@@ -17,7 +17,6 @@ use guichet::Role;
 use guichet_platform::auth::Role as AuthRole;
 use guichet_portal::PortalHandle;
 use guichet_proto::dossier::v1 as dpb;
-use guichet_proto::intake::v1::CitizenHint;
 use guichet_testkit::browser::{Browser, fantoccini::Locator};
 use guichet_testkit::*;
 use tonic::Code;
@@ -44,30 +43,8 @@ async fn open_passport(
     family: &str,
     phone: &str,
 ) -> dpb::Dossier {
-    let citizen = d
-        .resolve_citizen(dpb::ResolveCitizenRequest {
-            hint: Some(CitizenHint {
-                given_name: "Lucie".into(),
-                family_name: family.into(),
-                phones: vec![phone.into()],
-                ..Default::default()
-            }),
-            request_id: String::new(),
-            candidates_only: false,
-        })
-        .await
-        .expect("resolve")
-        .into_inner()
-        .citizen
-        .expect("citizen");
-    d.open_dossier(dpb::OpenDossierRequest {
-        citizen_id: citizen.id,
-        process_id: "passeport".into(),
-        request_id: String::new(),
-    })
-    .await
-    .expect("open")
-    .into_inner()
+    let citizen = crate::dossier_api::citizen(d, family, phone).await;
+    crate::dossier_api::open(d, &citizen, "passeport").await
 }
 
 async fn click_css(b: &Browser, css: &str) {

@@ -304,17 +304,7 @@ fn trial_view(t: &rpb::RulesTrial, titles: &BTreeMap<String, String>) -> Trial {
 }
 
 fn problem_view(p: &rpb::RulesProblem, text: &str) -> Problem {
-    let excerpt = if p.line == 0 {
-        Vec::new()
-    } else {
-        let from = p.line.saturating_sub(2).max(1);
-        text.lines()
-            .enumerate()
-            .map(|(i, l)| (i as u32 + 1, l.to_owned()))
-            .filter(|(n, _)| *n >= from && *n <= p.line + 2)
-            .map(|(n, l)| (n, l, n == p.line))
-            .collect()
-    };
+    let excerpt = views::excerpt(text, p.line);
     Problem {
         line: p.line,
         message: if p.line == 0 {

@@ -1022,24 +1022,11 @@ pub struct ProblemRow {
 fn problem_rows(text: &str, problems: &[dpb::Problem]) -> Vec<ProblemRow> {
     problems
         .iter()
-        .map(|p| {
-            let excerpt = if p.line > 0 {
-                let l = p.line as usize;
-                text.lines()
-                    .enumerate()
-                    .skip(l.saturating_sub(3))
-                    .take(5)
-                    .map(|(i, s)| ((i + 1) as u32, s.to_owned(), i + 1 == l))
-                    .collect()
-            } else {
-                vec![]
-            };
-            ProblemRow {
-                field: p.field.clone(),
-                line: p.line,
-                message: p.message.clone(),
-                excerpt,
-            }
+        .map(|p| ProblemRow {
+            field: p.field.clone(),
+            line: p.line,
+            message: p.message.clone(),
+            excerpt: views::excerpt(text, p.line),
         })
         .collect()
 }
