@@ -10,13 +10,13 @@ use chrono::{DateTime, Duration, Utc};
 use guichet_proto::events::v1 as ev;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
-    ExprTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, ExprTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect, Set, TransactionTrait,
 };
 
 use crate::catalog::{Facts, ProcessDefinition, StateDefinition, TransitionDefinition};
 use crate::db::entities::{citizen, document, dossier, link, timeline, timer, transition};
-use crate::store::{NewEntry, Store, insert_entry};
+use crate::store::{Conn, NewEntry, Store, insert_entry};
 
 /// Why a state change did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +66,16 @@ impl Store {
     /// on its revision), the transition record, the timeline entry, timers
     /// cancelled and armed, the event and the audit entry.
     pub async fn apply_transition(&self, c: Change<'_>) -> Result<dossier::Model, TransitionError> {
-        let txn = self.db().begin().await?;
+        self.apply_transition_in(self.db(), c).await
+    }
+
+    /// [`Store::apply_transition`] inside the caller's transaction.
+    pub async fn apply_transition_in(
+        &self,
+        conn: &impl Conn,
+        c: Change<'_>,
+    ) -> Result<dossier::Model, TransitionError> {
+        let txn = conn.begin().await?;
         let updated = self.apply_in(&txn, &c).await?;
         txn.commit().await?;
         self.outbox().notify();
@@ -76,7 +85,7 @@ impl Store {
 
     pub(crate) async fn apply_in(
         &self,
-        txn: &DatabaseTransaction,
+        txn: &impl ConnectionTrait,
         c: &Change<'_>,
     ) -> Result<dossier::Model, TransitionError> {
         let now = self.now();

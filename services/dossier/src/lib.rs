@@ -15,6 +15,7 @@ pub mod domain;
 pub mod engine;
 pub mod follow;
 pub mod grpc;
+pub mod intake;
 pub mod privacy;
 pub mod records;
 pub mod store;

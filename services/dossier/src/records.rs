@@ -16,7 +16,7 @@ use sea_orm::{
 use crate::catalog::ProcessDefinition;
 use crate::db::entities::{document, dossier, link, party, timeline};
 use crate::engine::{Change, TransitionError};
-use crate::store::{NewEntry, Store, insert_entry};
+use crate::store::{Conn, NewEntry, Store, insert_entry};
 
 /// A document to attach.
 pub struct NewDocument {
@@ -118,7 +118,16 @@ impl Store {
     }
 
     pub async fn add_document(&self, n: NewDocument) -> Result<document::Model, DbErr> {
-        let txn = self.db().begin().await?;
+        self.add_document_in(self.db(), n).await
+    }
+
+    /// [`Store::add_document`] inside the caller's transaction.
+    pub async fn add_document_in(
+        &self,
+        conn: &impl Conn,
+        n: NewDocument,
+    ) -> Result<document::Model, DbErr> {
+        let txn = conn.begin().await?;
         let now = self.now();
         let m = document::ActiveModel {
             id: Set(uuid::Uuid::now_v7().to_string()),

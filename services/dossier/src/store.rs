@@ -20,6 +20,18 @@ use guichet_platform::calendar::BusinessCalendar;
 use guichet_platform::clock::SharedClock;
 use guichet_platform::objects::ObjectStore;
 
+/// The database or a transaction of it: a write given a transaction nests
+/// in it (a savepoint) and commits with it.
+pub trait Conn:
+    ConnectionTrait + TransactionTrait<Transaction = sea_orm::DatabaseTransaction> + Sync
+{
+}
+
+impl<T> Conn for T where
+    T: ConnectionTrait + TransactionTrait<Transaction = sea_orm::DatabaseTransaction> + Sync
+{
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Match {
     Known,
@@ -211,13 +223,25 @@ impl Store {
         request_id: Option<&str>,
         candidates_only: bool,
     ) -> Result<Resolution, DbErr> {
+        self.resolve_citizen_in(&self.db, input, request_id, candidates_only)
+            .await
+    }
+
+    /// [`Store::resolve_citizen`] inside the caller's transaction.
+    pub async fn resolve_citizen_in(
+        &self,
+        conn: &impl Conn,
+        input: &CitizenInput,
+        request_id: Option<&str>,
+        candidates_only: bool,
+    ) -> Result<Resolution, DbErr> {
         // Each lost claim means another creation committed in between, so a
         // second pass finds it; more passes only happen when that citizen was
         // erased or merged away meanwhile.
         const PASSES: usize = 5;
         for _ in 0..PASSES {
             if let Some(resolution) = self
-                .resolve_once(input, request_id, candidates_only)
+                .resolve_once(conn, input, request_id, candidates_only)
                 .await?
             {
                 return Ok(resolution);
@@ -232,6 +256,7 @@ impl Store {
     /// concurrent creation (resolve again).
     async fn resolve_once(
         &self,
+        conn: &impl Conn,
         input: &CitizenInput,
         request_id: Option<&str>,
         candidates_only: bool,
@@ -239,17 +264,17 @@ impl Store {
         if let Some(rid) = request_id
             && let Some(c) = citizen::Entity::find()
                 .filter(citizen::Column::SourceRequestId.eq(rid))
-                .one(&self.db)
+                .one(conn)
                 .await?
         {
-            let candidates = self.name_candidates(input, Some(&c.id)).await?;
+            let candidates = self.name_candidates(conn, input, Some(&c.id)).await?;
             let matched = if candidates.is_empty() {
                 Match::Created
             } else {
                 Match::Maybe
             };
             return Ok(Some(Resolution {
-                citizen: Some(self.view(c).await?),
+                citizen: Some(self.view_in(conn, c).await?),
                 matched,
                 candidates,
             }));
@@ -263,7 +288,7 @@ impl Store {
             let found: Vec<String> = contact::Entity::find()
                 .filter(contact::Column::Kind.eq(kind))
                 .filter(contact::Column::Value.eq(value.clone()))
-                .all(&self.db)
+                .all(conn)
                 .await?
                 .into_iter()
                 .map(|c| c.citizen_id)
@@ -283,7 +308,7 @@ impl Store {
                 .filter(citizen::Column::MergedInto.is_null())
                 .filter(citizen::Column::ErasedAt.is_null())
                 .order_by_asc(citizen::Column::CreatedAt)
-                .all(&self.db)
+                .all(conn)
                 .await?;
             // A shared landline: several citizens share a number. The name
             // tells them apart; without a name, only a single holder is
@@ -297,10 +322,10 @@ impl Store {
                     .cloned()
             };
             if let Some(c) = chosen {
-                self.add_contacts(&c.id, input).await?;
-                let c = self.fill_identity(c, input, &key).await?;
+                self.add_contacts_in(conn, &c.id, input).await?;
+                let c = self.fill_identity(conn, c, input, &key).await?;
                 return Ok(Some(Resolution {
-                    citizen: Some(self.view(c).await?),
+                    citizen: Some(self.view_in(conn, c).await?),
                     matched: Match::Known,
                     candidates: vec![],
                 }));
@@ -313,7 +338,7 @@ impl Store {
                 let mut candidates = Vec::new();
                 for c in found {
                     candidates.push(Candidate {
-                        citizen: self.view(c).await?,
+                        citizen: self.view_in(conn, c).await?,
                         confidence: 0.5,
                         why: "même numéro de téléphone ou même adresse électronique, partagé"
                             .into(),
@@ -322,7 +347,7 @@ impl Store {
                 let citizen = if candidates_only {
                     None
                 } else {
-                    Some(self.view(first).await?)
+                    Some(self.view_in(conn, first).await?)
                 };
                 return Ok(Some(Resolution {
                     citizen,
@@ -331,7 +356,7 @@ impl Store {
                 }));
             }
         }
-        let candidates = self.name_candidates(input, None).await?;
+        let candidates = self.name_candidates(conn, input, None).await?;
         // Strong evidence (same name and same address, or the same name
         // with an address one misread letter away): the same person, linked
         // by itself and recorded with its evidence on the timeline.
@@ -342,27 +367,30 @@ impl Store {
         {
             let best = best.clone();
             let id = best.citizen.citizen.id.clone();
-            self.add_contacts(&id, input).await?;
+            self.add_contacts_in(conn, &id, input).await?;
             let c = self
-                .fill_identity(best.citizen.citizen.clone(), input, &key)
+                .fill_identity(conn, best.citizen.citizen.clone(), input, &key)
                 .await?;
-            self.record(NewEntry {
-                citizen_id: id.clone(),
-                dossier_id: None,
-                kind: "identity_link".into(),
-                channel: String::new(),
-                occurred_at: self.now(),
-                summary: format!(
-                    "Demande rattachée automatiquement : {} (confiance {:.2})",
-                    best.why, best.confidence
-                )
-                .replace('.', ","),
-                actor: "system".into(),
-                source_event_id: request_id.map(|r| format!("identity:{r}")),
-            })
+            self.record_in(
+                conn,
+                NewEntry {
+                    citizen_id: id.clone(),
+                    dossier_id: None,
+                    kind: "identity_link".into(),
+                    channel: String::new(),
+                    occurred_at: self.now(),
+                    summary: format!(
+                        "Demande rattachée automatiquement : {} (confiance {:.2})",
+                        best.why, best.confidence
+                    )
+                    .replace('.', ","),
+                    actor: "system".into(),
+                    source_event_id: request_id.map(|r| format!("identity:{r}")),
+                },
+            )
             .await?;
             return Ok(Some(Resolution {
-                citizen: Some(self.view(c).await?),
+                citizen: Some(self.view_in(conn, c).await?),
                 matched: Match::Known,
                 candidates: vec![best],
             }));
@@ -374,7 +402,10 @@ impl Store {
                 candidates,
             }));
         }
-        let Some(view) = self.create_citizen(input, &key, request_id, &fresh).await? else {
+        let Some(view) = self
+            .create_citizen(conn, input, &key, request_id, &fresh)
+            .await?
+        else {
             return Ok(None);
         };
         let matched = if candidates.is_empty() {
@@ -392,6 +423,7 @@ impl Store {
     /// Citizens with the same name (and possibly address), best first.
     async fn name_candidates(
         &self,
+        conn: &impl Conn,
         input: &CitizenInput,
         except: Option<&str>,
     ) -> Result<Vec<Candidate>, DbErr> {
@@ -405,7 +437,7 @@ impl Store {
                 .filter(citizen::Column::MergedInto.is_null())
                 .filter(citizen::Column::ErasedAt.is_null())
                 .limit(50)
-                .all(&self.db)
+                .all(conn)
                 .await?
             {
                 if !address_key.is_empty() && c.address_key == address_key {
@@ -423,7 +455,7 @@ impl Store {
                 .filter(citizen::Column::MergedInto.is_null())
                 .filter(citizen::Column::ErasedAt.is_null())
                 .limit(50)
-                .all(&self.db)
+                .all(conn)
                 .await?
             {
                 if c.name_key != key && c.name_key.split(' ').next() == family.split(' ').next() {
@@ -447,7 +479,7 @@ impl Store {
                 .filter(citizen::Column::MergedInto.is_null())
                 .filter(citizen::Column::ErasedAt.is_null())
                 .limit(50)
-                .all(&self.db)
+                .all(conn)
                 .await?;
             let emails = contact::Entity::find()
                 .filter(contact::Column::Kind.eq("email"))
@@ -455,7 +487,7 @@ impl Store {
                     contact::Column::CitizenId
                         .is_in(namesakes.iter().map(|c| c.id.clone()).collect::<Vec<_>>()),
                 )
-                .all(&self.db)
+                .all(conn)
                 .await?;
             for c in namesakes {
                 let close = emails.iter().filter(|e| e.citizen_id == c.id).any(|e| {
@@ -479,7 +511,7 @@ impl Store {
         let mut out = Vec::new();
         for (c, confidence, why) in found.into_iter().take(10) {
             out.push(Candidate {
-                citizen: self.view(c).await?,
+                citizen: self.view_in(conn, c).await?,
                 confidence,
                 why: why.to_owned(),
             });
@@ -492,6 +524,7 @@ impl Store {
     /// meanwhile by a concurrent creation: nothing is written, resolve again.
     async fn create_citizen(
         &self,
+        conn: &impl Conn,
         input: &CitizenInput,
         key: &str,
         request_id: Option<&str>,
@@ -499,7 +532,7 @@ impl Store {
     ) -> Result<Option<CitizenView>, DbErr> {
         let now = self.now();
         let id = uuid::Uuid::now_v7().to_string();
-        let txn = self.db.begin().await?;
+        let txn = conn.begin().await?;
         let address = input.address.clone().unwrap_or_default();
         let model = citizen::ActiveModel {
             id: Set(id.clone()),
@@ -528,10 +561,10 @@ impl Store {
                 drop(txn);
                 let c = citizen::Entity::find()
                     .filter(citizen::Column::SourceRequestId.eq(request_id.unwrap_or_default()))
-                    .one(&self.db)
+                    .one(conn)
                     .await?
                     .ok_or(e)?;
-                return Ok(Some(self.view(c).await?));
+                return Ok(Some(self.view_in(conn, c).await?));
             }
             Err(e) => return Err(e),
         }
@@ -549,7 +582,7 @@ impl Store {
                 Ok(_) => {}
                 Err(e) if is_unique_violation(&e) => {
                     drop(txn);
-                    self.release_stale_claim(kind, value).await?;
+                    self.release_stale_claim(conn, kind, value).await?;
                     return Ok(None);
                 }
                 Err(e) => return Err(e),
@@ -579,17 +612,22 @@ impl Store {
         txn.commit().await?;
         self.outbox.notify();
         let c = citizen::Entity::find_by_id(id)
-            .one(&self.db)
+            .one(conn)
             .await?
             .ok_or(DbErr::RecordNotFound("citizen".into()))?;
-        Ok(Some(self.view(c).await?))
+        Ok(Some(self.view_in(conn, c).await?))
     }
 
     /// Drop a claim on a point no citizen holds any more (its holder was
     /// erased), so the next creation can take it. A claim and its holder's
     /// contact rows commit together, so a claim without contact rows that is
     /// visible here is stale, never one in flight.
-    async fn release_stale_claim(&self, kind: &str, value: &str) -> Result<(), DbErr> {
+    async fn release_stale_claim(
+        &self,
+        conn: &impl Conn,
+        kind: &str,
+        value: &str,
+    ) -> Result<(), DbErr> {
         use sea_orm::ExprTrait;
         use sea_orm::sea_query::{Expr, Query};
         // One statement, so a claim taken meanwhile with its contact rows is
@@ -604,7 +642,7 @@ impl Store {
             .filter(contact_claim::Column::Kind.eq(kind))
             .filter(contact_claim::Column::Value.eq(value))
             .filter(Expr::exists(holders).not())
-            .exec(&self.db)
+            .exec(conn)
             .await?;
         Ok(())
     }
@@ -614,6 +652,7 @@ impl Store {
     /// named when they walk in. Names already known are never overwritten.
     async fn fill_identity(
         &self,
+        conn: &impl Conn,
         c: citizen::Model,
         input: &CitizenInput,
         key: &str,
@@ -638,7 +677,7 @@ impl Store {
             m.country = Set(a.country.clone());
         }
         m.updated_at = Set(self.now());
-        m.update(&self.db).await
+        m.update(conn).await
     }
 
     pub(crate) async fn add_contacts(
@@ -646,9 +685,18 @@ impl Store {
         citizen_id: &str,
         input: &CitizenInput,
     ) -> Result<(), DbErr> {
+        self.add_contacts_in(&self.db, citizen_id, input).await
+    }
+
+    pub(crate) async fn add_contacts_in(
+        &self,
+        conn: &impl Conn,
+        citizen_id: &str,
+        input: &CitizenInput,
+    ) -> Result<(), DbErr> {
         let known: Vec<(String, String)> = contact::Entity::find()
             .filter(contact::Column::CitizenId.eq(citizen_id))
-            .all(&self.db)
+            .all(conn)
             .await?
             .into_iter()
             .map(|c| (c.kind, c.value))
@@ -657,6 +705,9 @@ impl Store {
             if known.iter().any(|(k, v)| k == kind && *v == value) {
                 continue;
             }
+            // In a savepoint: a concurrent request adding the same point
+            // must not abort the caller's transaction (PostgreSQL).
+            let point = conn.begin().await?;
             let res = contact::ActiveModel {
                 citizen_id: Set(citizen_id.to_owned()),
                 kind: Set(kind.to_owned()),
@@ -664,11 +715,14 @@ impl Store {
                 created_at: Set(self.now()),
                 ..Default::default()
             }
-            .insert(&self.db)
+            .insert(&point)
             .await;
             match res {
-                Ok(_) => {}
-                Err(e) if is_unique_violation(&e) => continue,
+                Ok(_) => point.commit().await?,
+                Err(e) if is_unique_violation(&e) => {
+                    point.rollback().await?;
+                    continue;
+                }
                 Err(e) => return Err(e),
             }
             // A point this citizen is the first to hold is claimed, so a
@@ -688,7 +742,7 @@ impl Store {
                     .do_nothing()
                     .to_owned(),
                 )
-                .exec_without_returning(&self.db)
+                .exec_without_returning(conn)
                 .await?;
         }
         Ok(())
@@ -705,10 +759,18 @@ impl Store {
     }
 
     pub(crate) async fn view(&self, c: citizen::Model) -> Result<CitizenView, DbErr> {
+        self.view_in(&self.db, c).await
+    }
+
+    pub(crate) async fn view_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        c: citizen::Model,
+    ) -> Result<CitizenView, DbErr> {
         let contacts = contact::Entity::find()
             .filter(contact::Column::CitizenId.eq(c.id.clone()))
             .order_by_asc(contact::Column::Id)
-            .all(&self.db)
+            .all(conn)
             .await?;
         let pick = |kind: &str| {
             contacts
@@ -733,15 +795,29 @@ impl Store {
         actor: &str,
         request_id: Option<&str>,
     ) -> Result<(dossier::Model, bool), DbErr> {
+        self.open_dossier_in(&self.db, citizen_id, def, opened_summary, actor, request_id)
+            .await
+    }
+
+    /// [`Store::open_dossier`] inside the caller's transaction.
+    pub async fn open_dossier_in(
+        &self,
+        conn: &impl Conn,
+        citizen_id: &str,
+        def: &crate::catalog::ProcessDefinition,
+        opened_summary: &str,
+        actor: &str,
+        request_id: Option<&str>,
+    ) -> Result<(dossier::Model, bool), DbErr> {
         if let Some(rid) = request_id
-            && let Some(d) = self.dossier_by_request(rid).await?
+            && let Some(d) = self.dossier_by_request(conn, rid).await?
         {
             return Ok((d, false));
         }
         let (process_id, process_version, initial_state) =
             (def.id.as_str(), def.version, def.initial_state.as_str());
         let now = self.now();
-        let txn = self.db.begin().await?;
+        let txn = conn.begin().await?;
         let seq = next_counter_value(
             &txn,
             "reference_counters",
@@ -776,7 +852,7 @@ impl Store {
             Err(e) if is_unique_violation(&e) && request_id.is_some() => {
                 drop(txn);
                 let d = self
-                    .dossier_by_request(request_id.unwrap_or_default())
+                    .dossier_by_request(conn, request_id.unwrap_or_default())
                     .await?
                     .ok_or(e)?;
                 return Ok((d, false));
@@ -832,10 +908,14 @@ impl Store {
         Ok((model, true))
     }
 
-    async fn dossier_by_request(&self, rid: &str) -> Result<Option<dossier::Model>, DbErr> {
+    async fn dossier_by_request(
+        &self,
+        conn: &impl ConnectionTrait,
+        rid: &str,
+    ) -> Result<Option<dossier::Model>, DbErr> {
         dossier::Entity::find()
             .filter(dossier::Column::OpenedRequestId.eq(rid))
-            .one(&self.db)
+            .one(conn)
             .await
     }
 
@@ -844,14 +924,23 @@ impl Store {
         &self,
         id_or_reference: &str,
     ) -> Result<Option<dossier::Model>, DbErr> {
+        self.get_dossier_in(&self.db, id_or_reference).await
+    }
+
+    /// [`Store::get_dossier`] inside the caller's transaction.
+    pub async fn get_dossier_in(
+        &self,
+        conn: &impl ConnectionTrait,
+        id_or_reference: &str,
+    ) -> Result<Option<dossier::Model>, DbErr> {
         if let Some(r) = Reference::parse(id_or_reference) {
             return dossier::Entity::find()
                 .filter(dossier::Column::Reference.eq(r.as_str()))
-                .one(&self.db)
+                .one(conn)
                 .await;
         }
         dossier::Entity::find_by_id(id_or_reference.to_owned())
-            .one(&self.db)
+            .one(conn)
             .await
     }
 
@@ -929,19 +1018,28 @@ impl Store {
     /// Record an entry; idempotent on `source_event_id`. Returns the entry
     /// and whether it is new.
     pub async fn record(&self, entry: NewEntry) -> Result<(timeline::Model, bool), DbErr> {
+        self.record_in(&self.db, entry).await
+    }
+
+    /// [`Store::record`] inside the caller's transaction.
+    pub async fn record_in(
+        &self,
+        conn: &impl Conn,
+        entry: NewEntry,
+    ) -> Result<(timeline::Model, bool), DbErr> {
         if let Some(src) = &entry.source_event_id
-            && let Some(e) = self.entry_by_source(src).await?
+            && let Some(e) = self.entry_by_source(conn, src).await?
         {
             return Ok((e, false));
         }
         let source = entry.source_event_id.clone();
-        let txn = self.db.begin().await?;
+        let txn = conn.begin().await?;
         let m = match insert_entry(&txn, entry, "").await {
             Ok(m) => m,
             Err(e) if is_unique_violation(&e) && source.is_some() => {
                 drop(txn);
                 let m = self
-                    .entry_by_source(source.as_deref().unwrap_or_default())
+                    .entry_by_source(conn, source.as_deref().unwrap_or_default())
                     .await?
                     .ok_or(e)?;
                 return Ok((m, false));
@@ -968,10 +1066,14 @@ impl Store {
         Ok((m, true))
     }
 
-    async fn entry_by_source(&self, src: &str) -> Result<Option<timeline::Model>, DbErr> {
+    async fn entry_by_source(
+        &self,
+        conn: &impl ConnectionTrait,
+        src: &str,
+    ) -> Result<Option<timeline::Model>, DbErr> {
         timeline::Entity::find()
             .filter(timeline::Column::SourceEventId.eq(src))
-            .one(&self.db)
+            .one(conn)
             .await
     }
 

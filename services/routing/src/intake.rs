@@ -27,7 +27,7 @@ use chrono::{DateTime, Duration, Utc};
 use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
-use crate::db::entities::{intake_input, message_dossier};
+use crate::db::entities::intake_input;
 use crate::queue::{CandidateRef, Handled, NewItem, Queue};
 use crate::rules::{Evaluation, RuleSet, Rules};
 
@@ -277,28 +277,11 @@ fn has_hint(event: &IntakeEvent) -> bool {
     })
 }
 
-/// Email Message-IDs as keys: trimmed, without angle brackets.
-fn message_key(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .to_owned()
-}
-
 pub struct Router {
     pub queue: Queue,
     pub dossier: DossierClient,
     pub classifier: Arc<Classifier>,
     pub correlation_window: Duration,
-}
-
-/// The dossier a request goes to, and how it was found.
-struct Target {
-    dossier: Option<dpb::Dossier>,
-    citizen_id: String,
-    correlation: &'static str,
-    /// Citizens the request may belong to instead (weak evidence).
-    candidates: Vec<CandidateRef>,
 }
 
 impl Router {
@@ -331,119 +314,112 @@ impl Router {
             .ok_or_else(|| {
                 HandlerError::Permanent("received_at is missing or out of range".into())
             })?;
-        let summary = summary(&event);
-
         // Automatic mail (auto-replies, bounces, lists, bulk) is nobody's
         // request: on the timeline of the dossier it answers, if any, and
         // never a citizen, a dossier or a work item of its own.
-        if let Some(intake_event::Details::Email(e)) = &event.details
-            && e.auto_submitted
-        {
-            return self.automatic_mail(&event, e, received_at, summary).await;
-        }
+        let automatic = match &event.details {
+            Some(intake_event::Details::Email(e)) if e.auto_submitted => Some(e),
+            _ => None,
+        };
+        let handled = answered_call(&event, received_at)
+            .or_else(|| unreachable_missed_call(&event, received_at));
         // 1. Classify.
         let class = self.classifier.classify(&event);
-        // 2. Correlate, else identify the citizen and open a dossier.
-        let target = self.correlate(&event, &class, received_at).await?;
-        // References quoted that lead nowhere: the citizen believes they
-        // have a dossier; the agent is told, on the item and the dossier.
-        let unknown: Vec<String> = if target.correlation == "reference" {
-            vec![]
-        } else {
-            quoted_references(&event)
-        };
-        let summary = if unknown.is_empty() {
-            summary
-        } else {
-            format!(
-                "{summary} — référence citée inconnue : {}",
-                unknown.join(", ")
-            )
-        };
-        if let Some(d) = &target.dossier
-            && !unknown.is_empty()
-        {
-            metrics::counter!("guichet_routing_unknown_references_total").increment(1);
-            let mut dossier = self.dossier.clone();
-            dossier
-                .record_contact(dpb::RecordContactRequest {
-                    dossier_id: d.id.clone(),
-                    kind: dpb::EntryKind::Note as i32,
-                    channel: channel as i32,
-                    occur_time: Some(timestamp(received_at)),
-                    summary: format!(
-                        "Référence citée inconnue : {} (l'usager pense avoir déjà un dossier)",
-                        unknown.join(", ")
-                    ),
-                    actor: "system".into(),
-                    source_event_id: format!("{}:unknown-reference", event.id),
-                    citizen_id: String::new(),
-                })
-                .await
-                .map_err(|s| classify("record unknown reference", s))?;
-        }
-        // 3. The contact on the timeline.
-        if let Some(d) = &target.dossier {
-            let mut dossier = self.dossier.clone();
-            dossier
-                .record_contact(dpb::RecordContactRequest {
-                    dossier_id: d.id.clone(),
-                    kind: dpb::EntryKind::Contact as i32,
-                    channel: channel as i32,
-                    occur_time: Some(timestamp(received_at)),
-                    summary: summary.clone(),
-                    actor: "system".into(),
-                    source_event_id: event.id.clone(),
-                    citizen_id: String::new(),
-                })
-                .await
-                .map_err(|s| classify("record contact", s))?;
-            if let Some(intake_event::Details::Email(e)) = &event.details
-                && !e.message_id.trim().is_empty()
-            {
-                message_dossier::Entity::insert(message_dossier::ActiveModel {
-                    message_id: Set(message_key(&e.message_id)),
-                    dossier_id: Set(d.id.clone()),
-                    dossier_reference: Set(d.reference.clone()),
-                    created_at: Set(self.queue.now()),
-                })
-                .on_conflict(
-                    OnConflict::column(message_dossier::Column::MessageId)
-                        .do_nothing()
-                        .to_owned(),
-                )
-                .exec_without_returning(self.queue.db())
-                .await
-                .map_err(|e| HandlerError::Transient(format!("record message id: {e}")))?;
+        // 2. One dossier call: citizen, dossier, timeline and documents.
+        let (mode, summary) = match automatic {
+            Some(e) => (
+                dpb::IntakeMode::Automatic,
+                format!(
+                    "{} : {}",
+                    if e.bounce {
+                        "Courrier automatique (non-distribution)"
+                    } else {
+                        "Courrier automatique"
+                    },
+                    summary(&event)
+                ),
+            ),
+            None if answered_call(&event, received_at).is_some() => {
+                (dpb::IntakeMode::Done, summary(&event))
             }
-        } else if target.correlation == "timeline_only" {
-            let mut dossier = self.dossier.clone();
-            dossier
-                .record_contact(dpb::RecordContactRequest {
-                    citizen_id: target.citizen_id.clone(),
-                    kind: dpb::EntryKind::Contact as i32,
-                    channel: channel as i32,
-                    occur_time: Some(timestamp(received_at)),
-                    summary: summary.clone(),
-                    actor: "system".into(),
-                    source_event_id: event.id.clone(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| classify("record contact", s))?;
+            None => (dpb::IntakeMode::Request, summary(&event)),
+        };
+        let (thread_reference, quoted) = references(&event);
+        let mut dossier = self.dossier.clone();
+        let routed = dossier
+            .correlate_intake(dpb::CorrelateIntakeRequest {
+                request_id: event.id.clone(),
+                channel: channel as i32,
+                occur_time: Some(timestamp(received_at)),
+                mode: mode as i32,
+                hint: event.citizen.clone(),
+                thread_reference,
+                quoted_references: quoted,
+                appointment_dossier_id: match &event.details {
+                    Some(intake_event::Details::Counter(c)) => c.dossier_id.clone(),
+                    _ => String::new(),
+                },
+                process_id: class.process_id.clone(),
+                triage_process_id: self.classifier.triage_process.clone(),
+                correlation_window_seconds: u32::try_from(self.correlation_window.num_seconds())
+                    .unwrap_or(u32::MAX),
+                summary,
+                attachments: event.attachments.clone(),
+            })
+            .await
+            .map_err(|s| classify("correlate intake", s))?
+            .into_inner();
+        if !routed.refused.is_empty() {
+            tracing::warn!(intake_event_id = %event.id, reason = %routed.refused, "citizen hint refused, queued without a citizen");
         }
-        // The attachments (email attachments, the scanned letter) join the
-        // dossier's documents, once each.
-        if let Some(d) = &target.dossier {
-            self.attach_documents(&event, d, channel).await?;
+        for reason in &routed.documents_refused {
+            metrics::counter!("guichet_routing_attachments_total", "outcome" => "refused")
+                .increment(1);
+            tracing::warn!(intake_event_id = %event.id, reason = %reason, "attachment not added to the dossier");
+        }
+        if routed.documents_added > 0 {
+            metrics::counter!("guichet_routing_attachments_total", "outcome" => "added")
+                .increment(u64::from(routed.documents_added));
+        }
+        if let Some(e) = automatic {
+            let kind = if e.bounce { "bounce" } else { "auto_reply" };
+            match &routed.dossier {
+                Some(d) => {
+                    metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "timeline")
+                        .increment(1);
+                    tracing::info!(intake_event_id = %event.id, dossier_id = %d.id, correlation = %routed.correlation, reason = %e.auto_reason, "automatic mail recorded on its dossier's timeline");
+                }
+                None => {
+                    metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "set_aside")
+                        .increment(1);
+                    tracing::info!(intake_event_id = %event.id, reason = %e.auto_reason, "automatic mail set aside: no dossier to record it on");
+                }
+            }
+            return Ok(());
+        }
+        if routed.dossier.is_some() && !routed.unknown_references.is_empty() {
+            metrics::counter!("guichet_routing_unknown_references_total").increment(1);
         }
         // What classification read, kept to try other rules on it later.
         self.keep_input(&event, received_at).await?;
-        // 4. One work item in the unified queue.
-        let (dossier_id, reference, process_id) = match &target.dossier {
+        // 3. One work item in the unified queue.
+        let (dossier_id, reference, process_id) = match &routed.dossier {
             Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
             None => (String::new(), String::new(), class.process_id.clone()),
         };
+        let correlation = correlation_label(&routed.correlation);
+        let candidates = routed
+            .candidates
+            .iter()
+            .filter_map(|c| {
+                let other = c.citizen.as_ref()?;
+                Some(CandidateRef {
+                    citizen_id: other.id.clone(),
+                    confidence: c.confidence,
+                    why: c.why.clone(),
+                })
+            })
+            .collect();
         let (item, created) = self
             .queue
             .enqueue(NewItem {
@@ -452,26 +428,25 @@ impl Router {
                 priority: class.priority,
                 dossier_id,
                 dossier_reference: reference,
-                citizen_id: target.citizen_id.clone(),
+                citizen_id: routed.citizen_id.clone(),
                 process_id,
-                summary,
+                summary: routed.summary,
                 enter_time: received_at,
                 queue_id: class.queue_id.clone(),
                 skills: class.skills.clone(),
                 sla_due: class.sla_due,
                 sla_warn: class.sla_warn,
                 rule_id: class.rule_id.clone(),
-                correlation: target.correlation.to_owned(),
-                candidates: target.candidates.clone(),
-                handled: answered_call(&event, received_at)
-                    .or_else(|| unreachable_missed_call(&event, received_at)),
+                correlation: correlation.to_owned(),
+                candidates,
+                handled,
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;
         if created {
-            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug(), "correlation" => target.correlation)
+            metrics::counter!("guichet_routing_enqueued_total", "channel" => channel.slug(), "correlation" => correlation)
                 .increment(1);
-            tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %item.dossier_id, correlation = target.correlation, rule_id = %class.rule_id, "work item enqueued");
+            tracing::info!(work_item_id = %item.id, intake_event_id = %event.id, dossier_id = %item.dossier_id, correlation, rule_id = %class.rule_id, "work item enqueued");
         }
         // A counter desk may have called (or ended) the ticket before its
         // request was here.
@@ -514,419 +489,37 @@ impl Router {
         .map_err(|e| HandlerError::Transient(format!("keep classification input: {e}")))?;
         Ok(())
     }
+}
 
-    /// Add the event's stored attachments to the dossier's documents,
-    /// skipping those it already has (a redelivery adds nothing twice). An
-    /// attachment the dossier refuses (e.g. a media type it does not keep)
-    /// is logged and counted; the request still reaches the queue.
-    async fn attach_documents(
-        &self,
-        event: &IntakeEvent,
-        d: &dpb::Dossier,
-        channel: Channel,
-    ) -> Result<(), HandlerError> {
-        let wanted: Vec<_> = event
-            .attachments
-            .iter()
-            .filter(|a| !a.sha256.trim().is_empty())
-            .collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let mut dossier = self.dossier.clone();
-        let mut have = std::collections::HashSet::new();
-        let mut page_token = String::new();
-        loop {
-            let page = dossier
-                .list_documents(dpb::ListDocumentsRequest {
-                    dossier_id: d.id.clone(),
-                    page_size: 500,
-                    page_token,
-                })
-                .await
-                .map_err(|s| classify("list documents", s))?
-                .into_inner();
-            have.extend(page.documents.into_iter().map(|x| x.sha256));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
-        }
-        for a in wanted {
-            if !have.insert(a.sha256.trim().to_ascii_lowercase()) {
-                continue;
-            }
-            let added = dossier
-                .add_document(dpb::AddDocumentRequest {
-                    dossier_id: d.id.clone(),
-                    filename: a.filename.clone(),
-                    media_type: a.media_type.clone(),
-                    source_channel: channel as i32,
-                    stored: Some(a.clone()),
-                    ..Default::default()
-                })
-                .await;
-            match added {
-                Ok(_) => {
-                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "added")
-                        .increment(1);
-                }
-                Err(s) if s.code() == Code::InvalidArgument => {
-                    metrics::counter!("guichet_routing_attachments_total", "outcome" => "refused")
-                        .increment(1);
-                    tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "attachment not added to the dossier");
-                }
-                Err(s) => return Err(classify("add document", s)),
-            }
-        }
-        Ok(())
-    }
-
-    /// A dossier by id or reference; `None` when it does not exist.
-    async fn find_dossier(&self, id: &str) -> Result<Option<dpb::Dossier>, HandlerError> {
-        let mut dossier = self.dossier.clone();
-        match dossier
-            .get_dossier(dpb::GetDossierRequest { id: id.to_owned() })
-            .await
-        {
-            Ok(d) => Ok(Some(d.into_inner())),
-            Err(s) if matches!(s.code(), Code::NotFound | Code::InvalidArgument) => Ok(None),
-            Err(s) => Err(classify("get dossier", s)),
-        }
-    }
-
-    /// Automatic mail: recorded on the dossier it threads to or quotes
-    /// (`timeline`), else set aside (`set_aside`: the email role keeps it,
-    /// listed with `auto_submitted = true`, the "courrier automatique").
-    async fn automatic_mail(
-        &self,
-        event: &IntakeEvent,
-        email: &guichet_proto::intake::v1::EmailDetails,
-        received_at: DateTime<Utc>,
-        summary: String,
-    ) -> Result<(), HandlerError> {
-        let kind = if email.bounce { "bounce" } else { "auto_reply" };
-        let Some((d, how)) = self.known_dossier(event).await? else {
-            metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "set_aside")
-                .increment(1);
-            tracing::info!(intake_event_id = %event.id, reason = %email.auto_reason, "automatic mail set aside: no dossier to record it on");
-            return Ok(());
-        };
-        let what = if email.bounce {
-            "Courrier automatique (non-distribution)"
-        } else {
-            "Courrier automatique"
-        };
-        let mut dossier = self.dossier.clone();
-        dossier
-            .record_contact(dpb::RecordContactRequest {
-                dossier_id: d.id.clone(),
-                kind: dpb::EntryKind::Contact as i32,
-                channel: Channel::Email as i32,
-                occur_time: Some(timestamp(received_at)),
-                summary: format!("{what} : {summary}"),
-                actor: "system".into(),
-                source_event_id: event.id.clone(),
-                citizen_id: String::new(),
-            })
-            .await
-            .map_err(|s| classify("record contact", s))?;
-        metrics::counter!("guichet_routing_automatic_mail_total", "kind" => kind, "outcome" => "timeline")
-            .increment(1);
-        tracing::info!(intake_event_id = %event.id, dossier_id = %d.id, correlation = how, reason = %email.auto_reason, "automatic mail recorded on its dossier's timeline");
-        Ok(())
-    }
-
-    /// The dossier a request quotes or replies to, if it exists.
-    async fn known_dossier(
-        &self,
-        event: &IntakeEvent,
-    ) -> Result<Option<(dpb::Dossier, &'static str)>, HandlerError> {
-        for r in quoted_references(event) {
-            if let Some(d) = self.find_dossier(&r).await? {
-                return Ok(Some((d, "reference")));
-            }
-        }
-        if let Some(intake_event::Details::Email(e)) = &event.details {
-            let mut ids: Vec<String> = Vec::new();
-            ids.extend(Some(message_key(&e.in_reply_to)).filter(|s| !s.is_empty()));
-            ids.extend(
-                e.references
-                    .iter()
-                    .rev()
-                    .map(|r| message_key(r))
-                    .filter(|s| !s.is_empty()),
-            );
-            for id in ids {
-                let known = message_dossier::Entity::find_by_id(id)
-                    .one(self.queue.db())
-                    .await
-                    .map_err(|e| HandlerError::Transient(format!("message lookup: {e}")))?;
-                if let Some(m) = known
-                    && let Some(d) = self.find_dossier(&m.dossier_id).await?
-                {
-                    return Ok(Some((d, "email_thread")));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    async fn correlate(
-        &self,
-        event: &IntakeEvent,
-        class: &Classified,
-        received_at: DateTime<Utc>,
-    ) -> Result<Target, HandlerError> {
-        let mut candidates: Vec<CandidateRef> = Vec::new();
-        // A quoted reference, or a reply to an email routing has seen.
-        if let Some((d, how)) = self.known_dossier(event).await? {
-            return self.attach(event, d, how).await;
-        }
-        // An appointment check-in at the counter: the booking's dossier.
-        if let Some(intake_event::Details::Counter(c)) = &event.details
-            && !c.dossier_id.is_empty()
-            && let Some(d) = self.find_dossier(&c.dossier_id).await?
-        {
-            return self.attach(event, d, "appointment").await;
-        }
-        // Nothing identifies the person (e.g. a withheld number): the item
-        // waits without a dossier, for an agent to qualify.
-        if !has_hint(event) {
-            return Ok(Target {
-                dossier: None,
-                citizen_id: String::new(),
-                correlation: "none",
-                candidates: candidates.clone(),
-            });
-        }
-        let mut dossier = self.dossier.clone();
-        let resolved = dossier
-            .resolve_citizen(dpb::ResolveCitizenRequest {
-                hint: event.citizen.clone(),
-                request_id: event.id.clone(),
-                candidates_only: false,
-            })
-            .await;
-        let citizen = match resolved {
-            Ok(r) => {
-                let r = r.into_inner();
-                // Weak evidence only: someone else may be this person.
-                if r.r#match == dpb::MatchKind::Maybe as i32 {
-                    candidates = r
-                        .candidates
-                        .iter()
-                        .filter_map(|c| {
-                            let other = c.citizen.as_ref()?;
-                            (Some(other.id.as_str()) != r.citizen.as_ref().map(|x| x.id.as_str()))
-                                .then(|| CandidateRef {
-                                    citizen_id: other.id.clone(),
-                                    confidence: c.confidence,
-                                    why: c.why.clone(),
-                                })
-                        })
-                        .collect();
-                }
-                r.citizen.ok_or_else(|| {
-                    HandlerError::Transient("resolve citizen returned no citizen".into())
-                })?
-            }
-            // What the channel captured does not parse (a mistyped number):
-            // the request still reaches an agent, who identifies the person.
-            // The status names the field only, never its value.
-            Err(s) if s.code() == Code::InvalidArgument => {
-                tracing::warn!(intake_event_id = %event.id, reason = %s.message(), "citizen hint refused, queued without a citizen");
-                return Ok(Target {
-                    dossier: None,
-                    citizen_id: String::new(),
-                    correlation: "unidentified",
-                    candidates: candidates.clone(),
-                });
-            }
-            Err(s) => return Err(classify("resolve citizen", s)),
-        };
-        // A call answered live is already handled: it goes on the citizen's
-        // open dossier when there is one, else on their timeline only —
-        // never a triage dossier someone would have to close.
-        if answered_call(event, received_at).is_some() {
-            let open = self.latest_open_dossier(&citizen.id).await?;
-            let correlation = if open.is_some() {
-                "citizen_open"
-            } else {
-                "timeline_only"
-            };
-            return Ok(Target {
-                dossier: open,
-                citizen_id: citizen.id,
-                correlation,
-                candidates: candidates.clone(),
-            });
-        }
-        // The same citizen's open dossier of the same process, recently
-        // active. Not for triage: two unqualified requests are not known to
-        // be the same matter.
-        if class.process_id != self.classifier.triage_process
-            && let Some(d) = self
-                .recent_dossier(&citizen.id, &class.process_id, received_at)
-                .await?
-        {
-            return Ok(Target {
-                dossier: Some(d),
-                citizen_id: citizen.id,
-                correlation: "citizen_window",
-                candidates: candidates.clone(),
-            });
-        }
-        let open = |process_id: String| dpb::OpenDossierRequest {
-            citizen_id: citizen.id.clone(),
-            process_id,
-            request_id: event.id.clone(),
-        };
-        let opened = match dossier.open_dossier(open(class.process_id.clone())).await {
-            Ok(d) => d.into_inner(),
-            // A rule naming a process the catalog does not have: triage
-            // rather than losing the request.
-            Err(s)
-                if s.code() == Code::InvalidArgument
-                    && class.process_id != self.classifier.triage_process =>
-            {
-                tracing::warn!(process_id = %class.process_id, rule_id = %class.rule_id, "rule names an unknown process, opening a triage dossier");
-                dossier
-                    .open_dossier(open(self.classifier.triage_process.clone()))
-                    .await
-                    .map_err(|s| classify("open dossier", s))?
-                    .into_inner()
-            }
-            Err(s) => return Err(classify("open dossier", s)),
-        };
-        Ok(Target {
-            dossier: Some(opened),
-            citizen_id: citizen.id,
-            correlation: "new",
-            candidates: candidates.clone(),
-        })
+/// The reference the email thread belongs to (the email role owns
+/// threading: it puts the thread's reference in `quoted_reference` with
+/// `reference_source = "thread"`), and the other references quoted.
+fn references(event: &IntakeEvent) -> (String, Vec<String>) {
+    let mut quoted = quoted_references(event);
+    let from_thread = matches!(&event.details, Some(intake_event::Details::Email(e)) if e.reference_source == "thread");
+    let thread = event.quoted_reference.trim().to_uppercase();
+    if from_thread && !thread.is_empty() {
+        quoted.retain(|r| *r != thread);
+        (thread, quoted)
+    } else {
+        (String::new(), quoted)
     }
 }
 
-impl Router {
-    /// The citizen's most recently updated open dossier of `process_id`,
-    /// if updated within the correlation window before `at`.
-    async fn latest_open_dossier(
-        &self,
-        citizen_id: &str,
-    ) -> Result<Option<dpb::Dossier>, HandlerError> {
-        let mine = self
-            .dossier
-            .clone()
-            .list_dossiers(dpb::ListDossiersRequest {
-                citizen_id: citizen_id.to_owned(),
-                open_only: true,
-                page_size: 100,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| classify("list dossiers", s))?
-            .into_inner();
-        Ok(mine
-            .dossiers
-            .into_iter()
-            .filter(dossier_open)
-            .max_by_key(|d| d.update_time.as_ref().map(|t| (t.seconds, t.nanos))))
-    }
-
-    async fn recent_dossier(
-        &self,
-        citizen_id: &str,
-        process_id: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Option<dpb::Dossier>, HandlerError> {
-        let since = at - self.correlation_window;
-        let mine = self
-            .dossier
-            .clone()
-            .list_dossiers(dpb::ListDossiersRequest {
-                citizen_id: citizen_id.to_owned(),
-                process_id: process_id.to_owned(),
-                open_only: true,
-                updated_after: Some(timestamp(since)),
-                page_size: 100,
-                ..Default::default()
-            })
-            .await
-            .map_err(|s| classify("list dossiers", s))?
-            .into_inner();
-        Ok(mine
-            .dossiers
-            .into_iter()
-            .filter(|d| d.process_id == process_id && dossier_open(d))
-            .filter(|d| {
-                d.update_time
-                    .as_ref()
-                    .and_then(datetime)
-                    .is_some_and(|t| t >= since)
-            })
-            .max_by_key(|d| d.update_time.as_ref().map(|t| (t.seconds, t.nanos))))
-    }
-}
-
-/// Whether a dossier still takes new requests.
-fn dossier_open(d: &dpb::Dossier) -> bool {
-    !d.closed
-}
-
-impl Router {
-    /// Attach to a dossier the request points at. A closed one is reopened
-    /// when its process says so; otherwise the request opens a new dossier
-    /// of the same process for the same citizen.
-    async fn attach(
-        &self,
-        event: &IntakeEvent,
-        d: dpb::Dossier,
-        how: &'static str,
-    ) -> Result<Target, HandlerError> {
-        let candidates: Vec<CandidateRef> = Vec::new();
-        if !d.closed {
-            return Ok(Target {
-                citizen_id: d.citizen_id.clone(),
-                dossier: Some(d),
-                correlation: how,
-                candidates: candidates.clone(),
-            });
-        }
-        let mut dossier = self.dossier.clone();
-        match dossier
-            .reopen_dossier(dpb::ReopenDossierRequest {
-                id: d.id.clone(),
-                reason: "Nouvelle demande de l'usager se rapportant à ce dossier".into(),
-                request_id: event.id.clone(),
-            })
-            .await
-        {
-            Ok(r) => Ok(Target {
-                citizen_id: d.citizen_id.clone(),
-                dossier: Some(r.into_inner()),
-                correlation: "reopened",
-                candidates: candidates.clone(),
-            }),
-            Err(s) if s.code() == Code::FailedPrecondition => {
-                let opened = dossier
-                    .open_dossier(dpb::OpenDossierRequest {
-                        citizen_id: d.citizen_id.clone(),
-                        process_id: d.process_id.clone(),
-                        request_id: event.id.clone(),
-                    })
-                    .await
-                    .map_err(|s| classify("open dossier", s))?
-                    .into_inner();
-                Ok(Target {
-                    citizen_id: d.citizen_id.clone(),
-                    dossier: Some(opened),
-                    correlation: "new_after_closed",
-                    candidates: candidates.clone(),
-                })
-            }
-            Err(s) => Err(classify("reopen dossier", s)),
-        }
+/// The dossier role's correlation, as the queue and its metrics name it.
+fn correlation_label(c: &str) -> &'static str {
+    match c {
+        "email_thread" => "email_thread",
+        "reference" => "reference",
+        "reopened" => "reopened",
+        "new_after_closed" => "new_after_closed",
+        "appointment" => "appointment",
+        "citizen_window" => "citizen_window",
+        "citizen_open" => "citizen_open",
+        "timeline_only" => "timeline_only",
+        "new" => "new",
+        "unidentified" => "unidentified",
+        _ => "none",
     }
 }
 

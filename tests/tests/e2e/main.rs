@@ -14,6 +14,7 @@ mod counter_desks;
 mod deploy;
 mod desks;
 mod dossier_api;
+mod dossier_intake;
 mod dossier_store;
 mod email_imap;
 mod email_replies;

@@ -301,11 +301,15 @@ async fn routing_correlates_by_quoted_reference_and_email_thread_and_queues_requ
         vec![sha.as_str()],
         "the PDF on the dossier, the .exe refused"
     );
+    // The email role owns threading: a reply carries the reference of the
+    // dossier its thread belongs to, marked as found by the thread.
     let mut reply = email("Re: Question", "Merci");
+    reply.quoted_reference = m1.dossier_reference.clone();
     reply.details = Some(ipb::intake_event::Details::Email(ipb::EmailDetails {
         message_id: "<m2@example.fr>".into(),
         in_reply_to: "<m1@example.fr>".into(),
         references: vec!["<m1@example.fr>".into()],
+        reference_source: "thread".into(),
         ..Default::default()
     }));
     env.publish_intake(&reply).await;
@@ -438,8 +442,13 @@ async fn automatic_mail_lands_on_its_dossier_timeline_only_or_is_set_aside() {
     let m1 = routed(r.grpc_addr, &agent, &mail.id).await;
     assert!(!m1.dossier_id.is_empty());
 
+    // The email role threads automatic mail too: an auto-reply to a known
+    // message carries that message's dossier reference.
     let automatic = |subject: &str, from: &str, reason: &str, reply_to: &str| {
         let mut e = email(subject, "Message automatique");
+        if reply_to == "<m1@example.fr>" {
+            e.quoted_reference = m1.dossier_reference.clone();
+        }
         e.citizen = Some(ipb::CitizenHint {
             family_name: "Newsletter Commerce".into(),
             emails: vec![from.into()],
@@ -451,6 +460,11 @@ async fn automatic_mail_lands_on_its_dossier_timeline_only_or_is_set_aside() {
             auto_submitted: true,
             auto_reason: reason.into(),
             bounce: reason == "bounce",
+            reference_source: if reply_to == "<m1@example.fr>" {
+                "thread".into()
+            } else {
+                String::new()
+            },
             ..Default::default()
         }));
         e

@@ -352,3 +352,23 @@ pub mod process_publication {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod intake_correlation {
+    use sea_orm::entity::prelude::*;
+
+    /// The answer `CorrelateIntake` gave an intake request.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "intake_correlations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub request_id: String,
+        pub response: Vec<u8>,
+        pub dossier_id: String,
+        pub created_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -7,6 +7,7 @@ mod m0003_contact_claims;
 mod m0004_durable_jobs;
 mod m0005_follow_key;
 mod m0006_process_studio;
+mod m0007_intake_correlations;
 
 use sea_orm_migration::prelude::*;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_durable_jobs::Migration),
             Box::new(m0005_follow_key::Migration),
             Box::new(m0006_process_studio::Migration),
+            Box::new(m0007_intake_correlations::Migration),
         ]
     }
 }

@@ -25,23 +25,8 @@ pub(super) async fn add_document(
     let p = require(&request, WRITERS)?;
     let req = request.into_inner();
     let d = api.readable(&p, &req.dossier_id, "dossier_id").await?;
-    let media_type = req.media_type.trim().to_ascii_lowercase();
-    if !api.config.document_media_types.contains(&media_type) {
-        return Err(invalid_argument(
-            "media_type",
-            format!(
-                "`{media_type}` is not accepted (accepted: {})",
-                api.config.document_media_types.join(", ")
-            ),
-        ));
-    }
-    let filename = req.filename.trim();
-    if filename.chars().count() > 255 || filename.contains(['/', '\\', '\0']) {
-        return Err(invalid_argument(
-            "filename",
-            "must be a file name of at most 255 characters, without path",
-        ));
-    }
+    let media_type = accepted_media_type(api, &req.media_type)?;
+    let filename = file_name(&req.filename)?;
     let def = api.def_of(&d)?;
     let document_type = req.document_type.trim();
     if !document_type.is_empty() && def.document(document_type).is_none() {
@@ -53,61 +38,7 @@ pub(super) async fn add_document(
     let channel = Channel::try_from(req.source_channel)
         .map_err(|_| invalid_argument("source_channel", "is not a known channel"))?;
     let (sha256, size) = match (&req.stored, req.content.is_empty()) {
-        (Some(stored), true) => {
-            let sha = stored.sha256.trim().to_ascii_lowercase();
-            let exists = api
-                .store
-                .objects()
-                .exists(&sha)
-                .await
-                .map_err(|e| match e {
-                    guichet_platform::objects::ObjectError::BadAddress(_) => {
-                        invalid_argument("stored.sha256", "is not a SHA-256 address")
-                    }
-                    other => internal_err("object store")(other),
-                })?;
-            if !exists {
-                return Err(invalid_argument(
-                    "stored.sha256",
-                    "is not in the object store",
-                ));
-            }
-            // An object is referenced by what holds it: services relay their
-            // own intake's objects; anyone else only what a dossier they may
-            // read already holds (a hash seen in a listing or an event is
-            // not a right to the content).
-            if !p.has(Role::Service) {
-                let holders = api
-                    .store
-                    .dossiers_holding(&sha)
-                    .await
-                    .map_err(internal_err("document holders"))?;
-                if !holders.iter().any(|h| may_read(&p, h)) {
-                    api.audit_restricted(&p, &holders, "document.reference_denied", &sha)
-                        .await?;
-                    return Err(Status::permission_denied(
-                        "stored.sha256: no dossier you may read holds this object",
-                    ));
-                }
-            }
-            let actual = api
-                .store
-                .objects()
-                .size(&sha)
-                .await
-                .map_err(internal_err("object store"))?
-                .unwrap_or_default();
-            if stored.size_bytes != 0 && stored.size_bytes != actual {
-                return Err(invalid_argument(
-                    "stored.size_bytes",
-                    format!(
-                        "is {}, but the stored object has {actual} bytes",
-                        stored.size_bytes
-                    ),
-                ));
-            }
-            (sha, actual)
-        }
+        (Some(stored), true) => stored_object(api, &p, stored).await?,
         (None, false) => {
             let size = req.content.len() as u64;
             if size > api.config.max_document_bytes {
@@ -134,12 +65,6 @@ pub(super) async fn add_document(
             ));
         }
     };
-    if size > api.config.max_document_bytes {
-        return Err(invalid_argument(
-            "stored.size_bytes",
-            "is larger than accepted",
-        ));
-    }
     let doc = api
         .store
         .add_document(NewDocument {
@@ -155,6 +80,101 @@ pub(super) async fn add_document(
         .await
         .map_err(internal_err("add document"))?;
     Ok(Response::new(document_pb(doc)))
+}
+
+/// The media type as kept, when documents of that type are accepted.
+pub(super) fn accepted_media_type(api: &DossierApi, raw: &str) -> Result<String, Status> {
+    let media_type = raw.trim().to_ascii_lowercase();
+    if !api.config.document_media_types.contains(&media_type) {
+        return Err(invalid_argument(
+            "media_type",
+            format!(
+                "`{media_type}` is not accepted (accepted: {})",
+                api.config.document_media_types.join(", ")
+            ),
+        ));
+    }
+    Ok(media_type)
+}
+
+/// A file name without a path, at most 255 characters.
+pub(super) fn file_name(raw: &str) -> Result<&str, Status> {
+    let filename = raw.trim();
+    if filename.chars().count() > 255 || filename.contains(['/', '\\', '\0']) {
+        return Err(invalid_argument(
+            "filename",
+            "must be a file name of at most 255 characters, without path",
+        ));
+    }
+    Ok(filename)
+}
+
+/// The address and size of an object already in the object store, when
+/// `p` may reference it and it is not larger than accepted.
+pub(super) async fn stored_object(
+    api: &DossierApi,
+    p: &Principal,
+    stored: &guichet_proto::intake::v1::AttachmentRef,
+) -> Result<(String, u64), Status> {
+    let sha = stored.sha256.trim().to_ascii_lowercase();
+    let exists = api
+        .store
+        .objects()
+        .exists(&sha)
+        .await
+        .map_err(|e| match e {
+            guichet_platform::objects::ObjectError::BadAddress(_) => {
+                invalid_argument("stored.sha256", "is not a SHA-256 address")
+            }
+            other => internal_err("object store")(other),
+        })?;
+    if !exists {
+        return Err(invalid_argument(
+            "stored.sha256",
+            "is not in the object store",
+        ));
+    }
+    // An object is referenced by what holds it: services relay their own
+    // intake's objects; anyone else only what a dossier they may read
+    // already holds (a hash seen in a listing or an event is not a right
+    // to the content).
+    if !p.has(Role::Service) {
+        let holders = api
+            .store
+            .dossiers_holding(&sha)
+            .await
+            .map_err(internal_err("document holders"))?;
+        if !holders.iter().any(|h| may_read(p, h)) {
+            api.audit_restricted(p, &holders, "document.reference_denied", &sha)
+                .await?;
+            return Err(Status::permission_denied(
+                "stored.sha256: no dossier you may read holds this object",
+            ));
+        }
+    }
+    let actual = api
+        .store
+        .objects()
+        .size(&sha)
+        .await
+        .map_err(internal_err("object store"))?
+        .unwrap_or_default();
+    if stored.size_bytes != 0 && stored.size_bytes != actual {
+        return Err(invalid_argument(
+            "stored.size_bytes",
+            format!(
+                "is {}, but the stored object has {actual} bytes",
+                stored.size_bytes
+            ),
+        ));
+    }
+    if actual > api.config.max_document_bytes {
+        return Err(invalid_argument(
+            "stored.size_bytes",
+            "is larger than accepted",
+        ));
+    }
+    Ok((sha, actual))
 }
 
 pub(super) async fn get_document(

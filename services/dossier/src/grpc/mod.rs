@@ -9,6 +9,7 @@ mod citizens;
 mod documents;
 mod dossiers;
 mod follow;
+mod intake;
 mod processes;
 mod studio;
 mod timelines;
@@ -260,6 +261,14 @@ fn non_empty(s: &str) -> Option<&str> {
 
 #[tonic::async_trait]
 impl pb::dossier_service_server::DossierService for DossierApi {
+    #[tracing::instrument(skip_all)]
+    async fn correlate_intake(
+        &self,
+        request: Request<pb::CorrelateIntakeRequest>,
+    ) -> Result<Response<pb::CorrelateIntakeResponse>, Status> {
+        intake::correlate_intake(self, request).await
+    }
+
     #[tracing::instrument(skip_all)]
     async fn resolve_citizen(
         &self,

@@ -90,27 +90,6 @@ pub mod agent {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub mod message_dossier {
-    use sea_orm::entity::prelude::*;
-
-    /// Email Message-IDs seen by routing and the dossier each went to, so
-    /// replies (In-Reply-To, References) join the same dossier.
-    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
-    #[sea_orm(table_name = "message_dossiers")]
-    pub struct Model {
-        #[sea_orm(primary_key, auto_increment = false)]
-        pub message_id: String,
-        pub dossier_id: String,
-        pub dossier_reference: String,
-        pub created_at: DateTimeUtc,
-    }
-
-    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-    pub enum Relation {}
-
-    impl ActiveModelBehavior for ActiveModel {}
-}
-
 pub mod desk_step {
     use sea_orm::entity::prelude::*;
 

@@ -7,6 +7,7 @@ mod m0003_citizen_candidates;
 mod m0004_callback_attempts;
 mod m0005_desk_steps;
 mod m0006_rules_studio;
+mod m0007_threading_moves_out;
 
 use sea_orm_migration::prelude::*;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_callback_attempts::Migration),
             Box::new(m0005_desk_steps::Migration),
             Box::new(m0006_rules_studio::Migration),
+            Box::new(m0007_threading_moves_out::Migration),
         ]
     }
 }
