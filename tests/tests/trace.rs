@@ -93,7 +93,7 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
                     && has(&|s| s.name == "process" && attr(s, "messaging.message.id") == event_id)
                     && has(&|s| {
                         attr(s, "rpc.service") == "guichet.dossier.v1.DossierService"
-                            && attr(s, "rpc.method") == "RecordContact"
+                            && attr(s, "rpc.method") == "CorrelateIntake"
                     }))
                 .then_some(in_trace)
             }
@@ -101,8 +101,8 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
     )
     .await;
     assert!(
-        spans.len() >= 6,
-        "counter, publish, process, 3 dossier calls: {}",
+        spans.len() >= 4,
+        "counter, publish, process, the one dossier call: {}",
         spans.len()
     );
 

@@ -24,10 +24,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{EntityTrait, Set, sea_query::OnConflict};
 
 use crate::calendar::{Calendar, SlaTarget};
-use crate::db::entities::intake_input;
 use crate::queue::{CandidateRef, Handled, NewItem, Queue};
 use crate::rules::{Evaluation, RuleSet, Rules};
 
@@ -400,8 +398,6 @@ impl Router {
         if routed.dossier.is_some() && !routed.unknown_references.is_empty() {
             metrics::counter!("guichet_routing_unknown_references_total").increment(1);
         }
-        // What classification read, kept to try other rules on it later.
-        self.keep_input(&event, received_at).await?;
         // 3. One work item in the unified queue.
         let (dossier_id, reference, process_id) = match &routed.dossier {
             Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
@@ -440,6 +436,8 @@ impl Router {
                 correlation: correlation.to_owned(),
                 candidates,
                 handled,
+                // What classification read, kept to try other rules on it.
+                kept_input: Some(kept_input(&event)),
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;
@@ -455,40 +453,23 @@ impl Router {
         }
         Ok(())
     }
+}
 
-    /// Keep the request as classification read it (once per intake event),
-    /// without what no rule reads: the citizen's name and address, and the
-    /// attachments' addresses and names (their media types stay).
-    async fn keep_input(
-        &self,
-        event: &IntakeEvent,
-        received_at: DateTime<Utc>,
-    ) -> Result<(), HandlerError> {
-        let mut kept = event.clone();
-        if let Some(c) = kept.citizen.as_mut() {
-            c.given_name.clear();
-            c.family_name.clear();
-            c.address = None;
-        }
-        for a in &mut kept.attachments {
-            a.sha256.clear();
-            a.filename.clear();
-        }
-        intake_input::Entity::insert(intake_input::ActiveModel {
-            intake_event_id: Set(event.id.clone()),
-            event: Set(kept.encode_to_vec()),
-            received_at: Set(received_at),
-        })
-        .on_conflict(
-            OnConflict::column(intake_input::Column::IntakeEventId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(self.queue.db())
-        .await
-        .map_err(|e| HandlerError::Transient(format!("keep classification input: {e}")))?;
-        Ok(())
+/// The request as classification read it, without what no rule reads:
+/// the citizen's name and address, and the attachments' addresses and
+/// names (their media types stay).
+fn kept_input(event: &IntakeEvent) -> Vec<u8> {
+    let mut kept = event.clone();
+    if let Some(c) = kept.citizen.as_mut() {
+        c.given_name.clear();
+        c.family_name.clear();
+        c.address = None;
     }
+    for a in &mut kept.attachments {
+        a.sha256.clear();
+        a.filename.clear();
+    }
+    kept.encode_to_vec()
 }
 
 /// The reference the email thread belongs to (the email role owns

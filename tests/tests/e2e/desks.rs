@@ -1475,6 +1475,110 @@ async fn the_mail_room_uploads_letters_and_works_the_quarantine() {
     b.close().await;
 }
 
+/// Mail nobody wrote (a newsletter, a bounce, an out-of-office reply)
+/// makes no citizen, dossier or request, and is not lost from sight: the
+/// "Courrier automatique" view lists it, by kind, with the dossier it is
+/// recorded on when it threads to one, set aside otherwise.
+#[tokio::test]
+async fn automatic_mail_has_a_view_of_its_own() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let Some(b) = Browser::start().await else {
+        return;
+    };
+    let email = crate::email_smtp::spawn_email(&env, &all_roles(), &[]).await;
+    let app = &email.app;
+    let portal: PortalHandle = app.handle().expect("portal handle");
+    let base = portal.base_url.clone();
+    account(&portal, "marie", "Marie Durand", &[AuthRole::Agent]).await;
+    let token = env.token("chef-1", &[TokenRole::Supervisor]);
+    for (from, file) in [
+        ("infos@asso-commerce.example", "16-mailing-list.eml"),
+        ("MAILER-DAEMON@mx.example.org", "17-dsn-bounce.eml"),
+    ] {
+        let sent = guichet_testkit::email::send(
+            email.smtp,
+            false,
+            None,
+            from,
+            &[crate::email_smtp::CITY],
+            &[guichet_testkit::email::fixture(file)],
+        )
+        .await;
+        assert_eq!(sent[0].code, 250, "{file}");
+    }
+    // A person's mail: a request, not in this view.
+    let sent = guichet_testkit::email::send(
+        email.smtp,
+        false,
+        None,
+        "helene.lefevre@example.fr",
+        &[crate::email_smtp::CITY],
+        &[guichet_testkit::email::fixture("01-simple-utf8.eml")],
+    )
+    .await;
+    assert_eq!(sent[0].code, 250);
+    let q = queue_client(app.grpc_addr, &token).await;
+    eventually("the person's email routed", Duration::from_secs(30), || {
+        let mut q = q.clone();
+        async move {
+            let items = q
+                .list_work_items(qpb::ListWorkItemsRequest {
+                    page_size: 10,
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .items;
+            (items.len() == 1).then_some(())
+        }
+    })
+    .await;
+
+    log_in(&b, &base, "marie").await;
+    b.goto(&format!("{base}/courrier")).await;
+    b.click_text("Courrier automatique").await;
+    b.wait_text("Messages reçus", Duration::from_secs(10)).await;
+    let text = b.text().await;
+    assert!(text.contains("[Lettre d'info] Novembre 2026"), "{text}");
+    assert!(text.contains("Liste de diffusion"), "{text}");
+    assert!(
+        text.contains("Undelivered Mail Returned to Sender"),
+        "{text}"
+    );
+    assert!(text.contains("Non-distribution"), "{text}");
+    assert!(text.contains("Mis de côté"), "{text}");
+    assert!(
+        !text.contains("helene.lefevre@example.fr"),
+        "a person's mail is a request, not automatic mail: {text}"
+    );
+    b.check_page("courrier-automatique").await;
+    b.click_text("Non-distribution").await;
+    b.wait_text(
+        "Undelivered Mail Returned to Sender",
+        Duration::from_secs(10),
+    )
+    .await;
+    let text = b.text().await;
+    assert!(!text.contains("[Lettre d'info]"), "{text}");
+    b.check_page("courrier-automatique-non-distribution").await;
+    // Nothing of it reached the queue.
+    let items = queue_client(app.grpc_addr, &token)
+        .await
+        .list_work_items(qpb::ListWorkItemsRequest {
+            page_size: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(items.len(), 1, "{items:?}");
+    b.close().await;
+}
+
 /// The counter's events and the ticket's intake event travel on two
 /// streams: a desk's steps (the ticket called, then served) that routing
 /// reads before the ticket's request are kept, not retried away, and

@@ -209,7 +209,7 @@ async fn an_event_failing_transiently_is_retried_a_bounded_number_of_times_then_
     let dlq = dead_letters(&env, 1).await;
     assert_eq!(dlq[0].1, id);
     assert!(
-        dlq[0].0.contains("transient") && dlq[0].0.contains("resolve citizen"),
+        dlq[0].0.contains("transient") && dlq[0].0.contains("correlate intake"),
         "{dlq:?}"
     );
     routing.stop().await.expect("stop");

@@ -95,6 +95,7 @@ pub fn item(
         correlation: "none".into(),
         candidates: vec![],
         handled: None,
+        kept_input: None,
     }
 }
 

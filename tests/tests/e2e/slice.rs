@@ -524,7 +524,7 @@ async fn spans_are_exported_over_otlp_to_the_configured_collector() {
         "guichet.counter.v1.CounterService/IssueTicket",
         "publish",
         "process",
-        "guichet.dossier.v1.DossierService/RecordContact",
+        "guichet.dossier.v1.DossierService/CorrelateIntake",
     ] {
         assert!(
             names.iter().any(|n| n == expected),

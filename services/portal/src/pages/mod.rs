@@ -1,6 +1,7 @@
 //! The pages and their routes.
 
 mod agenda;
+mod automatic;
 mod calls;
 mod citizens;
 mod desk;
@@ -179,6 +180,7 @@ pub fn router(app: App, stop: CancellationToken) -> Router {
         )
         .route("/modeles", get(mail::modules).post(mail::save_module))
         .route("/courrier", get(mailroom::page))
+        .route("/courrier-automatique", get(automatic::page))
         .route(
             "/courrier/envoyer",
             post(mailroom::upload).layer(DefaultBodyLimit::max(mailroom::MAX_UPLOAD_BYTES)),

@@ -109,6 +109,9 @@ pub struct NewItem {
     /// Work already done when it reaches routing (a call an agent answered
     /// on the phone): recorded as completed, never offered.
     pub handled: Option<Handled>,
+    /// The request as classification read it (protobuf), kept with the
+    /// item in the same transaction to try other rules on it later.
+    pub kept_input: Option<Vec<u8>>,
 }
 
 /// A citizen a request may belong to, as the work item keeps it.
@@ -435,6 +438,21 @@ impl Queue {
                 } else {
                     "enqueued"
                 };
+                if let Some(input) = item.kept_input {
+                    use crate::db::entities::intake_input;
+                    intake_input::Entity::insert(intake_input::ActiveModel {
+                        intake_event_id: Set(event_id.clone()),
+                        event: Set(input),
+                        received_at: Set(item.enter_time),
+                    })
+                    .on_conflict(
+                        sea_orm::sea_query::OnConflict::column(intake_input::Column::IntakeEventId)
+                            .do_nothing()
+                            .to_owned(),
+                    )
+                    .exec_without_returning(&txn)
+                    .await?;
+                }
                 self.stage(&txn, &m, step, "", "").await?;
                 txn.commit().await?;
                 self.changed();
