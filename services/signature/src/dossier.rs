@@ -38,6 +38,15 @@ pub trait DossierPort: Send + Sync {
         dossier_id: &str,
         idempotency_key: &str,
     ) -> Result<Option<String>, Status>;
+    /// Whether the dossier holds a document of this SHA-256, asked with the
+    /// caller's own `authorization` (so a restricted dossier answers
+    /// PERMISSION_DENIED to whoever may not read it, and audits it).
+    async fn holds(
+        &self,
+        dossier_id: &str,
+        sha256: &str,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<bool, Status>;
 }
 
 pub struct Grpc {
@@ -46,6 +55,34 @@ pub struct Grpc {
 
 #[async_trait]
 impl DossierPort for Grpc {
+    async fn holds(
+        &self,
+        dossier_id: &str,
+        sha256: &str,
+        authorization: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    ) -> Result<bool, Status> {
+        let mut c = self.client.clone();
+        let mut page_token = String::new();
+        loop {
+            let mut req = tonic::Request::new(ListDocumentsRequest {
+                dossier_id: dossier_id.to_owned(),
+                page_size: 200,
+                page_token: page_token.clone(),
+            });
+            if let Some(a) = &authorization {
+                req.metadata_mut().insert("authorization", a.clone());
+            }
+            let page = c.list_documents(req).await?.into_inner();
+            if page.documents.iter().any(|d| d.sha256 == sha256) {
+                return Ok(true);
+            }
+            if page.next_page_token.is_empty() {
+                return Ok(false);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     async fn link(&self, dossier_id: &str, request_id: &str, status: &str) -> Result<(), Status> {
         let mut c = self.client.clone();
         c.link_dossier(LinkDossierRequest {

@@ -115,6 +115,7 @@ impl SignatureService for SignatureApi {
         request: Request<pb::CreateSignatureRequestRequest>,
     ) -> Result<Response<pb::SignatureRequest>, Status> {
         let o = origin(&request, &ANY)?;
+        let authorization = request.metadata().get("authorization").cloned();
         let r = request.into_inner();
         if r.title.trim().is_empty() {
             return Err(invalid_argument("title", "obligatoire"));
@@ -149,6 +150,42 @@ impl SignatureService for SignatureApi {
                 ));
             }
         };
+        // A stored document is signed within the dossier that holds it,
+        // and only by whoever may read that dossier: a hash seen in a
+        // listing or an event is not a right to the content, which the
+        // signing page would show. The dossier role decides, asked with the
+        // caller's own token (a restricted dossier audits the attempt).
+        if let DocumentSource::Stored(sha) = &document {
+            let dossier_id = r.dossier_id.trim();
+            if dossier_id.is_empty() {
+                return Err(invalid_argument(
+                    "dossier_id",
+                    "obligatoire avec document_sha256 : le document doit être une pièce du dossier",
+                ));
+            }
+            let held = self
+                .core
+                .dossier
+                .holds(dossier_id, sha, authorization.clone())
+                .await
+                .map_err(|s| match s.code() {
+                    tonic::Code::NotFound | tonic::Code::InvalidArgument => {
+                        invalid_argument("dossier_id", "dossier inconnu")
+                    }
+                    tonic::Code::PermissionDenied => Status::permission_denied(
+                        "dossier_id : vous n'avez pas accès à ce dossier ni à ses pièces",
+                    ),
+                    _ => Status::unavailable(format!(
+                        "le service des dossiers ne répond pas : {}",
+                        s.message()
+                    )),
+                })?;
+            if !held {
+                return Err(Status::permission_denied(
+                    "document_sha256 : ce document n'est pas une pièce du dossier",
+                ));
+            }
+        }
         let expire_at = match &r.expire_time {
             Some(t) => {
                 Some(datetime(t).ok_or_else(|| invalid_argument("expire_time", "date invalide"))?)

@@ -475,7 +475,7 @@ async fn restricted_documents_by_hash(backend: Backend) {
     let Some(env) = TestEnv::new(backend).await else {
         return;
     };
-    let app = env.spawn(&[Role::Dossier]).await;
+    let app = env.spawn(&[Role::Dossier, Role::Signature]).await;
     let service = env.token("routing", &[TokenRole::Service]);
     let social = env.token_in_groups("as-1", &[TokenRole::Agent], &["social"]);
     let front = env.token("agent-2", &[TokenRole::Agent]);
@@ -519,6 +519,41 @@ async fn restricted_documents_by_hash(backend: Backend) {
             .contains(&("agent-2".into(), "document.reference_denied".into())),
         "the attempt is recorded on the restricted dossier"
     );
+
+    // Nor have it signed: the signing page would show it to anyone with
+    // the link. A stored document is signed within the dossier holding it,
+    // by whoever may read that dossier; nothing is created otherwise.
+    let mut sign = guichet_testkit::signature_client(app.grpc_addr, &front).await;
+    let by_hash_signature = |dossier_id: &str| guichet_proto::signature::v1::CreateSignatureRequestRequest {
+        dossier_id: dossier_id.into(),
+        document_sha256: secret.sha256.clone(),
+        title: "Avis".into(),
+        signers: vec![guichet_proto::signature::v1::Signer {
+            name: "Jean Fontaine".into(),
+            phone: "06 99 88 77 66".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for (dossier_id, expected, field) in [
+        (ccas.id.as_str(), Code::PermissionDenied, "dossier_id"),
+        (own.id.as_str(), Code::PermissionDenied, "document_sha256"),
+        ("", Code::InvalidArgument, "dossier_id"),
+    ] {
+        let e = sign
+            .create_signature_request(by_hash_signature(dossier_id))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), expected, "{dossier_id}: {e:?}");
+        assert!(e.message().contains(field), "{}", e.message());
+    }
+    let made = guichet_testkit::signature_client(app.grpc_addr, &supervisor)
+        .await
+        .list_signature_requests(guichet_proto::signature::v1::ListSignatureRequestsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(made.signature_requests.is_empty(), "{made:?}");
 
     // Content the agent may read can be referenced; a false size cannot.
     let mine = front_c
