@@ -94,6 +94,37 @@ impl EmailApi {
         }
     }
 
+    /// The SHA-256 of every document of the dossier, read with the
+    /// caller's own token.
+    async fn documents_of(
+        &self,
+        auth: &Bearer,
+        dossier_id: &str,
+    ) -> Result<std::collections::HashSet<String>, Status> {
+        let mut held = std::collections::HashSet::new();
+        let mut page_token = String::new();
+        loop {
+            let mut req = Request::new(guichet_proto::dossier::v1::ListDocumentsRequest {
+                dossier_id: dossier_id.to_owned(),
+                page_size: 200,
+                page_token: page_token.clone(),
+            });
+            if let Some(a) = auth {
+                req.metadata_mut().insert("authorization", a.clone());
+            }
+            let page = match self.dossier.clone().list_documents(req).await {
+                Ok(p) => p.into_inner(),
+                Err(s) if s.code() == tonic::Code::PermissionDenied => return Err(s),
+                Err(s) => return Err(unavailable("list the dossier's documents", s.message())),
+            };
+            held.extend(page.documents.into_iter().map(|d| d.sha256));
+            if page.next_page_token.is_empty() {
+                return Ok(held);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     async fn check_read(&self, auth: &Bearer, dossier_id: &str) -> Result<(), Status> {
         if self.may_read(auth, dossier_id).await? {
             Ok(())
@@ -208,6 +239,19 @@ impl pb::email_service_server::EmailService for EmailApi {
             }
         }
         self.check_read(&auth, &req.dossier_id).await?;
+        // Only the dossier's own documents leave with an answer: a hash seen
+        // in a listing or an event is not a right to the content.
+        if !req.attachments.is_empty() {
+            let held = self.documents_of(&auth, &req.dossier_id).await?;
+            for (i, a) in req.attachments.iter().enumerate() {
+                if !held.contains(&a.sha256.to_ascii_lowercase()) {
+                    return Err(Status::permission_denied(format!(
+                        "attachments[{i}].sha256: not a document of dossier {}",
+                        req.dossier_id
+                    )));
+                }
+            }
+        }
         let request_id = format!("reply:{}", req.request_id);
         let known = email_message::Entity::find()
             .filter(email_message::Column::RequestId.eq(request_id.clone()))

@@ -524,17 +524,18 @@ async fn restricted_documents_by_hash(backend: Backend) {
     // the link. A stored document is signed within the dossier holding it,
     // by whoever may read that dossier; nothing is created otherwise.
     let mut sign = guichet_testkit::signature_client(app.grpc_addr, &front).await;
-    let by_hash_signature = |dossier_id: &str| guichet_proto::signature::v1::CreateSignatureRequestRequest {
-        dossier_id: dossier_id.into(),
-        document_sha256: secret.sha256.clone(),
-        title: "Avis".into(),
-        signers: vec![guichet_proto::signature::v1::Signer {
-            name: "Jean Fontaine".into(),
-            phone: "06 99 88 77 66".into(),
+    let by_hash_signature =
+        |dossier_id: &str| guichet_proto::signature::v1::CreateSignatureRequestRequest {
+            dossier_id: dossier_id.into(),
+            document_sha256: secret.sha256.clone(),
+            title: "Avis".into(),
+            signers: vec![guichet_proto::signature::v1::Signer {
+                name: "Jean Fontaine".into(),
+                phone: "06 99 88 77 66".into(),
+                ..Default::default()
+            }],
             ..Default::default()
-        }],
-        ..Default::default()
-    };
+        };
     for (dossier_id, expected, field) in [
         (ccas.id.as_str(), Code::PermissionDenied, "dossier_id"),
         (own.id.as_str(), Code::PermissionDenied, "document_sha256"),
@@ -549,7 +550,9 @@ async fn restricted_documents_by_hash(backend: Backend) {
     }
     let made = guichet_testkit::signature_client(app.grpc_addr, &supervisor)
         .await
-        .list_signature_requests(guichet_proto::signature::v1::ListSignatureRequestsRequest::default())
+        .list_signature_requests(
+            guichet_proto::signature::v1::ListSignatureRequestsRequest::default(),
+        )
         .await
         .unwrap()
         .into_inner();

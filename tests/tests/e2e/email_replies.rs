@@ -341,7 +341,42 @@ async fn the_thread(backend: Backend) {
         ))
     );
 
-    // 5. An agent answers the dossier's thread.
+    // 5. An agent answers the dossier's thread — with the dossier's own
+    // documents only: an object of the store the dossier does not hold (a
+    // received message's raw source, known by its hash) is refused.
+    let stored = api
+        .list_email_messages(epb::ListEmailMessagesRequest {
+            page_size: 50,
+            filter: "direction = IN".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .email_messages
+        .into_iter()
+        .find(|m| !m.raw_sha256.is_empty())
+        .expect("a stored message")
+        .raw_sha256;
+    let e = api
+        .send_reply(epb::SendReplyRequest {
+            dossier_id: dossier_id.clone(),
+            text: "Voici le document.".into(),
+            request_id: "answer-leak".into(),
+            attachments: vec![epb::ReplyAttachment {
+                sha256: stored,
+                filename: "document.eml".into(),
+                media_type: "message/rfc822".into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("attachments[0].sha256"),
+        "{}",
+        e.message()
+    );
     let request = epb::SendReplyRequest {
         dossier_id: dossier_id.clone(),
         text: "Madame, votre acte vous sera envoyé sous huit jours.".into(),
