@@ -106,6 +106,17 @@ fn parse_filter(filter: &str) -> Result<(Option<&'static str>, Option<Reason>), 
 
 type UploadStream = Streaming<pb::UploadScanRequest>;
 
+/// A scan file as `caller` may see it: the object store address (a letter's
+/// content, with its citizen's data) only for the mail room's supervisors,
+/// admins and other systems, not for every agent.
+fn scan_file_for(caller: &guichet_platform::auth::Principal, m: &scan_file::Model) -> pb::ScanFile {
+    let mut f = scan_file_pb(m);
+    if !(caller.has(Role::Service) || caller.has(Role::Supervisor) || caller.has(Role::Admin)) {
+        f.sha256.clear();
+    }
+    f
+}
+
 #[tonic::async_trait]
 impl pb::scan_service_server::ScanService for ScanApi {
     #[tracing::instrument(skip_all)]
@@ -169,7 +180,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         &self,
         request: Request<pb::GetScanFileRequest>,
     ) -> Result<Response<pb::ScanFile>, Status> {
-        require(&request, READERS)?;
+        let caller = require(&request, READERS)?;
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
         let m = scan_file::Entity::find_by_id(id)
@@ -177,14 +188,14 @@ impl pb::scan_service_server::ScanService for ScanApi {
             .await
             .map_err(internal_err("get scan file"))?
             .ok_or_else(|| not_found("scanFiles", &req.name))?;
-        Ok(Response::new(scan_file_pb(&m)))
+        Ok(Response::new(scan_file_for(&caller, &m)))
     }
 
     async fn list_scan_files(
         &self,
         request: Request<pb::ListScanFilesRequest>,
     ) -> Result<Response<pb::ListScanFilesResponse>, Status> {
-        require(&request, READERS)?;
+        let caller = require(&request, READERS)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let (state, reason) = parse_filter(&req.filter)?;
@@ -216,7 +227,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
             String::new()
         };
         Ok(Response::new(pb::ListScanFilesResponse {
-            scan_files: rows.iter().map(scan_file_pb).collect(),
+            scan_files: rows.iter().map(|m| scan_file_for(&caller, m)).collect(),
             next_page_token,
         }))
     }

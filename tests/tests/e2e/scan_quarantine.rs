@@ -154,6 +154,31 @@ async fn bad_scans_are_quarantined_with_their_reason_and_released_once_fixed() {
         .expect("get")
         .into_inner();
     assert_eq!(one.name, names[0]);
+    assert_eq!(
+        one.sha256.len(),
+        64,
+        "the mail room's supervisor sees the address"
+    );
+    // A front-desk agent sees the mail room, not the object store
+    // addresses of the letters (their content, with citizens' data).
+    let agent = env.token("agent-1", &[TokenRole::Agent]);
+    let mut as_agent = scan_client(app.grpc_addr, &agent).await;
+    let seen = as_agent
+        .list_scan_files(spb::ListScanFilesRequest::default())
+        .await
+        .expect("an agent lists the mail room")
+        .into_inner()
+        .scan_files;
+    assert!(!seen.is_empty());
+    assert!(seen.iter().all(|f| f.sha256.is_empty()), "{seen:?}");
+    let seen_one = as_agent
+        .get_scan_file(spb::GetScanFileRequest {
+            name: names[0].clone(),
+        })
+        .await
+        .expect("get")
+        .into_inner();
+    assert!(seen_one.sha256.is_empty());
     let missing = client
         .get_scan_file(spb::GetScanFileRequest {
             name: "scanFiles/nope".into(),
