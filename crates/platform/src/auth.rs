@@ -189,6 +189,8 @@ impl Authenticator {
         validation.set_issuer(&[cfg.issuer.as_str()]);
         validation.set_audience(&[cfg.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token not valid yet (`nbf` ahead, beyond the leeway) is refused.
+        validation.validate_nbf = true;
         validation.leeway = 30;
         Ok(Authenticator {
             encoding: EncodingKey::from_secret(key).map_err(bad_key)?,
@@ -376,6 +378,8 @@ impl Oidc {
         validation.set_issuer(&[self.issuer.as_str()]);
         validation.set_audience(&[self.audience.as_str()]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token not valid yet (`nbf` ahead, beyond the leeway) is refused.
+        validation.validate_nbf = true;
         validation.leeway = 30;
         let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
             .map_err(|e| Status::unauthenticated(format!("invalid bearer token: {e}")))?;
@@ -549,6 +553,29 @@ mod tests {
         assert!(p.has(Role::Agent));
         assert!(!p.has(Role::Admin));
         assert_eq!(p.groups, vec!["social".to_string()]);
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_rejected() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let claims = |nbf: u64| {
+            serde_json::json!({
+                "sub": "agent-7", "iss": "guichet", "aud": "guichet",
+                "exp": now + 3600, "iat": now, "nbf": nbf, "roles": ["agent"],
+            })
+        };
+        let key = EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef").unwrap();
+        let sign = |c: serde_json::Value| {
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &c, &key).unwrap()
+        };
+        let a = auth();
+        let e = a.verify(&sign(claims(now + 600))).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(e.message().contains("ImmatureSignature"), "{}", e.message());
+        a.verify(&sign(claims(now))).expect("valid from now");
     }
 
     #[test]

@@ -28,6 +28,11 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
             ))
         })?;
     }
+    // Citizens' data: a new SQLite file is readable by its owner only (its
+    // -wal and -shm files take the same mode); an existing one is tightened.
+    if sqlite && let Some(path) = sqlite_path(url) {
+        private_file(&path)?;
+    }
     let mut opts = ConnectOptions::new(url.to_owned());
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(10))
@@ -45,6 +50,29 @@ pub async fn connect(url: &str, cfg: &DatabaseConfig) -> Result<DatabaseConnecti
         .await?;
     }
     Ok(db)
+}
+
+/// Create `path` empty with mode 0600 when missing, else set 0600 on it.
+fn private_file(path: &std::path::Path) -> Result<(), DbErr> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let err = |e: std::io::Error| {
+        DbErr::Custom(format!(
+            "cannot prepare database file {}: {e}",
+            path.display()
+        ))
+    };
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)
+        }
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Connect and, when configured, bring the schema up to date.
@@ -162,6 +190,35 @@ impl Sql {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn sqlite_files_are_readable_by_their_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/x.db?mode=rwc", dir.path().display());
+        let cfg = DatabaseConfig {
+            migrate_on_start: false,
+            max_connections: 1,
+        };
+        let db = connect(&url, &cfg).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (a INTEGER); INSERT INTO t VALUES (1);")
+            .await
+            .unwrap();
+        for name in ["x.db", "x.db-wal"] {
+            let mode = std::fs::metadata(dir.path().join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+        }
+        drop(db);
+        // An existing, wider file is tightened at the next start.
+        let path = dir.path().join("x.db");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _db = connect(&url, &cfg).await.unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
 
     #[test]
     fn sqlite_urls_give_their_file_path() {
