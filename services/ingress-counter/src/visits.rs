@@ -30,6 +30,22 @@ fn check_name(field: &str, value: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// A desk's name, as the waiting-room board (public, unauthenticated)
+/// shows it: letters, digits, spaces and `- ' . / #` only, never markup.
+fn check_desk(value: &str) -> Result<(), Error> {
+    check_name("desk", value)?;
+    if !value
+        .chars()
+        .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '\'' | '.' | '/' | '#' | '°'))
+    {
+        return Err(invalid_argument(
+            "desk",
+            "may hold letters, digits, spaces and - ' . / # only",
+        ));
+    }
+    Ok(())
+}
+
 impl CounterApi {
     pub(crate) async fn ticket(&self, id: &str) -> Result<ticket::Model, Error> {
         ticket::Entity::find_by_id(id.trim().to_owned())
@@ -96,7 +112,7 @@ impl CounterApi {
         agent: &str,
     ) -> Result<pb::Ticket, Error> {
         let desk = req.desk.trim();
-        check_name("desk", desk)?;
+        check_desk(desk)?;
         let site = self.site_or_default(&req.site).to_owned();
         let mut services: Vec<String> = req
             .services

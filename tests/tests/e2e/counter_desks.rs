@@ -99,6 +99,24 @@ async fn counter_numbers_restart_at_paris_midnight_not_utc_midnight() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("priority"), "{}", err.message());
+    // A desk name is shown on the public board: never markup.
+    let err = call_next(
+        counter.grpc_addr,
+        &agent,
+        "<img src=x onerror=alert(1)>",
+        &["general"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("desk"), "{}", err.message());
+    call_next(counter.grpc_addr, &agent, "Passeports 1", &["general"])
+        .await
+        .unwrap_err()
+        .code()
+        .eq(&tonic::Code::NotFound)
+        .then_some(())
+        .expect("a plain name is accepted (nobody waits)");
     counter.stop().await;
     env.cleanup().await;
 }
