@@ -115,6 +115,19 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         objects: deps.objects.clone(),
     })
     .with_identity_auto_link(config.identity_auto_link);
+    let store = if store.db().get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        let pool = guichet_platform::db::connect(
+            &config.database_url,
+            &guichet_platform::config::DatabaseConfig {
+                migrate_on_start: false,
+                max_connections: 2,
+            },
+        )
+        .await?;
+        store.with_counters(pool)
+    } else {
+        store
+    };
     // The versions published from the studio, before the first call.
     store.reload_catalog().await?;
     let credentials = || ServiceCredentials::new(deps.auth.clone(), "guichet-dossier");

@@ -114,6 +114,12 @@ pub struct Store {
     identity_auto_link: f32,
     /// Wakes the state-action runner when a state entry planned actions.
     actions_due: std::sync::Arc<tokio::sync::Notify>,
+    /// PostgreSQL: a small pool of its own for the reference counters, so a
+    /// dossier opened inside a long transaction (an intake's) takes its
+    /// number at once and holds no lock on the counter row until it commits
+    /// (references may have gaps, never duplicates). SQLite: none, the
+    /// counter is taken in the transaction (one writer anyway).
+    counters: Option<DatabaseConnection>,
 }
 
 /// What a [`Store`] is built from.
@@ -164,7 +170,15 @@ impl Store {
             objects: p.objects,
             identity_auto_link: 0.9,
             actions_due: std::sync::Arc::new(tokio::sync::Notify::new()),
+            counters: None,
         }
+    }
+
+    /// Take reference numbers on `pool` (PostgreSQL), outside the
+    /// transactions that open dossiers.
+    pub fn with_counters(mut self, pool: DatabaseConnection) -> Store {
+        self.counters = Some(pool);
+        self
     }
 
     /// Notified after a commit that planned state actions.
@@ -817,13 +831,16 @@ impl Store {
         let (process_id, process_version, initial_state) =
             (def.id.as_str(), def.version, def.initial_state.as_str());
         let now = self.now();
+        let key = format!("{}-{}", self.reference_prefix, now.year());
+        let seq = match &self.counters {
+            Some(pool) => Some(next_counter_value(pool, "reference_counters", &key).await?),
+            None => None,
+        };
         let txn = conn.begin().await?;
-        let seq = next_counter_value(
-            &txn,
-            "reference_counters",
-            &format!("{}-{}", self.reference_prefix, now.year()),
-        )
-        .await?;
+        let seq = match seq {
+            Some(seq) => seq,
+            None => next_counter_value(&txn, "reference_counters", &key).await?,
+        };
         let reference = Reference::new(&self.reference_prefix, now.year(), seq);
         let id = uuid::Uuid::now_v7().to_string();
         let res = dossier::ActiveModel {

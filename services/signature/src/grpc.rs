@@ -269,7 +269,19 @@ impl SignatureService for SignatureApi {
     ) -> Result<Response<pb::ConfirmCodeResponse>, Status> {
         let mut o = origin(&request, &ANY)?;
         let r = request.into_inner();
-        o.ip = r.ip.chars().take(64).collect();
+        // The evidence keeps what the caller says of the signer's device:
+        // an address that parses, and a printable user agent.
+        let ip = r.ip.trim();
+        if !ip.is_empty() && ip.parse::<std::net::IpAddr>().is_err() {
+            return Err(invalid_argument("ip", "doit être une adresse IPv4 ou IPv6"));
+        }
+        if r.user_agent.chars().count() > 512 || r.user_agent.chars().any(char::is_control) {
+            return Err(invalid_argument(
+                "user_agent",
+                "au plus 512 caractères imprimables",
+            ));
+        }
+        o.ip = ip.to_owned();
         o.user_agent = r.user_agent;
         let c = self
             .core

@@ -1097,6 +1097,28 @@ async fn signature_bad_input_is_refused_with_field_violations() {
     stored.document_sha256 = "ab".repeat(32);
     let e = agent.create_signature_request(stored).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
+    // What the evidence keeps of the signer's device is checked.
+    for (ip, ua, field) in [
+        ("pas une adresse", "Firefox", "ip"),
+        ("192.0.2.7", "Firefox\r\nX-Forged: 1", "user_agent"),
+    ] {
+        let e = agent
+            .confirm_code(pb::ConfirmCodeRequest {
+                signature_request_id: "x".into(),
+                signer_id: "y".into(),
+                code: "123456".into(),
+                ip: ip.into(),
+                user_agent: ua.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        let details = tonic_types::StatusExt::get_error_details(&e);
+        assert_eq!(
+            details.bad_request().expect("violations").field_violations[0].field,
+            field
+        );
+    }
     // Nobody anonymous.
     let mut anon = signature_client(f.grpc, "").await;
     let e = anon
