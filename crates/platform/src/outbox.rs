@@ -222,7 +222,23 @@ impl Outbox {
         Ok(())
     }
 
-    /// Publish everything pending, oldest first; returns how many.
+    /// Remove published rows, a batch in one statement (one commit).
+    async fn delete_many(&self, ids: Vec<String>) -> Result<(), DbErr> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let del = Query::delete()
+            .from_table(a("outbox"))
+            .and_where(Expr::col(a("id")).is_in(ids))
+            .to_owned();
+        self.db.execute(&del).await?;
+        Ok(())
+    }
+
+    /// Publish everything pending, oldest first; returns how many. Rows are
+    /// published one after the other (in order) and removed a batch at a
+    /// time: a crash in between publishes them again with the same ids,
+    /// which JetStream's duplicate window and idempotent consumers absorb.
     pub async fn flush(&self) -> Result<usize, String> {
         let mut published = 0;
         loop {
@@ -241,38 +257,52 @@ impl Outbox {
             if rows.is_empty() {
                 return Ok(published);
             }
-            for row in &rows {
-                let get = |c: &str| -> Result<String, String> {
-                    String::try_get(row, "", c).map_err(|e| format!("{e:?}"))
-                };
-                let id = get("id")?;
-                let nats_subject = get("nats_subject")?;
-                let traceparent = get("traceparent")?;
-                let time =
-                    DateTime::<Utc>::try_get(row, "", "ce_time").map_err(|e| format!("{e:?}"))?;
-                let body = Vec::<u8>::try_get(row, "", "body").map_err(|e| format!("{e:?}"))?;
-                let event = OutgoingEvent {
-                    id: id.clone(),
-                    ty: get("ce_type")?,
-                    subject: get("ce_subject")?,
-                    time,
-                    body: Bytes::from(body),
-                };
-                let span = tracing::info_span!("outbox.relay", messaging.message.id = %id);
-                if !traceparent.is_empty() {
-                    let mut h = async_nats::HeaderMap::new();
-                    h.insert("traceparent", traceparent.as_str());
-                    crate::telemetry::extract_nats(&h, &span);
-                }
-                self.bus
-                    .publish(nats_subject, &event)
-                    .instrument(span)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                self.delete(&id).await.map_err(|e| e.to_string())?;
-                published += 1;
-            }
+            let mut done: Vec<String> = Vec::with_capacity(rows.len());
+            let outcome = self.publish_rows(&rows, &mut done).await;
+            published += done.len();
+            self.delete_many(done).await.map_err(|e| e.to_string())?;
+            outcome?;
         }
+    }
+
+    /// Publish `rows` in order, recording each published id in `done`;
+    /// stops at the first failure.
+    async fn publish_rows(
+        &self,
+        rows: &[sea_orm::QueryResult],
+        done: &mut Vec<String>,
+    ) -> Result<(), String> {
+        for row in rows {
+            let get = |c: &str| -> Result<String, String> {
+                String::try_get(row, "", c).map_err(|e| format!("{e:?}"))
+            };
+            let id = get("id")?;
+            let nats_subject = get("nats_subject")?;
+            let traceparent = get("traceparent")?;
+            let time =
+                DateTime::<Utc>::try_get(row, "", "ce_time").map_err(|e| format!("{e:?}"))?;
+            let body = Vec::<u8>::try_get(row, "", "body").map_err(|e| format!("{e:?}"))?;
+            let event = OutgoingEvent {
+                id: id.clone(),
+                ty: get("ce_type")?,
+                subject: get("ce_subject")?,
+                time,
+                body: Bytes::from(body),
+            };
+            let span = tracing::info_span!("outbox.relay", messaging.message.id = %id);
+            if !traceparent.is_empty() {
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("traceparent", traceparent.as_str());
+                crate::telemetry::extract_nats(&h, &span);
+            }
+            self.bus
+                .publish(nats_subject, &event)
+                .instrument(span)
+                .await
+                .map_err(|e| e.to_string())?;
+            done.push(id);
+        }
+        Ok(())
     }
 
     /// Relay until `shutdown`: on every notification, and every second for

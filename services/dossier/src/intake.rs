@@ -125,18 +125,9 @@ impl Store {
         intake: Intake<'_>,
         encode: impl FnOnce(&Correlated) -> Vec<u8>,
     ) -> Result<Outcome, IntakeError> {
-        if let Some(done) = intake_correlation::Entity::find_by_id(intake.request_id.to_owned())
-            .one(self.db())
-            .await?
-        {
-            return Ok(Outcome::Replayed {
-                dossier: self.get_dossier_opt(&done.dossier_id).await?,
-                response: done.response,
-            });
-        }
         let txn = self.db().begin().await?;
-        // A concurrent delivery of the same request committed first: its
-        // answer stands (checked again under the transaction).
+        // Routed before (a redelivery), or a concurrent delivery of the same
+        // request committed first: that answer stands.
         if let Some(done) = intake_correlation::Entity::find_by_id(intake.request_id.to_owned())
             .one(&txn)
             .await?
@@ -178,7 +169,9 @@ impl Store {
         self.outbox().notify();
         self.actions_due().notify_one();
         // The dossier as the transaction left it (documents touch it).
-        if let Some(d) = &c.dossier {
+        if c.documents_added > 0
+            && let Some(d) = &c.dossier
+        {
             c.dossier = self.get_dossier_opt(&d.id).await?;
         }
         Ok(Outcome::Done(c))

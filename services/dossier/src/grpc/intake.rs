@@ -188,8 +188,18 @@ pub(super) async fn correlate_intake(
             dossier,
         ),
     };
+    // The dossier's identity and state, and its follow code; its links and
+    // other citizens are not read here (GetDossier has them).
     response.dossier = match dossier {
-        Some(d) => Some(api.dossier_pb(d).await?),
+        Some(d) => {
+            let mut pb = dossier_message(&api.store.catalog(), d, vec![], vec![]);
+            pb.follow_code = api
+                .follow
+                .code(&pb.id)
+                .await
+                .map_err(internal_err("follow code"))?;
+            Some(pb)
+        }
         None => None,
     };
     Ok(Response::new(response))
