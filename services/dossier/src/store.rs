@@ -472,7 +472,22 @@ impl Store {
                 .all(conn)
                 .await?
             {
-                if c.name_key != key && c.name_key.split(' ').next() == family.split(' ').next() {
+                if c.name_key == key {
+                    continue;
+                }
+                // One misread or mistyped letter in a name long enough not to
+                // be another person's by chance (a scanned letter's "Dupomt"):
+                // most likely the same person, for the agent to confirm.
+                if !key.is_empty()
+                    && key.chars().count() >= 8
+                    && strsim::osa_distance(&c.name_key, &key) <= 1
+                {
+                    found.push((
+                        c,
+                        0.85,
+                        "même adresse et nom presque identique (erreur de lecture ou de saisie ?)",
+                    ));
+                } else if c.name_key.split(' ').next() == family.split(' ').next() {
                     found.push((c, 0.4, "même nom de famille et même adresse"));
                 }
             }

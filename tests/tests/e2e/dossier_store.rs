@@ -1047,6 +1047,42 @@ async fn strong_evidence_links_by_itself(backend: Backend) {
         c.candidates[0].why,
         "même nom et adresse électronique presque identique"
     );
+    // A name misread by one letter at the same address (a scanned letter):
+    // not linked by itself, offered to the agent as a strong candidate.
+    let mut misread = person("Jean", "Dupomt", &[], &[]);
+    misread.address = at("12 rue de Fontenay");
+    let m = s
+        .resolve_citizen(&misread, Some("scan-5"), false)
+        .await
+        .unwrap();
+    assert_eq!(m.matched, Match::Maybe, "{:?}", m.candidates);
+    assert_ne!(m.citizen.as_ref().unwrap().citizen.id, id);
+    assert_eq!(m.candidates[0].citizen.citizen.id, id);
+    assert_eq!(m.candidates[0].confidence, 0.85);
+    assert!(
+        m.candidates[0].why.contains("nom presque identique"),
+        "{:?}",
+        m.candidates
+    );
+    // A short name one letter away is someone else's: no such candidate.
+    let mut other = person("Léa", "Roy", &[], &[]);
+    other.address = at("12 rue de Fontenay");
+    s.resolve_citizen(&other, Some("scan-6"), false)
+        .await
+        .unwrap();
+    let mut other2 = person("Léo", "Roy", &[], &[]);
+    other2.address = at("12 rue de Fontenay");
+    let o = s
+        .resolve_citizen(&other2, Some("scan-7"), false)
+        .await
+        .unwrap();
+    assert!(
+        o.candidates
+            .iter()
+            .all(|c| !c.why.contains("presque identique")),
+        "{:?}",
+        o.candidates
+    );
     // A town that wants every link confirmed by an agent.
     let strict = s.clone().with_identity_auto_link(1.0);
     let mut third = person("Jean", "Dupont", &[], &[]);
