@@ -299,10 +299,11 @@ pub fn indicators(cfg: &Config) -> Vec<Indicator> {
                  their arrival until {fcr_days} days after their completion. Requests received in \
                  the period, completed, attached to a dossier."
             ),
+            // `next_received_s`: the next request on the dossier (kept at
+            // ingest).
             flag: format!(
-                "CASE WHEN NOT EXISTS (SELECT 1 FROM request_fact r2 WHERE r2.dossier_id = \
-                 r.dossier_id AND r2.id <> r.id AND r2.received_s > r.received_s AND \
-                 r2.received_s <= r.completed_s + {fcr}) THEN 1 ELSE 0 END"
+                "CASE WHEN r.next_received_s IS NULL OR r.next_received_s > r.completed_s + {fcr} \
+                 THEN 1 ELSE 0 END"
             ),
             filter: "r.completed_s IS NOT NULL AND r.dossier_id <> ''".into(),
             cuts: request_cuts("r.completed_agent"),

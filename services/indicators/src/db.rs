@@ -11,7 +11,11 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(Init), Box::new(CoveringIndexes)]
+        vec![
+            Box::new(Init),
+            Box::new(CoveringIndexes),
+            Box::new(NextRequest),
+        ]
     }
 }
 
@@ -201,6 +205,35 @@ impl MigrationName for CoveringIndexes {
 impl MigrationTrait for CoveringIndexes {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         execute_all(m, COVERING).await
+    }
+}
+
+/// Each request keeps when the next request on its dossier arrived
+/// (`next_received_s`), kept at ingest, so first-contact resolution reads
+/// one column instead of looking for a later request per request.
+struct NextRequest;
+
+const NEXT_REQUEST: &[&str] = &[
+    "ALTER TABLE request_fact ADD COLUMN next_received_s BIGINT",
+    "UPDATE request_fact SET next_received_s = (SELECT MIN(r2.received_s) FROM request_fact r2 \
+     WHERE r2.dossier_id = request_fact.dossier_id AND r2.id <> request_fact.id \
+     AND r2.received_s > request_fact.received_s) WHERE dossier_id <> ''",
+    "DROP INDEX IF EXISTS request_fact_received_cover",
+    "CREATE INDEX IF NOT EXISTS request_fact_received_cover ON request_fact (received_s, \
+     process_id, channel, touch_work_s, resolve_work_s, completed_s, sla_due_s, sla_breached, \
+     dossier_id, next_received_s, id)",
+];
+
+impl MigrationName for NextRequest {
+    fn name(&self) -> &str {
+        "m0003_indicators_next_request"
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for NextRequest {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        execute_all(m, NEXT_REQUEST).await
     }
 }
 

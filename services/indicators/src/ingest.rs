@@ -149,7 +149,14 @@ impl Ingest {
             };
             out.push(outcome);
         }
+        let requests: Vec<String> = writes
+            .iter()
+            .filter(|w| std::ptr::eq(w.op, &REQUEST))
+            .map(|w| w.key.clone())
+            .collect();
+        let before = dossiers_of(&txn, &requests).await?;
         batch::flush(&txn, writes).await?;
+        next_requests(&txn, &requests, before).await?;
         txn.commit().await?;
         for o in &out {
             self.count(*o);
@@ -478,6 +485,64 @@ impl Ingest {
             ],
         ))
     }
+}
+
+/// The dossiers the requests `ids` are on.
+async fn dossiers_of(
+    conn: &impl ConnectionTrait,
+    ids: &[String],
+) -> Result<HashSet<String>, DbErr> {
+    let mut out = HashSet::new();
+    let backend = conn.get_database_backend();
+    for chunk in ids.chunks(500) {
+        let mut sql = guichet_platform::db::Sql::new(backend);
+        sql.push("SELECT DISTINCT dossier_id FROM request_fact WHERE dossier_id <> '' AND id IN (");
+        for (i, id) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(id.clone());
+        }
+        sql.push(")");
+        for row in conn.query_all_raw(sql.build()).await? {
+            out.insert(row.try_get::<String>("", "dossier_id")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Keep `next_received_s` (when the next request on the same dossier
+/// arrived) for every request of the dossiers the batch's requests were
+/// on before and are on now.
+async fn next_requests(
+    conn: &impl ConnectionTrait,
+    ids: &[String],
+    mut dossiers: HashSet<String>,
+) -> Result<(), DbErr> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    dossiers.extend(dossiers_of(conn, ids).await?);
+    let dossiers: Vec<String> = dossiers.into_iter().collect();
+    let backend = conn.get_database_backend();
+    for chunk in dossiers.chunks(500) {
+        let mut sql = guichet_platform::db::Sql::new(backend);
+        sql.push(
+            "UPDATE request_fact SET next_received_s = (SELECT MIN(r2.received_s) \
+             FROM request_fact r2 WHERE r2.dossier_id = request_fact.dossier_id \
+             AND r2.id <> request_fact.id AND r2.received_s > request_fact.received_s) \
+             WHERE dossier_id IN (",
+        );
+        for (i, d) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            sql.bind(d.clone());
+        }
+        sql.push(")");
+        conn.execute_raw(sql.build()).await?;
+    }
+    Ok(())
 }
 
 /// Record event ids (the first of each id); returns those not recorded
@@ -955,4 +1020,106 @@ pub async fn rebuild(ingest: &Ingest, bus: &Bus, opts: &ConsumerOptions) -> anyh
     Ok(row
         .map(|r| i64::try_get(&r, "", "n").unwrap_or(0))
         .unwrap_or(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sea_orm_migration::MigratorTrait;
+
+    /// `next_received_s` gives first-contact resolution the answer the
+    /// direct definition gives ("no other request on the same dossier from
+    /// its arrival until 7 days after its completion"), also after a
+    /// request moves to another dossier.
+    #[tokio::test]
+    async fn the_next_request_on_a_dossier_is_kept_at_ingest() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        crate::db::Migrator::up(&db, None).await.unwrap();
+        let day = 86_400;
+        // (id, dossier, received, completed)
+        let rows: [(&str, &str, i64, Option<i64>); 6] = [
+            ("a1", "A", 0, Some(day)),
+            ("a2", "A", 3 * day, Some(4 * day)),
+            ("a3", "A", 30 * day, Some(31 * day)),
+            ("b1", "B", 0, Some(day)),
+            ("c1", "C", 0, Some(day)),
+            ("c2", "C", 0, None),
+        ];
+        for (id, dossier, received, completed) in rows {
+            db.execute_unprepared(&format!(
+                "INSERT INTO request_fact (id, intake_event_id, channel, process_id, queue_id, \
+                 dossier_id, dossier_reference, status, received_s, first_agent, completed_s, \
+                 completed_agent, outcome, sla_breached, changed_s) VALUES ('{id}', '{id}', \
+                 'email', 'p', 'q', '{dossier}', '', 's', {received}, '', {}, '', '', 0, 0)",
+                completed.map_or("NULL".to_owned(), |c| c.to_string())
+            ))
+            .await
+            .unwrap();
+        }
+        let ids: Vec<String> = rows.iter().map(|r| r.0.to_owned()).collect();
+        next_requests(&db, &ids, HashSet::new()).await.unwrap();
+        let fcr = 7 * day;
+        let compare = |db: sea_orm::DatabaseConnection| async move {
+            let kept = format!(
+                "SELECT id, CASE WHEN next_received_s IS NULL OR next_received_s > completed_s + \
+                 {fcr} THEN 1 ELSE 0 END AS f FROM request_fact r WHERE completed_s IS NOT NULL \
+                 ORDER BY id"
+            );
+            let direct = format!(
+                "SELECT id, CASE WHEN NOT EXISTS (SELECT 1 FROM request_fact r2 WHERE \
+                 r2.dossier_id = r.dossier_id AND r2.id <> r.id AND r2.received_s > r.received_s \
+                 AND r2.received_s <= r.completed_s + {fcr}) THEN 1 ELSE 0 END AS f FROM \
+                 request_fact r WHERE completed_s IS NOT NULL ORDER BY id"
+            );
+            let read = |sql: String| {
+                let db = db.clone();
+                async move {
+                    db.query_all_raw(sea_orm::Statement::from_string(
+                        sea_orm::DbBackend::Sqlite,
+                        sql,
+                    ))
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|r| {
+                        (
+                            r.try_get::<String>("", "id").unwrap(),
+                            r.try_get::<i32>("", "f").unwrap(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                }
+            };
+            let (k, d) = (read(kept).await, read(direct).await);
+            assert_eq!(k, d);
+            k
+        };
+        let flags = compare(db.clone()).await;
+        assert_eq!(
+            flags,
+            vec![
+                ("a1".to_owned(), 0),
+                ("a2".to_owned(), 1),
+                ("a3".to_owned(), 1),
+                ("b1".to_owned(), 1),
+                ("c1".to_owned(), 1),
+            ],
+            "a1's citizen came back 3 days later; same-second requests are not 'later'"
+        );
+        // a2 moves to dossier B: A and B are both recomputed.
+        let before = dossiers_of(&db, &["a2".to_owned()]).await.unwrap();
+        db.execute_unprepared("UPDATE request_fact SET dossier_id = 'B' WHERE id = 'a2'")
+            .await
+            .unwrap();
+        next_requests(&db, &["a2".to_owned()], before)
+            .await
+            .unwrap();
+        let flags = compare(db.clone()).await;
+        assert_eq!(
+            flags[0],
+            ("a1".to_owned(), 1),
+            "nobody came back on A within 7 days"
+        );
+        assert_eq!(flags[3], ("b1".to_owned(), 0), "a2 came back on B");
+    }
 }
