@@ -104,6 +104,17 @@ impl Core {
                 "is not an opening slot of this site for this type",
             ));
         }
+        // In a rush most attempts come after the slot's winner committed:
+        // one read turns them away without a transaction that inserts, waits
+        // on the winner's claim and rolls back. Only a hint: a claim made
+        // after this read still fails on the unique key below.
+        let mut free = Vec::with_capacity(candidates.len());
+        for d in candidates {
+            if !self.claimed(&d.id, nb.start, units).await? {
+                free.push(d);
+            }
+        }
+        let candidates = free;
         let now = self.now();
         let end = nb.start + self.model.slot * (units as i32);
         for desk in candidates {
@@ -181,6 +192,9 @@ impl Core {
                 .await
                 .map_err(internal_err("book"))?;
             }
+            self.bump_slot_versions(&txn, &[desk.id.as_str()])
+                .await
+                .map_err(internal_err("book"))?;
             match txn.commit().await {
                 Ok(()) => {}
                 Err(e) if is_unique_violation(&e) => continue,

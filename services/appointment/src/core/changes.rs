@@ -178,6 +178,9 @@ impl Core {
         )
         .await
         .map_err(internal_err("cancel"))?;
+        self.bump_slot_versions(&txn, &[b.desk_id.as_str()])
+            .await
+            .map_err(internal_err("cancel"))?;
         txn.commit()
             .await
             .map_err(|e| self.conflict_or_internal("cancel", e))?;
@@ -329,6 +332,9 @@ impl Core {
             )
             .await
             .map_err(internal_err("reschedule"))?;
+            self.bump_slot_versions(&txn, &[b.desk_id.as_str(), desk.id.as_str()])
+                .await
+                .map_err(internal_err("reschedule"))?;
             match txn.commit().await {
                 Ok(()) => {}
                 Err(e) if is_unique_violation(&e) => continue,
