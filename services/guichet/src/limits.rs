@@ -110,7 +110,7 @@ pub async fn measure(opts: &LimitsOptions) -> anyhow::Result<Limits> {
     let db = connect(&sqlite).await?;
     limits.commits_16_sqlite_per_s = commits(&db, 16, opts.commits).await?;
     limits.pull_insert_ack_sqlite_per_s = pull_insert_ack(&js, &db, opts.messages).await?;
-    db.close().await.ok();
+    let _ = db.close().await;
     let _ = std::fs::remove_dir_all(&dir);
 
     if let Some((admin, name, url)) = pg_database(&opts.pg_url).await {
@@ -118,7 +118,7 @@ pub async fn measure(opts: &LimitsOptions) -> anyhow::Result<Limits> {
             let db = connect(&url).await?;
             let c = commits(&db, 16, opts.commits).await?;
             let p = pull_insert_ack(&js, &db, opts.messages).await?;
-            db.close().await.ok();
+            let _ = db.close().await;
             anyhow::Ok((c, p))
         }
         .await;
@@ -297,7 +297,7 @@ async fn publish_ack(js: &jetstream::Context, n: usize) -> anyhow::Result<(f64, 
             if acks.len() >= 256
                 && let Some(a) = acks.pop_front()
             {
-                async_nats::jetstream::context::PublishAckFuture::into_future(a).await?;
+                a.await?;
             }
             acks.push_back(js.publish(format!("{subject}.par"), payload.clone()).await?);
         }

@@ -40,7 +40,7 @@ async fn cached(core: &Core) -> Vec<FreeSlot> {
     .unwrap()
 }
 
-/// The same question to replica A over gRPC (what the citizen pages ask).
+/// The same question to replica A over gRPC, as the citizen pages ask it.
 async fn searched(client: &mut Client, now: DateTime<Utc>) -> Vec<(String, DateTime<Utc>)> {
     client
         .search_availability(pb::SearchAvailabilityRequest {
@@ -94,7 +94,10 @@ async fn cache_never_offers_a_slot_gone(backend: Backend) {
         .await
         .unwrap()
         .core();
-    let mut a = f.agent().await;
+    // Agents book on A; A's search runs as the citizen portal (public
+    // window), the question `cached` asks B.
+    let mut agent_a = f.agent().await;
+    let mut a = f.portal().await;
     let now = monday_morning();
     // Both indexes warm.
     let before_b = cached(&b).await;
@@ -109,7 +112,7 @@ async fn cache_never_offers_a_slot_gone(backend: Backend) {
     let first = before_b[0].clone();
     let mut req = book_req(first.start, "c-a", "cache-1");
     req.desk_id = first.desk.clone();
-    a.book_appointment(req).await.unwrap();
+    agent_a.book_appointment(req).await.unwrap();
     let gone = (first.desk.clone(), first.start);
     assert!(!keys(&cached(&b).await).contains(&gone), "replica B");
     assert!(!searched(&mut a, now).await.contains(&gone), "replica A");

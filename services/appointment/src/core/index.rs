@@ -6,23 +6,26 @@
 //!
 //! Exactness. Every transaction that takes or frees a unit of a desk (book,
 //! reschedule, cancel) or changes the desk's run-time exceptions raises the
-//! desk's row in `slot_versions`, in that same transaction, just before it
-//! commits. A query reads the counters of the desks it covers first (one
-//! indexed read) and uses a desk's entry only when the entry was built
+//! desk's version in `slot_versions` (a sum of rows, one raised at random
+//! per transaction), in that same transaction, just before it commits. A
+//! query reads the versions of the desks it covers first (one indexed
+//! read) and uses a desk's entry only when the entry was built
 //! under the very version it reads now. An entry is built from claims and
 //! exceptions read *after* reading its version, so it holds at least every
-//! commit up to that version; if the counter still reads the same, nothing
-//! committed since. A booking's RPC returns after its commit, so the next
-//! query, on any replica sharing the database, sees the raised counter and
-//! rebuilds: a slot gone is never offered, and a freed one is offered again.
+//! commit up to that version; as a version only grows, one that still
+//! reads the same means nothing committed since. A booking's RPC returns
+//! after its commit, so the next query, on any replica sharing the
+//! database, sees the raised version and rebuilds: a slot gone is never
+//! offered, and a freed one is offered again.
 //!
-//! Why a counter in the database and not invalidation over NATS: a message
+//! Why versions in the database and not invalidation over NATS: a message
 //! arrives after the commit, so another replica would answer from a stale
 //! entry in between (and a lost or late message would leave it stale
-//! longer). The counter read is a primary-key lookup on a row per desk,
-//! cheap beside a month of recomputation; bookings of different desks do
-//! not contend on it. The booking path itself stays guarded by the unique
-//! claim key: the index serves reads only.
+//! longer). The version read is one primary-key range read (a few rows
+//! per desk), cheap beside a month of recomputation; bookings mostly raise
+//! different rows, so they do not queue on one lock. The booking path
+//! itself stays guarded by the unique claim key: the index serves reads
+//! only.
 //!
 //! The answer is the one `open_units` / `apply_exceptions` / `free_starts`
 //! give for the query's range: an entry covers a wider range [lo, hi) and
@@ -31,7 +34,7 @@
 //! query's range, where both computations see the same units open and
 //! claimed (the entry reads exceptions and claims with a day of margin).
 //! Bookings purged by retention end a year in the past, before any entry's
-//! range, so the purge raises no counter.
+//! range, so the purge raises no version.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -43,6 +46,7 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction, ExprTrait, TryGetable};
 use super::{Core, a};
 use crate::db::entities::exception;
 use crate::error::{Error, internal, internal_err};
+use crate::schedule::Desk;
 
 /// How far ahead an entry is built beyond the query that builds it (the
 /// public windows are 60 days in the sample town; a longer query builds a
@@ -50,11 +54,29 @@ use crate::error::{Error, internal, internal_err};
 const HORIZON_DAYS: i64 = 100;
 /// Margin around an entry's range when reading claims and exceptions.
 const MARGIN_DAYS: i64 = 1;
+/// Version rows per desk (the connection pool's size: a rush of bookings
+/// on one desk seldom queues on one row).
+const SHARDS: i32 = 16;
 
-/// The in-memory entries, one per desk.
+/// Query shapes (desks, length, distinct) whose merged starts are kept.
+const MERGED_SHAPES: usize = 64;
+
+/// The in-memory entries, one per desk, and the merged starts of the
+/// query shapes last asked.
 #[derive(Default)]
 pub struct SlotIndex {
     desks: RwLock<HashMap<String, Arc<DeskSlots>>>,
+    merged: Mutex<Vec<Arc<Merged>>>,
+}
+
+/// One query shape's free starts over the entries they were merged from.
+pub struct Merged {
+    units: i64,
+    distinct: bool,
+    desks: Vec<(String, Arc<DeskSlots>)>,
+    /// (start, index of the desk in the query's desks), sorted by (start,
+    /// site, desk).
+    pub slots: Vec<(DateTime<Utc>, usize)>,
 }
 
 /// One desk's units over [lo, hi), as of `version`.
@@ -101,12 +123,15 @@ impl SlotIndex {
 }
 
 impl Core {
-    /// The version counters of `desks` (0 for a desk never changed).
+    /// The versions of `desks` (0 for a desk never changed): the sum of
+    /// each desk's shard rows, read in one statement.
     async fn slot_versions(&self, desks: &[&str]) -> Result<HashMap<String, i64>, Error> {
         let q = Query::select()
-            .columns([a("desk_id"), a("version")])
+            .column(a("desk_id"))
+            .expr_as(Expr::cust("CAST(SUM(version) AS BIGINT)"), a("version"))
             .from(a("slot_versions"))
             .and_where(Expr::col(a("desk_id")).is_in(desks.iter().map(|d| d.to_string())))
+            .group_by_col(a("desk_id"))
             .to_owned();
         let rows = self
             .db
@@ -124,25 +149,30 @@ impl Core {
         Ok(out)
     }
 
-    /// Raise the version of `desks` in `txn`: call it last before the
-    /// commit, so the row lock (bookings of one desk wait on it) is held
-    /// for the commit only. Desks go in sorted order so two transactions
+    /// Raise the version of `desks` in `txn` by one, on a shard row picked
+    /// at random: a desk's sum grows with every commit that raises it, and
+    /// bookings of one desk mostly lock different rows (one row would
+    /// serialise a desk's bookings from this statement to their commit).
+    /// Call it last before the commit, so what lock there is lasts the
+    /// commit only. Rows go in (desk, shard) order so two transactions
     /// raising the same two desks cannot deadlock.
     pub(super) async fn bump_slot_versions(
         &self,
         txn: &DatabaseTransaction,
         desks: &[&str],
     ) -> Result<(), sea_orm::DbErr> {
+        use rand::Rng;
         let mut desks = desks.to_vec();
         desks.sort_unstable();
         desks.dedup();
         for d in desks {
+            let shard: i32 = rand::rng().random_range(0..SHARDS);
             let q = Query::insert()
                 .into_table(a("slot_versions"))
-                .columns([a("desk_id"), a("version")])
-                .values_panic([d.into(), 1i64.into()])
+                .columns([a("desk_id"), a("shard"), a("version")])
+                .values_panic([d.into(), shard.into(), 1i64.into()])
                 .on_conflict(
-                    OnConflict::column(a("desk_id"))
+                    OnConflict::columns([a("desk_id"), a("shard")])
                         .value(
                             a("version"),
                             Expr::col((a("slot_versions"), a("version"))).add(1i64),
@@ -240,30 +270,88 @@ impl Core {
         Ok(out)
     }
 
-    /// Free starts of a booking `units` long in `e` within [from, to): the
-    /// entry's sorted starts and the index range of those in the query.
-    pub(super) fn free_in(
+    /// Every free start of a booking `units` long in `e`, sorted.
+    fn free_all(&self, e: &DeskSlots, units: i64) -> Arc<Vec<DateTime<Utc>>> {
+        let mut m = e.free.lock().unwrap_or_else(PoisonError::into_inner);
+        m.entry(units)
+            .or_insert_with(|| {
+                Arc::new(
+                    self.model
+                        .free_starts(&e.open, &e.taken, units, e.lo, e.hi),
+                )
+            })
+            .clone()
+    }
+
+    /// The free starts of these desks' entries merged into one list sorted
+    /// by (start, site, desk), one per site and start when `distinct`,
+    /// remembered until one of the entries is rebuilt. A query keeps the
+    /// starts `s` with `from <= s` and `s + span <= to`: a condition on the
+    /// start alone, the same for every desk, so merging then filtering
+    /// gives what filtering each desk then merging gives.
+    pub(super) fn merged_free(
         &self,
-        e: &DeskSlots,
+        desks: &[(&Desk, Arc<DeskSlots>)],
         units: i64,
-        from: DateTime<Utc>,
-        to: DateTime<Utc>,
-    ) -> (Arc<Vec<DateTime<Utc>>>, std::ops::Range<usize>) {
-        let all = {
-            let mut m = e.free.lock().unwrap_or_else(PoisonError::into_inner);
-            m.entry(units)
-                .or_insert_with(|| {
-                    Arc::new(
-                        self.model
-                            .free_starts(&e.open, &e.taken, units, e.lo, e.hi),
-                    )
-                })
-                .clone()
+        distinct: bool,
+    ) -> Arc<Merged> {
+        let same = |m: &Merged| {
+            m.units == units
+                && m.distinct == distinct
+                && m.desks.len() == desks.len()
+                && m.desks
+                    .iter()
+                    .zip(desks)
+                    .all(|((id, e), (d, f))| *id == d.id && Arc::ptr_eq(e, f))
         };
-        let span = self.model.slot * (units as i32);
-        // Sorted starts: both conditions hold on a prefix / suffix.
-        let first = all.partition_point(|s| *s < from);
-        let end = first + all[first..].partition_point(|s| *s + span <= to);
-        (all, first..end)
+        if let Some(m) = self
+            .index
+            .merged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .find(|m| same(m))
+        {
+            return m.clone();
+        }
+        let mut all: Vec<(DateTime<Utc>, &str, &str, usize)> = Vec::new();
+        for (k, (d, e)) in desks.iter().enumerate() {
+            let starts = self.free_all(e, units);
+            all.extend(
+                starts
+                    .iter()
+                    .map(|s| (*s, d.site.as_str(), d.id.as_str(), k)),
+            );
+        }
+        // Runs of sorted starts, one per desk: the stable sort merges them.
+        all.sort();
+        if distinct {
+            // Sorted by (start, site, desk): a site's repeats are adjacent.
+            all.dedup_by(|x, y| x.0 == y.0 && x.1 == y.1);
+        }
+        let m = Arc::new(Merged {
+            units,
+            distinct,
+            desks: desks
+                .iter()
+                .map(|(d, e)| (d.id.clone(), e.clone()))
+                .collect(),
+            slots: all.into_iter().map(|(s, _, _, k)| (s, k)).collect(),
+        });
+        let mut list = self
+            .index
+            .merged
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        list.retain(|o| {
+            !(o.units == units
+                && o.distinct == distinct
+                && o.desks.iter().map(|x| &x.0).eq(m.desks.iter().map(|x| &x.0)))
+        });
+        if list.len() >= MERGED_SHAPES {
+            list.remove(0);
+        }
+        list.push(m.clone());
+        m
     }
 }

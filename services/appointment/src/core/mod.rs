@@ -232,32 +232,20 @@ impl Core {
         let span = self.model.slot * (units as i32);
         // From memory, kept exact by the desks' version counters (index.rs).
         let entries = self.desk_slots(&ids, from, to).await?;
-        let mut found: Vec<(DateTime<Utc>, &str, &str)> = Vec::new();
-        let mut runs = Vec::with_capacity(desks.len());
-        for (d, e) in desks.iter().zip(&entries) {
-            if let Some(e) = e {
-                runs.push((*d, self.free_in(e, units, from, to)));
-            }
-        }
-        for (d, (starts, range)) in &runs {
-            found.extend(
-                starts[range.clone()]
-                    .iter()
-                    .map(|s| (*s, d.site.as_str(), d.id.as_str())),
-            );
-        }
-        // Runs of sorted starts, one per desk: the stable sort merges them.
-        found.sort();
-        if distinct {
-            // Sorted by (start, site, desk): a site's repeats are adjacent.
-            found.dedup_by(|x, y| x.0 == y.0 && x.1 == y.1);
-        }
-        found.truncate(limit);
-        Ok(found
+        let desks: Vec<_> = desks
             .into_iter()
-            .map(|(s, site, desk)| FreeSlot {
-                site: site.to_owned(),
-                desk: desk.to_owned(),
+            .zip(entries)
+            .filter_map(|(d, e)| Some((d, e?)))
+            .collect();
+        let merged = self.merged_free(&desks, units, distinct);
+        let first = merged.slots.partition_point(|s| s.0 < from);
+        let n = merged.slots[first..].partition_point(|s| s.0 + span <= to);
+        Ok(merged.slots[first..first + n]
+            .iter()
+            .take(limit)
+            .map(|&(s, k)| FreeSlot {
+                site: desks[k].0.site.clone(),
+                desk: desks[k].0.id.clone(),
                 start: s,
                 end: s + span,
             })
