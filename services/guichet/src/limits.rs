@@ -186,7 +186,7 @@ pub fn render(l: &Limits) -> String {
             mb(f.binary_bytes)
         ));
         s.push_str(&format!(
-            "  guichet up, every role: start to ready   {:.2} s (goal ≤ 2 s)\n  guichet up, idle RSS after 5 s          {:.1} MB (goal ≤ 150 MB)\n",
+            "  guichet up, every role: start to ready   {:.2} s (goal ≤ 2 s)\n  guichet up, idle RSS after 5 s           {:.1} MB (goal ≤ 150 MB)\n",
             f.up_ready_secs,
             mb(f.idle_rss_bytes)
         ));

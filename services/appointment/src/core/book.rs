@@ -104,20 +104,18 @@ impl Core {
                 "is not an opening slot of this site for this type",
             ));
         }
-        // In a rush most attempts come after the slot's winner committed:
-        // one read turns them away without a transaction that inserts, waits
-        // on the winner's claim and rolls back. Only a hint: a claim made
-        // after this read still fails on the unique key below.
-        let mut free = Vec::with_capacity(candidates.len());
-        for d in candidates {
-            if !self.claimed(&d.id, nb.start, units).await? {
-                free.push(d);
-            }
-        }
-        let candidates = free;
         let now = self.now();
         let end = nb.start + self.model.slot * (units as i32);
         for desk in candidates {
+            // In a rush, attempts on one desk-time in this process take
+            // turns; once the first committed, one read turns the others
+            // away without a transaction that inserts, waits on the
+            // winner's claim and rolls back. Both are hints only: the
+            // unique claim key below decides, across replicas too.
+            let turn = self.index.turn(&desk.id, nb.start).await;
+            if self.claimed(&desk.id, nb.start, units).await? {
+                continue;
+            }
             let id = uuid::Uuid::now_v7().to_string();
             let txn = self.db.begin().await.map_err(internal_err("book"))?;
             let row = booking::ActiveModel {
@@ -201,6 +199,8 @@ impl Core {
                 Err(e) => return Err(internal("book", e)),
             }
             self.outbox.notify();
+            drop(turn);
+            self.settle_slot_versions(&[desk.id.as_str()]).await;
             metrics::counter!("guichet_appointment_bookings_total", "type" => t.id.clone())
                 .increment(1);
             tracing::info!(booking_id = %id, appointment_type = %t.id, site = %nb.site_id, desk = %desk.id, "appointment booked");

@@ -185,6 +185,7 @@ impl Core {
             .await
             .map_err(|e| self.conflict_or_internal("cancel", e))?;
         self.outbox.notify();
+        self.settle_slot_versions(&[b.desk_id.as_str()]).await;
         tracing::info!(booking_id = %b.id, status = status.as_str(), "appointment cancelled");
         Ok(updated)
     }
@@ -341,6 +342,8 @@ impl Core {
                 Err(e) => return Err(internal("reschedule", e)),
             }
             self.outbox.notify();
+            self.settle_slot_versions(&[b.desk_id.as_str(), desk.id.as_str()])
+                .await;
             tracing::info!(booking_id = %b.id, "appointment rescheduled");
             return Ok(updated);
         }

@@ -39,6 +39,7 @@ impl Core {
         txn.commit()
             .await
             .map_err(internal_err("create schedule exception"))?;
+        self.settle_slot_versions(&[desk]).await;
         let affected = self.affected(&m).await?;
         tracing::info!(exception_id = %m.id, desk, kind, affected, "schedule exception created");
         Ok((m, affected))
@@ -81,6 +82,7 @@ impl Core {
         txn.commit()
             .await
             .map_err(internal_err("delete schedule exception"))?;
+        self.settle_slot_versions(&[m.desk_id.as_str()]).await;
         tracing::info!(exception_id = %id, "schedule exception deleted");
         Ok(m)
     }
