@@ -265,7 +265,10 @@ async fn insert(db: &DatabaseConnection, id: i64) -> anyhow::Result<()> {
 
 async fn temp_stream(js: &jetstream::Context) -> anyhow::Result<(String, String)> {
     let id = unique();
-    let (name, subject) = (format!("LIMITS_{}", id.to_uppercase()), format!("limits{id}"));
+    let (name, subject) = (
+        format!("LIMITS_{}", id.to_uppercase()),
+        format!("limits{id}"),
+    );
     js.create_stream(jetstream::stream::Config {
         name: name.clone(),
         subjects: vec![format!("{subject}.>")],
@@ -299,17 +302,16 @@ async fn publish_ack(js: &jetstream::Context, n: usize) -> anyhow::Result<(f64, 
             {
                 a.await?;
             }
-            acks.push_back(js.publish(format!("{subject}.par"), payload.clone()).await?);
+            acks.push_back(
+                js.publish(format!("{subject}.par"), payload.clone())
+                    .await?,
+            );
         }
         for a in acks {
             a.await?;
         }
         let per_s = total as f64 / t0.elapsed().as_secs_f64();
-        anyhow::Ok((
-            ms(percentile(&lat, 0.5)),
-            ms(percentile(&lat, 0.99)),
-            per_s,
-        ))
+        anyhow::Ok((ms(percentile(&lat, 0.5)), ms(percentile(&lat, 0.99)), per_s))
     }
     .await;
     let _ = js.delete_stream(&stream).await;

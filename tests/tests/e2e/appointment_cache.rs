@@ -200,7 +200,10 @@ async fn cache_never_offers_a_slot_gone(backend: Backend) {
     let truth = keys(&uncached(&b).await);
     assert_eq!(keys(&cached(&b).await), truth);
     assert_eq!(
-        searched(&mut a, now).await.into_iter().collect::<BTreeSet<_>>(),
+        searched(&mut a, now)
+            .await
+            .into_iter()
+            .collect::<BTreeSet<_>>(),
         truth
     );
     f.finish().await;

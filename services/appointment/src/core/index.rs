@@ -103,7 +103,11 @@ pub struct Turn<'a> {
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
         self.guard.take();
-        let mut m = self.index.turns.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut m = self
+            .index
+            .turns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // Nobody else holds or waits for it (the map and this turn).
         if Arc::strong_count(&self.lock) == 2 {
             m.remove(&self.key);
@@ -403,10 +407,7 @@ impl Core {
         let mut m = e.free.lock().unwrap_or_else(PoisonError::into_inner);
         m.entry(units)
             .or_insert_with(|| {
-                Arc::new(
-                    self.model
-                        .free_starts(&e.open, &e.taken, units, e.lo, e.hi),
-                )
+                Arc::new(self.model.free_starts(&e.open, &e.taken, units, e.lo, e.hi))
             })
             .clone()
     }
@@ -474,7 +475,10 @@ impl Core {
         list.retain(|o| {
             !(o.units == units
                 && o.distinct == distinct
-                && o.desks.iter().map(|x| &x.0).eq(m.desks.iter().map(|x| &x.0)))
+                && o.desks
+                    .iter()
+                    .map(|x| &x.0)
+                    .eq(m.desks.iter().map(|x| &x.0)))
         });
         if list.len() >= MERGED_SHAPES {
             list.remove(0);
