@@ -91,6 +91,9 @@ pub struct SlotIndex {
 }
 
 type DeskTime = (String, DateTime<Utc>);
+/// A desk to rebuild: its place in the query, the range its new entry
+/// covers, its old entry.
+type Rebuild = (usize, DateTime<Utc>, DateTime<Utc>, Option<Arc<DeskSlots>>);
 
 /// One booking attempt's turn on a desk-time; the next waits until it drops.
 pub struct Turn<'a> {
@@ -333,8 +336,7 @@ impl Core {
         let versions = self.current_versions(desks).await?;
         let mut out: Vec<Option<Arc<DeskSlots>>> = Vec::with_capacity(desks.len());
         // Stale desks with the range their new entry covers.
-        let mut stale: Vec<(usize, DateTime<Utc>, DateTime<Utc>, Option<Arc<DeskSlots>>)> =
-            Vec::new();
+        let mut stale: Vec<Rebuild> = Vec::new();
         for (i, d) in desks.iter().enumerate() {
             let cur = self.index.get(d);
             match cur {
