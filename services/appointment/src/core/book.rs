@@ -7,6 +7,8 @@ impl Core {
         if let Some(rid) = &nb.request_id
             && let Some(b) = self.by_request(rid).await?
         {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let t = self.kind(&nb.type_id, "appointment_type")?.clone();
@@ -148,6 +150,7 @@ impl Core {
                     if let Some(rid) = &nb.request_id
                         && let Some(b) = self.by_request(rid).await?
                     {
+                        self.settle_slot_versions(&[b.desk_id.as_str()]).await;
                         return Ok(b);
                     }
                     return Err(internal("book", e));

@@ -115,10 +115,13 @@ impl Core {
         request_id: Option<String>,
     ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let b = self.get(id).await?;
         if b.status == CANCELLED_BY_CITIZEN || b.status == CANCELLED_BY_TOWN {
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         if b.status != BOOKED {
@@ -208,6 +211,8 @@ impl Core {
         request_id: Option<String>,
     ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let b = self.get(id).await?;

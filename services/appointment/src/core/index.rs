@@ -19,7 +19,8 @@
 //! database round trip, about 0.2 ms on a busy 2-core machine), so a
 //! replica reuses a version it read for [`LEASE`] (2 ms) from the moment
 //! it sent the read, and every change waits [`SETTLE`] (4 ms) after its
-//! commit before its RPC returns. A query that starts after a change
+//! commit before its RPC returns (so does a retry answered with the first
+//! attempt's result, which may overtake it). A query that starts after a change
 //! returned therefore uses a version read sent at least 2 ms after that
 //! commit, on whichever replica: it sees the raised version and rebuilds.
 //! A slot gone is never offered and a freed one is offered again, to any
