@@ -21,14 +21,17 @@ test:
 		$(CARGO) test --workspace --no-fail-fast; \
 	fi
 
-## Benchmarks (release builds; figures printed, never asserted): the
-## routing rules' accuracy on the labelled corpus (confusion table), routing
+## Benchmarks (release builds; figures printed, never asserted): first
+## this machine's raw limits and footprint (`bench-limits`, written to
+## target/bench-limits.json for the others' ratios), then the routing
+## rules' accuracy on the labelled corpus (confusion table), routing
 ## end to end on SQLite and PostgreSQL (BENCH_ARGS, e.g.
 ## `--events 5000 --backends sqlite`), the portal's pages and live updates
 ## (2,000 pending requests, 200 SSE clients), the indicators (a year of a
 ## town of 50,000 ingested, then queried), then appointments.
 bench:
 	@scripts/ensure-services.sh test
+	$(CARGO) run --release -p guichet -- bench-limits
 	$(CARGO) run --release -p guichet -- classify
 	$(CARGO) run --release -p guichet -- bench $(BENCH_ARGS)
 	$(CARGO) run --release -p guichet -- bench-portal

@@ -10,7 +10,10 @@
 //!
 //!     make bench        # or: cargo bench -p guichet-appointment --bench rush
 //!
-//! Figures are printed, never asserted.
+//! Figures are printed, never asserted. The rush is printed as a ratio of
+//! this machine's one-row commits at 16 concurrent, read from
+//! `target/bench-limits.json` (`guichet bench-limits`, the first step of
+//! `make bench`) or, when that file is missing, measured here.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
@@ -147,8 +150,9 @@ async fn run(label: &str, database_url: String) {
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(service.run(stop.clone()));
 
-    // Availability: a month ahead, one site, 2 people, distinct times.
-    let n = 300;
+    // Availability: a month ahead, one site, 2 people, distinct times (the
+    // first query builds the index; the version check is in every one).
+    let n = 3000;
     let t0 = Instant::now();
     let mut slots = 0;
     for _ in 0..n {
@@ -169,7 +173,34 @@ async fn run(label: &str, database_url: String) {
     }
     let qps = n as f64 / t0.elapsed().as_secs_f64();
     println!(
-        "{label:10} availability: {qps:8.0} queries/s ({slots} slot times over 31 days, 3 desks)"
+        "{label:10} availability: {qps:8.0} queries/s ({slots} slot times over 31 days, 3 desks), one at a time"
+    );
+    // The same, 16 at a time (the aggregator polls many sites at once).
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let core = core.clone();
+        set.spawn(async move {
+            for _ in 0..n / 16 {
+                core.availability(
+                    "passeport-depot",
+                    &["mairie".into()],
+                    2,
+                    now,
+                    now + Duration::days(31),
+                    5000,
+                    true,
+                    false,
+                )
+                .await
+                .unwrap();
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    println!(
+        "{label:10} availability: {:8.0} queries/s, 16 at a time",
+        (n / 16 * 16) as f64 / t0.elapsed().as_secs_f64()
     );
 
     // The rush: 400 desk-times on 2027-01-05..08 (ten clients each).
@@ -240,6 +271,11 @@ async fn run(label: &str, database_url: String) {
         pct(&lat, 0.99)
     );
     assert_eq!(won, targets.len(), "one booking per slot");
+    let (limit, source) = commit_limit(label, &core.db).await;
+    println!(
+        "{label:10} booking rush: {:.2} × one-row commits at 16 concurrent ({limit:.0} commits/s, {source})",
+        clients as f64 / secs / limit
+    );
     stop.cancel();
     let js = async_nats::jetstream::new(bus.client().clone());
     for s in ["EVENTS", "NOTIFY"] {
@@ -247,6 +283,51 @@ async fn run(label: &str, database_url: String) {
             .delete_stream(format!("B{}_{s}", id.to_uppercase()))
             .await;
     }
+}
+
+/// One-row commits at 16 concurrent on this backend: from the file
+/// `guichet bench-limits` wrote in this run, else measured on `db` now.
+async fn commit_limit(label: &str, db: &sea_orm::DatabaseConnection) -> (f64, &'static str) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+    let file = std::fs::read_to_string(target.join("bench-limits.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let key = if label == "postgres" {
+        "commits_16_postgres_per_s"
+    } else {
+        "commits_16_sqlite_per_s"
+    };
+    if let Some(v) = file.as_ref().and_then(|f| f[key].as_f64()) {
+        return (v, "target/bench-limits.json");
+    }
+    db.execute_unprepared("CREATE TABLE limits_rows (id BIGINT PRIMARY KEY)")
+        .await
+        .unwrap();
+    let n = 4000usize;
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let t0 = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (db, next) = (db.clone(), next.clone());
+        set.spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return;
+                }
+                db.execute_unprepared(&format!("INSERT INTO limits_rows (id) VALUES ({i})"))
+                    .await
+                    .unwrap();
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+    (
+        n as f64 / t0.elapsed().as_secs_f64(),
+        "measured here: no bench-limits file",
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

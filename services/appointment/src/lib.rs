@@ -126,6 +126,7 @@ pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
             clock: deps.clock.clone(),
             coordination,
             dossier,
+            index: Default::default(),
         },
         auth: deps.auth,
         http,

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod indicators_bench;
+pub mod limits;
 pub mod nats;
 pub mod portal_bench;
 pub mod public_bench;

@@ -148,6 +148,23 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         repeats: usize,
     },
+    /// Measure this machine's raw limits (JetStream publish + ack, pull →
+    /// INSERT → ack, one-row commits at 16 concurrent, `guichet up`'s
+    /// footprint), print them and write them as JSON for the other benches.
+    BenchLimits {
+        #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+        pg_url: String,
+        #[arg(long, default_value_t = 5000)]
+        messages: usize,
+        #[arg(long, default_value_t = 8000)]
+        commits: usize,
+        /// Skip spawning `guichet up` (binary size, start, RSS).
+        #[arg(long)]
+        no_footprint: bool,
+        /// Default: $CARGO_TARGET_DIR/bench-limits.json or target/bench-limits.json.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Validate process definitions offline (CI, before publishing a version).
     Processes {
         #[command(subcommand)]
@@ -365,6 +382,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 nats_url: config.bus.url.clone(),
             })
             .await
+        }
+        Command::BenchLimits {
+            pg_url,
+            messages,
+            commits,
+            no_footprint,
+            out,
+        } => {
+            let opts = guichet::limits::LimitsOptions {
+                nats_url: config.bus.url.clone(),
+                pg_url,
+                messages,
+                commits,
+                footprint: !no_footprint,
+            };
+            let out = out.unwrap_or_else(guichet::limits::default_path);
+            guichet::limits::run(opts, &out).await
         }
         Command::Token {
             roles,

@@ -6,6 +6,7 @@
 
 mod appointment_ants;
 mod appointment_booking;
+mod appointment_cache;
 mod appointment_timers;
 mod auth;
 mod config;

@@ -7,6 +7,8 @@ impl Core {
         if let Some(rid) = &nb.request_id
             && let Some(b) = self.by_request(rid).await?
         {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let t = self.kind(&nb.type_id, "appointment_type")?.clone();
@@ -107,6 +109,15 @@ impl Core {
         let now = self.now();
         let end = nb.start + self.model.slot * (units as i32);
         for desk in candidates {
+            // In a rush, attempts on one desk-time in this process take
+            // turns; once the first committed, one read turns the others
+            // away without a transaction that inserts, waits on the
+            // winner's claim and rolls back. Both are hints only: the
+            // unique claim key below decides, across replicas too.
+            let turn = self.index.turn(&desk.id, nb.start).await;
+            if self.claimed(&desk.id, nb.start, units).await? {
+                continue;
+            }
             let id = uuid::Uuid::now_v7().to_string();
             let txn = self.db.begin().await.map_err(internal_err("book"))?;
             let row = booking::ActiveModel {
@@ -139,6 +150,7 @@ impl Core {
                     if let Some(rid) = &nb.request_id
                         && let Some(b) = self.by_request(rid).await?
                     {
+                        self.settle_slot_versions(&[b.desk_id.as_str()]).await;
                         return Ok(b);
                     }
                     return Err(internal("book", e));
@@ -181,12 +193,17 @@ impl Core {
                 .await
                 .map_err(internal_err("book"))?;
             }
+            self.bump_slot_versions(&txn, &[desk.id.as_str()])
+                .await
+                .map_err(internal_err("book"))?;
             match txn.commit().await {
                 Ok(()) => {}
                 Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(internal("book", e)),
             }
             self.outbox.notify();
+            drop(turn);
+            self.settle_slot_versions(&[desk.id.as_str()]).await;
             metrics::counter!("guichet_appointment_bookings_total", "type" => t.id.clone())
                 .increment(1);
             tracing::info!(booking_id = %id, appointment_type = %t.id, site = %nb.site_id, desk = %desk.id, "appointment booked");

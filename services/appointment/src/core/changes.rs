@@ -115,10 +115,13 @@ impl Core {
         request_id: Option<String>,
     ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let b = self.get(id).await?;
         if b.status == CANCELLED_BY_CITIZEN || b.status == CANCELLED_BY_TOWN {
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         if b.status != BOOKED {
@@ -178,10 +181,14 @@ impl Core {
         )
         .await
         .map_err(internal_err("cancel"))?;
+        self.bump_slot_versions(&txn, &[b.desk_id.as_str()])
+            .await
+            .map_err(internal_err("cancel"))?;
         txn.commit()
             .await
             .map_err(|e| self.conflict_or_internal("cancel", e))?;
         self.outbox.notify();
+        self.settle_slot_versions(&[b.desk_id.as_str()]).await;
         tracing::info!(booking_id = %b.id, status = status.as_str(), "appointment cancelled");
         Ok(updated)
     }
@@ -204,6 +211,8 @@ impl Core {
         request_id: Option<String>,
     ) -> Result<booking::Model, Error> {
         if let Some(b) = self.replay(&request_id).await? {
+            // A retry may overtake the first attempt's settling.
+            self.settle_slot_versions(&[b.desk_id.as_str()]).await;
             return Ok(b);
         }
         let b = self.get(id).await?;
@@ -329,12 +338,17 @@ impl Core {
             )
             .await
             .map_err(internal_err("reschedule"))?;
+            self.bump_slot_versions(&txn, &[b.desk_id.as_str(), desk.id.as_str()])
+                .await
+                .map_err(internal_err("reschedule"))?;
             match txn.commit().await {
                 Ok(()) => {}
                 Err(e) if is_unique_violation(&e) => continue,
                 Err(e) => return Err(internal("reschedule", e)),
             }
             self.outbox.notify();
+            self.settle_slot_versions(&[b.desk_id.as_str(), desk.id.as_str()])
+                .await;
             tracing::info!(booking_id = %b.id, "appointment rescheduled");
             return Ok(updated);
         }

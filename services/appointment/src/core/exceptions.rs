@@ -23,10 +23,23 @@ impl Core {
             reason: Set(reason.to_owned()),
             created_by: Set(caller.subject.clone()),
             created_at: Set(self.now()),
-        }
-        .insert(&self.db)
-        .await
-        .map_err(internal_err("create schedule exception"))?;
+        };
+        let txn = self
+            .db
+            .begin()
+            .await
+            .map_err(internal_err("create schedule exception"))?;
+        let m = m
+            .insert(&txn)
+            .await
+            .map_err(internal_err("create schedule exception"))?;
+        self.bump_slot_versions(&txn, &[desk])
+            .await
+            .map_err(internal_err("create schedule exception"))?;
+        txn.commit()
+            .await
+            .map_err(internal_err("create schedule exception"))?;
+        self.settle_slot_versions(&[desk]).await;
         let affected = self.affected(&m).await?;
         tracing::info!(exception_id = %m.id, desk, kind, affected, "schedule exception created");
         Ok((m, affected))
@@ -54,10 +67,22 @@ impl Core {
             .await
             .map_err(internal_err("delete schedule exception"))?
             .ok_or_else(|| not_found("schedule exception", id))?;
-        exception::Entity::delete_by_id(id.to_owned())
-            .exec(&self.db)
+        let txn = self
+            .db
+            .begin()
             .await
             .map_err(internal_err("delete schedule exception"))?;
+        exception::Entity::delete_by_id(id.to_owned())
+            .exec(&txn)
+            .await
+            .map_err(internal_err("delete schedule exception"))?;
+        self.bump_slot_versions(&txn, &[m.desk_id.as_str()])
+            .await
+            .map_err(internal_err("delete schedule exception"))?;
+        txn.commit()
+            .await
+            .map_err(internal_err("delete schedule exception"))?;
+        self.settle_slot_versions(&[m.desk_id.as_str()]).await;
         tracing::info!(exception_id = %id, "schedule exception deleted");
         Ok(m)
     }

@@ -39,10 +39,13 @@ use crate::error::{
 };
 use crate::schedule::Model;
 
+pub use index::SlotIndex;
+
 mod book;
 mod changes;
 mod effects;
 mod exceptions;
+mod index;
 mod jobs;
 mod retention;
 mod waitlist;
@@ -103,6 +106,9 @@ pub struct Core {
     pub clock: SharedClock,
     pub coordination: Arc<dyn Coordination>,
     pub dossier: Arc<dyn DossierLinker>,
+    /// Availability answered from memory, checked against the database's
+    /// per-desk versions on every query (see `index`).
+    pub index: Arc<SlotIndex>,
 }
 
 fn a(s: &str) -> Alias {
@@ -224,33 +230,26 @@ impl Core {
             .collect();
         let ids: Vec<&str> = desks.iter().map(|d| d.id.as_str()).collect();
         let span = self.model.slot * (units as i32);
-        // Both reads at once (PostgreSQL runs them in parallel).
-        let (taken, ex) = tokio::try_join!(
-            self.taken(&self.db, &ids, from - span, to + span),
-            self.exceptions(&ids, from - span, to + span)
-        )?;
-        let empty = BTreeSet::new();
-        let mut out = Vec::new();
-        for d in desks {
-            let mut open = self.model.open_units(d, from, to);
-            self.apply_exceptions(&d.id, &mut open, &ex, from, to);
-            let tk = taken.get(&d.id).unwrap_or(&empty);
-            for s in self.model.free_starts(&open, tk, units, from, to) {
-                out.push(FreeSlot {
-                    site: d.site.clone(),
-                    desk: d.id.clone(),
-                    start: s,
-                    end: s + span,
-                });
-            }
-        }
-        out.sort_by(|x, y| (x.start, &x.site, &x.desk).cmp(&(y.start, &y.site, &y.desk)));
-        if distinct {
-            let mut seen = BTreeSet::new();
-            out.retain(|s| seen.insert((s.site.clone(), s.start)));
-        }
-        out.truncate(limit);
-        Ok(out)
+        // From memory, kept exact by the desks' version counters (index.rs).
+        let entries = self.desk_slots(&ids, from, to).await?;
+        let desks: Vec<_> = desks
+            .into_iter()
+            .zip(entries)
+            .filter_map(|(d, e)| Some((d, e?)))
+            .collect();
+        let merged = self.merged_free(&desks, units, distinct);
+        let first = merged.slots.partition_point(|s| s.0 < from);
+        let n = merged.slots[first..].partition_point(|s| s.0 + span <= to);
+        Ok(merged.slots[first..first + n]
+            .iter()
+            .take(limit)
+            .map(|&(s, k)| FreeSlot {
+                site: desks[k].0.site.clone(),
+                desk: desks[k].0.id.clone(),
+                start: s,
+                end: s + span,
+            })
+            .collect())
     }
 
     pub async fn get(&self, id: &str) -> Result<booking::Model, Error> {
@@ -327,6 +326,26 @@ impl Core {
         }
         txn.execute(&q).await?;
         Ok(())
+    }
+
+    /// Whether a unit of `desk` among the `units` from `start` is claimed.
+    async fn claimed(&self, desk: &str, start: DateTime<Utc>, units: i64) -> Result<bool, Error> {
+        let q = Query::select()
+            .column(a("unit_start"))
+            .from(a("slot_claims"))
+            .and_where(Expr::col(a("desk_id")).eq(desk))
+            .and_where(
+                Expr::col(a("unit_start"))
+                    .is_in((0..units).map(|k| (start + self.model.slot * (k as i32)).timestamp())),
+            )
+            .limit(1)
+            .to_owned();
+        let row = self
+            .db
+            .query_one(&q)
+            .await
+            .map_err(internal_err("read slot claims"))?;
+        Ok(row.is_some())
     }
 
     async fn release(

@@ -7,6 +7,7 @@ mod m0001_init;
 mod m0002_exceptions;
 mod m0003_lookup;
 mod m0004_durable_jobs;
+mod m0005_slot_versions;
 
 use sea_orm_migration::prelude::*;
 
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_exceptions::Migration),
             Box::new(m0003_lookup::Migration),
             Box::new(m0004_durable_jobs::Migration),
+            Box::new(m0005_slot_versions::Migration),
         ]
     }
 }
