@@ -129,6 +129,32 @@ pub async fn run(opts: BenchOptions) -> anyhow::Result<Vec<BenchResult>> {
         "idle: one event at a time, publish → work item enqueued; burst: {} events with {} publishes in flight (includes waiting behind earlier events); raw JS: JetStream publish+ack, sequential, same run",
         opts.events, opts.in_flight
     );
+    // Each figure beside this machine's raw limit (`guichet bench-limits`,
+    // the first step of `make bench`).
+    let path = crate::limits::default_path();
+    match crate::limits::read(&path) {
+        Some(l) => {
+            for r in &results {
+                let raw = match r.backend.as_str() {
+                    "postgres" => l.pull_insert_ack_postgres_per_s,
+                    _ => Some(l.pull_insert_ack_sqlite_per_s),
+                };
+                if let Some(raw) = raw.filter(|x| *x > 0.0) {
+                    println!(
+                        "{:<10} routed/s ÷ raw JetStream pull → one INSERT → ack ({raw:.0}/s): {:.2}; idle p50 ÷ raw publish+ack p50 ({:.2} ms): {:.0}×",
+                        r.backend,
+                        r.routed_per_sec / raw,
+                        l.jetstream_publish_ack_p50_ms,
+                        ms(r.idle_p50) / l.jetstream_publish_ack_p50_ms.max(1e-6)
+                    );
+                }
+            }
+        }
+        None => println!(
+            "no raw limits at {} (run `guichet bench-limits` first): ratios not printed",
+            path.display()
+        ),
+    }
     Ok(results)
 }
 
