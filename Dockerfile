@@ -77,4 +77,6 @@ EXPOSE 50051 9090
 # No HEALTHCHECK: the image has no HTTP client; orchestrators probe the ports
 # directly (Kubernetes: native gRPC probe on 50051, httpGet on 9090).
 ENTRYPOINT ["guichet"]
-CMD ["up"]
+# Production by default: every role, no development keys or tokens, the
+# development sinks refused (`docker run … guichet up` for a laptop trial).
+CMD ["serve", "--all"]

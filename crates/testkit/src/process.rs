@@ -96,6 +96,8 @@ impl TestEnv {
             format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut cmd = tokio::process::Command::new(guichet_bin());
         cmd.arg("serve").args(roles).kill_on_drop(true);
+        // The tests read SMS and emails from the development sinks.
+        cmd.env("GUICHET__DEVELOPMENT", "true");
         for (k, v) in &self.overrides {
             cmd.env(k, v);
         }

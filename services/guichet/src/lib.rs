@@ -536,6 +536,44 @@ pub fn generate_password() -> String {
         .collect()
 }
 
+/// `guichet serve` is production: the development sinks of notification
+/// (SMS codes and citizens' emails written to a folder) are refused, naming
+/// the key, unless `development = true`, which is then said loudly.
+pub fn check_production(config: &GuichetConfig, roles: &[Role]) -> anyhow::Result<()> {
+    if !roles.contains(&Role::Notification) {
+        return Ok(());
+    }
+    let mut sinks = Vec::new();
+    if config.notification.sms_provider == "sink" {
+        sinks.push((
+            "notification.sms_provider",
+            "SMS (signature codes included) are written to a folder, not sent",
+            "`http` and notification.sms_http",
+        ));
+    }
+    if config.notification.email.transport == "sink" {
+        sinks.push((
+            "notification.email.transport",
+            "citizens' emails are written to a folder, not sent",
+            "`smtp` and notification.email.smtp_host",
+        ));
+    }
+    if sinks.is_empty() {
+        return Ok(());
+    }
+    if config.development {
+        for (key, what, _) in &sinks {
+            tracing::warn!(key, "DEVELOPMENT MODE: {what}; never run a town like this");
+            eprintln!("guichet: DEVELOPMENT MODE ({key} = \"sink\"): {what}.");
+        }
+        return Ok(());
+    }
+    let (key, what, fix) = sinks[0];
+    anyhow::bail!(
+        "configuration error: invalid value for key `{key}`: \"sink\" is the development sink ({what}); set {fix}, or development = true (GUICHET__DEVELOPMENT=true) to run with the development sinks"
+    )
+}
+
 /// The development accounts `guichet up` creates in the portal (once;
 /// their passwords kept under `data_dir/dev-accounts`, owner-only), and
 /// the lines that print them.

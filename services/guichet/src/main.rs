@@ -30,9 +30,15 @@ enum Command {
     /// Run every served role in one process (laptop, small town). Starts a
     /// local nats-server when none answers and one is installed.
     Up,
-    /// Run the chosen roles (one Kubernetes Deployment per role).
+    /// Run the chosen roles (one Kubernetes Deployment per role), or every
+    /// role with `--all` (the image's default): production mode, no tokens
+    /// minted or printed, no development keys created, the development
+    /// sinks refused unless `development = true`.
     Serve {
-        #[arg(required = true, value_enum)]
+        /// Every served role in this process.
+        #[arg(long, conflicts_with = "roles")]
+        all: bool,
+        #[arg(value_enum, required_unless_present = "all")]
         roles: Vec<Role>,
     },
     /// Run database migrations of the stateful roles, then exit.
@@ -433,6 +439,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             guichet::migrate(&config, &roles).await
         }
         Command::Up => {
+            config.development = true;
             config.ensure_dev_signing_key(true)?;
             config.ensure_dev_signature_keys()?;
             let cti_token = config.ensure_dev_cti_token()?;
@@ -485,8 +492,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             res
         }
-        Command::Serve { roles } => {
+        Command::Serve { all, roles } => {
+            let roles = if all { Role::ALL.to_vec() } else { roles };
             let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            guichet::check_production(&config, &roles)?;
             let shutdown = guichet_platform::shutdown::on_signal();
             let app = guichet::start(config, &roles, shutdown).await?;
             app.wait().await

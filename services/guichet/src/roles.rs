@@ -64,6 +64,10 @@ macro_rules! roles {
         #[serde(deny_unknown_fields)]
         pub struct GuichetConfig {
             pub data_dir: std::path::PathBuf,
+            /// Laptop mode: the development SMS and email sinks are accepted
+            /// by `guichet serve` (with a warning). `guichet up` sets it.
+            #[serde(default)]
+            pub development: bool,
             /// The town's model (`town/*.toml`); empty: the shipped sample town.
             pub town_dir: std::path::PathBuf,
             pub server: guichet_platform::config::ServerConfig,

@@ -60,6 +60,48 @@ async fn the_binary_refuses_to_start_with_an_invalid_value_and_names_the_key() {
     assert!(stderr.contains("routing.concurrency"), "{stderr}");
 }
 
+/// `guichet serve` is production: notification's development sinks (SMS
+/// codes and citizens' emails written to a folder) are refused, naming the
+/// key and the way out; `guichet up` stays the laptop mode.
+#[tokio::test]
+async fn serve_refuses_the_development_sinks_unless_development_is_set() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [vec!["serve", "notification"], vec!["serve", "--all"]] {
+        let out = tokio::process::Command::new(guichet_bin())
+            .args(&args)
+            .current_dir(dir.path())
+            .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .expect("run guichet");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("notification.sms_provider"), "{stderr}");
+        assert!(stderr.contains("GUICHET__DEVELOPMENT=true"), "{stderr}");
+        assert!(
+            !stderr.contains("Development token"),
+            "no token printed: {stderr}"
+        );
+    }
+    // With the provider configured, the email sink is the next refusal.
+    let out = tokio::process::Command::new(guichet_bin())
+        .args(["serve", "notification"])
+        .current_dir(dir.path())
+        .env("GUICHET__AUTH__SIGNING_KEY", SIGNING_KEY)
+        .env("GUICHET__NOTIFICATION__SMS_PROVIDER", "http")
+        .env(
+            "GUICHET__NOTIFICATION__SMS_HTTP__URL",
+            "https://sms.example.fr/send",
+        )
+        .output()
+        .await
+        .expect("run guichet");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("notification.email.transport"), "{stderr}");
+}
+
 #[tokio::test]
 async fn serving_an_unknown_role_is_refused_with_the_roles_there_are() {
     let out = tokio::process::Command::new(guichet_bin())
