@@ -929,3 +929,51 @@ async fn dossier_transition_refusals_are_worded_in_french_for_the_agent() {
     app.stop().await.unwrap();
     env.cleanup().await;
 }
+
+/// A document is kept under the type it really has: HTML declared as a PDF
+/// (it would open in a browser as a page) or a PNG that is not one is
+/// refused, naming the field; the real thing is kept.
+#[tokio::test]
+async fn a_document_must_be_what_its_media_type_says() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[Role::Dossier]).await;
+    let mut c = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let cid = citizen(&mut c, "Garnier", "06 31 31 31 31").await;
+    let d = open(&mut c, &cid, "acte-etat-civil").await;
+    let add = |media_type: &str, content: &[u8]| dpb::AddDocumentRequest {
+        dossier_id: d.id.clone(),
+        filename: "piece".into(),
+        media_type: media_type.into(),
+        content: content.to_vec(),
+        ..Default::default()
+    };
+    for (media_type, content) in [
+        (
+            "application/pdf",
+            &b"<!DOCTYPE html><script>alert(1)</script>"[..],
+        ),
+        ("image/png", &b"GIF89a not a png"[..]),
+        ("image/jpeg", &b"%PDF-1.7"[..]),
+        ("text/plain", &b"<!doctype html><p>page</p>"[..]),
+    ] {
+        let e = c.add_document(add(media_type, content)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{media_type}");
+        assert!(e.message().contains("content"), "{}", e.message());
+    }
+    for (media_type, content) in [
+        (
+            "application/pdf",
+            &b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj"[..],
+        ),
+        ("image/png", &b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"[..]),
+        ("text/plain", "Bonjour, voici ma demande.".as_bytes()),
+    ] {
+        c.add_document(add(media_type, content))
+            .await
+            .unwrap_or_else(|e| panic!("{media_type}: {e:?}"));
+    }
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}

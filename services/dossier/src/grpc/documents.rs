@@ -38,7 +38,11 @@ pub(super) async fn add_document(
     let channel = Channel::try_from(req.source_channel)
         .map_err(|_| invalid_argument("source_channel", "is not a known channel"))?;
     let (sha256, size) = match (&req.stored, req.content.is_empty()) {
-        (Some(stored), true) => stored_object(api, &p, stored).await?,
+        (Some(stored), true) => {
+            let (sha, size) = stored_object(api, &p, stored).await?;
+            stored_matches(api, &sha, &media_type).await?;
+            (sha, size)
+        }
         (None, false) => {
             let size = req.content.len() as u64;
             if size > api.config.max_document_bytes {
@@ -48,6 +52,12 @@ pub(super) async fn add_document(
                         "is {size} bytes, more than the {} accepted",
                         api.config.max_document_bytes
                     ),
+                ));
+            }
+            if !content_matches(&media_type, &req.content) {
+                return Err(invalid_argument(
+                    "content",
+                    format!("is not a `{media_type}` document"),
                 ));
             }
             let sha = api
@@ -97,6 +107,36 @@ pub(super) fn accepted_media_type(api: &DossierApi, raw: &str) -> Result<String,
     Ok(media_type)
 }
 
+/// Whether `bytes` look like `media_type`: a document is kept under the
+/// type it really has (HTML declared as `application/pdf` would open in a
+/// browser as a page).
+pub(super) fn content_matches(media_type: &str, bytes: &[u8]) -> bool {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    match media_type {
+        // Readers accept the header within the first kilobyte.
+        "application/pdf" => bytes[..bytes.len().min(1024)]
+            .windows(4)
+            .any(|w| w == b"%PDF"),
+        "image/png" => starts(b"\x89PNG"),
+        "image/jpeg" => starts(b"\xff\xd8\xff"),
+        "image/tiff" => starts(b"II*\0") || starts(b"MM\0*"),
+        "application/vnd.oasis.opendocument.text"
+        | "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => {
+            starts(b"PK\x03\x04")
+        }
+        // Text: UTF-8 (or Latin-1 mail) without NUL bytes, and not markup.
+        "text/plain" | "message/rfc822" => {
+            let head = &bytes[..bytes.len().min(4096)];
+            !head.contains(&0)
+                && !String::from_utf8_lossy(head)
+                    .trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("<!doctype html")
+        }
+        _ => true,
+    }
+}
+
 /// A file name without a path, at most 255 characters.
 pub(super) fn file_name(raw: &str) -> Result<&str, Status> {
     let filename = raw.trim();
@@ -107,6 +147,28 @@ pub(super) fn file_name(raw: &str) -> Result<&str, Status> {
         ));
     }
     Ok(filename)
+}
+
+/// Refuse a stored object whose content is not of `media_type`.
+pub(super) async fn stored_matches(
+    api: &DossierApi,
+    sha: &str,
+    media_type: &str,
+) -> Result<(), Status> {
+    let bytes = api
+        .store
+        .objects()
+        .get(sha)
+        .await
+        .map_err(internal_err("object store"))?;
+    if content_matches(media_type, &bytes) {
+        Ok(())
+    } else {
+        Err(invalid_argument(
+            "media_type",
+            format!("the stored object is not a `{media_type}` document"),
+        ))
+    }
 }
 
 /// The address and size of an object already in the object store, when

@@ -124,6 +124,7 @@ pub(super) async fn correlate_intake(
             let media_type = documents::accepted_media_type(api, &a.media_type)?;
             let filename = documents::file_name(&a.filename)?.to_owned();
             let (sha256, size_bytes) = documents::stored_object(api, &p, a).await?;
+            documents::stored_matches(api, &sha256, &media_type).await?;
             Ok::<_, Status>(Attachment {
                 sha256,
                 size_bytes,
