@@ -562,9 +562,9 @@ pub fn check_production(config: &GuichetConfig, roles: &[Role]) -> anyhow::Resul
         return Ok(());
     }
     if config.development {
+        // In the log, in its configured format (JSON lines stay JSON).
         for (key, what, _) in &sinks {
             tracing::warn!(key, "DEVELOPMENT MODE: {what}; never run a town like this");
-            eprintln!("guichet: DEVELOPMENT MODE ({key} = \"sink\"): {what}.");
         }
         return Ok(());
     }
