@@ -91,7 +91,13 @@ async fn agenda(
     };
     match s.core.list(&filter, 5000, None).await {
         Ok(rows) => (
-            [(header::CONTENT_TYPE, "text/calendar; charset=utf-8")],
+            // Citizens' names and appointments: never kept by a cache, and
+            // the URL (which may carry the token) never sent on as a referrer.
+            [
+                (header::CONTENT_TYPE, "text/calendar; charset=utf-8"),
+                (header::CACHE_CONTROL, "no-store"),
+                (header::REFERRER_POLICY, "no-referrer"),
+            ],
             s.core.agenda_ics(&desk.name, &rows),
         )
             .into_response(),

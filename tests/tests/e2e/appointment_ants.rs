@@ -257,6 +257,16 @@ async fn appointment_desk_agenda_feed_is_served_to_agents_over_http() {
         .await
         .unwrap();
     assert_eq!(status, 200);
+    // Citizens' appointments are never cached, nor the URL passed on.
+    let res = reqwest::Client::new()
+        .get(format!("http://{addr}/agenda/dr2.ics"))
+        .bearer_auth(&agent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    assert_eq!(res.headers()["referrer-policy"], "no-referrer");
     let cal: icalendar::Calendar = body.parse().expect("valid agenda");
     use icalendar::Component;
     let uids: Vec<_> = cal
