@@ -977,3 +977,52 @@ async fn a_document_must_be_what_its_media_type_says() {
     app.stop().await.expect("stop");
     env.cleanup().await;
 }
+
+/// A page token is the last id of the previous page, as the API issued it:
+/// a forged or huge one is refused with the field, a real one pages on.
+#[tokio::test]
+async fn page_tokens_are_the_apis_own() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let app = env.spawn(&[Role::Dossier]).await;
+    let mut c = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
+    let cid = citizen(&mut c, "Leroy", "06 41 41 41 41").await;
+    for _ in 0..3 {
+        open(&mut c, &cid, "acte-etat-civil").await;
+    }
+    let page = |token: String| dpb::ListDossiersRequest {
+        citizen_id: cid.clone(),
+        page_size: 2,
+        page_token: token,
+        ..Default::default()
+    };
+    let first = c
+        .list_dossiers(page(String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.dossiers.len(), 2);
+    let second = c
+        .list_dossiers(page(first.next_page_token.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.dossiers.len(), 1);
+    for forged in ["x".repeat(100_000), "' OR 1=1 --".to_owned()] {
+        let e = c.list_dossiers(page(forged)).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("page_token"), "{}", e.message());
+    }
+    let e = c
+        .list_citizens(dpb::ListCitizensRequest {
+            query: "Leroy".into(),
+            page_token: "z".repeat(65),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}

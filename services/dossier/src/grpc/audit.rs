@@ -32,7 +32,7 @@ pub(super) async fn list_audit_entries(
         .list_audit(
             non_empty(&req.resource),
             non_empty(&req.actor),
-            non_empty(&req.page_token),
+            page_after(&req.page_token)?,
             limit,
         )
         .await

@@ -117,7 +117,7 @@ pub(super) async fn list_citizens(
     let limit = page_size(req.page_size, 20, 200)?;
     let list = api
         .store
-        .search_citizens(&query, non_empty(&req.page_token), limit)
+        .search_citizens(&query, page_after(&req.page_token)?, limit)
         .await
         .map_err(internal_err("list citizens"))?;
     let next_page_token = if list.len() as u64 == limit {

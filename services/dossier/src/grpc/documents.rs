@@ -287,7 +287,7 @@ pub(super) async fn list_documents(
     let limit = page_size(req.page_size, 50, 500)?;
     let docs = api
         .store
-        .list_documents(&d.id, non_empty(&req.page_token), limit)
+        .list_documents(&d.id, page_after(&req.page_token)?, limit)
         .await
         .map_err(internal_err("list documents"))?;
     let next_page_token = if docs.len() as u64 == limit {

@@ -173,7 +173,7 @@ pub(super) async fn list_dossiers(
     };
     let list = api
         .store
-        .list_dossiers(&filter, non_empty(&req.page_token), limit)
+        .list_dossiers(&filter, page_after(&req.page_token)?, limit)
         .await
         .map_err(internal_err("list dossiers"))?;
     let next_page_token = if list.len() as u64 == limit {

@@ -254,6 +254,22 @@ fn text_field(field: &str, value: &str, max: usize) -> Result<String, Status> {
     Ok(v.to_owned())
 }
 
+/// A list's page token: the last id of the previous page (a UUID), as
+/// this API issued it; anything else (forged, or 100 KB long) is refused.
+fn page_after(token: &str) -> Result<Option<&str>, Status> {
+    let t = token.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    if t.len() > 64 || !t.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        return Err(invalid_argument(
+            "page_token",
+            "is not a token this API issued",
+        ));
+    }
+    Ok(Some(t))
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     let s = s.trim();
     if s.is_empty() { None } else { Some(s) }
