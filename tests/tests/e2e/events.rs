@@ -54,18 +54,30 @@ async fn a_walk_in_announces_every_change_on_the_events_stream() {
         "guichet.routing.v1.work_item_assigned",
         "guichet.routing.v1.work_item_completed",
     ];
-    let seen = events(&env, 7).await;
+    // The roles' relays publish independently: wait until every change
+    // (the visit's entry and the outcome's included) is on the stream.
+    let recorded = |seen: &[(String, String)]| {
+        seen.iter()
+            .filter(|(t, _)| t == "guichet.dossier.v1.timeline_entry_recorded")
+            .count()
+    };
+    let seen = eventually(
+        "every change of the walk-in on EVENTS",
+        std::time::Duration::from_secs(30),
+        || async {
+            let seen = events(&env, 7).await;
+            (expected.iter().all(|ty| seen.iter().any(|(t, _)| t == ty)) && recorded(&seen) >= 2)
+                .then_some(seen)
+        },
+    )
+    .await;
     for ty in expected {
         assert!(
             seen.iter().any(|(t, _)| t == ty),
             "{ty} missing from {seen:?}"
         );
     }
-    let recorded = seen
-        .iter()
-        .filter(|(t, _)| t == "guichet.dossier.v1.timeline_entry_recorded")
-        .count();
-    assert_eq!(recorded, 2, "the visit and the outcome");
+    assert_eq!(recorded(&seen), 2, "the visit and the outcome");
     assert!(
         seen.iter()
             .any(|(_, s)| *s == format!("work-items/{}", item.id))
