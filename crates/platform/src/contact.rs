@@ -224,6 +224,20 @@ fn parse_address(
     Ok((!address.is_empty()).then_some(address))
 }
 
+/// Whether a channel gave anything to identify the person by (a name, a
+/// phone, an email or an address line), before any parsing.
+pub fn hint_given(hint: Option<&guichet_proto::intake::v1::CitizenHint>) -> bool {
+    hint.is_some_and(|h| {
+        !h.given_name.trim().is_empty()
+            || !h.family_name.trim().is_empty()
+            || h.phones.iter().any(|p| !p.trim().is_empty())
+            || h.emails.iter().any(|e| !e.trim().is_empty())
+            || h.address
+                .as_ref()
+                .is_some_and(|a| a.lines.iter().any(|l| !l.trim().is_empty()))
+    })
+}
+
 /// Parse a `CitizenHint`; errors are `InvalidArgument` naming the field
 /// under `prefix` (e.g. `citizen.phones[0]`).
 pub fn parse_hint(

@@ -202,7 +202,7 @@ impl Outbox {
         self.bus
             .publish(staged.nats_subject.clone(), &staged.event)
             .await?;
-        if let Err(error) = self.delete(&staged.event.id).await {
+        if let Err(error) = self.delete_many(vec![staged.event.id.clone()]).await {
             tracing::warn!(%error, "published event left in the outbox, the relay will retry it");
         }
         Ok(())
@@ -211,15 +211,6 @@ impl Outbox {
     /// After the staging transaction committed: let the relay publish soon.
     pub fn notify(&self) {
         self.wake.notify_one();
-    }
-
-    async fn delete(&self, id: &str) -> Result<(), DbErr> {
-        let del = Query::delete()
-            .from_table(a("outbox"))
-            .and_where(Expr::col(a("id")).eq(id))
-            .to_owned();
-        self.db.execute(&del).await?;
-        Ok(())
     }
 
     /// Remove published rows, a batch in one statement (one commit).

@@ -264,15 +264,7 @@ pub fn quoted_references(event: &IntakeEvent) -> Vec<String> {
 
 /// Whether a channel gave anything to identify the person by.
 fn has_hint(event: &IntakeEvent) -> bool {
-    event.citizen.as_ref().is_some_and(|h| {
-        !h.given_name.trim().is_empty()
-            || !h.family_name.trim().is_empty()
-            || h.phones.iter().any(|p| !p.trim().is_empty())
-            || h.emails.iter().any(|e| !e.trim().is_empty())
-            || h.address
-                .as_ref()
-                .is_some_and(|a| a.lines.iter().any(|l| !l.trim().is_empty()))
-    })
+    guichet_platform::contact::hint_given(event.citizen.as_ref())
 }
 
 pub struct Router {
@@ -319,8 +311,9 @@ impl Router {
             Some(intake_event::Details::Email(e)) if e.auto_submitted => Some(e),
             _ => None,
         };
-        let handled = answered_call(&event, received_at)
-            .or_else(|| unreachable_missed_call(&event, received_at));
+        let answered = answered_call(&event, received_at);
+        let done_live = answered.is_some();
+        let handled = answered.or_else(|| unreachable_missed_call(&event, received_at));
         // 1. Classify.
         let class = self.classifier.classify(&event);
         // 2. One dossier call: citizen, dossier, timeline and documents.
@@ -337,9 +330,7 @@ impl Router {
                     summary(&event)
                 ),
             ),
-            None if answered_call(&event, received_at).is_some() => {
-                (dpb::IntakeMode::Done, summary(&event))
-            }
+            None if done_live => (dpb::IntakeMode::Done, summary(&event)),
             None => (dpb::IntakeMode::Request, summary(&event)),
         };
         let (thread_reference, quoted) = references(&event);

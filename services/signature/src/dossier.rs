@@ -105,26 +105,11 @@ impl DossierPort for Grpc {
         sha256: &str,
         size: u64,
     ) -> Result<(), Status> {
-        let mut c = self.client.clone();
         // A retried job must not attach the same PDF twice.
-        let mut page_token = String::new();
-        loop {
-            let page = c
-                .list_documents(ListDocumentsRequest {
-                    dossier_id: dossier_id.to_owned(),
-                    page_size: 200,
-                    page_token: page_token.clone(),
-                })
-                .await?
-                .into_inner();
-            if page.documents.iter().any(|d| d.sha256 == sha256) {
-                return Ok(());
-            }
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            page_token = page.next_page_token;
+        if self.holds(dossier_id, sha256, None).await? {
+            return Ok(());
         }
+        let mut c = self.client.clone();
         c.add_document(AddDocumentRequest {
             dossier_id: dossier_id.to_owned(),
             filename: filename.to_owned(),

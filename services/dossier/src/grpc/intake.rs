@@ -93,15 +93,7 @@ pub(super) async fn correlate_intake(
     // What the channel captured may not parse (a mistyped number): the
     // request still reaches an agent, who identifies the person. The answer
     // names the field only, never its value.
-    let has_hint = req.hint.as_ref().is_some_and(|h| {
-        !h.given_name.trim().is_empty()
-            || !h.family_name.trim().is_empty()
-            || h.phones.iter().any(|x| !x.trim().is_empty())
-            || h.emails.iter().any(|x| !x.trim().is_empty())
-            || h.address
-                .as_ref()
-                .is_some_and(|a| a.lines.iter().any(|l| !l.trim().is_empty()))
-    });
+    let has_hint = guichet_platform::contact::hint_given(req.hint.as_ref());
     let (hint, hint_refused) = if !has_hint || mode == Mode::Automatic {
         (None, None)
     } else {
