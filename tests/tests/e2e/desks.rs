@@ -1554,6 +1554,10 @@ async fn automatic_mail_has_a_view_of_its_own() {
         !text.contains("helene.lefevre@example.fr"),
         "a person's mail is a request, not automatic mail: {text}"
     );
+    assert!(
+        !text.contains("Accusé de réception"),
+        "guichet's own acknowledgement is not mail received: {text}"
+    );
     b.check_page("courrier-automatique").await;
     b.click_text("Non-distribution").await;
     b.wait_text(

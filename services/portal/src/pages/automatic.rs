@@ -63,11 +63,16 @@ pub async fn page(
 ) -> Response {
     let (filter, kind) = match p.genre.as_str() {
         "non-distribution" => (
-            "auto_submitted = true AND bounce = true",
+            "direction = IN AND auto_submitted = true AND bounce = true",
             "non-distribution",
         ),
-        "autres" => ("auto_submitted = true AND bounce = false", "autres"),
-        _ => ("auto_submitted = true", ""),
+        "autres" => (
+            "direction = IN AND auto_submitted = true AND bounce = false",
+            "autres",
+        ),
+        // Received mail only: guichet's own acknowledgements are automatic
+        // too, but nobody sent them to the town.
+        _ => ("direction = IN AND auto_submitted = true", ""),
     };
     // Tokens are message ids this page was given: anything else is refused
     // by the email role with a reason shown in the section.
