@@ -114,9 +114,7 @@ pub async fn serve(
             }),
         )
         .with_state(readiness);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    crate::net::serve_http(listener, app, shutdown, "admin", Default::default()).await
 }
 
 async fn readyz(State(readiness): State<Readiness>) -> impl IntoResponse {

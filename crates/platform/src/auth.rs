@@ -23,10 +23,14 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use tonic::{Request, Status};
 
-/// What a caller may do. `admin` may do everything; `supervisor` everything
-/// an `agent` may; `process_owner` may change the town's procedures and
-/// routing rules in the process studio; `service` is for other municipal
-/// systems and guichet's own roles calling each other.
+/// What a caller is. People: `admin` holds every person's role,
+/// `supervisor` everything an `agent` may, `process_owner` changes the
+/// town's procedures and routing rules in the process studio. Devices and
+/// systems outside guichet: `kiosk` (hall kiosks and waiting-room screens),
+/// `citizen_pages` (the portal's public pages) and `partner` (another
+/// municipal system). `service` is only for guichet's own roles calling each
+/// other, with tokens scoped to the caller and the callee. What each may
+/// call is [`crate::access::RULES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -36,6 +40,10 @@ pub enum Role {
     Service,
     #[serde(rename = "process_owner")]
     ProcessOwner,
+    Kiosk,
+    #[serde(rename = "citizen_pages")]
+    CitizenPages,
+    Partner,
 }
 
 impl Role {
@@ -47,7 +55,19 @@ impl Role {
             Role::Admin => "admin",
             Role::Service => "service",
             Role::ProcessOwner => "process_owner",
+            Role::Kiosk => "kiosk",
+            Role::CitizenPages => "citizen_pages",
+            Role::Partner => "partner",
         }
+    }
+
+    /// A person's role (what a portal account or the identity provider may
+    /// grant), as opposed to a device's, a system's or guichet's own.
+    pub fn is_person(self) -> bool {
+        matches!(
+            self,
+            Role::Agent | Role::Supervisor | Role::Admin | Role::ProcessOwner
+        )
     }
 }
 
@@ -60,8 +80,11 @@ impl std::str::FromStr for Role {
             "admin" => Ok(Role::Admin),
             "service" => Ok(Role::Service),
             "process_owner" => Ok(Role::ProcessOwner),
+            "kiosk" => Ok(Role::Kiosk),
+            "citizen_pages" => Ok(Role::CitizenPages),
+            "partner" => Ok(Role::Partner),
             other => Err(format!(
-                "unknown role `{other}` (agent, supervisor, admin, service, process_owner)"
+                "unknown role `{other}` (agent, supervisor, admin, process_owner, kiosk, citizen_pages, partner, service)"
             )),
         }
     }
@@ -149,19 +172,29 @@ pub struct Principal {
     pub subject: String,
     pub roles: Vec<Role>,
     pub groups: Vec<String>,
+    /// The token's audience: the configured one for people, devices and
+    /// systems; `<audience>/<role>` for a guichet role's service token.
+    pub audience: String,
 }
 
 impl Principal {
-    /// Whether the caller holds `role`, directly or through a broader role.
+    /// Whether the caller holds `role`, directly or through a broader one:
+    /// an admin holds every person's role, a supervisor the agent's.
+    /// Devices', systems' and guichet's own roles are held only as such.
     pub fn has(&self, role: Role) -> bool {
         self.roles.iter().any(|r| {
-            *r == role || *r == Role::Admin || (*r == Role::Supervisor && role == Role::Agent)
+            *r == role
+                || (*r == Role::Admin && role.is_person())
+                || (*r == Role::Supervisor && role == Role::Agent)
         })
     }
 }
 
 /// Verifies and (with the static key) issues tokens.
 pub struct Authenticator {
+    /// Keys derived from the signing key for other secrets (a desk's
+    /// agenda feed address).
+    derive: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
@@ -187,12 +220,21 @@ impl Authenticator {
         let key = cfg.signing_key.expose_secret().as_bytes();
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[cfg.issuer.as_str()]);
-        validation.set_audience(&[cfg.audience.as_str()]);
+        // People's tokens carry the audience; guichet's service tokens
+        // `<audience>/<role>`, the role they are for (see `access`).
+        let mut audiences = vec![cfg.audience.clone()];
+        audiences.extend(
+            crate::access::PACKAGES
+                .iter()
+                .map(|p| format!("{}/{p}", cfg.audience)),
+        );
+        validation.set_audience(&audiences);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         // A token not valid yet (`nbf` ahead, beyond the leeway) is refused.
         validation.validate_nbf = true;
         validation.leeway = 30;
         Ok(Authenticator {
+            derive: key.to_vec(),
             encoding: EncodingKey::from_secret(key).map_err(bad_key)?,
             decoding: DecodingKey::from_secret(key).map_err(bad_key)?,
             validation,
@@ -222,11 +264,22 @@ impl Authenticator {
 
     /// Issue a token for `subject` with `roles`, valid for `ttl`.
     pub fn issue(&self, subject: &str, roles: &[Role], groups: &[String], ttl: Duration) -> String {
+        self.issue_for(subject, roles, groups, ttl, &self.audience)
+    }
+
+    fn issue_for(
+        &self,
+        subject: &str,
+        roles: &[Role],
+        groups: &[String],
+        ttl: Duration,
+        audience: &str,
+    ) -> String {
         let now = now_secs();
         let claims = Claims {
             sub: subject.to_owned(),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: audience.to_owned(),
             iat: now,
             exp: now + ttl.as_secs(),
             roles: roles.to_vec(),
@@ -237,9 +290,37 @@ impl Authenticator {
             .unwrap_or_default()
     }
 
-    /// A `service` token for one of guichet's own roles calling another.
-    pub fn service_token(&self, subject: &str) -> String {
-        self.issue(subject, &[Role::Service], &[], self.service_ttl)
+    /// A `service` token for guichet's role `from` calling the role that
+    /// serves the API package `to` (`routing` calling `dossier`): subject
+    /// `guichet-<from>`, audience `<audience>/<to>`.
+    pub fn service_token(&self, from: &str, to: &str) -> String {
+        self.issue_for(
+            &format!("guichet-{from}"),
+            &[Role::Service],
+            &[],
+            self.service_ttl,
+            &format!("{}/{to}", self.audience),
+        )
+    }
+
+    /// A secret for `subject` in the domain `purpose`, derived from the
+    /// signing key (HMAC-SHA256, 32 hex digits): the same in every process
+    /// of an installation, changed with the key. E.g. a desk's agenda feed
+    /// key, given in the feed's address instead of a person's token.
+    pub fn derived_secret(&self, purpose: &str, subject: &str) -> String {
+        use hmac::{Hmac, Mac};
+        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(&self.derive)
+            .expect("HMAC takes any key length");
+        mac.update(purpose.as_bytes());
+        mac.update(&[0]);
+        mac.update(subject.as_bytes());
+        let bytes = mac.finalize().into_bytes();
+        bytes[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The audience of people's, devices' and systems' tokens.
+    pub fn audience(&self) -> &str {
+        &self.audience
     }
 
     pub fn verify(&self, token: &str) -> Result<Principal, Status> {
@@ -262,6 +343,7 @@ impl Authenticator {
             subject: data.claims.sub,
             roles: data.claims.roles,
             groups: data.claims.groups,
+            audience: data.claims.aud,
         })
     }
 }
@@ -407,12 +489,15 @@ impl Oidc {
                 .and_then(|s| s.as_str())
                 .unwrap_or_default()
                 .to_owned(),
-            // Provider roles guichet does not know are ignored, not fatal.
+            // Provider roles guichet does not know are ignored, not fatal;
+            // `service` is guichet's own and never comes from a provider.
             roles: strings(&self.roles_claim)
                 .iter()
                 .filter_map(|r| r.parse().ok())
+                .filter(|r| *r != Role::Service)
                 .collect(),
             groups: strings(&self.groups_claim),
+            audience: self.audience.clone(),
         })
     }
 }
@@ -451,6 +536,13 @@ impl tonic::service::Interceptor for AuthInterceptor {
                 Status::unauthenticated("authorization metadata must be `Bearer <token>`")
             })?;
         let principal = self.auth.verify(token.trim())?;
+        // Who may call what is one table, checked here before any handler.
+        let path = req
+            .extensions()
+            .get::<crate::access::CalledMethod>()
+            .map(|m| m.0.as_str())
+            .unwrap_or_default();
+        crate::access::admit(&principal, path, self.auth.audience())?;
         req.extensions_mut().insert(principal);
         Ok(req)
     }
@@ -463,16 +555,10 @@ pub fn principal<T>(req: &Request<T>) -> Result<&Principal, Status> {
         .ok_or_else(|| Status::unauthenticated("no authenticated caller"))
 }
 
-/// The caller, if it holds one of `roles`; `PermissionDenied` otherwise.
-pub fn require<T>(req: &Request<T>, roles: &[Role]) -> Result<Principal, Status> {
-    let p = principal(req)?;
-    if roles.iter().any(|r| p.has(*r)) {
-        Ok(p.clone())
-    } else {
-        Err(Status::permission_denied(format!(
-            "this call requires one of the roles {roles:?}"
-        )))
-    }
+/// The caller of a request the interceptor admitted (who may call which
+/// method is [`crate::access::RULES`]), owned.
+pub fn caller<T>(req: &Request<T>) -> Result<Principal, Status> {
+    principal(req).cloned()
 }
 
 /// Client-side interceptor for guichet's own role-to-role calls: adds a
@@ -480,15 +566,14 @@ pub fn require<T>(req: &Request<T>, roles: &[Role]) -> Result<Principal, Status>
 #[derive(Clone, Debug)]
 pub struct ServiceCredentials {
     auth: Arc<Authenticator>,
-    subject: String,
+    from: &'static str,
+    to: &'static str,
 }
 
 impl ServiceCredentials {
-    pub fn new(auth: Arc<Authenticator>, subject: impl Into<String>) -> Self {
-        ServiceCredentials {
-            auth,
-            subject: subject.into(),
-        }
+    /// Credentials of guichet's role `from` calling the API package `to`.
+    pub fn new(auth: Arc<Authenticator>, from: &'static str, to: &'static str) -> Self {
+        ServiceCredentials { auth, from, to }
     }
 }
 
@@ -498,7 +583,7 @@ impl tonic::service::Interceptor for ServiceCredentials {
         // e.g. an agent confirming a merge) keeps it: the callee checks and
         // records that person, not the calling role.
         if !req.metadata().contains_key("authorization") {
-            let token = self.auth.service_token(&self.subject);
+            let token = self.auth.service_token(self.from, self.to);
             let value = format!("Bearer {token}")
                 .parse()
                 .map_err(|_| Status::internal("service token is not valid metadata"))?;
@@ -601,6 +686,7 @@ mod tests {
             subject: "s".into(),
             roles: vec![Role::Supervisor],
             groups: vec![],
+            audience: "guichet".into(),
         };
         assert!(
             p.has(Role::Agent)
@@ -612,8 +698,48 @@ mod tests {
             subject: "a".into(),
             roles: vec![Role::Admin],
             groups: vec![],
+            audience: "guichet".into(),
         };
-        assert!(a.has(Role::Service) && a.has(Role::Agent));
+        // An admin holds every person's role, not a device's or guichet's own.
+        assert!(a.has(Role::Agent) && a.has(Role::Supervisor) && a.has(Role::ProcessOwner));
+        assert!(!a.has(Role::Service) && !a.has(Role::Kiosk) && !a.has(Role::Partner));
+    }
+
+    #[test]
+    fn a_service_token_names_its_caller_and_the_role_it_is_for() {
+        let a = auth();
+        let p = a.verify(&a.service_token("routing", "dossier")).unwrap();
+        assert_eq!(p.subject, "guichet-routing");
+        assert_eq!(p.audience, "guichet/dossier");
+        assert_eq!(p.roles, vec![Role::Service]);
+    }
+
+    #[test]
+    fn the_interceptor_checks_the_access_table() {
+        let auth = Arc::new(auth());
+        let mut i = AuthInterceptor::new(auth.clone());
+        let call = |token: String, path: &str| {
+            let mut req = Request::new(());
+            req.metadata_mut()
+                .insert("authorization", format!("Bearer {token}").parse().unwrap());
+            req.extensions_mut()
+                .insert(crate::access::CalledMethod(path.to_owned()));
+            req
+        };
+        let kiosk = auth.issue("borne-1", &[Role::Kiosk], &[], Duration::from_secs(60));
+        let list = "/guichet.dossier.v1.DossierService/ListCitizens";
+        let ticket = "/guichet.counter.v1.CounterService/IssueTicket";
+        let e = i.call(call(kiosk.clone(), list)).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let ok = i.call(call(kiosk.clone(), ticket)).unwrap();
+        assert_eq!(principal(&ok).unwrap().subject, "borne-1");
+        // A request whose method is unknown to the table is refused.
+        let mut req = call(kiosk, ticket);
+        req.extensions_mut().clear();
+        assert_eq!(
+            i.call(req).unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
     }
 
     #[test]

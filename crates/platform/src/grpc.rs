@@ -167,7 +167,8 @@ fn server_span(req: &http::Request<()>) -> tracing::Span {
     span
 }
 
-/// Counts requests and measures latency per method and status code.
+/// Counts requests and measures latency per method and status code, and
+/// tells the auth interceptor which method is called.
 #[derive(Clone)]
 struct GrpcMetrics<S> {
     inner: S,
@@ -186,8 +187,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let method = req.uri().path().to_owned();
+        // The auth interceptor checks the access table by this path.
+        req.extensions_mut()
+            .insert(crate::access::CalledMethod(method.clone()));
         let start = Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {

@@ -6,6 +6,7 @@
 //! with its CloudEvents envelope, database connections and migrations, JWT
 //! authentication, graceful shutdown, the admin HTTP server and gRPC serving.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod bus;

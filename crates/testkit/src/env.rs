@@ -262,6 +262,14 @@ impl TestEnv {
             .issue(subject, roles, &[], Duration::from_secs(3600))
     }
 
+    /// guichet's role `from`'s service token for the API package `to`, as
+    /// that role mints it (`routing` calling `dossier`).
+    pub fn service_token(&self, from: &str, to: &str) -> String {
+        Authenticator::new(&self.config().auth)
+            .expect("authenticator")
+            .service_token(from, to)
+    }
+
     /// A token for `subject` with `roles` and membership of `groups`.
     pub fn token_in_groups(&self, subject: &str, roles: &[AuthRole], groups: &[&str]) -> String {
         let groups: Vec<String> = groups.iter().map(|g| g.to_string()).collect();

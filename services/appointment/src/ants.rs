@@ -6,8 +6,9 @@
 //!   Answers come from the same availability computation as gRPC, well
 //!   within the aggregator's 15 s timeout (each request is bounded to 10 s).
 //! * Desk agenda feeds, `GET /agenda/<desk>.ics`, for calendar clients: they
-//!   cannot send headers, so an agent token may come as `?token=` (or as a
-//!   bearer header).
+//!   cannot send headers, so the address carries the desk's feed key
+//!   (`?key=`, given by `ExportDeskAgenda`), never a person's token; an
+//!   agent's token is accepted as a bearer header.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,23 +58,13 @@ async fn agenda(
     RawQuery(q): RawQuery,
 ) -> Response {
     let p = params(q);
-    let bearer = h
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    let Some(token) = bearer.or_else(|| p.get("token").and_then(|v| v.first()).cloned()) else {
-        return error(StatusCode::UNAUTHORIZED, "jeton manquant");
-    };
-    let principal = match s.auth.verify(&token) {
-        Ok(p) => p,
-        Err(_) => return error(StatusCode::UNAUTHORIZED, "jeton invalide"),
-    };
-    if ![Role::Agent, Role::Supervisor, Role::Admin]
-        .iter()
-        .any(|r| principal.has(*r))
-    {
-        return error(StatusCode::FORBIDDEN, "réservé aux agents");
+    if p.contains_key("token") {
+        // A person's 12-hour token in an address ends up in calendar
+        // settings, proxies' logs and history: refused.
+        return error(
+            StatusCode::BAD_REQUEST,
+            "le jeton d'un agent ne se met pas dans l'adresse : abonnez-vous avec l'adresse de l'agenda (ExportDeskAgenda, feed_path), qui porte sa clé",
+        );
     }
     let Some(desk_id) = file.strip_suffix(".ics") else {
         return error(StatusCode::NOT_FOUND, "agenda inconnu");
@@ -81,6 +72,30 @@ async fn agenda(
     let Some(desk) = s.core.model.desk(desk_id).cloned() else {
         return error(StatusCode::NOT_FOUND, "agenda inconnu");
     };
+    let bearer = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    let key = p.get("key").and_then(|v| v.first()).cloned();
+    match (bearer, key) {
+        (Some(token), _) => {
+            let principal = match s.auth.verify(&token) {
+                Ok(p) => p,
+                Err(_) => return error(StatusCode::UNAUTHORIZED, "jeton invalide"),
+            };
+            if !principal.has(Role::Agent) {
+                return error(StatusCode::FORBIDDEN, "réservé aux agents");
+            }
+        }
+        (None, Some(key)) => {
+            let expected = s.auth.derived_secret(crate::grpc::AGENDA_FEED, &desk.id);
+            if !guichet_platform::secret::constant_time_eq(key.as_bytes(), expected.as_bytes()) {
+                return error(StatusCode::FORBIDDEN, "clé d'agenda invalide");
+            }
+        }
+        (None, None) => return error(StatusCode::UNAUTHORIZED, "clé d'agenda manquante"),
+    }
     let now = s.core.now();
     let filter = ListFilter {
         desk: desk.id.clone(),

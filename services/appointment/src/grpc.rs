@@ -2,7 +2,7 @@
 //! bookings out. Authorization by role lives here.
 
 use chrono::{DateTime, Duration, Utc};
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth::{self, Role};
 use guichet_platform::contact::{Email, Phone};
 use guichet_platform::grpc::{invalid_argument, not_found, page_size};
 use guichet_proto::appointment::v1 as pb;
@@ -16,16 +16,20 @@ use crate::core::{
 };
 use crate::db::entities::{booking, waiter};
 
-const ANYONE: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
 const DESK: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin];
 
 #[derive(Clone)]
 pub struct AppointmentApi {
     pub core: Core,
+    /// Derives the desks' agenda feed keys.
+    pub auth: std::sync::Arc<guichet_platform::auth::Authenticator>,
 }
 
+/// The derivation purpose of a desk's agenda feed key.
+pub const AGENDA_FEED: &str = "guichet agenda feed";
+
 fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
-    let p = require(req, ANYONE)?;
+    let p = auth::caller(req)?;
     Ok(Caller {
         agent: DESK.iter().any(|r| p.has(*r)),
         subject: p.subject,
@@ -369,10 +373,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::ListBookingsRequest>,
     ) -> Result<Response<pb::ListBookingsResponse>, Status> {
-        require(
-            &request,
-            &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service],
-        )?;
+        auth::caller(&request)?;
         let r = request.into_inner();
         let size = page_size(r.page_size, 50, 500)?;
         let f = r.filter.unwrap_or_default();
@@ -543,7 +544,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::CheckInBookingRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        // The counter kiosk checks in as `service`.
+        // The counter role checks in with its service token.
         let c = caller(&request)?;
         let b = self
             .core
@@ -556,7 +557,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::MarkBookingSeenRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        let p = require(&request, DESK)?;
+        let p = auth::caller(&request)?;
         self.desk_transition(p, &request.into_inner().id, SEEN)
             .await
     }
@@ -565,7 +566,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::MarkNoShowRequest>,
     ) -> Result<Response<pb::Booking>, Status> {
-        let p = require(&request, DESK)?;
+        let p = auth::caller(&request)?;
         self.desk_transition(p, &request.into_inner().id, NO_SHOW)
             .await
     }
@@ -642,7 +643,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::CreateScheduleExceptionRequest>,
     ) -> Result<Response<pb::ScheduleException>, Status> {
-        let p = require(&request, DESK)?;
+        let p = auth::caller(&request)?;
         let r = request.into_inner();
         if self.core.model.desk(&r.desk_id).is_none() {
             return Err(invalid_argument(
@@ -714,7 +715,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::DeleteScheduleExceptionRequest>,
     ) -> Result<Response<pb::ScheduleException>, Status> {
-        require(&request, DESK)?;
+        auth::caller(&request)?;
         let m = self
             .core
             .delete_exception(&id_field(&request.into_inner().id, "id")?)
@@ -733,6 +734,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
             .await?;
         Ok(Response::new(pb::IcsDocument {
             content: self.core.booking_ics(&b),
+            feed_path: String::new(),
         }))
     }
 
@@ -740,7 +742,7 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
         &self,
         request: Request<pb::ExportDeskAgendaRequest>,
     ) -> Result<Response<pb::IcsDocument>, Status> {
-        require(&request, DESK)?;
+        auth::caller(&request)?;
         let r = request.into_inner();
         let desk = self
             .core
@@ -759,8 +761,10 @@ impl pb::appointment_service_server::AppointmentService for AppointmentApi {
             ..Default::default()
         };
         let rows = self.core.list(&filter, 5000, None).await?;
+        let key = self.auth.derived_secret(AGENDA_FEED, &desk.id);
         Ok(Response::new(pb::IcsDocument {
             content: self.core.agenda_ics(&desk.name, &rows),
+            feed_path: format!("/agenda/{}.ics?key={key}", desk.id),
         }))
     }
 }

@@ -109,7 +109,7 @@ pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
                 Arc::new(dossier::Grpc {
                     client: DossierServiceClient::with_interceptor(
                         channel,
-                        ServiceCredentials::new(deps.auth.clone(), "guichet-appointment"),
+                        ServiceCredentials::new(deps.auth.clone(), "appointment", "dossier"),
                     ),
                 })
             }
@@ -139,6 +139,7 @@ impl RoleService for Service {
         server.add(AppointmentServiceServer::with_interceptor(
             grpc::AppointmentApi {
                 core: self.core.clone(),
+                auth: self.auth.clone(),
             },
             AuthInterceptor::new(self.auth.clone()),
         ));
@@ -174,9 +175,14 @@ impl Service {
             let app = ants::router(self.core.clone(), self.auth.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(error) = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
+                if let Err(error) = guichet_platform::net::serve_http(
+                    listener,
+                    app,
+                    stop,
+                    "appointment",
+                    guichet_platform::net::HttpLimits::default(),
+                )
+                .await
                 {
                     tracing::error!(%error, "appointment http endpoints stopped");
                 }

@@ -84,6 +84,8 @@ pub struct Correlated {
     pub unknown_references: Vec<String>,
     pub summary: String,
     pub documents_added: u32,
+    /// The citizen was created for this request (no record matched).
+    pub citizen_created: bool,
 }
 
 pub enum Outcome {
@@ -196,6 +198,7 @@ impl Store {
             unknown_references: Vec::new(),
             summary: intake.summary.to_owned(),
             documents_added: 0,
+            citizen_created: false,
         };
         // The thread's dossier, then a quoted reference.
         let mut pointed = None;
@@ -263,6 +266,7 @@ impl Store {
             return Err(DbErr::Custom("citizen resolution returned no citizen".into()).into());
         };
         let citizen_id = citizen.citizen.id.clone();
+        c.citizen_created = matches!(r.matched, Match::Created | Match::Maybe);
         if r.matched == Match::Maybe {
             c.candidates = r
                 .candidates

@@ -130,7 +130,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     };
     // The versions published from the studio, before the first call.
     store.reload_catalog().await?;
-    let credentials = || ServiceCredentials::new(deps.auth.clone(), "guichet-dossier");
+    let credentials = |to| ServiceCredentials::new(deps.auth.clone(), "dossier", to);
     let signature = if config.signature_url.is_empty() {
         None
     } else {
@@ -138,7 +138,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             guichet_platform::grpc::lazy_channel("dossier.signature_url", &config.signature_url)?;
         Some(SignatureServiceClient::with_interceptor(
             channel,
-            credentials(),
+            credentials("signature"),
         ))
     };
     let appointment = if config.appointment_url.is_empty() {
@@ -150,7 +150,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         )?;
         Some(AppointmentServiceClient::with_interceptor(
             channel,
-            credentials(),
+            credentials("appointment"),
         ))
     };
     let actions = actions::ActionRunner::new(

@@ -745,6 +745,7 @@ pub fn dry_run(
         subject: "dry-run".into(),
         roles: vec![role],
         groups: vec![],
+        audience: String::new(),
     };
     let mut options: Vec<DryOption> = def
         .transitions_from(&state)

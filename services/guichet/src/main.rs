@@ -47,9 +47,12 @@ enum Command {
         #[arg(value_enum)]
         roles: Vec<Role>,
     },
+    /// Print who may call which gRPC method (the README's access table).
+    Access,
     /// Issue a development token signed with the configured key.
     Token {
-        /// agent, supervisor, admin, service or process_owner (repeatable).
+        /// agent, supervisor, admin, process_owner (people), kiosk,
+        /// citizen_pages or partner (devices and systems); repeatable.
         #[arg(long = "role", default_value = "agent")]
         roles: Vec<String>,
         /// Token subject: the agent or system id.
@@ -406,6 +409,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let out = out.unwrap_or_else(guichet::limits::default_path);
             guichet::limits::run(opts, &out).await
         }
+        Command::Access => {
+            print!("{}", guichet_platform::access::markdown());
+            Ok(())
+        }
         Command::Token {
             roles,
             subject,
@@ -417,6 +424,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .iter()
                 .map(|r| r.parse::<AuthRole>().map_err(anyhow::Error::msg))
                 .collect::<anyhow::Result<Vec<_>>>()?;
+            anyhow::ensure!(
+                !roles.contains(&AuthRole::Service),
+                "`service` tokens are minted by guichet's roles for each other, each scoped to its caller and callee; give a kiosk `kiosk`, the public pages `citizen_pages`, another municipal system `partner` (see `guichet access`)"
+            );
             let auth = Authenticator::new(&config.auth)?;
             println!(
                 "{}",

@@ -152,12 +152,15 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
         .context("portal handle")?;
     let bus = guichet_platform::bus::Bus::connect(&config.bus, "guichet/bench-portal").await?;
     let auth = guichet_platform::auth::Authenticator::new(&config.auth)?;
+    // The queue is read as a supervisor; the long history is written as
+    // routing writes contacts, with its service token.
     let service = auth.issue(
         "guichet-bench",
-        &[AuthRole::Service],
+        &[AuthRole::Supervisor],
         &[],
         Duration::from_secs(3600),
     );
+    let routing = auth.service_token("routing", "dossier");
 
     // Seed: pending requests through the intake path.
     println!(
@@ -261,7 +264,7 @@ pub async fn run(opts: PortalBenchOptions) -> anyhow::Result<()> {
                     source_event_id: uuid::Uuid::now_v7().to_string(),
                     ..Default::default()
                 },
-                &service,
+                &routing,
             ))
             .await?;
     }

@@ -225,15 +225,23 @@ pub async fn run(opts: PublicBenchOptions) -> anyhow::Result<()> {
     let base = portal.public_url.clone();
     anyhow::ensure!(!base.is_empty(), "the citizens' pages are not served");
     let auth = guichet_platform::auth::Authenticator::new(&config.auth)?;
+    // The engine is booked as the citizens' pages book; the bookings are
+    // counted as a supervisor lists them.
     let service = auth.issue(
         "guichet-bench",
-        &[AuthRole::Service],
+        &[AuthRole::CitizenPages],
+        &[],
+        Duration::from_secs(3600),
+    );
+    let supervisor = auth.issue(
+        "guichet-bench",
+        &[AuthRole::Supervisor],
         &[],
         Duration::from_secs(3600),
     );
     let authed = |m| {
         let mut r = tonic::Request::new(m);
-        if let Ok(v) = format!("Bearer {service}").parse() {
+        if let Ok(v) = format!("Bearer {supervisor}").parse() {
             r.metadata_mut().insert("authorization", v);
         }
         r

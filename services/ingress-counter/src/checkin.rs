@@ -48,7 +48,7 @@ pub fn client(url: &str, auth: &Arc<Authenticator>) -> anyhow::Result<Option<App
     let channel = guichet_platform::grpc::lazy_channel("counter.appointment_url", url)?;
     Ok(Some(AppointmentServiceClient::with_interceptor(
         channel,
-        ServiceCredentials::new(auth.clone(), "guichet-counter"),
+        ServiceCredentials::new(auth.clone(), "counter", "appointment"),
     )))
 }
 

@@ -1,7 +1,7 @@
 //! The counter's gRPC surface: checks the caller's role, turns requests
 //! into the core's calls and tickets into their proto form.
 
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth::{self, Role};
 use guichet_platform::contact::parse_hint;
 use guichet_platform::grpc::invalid_argument;
 use guichet_proto::convert::timestamp;
@@ -12,13 +12,6 @@ use crate::CounterApi;
 use crate::board;
 use crate::core::{NewTicket, secs};
 use crate::db::entities::ticket;
-
-/// Callers allowed to issue tickets: agents at the desk and kiosks (service).
-const ISSUERS: &[Role] = &[Role::Agent, Role::Service];
-/// Callers working a desk.
-const DESKS: &[Role] = &[Role::Agent, Role::Supervisor];
-/// Callers that may read tickets and follow the board (screens use a service token).
-const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
 
 pub(crate) fn ticket_pb(t: ticket::Model) -> pb::Ticket {
     let status = status_pb(&t.status);
@@ -68,10 +61,10 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::IssueTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        let caller = require(&request, ISSUERS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         // A kiosk may issue an anonymous ticket: the desk qualifies it.
-        let kiosk = caller.roles.contains(&Role::Service);
+        let kiosk = caller.has(Role::Kiosk) || caller.has(Role::CitizenPages);
         let empty = req.citizen.as_ref().is_none_or(|h| {
             h.given_name.trim().is_empty()
                 && h.family_name.trim().is_empty()
@@ -164,7 +157,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::CallNextRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        let caller = require(&request, DESKS)?;
+        let caller = auth::caller(&request)?;
         self.call_next_ticket(request.into_inner(), &caller.subject)
             .await
             .map(Response::new)
@@ -175,7 +168,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::TicketActionRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
+        auth::caller(&request)?;
         self.recall(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
@@ -186,7 +179,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::TicketActionRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
+        auth::caller(&request)?;
         self.start(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
@@ -197,7 +190,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::TicketActionRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
+        auth::caller(&request)?;
         self.finish(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
@@ -208,7 +201,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::TicketActionRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
+        auth::caller(&request)?;
         self.no_show(&request.into_inner().ticket_id)
             .await
             .map(Response::new)
@@ -219,7 +212,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::TransferTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, DESKS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         self.transfer(&req.ticket_id, &req.service)
             .await
@@ -231,7 +224,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::GetTicketRequest>,
     ) -> Result<Response<pb::Ticket>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let t = self.ticket(&request.into_inner().ticket_id).await?;
         Ok(Response::new(ticket_pb(t)))
     }
@@ -240,7 +233,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::GetTicketPositionRequest>,
     ) -> Result<Response<pb::TicketPosition>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let token = request.into_inner().public_token;
         let (t, w) = self.position(token.trim()).await?;
         Ok(Response::new(pb::TicketPosition {
@@ -262,7 +255,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::ListWaitingTimesRequest>,
     ) -> Result<Response<pb::ListWaitingTimesResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let site = request.into_inner().site;
         let site = if site.trim().is_empty() {
             self.config.default_site.clone()
@@ -294,7 +287,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::WatchBoardRequest>,
     ) -> Result<Response<Self::WatchBoardStream>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let site = request.into_inner().site;
         let site = if site.trim().is_empty() {
             self.config.default_site.clone()
@@ -310,7 +303,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::CheckInAppointmentRequest>,
     ) -> Result<Response<pb::CheckInAppointmentResponse>, Status> {
-        let caller = require(&request, ISSUERS)?;
+        let caller = auth::caller(&request)?;
         self.check_in(&caller.subject, request.into_inner())
             .await
             .map(Response::new)
@@ -321,7 +314,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::ListTicketsRequest>,
     ) -> Result<Response<pb::ListTicketsResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let site = self.checked_site(&req.site)?;
         let statuses = req
@@ -356,7 +349,7 @@ impl pb::counter_service_server::CounterService for CounterApi {
         &self,
         request: Request<pb::ListServicesRequest>,
     ) -> Result<Response<pb::ListServicesResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let c = &self.config;
         Ok(Response::new(pb::ListServicesResponse {
             services: c

@@ -140,7 +140,11 @@ impl RoleService for Service {
 impl Service {
     /// Serve the board feed and relay staged events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
-        let app = http::router(self.api.clone());
+        let app = guichet_platform::net::LiveSlots::new(
+            "counter",
+            guichet_platform::net::LiveSlots::DEFAULT,
+        )
+        .layer(http::router(self.api.clone()));
         let stop = self.api.stop.clone();
         let on_shutdown = shutdown.clone();
         // Open board streams end at shutdown, so draining does not wait for
@@ -149,8 +153,13 @@ impl Service {
             on_shutdown.cancelled().await;
             stop.cancel();
         };
-        let http = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let http = guichet_platform::net::serve_http(
+            self.listener,
+            app,
+            shutdown.clone(),
+            "counter",
+            guichet_platform::net::HttpLimits::default(),
+        );
         let relay = self.api.outbox.clone().run(shutdown);
         let (served, (), ()) = tokio::join!(http, relay, ended);
         served?;

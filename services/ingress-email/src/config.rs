@@ -48,6 +48,23 @@ pub struct Config {
     pub no_ack_local_parts: Vec<String>,
     /// Idle SMTP/LMTP sessions are closed after this long.
     pub session_timeout_secs: u64,
+    /// Sessions served at once per listener; beyond, new connections get 421.
+    pub max_sessions: usize,
+    /// Sessions one client address may hold at once (the town's relay
+    /// opens a few in parallel); beyond, 421, so one client cannot lock
+    /// the others out.
+    pub max_sessions_per_address: usize,
+    /// The authserv-ids of the town's relays (`mx.ville.fr`): only their
+    /// `Authentication-Results` headers say whether a sender is verified.
+    /// Empty: no sender is verified (see `sender`).
+    #[serde(default, deserialize_with = "list")]
+    pub trusted_authserv_ids: Vec<String>,
+    /// More messages than this from one sender within
+    /// `sender_burst_window_secs` are a burst: accepted, recorded on the
+    /// sender's dossier, and added to its waiting work item instead of
+    /// queueing one each (counted per process).
+    pub sender_burst_max: u32,
+    pub sender_burst_window_secs: u64,
     /// The dossier role: who may read a dossier's mail is its decision
     /// (restricted processes, audited reads), asked with the caller's token.
     pub dossier_url: String,
@@ -136,6 +153,13 @@ impl Config {
         positive("max_attachment_bytes", self.max_attachment_bytes)?;
         positive("max_attachments", self.max_attachments as u64)?;
         positive("session_timeout_secs", self.session_timeout_secs)?;
+        positive("max_sessions", self.max_sessions as u64)?;
+        positive(
+            "max_sessions_per_address",
+            self.max_sessions_per_address as u64,
+        )?;
+        positive("sender_burst_max", u64::from(self.sender_burst_max))?;
+        positive("sender_burst_window_secs", self.sender_burst_window_secs)?;
         if !(self.dossier_url.starts_with("http://") || self.dossier_url.starts_with("https://")) {
             return Err(ConfigError::invalid(
                 "email.dossier_url",
@@ -255,6 +279,11 @@ impl Config {
             ack_max_per_address: 3,
             no_ack_local_parts: vec![],
             session_timeout_secs: 60,
+            max_sessions: 256,
+            max_sessions_per_address: 20,
+            trusted_authserv_ids: vec![],
+            sender_burst_max: 5,
+            sender_burst_window_secs: 600,
             dossier_url: "http://127.0.0.1:50051".into(),
             imap: ImapConfig {
                 host: String::new(),
@@ -316,6 +345,11 @@ pub(crate) mod tests {
             ack_max_per_address: 3,
             no_ack_local_parts: vec!["noreply".into()],
             session_timeout_secs: 300,
+            max_sessions: 256,
+            max_sessions_per_address: 20,
+            trusted_authserv_ids: vec![],
+            sender_burst_max: 5,
+            sender_burst_window_secs: 600,
             dossier_url: "http://127.0.0.1:50051".into(),
             imap: ImapConfig {
                 host: String::new(),

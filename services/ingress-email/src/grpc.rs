@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth;
 use guichet_platform::db::is_unique_violation;
 use guichet_platform::grpc::{
     failed_precondition, internal_err, invalid_argument, not_found, page_size, unavailable,
@@ -16,9 +16,6 @@ use tonic::{Request, Response, Status};
 use crate::acks::{Outbound, REPLY_TEMPLATE};
 use crate::db::entities::email_message;
 use crate::{EmailApi, StoredPart};
-
-const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
-const SENDERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin];
 
 /// Longest answer accepted (characters).
 const MAX_REPLY_CHARS: usize = 100_000;
@@ -196,7 +193,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         &self,
         request: Request<pb::SendReplyRequest>,
     ) -> Result<Response<pb::EmailMessage>, Status> {
-        let caller = require(&request, SENDERS)?;
+        let caller = auth::caller(&request)?;
         let auth = bearer(&request);
         let req = request.into_inner();
         tracing::Span::current().record("dossier_id", req.dossier_id.as_str());
@@ -363,7 +360,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         &self,
         request: Request<pb::GetEmailMessageRequest>,
     ) -> Result<Response<pb::EmailMessage>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let auth = bearer(&request);
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
@@ -380,7 +377,7 @@ impl pb::email_service_server::EmailService for EmailApi {
         &self,
         request: Request<pb::ListEmailMessagesRequest>,
     ) -> Result<Response<pb::ListEmailMessagesResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let auth = bearer(&request);
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;

@@ -25,6 +25,7 @@ pub mod db;
 pub mod grpc;
 pub mod imap;
 pub mod mime;
+pub mod sender;
 pub mod smtp;
 pub mod text;
 
@@ -83,6 +84,8 @@ pub struct EmailApi {
     pub(crate) dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient<
         tonic::transport::Channel,
     >,
+    /// Messages per sender, to tell a burst.
+    pub(crate) bursts: Arc<sender::Bursts>,
 }
 
 /// The ingress-email role's contract with the process that runs it.
@@ -149,6 +152,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
             objects: deps.objects,
             config: Arc::new(config),
             clock: deps.clock.clone(),
+            bursts: Arc::default(),
         },
         auth: deps.auth,
         smtp: listeners,
@@ -518,9 +522,35 @@ impl EmailApi {
         mailbox: &str,
         source: Source,
     ) -> Staged {
+        let trust = sender::check(
+            &p.from_address,
+            &p.auth_results,
+            &self.config.trusted_authserv_ids,
+            &self.config.accepted_domains,
+        );
+        let burst = p.bounce.is_none()
+            && !p.auto_submitted()
+            && self.bursts.record(
+                &p.from_address,
+                model.created_at,
+                self.config.sender_burst_max,
+                chrono::Duration::seconds(
+                    i64::try_from(self.config.sender_burst_window_secs).unwrap_or(i64::MAX),
+                ),
+            );
+        if trust.claims_town {
+            metrics::counter!("guichet_email_claims_town_total").increment(1);
+            tracing::warn!(email_message = %model.id, results = %trust.results, "mail claims the town's own domain from outside; its sender is matched to no citizen");
+        }
+        if burst {
+            metrics::counter!("guichet_email_bursts_total").increment(1);
+        }
+        metrics::counter!("guichet_email_senders_total", "verified" => if trust.verified { "true" } else { "false" })
+            .increment(1);
+        // Mail claiming to be the town's, from outside, is nobody's file.
         let citizen = Email::parse(&p.from_address)
             .ok()
-            .filter(|_| p.bounce.is_none())
+            .filter(|_| p.bounce.is_none() && !trust.claims_town)
             .map(|e| {
                 let name = guichet_platform::names::split_name(&p.from_name);
                 // The phone of the signature is kept on the citizen (as a
@@ -594,6 +624,10 @@ impl EmailApi {
                     .collect(),
                 tnef: p.tnef,
                 forwarded_subjects: p.forwarded_subjects.clone(),
+                sender_verified: trust.verified,
+                sender_auth: trust.results.clone(),
+                claims_town_domain: trust.claims_town,
+                burst,
             })),
         };
         self.outbox.intake_event(

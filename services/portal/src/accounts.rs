@@ -83,13 +83,16 @@ pub fn check_password(password: &str) -> Result<(), AccountError> {
 }
 
 /// Parse `agent,supervisor` into roles (the portal's users are people: not
-/// `service`).
+/// devices or systems).
 pub fn parse_roles(text: &str) -> Result<Vec<Role>, AccountError> {
     let mut roles = Vec::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let role: Role = part.parse().map_err(|e: String| invalid("roles", e))?;
-        if role == Role::Service {
-            return Err(invalid("roles", "`service` is for systems, not people"));
+        if !role.is_person() {
+            return Err(invalid(
+                "roles",
+                format!("`{}` is for devices and systems, not people", role.as_str()),
+            ));
         }
         if !roles.contains(&role) {
             roles.push(role);
@@ -170,7 +173,7 @@ pub async fn add(db: &DatabaseConnection, new: NewAccount) -> Result<account::Mo
     if new.display_name.trim().is_empty() {
         return Err(invalid("display_name", "must not be empty"));
     }
-    if new.roles.is_empty() || new.roles.contains(&Role::Service) {
+    if new.roles.is_empty() || new.roles.iter().any(|r| !r.is_person()) {
         return Err(invalid("roles", "at least one of agent, supervisor, admin"));
     }
     if find(db, &new.login).await?.is_some() {

@@ -48,7 +48,7 @@ pub struct Clients {
     /// The process studio, served by the dossier role.
     pub studio: ProcessStudioServiceClient<Ch>,
     pub counter: CounterServiceClient<Ch>,
-    /// Called only for the citizens' pages, as `service`.
+    /// Called for the agents, and for the citizens' pages as `citizen_pages`.
     pub appointment: AppointmentServiceClient<Ch>,
     pub indicators: IndicatorServiceClient<Ch>,
     pub telephony: TelephonyServiceClient<Ch>,
@@ -129,13 +129,14 @@ impl Clients {
     }
 
     /// `message` as a request of the citizens' pages: the portal's own
-    /// `service` identity, held by the roles to the public rules (public
+    /// `citizen_pages` identity (admitted only on the calls those pages
+    /// make, see `guichet access`), held by the roles to the public rules (public
     /// appointment types, booking delays, no-show policy, link secrets).
     pub fn public<T>(&self, message: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(message);
         let token = self
             .auth
-            .issue(&self.service_subject, &[Role::Service], &[], self.ttl);
+            .issue(&self.service_subject, &[Role::CitizenPages], &[], self.ttl);
         if let Ok(value) = format!("Bearer {token}").parse() {
             req.metadata_mut().insert("authorization", value);
         }

@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// `[portal.public]`: the citizens' pages. They hold no agent session:
-/// the portal calls the roles as `service` for them, and every limit that
+/// the portal calls the roles as `citizen_pages` for them, and every limit that
 /// protects a rush or a bot is here.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -182,23 +182,41 @@ impl RoleService for Service {
         guichet_platform::role::boxed(async move {
             let app = self.app.clone();
             let public_listener = self.public;
-            let router = pages::router(app.clone(), shutdown.clone());
+            let router = guichet_platform::net::LiveSlots::new(
+                "portal",
+                guichet_platform::net::LiveSlots::DEFAULT,
+            )
+            .layer(pages::router(app.clone(), shutdown.clone()));
             let follow = app.live.clone().follow(app.bus.clone(), shutdown.clone());
             let purge = purge_loop(app.clone(), shutdown.clone());
-            let http = axum::serve(self.listener, router)
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+            let http = guichet_platform::net::serve_http(
+                self.listener,
+                router,
+                shutdown.clone(),
+                "portal",
+                guichet_platform::net::HttpLimits::default(),
+            );
             tracing::info!(addr = %self.addr, "portal listening");
             let citizens = async {
                 let Some((listener, addr)) = public_listener else {
                     return Ok(());
                 };
-                let router = public::router(public::Public::new(app.clone()), shutdown.clone());
-                tracing::info!(%addr, "citizens' pages listening");
-                axum::serve(
-                    listener,
-                    router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+                let router = guichet_platform::net::LiveSlots::new(
+                    "citizen_pages",
+                    guichet_platform::net::LiveSlots::DEFAULT,
                 )
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                .layer(public::router(
+                    public::Public::new(app.clone()),
+                    shutdown.clone(),
+                ));
+                tracing::info!(%addr, "citizens' pages listening");
+                guichet_platform::net::serve_http(
+                    listener,
+                    router,
+                    shutdown.clone(),
+                    "citizen_pages",
+                    guichet_platform::net::HttpLimits::default(),
+                )
                 .await
             };
             let (served, public_served, (), ()) = tokio::join!(http, citizens, follow, purge);

@@ -185,7 +185,7 @@ impl Provider {
         let mut roles: Vec<Role> = strings(&self.config.roles_claim)
             .iter()
             .filter_map(|r| r.parse().ok())
-            .filter(|r| *r != Role::Service)
+            .filter(|r: &Role| r.is_person())
             .collect();
         roles.dedup();
         if roles.is_empty() {

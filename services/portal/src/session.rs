@@ -45,6 +45,7 @@ impl Session {
             subject: self.subject.clone(),
             roles: self.roles.clone(),
             groups: self.groups.clone(),
+            audience: String::new(),
         }
         .has(role)
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use guichet_platform::auth::{Principal, Role, require};
+use guichet_platform::auth::{self, Principal, Role};
 use guichet_platform::grpc::{
     failed_precondition, internal, internal_err, invalid_argument, not_found, page_size,
     unavailable,
@@ -23,11 +23,6 @@ use tonic::{Request, Response, Status};
 use crate::db::entities::{agent, work_item};
 use crate::intake::{Classifier, DossierClient};
 use crate::queue::{self, Cursor, ListFilter, Queue, QueueError, Stats, has_sla, split};
-
-const AGENTS: &[Role] = &[Role::Agent];
-const READERS: &[Role] = &[Role::Agent, Role::Service];
-const SUPERVISORS: &[Role] = &[Role::Supervisor];
-const MONITORS: &[Role] = &[Role::Supervisor, Role::Service];
 
 #[derive(Clone)]
 pub struct QueueApi {
@@ -218,6 +213,7 @@ impl QueueApi {
 }
 
 pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
+    let warnings = crate::queue::warnings_of(&m);
     let candidates = crate::queue::candidates_of(&m)
         .into_iter()
         .map(|c| pb::CitizenCandidate {
@@ -263,6 +259,7 @@ pub fn item_pb(m: work_item::Model) -> pb::WorkItem {
         correlation: m.correlation,
         callback_attempts: u32::try_from(m.callback_attempts).unwrap_or(0),
         callback_unanswered: u32::try_from(m.callback_unanswered).unwrap_or(0),
+        warnings,
     }
 }
 
@@ -276,7 +273,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::SetPresenceRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let presence = pb::Presence::try_from(req.presence)
             .ok()
@@ -297,7 +294,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::GetAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let id = request.into_inner().id.trim().to_owned();
         let id = if id.is_empty() {
             caller.subject.clone()
@@ -322,7 +319,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::ListAgentsRequest>,
     ) -> Result<Response<pb::ListAgentsResponse>, Status> {
-        require(&request, MONITORS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let presence = match pb::Presence::try_from(req.presence) {
@@ -381,7 +378,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::UpdateAgentRequest>,
     ) -> Result<Response<pb::Agent>, Status> {
-        require(&request, SUPERVISORS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?.to_owned();
         let slug = |s: &str| {
@@ -451,7 +448,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::TakeNextRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let only = request.into_inner().queue_id;
         let only = if only.trim().is_empty() {
             None
@@ -494,7 +491,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::WatchOffersRequest>,
     ) -> Result<Response<OfferStream>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let queue = self.queue.clone();
         let mut changes = self.queue.subscribe();
@@ -542,7 +539,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::AcceptOfferRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         let item = self
@@ -561,7 +558,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::RejectOfferRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         if req.reason.chars().count() > 500 {
@@ -581,7 +578,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::WrapUpWorkItemRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         let item = self
@@ -597,7 +594,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::GetWorkItemRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let by_event = req.intake_event_id.trim();
         let item = if req.id.trim().is_empty() && !by_event.is_empty() {
@@ -622,7 +619,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::CompleteWorkItemRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         let outcome = req.outcome.trim();
@@ -681,7 +678,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::RecordCallbackAttemptRequest>,
     ) -> Result<Response<pb::CallbackAttempt>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         tracing::Span::current().record("work_item_id", id);
@@ -788,7 +785,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::ResolveCitizenCandidateRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let on_behalf = request.metadata().get("authorization").cloned();
         let req = request.into_inner();
         let id = required_id(&req.id)?;
@@ -855,7 +852,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::CancelWorkItemRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         let reason = req.reason.trim();
@@ -876,7 +873,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::TransferWorkItemRequest>,
     ) -> Result<Response<pb::WorkItem>, Status> {
-        let caller = require(&request, AGENTS)?;
+        let caller = auth::caller(&request)?;
         let req = request.into_inner();
         let id = required_id(&req.id)?;
         let target = if req.queue_id.trim().is_empty() {
@@ -906,7 +903,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::ListWorkItemsRequest>,
     ) -> Result<Response<pb::ListWorkItemsResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let status = match pb::WorkItemStatus::try_from(req.status) {
@@ -967,7 +964,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::ListQueuesRequest>,
     ) -> Result<Response<pb::ListQueuesResponse>, Status> {
-        require(&request, READERS)?;
+        auth::caller(&request)?;
         let queues = self
             .queue
             .settings()
@@ -990,7 +987,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::GetQueueStatisticsRequest>,
     ) -> Result<Response<pb::QueueStatistics>, Status> {
-        require(&request, MONITORS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let queue_id = self.queue_arg("queue_id", &req.queue_id)?;
         let window = Self::window_arg(req.window.as_ref())?;
@@ -1008,7 +1005,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::WatchQueueRequest>,
     ) -> Result<Response<StatsStream>, Status> {
-        require(&request, MONITORS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let queue_id = self.queue_arg("queue_id", &req.queue_id)?;
         let window = Self::window_arg(req.window.as_ref())?;
@@ -1060,7 +1057,7 @@ impl pb::queue_service_server::QueueService for QueueApi {
         &self,
         request: Request<pb::ExplainClassificationRequest>,
     ) -> Result<Response<pb::Classification>, Status> {
-        require(&request, SUPERVISORS)?;
+        auth::caller(&request)?;
         let intake = request
             .into_inner()
             .intake

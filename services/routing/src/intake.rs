@@ -27,6 +27,11 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::calendar::{Calendar, SlaTarget};
 use crate::queue::{CandidateRef, Handled, NewItem, Queue};
+
+/// Told to the agent on a work item (French).
+const UNVERIFIED_SENDER: &str = "Expéditeur non vérifié : ce message a été rattaché à une fiche existante par son adresse, sans preuve que l'expéditeur en est le titulaire.";
+const CLAIMS_TOWN: &str = "Ce message se présente comme venant de la mairie (domaine de la ville) mais arrive de l'extérieur : possible usurpation ; il n'a été rattaché à aucune fiche.";
+const BURST: &str = "Rafale : de nombreux messages de cet expéditeur sont arrivés en peu de temps ; ils sont réunis dans cette demande (voir la chronologie du dossier).";
 use crate::rules::{Evaluation, RuleSet, Rules};
 
 pub type DossierClient = DossierServiceClient<InterceptedService<GrpcChannel, ServiceCredentials>>;
@@ -389,6 +394,37 @@ impl Router {
         if routed.dossier.is_some() && !routed.unknown_references.is_empty() {
             metrics::counter!("guichet_routing_unknown_references_total").increment(1);
         }
+        // What the agent must be told before trusting an email.
+        let mut warnings = Vec::new();
+        if let Some(intake_event::Details::Email(e)) = &event.details {
+            if e.claims_town_domain {
+                warnings.push(CLAIMS_TOWN.to_owned());
+            } else if !e.sender_verified && !routed.citizen_id.is_empty() && !routed.citizen_created
+            {
+                warnings.push(UNVERIFIED_SENDER.to_owned());
+            }
+            if e.burst {
+                warnings.push(BURST.to_owned());
+                // A burst's further messages are on the dossier's timeline;
+                // the request already waiting for an agent covers them.
+                if let Some(d) = &routed.dossier {
+                    let waiting = self
+                        .queue
+                        .waiting_on_dossier(&d.id, channel.slug())
+                        .await
+                        .map_err(|e| HandlerError::Transient(format!("burst: {e}")))?;
+                    if let Some(w) = waiting {
+                        self.queue
+                            .add_warning(&w.id, BURST)
+                            .await
+                            .map_err(|e| HandlerError::Transient(format!("burst: {e}")))?;
+                        metrics::counter!("guichet_routing_burst_joined_total").increment(1);
+                        tracing::info!(intake_event_id = %event.id, work_item_id = %w.id, dossier_id = %d.id, "message of a burst joined the waiting work item");
+                        return Ok(());
+                    }
+                }
+            }
+        }
         // 3. One work item in the unified queue.
         let (dossier_id, reference, process_id) = match &routed.dossier {
             Some(d) => (d.id.clone(), d.reference.clone(), d.process_id.clone()),
@@ -429,6 +465,7 @@ impl Router {
                 handled,
                 // What classification read, kept to try other rules on it.
                 kept_input: Some(kept_input(&event)),
+                warnings,
             })
             .await
             .map_err(|e| HandlerError::Transient(format!("enqueue: {e}")))?;

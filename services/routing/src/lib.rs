@@ -96,7 +96,7 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
     let channel = guichet_platform::grpc::lazy_channel("routing.dossier_url", &config.dossier_url)?;
     let dossier = DossierServiceClient::with_interceptor(
         channel,
-        ServiceCredentials::new(deps.auth.clone(), "guichet-routing"),
+        ServiceCredentials::new(deps.auth.clone(), "routing", "dossier"),
     );
     let outbox = guichet_platform::outbox::Outbox::new(db.clone(), deps.bus.clone());
     let settings = queue::Settings {

@@ -102,7 +102,7 @@ pub async fn build(mut config: Config, deps: Deps) -> anyhow::Result<Service> {
             Arc::new(dossier::Grpc {
                 client: DossierServiceClient::with_interceptor(
                     channel,
-                    ServiceCredentials::new(deps.auth.clone(), "guichet-signature"),
+                    ServiceCredentials::new(deps.auth.clone(), "signature", "dossier"),
                 ),
             })
         }
@@ -170,11 +170,13 @@ impl Service {
             let app = http::router(self.core.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
-                if let Err(error) = axum::serve(
+                if let Err(error) = guichet_platform::net::serve_http(
                     listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                    app,
+                    stop,
+                    "signature",
+                    guichet_platform::net::HttpLimits::default(),
                 )
-                .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await
                 {
                     tracing::error!(%error, "signature pages stopped");

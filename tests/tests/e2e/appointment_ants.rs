@@ -251,16 +251,45 @@ async fn appointment_desk_agenda_feed_is_served_to_agents_over_http() {
     let agent = f.env.token("agent-1", &[guichet_testkit::TokenRole::Agent]);
     let service = f
         .env
-        .token("portail", &[guichet_testkit::TokenRole::Service]);
+        .token("portail", &[guichet_testkit::TokenRole::CitizenPages]);
 
-    let (status, body) = http_get_with(addr, &format!("/agenda/dr2.ics?token={agent}"), &[])
+    // The feed's address carries the desk's key, never a person's token.
+    let feed = f
+        .agent()
+        .await
+        .export_desk_agenda(pb::ExportDeskAgendaRequest {
+            desk_id: "dr2".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .feed_path;
+    assert!(feed.starts_with("/agenda/dr2.ics?key="), "{feed}");
+    assert!(!feed.contains(&agent));
+    let (status, body) = http_get_with(addr, &feed, &[]).await.unwrap();
+    assert_eq!(status, 200);
+    let (status, _) = http_get_with(addr, &format!("/agenda/dr2.ics?token={agent}"), &[])
         .await
         .unwrap();
-    assert_eq!(status, 200);
+    assert_eq!(status, 400);
+    let (status, _) = http_get_with(
+        addr,
+        "/agenda/dr2.ics?key=0123456789abcdef0123456789abcdef",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 403);
+    // Another desk's key opens only that desk.
+    let key = feed.rsplit_once("key=").unwrap().1;
+    let (status, _) = http_get_with(addr, &format!("/agenda/dr1.ics?key={key}"), &[])
+        .await
+        .unwrap();
+    assert_eq!(status, 403);
     // Citizens' appointments are never cached, nor the URL passed on.
     let res = reqwest::Client::new()
-        .get(format!("http://{addr}/agenda/dr2.ics"))
-        .bearer_auth(&agent)
+        .get(format!("http://{addr}{feed}"))
         .send()
         .await
         .unwrap();
@@ -285,11 +314,12 @@ async fn appointment_desk_agenda_feed_is_served_to_agents_over_http() {
         http_get_with(addr, "/agenda/dr2.ics", &[]).await.unwrap().0,
         401
     );
-    let (status, _) = http_get_with(addr, &format!("/agenda/dr2.ics?token={service}"), &[])
+    let service = format!("Bearer {service}");
+    let (status, _) = http_get_with(addr, "/agenda/dr2.ics", &[("Authorization", &service)])
         .await
         .unwrap();
     assert_eq!(status, 403);
-    let (status, _) = http_get_with(addr, &format!("/agenda/nope.ics?token={agent}"), &[])
+    let (status, _) = http_get_with(addr, &format!("/agenda/nope.ics?key={key}"), &[])
         .await
         .unwrap();
     assert_eq!(status, 404);
@@ -336,8 +366,11 @@ async fn appointment_the_agenda_feed_shows_a_no_show_as_not_held_and_calendars_s
         .mark_no_show(pb::MarkNoShowRequest { id: b.id.clone() })
         .await
         .unwrap();
-    let agent = f.env.token("agent-1", &[guichet_testkit::TokenRole::Agent]);
-    let (status, body) = http_get_with(addr, &format!("/agenda/dr2.ics?token={agent}"), &[])
+    let agent = format!(
+        "Bearer {}",
+        f.env.token("agent-1", &[guichet_testkit::TokenRole::Agent])
+    );
+    let (status, body) = http_get_with(addr, "/agenda/dr2.ics", &[("Authorization", &agent)])
         .await
         .unwrap();
     assert_eq!(status, 200);

@@ -198,7 +198,11 @@ impl Fixture {
 
     /// The citizen portal (public booking rules).
     pub async fn portal(&self) -> Client {
-        appointment_client(self.grpc, &self.env.token("portail", &[TokenRole::Service])).await
+        appointment_client(
+            self.grpc,
+            &self.env.token("portail", &[TokenRole::CitizenPages]),
+        )
+        .await
     }
 
     pub async fn finish(self) {

@@ -479,8 +479,11 @@ async fn appointment_a_reschedule_is_on_the_dossier_timeline() {
         .await
         .unwrap()
         .into_inner();
-    let mut portal =
-        appointment_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service])).await;
+    let mut portal = appointment_client(
+        app.grpc_addr,
+        &env.token("portail", &[TokenRole::CitizenPages]),
+    )
+    .await;
     let mut req = book_req(utc(2027, 1, 8, 9, 0), &citizen.id, "");
     req.dossier_id = dos.id.clone();
     let b = portal.book_appointment(req).await.unwrap().into_inner();

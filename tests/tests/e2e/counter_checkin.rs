@@ -49,7 +49,7 @@ async fn check_in_scenario(backend: Backend) {
             &[("GUICHET__COUNTER__APPOINTMENT_URL", url.as_str())],
         )
         .await;
-    let kiosk_token = f.env.token("borne-accueil", &[TokenRole::Service]);
+    let kiosk_token = f.env.token("borne-accueil", &[TokenRole::Kiosk]);
     let agent = f.env.token("agent-1", &[TokenRole::Agent]);
     let mut kiosk = counter_client(counter.grpc_addr, &kiosk_token).await;
     let mut desk = counter_client(counter.grpc_addr, &agent).await;
@@ -253,7 +253,7 @@ async fn counter_check_in_is_refused_clearly_when_not_configured() {
     };
     let clock = guichet_platform::clock::ManualClock::new(paris(9, 0));
     let counter = env.spawn_counter_with_clock(clock, &[]).await;
-    let kiosk = env.token("borne-accueil", &[TokenRole::Service]);
+    let kiosk = env.token("borne-accueil", &[TokenRole::Kiosk]);
     let err = counter_client(counter.grpc_addr, &kiosk)
         .await
         .check_in_appointment(check_in_ref("RDV-ABCDEFGH"))

@@ -291,7 +291,7 @@ async fn counter_display_board_receives_calls_in_order_over_sse_and_grpc() {
     };
     let app = env.spawn(&[Role::IngressCounter]).await;
     let agent = env.token("agent-1", &[TokenRole::Agent]);
-    let screen = env.token("screen-hall", &[TokenRole::Service]);
+    let screen = env.token("screen-hall", &[TokenRole::Kiosk]);
     let mut sse = SseReader::connect(
         http_addr_of(&app, Role::IngressCounter),
         "/board/mairie/events",

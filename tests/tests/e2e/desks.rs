@@ -409,7 +409,7 @@ async fn desk_hand_over(backend: Backend) {
         return;
     };
     let app = env.spawn(&all_roles()).await;
-    let kiosk_token = env.token("borne-1", &[TokenRole::Service]);
+    let kiosk_token = env.token("borne-1", &[TokenRole::Kiosk]);
     let a1 = env.token("agent-1", &[TokenRole::Agent]);
     let a2 = env.token("agent-2", &[TokenRole::Agent]);
     let mut kiosk = counter_client(app.grpc_addr, &kiosk_token).await;
@@ -1106,7 +1106,7 @@ async fn a_signature_requested_from_the_dossier_completes_with_the_sms_code() {
     )
     .await;
     assert!(!item.dossier_id.is_empty(), "{item:?}");
-    dossier_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service]))
+    dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent]))
         .await
         .add_document(guichet_testkit::proto::dossier::v1::AddDocumentRequest {
             dossier_id: item.dossier_id.clone(),

@@ -311,7 +311,7 @@ async fn restricted_dossiers_are_for_their_group_only_and_every_read_is_audited(
         return;
     };
     let app = env.spawn(&[Role::Dossier]).await;
-    let service = env.token("routing", &[TokenRole::Service]);
+    let service = env.token("admin-1", &[TokenRole::Admin]);
     let social = env.token_in_groups("as-1", &[TokenRole::Agent], &["social"]);
     let front = env.token("agent-2", &[TokenRole::Agent]);
     let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
@@ -476,7 +476,7 @@ async fn restricted_documents_by_hash(backend: Backend) {
         return;
     };
     let app = env.spawn(&[Role::Dossier, Role::Signature]).await;
-    let service = env.token("routing", &[TokenRole::Service]);
+    let service = env.token("admin-1", &[TokenRole::Admin]);
     let social = env.token_in_groups("as-1", &[TokenRole::Agent], &["social"]);
     let front = env.token("agent-2", &[TokenRole::Agent]);
     let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
@@ -891,7 +891,7 @@ async fn dossier_transition_refusals_are_worded_in_french_for_the_agent() {
         )
         .await;
     let mut a = dossier_client(app.grpc_addr, &env.token("agent-1", &[TokenRole::Agent])).await;
-    let mut svc = dossier_client(app.grpc_addr, &env.token("portail", &[TokenRole::Service])).await;
+    let mut svc = dossier_client(app.grpc_addr, &env.service_token("signature", "dossier")).await;
     let cid = citizen(&mut a, "Lefèvre", "06 11 22 33 44").await;
     let d = open(&mut a, &cid, "essai").await;
 

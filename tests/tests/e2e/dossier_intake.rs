@@ -64,7 +64,7 @@ async fn one_person_at_once(backend: Backend) {
         return;
     };
     let app = env.spawn(&[Role::Dossier]).await;
-    let service = env.token("routing", &[TokenRole::Service]);
+    let service = env.service_token("routing", "dossier");
     let agent = env.token("agent-1", &[TokenRole::Agent]);
 
     // 20 requests of one new person routed at once, plus 4 redeliveries of
@@ -177,7 +177,7 @@ async fn branches(backend: Backend) {
         return;
     };
     let app = env.spawn(&[Role::Dossier]).await;
-    let service = env.token("routing", &[TokenRole::Service]);
+    let service = env.service_token("routing", "dossier");
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let mut svc = dossier_client(app.grpc_addr, &service).await;
     let mut a = dossier_client(app.grpc_addr, &agent).await;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access;
 mod appointment_ants;
 mod appointment_booking;
 mod appointment_cache;
@@ -24,6 +25,7 @@ mod email_smtp;
 mod events;
 mod indicators;
 mod intake;
+mod limits;
 mod notification_delivery;
 mod objects_s3;
 mod portal;

@@ -103,7 +103,7 @@ async fn an_agent_works_a_request_from_queue_to_completion_in_the_browser() {
     )
     .await;
     let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
-    let kiosk = env.token("borne-1", &[TokenRole::Service]);
+    let kiosk = env.token("borne-1", &[TokenRole::Kiosk]);
 
     // Login: the page asked for comes back after it; a wrong password is
     // told beside the form and keeps the login typed.
@@ -729,8 +729,8 @@ async fn an_agent_logs_in_with_the_towns_openid_provider() {
         Duration::from_secs(600),
     );
     let service = auth.issue(
-        "guichet-test",
-        &[TokenRole::Service],
+        "portail-citoyen",
+        &[TokenRole::CitizenPages],
         &[],
         Duration::from_secs(600),
     );

@@ -507,7 +507,7 @@ async fn the_ticket_page_follows_the_queue_and_says_when_a_desk_calls() {
     let app = env.spawn(&all_roles()).await;
     let portal: PortalHandle = app.handle().expect("portal handle");
     let public = portal.public_url.clone();
-    let kiosk = env.token("borne-1", &[TokenRole::Service]);
+    let kiosk = env.token("borne-1", &[TokenRole::Kiosk]);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let counter = counter_client(app.grpc_addr, &kiosk).await;
     let issue = |n: u32| {

@@ -96,6 +96,7 @@ pub fn item(
         candidates: vec![],
         handled: None,
         kept_input: None,
+        warnings: Vec::new(),
     }
 }
 

@@ -395,7 +395,7 @@ async fn an_uploaded_scan_is_read_once_and_lands_in_the_unified_queue_on_postgre
         return;
     };
     let app = env.spawn(&all_roles()).await;
-    let station = env.token("station-courrier", &[TokenRole::Service]);
+    let station = env.token("station-courrier", &[TokenRole::Partner]);
     let agent = env.token("agent-1", &[TokenRole::Agent]);
     let work = tempfile::tempdir().expect("tempdir");
     let bytes = render_to_bytes(

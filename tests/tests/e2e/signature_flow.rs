@@ -623,9 +623,9 @@ async fn signature_three_wrong_codes_lock_the_request_until_an_agent_reissues() 
         .into_inner();
     assert_eq!(got.status, pb::RequestStatus::Locked as i32);
 
-    // Only an agent reissues (a service may not).
+    // Only an agent reissues (the citizens' pages may not).
     let mut service =
-        signature_client(f.grpc, &f.env.token("portail", &[TokenRole::Service])).await;
+        signature_client(f.grpc, &f.env.token("portail", &[TokenRole::CitizenPages])).await;
     let e = service
         .reissue_signature_request(pb::ReissueSignatureRequestRequest {
             id: req.id.clone(),

@@ -88,7 +88,7 @@ async fn a_process_owner_changes_tries_publishes_and_migrates_the_passport_proce
     )
     .await;
     crate::portal::account(&portal, "aline", "Aline Accueil", &[AuthRole::Agent], &[]).await;
-    let service = env.token("guichet-test", &[AuthRole::Service]);
+    let service = env.token("agent-test", &[AuthRole::Agent]);
     let mut d = dossier_client(app.grpc_addr, &service).await;
     let first = open_passport(&mut d, "Moreau", "06 11 22 33 44").await;
     let second = open_passport(&mut d, "Lefèvre", "06 55 66 77 88").await;

@@ -60,7 +60,7 @@ pub const CANCELLED_BY_CITIZEN: BookingStatus = BookingStatus::CancelledByCitize
 pub const CANCELLED_BY_TOWN: BookingStatus = BookingStatus::CancelledByTown;
 
 /// What the caller may do: agents book any type at any time for anyone;
-/// the public (the citizen portal, as `service`) is held to the rules.
+/// the public (the citizen portal, as `citizen_pages`) is held to the rules.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub subject: String,

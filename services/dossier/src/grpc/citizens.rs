@@ -58,7 +58,7 @@ pub(super) async fn resolve_citizen(
     api: &DossierApi,
     request: Request<pb::ResolveCitizenRequest>,
 ) -> Result<Response<pb::ResolveCitizenResponse>, Status> {
-    require(&request, WRITERS)?;
+    auth::caller(&request)?;
     let req = request.into_inner();
     let input = parse_hint(req.hint.as_ref(), "hint")?;
     let r = api
@@ -95,7 +95,7 @@ pub(super) async fn get_citizen(
     api: &DossierApi,
     request: Request<pb::GetCitizenRequest>,
 ) -> Result<Response<pb::Citizen>, Status> {
-    require(&request, READERS)?;
+    auth::caller(&request)?;
     let id = request.into_inner().id;
     let id = non_empty(&id).ok_or_else(|| invalid_argument("id", "is required"))?;
     let view = api
@@ -111,7 +111,7 @@ pub(super) async fn list_citizens(
     api: &DossierApi,
     request: Request<pb::ListCitizensRequest>,
 ) -> Result<Response<pb::ListCitizensResponse>, Status> {
-    require(&request, READERS)?;
+    auth::caller(&request)?;
     let req = request.into_inner();
     let query = text_field("query", &req.query, 200)?;
     let limit = page_size(req.page_size, 20, 200)?;
@@ -137,7 +137,7 @@ pub(super) async fn update_citizen(
     api: &DossierApi,
     request: Request<pb::UpdateCitizenRequest>,
 ) -> Result<Response<pb::Citizen>, Status> {
-    let p = require(&request, WRITERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let c = req
         .citizen
@@ -230,7 +230,7 @@ pub(super) async fn merge_citizens(
     api: &DossierApi,
     request: Request<pb::MergeCitizensRequest>,
 ) -> Result<Response<pb::Merge>, Status> {
-    let p = require(&request, &[Role::Agent])?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let target = non_empty(&req.target_citizen_id)
         .ok_or_else(|| invalid_argument("target_citizen_id", "is required"))?;
@@ -250,7 +250,7 @@ pub(super) async fn split_citizen(
     api: &DossierApi,
     request: Request<pb::SplitCitizenRequest>,
 ) -> Result<Response<pb::Merge>, Status> {
-    let p = require(&request, &[Role::Agent])?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let id = non_empty(&req.merge_id).ok_or_else(|| invalid_argument("merge_id", "is required"))?;
     let reason = text_field("reason", &req.reason, 1000)?;
@@ -267,7 +267,7 @@ pub(super) async fn export_citizen(
     api: &DossierApi,
     request: Request<pb::ExportCitizenRequest>,
 ) -> Result<Response<pb::ExportCitizenResponse>, Status> {
-    let p = require(&request, SUPERVISORS)?;
+    let p = auth::caller(&request)?;
     let id = request.into_inner().citizen_id;
     let id = non_empty(&id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
     let json = api
@@ -283,7 +283,7 @@ pub(super) async fn erase_citizen(
     api: &DossierApi,
     request: Request<pb::EraseCitizenRequest>,
 ) -> Result<Response<pb::EraseCitizenResponse>, Status> {
-    let p = require(&request, ADMINS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let id =
         non_empty(&req.citizen_id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;

@@ -78,7 +78,7 @@ pub(super) async fn open_dossier(
     api: &DossierApi,
     request: Request<pb::OpenDossierRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, WRITERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let citizen_id =
         non_empty(&req.citizen_id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;
@@ -144,7 +144,7 @@ pub(super) async fn get_dossier(
     api: &DossierApi,
     request: Request<pb::GetDossierRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let d = api.readable(&p, &request.into_inner().id, "id").await?;
     Ok(Response::new(api.dossier_pb(d).await?))
 }
@@ -153,7 +153,7 @@ pub(super) async fn list_dossiers(
     api: &DossierApi,
     request: Request<pb::ListDossiersRequest>,
 ) -> Result<Response<pb::ListDossiersResponse>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let limit = page_size(req.page_size, 50, 500)?;
     let filter = DossierFilter {
@@ -192,7 +192,7 @@ pub(super) async fn update_dossier(
     api: &DossierApi,
     request: Request<pb::UpdateDossierRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, WRITERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let body = req
         .dossier
@@ -276,7 +276,7 @@ pub(super) async fn transition_dossier(
     api: &DossierApi,
     request: Request<pb::TransitionDossierRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     if let Some(done) = api.replayed(&p, &req.request_id).await? {
         return Ok(Response::new(done));
@@ -368,7 +368,7 @@ pub(super) async fn reopen_dossier(
     api: &DossierApi,
     request: Request<pb::ReopenDossierRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, &[Role::Service, Role::Supervisor])?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     if let Some(done) = api.replayed(&p, &req.request_id).await? {
         return Ok(Response::new(done));
@@ -419,7 +419,7 @@ pub(super) async fn set_legal_hold(
     api: &DossierApi,
     request: Request<pb::SetLegalHoldRequest>,
 ) -> Result<Response<pb::Dossier>, Status> {
-    let p = require(&request, SUPERVISORS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let d = api.readable(&p, &req.id, "id").await?;
     let reason = if req.hold {
@@ -439,7 +439,7 @@ pub(super) async fn get_guidance(
     api: &DossierApi,
     request: Request<pb::GetGuidanceRequest>,
 ) -> Result<Response<pb::Guidance>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let d = api
         .readable(&p, &request.into_inner().dossier_id, "dossier_id")
         .await?;
@@ -552,7 +552,7 @@ pub(super) async fn add_note(
     api: &DossierApi,
     request: Request<pb::AddNoteRequest>,
 ) -> Result<Response<pb::TimelineEntry>, Status> {
-    let p = require(&request, WRITERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let d = api.readable(&p, &req.dossier_id, "dossier_id").await?;
     let visibility = match pb::NoteVisibility::try_from(req.visibility) {
@@ -579,7 +579,7 @@ pub(super) async fn link_dossier(
     api: &DossierApi,
     request: Request<pb::LinkDossierRequest>,
 ) -> Result<Response<pb::Link>, Status> {
-    let p = require(&request, WRITERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let d = api.readable(&p, &req.dossier_id, "dossier_id").await?;
     let l = req

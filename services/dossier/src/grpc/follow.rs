@@ -1,5 +1,5 @@
 //! "Suivre ma demande": what a citizen sees of their dossier with its
-//! reference and follow code. The public pages call it as `service`.
+//! reference and follow code. The public pages call it as `citizen_pages`.
 
 use super::*;
 
@@ -11,7 +11,7 @@ pub(super) async fn follow_dossier(
     api: &DossierApi,
     request: Request<pb::FollowDossierRequest>,
 ) -> Result<Response<pb::FollowedDossier>, Status> {
-    require(&request, &[Role::Service])?;
+    auth::caller(&request)?;
     let r = request.into_inner();
     let reference = r.reference.trim().to_uppercase();
     let unknown = || Status::not_found("no dossier with this reference and follow code");

@@ -38,6 +38,7 @@ fn response_pb(
         documents_added: c.documents_added,
         documents_refused: refused.to_vec(),
         refused: hint_refused.to_owned(),
+        citizen_created: c.citizen_created,
     }
 }
 
@@ -45,7 +46,7 @@ pub(super) async fn correlate_intake(
     api: &DossierApi,
     request: Request<pb::CorrelateIntakeRequest>,
 ) -> Result<Response<pb::CorrelateIntakeResponse>, Status> {
-    let p = require(&request, &[Role::Service])?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let request_id = non_empty(&req.request_id)
         .filter(|r| r.len() <= 128)

@@ -17,7 +17,7 @@ mod timelines;
 use std::sync::Arc;
 
 use chrono::Utc;
-use guichet_platform::auth::{Role, require};
+use guichet_platform::auth::{self, Role};
 use guichet_platform::grpc::{internal_err, invalid_argument, not_found, page_size};
 use guichet_proto::convert::{datetime, timestamp};
 use guichet_proto::dossier::v1 as pb;
@@ -40,17 +40,6 @@ use guichet_platform::grpc::failed_precondition;
 
 use dossiers::{dossier_message, label, transition_status};
 use timelines::entry_pb;
-
-/// Front-desk agents (and supervisors), and other systems.
-const READERS: &[Role] = &[Role::Agent, Role::Service];
-/// Who records requests: routing and other systems, and agents at the desk.
-const WRITERS: &[Role] = &[Role::Agent, Role::Service];
-const SUPERVISORS: &[Role] = &[Role::Supervisor];
-/// Who reads the process catalog: readers, and process owners in the studio.
-const CATALOG_READERS: &[Role] = &[Role::Agent, Role::Service, Role::ProcessOwner];
-/// Who moves open dossiers to a new version of their process.
-const MIGRATORS: &[Role] = &[Role::Supervisor, Role::ProcessOwner];
-const ADMINS: &[Role] = &[Role::Admin];
 
 /// Whether `p` may read `d`: restricted processes are for members of their
 /// group, services and admins; other dossiers for every reader.

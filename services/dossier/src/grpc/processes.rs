@@ -89,7 +89,7 @@ pub(super) async fn list_processes(
     api: &DossierApi,
     request: Request<pb::ListProcessesRequest>,
 ) -> Result<Response<pb::ListProcessesResponse>, Status> {
-    require(&request, CATALOG_READERS)?;
+    auth::caller(&request)?;
     let domain = request.into_inner().domain;
     let catalog = api.store.catalog();
     let processes = catalog
@@ -104,7 +104,7 @@ pub(super) async fn get_process(
     api: &DossierApi,
     request: Request<pb::GetProcessRequest>,
 ) -> Result<Response<pb::Process>, Status> {
-    require(&request, CATALOG_READERS)?;
+    auth::caller(&request)?;
     let req = request.into_inner();
     let id = non_empty(&req.id).ok_or_else(|| invalid_argument("id", "is required"))?;
     let catalog = api.store.catalog();
@@ -121,7 +121,7 @@ pub(super) async fn migrate_dossiers(
     api: &DossierApi,
     request: Request<pb::MigrateDossiersRequest>,
 ) -> Result<Response<pb::MigrateDossiersResponse>, Status> {
-    let p = require(&request, MIGRATORS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let id =
         non_empty(&req.process_id).ok_or_else(|| invalid_argument("process_id", "is required"))?;

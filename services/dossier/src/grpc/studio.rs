@@ -6,8 +6,6 @@ use crate::catalog::{Facts, Problem};
 use crate::db::entities::{process_draft, process_publication};
 use crate::studio::{self, ActionForm, Edit, StateForm, StudioError, Target, TransitionForm};
 
-const OWNERS: &[Role] = &[Role::ProcessOwner];
-
 fn studio_status(e: StudioError) -> Status {
     match e {
         StudioError::NotFound(what) => Status::not_found(what),
@@ -164,7 +162,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::GetProcessUsageRequest>,
     ) -> Result<Response<pb::ProcessUsage>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let id = id_of(&request.get_ref().process_id)?.to_owned();
         let catalog = self.store.catalog();
         if catalog.get_latest(&id).is_none() {
@@ -204,7 +202,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::GetProcessSourceRequest>,
     ) -> Result<Response<pb::ProcessSource>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         let catalog = self.store.catalog();
@@ -229,7 +227,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::ListDraftsRequest>,
     ) -> Result<Response<pb::ListDraftsResponse>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let drafts = self
             .store
             .drafts()
@@ -245,7 +243,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::GetDraftRequest>,
     ) -> Result<Response<pb::Draft>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let id = id_of(&request.get_ref().process_id)?.to_owned();
         let d = self.draft_of(&id).await?;
         Ok(Response::new(self.draft_pb(d)))
@@ -256,7 +254,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::CreateDraftRequest>,
     ) -> Result<Response<pb::Draft>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         let d = self
@@ -273,7 +271,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::UpdateDraftTextRequest>,
     ) -> Result<Response<pb::Draft>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         if req.text.trim().is_empty() {
@@ -295,7 +293,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::EditDraftRequest>,
     ) -> Result<Response<pb::Draft>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         let edit = req
@@ -315,7 +313,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::DeleteDraftRequest>,
     ) -> Result<Response<pb::DeleteDraftResponse>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let id = id_of(&request.get_ref().process_id)?.to_owned();
         self.store
             .delete_draft(&id, &p.subject)
@@ -329,7 +327,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::DryRunRequest>,
     ) -> Result<Response<pb::DryRunResponse>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         let def = if req.version == 0 {
@@ -409,7 +407,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::PublishDraftRequest>,
     ) -> Result<Response<pb::Publication>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let req = request.into_inner();
         let id = id_of(&req.process_id)?;
         let row = self
@@ -427,7 +425,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::ListPublicationsRequest>,
     ) -> Result<Response<pb::ListPublicationsResponse>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let id = non_empty(&request.get_ref().process_id).map(str::to_owned);
         let rows = self
             .store
@@ -444,7 +442,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::ExportCatalogRequest>,
     ) -> Result<Response<pb::ExportCatalogResponse>, Status> {
-        require(&request, OWNERS)?;
+        auth::caller(&request)?;
         let catalog = self.store.catalog();
         let files = catalog
             .all()
@@ -465,7 +463,7 @@ impl pb::process_studio_service_server::ProcessStudioService for DossierApi {
         &self,
         request: Request<pb::ImportCatalogRequest>,
     ) -> Result<Response<pb::ImportCatalogResponse>, Status> {
-        let p = require(&request, OWNERS)?;
+        let p = auth::caller(&request)?;
         let req = request.into_inner();
         if req.files.is_empty() {
             return Err(invalid_argument("files", "give at least one file"));

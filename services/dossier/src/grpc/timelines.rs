@@ -130,7 +130,7 @@ pub(super) async fn record_contact(
     api: &DossierApi,
     request: Request<pb::RecordContactRequest>,
 ) -> Result<Response<pb::TimelineEntry>, Status> {
-    require(&request, &[Role::Service])?;
+    auth::caller(&request)?;
     let req = request.into_inner();
     let dossier_id = non_empty(&req.dossier_id);
     if dossier_id.is_none() && non_empty(&req.citizen_id).is_none() {
@@ -197,7 +197,7 @@ pub(super) async fn list_dossier_timeline(
     api: &DossierApi,
     request: Request<pb::ListDossierTimelineRequest>,
 ) -> Result<Response<pb::ListTimelineResponse>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let limit = page_size(req.page_size, 50, 500)?;
     let after = cursor(&req.page_token)?;
@@ -215,7 +215,7 @@ pub(super) async fn list_citizen_timeline(
     api: &DossierApi,
     request: Request<pb::ListCitizenTimelineRequest>,
 ) -> Result<Response<pb::ListTimelineResponse>, Status> {
-    let p = require(&request, READERS)?;
+    let p = auth::caller(&request)?;
     let req = request.into_inner();
     let id =
         non_empty(&req.citizen_id).ok_or_else(|| invalid_argument("citizen_id", "is required"))?;

@@ -3,7 +3,7 @@
 //! browser gets a long-lived device cookie (its SHA-256 only is kept), her
 //! own session ends (a kiosk is never left signed in), and the browser
 //! opens its page. A device opens only its own pages, as the portal's
-//! `service` identity, until a supervisor removes it.
+//! `citizen_pages` identity, until a supervisor removes it.
 
 use axum::Form;
 use axum::extract::{Path, State};

@@ -31,6 +31,9 @@ pub struct ItemView {
     pub sla_due: String,
     pub correlation: String,
     pub candidates: Vec<Candidate>,
+    /// What the agent must know before trusting the request (unverified
+    /// sender, mail claiming to be the town's, a burst).
+    pub warnings: Vec<String>,
     pub open: bool,
     /// A telephony request she holds: callbacks made and unanswered.
     pub callback: Option<(u32, u32)>,
@@ -534,6 +537,7 @@ async fn fiche(
                         .unwrap_or_default(),
                     correlation: correlation(&w.correlation).to_owned(),
                     candidates,
+                    warnings: w.warnings.clone(),
                     callback: (open
                         && w.channel == guichet_proto::intake::v1::Channel::Telephony as i32)
                         .then_some((w.callback_attempts, w.callback_unanswered)),

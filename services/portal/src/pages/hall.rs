@@ -1,5 +1,5 @@
 //! The hall's screens, on enrolled devices only (see `devices`), calling the
-//! counter as the portal's `service` identity:
+//! counter as the portal's `citizen_pages` identity:
 //!
 //! - **Borne** (`/borne`, touch screen, large targets): take a ticket for a
 //!   service (anonymous: the desk qualifies the request), or check in for

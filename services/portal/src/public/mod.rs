@@ -4,7 +4,7 @@
 //! JavaScript, to the same design as the agents' pages.
 //!
 //! No agent session exists here: the portal calls the roles with its own
-//! `service` identity, which the roles hold to the public rules (public
+//! `citizen_pages` identity, which the roles hold to the public rules (public
 //! types, booking delays, no-show policy, link secrets). Every page goes
 //! through [`guard`]: per-address limits, a signed visitor session, and
 //! form tokens bound to it (CSRF, and forms sent back faster than a person

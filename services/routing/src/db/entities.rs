@@ -51,6 +51,9 @@ pub mod work_item {
         pub candidates: String,
         pub callback_attempts: i32,
         pub callback_unanswered: i32,
+        /// What the agent must know before trusting the request: JSON list
+        /// of French sentences.
+        pub warnings: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

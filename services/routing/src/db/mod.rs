@@ -8,6 +8,7 @@ mod m0004_callback_attempts;
 mod m0005_desk_steps;
 mod m0006_rules_studio;
 mod m0007_threading_moves_out;
+mod m0008_item_warnings;
 
 use sea_orm_migration::prelude::*;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_desk_steps::Migration),
             Box::new(m0006_rules_studio::Migration),
             Box::new(m0007_threading_moves_out::Migration),
+            Box::new(m0008_item_warnings::Migration),
         ]
     }
 }

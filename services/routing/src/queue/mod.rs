@@ -112,6 +112,8 @@ pub struct NewItem {
     /// The request as classification read it (protobuf), kept with the
     /// item in the same transaction to try other rules on it later.
     pub kept_input: Option<Vec<u8>>,
+    /// What the agent must know before trusting the request (French).
+    pub warnings: Vec<String>,
 }
 
 /// A citizen a request may belong to, as the work item keeps it.
@@ -120,6 +122,11 @@ pub struct CandidateRef {
     pub citizen_id: String,
     pub confidence: f32,
     pub why: String,
+}
+
+/// The warnings a work item keeps.
+pub fn warnings_of(m: &work_item::Model) -> Vec<String> {
+    serde_json::from_str(&m.warnings).unwrap_or_default()
 }
 
 /// The candidates a work item keeps.
@@ -360,6 +367,46 @@ impl Queue {
         self.outbox.stage(conn, &event).await
     }
 
+    /// The latest item of `channel` on `dossier_id` still waiting for an
+    /// agent (pending or offered).
+    pub async fn waiting_on_dossier(
+        &self,
+        dossier_id: &str,
+        channel: &str,
+    ) -> Result<Option<work_item::Model>, DbErr> {
+        work_item::Entity::find()
+            .filter(work_item::Column::DossierId.eq(dossier_id))
+            .filter(work_item::Column::Channel.eq(channel))
+            .filter(work_item::Column::Status.is_in([PENDING, OFFERED]))
+            .order_by_desc(work_item::Column::EnterTime)
+            .one(&self.db)
+            .await
+    }
+
+    /// Add `warning` to the item's warnings, once.
+    pub async fn add_warning(&self, id: &str, warning: &str) -> Result<(), DbErr> {
+        let Some(item) = work_item::Entity::find_by_id(id.to_owned())
+            .one(&self.db)
+            .await?
+        else {
+            return Ok(());
+        };
+        let mut warnings = warnings_of(&item);
+        if warnings.iter().any(|w| w == warning) {
+            return Ok(());
+        }
+        warnings.push(warning.to_owned());
+        work_item::Entity::update_many()
+            .col_expr(
+                work_item::Column::Warnings,
+                Expr::value(serde_json::to_string(&warnings).unwrap_or_else(|_| "[]".into())),
+            )
+            .filter(work_item::Column::Id.eq(id))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
     pub async fn by_intake_event(&self, event_id: &str) -> Result<Option<work_item::Model>, DbErr> {
         work_item::Entity::find()
             .filter(work_item::Column::IntakeEventId.eq(event_id))
@@ -419,6 +466,9 @@ impl Queue {
                 ),
                 callback_attempts: Set(0),
                 callback_unanswered: Set(0),
+                warnings: Set(
+                    serde_json::to_string(&item.warnings).unwrap_or_else(|_| "[]".into())
+                ),
             }
             .insert(&txn)
             .await;
