@@ -466,7 +466,9 @@ pub async fn run(bin: &str, args: &[&str], limits: Limits) -> Result<Vec<u8>, Ru
             let head: String = head.chars().take(300).collect();
             use std::os::unix::process::ExitStatusExt;
             Err(RunError::Failed(match out.status.signal() {
-                Some(sig) => format!("stopped by signal {sig} {head}").trim_end().to_owned(),
+                Some(sig) => format!("stopped by signal {sig} {head}")
+                    .trim_end()
+                    .to_owned(),
                 None => head,
             }))
         }
@@ -865,11 +867,16 @@ mod tests {
             }
         };
         // Rendered normally under the default limit…
-        render("300", 1024).await.expect("pdftoppm renders an A4 page");
+        render("300", 1024)
+            .await
+            .expect("pdftoppm renders an A4 page");
         // …but at 600 dpi the page alone is 35 MB: pdftoppm, which reports
         // "Out of memory" and exits 0, is caught all the same.
         let err = render("600", 32).await.unwrap_err();
-        assert!(matches!(err, RunError::MemoryLimit(l) if l == 32 << 20), "{err:?}");
+        assert!(
+            matches!(err, RunError::MemoryLimit(l) if l == 32 << 20),
+            "{err:?}"
+        );
         // Tesseract under a limit too small for a 600-dpi page (35 Mpx) ends
         // as a quarantine that says so, not a crash or a retry.
         render("600", 1024).await.expect("render at 600 dpi");
@@ -881,7 +888,10 @@ mod tests {
         assert_eq!(q.reason, Reason::OcrFailed, "{q:?}");
         assert!(q.detail.contains("memory limit of 100 MiB"), "{q:?}");
         // The same page under the default limit is read.
-        tools(1024).ocr_image(&png, 1).await.expect("OCR within the limit");
+        tools(1024)
+            .ocr_image(&png, 1)
+            .await
+            .expect("OCR within the limit");
     }
 
     const HEADER: &str = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n";
