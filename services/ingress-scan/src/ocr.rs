@@ -795,7 +795,7 @@ mod tests {
         // at the highest resolution that fits.
         let (a2w, a2h) = (1191.0, 1684.0);
         let dpi = budget_dpi(a2w, a2h, 600, budget).expect("fits lower");
-        assert!(dpi < 600 && dpi >= MIN_RENDER_DPI, "{dpi}");
+        assert!((MIN_RENDER_DPI..600).contains(&dpi), "{dpi}");
         assert!(rendered_pixels(a2w, a2h, dpi) <= budget);
         assert!(rendered_pixels(a2w, a2h, dpi + 1) > budget);
         // The probe's 439-byte bomb: 200 × 200 inches (3.6 Gpx at 300 dpi)
