@@ -109,6 +109,8 @@ fn config() -> Config {
         ocr_timeout_ms: 120_000,
         ocr_language: "fra".into(),
         render_dpi: 300,
+        ocr_max_pixels_per_page: 40_000_000,
+        ocr_memory_mb: 1024,
         concurrency: 1,
         reference_prefix: "VIN".into(),
         tesseract_bin: "tesseract".into(),

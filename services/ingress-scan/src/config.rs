@@ -33,6 +33,21 @@ pub struct Config {
     pub ocr_language: String,
     /// Resolution image-only PDF pages are rendered at for OCR.
     pub render_dpi: u32,
+    /// Pixel budget of one page given to OCR, checked before anything is
+    /// decoded or rendered. A PDF page whose declared size (its MediaBox,
+    /// from `pdfinfo -box`) would exceed it at `render_dpi` is rendered at
+    /// the highest resolution that fits, never below 50 dpi; a page that
+    /// does not fit even then, or an image whose header declares more
+    /// pixels, is quarantined (`TOO_LARGE`). The default, 40 million, holds
+    /// an A4 page at 600 dpi (34.8 M; 8.7 M at 300 dpi).
+    #[serde(default = "default_ocr_max_pixels_per_page")]
+    pub ocr_max_pixels_per_page: u64,
+    /// Address space (`RLIMIT_AS`) each OCR or PDF tool process may use, in
+    /// MiB; a tool stopped by it quarantines the file (`OCR_FAILED`, "memory
+    /// limit"). Tesseract needs about 200 MiB for an A4 page at 300 dpi and
+    /// 250 MiB at 600 dpi; below about 100 MiB the tools cannot even start.
+    #[serde(default = "default_ocr_memory_mb")]
+    pub ocr_memory_mb: u64,
     /// Files read at the same time (each OCR is one process).
     pub concurrency: usize,
     /// Dossier reference prefix preferred when a letter quotes several
@@ -44,6 +59,14 @@ pub struct Config {
     pub pdftotext_bin: String,
     pub pdftoppm_bin: String,
     pub pdfinfo_bin: String,
+}
+
+fn default_ocr_max_pixels_per_page() -> u64 {
+    40_000_000
+}
+
+fn default_ocr_memory_mb() -> u64 {
+    1024
 }
 
 impl Config {
@@ -61,6 +84,14 @@ impl Config {
         positive("max_pages", u64::from(self.max_pages))?;
         positive("ocr_timeout_ms", self.ocr_timeout_ms)?;
         positive("concurrency", self.concurrency as u64)?;
+        positive("ocr_max_pixels_per_page", self.ocr_max_pixels_per_page)?;
+        positive("ocr_memory_mb", self.ocr_memory_mb)?;
+        if self.ocr_memory_mb > 1 << 20 {
+            return Err(ConfigError::invalid(
+                "scan.ocr_memory_mb",
+                "must be at most 1048576 (1 TiB)",
+            ));
+        }
         if !(72..=600).contains(&self.render_dpi) {
             return Err(ConfigError::invalid(
                 "scan.render_dpi",
@@ -120,6 +151,8 @@ mod tests {
             ocr_timeout_ms: 1000,
             ocr_language: "fra".into(),
             render_dpi: 300,
+            ocr_max_pixels_per_page: 40_000_000,
+            ocr_memory_mb: 1024,
             concurrency: 2,
             reference_prefix: "VIN".into(),
             tesseract_bin: "tesseract".into(),
@@ -134,7 +167,12 @@ mod tests {
     #[test]
     fn scan_config_errors_name_the_key() {
         assert!(valid().validate().is_ok());
-        let cases: [(&str, Breaker); 5] = [
+        let cases: [(&str, Breaker); 8] = [
+            ("scan.ocr_max_pixels_per_page", |c| {
+                c.ocr_max_pixels_per_page = 0
+            }),
+            ("scan.ocr_memory_mb", |c| c.ocr_memory_mb = 0),
+            ("scan.ocr_memory_mb", |c| c.ocr_memory_mb = u64::MAX),
             ("scan.max_pages", |c| c.max_pages = 0),
             ("scan.render_dpi", |c| c.render_dpi = 2000),
             ("scan.ocr_language", |c| {

@@ -95,6 +95,29 @@ pub fn image_pages(kind: Kind, bytes: &[u8]) -> Result<Pages, Quarantine> {
     }
 }
 
+/// Every page within `max_pixels` as its header declares it: OCR decodes
+/// the whole image (several times over, as it binarises it), so a header of
+/// 100 000 × 100 000 in a file of a few kilobytes is set aside before any
+/// decoder runs.
+pub fn check_pixel_budget(pages: &[(u32, u32)], max_pixels: u64) -> Result<(), Quarantine> {
+    for (i, (w, h)) in pages.iter().enumerate() {
+        let pixels = u64::from(*w) * u64::from(*h);
+        if pixels > max_pixels {
+            metrics::counter!("guichet_scan_ocr_limit_total", "limit" => "pixel_budget")
+                .increment(1);
+            return Err(Quarantine::new(
+                Reason::TooLarge,
+                format!(
+                    "page {} is {w}×{h} pixels ({pixels}), more than the pixel budget \
+                     of {max_pixels} per page (scan.ocr_max_pixels_per_page)",
+                    i + 1
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -231,5 +254,49 @@ mod tests {
             image_pages(Kind::Png, &png).unwrap(),
             Pages(vec![(100, 50)])
         );
+    }
+
+    #[test]
+    fn scan_image_headers_are_held_against_the_pixel_budget() {
+        let budget = 40_000_000;
+        // PNG: IHDR declaring 100 000 × 100 000 (10 Gpx) in 40 bytes.
+        let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
+        png.extend(100_000u32.to_be_bytes());
+        png.extend(100_000u32.to_be_bytes());
+        png.extend(b"....IEND....");
+        let pages = image_pages(sniff(&png).unwrap(), &png).unwrap().0;
+        assert_eq!(pages, [(100_000, 100_000)]);
+        let q = check_pixel_budget(&pages, budget).unwrap_err();
+        assert_eq!(q.reason, Reason::TooLarge);
+        assert!(q.detail.contains("100000×100000"), "{q:?}");
+        assert!(q.detail.contains("pixel budget"), "{q:?}");
+        // JPEG: an APP0 segment, then SOF0 declaring 65 535 × 65 535.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0, 4, 0, 0];
+        jpeg.extend([0xFF, 0xC0, 0, 11, 8, 0xFF, 0xFF, 0xFF, 0xFF, 1, 1, 0x11, 0]);
+        jpeg.extend([0xFF, 0xD9]);
+        let pages = image_pages(sniff(&jpeg).unwrap(), &jpeg).unwrap().0;
+        assert_eq!(pages, [(65_535, 65_535)]);
+        assert!(check_pixel_budget(&pages, budget).is_err());
+        // TIFF: a first page of A4 at 300 dpi, a second of 70 000 × 70 000.
+        let mut tiff = b"II*\0".to_vec();
+        tiff.extend(8u32.to_le_bytes());
+        let ifd = |tiff: &mut Vec<u8>, w: u32, h: u32, next: u32| {
+            tiff.extend(2u16.to_le_bytes());
+            for (tag, v) in [(256u16, w), (257, h)] {
+                tiff.extend(tag.to_le_bytes());
+                tiff.extend(4u16.to_le_bytes()); // LONG
+                tiff.extend(1u32.to_le_bytes());
+                tiff.extend(v.to_le_bytes());
+            }
+            tiff.extend(next.to_le_bytes());
+        };
+        ifd(&mut tiff, 2480, 3508, 8 + 30);
+        ifd(&mut tiff, 70_000, 70_000, 0);
+        let pages = image_pages(sniff(&tiff).unwrap(), &tiff).unwrap().0;
+        assert_eq!(pages, [(2480, 3508), (70_000, 70_000)]);
+        let q = check_pixel_budget(&pages, budget).unwrap_err();
+        assert!(q.detail.starts_with("page 2 is 70000×70000"), "{q:?}");
+        // An ordinary scan is within the default budget, even at 600 dpi.
+        assert!(check_pixel_budget(&[(2480, 3508), (4961, 7016)], budget).is_ok());
     }
 }

@@ -5,7 +5,12 @@
 //! images (`tesseract … --psm 1 tsv`: page segmentation with orientation
 //! and script detection, so a page scanned sideways or upside down is read
 //! upright, and a slight skew is absorbed by the line finder). Every tool
-//! runs as a child process bounded by a timeout and killed when it expires.
+//! runs as a child process bounded by a timeout (killed when it expires)
+//! and by an address-space limit (`RLIMIT_AS`, set between fork and exec).
+//! Before anything is rendered, each page's declared size is held against
+//! a pixel budget: a PDF page is rendered at the highest resolution within
+//! it (at most the configured one), and a page too large even at
+//! [`MIN_RENDER_DPI`] is quarantined without running the renderer.
 //!
 //! Both tools write the same TSV (level, page, block, paragraph, line, word,
 //! box, confidence, text). Tesseract reports boxes in the scanned image's
@@ -69,8 +74,24 @@ impl Page {
 #[derive(Debug)]
 pub enum RunError {
     Timeout,
+    /// The process ran out of address space under its limit (an allocation
+    /// failed, or it could not even map its libraries); the limit, in bytes.
+    MemoryLimit(u64),
     Failed(String),
     Spawn(std::io::Error),
+}
+
+/// The lowest resolution a page is rendered at to fit the pixel budget:
+/// below it a letter's text is too small to read, so such a page (a
+/// MediaBox of metres) is quarantined instead.
+pub const MIN_RENDER_DPI: u32 = 50;
+
+/// What every tool process is allowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub timeout: Duration,
+    /// Address space (`RLIMIT_AS`), bytes.
+    pub memory_bytes: u64,
 }
 
 /// The external programs and their limits.
@@ -82,7 +103,8 @@ pub struct Tools {
     pdfinfo: String,
     language: String,
     dpi: u32,
-    timeout: Duration,
+    max_pixels: u64,
+    limits: Limits,
 }
 
 impl Tools {
@@ -94,18 +116,33 @@ impl Tools {
             pdfinfo: c.pdfinfo_bin.clone(),
             language: c.ocr_language.clone(),
             dpi: c.render_dpi,
-            timeout: Duration::from_millis(c.ocr_timeout_ms),
+            max_pixels: c.ocr_max_pixels_per_page,
+            limits: Limits {
+                timeout: Duration::from_millis(c.ocr_timeout_ms),
+                memory_bytes: c.ocr_memory_mb.saturating_mul(1 << 20),
+            },
         }
     }
 
-    /// Check every program answers, and that Tesseract has the language.
+    /// These limits with another timeout.
+    fn limits(&self, timeout: Duration) -> Limits {
+        Limits {
+            timeout,
+            ..self.limits
+        }
+    }
+
+    /// Check every program answers (under the memory limit: one too low for
+    /// the tools to start is reported here), and that Tesseract has the
+    /// language.
     pub async fn check(&self) -> Result<(), String> {
+        let limits = self.limits(Duration::from_secs(10));
         for bin in [&self.pdftotext, &self.pdftoppm, &self.pdfinfo] {
-            run(bin, &["-v"], Duration::from_secs(10))
+            run(bin, &["-v"], limits)
                 .await
                 .map_err(|e| format!("{bin}: {}", describe(&e)))?;
         }
-        let out = run(&self.tesseract, &["--list-langs"], Duration::from_secs(10))
+        let out = run(&self.tesseract, &["--list-langs"], limits)
             .await
             .map_err(|e| format!("{}: {}", self.tesseract, describe(&e)))?;
         let langs = String::from_utf8_lossy(&out);
@@ -122,12 +159,12 @@ impl Tools {
     /// OCR an image file (all its pages); `pages` bounds the time allowed.
     pub async fn ocr_image(&self, path: &Path, pages: usize) -> Result<Vec<Page>, ReadError> {
         let started = Instant::now();
-        let timeout = self.timeout * u32::try_from(pages.max(1)).unwrap_or(u32::MAX);
+        let timeout = self.limits.timeout * u32::try_from(pages.max(1)).unwrap_or(u32::MAX);
         let p = path.display().to_string();
         let out = run(
             &self.tesseract,
             &[&p, "stdout", "-l", &self.language, "--psm", "1", "tsv"],
-            timeout,
+            self.limits(timeout),
         )
         .await;
         metrics::histogram!("guichet_scan_ocr_duration_seconds")
@@ -138,6 +175,7 @@ impl Tools {
                 Reason::OcrTimeout,
                 format!("OCR did not finish within {} ms", timeout.as_millis()),
             )),
+            RunError::MemoryLimit(limit) => memory_quarantine("OCR", limit).into(),
             RunError::Failed(stderr) if stderr.contains("read") || stderr.contains("pix") => {
                 Quarantine::new(Reason::Unreadable, "the image cannot be decoded").into()
             }
@@ -156,20 +194,26 @@ impl Tools {
         max_pages: u32,
     ) -> Result<Vec<Page>, ReadError> {
         let p = path.display().to_string();
-        let info = run(&self.pdfinfo, &[&p], self.timeout)
-            .await
-            .map_err(|e| match e {
-                RunError::Spawn(e) => ReadError::Unavailable(format!("{}: {e}", self.pdfinfo)),
-                RunError::Failed(stderr) if stderr.to_lowercase().contains("password") => {
-                    Quarantine::new(Reason::EncryptedPdf, "the PDF needs a password").into()
-                }
-                RunError::Timeout => {
-                    Quarantine::new(Reason::Unreadable, "pdfinfo timed out").into()
-                }
-                RunError::Failed(_) => {
-                    Quarantine::new(Reason::Unreadable, "the PDF cannot be parsed").into()
-                }
-            })?;
+        // One call: the page count, and the boxes of the pages we may read
+        // (pdfinfo stops at the last page when there are fewer).
+        let last = max_pages.to_string();
+        let info = run(
+            &self.pdfinfo,
+            &["-box", "-f", "1", "-l", &last, &p],
+            self.limits,
+        )
+        .await
+        .map_err(|e| match e {
+            RunError::Spawn(e) => ReadError::Unavailable(format!("{}: {e}", self.pdfinfo)),
+            RunError::Failed(stderr) if stderr.to_lowercase().contains("password") => {
+                Quarantine::new(Reason::EncryptedPdf, "the PDF needs a password").into()
+            }
+            RunError::Timeout => Quarantine::new(Reason::Unreadable, "pdfinfo timed out").into(),
+            RunError::MemoryLimit(limit) => memory_quarantine("pdfinfo", limit).into(),
+            RunError::Failed(_) => {
+                Quarantine::new(Reason::Unreadable, "the PDF cannot be parsed").into()
+            }
+        })?;
         let info = String::from_utf8_lossy(&info);
         let count: u32 = info
             .lines()
@@ -186,13 +230,15 @@ impl Tools {
             )
             .into());
         }
-        let tsv = run(&self.pdftotext, &["-tsv", &p, "-"], self.timeout)
+        let sizes = page_sizes(&info);
+        let tsv = run(&self.pdftotext, &["-tsv", &p, "-"], self.limits)
             .await
             .map_err(|e| match e {
                 RunError::Spawn(e) => ReadError::Unavailable(format!("{}: {e}", self.pdftotext)),
                 RunError::Failed(stderr) if stderr.to_lowercase().contains("password") => {
                     Quarantine::new(Reason::EncryptedPdf, "the PDF needs a password").into()
                 }
+                RunError::MemoryLimit(limit) => memory_quarantine("pdftotext", limit).into(),
                 other => Quarantine::new(
                     Reason::Unreadable,
                     format!("text layer: {}", describe(&other)),
@@ -200,93 +246,287 @@ impl Tools {
                 .into(),
             })?;
         let mut layer = parse_tsv(&String::from_utf8_lossy(&tsv), TextSource::TextLayer);
-        let mut pages = Vec::new();
+        // Pages without a text layer, each with the resolution it will be
+        // rendered at: all of them checked against the budget before the
+        // first is rendered, so a bomb on page 3 costs no OCR of pages 1-2.
+        let mut read: Vec<(u32, Option<Page>)> = Vec::new();
         for n in 1..=count {
             match layer.remove(&n) {
-                Some(page) if page.char_count() >= 20 => pages.push(page),
-                _ => {
-                    let prefix = work.join(format!("page-{n}"));
-                    let prefix_s = prefix.display().to_string();
-                    let (dpi, ns) = (self.dpi.to_string(), n.to_string());
-                    run(
-                        &self.pdftoppm,
-                        &[
-                            "-r",
-                            &dpi,
-                            "-gray",
-                            "-png",
-                            "-f",
-                            &ns,
-                            "-l",
-                            &ns,
-                            "-singlefile",
-                            &p,
-                            &prefix_s,
-                        ],
-                        self.timeout,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        RunError::Spawn(e) => {
-                            ReadError::Unavailable(format!("{}: {e}", self.pdftoppm))
-                        }
-                        RunError::Timeout => Quarantine::new(
-                            Reason::OcrTimeout,
-                            format!("rendering page {n} did not finish in time"),
-                        )
-                        .into(),
-                        other => Quarantine::new(
-                            Reason::Unreadable,
-                            format!("page {n} cannot be rendered: {}", describe(&other)),
-                        )
-                        .into(),
-                    })?;
-                    let png = work.join(format!("page-{n}.png"));
-                    let mut ocr = self.ocr_image(&png, 1).await?;
-                    let _ = tokio::fs::remove_file(&png).await;
-                    pages.push(ocr.pop().unwrap_or(Page {
-                        lines: vec![],
-                        confidence: 0.0,
-                        source: TextSource::Ocr,
-                    }));
-                }
+                Some(page) if page.char_count() >= 20 => read.push((n, Some(page))),
+                _ => read.push((n, None)),
             }
         }
+        let mut dpis = BTreeMap::new();
+        for (n, _) in read.iter().filter(|(_, page)| page.is_none()) {
+            let (w, h) = sizes.get(n).copied().ok_or_else(|| {
+                Quarantine::new(
+                    Reason::Unreadable,
+                    format!("the size of page {n} cannot be read"),
+                )
+            })?;
+            let dpi = budget_dpi(w, h, self.dpi, self.max_pixels).map_err(|pixels| {
+                metrics::counter!("guichet_scan_ocr_limit_total", "limit" => "pixel_budget")
+                    .increment(1);
+                Quarantine::new(
+                    Reason::TooLarge,
+                    format!(
+                        "page {n} is {:.0} × {:.0} inches: {} pixels even at {MIN_RENDER_DPI} dpi, \
+                         more than the pixel budget of {} per page (scan.ocr_max_pixels_per_page)",
+                        w / 72.0,
+                        h / 72.0,
+                        pixels,
+                        self.max_pixels
+                    ),
+                )
+            })?;
+            if dpi < self.dpi {
+                metrics::counter!("guichet_scan_ocr_limit_total", "limit" => "render_scaled_down")
+                    .increment(1);
+                tracing::info!(
+                    page = n,
+                    dpi,
+                    "page rendered below render_dpi to fit the pixel budget"
+                );
+            }
+            dpis.insert(*n, dpi);
+        }
+        let mut pages = Vec::new();
+        for (n, page) in read {
+            if let Some(page) = page {
+                pages.push(page);
+                continue;
+            }
+            let prefix = work.join(format!("page-{n}"));
+            let prefix_s = prefix.display().to_string();
+            let dpi = dpis.get(&n).copied().unwrap_or(MIN_RENDER_DPI).to_string();
+            let ns = n.to_string();
+            run(
+                &self.pdftoppm,
+                &[
+                    "-r",
+                    &dpi,
+                    "-gray",
+                    "-png",
+                    "-f",
+                    &ns,
+                    "-l",
+                    &ns,
+                    "-singlefile",
+                    &p,
+                    &prefix_s,
+                ],
+                self.limits,
+            )
+            .await
+            .map_err(|e| match e {
+                RunError::Spawn(e) => ReadError::Unavailable(format!("{}: {e}", self.pdftoppm)),
+                RunError::Timeout => Quarantine::new(
+                    Reason::OcrTimeout,
+                    format!("rendering page {n} did not finish in time"),
+                )
+                .into(),
+                RunError::MemoryLimit(limit) => {
+                    memory_quarantine(&format!("rendering page {n}"), limit).into()
+                }
+                other => Quarantine::new(
+                    Reason::Unreadable,
+                    format!("page {n} cannot be rendered: {}", describe(&other)),
+                )
+                .into(),
+            })?;
+            let png = work.join(format!("page-{n}.png"));
+            let mut ocr = self.ocr_image(&png, 1).await?;
+            let _ = tokio::fs::remove_file(&png).await;
+            pages.push(ocr.pop().unwrap_or(Page {
+                lines: vec![],
+                confidence: 0.0,
+                source: TextSource::Ocr,
+            }));
+        }
         Ok(pages)
+    }
+}
+
+/// A tool stopped by the memory limit: the file's own doing (a bomb, or a
+/// page beyond what the limit allows), so it is set aside, not retried.
+fn memory_quarantine(what: &str, limit: u64) -> Quarantine {
+    metrics::counter!("guichet_scan_ocr_limit_total", "limit" => "memory").increment(1);
+    Quarantine::new(
+        Reason::OcrFailed,
+        format!(
+            "{what} stopped at the memory limit of {} MiB (scan.ocr_memory_mb)",
+            limit >> 20
+        ),
+    )
+}
+
+/// Each page's size in points, from `pdfinfo -box`: the larger of its
+/// MediaBox (what pdftoppm renders) and CropBox on each side. A page whose
+/// boxes are missing or not finite has no entry.
+pub fn page_sizes(info: &str) -> BTreeMap<u32, (f64, f64)> {
+    let mut sizes: BTreeMap<u32, (f64, f64)> = BTreeMap::new();
+    for line in info.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [page, n, kind, x0, y0, x1, y1] = f[..] else {
+            continue;
+        };
+        if page != "Page" || !matches!(kind, "MediaBox:" | "CropBox:") {
+            continue;
+        }
+        let Ok(n) = n.parse::<u32>() else { continue };
+        let v: Vec<f64> = [x0, y0, x1, y1]
+            .iter()
+            .filter_map(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .collect();
+        let [x0, y0, x1, y1] = v[..] else { continue };
+        let (w, h) = ((x1 - x0).abs(), (y1 - y0).abs());
+        let e = sizes.entry(n).or_insert((0.0, 0.0));
+        *e = (e.0.max(w), e.1.max(h));
+    }
+    sizes
+}
+
+/// Pixels of a `w` × `h`-point page rendered at `dpi` (pdftoppm rounds
+/// each side up).
+pub fn rendered_pixels(w: f64, h: f64, dpi: u32) -> u64 {
+    let side = |pt: f64| (pt * f64::from(dpi) / 72.0).ceil().max(0.0);
+    let pixels = side(w) * side(h);
+    if pixels >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        pixels as u64
+    }
+}
+
+/// The resolution to render a `w` × `h`-point page at so that it stays
+/// within `max_pixels`: `dpi` when it fits, else the highest that does.
+/// When even [`MIN_RENDER_DPI`] does not fit, the pixels it would take.
+pub fn budget_dpi(w: f64, h: f64, dpi: u32, max_pixels: u64) -> Result<u32, u64> {
+    if rendered_pixels(w, h, dpi) <= max_pixels {
+        return Ok(dpi);
+    }
+    let area = (w * h).max(f64::MIN_POSITIVE);
+    let mut d = (72.0 * (max_pixels as f64 / area).sqrt())
+        .floor()
+        .clamp(0.0, f64::from(dpi)) as u32;
+    while d >= MIN_RENDER_DPI && rendered_pixels(w, h, d) > max_pixels {
+        d -= 1;
+    }
+    if d < MIN_RENDER_DPI {
+        Err(rendered_pixels(w, h, MIN_RENDER_DPI))
+    } else {
+        Ok(d)
     }
 }
 
 fn describe(e: &RunError) -> String {
     match e {
         RunError::Timeout => "timed out".into(),
+        RunError::MemoryLimit(limit) => format!(
+            "stopped at the memory limit of {} MiB (scan.ocr_memory_mb)",
+            limit >> 20
+        ),
         RunError::Failed(stderr) => format!("failed: {stderr}"),
         RunError::Spawn(e) => format!("cannot start: {e}"),
     }
 }
 
-/// Run `bin args…`, killing it after `timeout`; its stdout on success.
-pub async fn run(bin: &str, args: &[&str], timeout: Duration) -> Result<Vec<u8>, RunError> {
-    let child = tokio::process::Command::new(bin)
+/// Run `bin args…` within `limits` (killed when its time is up); its
+/// stdout on success.
+pub async fn run(bin: &str, args: &[&str], limits: Limits) -> Result<Vec<u8>, RunError> {
+    let mut command = tokio::process::Command::new(bin);
+    command
         .args(args)
         // One thread per OCR: concurrency is bounded by the role, and
-        // Tesseract's OpenMP threads only fight each other on small machines.
+        // Tesseract's OpenMP threads only fight each other on small machines
+        // (and each thread's stack and malloc arena counts against the limit).
         .env("OMP_THREAD_LIMIT", "1")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(RunError::Spawn)?;
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        .kill_on_drop(true);
+    limit_child(&mut command, limits.memory_bytes);
+    let child = command.spawn().map_err(RunError::Spawn)?;
+    match tokio::time::timeout(limits.timeout, child.wait_with_output()).await {
         Err(_) => Err(RunError::Timeout),
         Ok(Err(e)) => Err(RunError::Spawn(e)),
-        Ok(Ok(out)) if out.status.success() => Ok(out.stdout),
         Ok(Ok(out)) => {
             let stderr = String::from_utf8_lossy(&out.stderr);
+            // Checked whatever the exit status: pdftoppm reports "Out of
+            // memory" and still exits 0, with a blank page written.
+            if out_of_memory(&stderr) {
+                return Err(RunError::MemoryLimit(limits.memory_bytes));
+            }
+            if out.status.success() {
+                return Ok(out.stdout);
+            }
             // Tools' messages name files and errors, not content; keep them short.
             let head: String = stderr.lines().take(3).collect::<Vec<_>>().join(" | ");
-            Err(RunError::Failed(head.chars().take(300).collect()))
+            let head: String = head.chars().take(300).collect();
+            use std::os::unix::process::ExitStatusExt;
+            Err(RunError::Failed(match out.status.signal() {
+                Some(sig) => format!("stopped by signal {sig} {head}")
+                    .trim_end()
+                    .to_owned(),
+                None => head,
+            }))
         }
+    }
+}
+
+/// What the tools print when an allocation fails under `RLIMIT_AS`: the
+/// C++ runtime (`std::bad_alloc`, then abort), Leptonica (`… malloc fail`),
+/// poppler (`Out of memory`), glibc's loader (`failed to map segment`) and
+/// `strerror(ENOMEM)`.
+fn out_of_memory(stderr: &str) -> bool {
+    const MARKERS: [&str; 6] = [
+        "bad_alloc",
+        "malloc fail",
+        "calloc fail",
+        "out of memory",
+        "failed to map segment",
+        "cannot allocate memory",
+    ];
+    let s = stderr.to_lowercase();
+    MARKERS.iter().any(|m| s.contains(m))
+}
+
+/// Limit the child's address space to `memory_bytes` (never above a hard
+/// limit it inherits) and turn off its core dumps (one would hold a page of
+/// the letter, and be as large as the limit).
+#[allow(unsafe_code)]
+fn limit_child(command: &mut tokio::process::Command, memory_bytes: u64) {
+    let pre_exec = move || {
+        let set = |resource, value: u64| {
+            let mut current = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            // SAFETY: getrlimit/setrlimit are plain system calls on a local
+            // struct (async-signal-safe, no allocation, no lock).
+            if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let value = value.min(current.rlim_max);
+            let new = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: value,
+            };
+            // SAFETY: as above.
+            if unsafe { libc::setrlimit(resource, &new) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        };
+        set(libc::RLIMIT_AS, memory_bytes)?;
+        set(libc::RLIMIT_CORE, 0)
+    };
+    // SAFETY: the closure runs in the forked child before exec; it only
+    // makes the system calls above, which are async-signal-safe, and
+    // allocates nothing (io::Error::last_os_error does not allocate).
+    unsafe {
+        command.pre_exec(pre_exec);
     }
 }
 
@@ -473,6 +713,186 @@ impl Direction {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-page PDF of `w` × `h` points holding a black square, with a
+    /// correct cross-reference table.
+    fn pdf(w: u32, h: u32) -> Vec<u8> {
+        let content = "0 g 72 72 144 144 re f";
+        let objects = [
+            "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+            "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+            format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents 4 0 R >>"),
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            ),
+        ];
+        let mut out = b"%PDF-1.4\n".to_vec();
+        let mut offsets = Vec::new();
+        for (i, o) in objects.iter().enumerate() {
+            offsets.push(out.len());
+            out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).bytes());
+        }
+        let xref = out.len();
+        out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+        for o in offsets {
+            out.extend(format!("{o:010} 00000 n \n").bytes());
+        }
+        out.extend(
+            format!(
+                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+                objects.len() + 1
+            )
+            .bytes(),
+        );
+        out
+    }
+
+    fn tools(memory_mb: u64) -> Tools {
+        Tools {
+            tesseract: "tesseract".into(),
+            pdftotext: "pdftotext".into(),
+            pdftoppm: "pdftoppm".into(),
+            pdfinfo: "pdfinfo".into(),
+            language: "fra".into(),
+            dpi: 300,
+            max_pixels: 40_000_000,
+            limits: Limits {
+                timeout: Duration::from_secs(60),
+                memory_bytes: memory_mb << 20,
+            },
+        }
+    }
+
+    #[test]
+    fn scan_pdf_page_sizes_come_from_pdfinfo_boxes() {
+        let info = "Pages:           3\n\
+            Page    1 size:  595 x 842 pts (A4)\n\
+            Page    1 rot:   0\n\
+            Page    1 MediaBox:      0.00     0.00   595.00   842.00\n\
+            Page    1 CropBox:       0.00     0.00   595.00   842.00\n\
+            Page    1 BleedBox:      0.00     0.00   595.00   842.00\n\
+            Page    2 MediaBox:  -7200.00     0.00  7200.00 14400.00\n\
+            Page    2 CropBox:       0.00     0.00   612.00   792.00\n\
+            Page    3 MediaBox:      nan     0.00   612.00   792.00\n\
+            File size:       439 bytes\n";
+        let sizes = page_sizes(info);
+        assert_eq!(sizes.get(&1), Some(&(595.0, 842.0)));
+        // The larger box wins: pdftoppm renders the MediaBox.
+        assert_eq!(sizes.get(&2), Some(&(14400.0, 14400.0)));
+        assert_eq!(sizes.get(&3), None, "a page of unknown size has none");
+    }
+
+    #[test]
+    fn scan_render_dpi_is_scaled_to_the_pixel_budget() {
+        let budget = 40_000_000;
+        // Ordinary pages at the configured resolution are untouched.
+        let (a4w, a4h) = (595.0, 842.0);
+        assert_eq!(rendered_pixels(a4w, a4h, 300), 2480 * 3509);
+        assert_eq!(budget_dpi(a4w, a4h, 300, budget), Ok(300));
+        assert_eq!(budget_dpi(a4w, a4h, 600, budget), Ok(600));
+        // An A2 poster at 600 dpi (139 Mpx) is rendered lower, within budget,
+        // at the highest resolution that fits.
+        let (a2w, a2h) = (1191.0, 1684.0);
+        let dpi = budget_dpi(a2w, a2h, 600, budget).expect("fits lower");
+        assert!((MIN_RENDER_DPI..600).contains(&dpi), "{dpi}");
+        assert!(rendered_pixels(a2w, a2h, dpi) <= budget);
+        assert!(rendered_pixels(a2w, a2h, dpi + 1) > budget);
+        // The probe's 439-byte bomb: 200 × 200 inches (3.6 Gpx at 300 dpi)
+        // does not fit even at 50 dpi (100 Mpx).
+        assert_eq!(
+            budget_dpi(14400.0, 14400.0, 300, budget),
+            Err(10_000 * 10_000)
+        );
+        // Just above the floor still renders; never above the configured dpi.
+        let side = 72.0 * (budget as f64).sqrt() / 51.0;
+        assert_eq!(budget_dpi(side, side, 300, budget), Ok(50));
+        assert_eq!(budget_dpi(1.0, 1.0, 300, budget), Ok(300));
+        assert!(budget_dpi(f64::MAX, f64::MAX, 300, budget).is_err());
+    }
+
+    #[test]
+    fn scan_tool_errors_name_an_exhausted_memory_limit() {
+        assert!(out_of_memory(
+            "terminate called after throwing an instance of 'std::bad_alloc'"
+        ));
+        assert!(out_of_memory(
+            "Error in pixCreateNoInit: pixdata_malloc fail for data"
+        ));
+        assert!(out_of_memory("Out of memory\nOut of memory"));
+        assert!(out_of_memory(
+            "error while loading shared libraries: libLerc.so.4: failed to map segment from shared object"
+        ));
+        assert!(!out_of_memory("Syntax Error: Couldn't read xref table"));
+        assert!(!out_of_memory(""));
+    }
+
+    #[tokio::test]
+    async fn scan_pdf_bomb_is_quarantined_without_being_rendered() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bomb = pdf(14400, 14400);
+        assert!(bomb.len() < 500, "a few hundred bytes, as the probe's");
+        let path = dir.path().join("bomb.pdf");
+        std::fs::write(&path, &bomb).expect("write");
+        let err = tools(1024)
+            .read_pdf(&path, dir.path(), 30)
+            .await
+            .unwrap_err();
+        let ReadError::Quarantine(q) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(q.reason, Reason::TooLarge, "{q:?}");
+        assert!(q.detail.contains("pixel budget"), "{q:?}");
+        assert!(q.detail.contains("200 × 200 inches"), "{q:?}");
+        let files = std::fs::read_dir(dir.path()).expect("dir").count();
+        assert_eq!(files, 1, "nothing rendered");
+    }
+
+    #[tokio::test]
+    async fn scan_a_tool_over_its_memory_limit_is_stopped_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("a4.pdf");
+        std::fs::write(&path, pdf(595, 842)).expect("write");
+        let p = path.display().to_string();
+        let out = dir.path().join("page").display().to_string();
+        let render = |dpi: &'static str, memory_mb: u64| {
+            let (p, out) = (p.clone(), out.clone());
+            async move {
+                let limits = Limits {
+                    timeout: Duration::from_secs(60),
+                    memory_bytes: memory_mb << 20,
+                };
+                let args = ["-r", dpi, "-gray", "-png", "-singlefile", &p, &out];
+                run("pdftoppm", &args, limits).await
+            }
+        };
+        // Rendered normally under the default limit…
+        render("300", 1024)
+            .await
+            .expect("pdftoppm renders an A4 page");
+        // …but at 600 dpi the page alone is 35 MB: pdftoppm, which reports
+        // "Out of memory" and exits 0, is caught all the same.
+        let err = render("600", 32).await.unwrap_err();
+        assert!(
+            matches!(err, RunError::MemoryLimit(l) if l == 32 << 20),
+            "{err:?}"
+        );
+        // Tesseract under a limit too small for a 600-dpi page (35 Mpx) ends
+        // as a quarantine that says so, not a crash or a retry.
+        render("600", 1024).await.expect("render at 600 dpi");
+        let png = dir.path().join("page.png");
+        let err = tools(100).ocr_image(&png, 1).await.unwrap_err();
+        let ReadError::Quarantine(q) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(q.reason, Reason::OcrFailed, "{q:?}");
+        assert!(q.detail.contains("memory limit of 100 MiB"), "{q:?}");
+        // The same page under the default limit is read.
+        tools(1024)
+            .ocr_image(&png, 1)
+            .await
+            .expect("OCR within the limit");
+    }
 
     const HEADER: &str = "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\theight\tconf\ttext\n";
 

@@ -1,7 +1,7 @@
 //! One file in, its pages of text out, or the reason it is set aside.
 
 use crate::config::Config;
-use crate::detect::{Kind, image_pages, sniff};
+use crate::detect::{Kind, check_pixel_budget, image_pages, sniff};
 use crate::ocr::{Page, TextSource, Tools};
 use crate::quarantine::{Quarantine, ReadError, Reason};
 
@@ -88,6 +88,7 @@ pub async fn read(bytes: &[u8], config: &Config, tools: &Tools) -> Result<Readin
                 )
                 .into());
             }
+            check_pixel_budget(&sizes, config.ocr_max_pixels_per_page)?;
             let min = config.min_image_side_px;
             if let Some((i, (w, h))) = sizes
                 .iter()

@@ -315,3 +315,194 @@ async fn an_ocr_that_runs_too_long_is_stopped_and_quarantined_as_a_timeout() {
     app.stop().await.expect("stop");
     env.cleanup().await;
 }
+
+/// A one-page PDF of `w` × `h` points, its cross-reference offsets
+/// computed: with a MediaBox of 200 × 200 inches it is the probe's bomb
+/// (a few hundred bytes that pdftoppm would render to 3.6 Gpx at 300 dpi).
+fn pdf_of_size(w: u32, h: u32) -> Vec<u8> {
+    let content = "0 g 72 72 144 144 re f";
+    let objects = [
+        "<< /Type /Catalog /Pages 2 0 R >>".to_owned(),
+        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_owned(),
+        format!("<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {w} {h}] /Contents 4 0 R >>"),
+        format!(
+            "<< /Length {} >>\nstream\n{content}\nendstream",
+            content.len()
+        ),
+    ];
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend(format!("{} 0 obj\n{o}\nendobj\n", i + 1).bytes());
+    }
+    let xref = out.len();
+    out.extend(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).bytes());
+    for o in offsets {
+        out.extend(format!("{o:010} 00000 n \n").bytes());
+    }
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .bytes(),
+    );
+    out
+}
+
+/// A PNG whose header declares `w` × `h` pixels (8-bit grey) and that ends
+/// at once: what a decoder would allocate before reading any data.
+fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(b"IHDR");
+    png.extend(w.to_be_bytes());
+    png.extend(h.to_be_bytes());
+    png.extend([8, 0, 0, 0, 0]);
+    png.extend([0; 4]); // CRC, never reached
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IEND");
+    png.extend([0xAE, 0x42, 0x60, 0x82]);
+    png
+}
+
+#[tokio::test]
+async fn scan_bombs_are_quarantined_by_the_pixel_budget_and_the_letters_beside_them_read() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    // The defaults: 300 dpi, a budget of 40 Mpx per page, 1 GiB per tool.
+    let app = env.spawn_with(&[Role::IngressScan], env.config()).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let inbox = env.scan_dir().join("inbox");
+    let bomb = pdf_of_size(14400, 14400);
+    assert!(bomb.len() < 500, "{}", bomb.len());
+    for (name, bytes) in [
+        ("bombe.pdf", bomb),
+        ("bombe.png", png_declaring(100_000, 100_000)),
+    ] {
+        let p = work.path().join(name);
+        std::fs::write(&p, bytes).expect("write");
+        drop_into_inbox(&inbox, &p, name);
+    }
+    // Ordinary letters dropped right after: an image-only PDF (rendered
+    // under the budget and the memory limit, at 300 dpi) and a PNG.
+    let letter = work.path().join("lettre.pdf");
+    render(&letter, "pdf_image", 300, &[LETTERS[3].page()]);
+    drop_into_inbox(&inbox, &letter, "lettre.pdf");
+    let photo = work.path().join("lettre.png");
+    render(&photo, "png", 300, &[LETTERS[4].page()]);
+    drop_into_inbox(&inbox, &photo, "lettre.png");
+
+    let supervisor = env.token("chef-courrier", &[TokenRole::Supervisor]);
+    let files = eventually(
+        "both bombs quarantined",
+        Duration::from_secs(30),
+        || async {
+            let files = quarantined(app.grpc_addr, &supervisor, "reason = TOO_LARGE").await;
+            (files.len() == 2).then_some(files)
+        },
+    )
+    .await;
+    for name in ["bombe.pdf", "bombe.png"] {
+        let f = files
+            .iter()
+            .find(|f| f.filename == name)
+            .unwrap_or_else(|| panic!("{name}: {files:?}"));
+        assert_eq!(f.state, spb::ScanState::Quarantined as i32, "{f:?}");
+        assert!(f.quarantine_detail.contains("pixel budget"), "{f:?}");
+        assert!(
+            f.quarantine_detail.contains("scan.ocr_max_pixels_per_page"),
+            "{f:?}"
+        );
+    }
+    let pdf = files
+        .iter()
+        .find(|f| f.filename == "bombe.pdf")
+        .expect("pdf");
+    assert!(
+        pdf.quarantine_detail.contains("200 × 200 inches"),
+        "{pdf:?}"
+    );
+    let png = files
+        .iter()
+        .find(|f| f.filename == "bombe.png")
+        .expect("png");
+    assert!(png.quarantine_detail.contains("100000×100000"), "{png:?}");
+
+    // The letters are read as usual, and nothing else is quarantined.
+    let events = intake_events(&env, 2).await;
+    let mut references: Vec<&str> = events
+        .iter()
+        .map(|(_, e)| e.quoted_reference.as_str())
+        .collect();
+    references.sort_unstable();
+    assert_eq!(references, [LETTERS[3].reference, LETTERS[4].reference]);
+    let all = quarantined(app.grpc_addr, &supervisor, "state = QUARANTINED").await;
+    assert_eq!(all.len(), 2, "{all:?}");
+    let (_, metrics) = http_get(app.admin_addr, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("guichet_scan_quarantined_total{reason=\"TOO_LARGE\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("guichet_scan_ocr_limit_total{limit=\"pixel_budget\"} 2"),
+        "{metrics}"
+    );
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn scan_a_tool_stopped_by_the_memory_limit_quarantines_its_file_and_the_next_is_read() {
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    // 160 MiB: enough for the PDF tools and for Tesseract to start, not for
+    // Tesseract to read a 600-dpi A4 page (35 Mpx; it needs about 250 MiB).
+    let config = env.config_with(&[("GUICHET__SCAN__OCR_MEMORY_MB", "160")]);
+    let app = env.spawn_with(&[Role::IngressScan], config).await;
+    let work = tempfile::tempdir().expect("tempdir");
+    let inbox = env.scan_dir().join("inbox");
+    let big = work.path().join("grande.png");
+    render(&big, "png", 600, &[LETTERS[2].page()]);
+    drop_into_inbox(&inbox, &big, "grande.png");
+    let text = work.path().join("texte.pdf");
+    render(&text, "pdf_text", 300, &[LETTERS[0].page()]);
+    drop_into_inbox(&inbox, &text, "texte.pdf");
+
+    let supervisor = env.token("chef-courrier", &[TokenRole::Supervisor]);
+    let f = eventually(
+        "the page too large for the memory limit quarantined",
+        Duration::from_secs(60),
+        || async {
+            quarantined(app.grpc_addr, &supervisor, "reason = OCR_FAILED")
+                .await
+                .pop()
+        },
+    )
+    .await;
+    assert_eq!(f.filename, "grande.png");
+    assert!(
+        f.quarantine_detail.contains("memory limit of 160 MiB"),
+        "{f:?}"
+    );
+    let events = intake_events(&env, 1).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].1.quoted_reference, LETTERS[0].reference);
+    // Quarantined once, not retried: the file has left the inbox.
+    let quarantine = env.scan_dir().join("quarantine");
+    eventually("moved to quarantine/", Duration::from_secs(20), || {
+        let q = quarantine.join("grande.png");
+        async move { q.exists().then_some(()) }
+    })
+    .await;
+    let (_, metrics) = http_get(app.admin_addr, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("guichet_scan_ocr_limit_total{limit=\"memory\"} 1"),
+        "{metrics}"
+    );
+    app.stop().await.expect("stop");
+    env.cleanup().await;
+}
