@@ -135,6 +135,7 @@ pub const RULES: &[Rule] = &[
     rule("DossierService/ExportCitizen", SUPERVISORS, NONE),
     rule("DossierService/EraseCitizen", ADMINS, NONE),
     rule("DossierService/CorrelateIntake", &[], &["routing"]),
+    rule("DossierService/ListIntakePlacements", AGENTS, NONE),
     rule("DossierService/OpenDossier", AGENTS, NONE),
     rule("DossierService/GetDossier", AGENTS, &["notification"]),
     rule("DossierService/FollowDossier", &[CitizenPages], NONE),

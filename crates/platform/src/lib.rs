@@ -24,6 +24,7 @@ pub mod names;
 pub mod net;
 pub mod objects;
 pub mod outbox;
+pub mod placement;
 pub mod reference;
 pub mod retry;
 pub mod role;

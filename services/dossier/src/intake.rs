@@ -120,6 +120,38 @@ impl From<TransitionError> for IntakeError {
 }
 
 impl Store {
+    /// Where the intake requests `ids` went: request id, dossier id (empty:
+    /// no dossier) and that dossier's restricted group (empty: none).
+    pub async fn placements(&self, ids: &[String]) -> Result<Vec<(String, String, String)>, DbErr> {
+        let rows = intake_correlation::Entity::find()
+            .filter(intake_correlation::Column::RequestId.is_in(ids.iter().cloned()))
+            .all(self.db())
+            .await?;
+        let dossier_ids: Vec<String> = rows
+            .iter()
+            .map(|r| r.dossier_id.clone())
+            .filter(|d| !d.is_empty())
+            .collect();
+        let groups: std::collections::HashMap<String, String> = if dossier_ids.is_empty() {
+            Default::default()
+        } else {
+            dossier::Entity::find()
+                .filter(dossier::Column::Id.is_in(dossier_ids))
+                .all(self.db())
+                .await?
+                .into_iter()
+                .map(|d| (d.id, d.restricted_group))
+                .collect()
+        };
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let group = groups.get(&r.dossier_id).cloned().unwrap_or_default();
+                (r.request_id, r.dossier_id, group)
+            })
+            .collect())
+    }
+
     /// Route `intake` (see the module documentation). `encode` turns the
     /// answer into the bytes kept for a replay.
     pub async fn correlate_intake(

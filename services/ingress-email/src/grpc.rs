@@ -370,6 +370,22 @@ impl pb::email_service_server::EmailService for EmailApi {
             .map_err(internal_err("get email message"))?
             .ok_or_else(|| not_found("emailMessages", &req.name))?;
         self.check_read(&auth, &m.dossier_id).await?;
+        // A message not threaded to a dossier follows the dossier its
+        // request went to.
+        if m.dossier_id.is_empty()
+            && let Some(event) = m.intake_event_id.clone()
+            && !guichet_platform::placement::hidden_requests(
+                &self.dossier,
+                auth.as_ref(),
+                vec![event],
+            )
+            .await?
+            .is_empty()
+        {
+            return Err(Status::permission_denied(
+                "this message went to a restricted dossier: it is not shown",
+            ));
+        }
         Ok(Response::new(message_pb(&m)))
     }
 
@@ -415,7 +431,8 @@ impl pb::email_service_server::EmailService for EmailApi {
         } else {
             String::new()
         };
-        // Messages of dossiers the caller may not read are left out.
+        // Messages of dossiers the caller may not read are left out: the
+        // thread's dossier, else the one the message's request went to.
         let mut allowed = std::collections::HashMap::new();
         for m in &rows {
             if !allowed.contains_key(&m.dossier_id) {
@@ -423,10 +440,24 @@ impl pb::email_service_server::EmailService for EmailApi {
                 allowed.insert(m.dossier_id.clone(), ok);
             }
         }
+        let hidden = guichet_platform::placement::hidden_requests(
+            &self.dossier,
+            auth.as_ref(),
+            rows.iter()
+                .filter(|m| m.dossier_id.is_empty())
+                .filter_map(|m| m.intake_event_id.clone())
+                .collect(),
+        )
+        .await?;
         Ok(Response::new(pb::ListEmailMessagesResponse {
             email_messages: rows
                 .iter()
                 .filter(|m| allowed.get(&m.dossier_id).copied().unwrap_or(false))
+                .filter(|m| {
+                    m.intake_event_id
+                        .as_ref()
+                        .is_none_or(|e| !hidden.contains(e))
+                })
                 .map(message_pb)
                 .collect(),
             next_page_token,

@@ -100,6 +100,7 @@ fn render(out: &Path, format: &str, pages: &[String]) -> Vec<u8> {
 fn config() -> Config {
     Config {
         database_url: "sqlite::memory:".into(),
+        dossier_url: String::new(),
         watch_dir: Default::default(),
         poll_interval_ms: 1000,
         stable_ms: 2000,

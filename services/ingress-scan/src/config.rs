@@ -9,6 +9,11 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub database_url: String,
+    /// The dossier role: who may see a letter in the listings is the
+    /// decision of the dossier it went to (set automatically when both run
+    /// in the same process).
+    #[serde(default = "default_dossier_url")]
+    pub dossier_url: String,
     /// The watched folder (a share network scanners write to); files are
     /// taken from `<watch_dir>/inbox` and moved to `done/` or `quarantine/`.
     /// Empty: `<data_dir>/scan`.
@@ -63,6 +68,10 @@ pub struct Config {
 
 fn default_ocr_max_pixels_per_page() -> u64 {
     40_000_000
+}
+
+fn default_dossier_url() -> String {
+    "http://127.0.0.1:50051".into()
 }
 
 fn default_ocr_memory_mb() -> u64 {
@@ -142,6 +151,7 @@ mod tests {
     fn valid() -> Config {
         Config {
             database_url: "sqlite::memory:".into(),
+            dossier_url: default_dossier_url(),
             watch_dir: PathBuf::new(),
             poll_interval_ms: 1000,
             stable_ms: 2000,

@@ -46,6 +46,11 @@ pub struct ScanApi {
     pub(crate) tools: Arc<ocr::Tools>,
     /// Bounds the files read at once (each OCR is a process).
     pub(crate) permits: Arc<Semaphore>,
+    /// The dossier role, asked with the caller's own token which letters
+    /// went to a dossier the caller may not read.
+    pub(crate) dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient<
+        tonic::transport::Channel,
+    >,
 }
 
 /// Where a file came from.

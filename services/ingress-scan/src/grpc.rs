@@ -174,6 +174,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         request: Request<pb::GetScanFileRequest>,
     ) -> Result<Response<pb::ScanFile>, Status> {
         let caller = auth::caller(&request)?;
+        let authorization = request.metadata().get("authorization").cloned();
         let req = request.into_inner();
         let id = parse_name(&req.name)?;
         let m = scan_file::Entity::find_by_id(id)
@@ -181,6 +182,19 @@ impl pb::scan_service_server::ScanService for ScanApi {
             .await
             .map_err(internal_err("get scan file"))?
             .ok_or_else(|| not_found("scanFiles", &req.name))?;
+        if let Some(event) = m.intake_event_id.clone()
+            && !guichet_platform::placement::hidden_requests(
+                &self.dossier,
+                authorization.as_ref(),
+                vec![event],
+            )
+            .await?
+            .is_empty()
+        {
+            return Err(Status::permission_denied(
+                "this letter went to a restricted dossier: it is not shown",
+            ));
+        }
         Ok(Response::new(scan_file_for(&caller, &m)))
     }
 
@@ -189,6 +203,7 @@ impl pb::scan_service_server::ScanService for ScanApi {
         request: Request<pb::ListScanFilesRequest>,
     ) -> Result<Response<pb::ListScanFilesResponse>, Status> {
         let caller = auth::caller(&request)?;
+        let authorization = request.metadata().get("authorization").cloned();
         let req = request.into_inner();
         let limit = page_size(req.page_size, 50, 500)?;
         let (state, reason) = parse_filter(&req.filter)?;
@@ -219,8 +234,26 @@ impl pb::scan_service_server::ScanService for ScanApi {
         } else {
             String::new()
         };
+        // Letters that went to a dossier the caller may not read (a CCAS
+        // request) are left out.
+        let hidden = guichet_platform::placement::hidden_requests(
+            &self.dossier,
+            authorization.as_ref(),
+            rows.iter()
+                .filter_map(|m| m.intake_event_id.clone())
+                .collect(),
+        )
+        .await?;
         Ok(Response::new(pb::ListScanFilesResponse {
-            scan_files: rows.iter().map(|m| scan_file_for(&caller, m)).collect(),
+            scan_files: rows
+                .iter()
+                .filter(|m| {
+                    m.intake_event_id
+                        .as_ref()
+                        .is_none_or(|e| !hidden.contains(e))
+                })
+                .map(|m| scan_file_for(&caller, m))
+                .collect(),
             next_page_token,
         }))
     }

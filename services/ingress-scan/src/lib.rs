@@ -34,7 +34,7 @@ use guichet_platform::bus::StreamKind;
 use guichet_platform::config::ConfigError;
 use guichet_platform::grpc::GrpcServer;
 use guichet_platform::outbox::Outbox;
-use guichet_platform::role::{BoxFuture, Handles, RoleService, RoleSpec};
+use guichet_platform::role::{BoxFuture, Handles, Local, RoleService, RoleSpec};
 use guichet_proto::scan::v1::scan_service_server::ScanServiceServer;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,13 @@ impl RoleSpec for Spec {
         &mut config.database_url
     }
 
+    /// The role asks dossier on the local port when both run here.
+    fn wire(config: &mut Config, local: &Local) {
+        if let Some(url) = local.url_of("dossier") {
+            config.dossier_url = url.to_owned();
+        }
+    }
+
     async fn build(config: Config, deps: Deps) -> anyhow::Result<Box<dyn RoleService>> {
         Ok(Box::new(build(config, deps).await?))
     }
@@ -93,8 +100,12 @@ pub async fn build(config: Config, deps: Deps) -> anyhow::Result<Service> {
         }
     });
     let watch_dir = config.watch_dir.clone();
+    let channel = guichet_platform::grpc::lazy_channel("scan.dossier_url", &config.dossier_url)?;
     Ok(Service {
         api: ScanApi {
+            dossier: guichet_proto::dossier::v1::dossier_service_client::DossierServiceClient::new(
+                channel,
+            ),
             outbox: Outbox::new(db.clone(), deps.bus),
             db,
             objects: deps.objects,

@@ -30,7 +30,12 @@ async fn greeting(stream: &mut TcpStream) -> String {
 }
 
 /// Deliver one message over SMTP with a minimal client; the final reply code.
-async fn deliver(addr: std::net::SocketAddr, from: &str, headers: &str, body: String) -> String {
+pub(crate) async fn deliver(
+    addr: std::net::SocketAddr,
+    from: &str,
+    headers: &str,
+    body: String,
+) -> String {
     let stream = TcpStream::connect(addr).await.unwrap();
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
@@ -308,5 +313,68 @@ async fn a_half_sent_http_request_is_closed() {
     let (status, _) = http_get_with(addr, "/nothing-here", &[]).await.unwrap();
     assert_eq!(status, 404);
     app.stop().await.unwrap();
+    env.cleanup().await;
+}
+
+#[tokio::test]
+async fn mail_that_went_to_a_restricted_dossier_is_listed_only_for_its_group() {
+    use guichet_testkit::proto::email::v1 as epb;
+    let Some(env) = TestEnv::new(Backend::Sqlite).await else {
+        return;
+    };
+    let email = spawn_email(
+        &env,
+        &[Role::IngressEmail, Role::Routing, Role::Dossier],
+        &[],
+    )
+    .await;
+    let grpc = email.app.grpc_addr;
+    let front = env.token("agent-2", &[TokenRole::Agent]);
+    let social = env.token_in_groups("as-1", &[TokenRole::Agent], &["social"]);
+    let supervisor = env.token("chef-1", &[TokenRole::Supervisor]);
+    let code = deliver(
+        email.smtp,
+        "marie.martin@exemple.fr",
+        "",
+        "Bonjour, je n'arrive plus à payer ma facture d'électricité, puis-je avoir une aide alimentaire du CCAS ?".into(),
+    )
+    .await;
+    assert!(code.starts_with("250"), "{code}");
+    let item = eventually("the CCAS work item", Duration::from_secs(30), || async {
+        items_of(grpc, &supervisor).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(item.process_id, "aide-sociale-ccas", "{item:?}");
+    let list = |token: String| async move {
+        epb::email_service_client::EmailServiceClient::with_interceptor(
+            channel(grpc).await,
+            Bearer(token),
+        )
+        .list_email_messages(epb::ListEmailMessagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .email_messages
+    };
+    // The front desk does not see the CCAS request's mail, by any call.
+    assert!(list(front.clone()).await.is_empty());
+    // The social worker sees it (and the acknowledgement sent on it).
+    let shown: Vec<_> = list(social.clone())
+        .await
+        .into_iter()
+        .filter(|m| m.direction == epb::Direction::In as i32)
+        .collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    let e = epb::email_service_client::EmailServiceClient::with_interceptor(
+        channel(grpc).await,
+        Bearer(front),
+    )
+    .get_email_message(epb::GetEmailMessageRequest {
+        name: shown[0].name.clone(),
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    email.app.stop().await.unwrap();
     env.cleanup().await;
 }

@@ -239,7 +239,8 @@ async fn scanned_letters_in_every_format_become_intake_events_with_sender_refere
     let Some(env) = TestEnv::new(Backend::Sqlite).await else {
         return;
     };
-    let app = env.spawn(&[Role::IngressScan]).await;
+    // The dossier role answers which letters the listing may show.
+    let app = env.spawn(&[Role::IngressScan, Role::Dossier]).await;
     let work = tempfile::tempdir().expect("tempdir");
     let inbox = env.scan_dir().join("inbox");
     let mk = |name: &str, format: &str, pages: Vec<PageSpec>| {

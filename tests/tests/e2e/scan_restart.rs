@@ -21,7 +21,10 @@ async fn a_crash_while_letters_are_read_still_makes_each_letter_exactly_one_requ
         return;
     };
     let one_at_a_time = [("GUICHET__SCAN__CONCURRENCY", "1")];
-    let process = env.spawn_process(&["ingress-scan"], &one_at_a_time).await;
+    // The dossier role answers which letters the listing may show.
+    let process = env
+        .spawn_process(&["ingress-scan", "dossier"], &one_at_a_time)
+        .await;
     let work = tempfile::tempdir().expect("tempdir");
     let inbox = env.scan_dir().join("inbox");
     let done = env.scan_dir().join("done");
@@ -55,7 +58,7 @@ async fn a_crash_while_letters_are_read_still_makes_each_letter_exactly_one_requ
         ("GUICHET__TELEMETRY__LOG_FILTER", "info"),
     ];
     let process = env
-        .spawn_process_logging(&["ingress-scan"], &with_logs, &log)
+        .spawn_process_logging(&["ingress-scan", "dossier"], &with_logs, &log)
         .await;
     eventually("every letter done", Duration::from_secs(90), || async {
         (count(&done) == 4 && count(&inbox) == 0).then_some(())

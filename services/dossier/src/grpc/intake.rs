@@ -198,3 +198,35 @@ pub(super) async fn correlate_intake(
     };
     Ok(Response::new(response))
 }
+
+pub(super) async fn list_intake_placements(
+    api: &DossierApi,
+    request: Request<pb::ListIntakePlacementsRequest>,
+) -> Result<Response<pb::ListIntakePlacementsResponse>, Status> {
+    let p = auth::caller(&request)?;
+    let ids = request.into_inner().request_ids;
+    if ids.len() > 500 {
+        return Err(invalid_argument("request_ids", "at most 500 at once"));
+    }
+    if ids.iter().any(|i| i.is_empty() || i.len() > 128) {
+        return Err(invalid_argument(
+            "request_ids",
+            "each is an intake event id (1 to 128 characters)",
+        ));
+    }
+    let rows = api
+        .store
+        .placements(&ids)
+        .await
+        .map_err(internal_err("list intake placements"))?;
+    Ok(Response::new(pb::ListIntakePlacementsResponse {
+        placements: rows
+            .into_iter()
+            .map(|(request_id, dossier_id, group)| pb::IntakePlacement {
+                request_id,
+                readable: group.is_empty() || in_group(&p, &group),
+                dossier_id,
+            })
+            .collect(),
+    }))
+}

@@ -275,6 +275,14 @@ impl pb::dossier_service_server::DossierService for DossierApi {
     }
 
     #[tracing::instrument(skip_all)]
+    async fn list_intake_placements(
+        &self,
+        request: Request<pb::ListIntakePlacementsRequest>,
+    ) -> Result<Response<pb::ListIntakePlacementsResponse>, Status> {
+        intake::list_intake_placements(self, request).await
+    }
+
+    #[tracing::instrument(skip_all)]
     async fn resolve_citizen(
         &self,
         request: Request<pb::ResolveCitizenRequest>,
