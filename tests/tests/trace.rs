@@ -127,6 +127,62 @@ async fn spans_from_counter_routing_and_dossier_share_one_trace_without_personal
             }
         }
     }
+    // A refused call is an error span with its gRPC code; a probe is no
+    // span at all.
+    let e = dossier_client(app.grpc_addr, &agent)
+        .await
+        .purge_expired(guichet_testkit::proto::dossier::v1::PurgeExpiredRequest { dry_run: true })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(
+        tonic::transport::Channel::from_shared(format!("http://{}", app.grpc_addr))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap(),
+    );
+    health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("health");
+    let refused = eventually("the refused call's span", Duration::from_secs(10), || {
+        let exporter = exporter.clone();
+        async move {
+            exporter
+                .get_finished_spans()
+                .ok()?
+                .into_iter()
+                .find(|s| attr(s, "rpc.method") == "PurgeExpired")
+        }
+    })
+    .await;
+    assert_eq!(attr(&refused, "rpc.grpc.status_code"), "7");
+    assert!(
+        matches!(refused.status, opentelemetry::trace::Status::Error { .. }),
+        "{:?}",
+        refused.status
+    );
+    // And a call that went well says so.
+    let ok = exporter
+        .get_finished_spans()
+        .unwrap()
+        .into_iter()
+        .find(|s| attr(s, "rpc.method") == "IssueTicket")
+        .expect("the ticket's span");
+    assert_eq!(attr(&ok, "rpc.grpc.status_code"), "0");
+    assert!(!matches!(
+        ok.status,
+        opentelemetry::trace::Status::Error { .. }
+    ));
+    assert!(
+        !exporter
+            .get_finished_spans()
+            .unwrap()
+            .iter()
+            .any(|s| attr(s, "rpc.service").starts_with("grpc.health")),
+        "health checks are not traced"
+    );
     app.stop().await.expect("stop");
     env.cleanup().await;
 }

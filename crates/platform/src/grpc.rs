@@ -150,11 +150,22 @@ async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: Serv
     reporter.set_service_status("", status).await;
 }
 
+/// Probes and tools (health checks, reflection) are not traced: a trace
+/// per probe every few seconds would drown the requests.
+fn untraced(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.Health/") || path.starts_with("/grpc.reflection.")
+}
+
 fn server_span(req: &http::Request<()>) -> tracing::Span {
     let path = req.uri().path();
+    if untraced(path) {
+        return tracing::Span::none();
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     let service = parts.next().unwrap_or_default();
     let method = parts.next().unwrap_or_default();
+    // The status fields are recorded when the answer is known (see
+    // `GrpcMetrics`).
     let span = tracing::info_span!(
         "grpc.server",
         otel.name = %format!("{service}/{method}"),
@@ -162,6 +173,9 @@ fn server_span(req: &http::Request<()>) -> tracing::Span {
         rpc.system = "grpc",
         rpc.service = %service,
         rpc.method = %method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
     );
     crate::telemetry::extract_http(req.headers(), &span);
     span
@@ -207,6 +221,22 @@ where
                     .to_owned(),
                 Err(_) => "transport".to_owned(),
             };
+            // The server span (entered around this call) says how it ended:
+            // `rpc.grpc.status_code`, and an error status for any code but OK.
+            let span = tracing::Span::current();
+            if let Ok(n) = code.parse::<i32>() {
+                span.record("rpc.grpc.status_code", n);
+                if n != 0 {
+                    span.record("otel.status_code", "error");
+                    span.record(
+                        "otel.status_description",
+                        format!("{:?}", Code::from_i32(n)).as_str(),
+                    );
+                }
+            } else {
+                span.record("otel.status_code", "error");
+                span.record("otel.status_description", "transport error");
+            }
             metrics::counter!("guichet_grpc_server_requests_total", "rpc_method" => method.clone(), "grpc_code" => code)
                 .increment(1);
             metrics::histogram!("guichet_grpc_server_duration_seconds", "rpc_method" => method)
