@@ -536,6 +536,17 @@ pub fn generate_password() -> String {
         .collect()
 }
 
+/// The `service.name` of a process's traces: the configured one, except that
+/// the shipped default (`guichet`) names the role when the process serves
+/// one role only (`guichet-dossier`), so ops tell the roles of a split
+/// deployment apart without setting anything.
+pub fn service_name(configured: &str, roles: &[Role]) -> String {
+    match roles {
+        [one] if configured == "guichet" => format!("guichet-{}", one.name()),
+        _ => configured.to_owned(),
+    }
+}
+
 /// `guichet serve` is production: the development sinks of notification
 /// (SMS codes and citizens' emails written to a folder) are refused, naming
 /// the key, unless `development = true`, which is then said loudly.
@@ -680,4 +691,22 @@ fn write_secret(path: &Path, content: &str) -> anyhow::Result<()> {
     file.write_all(content.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_process_serving_one_role_is_named_after_it_unless_told_otherwise() {
+        assert_eq!(service_name("guichet", &[Role::Dossier]), "guichet-dossier");
+        assert_eq!(
+            service_name("guichet", &[Role::Dossier, Role::Routing]),
+            "guichet"
+        );
+        assert_eq!(
+            service_name("mairie-vincennes", &[Role::Dossier]),
+            "mairie-vincennes"
+        );
+    }
 }

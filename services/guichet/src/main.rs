@@ -505,7 +505,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve { all, roles } => {
             let roles = if all { Role::ALL.to_vec() } else { roles };
-            let _telemetry = guichet_platform::telemetry::init(&config.telemetry)?;
+            let mut telemetry = config.telemetry.clone();
+            telemetry.service_name = guichet::service_name(&telemetry.service_name, &roles);
+            let _telemetry = guichet_platform::telemetry::init(&telemetry)?;
             guichet::check_production(&config, &roles)?;
             let shutdown = guichet_platform::shutdown::on_signal();
             let app = guichet::start(config, &roles, shutdown).await?;
