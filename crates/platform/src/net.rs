@@ -68,25 +68,68 @@ struct Connections {
     by_address: std::collections::HashMap<IpAddr, usize>,
 }
 
+/// The connections (or sessions) a listener holds, within a bound in total
+/// and per client address: HTTP listeners and the SMTP/LMTP listener.
+#[derive(Clone)]
+pub struct ConnectionTable {
+    held: std::sync::Arc<std::sync::Mutex<Connections>>,
+    max_total: usize,
+    max_per_address: usize,
+}
+
+impl ConnectionTable {
+    pub fn new(max_total: usize, max_per_address: usize) -> ConnectionTable {
+        ConnectionTable {
+            held: Default::default(),
+            max_total,
+            max_per_address,
+        }
+    }
+
+    /// Hold one connection from `ip`, or say which bound refuses it
+    /// (`listener_full`, `address_full`).
+    pub fn hold(&self, ip: IpAddr) -> Result<Held, &'static str> {
+        let mut t = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if t.total >= self.max_total {
+            return Err("listener_full");
+        }
+        let from = t.by_address.entry(ip).or_insert(0);
+        if *from >= self.max_per_address {
+            return Err("address_full");
+        }
+        *from += 1;
+        t.total += 1;
+        Ok(Held {
+            table: self.held.clone(),
+            ip,
+        })
+    }
+
+    /// Connections held now.
+    pub fn len(&self) -> usize {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).total
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One held connection; released on drop.
-struct Held {
+pub struct Held {
     table: std::sync::Arc<std::sync::Mutex<Connections>>,
     ip: IpAddr,
-    listener: &'static str,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        if let Ok(mut t) = self.table.lock() {
-            t.total = t.total.saturating_sub(1);
-            if let Some(n) = t.by_address.get_mut(&self.ip) {
-                *n -= 1;
-                if *n == 0 {
-                    t.by_address.remove(&self.ip);
-                }
+        let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        t.total = t.total.saturating_sub(1);
+        if let Some(n) = t.by_address.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                t.by_address.remove(&self.ip);
             }
-            metrics::gauge!("guichet_http_connections", "listener" => self.listener)
-                .set(t.total as f64);
         }
     }
 }
@@ -103,7 +146,7 @@ pub async fn serve_http(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
-    let table = std::sync::Arc::new(std::sync::Mutex::new(Connections::default()));
+    let table = ConnectionTable::new(limits.max_connections, limits.max_per_address);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = Builder::new(TokioExecutor::new());
     builder
@@ -131,31 +174,16 @@ pub async fn serve_http(
                 }
             },
         };
-        let held = {
-            let Ok(mut t) = table.lock() else { continue };
-            let from = t.by_address.get(&peer.ip()).copied().unwrap_or(0);
-            let refused = if t.total >= limits.max_connections {
-                Some("listener_full")
-            } else if from >= limits.max_per_address {
-                Some("address_full")
-            } else {
-                None
-            };
-            if let Some(reason) = refused {
+        let held = match table.hold(peer.ip()) {
+            Ok(held) => held,
+            Err(reason) => {
                 metrics::counter!("guichet_http_connections_refused_total", "listener" => name, "reason" => reason)
                     .increment(1);
                 drop(stream);
                 continue;
             }
-            t.total += 1;
-            *t.by_address.entry(peer.ip()).or_insert(0) += 1;
-            metrics::gauge!("guichet_http_connections", "listener" => name).set(t.total as f64);
-            Held {
-                table: table.clone(),
-                ip: peer.ip(),
-                listener: name,
-            }
         };
+        metrics::gauge!("guichet_http_connections", "listener" => name).set(table.len() as f64);
         let _ = stream.set_nodelay(true);
         let svc = tower::ServiceExt::map_request(
             app.clone(),
@@ -171,11 +199,13 @@ pub async fn serve_http(
             )
             .into_owned();
         let conn = graceful.watch(conn);
+        let table = table.clone();
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, listener = name, "http connection ended");
             }
             drop(held);
+            metrics::gauge!("guichet_http_connections", "listener" => name).set(table.len() as f64);
         });
     }
     drop(listener);

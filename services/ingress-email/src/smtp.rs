@@ -60,9 +60,12 @@ pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> a
         tracing::info!(%addr, proto, "email listener ready");
     }
     let mut sessions = tokio::task::JoinSet::new();
-    // Sessions per client address: one client cannot hold every session.
-    let by_address: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>> =
-        Arc::default();
+    // Sessions in all and per client address: one client cannot hold every
+    // session.
+    let table = guichet_platform::net::ConnectionTable::new(
+        api.config.max_sessions,
+        api.config.max_sessions_per_address,
+    );
     for reason in ["listener_full", "address_full"] {
         metrics::counter!("guichet_email_sessions_refused_total", "reason" => reason).increment(0);
     }
@@ -79,41 +82,30 @@ pub async fn serve(api: EmailApi, l: Listener, shutdown: CancellationToken) -> a
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let refused = {
-                    let mut held = by_address.lock().unwrap_or_else(|e| e.into_inner());
-                    let from = held.get(&peer.ip()).copied().unwrap_or(0);
-                    if sessions.len() >= api.config.max_sessions {
-                        Some(("listener_full", "too many connections, try again later"))
-                    } else if from >= api.config.max_sessions_per_address {
-                        Some(("address_full", "too many connections from your address, try again later"))
-                    } else {
-                        *held.entry(peer.ip()).or_insert(0) += 1;
-                        None
+                let held = match table.hold(peer.ip()) {
+                    Ok(held) => held,
+                    Err(reason) => {
+                        metrics::counter!("guichet_email_sessions_refused_total", "reason" => reason).increment(1);
+                        let text = if reason == "address_full" {
+                            "too many connections from your address, try again later"
+                        } else {
+                            "too many connections, try again later"
+                        };
+                        let mut stream = stream;
+                        let mut out = Vec::new();
+                        reply(&mut out, 421, [4, 3, 2], text);
+                        // Never wait on a client that does not read.
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
+                        continue;
                     }
                 };
-                if let Some((reason, text)) = refused {
-                    metrics::counter!("guichet_email_sessions_refused_total", "reason" => reason).increment(1);
-                    let mut stream = stream;
-                    let mut out = Vec::new();
-                    reply(&mut out, 421, [4, 3, 2], text);
-                    // Never wait on a client that does not read.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(&out)).await;
-                    continue;
-                }
                 let session = Session::new(api.clone(), l.lmtp, l.tls.clone(), shutdown.clone());
-                let release = by_address.clone();
                 sessions.spawn(async move {
                     metrics::counter!("guichet_email_sessions_total", "proto" => if session.lmtp { "lmtp" } else { "smtp" }).increment(1);
                     if let Err(e) = session.run(Box::new(stream)).await {
                         tracing::debug!(error = %e, "session ended with an error");
                     }
-                    let mut held = release.lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(n) = held.get_mut(&peer.ip()) {
-                        *n -= 1;
-                        if *n == 0 {
-                            held.remove(&peer.ip());
-                        }
-                    }
+                    drop(held);
                 });
             }
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}

@@ -151,9 +151,8 @@ fn template_status(e: TemplateError) -> Status {
 
 pub(crate) async fn list(
     core: &Core,
-    request: Request<pb::ListTemplatesRequest>,
+    _request: Request<pb::ListTemplatesRequest>,
 ) -> Result<Response<pb::ListTemplatesResponse>, Status> {
-    auth::caller(&request)?;
     let catalog = core.catalog.current();
     let mut templates = Vec::new();
     for t in catalog.all() {
@@ -166,7 +165,6 @@ pub(crate) async fn get(
     core: &Core,
     request: Request<pb::GetTemplateRequest>,
 ) -> Result<Response<pb::MessageTemplate>, Status> {
-    auth::caller(&request)?;
     let id = id_of(&request.get_ref().id)?;
     let catalog = core.catalog.current();
     let t = catalog.get(&id).ok_or_else(|| not_found("template", &id))?;

@@ -223,7 +223,6 @@ impl SignatureService for SignatureApi {
         &self,
         request: Request<pb::GetSignatureRequestRequest>,
     ) -> Result<Response<pb::SignatureRequest>, Status> {
-        origin(&request)?;
         let full = self.core.get(&request.into_inner().id).await?;
         Ok(Response::new(to_pb(&self.core, &full)))
     }
@@ -232,7 +231,6 @@ impl SignatureService for SignatureApi {
         &self,
         request: Request<pb::ListSignatureRequestsRequest>,
     ) -> Result<Response<pb::ListSignatureRequestsResponse>, Status> {
-        origin(&request)?;
         let r = request.into_inner();
         let size = page_size(r.page_size, 50, 500)?;
         let (dossier, status) = parse_filter(&r.filter)?;
@@ -344,7 +342,6 @@ impl SignatureService for SignatureApi {
         &self,
         request: Request<pb::GetEvidenceRequest>,
     ) -> Result<Response<pb::Evidence>, Status> {
-        origin(&request)?;
         let r = request.into_inner();
         let (full, bytes) = self.core.evidence_bytes(&r.signature_request_id).await?;
         let signed_sha = full.req.signed_sha256.clone().unwrap_or_default();
@@ -371,7 +368,6 @@ impl SignatureService for SignatureApi {
         &self,
         request: Request<pb::VerifyRequest>,
     ) -> Result<Response<pb::VerifyResponse>, Status> {
-        origin(&request)?;
         let r = request.into_inner();
         let doc = (!r.document.is_empty()).then_some(r.document.as_slice());
         let sha = Some(r.document_sha256).filter(|s| !s.trim().is_empty());
@@ -408,7 +404,6 @@ impl SignatureService for SignatureApi {
         &self,
         request: Request<pb::ListSignatureEventsRequest>,
     ) -> Result<Response<pb::ListSignatureEventsResponse>, Status> {
-        origin(&request)?;
         let r = request.into_inner();
         self.core.get(&r.signature_request_id).await?;
         let size = page_size(r.page_size, 100, 1000)?;

@@ -58,7 +58,6 @@ pub(super) async fn resolve_citizen(
     api: &DossierApi,
     request: Request<pb::ResolveCitizenRequest>,
 ) -> Result<Response<pb::ResolveCitizenResponse>, Status> {
-    auth::caller(&request)?;
     let req = request.into_inner();
     let input = parse_hint(req.hint.as_ref(), "hint")?;
     let r = api
@@ -95,7 +94,6 @@ pub(super) async fn get_citizen(
     api: &DossierApi,
     request: Request<pb::GetCitizenRequest>,
 ) -> Result<Response<pb::Citizen>, Status> {
-    auth::caller(&request)?;
     let id = request.into_inner().id;
     let id = non_empty(&id).ok_or_else(|| invalid_argument("id", "is required"))?;
     let view = api
@@ -111,7 +109,6 @@ pub(super) async fn list_citizens(
     api: &DossierApi,
     request: Request<pb::ListCitizensRequest>,
 ) -> Result<Response<pb::ListCitizensResponse>, Status> {
-    auth::caller(&request)?;
     let req = request.into_inner();
     let query = text_field("query", &req.query, 200)?;
     let limit = page_size(req.page_size, 20, 200)?;
